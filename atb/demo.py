@@ -1,0 +1,126 @@
+"""`atb demo`: the walking skeleton, end to end, on the embedded defaults.
+
+Starts Kafka and OPA (if not running), the four services as processes, then
+acts as an agent: asks for a PoA for a low-risk action, waits for it, invokes
+the action through the broker, and prints the request's timeline as the audit
+store recorded it. Stops everything it started, and exits non-zero on any
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import jwt
+from rich.console import Console
+from rich.table import Table
+
+from atb.dev.config import DevConfig
+from atb.dev.launcher import Infra, ensure_infra, stop_infra
+from atb.sdk import AgentClient
+from atb.stack import ServiceStack, StackConfig
+from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
+from contracts import AccountableParty, Decision, JsonObject, LegitimateInterest
+
+__all__ = ["DemoError", "run_demo"]
+
+AGENT = "spiffe://atb.local/agent/crm-assistant"
+EXPECTED_EVENTS = 8
+"""request, quorum, approval audit, PoA, PoA audit, action, decision, decision audit."""
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+async def run_demo(console: Console, *, keep_running: bool = False) -> None:
+    config = DevConfig.from_env()
+    console.rule("[bold]ATB walking skeleton")
+    infra = await ensure_infra(progress=lambda msg: console.print(f"  [dim]{msg}[/dim]"), config=config)
+    console.print(f"Kafka {infra.kafka_bootstrap} · OPA {infra.opa_url}")
+    db_url = f"sqlite:///{config.state_dir / 'audit' / 'audit.db'}"
+    (config.state_dir / "audit").mkdir(parents=True, exist_ok=True)
+    stack = ServiceStack(StackConfig(infra.kafka_bootstrap, infra.opa_url, config.state_dir, audit_db_url=db_url))
+    try:
+        console.print("Starting services: " + ", ".join(stack.processes))
+        await stack.start(ready_timeout=90)
+        await _scenario(console, infra, db_url)
+    except Exception:
+        for name, log in stack.logs().items():
+            console.print(f"  [red]{name} log:[/red] {log}")
+        raise
+    finally:
+        if not keep_running:
+            await stack.stop()
+            if infra.started:
+                await stop_infra(infra.started, config=config)
+                console.print(f"Stopped {', '.join(sorted(infra.started))} (started by the demo).")
+
+
+async def _scenario(console: Console, infra: Infra, db_url: str) -> None:
+    leg = LegitimateInterest(
+        ref="LI-2024-001",
+        description="Look up a customer contact for support case 789",
+        jurisdiction="US",
+        accountable_party=AccountableParty(type="employee", id="emp-100"),
+    )
+    action, resource = "crm.contact.read", "crm:contact/4711"
+    params: JsonObject = {"fields": ["name", "email"]}
+    async with AgentClient(agent_id=AGENT, tenant="acme", bootstrap=infra.kafka_bootstrap) as agent:
+        started = time.perf_counter()
+        request_id = await agent.request_poa(action, resource, leg=leg, params=params)
+        console.print(f"Agent {AGENT} asked for [bold]{action}[/bold] on {resource}: request {request_id}")
+        issued = await agent.await_poa(request_id, timeout=60)
+        got_poa = time.perf_counter()
+        console.print(f"PoA issued after {1000 * (got_poa - started):.0f} ms (tier {issued.tier.value}):")
+        console.print_json(data=jwt.decode(issued.token, options={"verify_signature": False}))
+        decision = await agent.invoke(action, resource, poa=issued.token, request_id=request_id, params=params)
+        console.print(
+            f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(decision.reasons)}) "
+            f"after {1000 * (time.perf_counter() - got_poa):.0f} ms"
+        )
+        if decision.decision is not Decision.ALLOW:
+            raise DemoError(f"the broker denied a valid PoA: {decision.reasons}")
+    events = await _await_audit(db_url, request_id, EXPECTED_EVENTS, timeout=30)
+    console.print(_timeline(request_id, events))
+    console.print(f"[green]OK[/green]: {len(events)} events of request {request_id} are in the audit store.")
+
+
+async def _await_audit(db_url: str, request_id: str, expected: int, timeout: float) -> list[StoredEvent]:
+    migrate(db_url)
+    store = AuditStore(make_engine(db_url), group_id="demo-reader")
+    deadline = time.monotonic() + timeout
+    while True:
+        events = await asyncio.to_thread(store.for_request, request_id)
+        if len(events) >= expected:
+            return events
+        if time.monotonic() > deadline:
+            raise DemoError(f"audit store holds {len(events)} of {expected} events of {request_id}")
+        await asyncio.sleep(0.25)
+
+
+def _timeline(request_id: str, events: list[StoredEvent]) -> Table:
+    events = sorted(events, key=lambda e: e.occurred_at)
+    start: datetime = events[0].occurred_at
+    table = Table(title=f"Timeline of {request_id} (from the audit store)")
+    for column in ("+ms", "Δms", "topic", "event", "producer", "stored +ms"):
+        table.add_column(column, justify="right" if "ms" in column else "left")
+    previous = start
+    for event in events:
+        table.add_row(
+            f"{_ms(event.occurred_at - start):.0f}",
+            f"{_ms(event.occurred_at - previous):.0f}",
+            event.topic,
+            event.event_type.removeprefix("atb."),
+            (event.producer or "?").removeprefix("spiffe://atb.local/"),
+            f"{_ms(event.recorded_at - start):.0f}",
+        )
+        previous = event.occurred_at
+    return table
+
+
+def _ms(delta: object) -> float:
+    seconds = getattr(delta, "total_seconds", lambda: 0.0)()
+    return float(seconds) * 1000

@@ -1,0 +1,336 @@
+"""Every v1 event payload ATB publishes, as frozen pydantic models.
+
+Each payload class names its CloudEvents `type` (`atb.<area>.<name>.v<N>`) and the
+topic it travels on. A published version is never edited: a change is a new class
+with a new `.vN` type. `extra="forbid"` everywhere, so an unknown field is an error
+and goes to the dead-letter topic rather than being silently ignored.
+
+Models only: no Kafka, no crypto, no policy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from contracts.leg import Leg
+from contracts.topics import Topic
+
+__all__ = [
+    "EVENT_TYPES",
+    "ActionRequested",
+    "ApprovalRequired",
+    "AuditEvent",
+    "BrokerDecision",
+    "CountedVote",
+    "DeadLetter",
+    "Decision",
+    "EventPayload",
+    "IssuanceRequested",
+    "JsonObject",
+    "PoaIssued",
+    "PoaRevoked",
+    "QuorumReached",
+    "RequestDenied",
+    "RequestExpired",
+    "SigningKeyPublished",
+    "Tier",
+    "VoteCast",
+    "VoteChoice",
+]
+
+JsonObject = dict[str, JsonValue]
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+SpiffeIdText = Annotated[str, Field(min_length=10, max_length=2048, pattern=r"^spiffe://")]
+ActionName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")]
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+Reason = Annotated[str, Field(max_length=1024)]
+
+
+class Tier(StrEnum):
+    """Risk tiers of the seed's §3 table."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class VoteChoice(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class EventPayload(BaseModel):
+    """Base of every payload: frozen, no unknown fields, a type name and a topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    topic: ClassVar[Topic]
+
+    def partition_key(self) -> str:
+        """The Kafka key: the request id where there is one (DESIGN.md §4)."""
+        request_id = getattr(self, "request_id", None)
+        if isinstance(request_id, str) and request_id:
+            return request_id
+        raise NotImplementedError(f"{type(self).__name__} must define partition_key()")
+
+
+class IssuanceRequested(EventPayload):
+    """An agent asks for a PoA for one exact action (seed §2.1)."""
+
+    event_type: ClassVar[str] = "atb.poa.issuance_requested.v1"
+    topic: ClassVar[Topic] = Topic.POA_REQUESTS
+
+    request_id: RequestId
+    agent_id: SpiffeIdText
+    tenant: Annotated[str, Field(min_length=1, max_length=64)]
+    target_tenant: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    action: ActionName
+    resource: Annotated[str, Field(min_length=1, max_length=512)]
+    params: JsonObject = Field(default_factory=dict)
+    leg: Leg
+    requested_at: datetime
+    agent_cert_thumbprint: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = None
+    """base64url SHA-256 of the agent certificate (DER): becomes `cnf.x5t#S256`."""
+
+
+class ApprovalRequired(EventPayload):
+    """The policy says humans must approve: who, how many, until when."""
+
+    event_type: ClassVar[str] = "atb.approvals.approval_required.v1"
+    topic: ClassVar[Topic] = Topic.OUTCOMES
+
+    request_id: RequestId
+    tier: Tier
+    required_approvals: Annotated[int, Field(ge=0, le=10)]
+    eligible_groups: tuple[str, ...]
+    ticket_required: bool
+    deadline: datetime
+    request_digest: Digest
+    agent_id: SpiffeIdText
+    action: ActionName
+    resource: str
+    accountable_party_id: str
+
+
+class VoteCast(EventPayload):
+    """One approver's vote, bound to the digest of the exact request."""
+
+    event_type: ClassVar[str] = "atb.approvals.vote_cast.v1"
+    topic: ClassVar[Topic] = Topic.VOTES
+
+    request_id: RequestId
+    vote_id: Annotated[str, Field(min_length=1, max_length=128)]
+    approver_id: Annotated[str, Field(min_length=1, max_length=256)]
+    choice: VoteChoice
+    request_digest: Digest
+    channel: Literal["cli", "slack", "teams"]
+    cast_at: datetime
+    reason: Reason = ""
+
+
+class CountedVote(BaseModel):
+    """Evidence of one counted vote; `vote_event` is the exact signed envelope received."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    approver_id: str
+    approver_type: str
+    vote_digest: Digest
+    cast_at: datetime
+    vote_event: str
+
+
+class QuorumReached(EventPayload):
+    """Enough distinct eligible approvers said yes (zero for tier low)."""
+
+    event_type: ClassVar[str] = "atb.approvals.quorum_reached.v1"
+    topic: ClassVar[Topic] = Topic.OUTCOMES
+
+    request_id: RequestId
+    tier: Tier
+    required_approvals: Annotated[int, Field(ge=0, le=10)]
+    request_digest: Digest
+    poa_ttl_seconds: Annotated[int, Field(ge=1, le=3600)]
+    request: IssuanceRequested
+    request_event: str
+    """The exact IssuanceRequested envelope received, so the issuer can re-verify it."""
+    votes: tuple[CountedVote, ...] = ()
+    decided_at: datetime
+
+
+class RequestDenied(EventPayload):
+    """The request will not get a PoA: a deny vote, a policy refusal, bad evidence."""
+
+    event_type: ClassVar[str] = "atb.approvals.request_denied.v1"
+    topic: ClassVar[Topic] = Topic.OUTCOMES
+
+    request_id: RequestId
+    code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    reason: Reason
+    denied_by: str
+    decided_at: datetime
+
+
+class RequestExpired(EventPayload):
+    """The deadline passed without a quorum."""
+
+    event_type: ClassVar[str] = "atb.approvals.request_expired.v1"
+    topic: ClassVar[Topic] = Topic.OUTCOMES
+
+    request_id: RequestId
+    deadline: datetime
+    approvals_counted: Annotated[int, Field(ge=0)]
+    required_approvals: Annotated[int, Field(ge=0)]
+
+
+class PoaIssued(EventPayload):
+    """A signed PoA for one approved request. The audit store keeps only the token's hash."""
+
+    event_type: ClassVar[str] = "atb.poa.issued.v1"
+    topic: ClassVar[Topic] = Topic.POA_ISSUED
+
+    request_id: RequestId
+    jti: Annotated[str, Field(min_length=1, max_length=128)]
+    kid: str
+    agent_id: SpiffeIdText
+    action: ActionName
+    tier: Tier
+    issued_at: datetime
+    expires_at: datetime
+    token: str
+    token_sha256: Digest
+
+
+class PoaRevoked(EventPayload):
+    """A PoA that must no longer be honoured, whatever its expiry."""
+
+    event_type: ClassVar[str] = "atb.poa.revoked.v1"
+    topic: ClassVar[Topic] = Topic.POA_REVOKED
+
+    request_id: RequestId
+    jti: str
+    reason: Reason
+    revoked_by: str
+    revoked_at: datetime
+
+
+class ActionRequested(EventPayload):
+    """An agent asks the broker to run an action, presenting its PoA."""
+
+    event_type: ClassVar[str] = "atb.broker.action_requested.v1"
+    topic: ClassVar[Topic] = Topic.BROKER_ACTIONS
+
+    request_id: RequestId
+    action_id: Annotated[str, Field(min_length=1, max_length=128)]
+    agent_id: SpiffeIdText
+    tenant: Annotated[str, Field(min_length=1, max_length=64)]
+    target_tenant: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    action: ActionName
+    resource: str
+    params: JsonObject = Field(default_factory=dict)
+    poa: str | None = None
+    requested_at: datetime
+
+
+class BrokerDecision(EventPayload):
+    """What the broker decided for one ActionRequested."""
+
+    event_type: ClassVar[str] = "atb.broker.decision.v1"
+    topic: ClassVar[Topic] = Topic.BROKER_DECISIONS
+
+    request_id: RequestId
+    action_id: str
+    agent_id: str
+    action: str
+    decision: Decision
+    reasons: tuple[str, ...]
+    policy_version: str
+    jti: str | None = None
+    decided_at: datetime
+
+
+class AuditEvent(EventPayload):
+    """A security-relevant fact, named as in the seed where it gives a name (`poa_issued`, ...)."""
+
+    event_type: ClassVar[str] = "atb.audit.event.v1"
+    topic: ClassVar[Topic] = Topic.AUDIT
+
+    audit_type: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    request_id: str | None = None
+    actor: str
+    outcome: Literal["success", "failure", "denied", "info"]
+    reason: Reason = ""
+    details: JsonObject = Field(default_factory=dict)
+    occurred_at: datetime
+
+    def partition_key(self) -> str:
+        return self.request_id or self.audit_type
+
+
+class SigningKeyPublished(EventPayload):
+    """A PoA verification key (JWK), published before it signs anything."""
+
+    event_type: ClassVar[str] = "atb.keys.signing_key_published.v1"
+    topic: ClassVar[Topic] = Topic.KEYS
+
+    kid: str
+    alg: Literal["EdDSA"]
+    jwk: dict[str, str]
+    issuer: str
+    not_before: datetime
+    retire_after: datetime | None = None
+
+    def partition_key(self) -> str:
+        return self.kid
+
+
+class DeadLetter(EventPayload):
+    """A record a consumer could not use; the original bytes are kept, base64-encoded."""
+
+    event_type: ClassVar[str] = "atb.dlq.dead_letter.v1"
+    topic: ClassVar[Topic] = Topic.DLQ
+
+    original_topic: str
+    original_partition: Annotated[int, Field(ge=0)]
+    original_offset: Annotated[int, Field(ge=0)]
+    original_key: str | None = None
+    original_value_b64: str
+    consumer: str
+    error_code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    reason: Reason
+    request_id: str | None = None
+
+    def partition_key(self) -> str:
+        return self.request_id or f"{self.original_topic}:{self.original_partition}"
+
+
+EVENT_TYPES: dict[str, type[EventPayload]] = {
+    cls.event_type: cls
+    for cls in (
+        IssuanceRequested,
+        ApprovalRequired,
+        VoteCast,
+        QuorumReached,
+        RequestDenied,
+        RequestExpired,
+        PoaIssued,
+        PoaRevoked,
+        ActionRequested,
+        BrokerDecision,
+        AuditEvent,
+        SigningKeyPublished,
+        DeadLetter,
+    )
+}
+"""Every publishable event type, by its CloudEvents `type`."""

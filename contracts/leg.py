@@ -1,0 +1,112 @@
+"""The `leg` (legal basis) claim, typed after the seed's templates (seed §3, §4).
+
+A request names its legal basis with one of the four mandate templates (LI,
+CONTRACT, CONSENT, LEGAL), the jurisdiction and the accountable party. The issuer
+adds the approval evidence: `approval` for medium risk, `dual_control` for high
+and critical, and the external ticket reference for critical.
+
+Models only: no I/O, no policy decisions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AccountableParty",
+    "Approval",
+    "Consent",
+    "ContractualNecessity",
+    "DualControl",
+    "DualControlApprover",
+    "Leg",
+    "LegalObligation",
+    "LegitimateInterest",
+]
+
+_Ref = Annotated[str, Field(min_length=1, max_length=128)]
+_Text = Annotated[str, Field(max_length=512)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AccountableParty(_Frozen):
+    """The human (or team) the agent acts for. Never allowed to approve its own request."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Approval(_Frozen):
+    """Medium risk: the one approver, who differs from the requester (seed §3)."""
+
+    approver_id: Annotated[str, Field(min_length=1, max_length=256)]
+    approved_at: datetime
+
+
+class DualControlApprover(_Frozen):
+    """One of the distinct approvers of a high or critical request."""
+
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    vote_digest: str | None = None
+
+
+class DualControl(_Frozen):
+    """High and critical risk: at least two distinct approvers (seed §2.2, §3)."""
+
+    required: Literal[True] = True
+    approvers: tuple[DualControlApprover, ...]
+
+
+class _LegCommon(_Frozen):
+    jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    accountable_party: AccountableParty
+    approval: Approval | None = None
+    dual_control: DualControl | None = None
+    ticket_ref: Annotated[str, Field(max_length=128)] | None = None
+
+
+class LegitimateInterest(_LegCommon):
+    """Seed §4.1."""
+
+    basis: Literal["LI"] = "LI"
+    ref: _Ref
+    description: _Text = ""
+
+
+class ContractualNecessity(_LegCommon):
+    """Seed §4.2."""
+
+    basis: Literal["CONTRACT"] = "CONTRACT"
+    ref: _Ref
+    description: _Text = ""
+
+
+class Consent(_LegCommon):
+    """Seed §4.3."""
+
+    basis: Literal["CONSENT"] = "CONSENT"
+    ref: _Ref
+    data_subject: Annotated[str, Field(min_length=1, max_length=256)]
+    purpose: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class LegalObligation(_LegCommon):
+    """Seed §4.4."""
+
+    basis: Literal["LEGAL"] = "LEGAL"
+    ref: _Ref
+    description: _Text = ""
+
+
+Leg = Annotated[
+    LegitimateInterest | ContractualNecessity | Consent | LegalObligation,
+    Field(discriminator="basis"),
+]
+"""A `leg` claim: one of the four templates, flattened as in the seed."""

@@ -1,0 +1,1 @@
+"""Approvals adapters: the policy client."""

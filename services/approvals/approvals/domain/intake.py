@@ -1,0 +1,113 @@
+"""What happens when a request arrives: approve at once, ask humans, or refuse.
+
+Pure: the policy's answer (`Requirements`) is an input, so is the clock. Tier
+low needs no human (seed §3): a QuorumReached with zero votes. Every other tier
+gets an ApprovalRequired naming who must approve and until when. A critical
+request without a well-formed external ticket reference is refused at intake.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from contracts import (
+    ApprovalRequired,
+    EventPayload,
+    IssuanceRequested,
+    QuorumReached,
+    RequestDenied,
+    Tier,
+    request_digest,
+)
+
+__all__ = ["IntakeResult", "Requirements", "decide_intake", "digest_of"]
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """The policy's answer to "what does this request need"."""
+
+    tier: Tier
+    approvals: int
+    ticket_required: bool
+    eligible_groups: tuple[str, ...]
+    pending_seconds: int
+    poa_ttl_seconds: int
+    policy_version: str
+
+    def __post_init__(self) -> None:
+        if self.approvals < 0 or (self.tier is not Tier.LOW and self.approvals < 1):
+            raise ValueError(f"tier {self.tier} cannot need {self.approvals} approvals")
+        if self.poa_ttl_seconds < 1 or self.poa_ttl_seconds > 300:
+            raise ValueError("PoA TTL must be between 1 s and 5 min (DESIGN.md §5)")
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    events: tuple[EventPayload, ...]
+    audit_type: str
+    outcome: str
+    reason: str = ""
+
+
+def digest_of(request: IssuanceRequested) -> str:
+    return request_digest(
+        action=request.action,
+        resource=request.resource,
+        params=request.params,
+        tenant=request.tenant,
+        target_tenant=request.target_tenant,
+    )
+
+
+def decide_intake(
+    request: IssuanceRequested,
+    request_event: str,
+    requirements: Requirements,
+    *,
+    now: datetime,
+    decided_by: str,
+    ticket_pattern: re.Pattern[str],
+) -> IntakeResult:
+    """The outcome events for a newly arrived, verified request."""
+    digest = digest_of(request)
+    if requirements.ticket_required and not _valid_ticket(request, ticket_pattern):
+        reason = "critical request needs an external ticket reference (leg.ticket_ref) of the configured format"
+        denied = RequestDenied(
+            request_id=request.request_id, code="ticket_required", reason=reason, denied_by=decided_by, decided_at=now
+        )
+        return IntakeResult((denied,), "approval_request_denied", "denied", reason)
+    if requirements.approvals == 0:
+        quorum = QuorumReached(
+            request_id=request.request_id,
+            tier=requirements.tier,
+            required_approvals=0,
+            request_digest=digest,
+            poa_ttl_seconds=requirements.poa_ttl_seconds,
+            request=request,
+            request_event=request_event,
+            votes=(),
+            decided_at=now,
+        )
+        return IntakeResult((quorum,), "approval_quorum_reached", "success", "tier low: no human approval required")
+    required = ApprovalRequired(
+        request_id=request.request_id,
+        tier=requirements.tier,
+        required_approvals=requirements.approvals,
+        eligible_groups=requirements.eligible_groups,
+        ticket_required=requirements.ticket_required,
+        deadline=now + timedelta(seconds=requirements.pending_seconds),
+        request_digest=digest,
+        agent_id=request.agent_id,
+        action=request.action,
+        resource=request.resource,
+        accountable_party_id=request.leg.accountable_party.id,
+    )
+    return IntakeResult((required,), "approval_required", "info", f"tier {requirements.tier.value}")
+
+
+def _valid_ticket(request: IssuanceRequested, pattern: re.Pattern[str]) -> bool:
+    ticket = request.leg.ticket_ref
+    return ticket is not None and pattern.fullmatch(ticket) is not None

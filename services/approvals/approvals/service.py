@@ -1,0 +1,92 @@
+"""Approvals application service: decode → verify → ask policy → decide → events.
+
+One batch of records in, the records to publish out; the processor commits them
+with the input offsets in one Kafka transaction. Bad records become dead letters
+(and audit events); they never stop the batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from approvals.adapters.policy import PolicyRequirements
+from approvals.domain import decide_intake
+from approvals.settings import ApprovalsSettings
+from atb_runtime import Incoming, Outgoing, audit, dead_letter, outgoing
+from contracts import EventDecodeError, IssuanceRequested, decode_envelope, payload_of
+
+__all__ = ["ApprovalsService"]
+
+
+class ApprovalsService:
+    CONSUMER = "approvals"
+
+    def __init__(self, settings: ApprovalsSettings, policy: PolicyRequirements) -> None:
+        self._settings = settings
+        self._policy = policy
+        self._ticket = re.compile(settings.ticket_pattern)
+        self._source = settings.service_id
+        self._ns = settings.topic_namespace
+
+    async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for record in records:
+            out.extend(await self._handle_one(record))
+        return out
+
+    async def _handle_one(self, record: Incoming) -> list[Outgoing]:
+        try:
+            envelope = decode_envelope(record.value)
+            payload = payload_of(envelope)
+        except EventDecodeError as exc:
+            return self._dead(record, exc.code, exc.reason)
+        if not isinstance(payload, IssuanceRequested):
+            return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
+        if envelope.source != payload.agent_id:
+            # NOTE: until proofs of origin land, the requester is the envelope source,
+            # and a request naming another agent is refused.
+            return self._dead(record, "identity_mismatch", "agent_id differs from the event source", payload)
+        requirements = await self._policy.for_request(payload)
+        result = decide_intake(
+            payload,
+            record.value.decode() if record.value else "",
+            requirements,
+            now=datetime.now(UTC),
+            decided_by=self._source,
+            ticket_pattern=self._ticket,
+        )
+        events = [outgoing(event, source=self._source, namespace=self._ns) for event in result.events]
+        events.append(
+            audit(
+                result.audit_type,
+                source=self._source,
+                namespace=self._ns,
+                outcome=result.outcome,
+                request_id=payload.request_id,
+                reason=result.reason,
+                details={
+                    "tier": requirements.tier.value,
+                    "required_approvals": requirements.approvals,
+                    "action": payload.action,
+                    "policy_version": requirements.policy_version,
+                },
+            )
+        )
+        return events
+
+    def _dead(
+        self, record: Incoming, code: str, reason: str, payload: IssuanceRequested | None = None
+    ) -> list[Outgoing]:
+        return dead_letter(
+            record,
+            consumer=self.CONSUMER,
+            error_code=code,
+            reason=reason,
+            source=self._source,
+            namespace=self._ns,
+            request_id=payload.request_id
+            if payload
+            else (record.key.decode("utf-8", "replace") if record.key else None),
+        )

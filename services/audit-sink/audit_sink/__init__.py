@@ -1,0 +1,1 @@
+"""The audit sink: every event on every `atb.*` topic, stored once, append-only."""

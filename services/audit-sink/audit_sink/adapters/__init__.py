@@ -1,0 +1,1 @@
+"""Audit sink adapters: the database and the Kafka consumer."""

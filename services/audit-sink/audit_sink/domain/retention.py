@@ -1,0 +1,43 @@
+"""How long each event is kept (seed §6): audit events 7 years, access logs 90 days.
+
+`retain_until` is fixed when a row is written; purging (a later issue) may only
+remove rows past it. Per-event-type overrides are configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+__all__ = ["DEFAULT_YEARS", "RetentionPolicy", "add_years"]
+
+DEFAULT_YEARS = 7
+"""SOX §802 / Reg S-X 2-06: seven years."""
+
+
+def add_years(moment: datetime, years: int) -> datetime:
+    """Same calendar day `years` later; 29 February becomes 28 February."""
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:
+        return moment.replace(year=moment.year + years, day=28)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    default_years: int = DEFAULT_YEARS
+    days_by_event_type: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default_years < 1:
+            raise ValueError("audit events are kept at least one year")
+        for event_type, days in self.days_by_event_type.items():
+            if days < 1:
+                raise ValueError(f"retention of {event_type} must be at least one day")
+
+    def retain_until(self, event_type: str, occurred_at: datetime) -> datetime:
+        days = self.days_by_event_type.get(event_type)
+        if days is not None:
+            return occurred_at + timedelta(days=days)
+        return add_years(occurred_at, self.default_years)

@@ -1,0 +1,85 @@
+"""Turn one consumed record into the row the audit store keeps.
+
+The exact bytes received are kept whatever they are: a record that does not
+parse is still stored (as `undecodable`, with the reason), because the audit
+trail must show what was on the topic, not what we understood of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from audit_sink.domain.retention import RetentionPolicy
+from contracts import EventDecodeError, decode_envelope
+
+__all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
+
+UNDECODABLE = "undecodable"
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    event_type: str
+    request_id: str | None
+    producer: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    retain_until: datetime
+    record_key: bytes | None
+    raw: bytes
+    decode_error: str | None
+
+
+def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPolicy) -> AuditRow:
+    """The row for a record; never raises on bad input."""
+    raw = record.value or b""
+    fallback_time = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC) if record.timestamp_ms else recorded_at
+    try:
+        envelope = decode_envelope(record.value)
+    except EventDecodeError as exc:
+        return AuditRow(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_id=f"{record.topic}:{record.partition}:{record.offset}",
+            event_type=UNDECODABLE,
+            request_id=None,
+            producer=None,
+            occurred_at=fallback_time,
+            recorded_at=recorded_at,
+            retain_until=retention.retain_until(UNDECODABLE, fallback_time),
+            record_key=record.key,
+            raw=raw,
+            decode_error=str(exc)[:1024],
+        )
+    occurred = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
+    return AuditRow(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        event_id=envelope.id,
+        event_type=envelope.type,
+        request_id=envelope.subject,
+        producer=envelope.source,
+        occurred_at=occurred,
+        recorded_at=recorded_at,
+        retain_until=retention.retain_until(envelope.type, occurred),
+        record_key=record.key,
+        raw=raw,
+        decode_error=None,
+    )

@@ -1,0 +1,27 @@
+"""Wiring only: `faststream run audit_sink.main:app`."""
+
+from __future__ import annotations
+
+from atb_runtime.app import Channel, service_app
+from audit_sink.adapters.db import AuditStore, make_engine, migrate
+from audit_sink.service import AuditIngest
+from audit_sink.settings import AuditSinkSettings
+from contracts import EVENT_TYPES
+
+settings = AuditSinkSettings()
+
+
+async def build() -> AuditIngest:
+    url = settings.db_url()
+    migrate(url)
+    group = f"{settings.group_id}.{settings.topic_namespace.rstrip('.') or 'default'}"
+    return AuditIngest(settings, AuditStore(make_engine(url), group))
+
+
+app = service_app(
+    title="ATB audit sink",
+    description="Stores every record of every atb.* topic exactly once in the append-only audit store.",
+    group=settings.group_id,
+    channels=tuple(Channel("consumes", model) for model in EVENT_TYPES.values()),
+    build=build,
+)

@@ -1,0 +1,1 @@
+"""Broker adapters: verification keys learned from `atb.keys`, and PoA verification."""

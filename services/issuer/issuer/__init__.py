@@ -1,0 +1,1 @@
+"""The issuer: turns a verified quorum into a signed, short-lived PoA."""

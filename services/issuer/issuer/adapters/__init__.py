@@ -1,0 +1,1 @@
+"""Issuer adapters: signing keys and the JWT signer."""

@@ -1,0 +1,106 @@
+"""Check a quorum's evidence and build the PoA claims for it.
+
+Pure: the clock, the `jti` and the identities are inputs. The issuer never trusts
+the approvals service's word alone (DESIGN.md §6.1): the digest is recomputed
+from the embedded request, and the vote count must match the tier.
+Signature checks of the embedded evidence need crypto and live in the adapters.
+"""
+
+from __future__ import annotations
+
+from contracts import (
+    Approval,
+    DualControl,
+    DualControlApprover,
+    PoaClaims,
+    QuorumReached,
+    Tier,
+    request_digest,
+)
+
+__all__ = ["MAX_TTL_SECONDS", "EvidenceError", "build_claims", "check_evidence"]
+
+MAX_TTL_SECONDS = 300
+"""PoAs live 5 minutes at most (seed §2.1); the policy may ask for less."""
+
+_REQUIRED = {Tier.LOW: 0, Tier.MEDIUM: 1, Tier.HIGH: 2, Tier.CRITICAL: 2}
+
+
+class EvidenceError(ValueError):
+    """The quorum's evidence does not hold. `code` is stable, `reason` human-readable."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def check_evidence(quorum: QuorumReached) -> None:
+    """Raise EvidenceError unless the quorum is consistent with its own request."""
+    request = quorum.request
+    if request.request_id != quorum.request_id:
+        raise EvidenceError("request_mismatch", "embedded request has another request_id")
+    digest = request_digest(
+        action=request.action,
+        resource=request.resource,
+        params=request.params,
+        tenant=request.tenant,
+        target_tenant=request.target_tenant,
+    )
+    if digest != quorum.request_digest:
+        raise EvidenceError("digest_mismatch", "request digest does not match the embedded request")
+    floor = _REQUIRED[quorum.tier]
+    if quorum.required_approvals < floor:
+        raise EvidenceError("too_few_required", f"tier {quorum.tier.value} needs at least {floor} approvals")
+    approvers = {vote.approver_id.casefold() for vote in quorum.votes}
+    if len(approvers) != len(quorum.votes):
+        raise EvidenceError("duplicate_approver", "the same approver is counted twice")
+    if len(approvers) < quorum.required_approvals:
+        raise EvidenceError("quorum_short", f"{len(approvers)} of {quorum.required_approvals} approvals")
+    requesters = {request.agent_id.casefold(), request.leg.accountable_party.id.casefold()}
+    if approvers & requesters:
+        raise EvidenceError("self_approval", "the requester or its accountable party is among the approvers")
+    if quorum.tier is Tier.CRITICAL and not request.leg.ticket_ref:
+        raise EvidenceError("ticket_missing", "critical request without an external ticket reference")
+
+
+def build_claims(
+    quorum: QuorumReached,
+    *,
+    issuer: str,
+    audience: str,
+    now: int,
+    jti: str,
+    cnf_thumbprint: str | None,
+) -> PoaClaims:
+    """The claims of the PoA for a quorum that passed `check_evidence`."""
+    request = quorum.request
+    ttl = min(quorum.poa_ttl_seconds, MAX_TTL_SECONDS)
+    leg = request.leg
+    if quorum.tier is Tier.MEDIUM and quorum.votes:
+        vote = quorum.votes[0]
+        leg = leg.model_copy(update={"approval": Approval(approver_id=vote.approver_id, approved_at=vote.cast_at)})
+    elif quorum.tier in (Tier.HIGH, Tier.CRITICAL):
+        approvers = tuple(
+            DualControlApprover(id=v.approver_id, type=v.approver_type, vote_digest=v.vote_digest) for v in quorum.votes
+        )
+        leg = leg.model_copy(update={"dual_control": DualControl(required=True, approvers=approvers)})
+    cnf = {"x5t#S256": cnf_thumbprint} if cnf_thumbprint else None
+    return PoaClaims.model_validate(
+        {
+            "iss": issuer,
+            "sub": request.agent_id,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": jti,
+            "act": request.action,
+            "res": request.resource,
+            "req_digest": quorum.request_digest,
+            "req_id": request.request_id,
+            "tier": quorum.tier,
+            "leg": leg.model_dump(mode="json"),
+            "cnf": cnf,
+        }
+    )

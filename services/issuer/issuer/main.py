@@ -1,0 +1,67 @@
+"""Wiring only: `faststream run issuer.main:app`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from atb_runtime import Publisher, outgoing
+from atb_runtime.app import Channel, service_app
+from atb_runtime.runner import ServiceRunner
+from contracts import (
+    AuditEvent,
+    DeadLetter,
+    PoaIssued,
+    QuorumReached,
+    RequestDenied,
+    SigningKeyPublished,
+    Topic,
+    topic_name,
+)
+from issuer.adapters.keys import SigningKey, load_or_create_key
+from issuer.adapters.signer import PoaSigner
+from issuer.service import IssuerService
+from issuer.settings import IssuerSettings
+
+settings = IssuerSettings()
+
+
+async def publish_key(key: SigningKey) -> None:
+    """Publish the verification key on `atb.keys` before the key signs anything (DESIGN.md §5)."""
+    event = SigningKeyPublished(
+        kid=key.kid, alg="EdDSA", jwk=key.jwk, issuer=settings.service_id, not_before=datetime.now(UTC)
+    )
+    async with Publisher(settings.kafka_bootstrap_servers, "atb-issuer-keys") as publisher:
+        await publisher.publish([outgoing(event, source=settings.service_id, namespace=settings.topic_namespace)])
+
+
+async def build() -> ServiceRunner:
+    key = load_or_create_key(settings.key_path())
+    service = IssuerService(settings, PoaSigner(key))
+
+    async def announce() -> None:
+        await publish_key(key)
+
+    return ServiceRunner(
+        settings,
+        name="issuer",
+        group_id=settings.group_id,
+        topics=(topic_name(Topic.OUTCOMES, settings.topic_namespace),),
+        handler=service.handle,
+        before_start=(announce,),
+    )
+
+
+app = service_app(
+    title="ATB issuer",
+    description="Re-checks each QuorumReached and signs one EdDSA PoA for it.",
+    group=settings.group_id,
+    channels=(
+        Channel("consumes", QuorumReached),
+        Channel("produces", PoaIssued),
+        Channel("produces", RequestDenied),
+        Channel("produces", SigningKeyPublished),
+        Channel("produces", AuditEvent),
+        Channel("produces", DeadLetter),
+    ),
+    build=build,
+)

@@ -1,0 +1,20 @@
+"""Issuer settings (`ATB_` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from atb_runtime.settings import CommonSettings
+
+__all__ = ["IssuerSettings"]
+
+
+class IssuerSettings(CommonSettings):
+    service_id: str = "spiffe://atb.local/svc/issuer"
+    group_id: str = "atb-issuer"
+    audience: str = "spiffe://atb.local/svc/broker"
+    signing_key_path: Path | None = None
+    """PEM of the Ed25519 signing key; default `<state_dir>/issuer/signing-key.pem`, created on first use."""
+
+    def key_path(self) -> Path:
+        return self.signing_key_path or self.state_dir / "issuer" / "signing-key.pem"

@@ -1,0 +1,135 @@
+"""Outgoing records and the helpers that turn payloads into them.
+
+A handler returns `Outgoing` values; the processor sends them. Keeping them as
+plain frozen values means a handler's output can be checked in a unit test
+without a broker.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from contracts import (
+    CONTENT_TYPE,
+    CONTENT_TYPE_HEADER,
+    AuditEvent,
+    DeadLetter,
+    Envelope,
+    EventPayload,
+    JsonObject,
+    encode_envelope,
+    make_envelope,
+    topic_name,
+)
+
+__all__ = ["Incoming", "Outgoing", "audit", "dead_letter", "outgoing", "outgoing_envelope"]
+
+Headers = tuple[tuple[str, bytes], ...]
+_CE_HEADERS: Headers = ((CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()),)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed record, as received (exact bytes kept)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to produce."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers = field(default=_CE_HEADERS)
+
+
+def outgoing_envelope(envelope: Envelope, topic: str) -> Outgoing:
+    """An already-built envelope (e.g. one carrying a proof) as a record."""
+    return Outgoing(topic=topic, key=envelope.partitionkey.encode(), value=encode_envelope(envelope))
+
+
+def outgoing(payload: EventPayload, *, source: str, namespace: str, event_id: str | None = None) -> Outgoing:
+    """Wrap a payload in an envelope addressed to its catalogue topic."""
+    envelope = make_envelope(payload, source=source, event_id=event_id)
+    return outgoing_envelope(envelope, topic_name(payload.topic, namespace))
+
+
+def audit(
+    audit_type: str,
+    *,
+    source: str,
+    namespace: str,
+    outcome: str,
+    request_id: str | None = None,
+    reason: str = "",
+    details: JsonObject | None = None,
+) -> Outgoing:
+    """An AuditEvent record on `atb.audit`."""
+    event = AuditEvent(
+        audit_type=audit_type,
+        request_id=request_id,
+        actor=source,
+        outcome=outcome,  # type: ignore[arg-type]  # validated by the model
+        reason=reason,
+        details=details or {},
+        occurred_at=datetime.now(UTC),
+    )
+    return outgoing(event, source=source, namespace=namespace)
+
+
+def dead_letter(
+    record: Incoming,
+    *,
+    consumer: str,
+    error_code: str,
+    reason: str,
+    source: str,
+    namespace: str,
+    request_id: str | None = None,
+) -> list[Outgoing]:
+    """A DeadLetter keeping the original bytes, plus the audit event that records it."""
+    letter = DeadLetter(
+        original_topic=record.topic,
+        original_partition=record.partition,
+        original_offset=record.offset,
+        original_key=record.key.decode("utf-8", "replace") if record.key is not None else None,
+        original_value_b64=base64.b64encode(record.value or b"").decode(),
+        consumer=consumer,
+        error_code=error_code,
+        reason=reason[:1024],
+        request_id=request_id,
+    )
+    headers = (
+        *_CE_HEADERS,
+        ("atb-dlq-original-topic", record.topic.encode()),
+        ("atb-dlq-original-partition", str(record.partition).encode()),
+        ("atb-dlq-original-offset", str(record.offset).encode()),
+        ("atb-dlq-error", error_code.encode()),
+    )
+    envelope = make_envelope(letter, source=source)
+    letter_record = Outgoing(
+        topic=topic_name(letter.topic, namespace),
+        key=envelope.partitionkey.encode(),
+        value=encode_envelope(envelope),
+        headers=headers,
+    )
+    audit_record = audit(
+        "event_dead_lettered",
+        source=source,
+        namespace=namespace,
+        outcome="failure",
+        request_id=request_id,
+        reason=f"{error_code}: {reason}"[:1024],
+        details={"topic": record.topic, "partition": record.partition, "offset": record.offset, "consumer": consumer},
+    )
+    return [letter_record, audit_record]

@@ -1,0 +1,62 @@
+"""A service runner: the transactional processor plus the ops endpoints.
+
+Every consume-transform-produce service (approvals, issuer, broker) is this
+runner around its own handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from atb_runtime.eos import Handler, ProcessorConfig, RewindHook, TransactionalProcessor
+from atb_runtime.ops import OpsServer
+from atb_runtime.settings import CommonSettings
+
+__all__ = ["ServiceRunner"]
+
+
+class ServiceRunner:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        name: str,
+        group_id: str,
+        topics: tuple[str, ...],
+        handler: Handler,
+        on_rewind: RewindHook | None = None,
+        before_start: Sequence[Callable[[], Awaitable[None]]] = (),
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        ns = settings.topic_namespace.rstrip(".") or "default"
+        config = ProcessorConfig(
+            bootstrap=settings.kafka_bootstrap_servers,
+            topics=topics,
+            group_id=f"{group_id}.{ns}",
+            transactional_id=f"atb-{name}-{ns}-{settings.instance}",
+            client_id=f"atb-{name}-{settings.instance}",
+        )
+        self.processor = TransactionalProcessor(config, handler, on_rewind)
+        self._before_start = before_start
+        self._closers = closers
+        self._running = False
+        self._ops = OpsServer(settings.ops_port, lambda: self._running)
+
+    async def start(self) -> None:
+        for step in self._before_start:
+            await step()
+        await self.processor.start()
+        await self._ops.start()
+
+    async def run(self) -> None:
+        self._running = True
+        try:
+            await self.processor.run()
+        finally:
+            self._running = False
+
+    async def stop(self) -> None:
+        await self.processor.stop()
+        await self._ops.stop()
+        for close in self._closers:
+            await close()

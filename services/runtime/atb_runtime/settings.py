@@ -1,0 +1,34 @@
+"""Settings every service shares (pydantic-settings, `ATB_` environment variables).
+
+Each knob has a default that works on one machine with `atb dev up`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CommonSettings", "default_state_dir"]
+
+
+def default_state_dir() -> Path:
+    """`<repo>/.state` when run from a checkout, else `~/.atb`."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").exists() and (parent / "contracts").is_dir():
+            return parent / ".state"
+    return Path.home() / ".atb"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATB_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    opa_url: str = "http://127.0.0.1:18181"
+    topic_namespace: str = ""
+    state_dir: Path = default_state_dir()
+    trust_domain: str = "atb.local"
+    instance: str = "0"
+    ops_port: int = 0
+    """Port of /healthz and /metrics; 0 disables the endpoint."""

@@ -1,0 +1,33 @@
+"""Fixtures for end-to-end tests: the four services as real processes in a test namespace."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from atb.stack import ServiceStack, StackConfig
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    stack: ServiceStack
+    namespace: str
+    state_dir: Path
+    db_url: str
+    kafka_bootstrap: str
+
+
+@pytest.fixture
+async def running_stack(
+    kafka_bootstrap: str, opa_url: str, namespace: str, tmp_path: Path
+) -> AsyncIterator[RunningStack]:
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    stack = ServiceStack(StackConfig(kafka_bootstrap, opa_url, tmp_path, namespace=namespace, audit_db_url=db_url))
+    await stack.start(ready_timeout=90)
+    try:
+        yield RunningStack(stack, namespace, tmp_path, db_url, kafka_bootstrap)
+    finally:
+        await stack.stop()

@@ -1,0 +1,159 @@
+"""The walking skeleton over the real broker, OPA and four service processes.
+
+A low-risk request flows: approvals auto-approves → issuer signs an Ed25519 PoA →
+broker allows it → the audit sink stores every event of the request exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from atb.sdk import AgentClient
+from atb_runtime import Incoming, Outgoing, Publisher, dead_letter
+from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
+from contracts import AccountableParty, Decision, LegitimateInterest, Tier, Topic, topic_name
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.kafka, pytest.mark.opa]
+
+AGENT = "spiffe://atb.local/agent/test-bot"
+LEG = LegitimateInterest(
+    ref="LI-2024-001",
+    jurisdiction="US",
+    accountable_party=AccountableParty(type="employee", id="emp-100"),
+)
+
+
+async def _audit_rows(db_url: str, request_id: str, expected: int, timeout: float = 30) -> list[StoredEvent]:
+    store = AuditStore(make_engine(db_url), "reader")
+    deadline = time.monotonic() + timeout
+    rows: list[StoredEvent] = []
+    while time.monotonic() < deadline:
+        try:
+            rows = await asyncio.to_thread(store.for_request, request_id)
+        except Exception:
+            rows = []
+        if len(rows) >= expected:
+            await asyncio.sleep(1.0)  # give a duplicate the chance to show up
+            return await asyncio.to_thread(store.for_request, request_id)
+        await asyncio.sleep(0.2)
+    return rows
+
+
+async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) -> None:
+    async with AgentClient(
+        agent_id=AGENT, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=running_stack.namespace
+    ) as agent:
+        request_id = await agent.request_poa("crm.contact.read", "crm:contact/1", leg=LEG, params={"f": ["name"]})
+        issued = await agent.await_poa(request_id, timeout=60)
+        decision = await agent.invoke(
+            "crm.contact.read", "crm:contact/1", poa=issued.token, request_id=request_id, params={"f": ["name"]}
+        )
+
+    # The PoA verifies with the issuer's own key, which was generated into the state folder.
+    key = load_pem_private_key((running_stack.state_dir / "issuer" / "signing-key.pem").read_bytes(), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    claims = jwt.decode(
+        issued.token,
+        key.public_key(),
+        algorithms=["EdDSA"],
+        audience="spiffe://atb.local/svc/broker",
+        issuer="spiffe://atb.local/svc/issuer",
+    )
+    assert jwt.get_unverified_header(issued.token)["typ"] == "poa+jwt"
+    assert claims["sub"] == AGENT
+    assert claims["act"] == "crm.contact.read"
+    assert claims["exp"] - claims["iat"] <= 300
+    assert issued.tier is Tier.LOW
+    assert decision.decision is Decision.ALLOW, decision.reasons
+    assert decision.jti == claims["jti"]
+
+    rows = await _audit_rows(running_stack.db_url, request_id, expected=8)
+    types = Counter(row.event_type for row in rows)
+    assert types == Counter(
+        {
+            "atb.poa.issuance_requested.v1": 1,
+            "atb.approvals.quorum_reached.v1": 1,
+            "atb.poa.issued.v1": 1,
+            "atb.broker.action_requested.v1": 1,
+            "atb.broker.decision.v1": 1,
+            "atb.audit.event.v1": 3,
+        }
+    ), types
+
+
+async def test_a_different_action_with_the_same_poa_is_denied(running_stack: RunningStack) -> None:
+    async with AgentClient(
+        agent_id=AGENT, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=running_stack.namespace
+    ) as agent:
+        request_id = await agent.request_poa("crm.contact.read", "crm:contact/1", leg=LEG)
+        issued = await agent.await_poa(request_id, timeout=60)
+        other_resource = await agent.invoke(
+            "crm.contact.read", "crm:contact/2", poa=issued.token, request_id=request_id
+        )
+        forged = await agent.invoke(
+            "crm.contact.read", "crm:contact/1", poa=issued.token[:-4] + "AAAA", request_id=request_id
+        )
+        missing = await agent.invoke("crm.contact.read", "crm:contact/1", poa=None, request_id=request_id)
+    assert other_resource.decision is Decision.DENY
+    assert any(r.startswith("resource_mismatch") for r in other_resource.reasons)
+    assert forged.decision is Decision.DENY
+    assert any(r.startswith(("bad_signature", "invalid_token")) for r in forged.reasons), forged.reasons
+    assert missing.decision is Decision.DENY
+    assert missing.reasons[0].startswith("poa_missing")
+
+
+async def test_poison_request_is_dead_lettered_and_the_consumer_continues(running_stack: RunningStack) -> None:
+    ns = running_stack.namespace
+    requests = topic_name(Topic.POA_REQUESTS, ns)
+    async with Publisher(running_stack.kafka_bootstrap, "test-poison") as publisher:
+        await publisher.publish(
+            [
+                _raw(requests, b"poison-1", b"{not json"),
+                _raw(requests, b"poison-2", b'{"specversion":"1.0","unknown":1}'),
+            ]
+        )
+    async with AgentClient(
+        agent_id=AGENT, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=ns
+    ) as agent:
+        request_id = await agent.request_poa("crm.contact.read", "crm:contact/9", leg=LEG)
+        issued = await agent.await_poa(request_id, timeout=60)
+    assert issued.request_id == request_id
+
+    store = AuditStore(make_engine(running_stack.db_url), "reader")
+    deadline = time.monotonic() + 30
+    letters: list[StoredEvent] = []
+    while time.monotonic() < deadline and len(letters) < 2:
+        letters = [
+            row
+            for key in ("poison-1", "poison-2")
+            for row in await asyncio.to_thread(store.for_request, key)
+            if row.event_type == "atb.dlq.dead_letter.v1"
+        ]
+        await asyncio.sleep(0.3)
+    assert len(letters) == 2
+    assert all(row.topic == topic_name(Topic.DLQ, ns) for row in letters)
+    raw = b"".join(row.raw for row in letters)
+    assert b"invalid_envelope" in raw
+
+
+def _raw(topic: str, key: bytes, value: bytes) -> Outgoing:
+    return Outgoing(topic=topic, key=key, value=value, headers=())
+
+
+def test_dead_letter_keeps_the_original_bytes() -> None:
+    record = Incoming(topic="atb.poa.requests", partition=2, offset=41, key=b"k", value=b"\x00bad")
+    letter, audit_record = dead_letter(
+        record, consumer="approvals", error_code="invalid_envelope", reason="x", source="spiffe://a/b", namespace=""
+    )
+    assert letter.topic == "atb.dlq"
+    assert b"AGJhZA==" in letter.value  # base64 of the original bytes
+    assert ("atb-dlq-original-offset", b"41") in letter.headers
+    assert audit_record.topic == "atb.audit"
