@@ -22,7 +22,7 @@ from atb.dev.launcher import Infra, ensure_infra, stop_infra
 from atb.sdk import AgentClient
 from atb.stack import ServiceStack, StackConfig
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
-from contracts import AccountableParty, Decision, JsonObject, LegitimateInterest
+from contracts import AccountableParty, Decision, EventDecodeError, JsonObject, LegitimateInterest, decode_envelope
 
 __all__ = ["DemoError", "run_demo"]
 
@@ -113,12 +113,22 @@ def _timeline(request_id: str, events: list[StoredEvent]) -> Table:
             f"{_ms(event.occurred_at - start):.0f}",
             f"{_ms(event.occurred_at - previous):.0f}",
             event.topic,
-            event.event_type.removeprefix("atb."),
+            _describe(event),
             (event.producer or "?").removeprefix("spiffe://atb.local/"),
             f"{_ms(event.recorded_at - start):.0f}",
         )
         previous = event.occurred_at
     return table
+
+
+def _describe(event: StoredEvent) -> str:
+    """The event type; for audit events, the audit name (`poa_issued`, ...)."""
+    name = event.event_type.removeprefix("atb.")
+    try:
+        audit_type = decode_envelope(event.raw).data.get("audit_type")
+    except EventDecodeError:
+        return name
+    return f"audit: {audit_type}" if isinstance(audit_type, str) else name
 
 
 def _ms(delta: object) -> float:

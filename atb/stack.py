@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class StackConfig:
     namespace: str = ""
     audit_db_url: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    exit_with_parent: bool = True
+    """Services shut down when the process that started them dies (tests, demo)."""
 
     def run_dir(self) -> Path:
         return self.state_dir / "services" / (self.namespace.rstrip(".") or "default")
@@ -71,6 +74,7 @@ class ServiceStack:
             "ATB_STATE_DIR": str(cfg.state_dir),
             "ATB_OPS_PORT": str(port),
             "ATB_INSTANCE": instance,
+            **({"ATB_EXIT_WITH_PARENT": str(os.getpid())} if cfg.exit_with_parent else {}),
             **({"ATB_AUDIT_DB_URL": cfg.audit_db_url} if cfg.audit_db_url else {}),
             **cfg.extra_env,
         }
@@ -101,9 +105,17 @@ class ServiceStack:
     async def stop(self, timeout: float = 10.0) -> None:
         await asyncio.gather(*(proc.stop(timeout) for proc in self.processes.values()))
 
-    def kill(self, name: str) -> bool:
-        """SIGKILL one service (fault injection)."""
-        return self.processes[name].kill()
+    async def kill(self, name: str, wait_s: float = 10.0) -> bool:
+        """SIGKILL one service (fault injection) and wait until it is gone."""
+        proc = self.processes[name]
+        if not proc.kill():
+            return False
+        deadline = time.monotonic() + wait_s
+        while proc.is_running():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} survived SIGKILL for {wait_s:.0f}s")
+            await asyncio.sleep(0.05)
+        return True
 
     async def restart(self, name: str, ready_timeout: float = 60.0) -> None:
         await self.processes[name].start(ready_timeout)

@@ -50,7 +50,7 @@ from contracts.leg import (
     LegalObligation,
     LegitimateInterest,
 )
-from contracts.poa import POA_TYP, Confirmation, PoaClaims, request_digest
+from contracts.poa import MAX_LIFETIME_SECONDS, POA_TYP, Confirmation, PoaClaims, request_digest
 from contracts.topics import CATALOGUE, Topic, TopicSpec, all_topics_pattern, spec_for, topic_name
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "CONTENT_TYPE",
     "CONTENT_TYPE_HEADER",
     "EVENT_TYPES",
+    "MAX_LIFETIME_SECONDS",
     "POA_TYP",
     "AccountableParty",
     "ActionRequested",

@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.canonical import CanonicalJsonError, canonical_json
 from contracts.events import EVENT_TYPES, EventPayload, JsonObject
@@ -69,7 +69,7 @@ class Envelope(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=128)]
     source: Annotated[str, Field(min_length=1, max_length=2048)]
     type: Annotated[str, Field(pattern=r"^atb\.[a-z_]+\.[a-z_]+\.v[0-9]+$")]
-    time: datetime
+    time: AwareDatetime
     subject: str | None = None
     partitionkey: Annotated[str, Field(min_length=1, max_length=256)]
     datacontenttype: Literal["application/json"] = "application/json"
@@ -126,9 +126,16 @@ def decode_envelope(raw: bytes | None) -> Envelope:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventDecodeError("oversize", f"record of {len(raw)} bytes exceeds {MAX_EVENT_BYTES}")
     try:
-        return Envelope.model_validate_json(raw)
+        envelope = Envelope.model_validate_json(raw)
     except ValidationError as exc:
         raise EventDecodeError("invalid_envelope", _first_error(exc)) from exc
+    try:
+        # Everything ATB signs or digests is canonical JSON: a float or a >64-bit
+        # integer anywhere would fail later, deep in a handler. Refuse it here.
+        canonical_json(envelope.data)
+    except CanonicalJsonError as exc:
+        raise EventDecodeError("invalid_envelope", f"data is not canonical JSON: {exc}") from exc
+    return envelope
 
 
 def payload_of(envelope: Envelope) -> EventPayload:
@@ -140,8 +147,6 @@ def payload_of(envelope: Envelope) -> EventPayload:
         return model.model_validate(envelope.data)
     except ValidationError as exc:
         raise EventDecodeError("invalid_payload", _first_error(exc)) from exc
-    except CanonicalJsonError as exc:  # pragma: no cover - defensive
-        raise EventDecodeError("invalid_payload", str(exc)) from exc
 
 
 def _first_error(exc: ValidationError) -> str:

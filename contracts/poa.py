@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.canonical import sha256_digest
 from contracts.events import JsonObject, Tier
 from contracts.leg import Leg
 
-__all__ = ["POA_TYP", "Confirmation", "PoaClaims", "request_digest"]
+__all__ = ["MAX_LIFETIME_SECONDS", "POA_TYP", "Confirmation", "PoaClaims", "request_digest"]
+
+MAX_LIFETIME_SECONDS = 300
+"""Five minutes (seed §2.1)."""
 
 POA_TYP = "poa+jwt"
 """The JWT `typ` header of every PoA (RFC 8725 §3.11: explicit typing)."""
@@ -73,3 +76,12 @@ class PoaClaims(BaseModel):
     leg: Leg
     cnf: Confirmation | None = None
     ver: Literal[1] = 1
+
+    @model_validator(mode="after")
+    def _lifetime(self) -> PoaClaims:
+        # DESIGN.md §5: a PoA lives at most 5 minutes, and not before it was issued.
+        if not self.iat <= self.nbf < self.exp:
+            raise ValueError("need iat <= nbf < exp")
+        if self.exp - self.iat > MAX_LIFETIME_SECONDS:
+            raise ValueError(f"a PoA lives at most {MAX_LIFETIME_SECONDS} s")
+        return self

@@ -99,8 +99,13 @@ def topic_name(topic: Topic, namespace: str = "") -> str:
 
 
 def all_topics_pattern(namespace: str = "") -> str:
-    """A regex matching every ATB topic in a namespace (the audit sink subscribes to it)."""
-    return "^" + re.escape(_check_namespace(namespace)) + r"atb\..+"
+    """A regex matching exactly the catalogue's topics in one namespace (the audit sink subscribes to it).
+
+    Anchored to the catalogue's names, so `atb.` as a namespace (`atb.atb.audit`)
+    is not mistaken for the default namespace.
+    """
+    names = "|".join(re.escape(topic.value) for topic in Topic)
+    return "^" + re.escape(_check_namespace(namespace)) + f"(?:{names})$"
 
 
 ALL_TOPICS_PATTERN = all_topics_pattern()

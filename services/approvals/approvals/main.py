@@ -24,7 +24,7 @@ settings = ApprovalsSettings()
 
 async def build() -> ServiceRunner:
     opa = OpaClient(settings.opa_url)
-    service = ApprovalsService(settings, PolicyRequirements(opa))
+    service = ApprovalsService(settings, PolicyRequirements(opa, settings.policy_cache_seconds))
     return ServiceRunner(
         settings,
         name="approvals",
@@ -48,4 +48,5 @@ app = service_app(
         Channel("produces", DeadLetter),
     ),
     build=build,
+    bootstrap=settings.kafka_bootstrap_servers,
 )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from approvals.adapters.policy import PolicyRequirements
 from approvals.domain import decide_intake
 from approvals.settings import ApprovalsSettings
-from atb_runtime import Incoming, Outgoing, audit, dead_letter, outgoing
+from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
 from contracts import EventDecodeError, IssuanceRequested, decode_envelope, payload_of
 
 __all__ = ["ApprovalsService"]
@@ -31,10 +31,10 @@ class ApprovalsService:
         self._ns = settings.topic_namespace
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for record in records:
-            out.extend(await self._handle_one(record))
-        return out
+        return await each_record(records, self._handle_one, self._failed)
+
+    def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
+        return self._dead(record, "internal_error", f"{type(exc).__name__}: {exc}")
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
         try:
@@ -86,7 +86,5 @@ class ApprovalsService:
             reason=reason,
             source=self._source,
             namespace=self._ns,
-            request_id=payload.request_id
-            if payload
-            else (record.key.decode("utf-8", "replace") if record.key else None),
+            request_id=payload.request_id if payload else request_id_hint(record),
         )

@@ -13,7 +13,7 @@ settings = AuditSinkSettings()
 
 async def build() -> AuditIngest:
     url = settings.db_url()
-    migrate(url)
+    migrate(url, settings.audit_migrations_dir)
     group = f"{settings.group_id}.{settings.topic_namespace.rstrip('.') or 'default'}"
     return AuditIngest(settings, AuditStore(make_engine(url), group))
 
@@ -24,4 +24,5 @@ app = service_app(
     group=settings.group_id,
     channels=tuple(Channel("consumes", model) for model in EVENT_TYPES.values()),
     build=build,
+    bootstrap=settings.kafka_bootstrap_servers,
 )

@@ -44,7 +44,7 @@ class AuditIngest:
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._running = False
-        self._ops = OpsServer(settings.ops_port, lambda: self._running)
+        self._ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host)
         self.stored = 0
 
     async def start(self) -> None:
@@ -53,6 +53,7 @@ class AuditIngest:
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             client_id=f"atb-audit-sink-{self._settings.instance}",
             group_id=f"{self._settings.group_id}.{ns.rstrip('.') or 'default'}",
+            group_instance_id=f"atb-audit-sink-{ns.rstrip('.') or 'default'}-{self._settings.instance}",
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",

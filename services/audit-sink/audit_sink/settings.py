@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from atb_runtime.settings import CommonSettings
@@ -14,6 +16,8 @@ class AuditSinkSettings(CommonSettings):
     group_id: str = "atb-audit-sink"
     audit_db_url: str = ""
     """SQLAlchemy URL of the audit store; default a SQLite file in the state folder."""
+    audit_migrations_dir: Path | None = None
+    """Alembic migrations; default the checkout's `migrations/`."""
     retention_years: int = 7
     retention_days_by_event_type: dict[str, int] = Field(default_factory=dict)
     max_batch: int = 1000

@@ -42,4 +42,5 @@ app = service_app(
         Channel("produces", DeadLetter),
     ),
     build=build,
+    bootstrap=settings.kafka_bootstrap_servers,
 )

@@ -64,4 +64,5 @@ app = service_app(
         Channel("produces", DeadLetter),
     ),
     build=build,
+    bootstrap=settings.kafka_bootstrap_servers,
 )

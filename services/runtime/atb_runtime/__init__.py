@@ -4,10 +4,18 @@ Adapters only: this package is what `adapters/` and `main.py` of each service us
 to talk to Kafka and OPA. Domain code never imports it (import-linter enforces).
 """
 
-from atb_runtime.eos import Handler, ProcessorConfig, TransactionalProcessor
+from atb_runtime.eos import Handler, ProcessorConfig, TransactionalProcessor, TransientError, each_record
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
 from atb_runtime.publisher import Publisher
-from atb_runtime.records import Incoming, Outgoing, audit, dead_letter, outgoing, outgoing_envelope
+from atb_runtime.records import (
+    Incoming,
+    Outgoing,
+    audit,
+    dead_letter,
+    outgoing,
+    outgoing_envelope,
+    request_id_hint,
+)
 
 __all__ = [
     "Handler",
@@ -18,8 +26,11 @@ __all__ = [
     "ProcessorConfig",
     "Publisher",
     "TransactionalProcessor",
+    "TransientError",
     "audit",
     "dead_letter",
+    "each_record",
     "outgoing",
     "outgoing_envelope",
+    "request_id_hint",
 ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -53,9 +55,12 @@ def _specification(title: str, description: str, channels: Sequence[Channel], gr
 
 
 def _declare_subscriber(broker: KafkaBroker, topic: str, group: str, model: type[BaseModel]) -> None:
-    async def handler(body: model) -> None:  # type: ignore[valid-type]  # documentation only, never started
+    async def handler(body: BaseModel) -> None:  # documentation only, never started
         return None
 
+    # The annotation must be the model class itself (not a postponed string) for
+    # FastStream's schema generator to describe the payload.
+    handler.__annotations__["body"] = model
     handler.__name__ = f"consume_{model.__name__}"
     broker.subscriber(topic, group_id=group, title=f"{topic}:{model.__name__}", description=model.__doc__)(handler)
 
@@ -67,6 +72,7 @@ def service_app(
     group: str,
     channels: Sequence[Channel],
     build: Callable[[], Awaitable[Runner]],
+    bootstrap: str,
 ) -> FastStream:
     """A FastStream app whose lifespan builds, starts and runs the service until shutdown."""
 
@@ -76,16 +82,40 @@ def service_app(
         await runner.start()
         task = asyncio.create_task(runner.run(), name=f"{title}-loop")
         task.add_done_callback(_exit_on_crash)
+        watchdog = _watch_parent()
         try:
             yield
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             task.remove_done_callback(_exit_on_crash)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await runner.stop()
 
-    return FastStream(lifespan=lifespan, specification=_specification(title, description, channels, group))
+    # FastStream needs a broker to run; ours declares nothing, so it consumes nothing.
+    idle = KafkaBroker(bootstrap)
+    return FastStream(idle, lifespan=lifespan, specification=_specification(title, description, channels, group))
+
+
+def _watch_parent() -> asyncio.Task[None] | None:
+    """With ATB_EXIT_WITH_PARENT=<pid>, shut down gracefully once that parent is gone.
+
+    Test runs and the demo start services as detached processes; if the test run is
+    killed, its services must not live on and compete for the machine.
+    """
+    expected = os.environ.get("ATB_EXIT_WITH_PARENT")
+    if not expected:
+        return None
+
+    async def watch() -> None:
+        while os.getppid() == int(expected):
+            await asyncio.sleep(1.0)
+        log.warning("parent %s is gone; shutting down", expected)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return asyncio.create_task(watch(), name="parent-watchdog")
 
 
 def _exit_on_crash(task: asyncio.Task[None]) -> None:
@@ -96,6 +126,4 @@ def _exit_on_crash(task: asyncio.Task[None]) -> None:
     exc = task.exception()
     if exc is not None:
         log.critical("processing loop crashed: %r; exiting", exc)
-        import os
-
         os._exit(70)

@@ -84,6 +84,10 @@ class TransactionalProcessor:
             bootstrap_servers=self._config.bootstrap,
             client_id=self._config.client_id,
             group_id=self._config.group_id,
+            # Static membership: a restarted instance takes its partitions back at
+            # once instead of waiting for the dead member's session to time out.
+            group_instance_id=self._config.transactional_id,
+            session_timeout_ms=10_000,
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
@@ -167,6 +171,29 @@ class TransactionalProcessor:
                     consumer.seek(tp, committed)
         if self._on_rewind is not None:
             await self._on_rewind()
+
+
+async def each_record(
+    records: Sequence[Incoming],
+    handle_one: Callable[[Incoming], Awaitable[Sequence[Outgoing]]],
+    on_error: Callable[[Incoming, Exception], Sequence[Outgoing]],
+) -> list[Outgoing]:
+    """Handle records one by one; an unexpected error dead-letters that record only.
+
+    A TransientError (a dependency is down) is not the record's fault: it is
+    raised, and the whole batch is retried later. Anything else is: the record
+    goes to the dead-letter topic and the consumer keeps going (DESIGN.md §6.5).
+    """
+    out: list[Outgoing] = []
+    for record in records:
+        try:
+            out.extend(await handle_one(record))
+        except TransientError:
+            raise
+        except Exception as exc:
+            log.exception("record %s:%d@%d failed", record.topic, record.partition, record.offset)
+            out.extend(on_error(record, exc))
+    return out
 
 
 def _tp_sort(tp: TopicPartition) -> tuple[str, int]:

@@ -15,8 +15,9 @@ __all__ = ["OpsServer"]
 
 
 class OpsServer:
-    def __init__(self, port: int, healthy: Callable[[], bool]) -> None:
+    def __init__(self, port: int, healthy: Callable[[], bool], host: str = "127.0.0.1") -> None:
         self._port = port
+        self._host = host
         self._healthy = healthy
         self._runner: web.AppRunner | None = None
 
@@ -28,7 +29,7 @@ class OpsServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self._port).start()
+        await web.TCPSite(self._runner, self._host, self._port).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

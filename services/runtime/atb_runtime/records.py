@@ -8,6 +8,7 @@ without a broker.
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -25,6 +26,8 @@ from contracts import (
 )
 
 __all__ = ["Incoming", "Outgoing", "audit", "dead_letter", "outgoing", "outgoing_envelope"]
+
+log = logging.getLogger(__name__)
 
 Headers = tuple[tuple[str, bytes], ...]
 _CE_HEADERS: Headers = ((CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()),)
@@ -133,3 +136,8 @@ def dead_letter(
         details={"topic": record.topic, "partition": record.partition, "offset": record.offset, "consumer": consumer},
     )
     return [letter_record, audit_record]
+
+
+def request_id_hint(record: Incoming) -> str | None:
+    """The record key, which is the request id by convention (DESIGN.md §4)."""
+    return record.key.decode("utf-8", "replace")[:128] if record.key else None

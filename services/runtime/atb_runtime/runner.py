@@ -40,7 +40,7 @@ class ServiceRunner:
         self._before_start = before_start
         self._closers = closers
         self._running = False
-        self._ops = OpsServer(settings.ops_port, lambda: self._running)
+        self._ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host)
 
     async def start(self) -> None:
         for step in self._before_start:

@@ -32,3 +32,5 @@ class CommonSettings(BaseSettings):
     instance: str = "0"
     ops_port: int = 0
     """Port of /healthz and /metrics; 0 disables the endpoint."""
+    ops_host: str = "127.0.0.1"
+    """Address /healthz and /metrics bind to (0.0.0.0 in a container, for scraping)."""

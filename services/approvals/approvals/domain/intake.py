@@ -25,6 +25,10 @@ from contracts import (
 __all__ = ["IntakeResult", "Requirements", "decide_intake", "digest_of"]
 
 
+_MIN_APPROVALS = {Tier.LOW: 0, Tier.MEDIUM: 1, Tier.HIGH: 2, Tier.CRITICAL: 2}
+"""The seed's §3 floors; the policy may ask for more, never for less."""
+
+
 @dataclass(frozen=True)
 class Requirements:
     """The policy's answer to "what does this request need"."""
@@ -38,8 +42,13 @@ class Requirements:
     policy_version: str
 
     def __post_init__(self) -> None:
-        if self.approvals < 0 or (self.tier is not Tier.LOW and self.approvals < 1):
-            raise ValueError(f"tier {self.tier} cannot need {self.approvals} approvals")
+        floor = _MIN_APPROVALS[self.tier]
+        if self.approvals < floor:
+            raise ValueError(f"tier {self.tier.value} needs at least {floor} approvals, not {self.approvals}")
+        if self.tier is Tier.CRITICAL and not self.ticket_required:
+            raise ValueError("tier critical always requires an external ticket reference (seed §3)")
+        if self.pending_seconds < 0 or (self.approvals > 0 and self.pending_seconds < 1):
+            raise ValueError(f"pending window of {self.pending_seconds}s leaves no time to vote")
         if self.poa_ttl_seconds < 1 or self.poa_ttl_seconds > 300:
             raise ValueError("PoA TTL must be between 1 s and 5 min (DESIGN.md §5)")
 
@@ -73,6 +82,16 @@ def decide_intake(
 ) -> IntakeResult:
     """The outcome events for a newly arrived, verified request."""
     digest = digest_of(request)
+    if request.leg.approval is not None or request.leg.dual_control is not None:
+        reason = "approval evidence (leg.approval, leg.dual_control) comes from votes, not from the request"
+        denied = RequestDenied(
+            request_id=request.request_id,
+            code="approval_evidence_in_request",
+            reason=reason,
+            denied_by=decided_by,
+            decided_at=now,
+        )
+        return IntakeResult((denied,), "approval_request_denied", "denied", reason)
     if requirements.ticket_required and not _valid_ticket(request, ticket_pattern):
         reason = "critical request needs an external ticket reference (leg.ticket_ref) of the configured format"
         denied = RequestDenied(

@@ -84,10 +84,17 @@ class StoredEvent:
 _MIGRATIONS = Path(__file__).resolve().parents[4] / "migrations"
 
 
-def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest schema (alembic upgrade head)."""
+def migrate(url: str, migrations: Path | None = None) -> None:
+    """Bring the database at `url` to the newest schema (alembic upgrade head).
+
+    `migrations` defaults to the checkout's `migrations/`; an installed image
+    passes its own copy (`ATB_AUDIT_MIGRATIONS_DIR`).
+    """
+    location = migrations or _MIGRATIONS
+    if not (location / "env.py").exists():
+        raise FileNotFoundError(f"no alembic migrations at {location}: set ATB_AUDIT_MIGRATIONS_DIR")
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(location))
     config.set_main_option("sqlalchemy.url", url)
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")

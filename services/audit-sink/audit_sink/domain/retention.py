@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import MAXYEAR, datetime, timedelta
 
 __all__ = ["DEFAULT_YEARS", "RetentionPolicy", "add_years"]
 
@@ -17,7 +17,9 @@ DEFAULT_YEARS = 7
 
 
 def add_years(moment: datetime, years: int) -> datetime:
-    """Same calendar day `years` later; 29 February becomes 28 February."""
+    """Same calendar day `years` later; 29 February becomes 28 February; saturates at year 9999."""
+    if moment.year + years > MAXYEAR:
+        return datetime.max.replace(tzinfo=moment.tzinfo)
     try:
         return moment.replace(year=moment.year + years)
     except ValueError:
@@ -39,5 +41,8 @@ class RetentionPolicy:
     def retain_until(self, event_type: str, occurred_at: datetime) -> datetime:
         days = self.days_by_event_type.get(event_type)
         if days is not None:
-            return occurred_at + timedelta(days=days)
+            try:
+                return occurred_at + timedelta(days=days)
+            except OverflowError:
+                return datetime.max.replace(tzinfo=occurred_at.tzinfo)
         return add_years(occurred_at, self.default_years)

@@ -45,10 +45,20 @@ class AuditRow:
     decode_error: str | None
 
 
+def _record_time(timestamp_ms: int, recorded_at: datetime) -> datetime:
+    """Kafka's record timestamp; -1 ("none") or an absurd value falls back to `recorded_at`."""
+    if timestamp_ms <= 0:
+        return recorded_at
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return recorded_at
+
+
 def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPolicy) -> AuditRow:
     """The row for a record; never raises on bad input."""
     raw = record.value or b""
-    fallback_time = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC) if record.timestamp_ms else recorded_at
+    fallback_time = _record_time(record.timestamp_ms, recorded_at)
     try:
         envelope = decode_envelope(record.value)
     except EventDecodeError as exc:

@@ -27,6 +27,8 @@ class Verdict:
 def decide(action: ActionRequested, claims: PoaClaims) -> Verdict:
     """Allow only when every binding of the PoA matches the request; list every mismatch."""
     reasons: list[str] = []
+    if claims.req_id != action.request_id:
+        reasons.append("request_mismatch: PoA belongs to another request")
     if claims.sub != action.agent_id:
         reasons.append("sub_mismatch: PoA was issued to another agent")
     if claims.act != action.action:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from contracts import canonical_json
 
 __all__ = ["SigningKey", "jwk_of", "load_or_create_key", "thumbprint"]
+
+log = logging.getLogger(__name__)
 
 
 def _b64url(data: bytes) -> str:
@@ -53,6 +56,11 @@ def load_or_create_key(path: Path) -> SigningKey:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o022:
+        raise PermissionError(f"{path} is writable by others (mode {mode:o}): refusing to sign with it")
+    if mode & 0o044:
+        log.warning("signing key %s is readable by group/others (mode %o); chmod 600 it", path, mode)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")

@@ -8,7 +8,10 @@ Signature checks of the embedded evidence need crypto and live in the adapters.
 
 from __future__ import annotations
 
+import unicodedata
+
 from contracts import (
+    MAX_LIFETIME_SECONDS,
     Approval,
     DualControl,
     DualControlApprover,
@@ -18,10 +21,16 @@ from contracts import (
     request_digest,
 )
 
-__all__ = ["MAX_TTL_SECONDS", "EvidenceError", "build_claims", "check_evidence"]
+__all__ = ["MAX_TTL_SECONDS", "EvidenceError", "build_claims", "check_evidence", "principal_key"]
 
-MAX_TTL_SECONDS = 300
+MAX_TTL_SECONDS = MAX_LIFETIME_SECONDS
 """PoAs live 5 minutes at most (seed §2.1); the policy may ask for less."""
+
+
+def principal_key(identity: str) -> str:
+    """Compare identities after NFKC and case folding: look-alikes are one person."""
+    return unicodedata.normalize("NFKC", identity).casefold().strip()
+
 
 _REQUIRED = {Tier.LOW: 0, Tier.MEDIUM: 1, Tier.HIGH: 2, Tier.CRITICAL: 2}
 
@@ -52,12 +61,12 @@ def check_evidence(quorum: QuorumReached) -> None:
     floor = _REQUIRED[quorum.tier]
     if quorum.required_approvals < floor:
         raise EvidenceError("too_few_required", f"tier {quorum.tier.value} needs at least {floor} approvals")
-    approvers = {vote.approver_id.casefold() for vote in quorum.votes}
+    approvers = {principal_key(vote.approver_id) for vote in quorum.votes}
     if len(approvers) != len(quorum.votes):
         raise EvidenceError("duplicate_approver", "the same approver is counted twice")
     if len(approvers) < quorum.required_approvals:
         raise EvidenceError("quorum_short", f"{len(approvers)} of {quorum.required_approvals} approvals")
-    requesters = {request.agent_id.casefold(), request.leg.accountable_party.id.casefold()}
+    requesters = {principal_key(request.agent_id), principal_key(request.leg.accountable_party.id)}
     if approvers & requesters:
         raise EvidenceError("self_approval", "the requester or its accountable party is among the approvers")
     if quorum.tier is Tier.CRITICAL and not request.leg.ticket_ref:
@@ -76,7 +85,8 @@ def build_claims(
     """The claims of the PoA for a quorum that passed `check_evidence`."""
     request = quorum.request
     ttl = min(quorum.poa_ttl_seconds, MAX_TTL_SECONDS)
-    leg = request.leg
+    # Approval evidence comes from counted votes only, never from the request.
+    leg = request.leg.model_copy(update={"approval": None, "dual_control": None})
     if quorum.tier is Tier.MEDIUM and quorum.votes:
         vote = quorum.votes[0]
         leg = leg.model_copy(update={"approval": Approval(approver_id=vote.approver_id, approved_at=vote.cast_at)})

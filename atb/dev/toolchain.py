@@ -1,0 +1,184 @@
+"""The build tools the dev stack needs and the two things built with them.
+
+* `java` (17+) runs the broker; `mvn` resolves the broker's jars from Maven Central
+  into `<cache>/kafka-jars` by the project's own `infra/pom.xml`, with a pinned
+  maven-dependency-plugin; a stamp holds the pom's hash so a pom change re-resolves.
+* `go` builds OPA (`go install` of the pinned `OPA_VERSION`) into `<cache>/bin`.
+
+A tool is asked for only when it is needed: with warm caches only `java` is.
+This module never downloads anything except through Maven and the Go module proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from atb.dev.config import DevConfig
+from atb.dev.errors import ToolchainMissingError, ToolError
+
+__all__ = [
+    "DEPENDENCY_PLUGIN",
+    "MIN_JAVA",
+    "OPA_MODULE",
+    "OPA_VERSION",
+    "Progress",
+    "build_opa",
+    "jars_fresh",
+    "jars_stamp",
+    "opa_fresh",
+    "require_java",
+    "require_tools",
+    "resolve_kafka_jars",
+    "run_logged",
+]
+
+Progress = Callable[[str], None]
+
+OPA_MODULE = "github.com/open-policy-agent/opa"
+OPA_VERSION = "v1.10.1"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+MIN_JAVA = 17
+
+_INSTALL_HINTS = {
+    "java": f"install OpenJDK {MIN_JAVA}+ (apt-get install openjdk-17-jre-headless)",
+    "mvn": "install Apache Maven 3.8+ (apt-get install maven)",
+    "go": "install Go 1.24+ and put its bin/ directory on PATH",
+}
+_STAMP = ".pom.sha256"
+
+
+def require_tools(tools: Iterable[str]) -> dict[str, str]:
+    """Absolute paths of the tools; one ToolchainMissingError naming every missing one."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for tool in dict.fromkeys(tools):
+        path = shutil.which(tool)
+        if path is None:
+            missing.append(f"{tool} not found: {_INSTALL_HINTS.get(tool, f'install {tool}')}")
+        else:
+            found[tool] = path
+    if missing:
+        raise ToolchainMissingError("; ".join(missing))
+    return found
+
+
+def require_java() -> str:
+    """Path of a java that is at least `MIN_JAVA` (Kafka 4 refuses older ones)."""
+    java = require_tools(["java"])["java"]
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False, timeout=60)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    major = 0 if match is None else int(match.group(1))
+    if major == 1 and match is not None and match.group(2):  # "1.8.0_x" is Java 8
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise ToolchainMissingError(f"java at {java} is version {major or '?'}: {_INSTALL_HINTS['java']}")
+    return java
+
+
+# -- Kafka jars -------------------------------------------------------------------------------
+
+
+def _pom(config: DevConfig) -> Path:
+    return config.repo / "infra" / "pom.xml"
+
+
+def _pom_hash(config: DevConfig) -> str:
+    return hashlib.sha256(_pom(config).read_bytes()).hexdigest()
+
+
+def jars_stamp(config: DevConfig) -> str:
+    """The pom hash the cached jars were resolved from ("" when none)."""
+    try:
+        return (config.jars_dir / _STAMP).read_text().strip()
+    except OSError:
+        return ""
+
+
+def jars_fresh(config: DevConfig) -> bool:
+    """True when `<cache>/kafka-jars` was resolved from the current pom."""
+    return jars_stamp(config) == _pom_hash(config) and any(config.jars_dir.glob("kafka_*.jar"))
+
+
+async def run_logged(argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    """Run a build command with its output in `log`; ToolError with the last lines on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as fh:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
+        code = await proc.wait()
+    if code != 0:
+        output = await asyncio.to_thread(log.read_text, errors="replace")
+        tail = [ln for ln in output.splitlines() if ln.strip()][-3:]
+        raise ToolError(f"{Path(argv[0]).name} failed (exit {code}); see {log}: {' | '.join(tail)[:400]}")
+
+
+async def resolve_kafka_jars(config: DevConfig, progress: Progress | None = None) -> Path:
+    """Copy the broker's runtime jars into `<cache>/kafka-jars` unless they match the pom already."""
+    if jars_fresh(config):
+        return config.jars_dir
+    mvn = require_tools(["mvn"])["mvn"]
+    if progress:
+        progress(f"resolving Kafka jars with Maven from {_pom(config).relative_to(config.repo)} (first run only)")
+    # Into a fresh folder, swapped in at the end: a stale jar (e.g. an old slf4j-api)
+    # must never survive, and an interrupted run must not look resolved.
+    tmp = config.jars_dir.with_name(config.jars_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    await run_logged(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(_pom(config)),
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ],
+        config.cache_dir / "logs" / "mvn.log",
+    )
+    (tmp / _STAMP).write_text(_pom_hash(config) + "\n")
+    shutil.rmtree(config.jars_dir, ignore_errors=True)
+    tmp.rename(config.jars_dir)
+    return config.jars_dir
+
+
+# -- OPA --------------------------------------------------------------------------------------
+
+
+def _opa_path(config: DevConfig) -> Path:
+    return config.bin_dir / "opa"
+
+
+def opa_fresh(config: DevConfig) -> bool:
+    """True when `<cache>/bin/opa` exists and reports `OPA_VERSION`."""
+    opa = _opa_path(config)
+    if not os.access(opa, os.X_OK):
+        return False
+    try:
+        out = subprocess.run([str(opa), "version"], capture_output=True, text=True, check=False, timeout=30)
+    except OSError:
+        return False
+    return f"Version: {OPA_VERSION.removeprefix('v')}\n" in out.stdout
+
+
+async def build_opa(config: DevConfig, progress: Progress | None = None) -> Path:
+    """`go install` the pinned OPA into `<cache>/bin` unless that exact version is there."""
+    if opa_fresh(config):
+        return _opa_path(config)
+    go = require_tools(["go"])["go"]
+    if progress:
+        progress(f"building OPA {OPA_VERSION} with go install (first run only, a few minutes cold)")
+    config.bin_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(config.bin_dir)}
+    await run_logged([go, "install", f"{OPA_MODULE}@{OPA_VERSION}"], config.cache_dir / "logs" / "go-install.log", env)
+    if not opa_fresh(config):
+        raise ToolError(f"go install did not produce OPA {OPA_VERSION} at {_opa_path(config)}")
+    return _opa_path(config)

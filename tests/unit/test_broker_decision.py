@@ -1,0 +1,151 @@
+"""broker.domain.decision: a verified PoA allows only the exact action it was issued for."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.domain.decision import Verdict, decide
+from contracts import ActionRequested, Decision, PoaClaims, request_digest
+
+AGENT = "spiffe://atb.example/agent/crm-bot"
+OTHER_AGENT = "spiffe://atb.example/agent/other-bot"
+
+ACTION: dict[str, object] = {
+    "request_id": "req-0001",
+    "action_id": "act-1",
+    "agent_id": AGENT,
+    "tenant": "acme",
+    "action": "crm.contact.update",
+    "resource": "crm:contact/42",
+    "params": {"email": "new@example.com", "fields": ["email"], "n": 3},
+    "poa": "a.b.c",
+    "requested_at": "2024-01-15T10:00:00Z",
+}
+
+CLAIMS = PoaClaims.model_validate(
+    {
+        "iss": "spiffe://atb.example/service/issuer",
+        "sub": AGENT,
+        "aud": "spiffe://atb.example/service/broker",
+        "iat": 1705312800,
+        "nbf": 1705312800,
+        "exp": 1705313100,
+        "jti": "0123456789abcdef",
+        "act": "crm.contact.update",
+        "res": "crm:contact/42",
+        "req_digest": request_digest(
+            action="crm.contact.update",
+            resource="crm:contact/42",
+            params={"email": "new@example.com", "fields": ["email"], "n": 3},
+            tenant="acme",
+            target_tenant=None,
+        ),
+        "req_id": "req-0001",
+        "tier": "medium",
+        "leg": {
+            "basis": "LI",
+            "ref": "LI-2024-001",
+            "jurisdiction": "US",
+            "accountable_party": {"type": "employee", "id": "emp-100"},
+            "approval": {"approver_id": "manager-001", "approved_at": "2024-01-15T09:59:00Z"},
+        },
+    }
+)
+
+
+def action(**changes: object) -> ActionRequested:
+    return ActionRequested.model_validate({**ACTION, **changes})
+
+
+def prefixes(verdict: Verdict) -> tuple[str, ...]:
+    return tuple(reason.split(":", 1)[0] for reason in verdict.reasons)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param({}, ("poa_valid",), id="exact match"),
+        pytest.param({"target_tenant": "acme"}, ("poa_valid",), id="same tenant spelled out"),
+        pytest.param(
+            {"params": {"n": 3, "fields": ["email"], "email": "new@example.com"}},
+            ("poa_valid",),
+            id="params in another key order",
+        ),
+        pytest.param(
+            {"action_id": "act-9", "poa": None, "requested_at": "2024-01-15T10:01:00Z"},
+            ("poa_valid",),
+            id="fields outside the binding",
+        ),
+        pytest.param({"agent_id": OTHER_AGENT}, ("sub_mismatch",), id="another agent"),
+        pytest.param({"agent_id": AGENT + "/x"}, ("sub_mismatch",), id="agent id extended"),
+        pytest.param({"action": "crm.contact.delete"}, ("action_mismatch", "digest_mismatch"), id="another action"),
+        pytest.param({"resource": "crm:contact/43"}, ("resource_mismatch", "digest_mismatch"), id="another resource"),
+        pytest.param(
+            {"params": {"email": "evil@example.com", "fields": ["email"], "n": 3}},
+            ("digest_mismatch",),
+            id="changed param",
+        ),
+        pytest.param(
+            {"params": {"email": "new@example.com", "fields": ["email"]}}, ("digest_mismatch",), id="dropped param"
+        ),
+        pytest.param(
+            {"params": {"email": "new@example.com", "fields": ["email"], "n": 3, "x": None}},
+            ("digest_mismatch",),
+            id="added param",
+        ),
+        pytest.param(
+            {"params": {"email": "new@example.com", "fields": ["email"], "n": "3"}},
+            ("digest_mismatch",),
+            id="param type",
+        ),
+        pytest.param(
+            {"params": {"email": "new@example.com", "fields": ["email", "phone"], "n": 3}},
+            ("digest_mismatch",),
+            id="nested param",
+        ),
+        pytest.param({"tenant": "globex"}, ("digest_mismatch",), id="another tenant"),
+        pytest.param({"target_tenant": "globex"}, ("digest_mismatch",), id="cross-tenant target"),
+        pytest.param(
+            {"agent_id": OTHER_AGENT, "params": {}}, ("sub_mismatch", "digest_mismatch"), id="agent and params"
+        ),
+        pytest.param(
+            {"agent_id": OTHER_AGENT, "action": "crm.contact.delete", "resource": "crm:contact/1", "tenant": "g"},
+            ("sub_mismatch", "action_mismatch", "resource_mismatch", "digest_mismatch"),
+            id="everything",
+        ),
+    ],
+)
+def test_decide(changes: dict[str, object], expected: tuple[str, ...]) -> None:
+    verdict = decide(action(**changes), CLAIMS)
+    assert prefixes(verdict) == expected
+    allowed = expected == ("poa_valid",)
+    assert verdict.allowed is allowed
+    assert verdict.decision is (Decision.ALLOW if allowed else Decision.DENY)
+    if not allowed:
+        assert all(": " in reason for reason in verdict.reasons)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "expected"),
+    [
+        ("sub", OTHER_AGENT, ("sub_mismatch",)),
+        ("act", "crm.contact.delete", ("action_mismatch",)),
+        ("res", "crm:contact/1", ("resource_mismatch",)),
+        ("req_digest", "sha256:" + "0" * 64, ("digest_mismatch",)),
+    ],
+)
+def test_each_claim_binding_is_checked(claim: str, value: str, expected: tuple[str, ...]) -> None:
+    verdict = decide(action(), CLAIMS.model_copy(update={claim: value}))
+    assert prefixes(verdict) == expected
+    assert not verdict.allowed
+
+
+def test_verdict_is_frozen() -> None:
+    verdict = decide(action(), CLAIMS)
+    with pytest.raises(AttributeError):
+        verdict.decision = Decision.DENY  # type: ignore[misc]
+
+
+def test_poa_of_another_request_is_denied() -> None:
+    verdict = decide(action(request_id="req-0002"), CLAIMS)
+    assert not verdict.allowed
