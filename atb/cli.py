@@ -9,9 +9,11 @@ from rich.console import Console
 
 from atb.dev.cli import dev_app
 from atb.dev.errors import DevError
+from atb.pki_cli import pki_app
 
 app = typer.Typer(no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
 app.add_typer(dev_app, name="dev")
+app.add_typer(pki_app, name="pki")
 
 
 @app.command()

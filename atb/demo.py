@@ -1,9 +1,9 @@
 """`atb demo`: the walking skeleton, end to end, on the embedded defaults.
 
-Starts Kafka and OPA (if not running), the four services as processes, then
-acts as an agent: asks for a PoA for a low-risk action, waits for it, invokes
-the action through the broker, and prints the request's timeline as the audit
-store recorded it. Stops everything it started, and exits non-zero on any
+Starts Kafka and OPA (if not running), the services as processes, then acts as
+an agent with a dev X.509-SVID: asks the AgentAuth gateway (mTLS) for a PoA for
+a low-risk action, fetches it, invokes the action through the broker, and prints
+the request's timeline as the audit store recorded it. Stops everything it started, and exits non-zero on any
 failure.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from pathlib import Path
 
 import jwt
 from rich.console import Console
@@ -19,8 +20,9 @@ from rich.table import Table
 
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
-from atb.sdk import AgentClient
+from atb.sdk import AgentClient, GatewayClient
 from atb.stack import ServiceStack, StackConfig
+from atb_identity import bundle_path, ensure_svid
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
 from contracts import AccountableParty, Decision, EventDecodeError, JsonObject, LegitimateInterest, decode_envelope
 
@@ -46,7 +48,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
     try:
         console.print("Starting services: " + ", ".join(stack.processes))
         await stack.start(ready_timeout=90)
-        await _scenario(console, infra, db_url)
+        await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
     except Exception:
         for name, log in stack.logs().items():
             console.print(f"  [red]{name} log:[/red] {log}")
@@ -59,7 +61,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
                 console.print(f"Stopped {', '.join(sorted(infra.started))} (started by the demo).")
 
 
-async def _scenario(console: Console, infra: Infra, db_url: str) -> None:
+async def _scenario(console: Console, infra: Infra, db_url: str, state_dir: Path, gateway_url: str) -> None:
     leg = LegitimateInterest(
         ref="LI-2024-001",
         description="Look up a customer contact for support case 789",
@@ -68,21 +70,32 @@ async def _scenario(console: Console, infra: Infra, db_url: str) -> None:
     )
     action, resource = "crm.contact.read", "crm:contact/4711"
     params: JsonObject = {"fields": ["name", "email"]}
-    async with AgentClient(agent_id=AGENT, tenant="acme", bootstrap=infra.kafka_bootstrap) as agent:
+    svid = ensure_svid(state_dir, AGENT)
+    console.print(f"Agent identity: X.509-SVID {svid.spiffe_id} ({svid.cert_path}), x5t#S256 {svid.thumbprint()}")
+    async with GatewayClient(svid=svid, bundle_path=bundle_path(state_dir), base_url=gateway_url) as gateway:
         started = time.perf_counter()
-        request_id = await agent.request_poa(action, resource, leg=leg, params=params)
-        console.print(f"Agent {AGENT} asked for [bold]{action}[/bold] on {resource}: request {request_id}")
-        issued = await agent.await_poa(request_id, timeout=60)
+        request_id = await gateway.request_poa(action, resource, tenant="acme", leg=leg, params=params)
+        console.print(f"POST {gateway_url}/issue over mTLS: [bold]{action}[/bold] on {resource} → request {request_id}")
+        status = await gateway.await_poa(request_id, timeout=60)
         got_poa = time.perf_counter()
-        console.print(f"PoA issued after {1000 * (got_poa - started):.0f} ms (tier {issued.tier.value}):")
-        console.print_json(data=jwt.decode(issued.token, options={"verify_signature": False}))
-        decision = await agent.invoke(action, resource, poa=issued.token, request_id=request_id, params=params)
-        console.print(
-            f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(decision.reasons)}) "
-            f"after {1000 * (time.perf_counter() - got_poa):.0f} ms"
-        )
-        if decision.decision is not Decision.ALLOW:
-            raise DemoError(f"the broker denied a valid PoA: {decision.reasons}")
+    assert status.poa is not None
+    token = status.poa.token
+    claims = jwt.decode(token, options={"verify_signature": False})
+    console.print(
+        f"PoA issued after {1000 * (got_poa - started):.0f} ms (tier {status.tier}), fetched with GET /requests/{{id}}:"
+    )
+    console.print_json(data=claims)
+    if claims.get("cnf", {}).get("x5t#S256") != svid.thumbprint():
+        raise DemoError("the PoA is not bound to the agent's certificate")
+    console.print("cnf.x5t#S256 binds the PoA to the agent's certificate.")
+    async with AgentClient(svid=svid, tenant="acme", bootstrap=infra.kafka_bootstrap) as agent:
+        decision = await agent.invoke(action, resource, poa=token, request_id=request_id, params=params)
+    console.print(
+        f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(decision.reasons)}) "
+        f"after {1000 * (time.perf_counter() - got_poa):.0f} ms"
+    )
+    if decision.decision is not Decision.ALLOW:
+        raise DemoError(f"the broker denied a valid PoA: {decision.reasons}")
     events = await _await_audit(db_url, request_id, EXPECTED_EVENTS, timeout=30)
     console.print(_timeline(request_id, events))
     console.print(f"[green]OK[/green]: {len(events)} events of request {request_id} are in the audit store.")

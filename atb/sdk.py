@@ -1,26 +1,38 @@
 """The agent SDK: ask for a PoA, wait for it, invoke an action through the broker.
 
-    async with AgentClient(agent_id="spiffe://atb.local/agent/crm-bot", tenant="acme") as agent:
+Two ways in, the same identity: the agent's X.509-SVID.
+
+- `GatewayClient` calls the AgentAuth gateway over mutual TLS (`POST /issue`,
+  `GET /requests/{id}`); the gateway attests the agent's identity.
+- `AgentClient` publishes to Kafka directly, signing each event with the SVID's
+  key (proof of origin); consumers take the agent's identity only from the proof.
+
+    svid = ensure_svid(state_dir, "spiffe://atb.local/agent/crm-bot")      # dev PKI
+    async with AgentClient(svid=svid, tenant="acme") as agent:
         request_id = await agent.request_poa("crm.contact.read", "crm:contact/42", leg=leg)
         issued = await agent.await_poa(request_id, timeout=30)
         decision = await agent.invoke("crm.contact.read", "crm:contact/42", poa=issued.token,
                                       request_id=request_id)
-
-This version publishes to Kafka directly; the identity of the agent is the event
-source. (Signed proofs of origin and the mTLS gateway are the identity issue's.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer
 
-from atb_runtime import Publisher, outgoing
+from atb_identity import Svid, TrustBundle, sign_envelope, validate_svid
+from atb_identity.tls import client_context, peer_certificate
+from atb_runtime import Publisher, outgoing_envelope
 from contracts import (
     ActionRequested,
     BrokerDecision,
@@ -34,11 +46,13 @@ from contracts import (
     RequestExpired,
     Topic,
     decode_envelope,
+    make_envelope,
     payload_of,
     topic_name,
 )
+from contracts.http import HttpError, IssueAccepted, IssueRequest, RequestStatus
 
-__all__ = ["AgentClient", "PoaDeniedError", "PoaTimeoutError"]
+__all__ = ["AgentClient", "GatewayClient", "GatewayError", "PoaDeniedError", "PoaTimeoutError"]
 
 T = TypeVar("T", bound=EventPayload)
 
@@ -60,12 +74,13 @@ class AgentClient:
     def __init__(
         self,
         *,
-        agent_id: str,
+        svid: Svid,
         tenant: str,
         bootstrap: str = "127.0.0.1:19092",
         namespace: str = "",
     ) -> None:
-        self.agent_id = agent_id
+        self.svid = svid
+        self.agent_id = str(svid.spiffe_id)
         self.tenant = tenant
         self._bootstrap = bootstrap
         self._ns = namespace
@@ -99,10 +114,15 @@ class AgentClient:
             params=params or {},
             leg=leg,
             requested_at=datetime.now(UTC),
+            agent_cert_thumbprint=self.svid.thumbprint(),
         )
-        await self._publisher.publish([outgoing(request, source=self.agent_id, namespace=self._ns)])
-        await self._publisher.flush()
+        await self._publish_signed(request)
         return request.request_id
+
+    async def _publish_signed(self, payload: EventPayload) -> None:
+        envelope = sign_envelope(make_envelope(payload, source=self.agent_id), self.svid)
+        await self._publisher.publish([outgoing_envelope(envelope, topic_name(payload.topic, self._ns))])
+        await self._publisher.flush()
 
     async def await_poa(self, request_id: str, *, timeout: float = 30.0) -> PoaIssued:
         """Wait for the PoA of a request; raise PoaDeniedError if it is denied or expires."""
@@ -152,8 +172,7 @@ class AgentClient:
             )
         )
         await asyncio.sleep(0)
-        await self._publisher.publish([outgoing(requested, source=self.agent_id, namespace=self._ns)])
-        await self._publisher.flush()
+        await self._publish_signed(requested)
         found = await waiter
         assert isinstance(found, BrokerDecision)
         return found
@@ -189,3 +208,126 @@ class AgentClient:
             if match(payload):
                 return payload
         raise PoaTimeoutError("consumer stopped")
+
+
+class GatewayError(RuntimeError):
+    """The gateway refused a call; `status` and `body` say why."""
+
+    def __init__(self, status: int, body: HttpError) -> None:
+        super().__init__(f"gateway answered {status} {body.error}: {body.message}")
+        self.status = status
+        self.body = body
+
+
+class GatewayClient:
+    """Ask for PoAs through the AgentAuth gateway over mutual TLS.
+
+    The gateway's own SPIFFE ID is checked after the handshake (`expect_server`).
+    """
+
+    def __init__(
+        self,
+        *,
+        svid: Svid,
+        bundle_path: Path,
+        base_url: str = "https://127.0.0.1:18443",
+        expect_server: str = "spiffe://atb.local/svc/gateway",
+    ) -> None:
+        if svid.cert_path is None or svid.key_path is None:
+            raise ValueError("the SVID must be on disk (cert_path, key_path) to be used for TLS")
+        self.svid = svid
+        self._base = base_url.rstrip("/")
+        self._bundle = TrustBundle.load(bundle_path, svid.spiffe_id.trust_domain)
+        self._expect = expect_server
+        self._ssl = client_context(svid.cert_path, svid.key_path, bundle_path)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> GatewayClient:
+        await self._check_server()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        assert self._session is not None, "use `async with GatewayClient(...)`"
+        headers = {"content-type": "application/json"} if body is not None else {}
+        async with self._session.request(
+            method, self._base + path, data=body, headers=headers, ssl=self._ssl
+        ) as response:
+            return response.status, await response.read()
+
+    async def _check_server(self) -> None:
+        """Connect once and check the gateway's SPIFFE ID (TLS already checked its chain to the bundle).
+
+        aiohttp does not keep the TLS object of a finished response, so the check is
+        made on a connection of our own, with the same TLS context.
+        """
+        url = urlsplit(self._base)
+        _reader, writer = await asyncio.open_connection(url.hostname, url.port or 443, ssl=self._ssl)
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            cert = peer_certificate(ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        if cert is None:
+            raise GatewayError(0, HttpError(error="no_server_certificate", message="server presented no certificate"))
+        server = validate_svid([cert], self._bundle, at=datetime.now(UTC))
+        if str(server) != self._expect:
+            raise GatewayError(0, HttpError(error="wrong_server", message=f"server is {server}, not {self._expect}"))
+
+    async def request_poa(
+        self,
+        action: str,
+        resource: str,
+        *,
+        tenant: str,
+        leg: Leg,
+        params: JsonObject | None = None,
+        target_tenant: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """POST /issue; returns the request id."""
+        body = IssueRequest(
+            request_id=request_id,
+            tenant=tenant,
+            target_tenant=target_tenant,
+            action=action,
+            resource=resource,
+            params=params or {},
+            leg=leg,
+        ).model_dump_json(exclude_none=True)
+        status, raw = await self._call("POST", "/issue", body.encode())
+        if status != 202:
+            raise GatewayError(status, HttpError.model_validate_json(raw))
+        return IssueAccepted.model_validate_json(raw).request_id
+
+    async def status(self, request_id: str) -> RequestStatus:
+        status, raw = await self._call("GET", f"/requests/{request_id}")
+        if status != 200:
+            raise GatewayError(status, HttpError.model_validate_json(raw))
+        return RequestStatus.model_validate_json(raw)
+
+    async def await_poa(self, request_id: str, *, timeout: float = 30.0, poll: float = 0.1) -> RequestStatus:
+        """Poll until the request is issued (returned), or denied/expired (PoaDeniedError-like GatewayError)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                current = await self.status(request_id)
+            except GatewayError as exc:
+                if exc.status != 404:  # not yet seen by the gateway's follower
+                    raise
+            else:
+                if current.status == "issued":
+                    return current
+                if current.status in ("denied", "expired"):
+                    raise GatewayError(
+                        200, HttpError(error=f"request_{current.status}", message=current.reason or current.status)
+                    )
+            if asyncio.get_running_loop().time() > deadline:
+                raise PoaTimeoutError(f"request {request_id} not issued within {timeout:.0f}s")
+            await asyncio.sleep(poll)

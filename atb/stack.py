@@ -19,10 +19,12 @@ from pathlib import Path
 import aiohttp
 
 from atb.dev.procs import ManagedProcess
+from atb_identity import init_ca
 
 __all__ = ["SERVICES", "ServiceStack", "StackConfig"]
 
 SERVICES: dict[str, str] = {
+    "gateway": "gateway.main:app",
     "approvals": "approvals.main:app",
     "issuer": "issuer.main:app",
     "broker": "broker.main:app",
@@ -45,6 +47,9 @@ class StackConfig:
     namespace: str = ""
     audit_db_url: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    gateway_port: int = 0
+    """HTTPS port of the AgentAuth gateway; 0 picks a free one."""
+    trust_domain: str = "atb.local"
     exit_with_parent: bool = True
     """Services shut down when the process that started them dies (tests, demo)."""
 
@@ -57,6 +62,7 @@ class ServiceStack:
 
     def __init__(self, config: StackConfig, services: tuple[str, ...] = tuple(SERVICES)) -> None:
         self.config = config
+        self.gateway_port = config.gateway_port or _free_port()
         self.processes: dict[str, ManagedProcess] = {}
         self.ops_ports: dict[str, int] = {}
         for name in services:
@@ -74,6 +80,8 @@ class ServiceStack:
             "ATB_STATE_DIR": str(cfg.state_dir),
             "ATB_OPS_PORT": str(port),
             "ATB_INSTANCE": instance,
+            "ATB_GATEWAY_PORT": str(self.gateway_port),
+            "ATB_TRUST_DOMAIN": cfg.trust_domain,
             **({"ATB_EXIT_WITH_PARENT": str(os.getpid())} if cfg.exit_with_parent else {}),
             **({"ATB_AUDIT_DB_URL": cfg.audit_db_url} if cfg.audit_db_url else {}),
             **cfg.extra_env,
@@ -100,7 +108,14 @@ class ServiceStack:
         ops port is not this run's.
         """
         await self.stop()
+        # The dev CA must exist before services load its bundle (created once, not by
+        # several services racing each other).
+        init_ca(self.config.state_dir, self.config.trust_domain)
         await asyncio.gather(*(proc.start(ready_timeout) for proc in self.processes.values()))
+
+    @property
+    def gateway_url(self) -> str:
+        return f"https://127.0.0.1:{self.gateway_port}"
 
     async def stop(self, timeout: float = 10.0) -> None:
         await asyncio.gather(*(proc.stop(timeout) for proc in self.processes.values()))

@@ -5,8 +5,9 @@
 Both run in the same process run on the same broker, each in a fresh topic
 namespace:
 
-- ATB: N low-risk IssuanceRequested → approvals (OPA, transaction) → issuer
-  (Ed25519 PoA, transaction) → PoaIssued, read back with `read_committed`; and
+- ATB: N low-risk IssuanceRequested, each signed with the agent's SVID →
+  approvals (proof check, OPA, transaction) → issuer (re-checks the proof,
+  Ed25519 PoA, transaction) → PoaIssued, read back with `read_committed`; and
   the audit sink storing every event in SQLite.
 - bare: the same number of hops (requests → stage 1 → stage 2 → reader) with
   plain aiokafka: non-blocking sends, no transactions, no parsing, no policy, no
@@ -36,7 +37,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from atb.dev.launcher import ensure_infra
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.stack import ServiceStack, StackConfig
-from atb_runtime import Publisher, outgoing
+from atb_identity import ensure_svid, sign_envelope
+from atb_runtime import Publisher, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, make_engine
 from contracts import (
     AccountableParty,
@@ -46,6 +48,7 @@ from contracts import (
     PoaIssued,
     Topic,
     decode_envelope,
+    make_envelope,
     payload_of,
     topic_name,
 )
@@ -137,6 +140,7 @@ async def bench_atb(bootstrap: str, opa_url: str, n: int, state: Path) -> tuple[
     try:
         collector = asyncio.create_task(_collect(bootstrap, topic_name(Topic.POA_ISSUED, ns), n, _poa_key, 300))
         sent: dict[str, float] = {}
+        svid = ensure_svid(state, AGENT)
         async with Publisher(bootstrap, "bench-agent") as publisher:
             for i in range(n):
                 request = IssuanceRequested(
@@ -149,7 +153,8 @@ async def bench_atb(bootstrap: str, opa_url: str, n: int, state: Path) -> tuple[
                     requested_at=datetime.now(UTC),
                 )
                 sent[request.request_id] = time.perf_counter()
-                await publisher.publish([outgoing(request, source=AGENT, namespace=ns)])
+                envelope = sign_envelope(make_envelope(request, source=AGENT), svid)
+                await publisher.publish([outgoing_envelope(envelope, topic_name(request.topic, ns))])
             await publisher.flush()
         arrived = await collector
         result = _result("atb", sent, arrived)

@@ -21,6 +21,7 @@ from contracts.topics import Topic
 
 __all__ = [
     "EVENT_TYPES",
+    "ActionName",
     "ActionRequested",
     "ApprovalRequired",
     "AuditEvent",
@@ -36,6 +37,7 @@ __all__ = [
     "QuorumReached",
     "RequestDenied",
     "RequestExpired",
+    "RequestId",
     "SigningKeyPublished",
     "Tier",
     "VoteCast",

@@ -34,6 +34,7 @@ APPS: Mapping[str, str] = {
     "issuer": "issuer.main:app",
     "audit-sink": "audit_sink.main:app",
     "broker": "broker.main:app",
+    "gateway": "gateway.main:app",
 }
 """Service name (the document's file name) → `module:attribute` of its FastStream app."""
 

@@ -25,7 +25,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 
-from atb_runtime import Publisher, outgoing
+from atb_identity import ensure_svid, sign_envelope
+from atb_runtime import Publisher, outgoing_envelope
 from audit_sink.adapters.db import audit_events, make_engine
 from contracts import (
     CATALOGUE,
@@ -36,6 +37,7 @@ from contracts import (
     PoaIssued,
     QuorumReached,
     decode_envelope,
+    make_envelope,
     payload_of,
     topic_name,
 )
@@ -52,6 +54,7 @@ async def _publish_requests(stack: RunningStack, n: int, kills: int) -> set[str]
     """Publish n requests spread over the kill window, so kills land mid-stream."""
     ids: set[str] = set()
     chunk = max(1, n // (kills * 6))
+    svid = ensure_svid(stack.state_dir, AGENT)
     async with Publisher(stack.kafka_bootstrap, "fault-agent") as publisher:
         for i in range(n):
             request = IssuanceRequested(
@@ -64,7 +67,8 @@ async def _publish_requests(stack: RunningStack, n: int, kills: int) -> set[str]
                 requested_at=datetime.now(UTC),
             )
             ids.add(request.request_id)
-            await publisher.publish([outgoing(request, source=AGENT, namespace=stack.namespace)])
+            envelope = sign_envelope(make_envelope(request, source=AGENT), svid)
+            await publisher.publish([outgoing_envelope(envelope, topic_name(request.topic, stack.namespace))])
             if i % chunk == chunk - 1:
                 await publisher.flush()
                 await asyncio.sleep(0.2)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from atb.sdk import AgentClient
+from atb_identity import ensure_svid
 from atb_runtime import Incoming, Outgoing, Publisher, dead_letter
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
 from contracts import AccountableParty, Decision, LegitimateInterest, Tier, Topic, topic_name
@@ -29,6 +30,11 @@ LEG = LegitimateInterest(
     jurisdiction="US",
     accountable_party=AccountableParty(type="employee", id="emp-100"),
 )
+
+
+def _agent(stack: RunningStack, agent_id: str = AGENT) -> AgentClient:
+    svid = ensure_svid(stack.state_dir, agent_id)
+    return AgentClient(svid=svid, tenant="acme", bootstrap=stack.kafka_bootstrap, namespace=stack.namespace)
 
 
 async def _audit_rows(db_url: str, request_id: str, expected: int, timeout: float = 30) -> list[StoredEvent]:
@@ -48,9 +54,7 @@ async def _audit_rows(db_url: str, request_id: str, expected: int, timeout: floa
 
 
 async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) -> None:
-    async with AgentClient(
-        agent_id=AGENT, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=running_stack.namespace
-    ) as agent:
+    async with _agent(running_stack) as agent:
         request_id = await agent.request_poa("crm.contact.read", "crm:contact/1", leg=LEG, params={"f": ["name"]})
         issued = await agent.await_poa(request_id, timeout=60)
         decision = await agent.invoke(
@@ -90,9 +94,7 @@ async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) ->
 
 
 async def test_a_different_action_with_the_same_poa_is_denied(running_stack: RunningStack) -> None:
-    async with AgentClient(
-        agent_id=AGENT, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=running_stack.namespace
-    ) as agent:
+    async with _agent(running_stack) as agent:
         request_id = await agent.request_poa("crm.contact.read", "crm:contact/1", leg=LEG)
         issued = await agent.await_poa(request_id, timeout=60)
         other_resource = await agent.invoke(
@@ -120,9 +122,7 @@ async def test_poison_request_is_dead_lettered_and_the_consumer_continues(runnin
                 _raw(requests, b"poison-2", b'{"specversion":"1.0","unknown":1}'),
             ]
         )
-    async with AgentClient(
-        agent_id=AGENT, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=ns
-    ) as agent:
+    async with _agent(running_stack) as agent:
         request_id = await agent.request_poa("crm.contact.read", "crm:contact/9", leg=LEG)
         issued = await agent.await_poa(request_id, timeout=60)
     assert issued.request_id == request_id

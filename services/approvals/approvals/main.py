@@ -7,6 +7,7 @@ from approvals.service import ApprovalsService
 from approvals.settings import ApprovalsSettings
 from atb_runtime import OpaClient
 from atb_runtime.app import Channel, service_app
+from atb_runtime.identity import load_bundle
 from atb_runtime.runner import ServiceRunner
 from contracts import (
     ApprovalRequired,
@@ -24,7 +25,8 @@ settings = ApprovalsSettings()
 
 async def build() -> ServiceRunner:
     opa = OpaClient(settings.opa_url)
-    service = ApprovalsService(settings, PolicyRequirements(opa, settings.policy_cache_seconds))
+    bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
+    service = ApprovalsService(settings, PolicyRequirements(opa, settings.policy_cache_seconds), bundle)
     return ServiceRunner(
         settings,
         name="approvals",

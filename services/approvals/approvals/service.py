@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from approvals.adapters.policy import PolicyRequirements
 from approvals.domain import decide_intake
 from approvals.settings import ApprovalsSettings
+from atb_identity import IdentityError, TrustBundle, verify_origin
 from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
 from contracts import EventDecodeError, IssuanceRequested, decode_envelope, payload_of
 
@@ -23,8 +24,10 @@ __all__ = ["ApprovalsService"]
 class ApprovalsService:
     CONSUMER = "approvals"
 
-    def __init__(self, settings: ApprovalsSettings, policy: PolicyRequirements) -> None:
+    def __init__(self, settings: ApprovalsSettings, policy: PolicyRequirements, bundle: TrustBundle) -> None:
         self._settings = settings
+        self._bundle = bundle
+        self._attesters = frozenset(settings.request_attesters)
         self._policy = policy
         self._ticket = re.compile(settings.ticket_pattern)
         self._source = settings.service_id
@@ -44,10 +47,12 @@ class ApprovalsService:
             return self._dead(record, exc.code, exc.reason)
         if not isinstance(payload, IssuanceRequested):
             return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
-        if envelope.source != payload.agent_id:
-            # NOTE: until proofs of origin land, the requester is the envelope source,
-            # and a request naming another agent is refused.
-            return self._dead(record, "identity_mismatch", "agent_id differs from the event source", payload)
+        try:
+            origin = verify_origin(
+                envelope, payload.agent_id, self._bundle, attesters=self._attesters, at=datetime.now(UTC)
+            )
+        except IdentityError as exc:
+            return self._identity_refused(record, envelope.source, exc, payload)
         requirements = await self._policy.for_request(payload)
         result = decide_intake(
             payload,
@@ -67,6 +72,8 @@ class ApprovalsService:
                 request_id=payload.request_id,
                 reason=result.reason,
                 details={
+                    "requester": origin.claimed,
+                    "proven_by": origin.proven_by,
                     "tier": requirements.tier.value,
                     "required_approvals": requirements.approvals,
                     "action": payload.action,
@@ -75,6 +82,21 @@ class ApprovalsService:
             )
         )
         return events
+
+    def _identity_refused(
+        self, record: Incoming, presented: str, exc: IdentityError, payload: IssuanceRequested
+    ) -> list[Outgoing]:
+        """Dead-letter the request, and audit which identity rule failed for whom (a spike shows up)."""
+        refused = audit(
+            "identity_proof_rejected",
+            source=self._source,
+            namespace=self._ns,
+            outcome="denied",
+            request_id=payload.request_id,
+            reason=str(exc)[:1024],
+            details={"rule": exc.code, "presented": presented, "claimed": payload.agent_id, "consumer": self.CONSUMER},
+        )
+        return [*self._dead(record, exc.code, str(exc), payload), refused]
 
     def _dead(
         self, record: Incoming, code: str, reason: str, payload: IssuanceRequested | None = None

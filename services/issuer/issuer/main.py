@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from atb_runtime import Publisher, outgoing
 from atb_runtime.app import Channel, service_app
+from atb_runtime.identity import load_bundle
 from atb_runtime.runner import ServiceRunner
 from contracts import (
     AuditEvent,
@@ -36,7 +37,8 @@ async def publish_key(key: SigningKey) -> None:
 
 async def build() -> ServiceRunner:
     key = load_or_create_key(settings.key_path())
-    service = IssuerService(settings, PoaSigner(key))
+    bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
+    service = IssuerService(settings, PoaSigner(key), bundle)
 
     async def announce() -> None:
         await publish_key(key)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from atb_identity import IdentityError, TrustBundle, verify_origin
 from atb_runtime import Incoming, Outgoing, audit, dead_letter, outgoing
 from contracts import (
     EventDecodeError,
@@ -32,8 +33,10 @@ __all__ = ["IssuerService"]
 class IssuerService:
     CONSUMER = "issuer"
 
-    def __init__(self, settings: IssuerSettings, signer: PoaSigner) -> None:
+    def __init__(self, settings: IssuerSettings, signer: PoaSigner, bundle: TrustBundle) -> None:
         self._settings = settings
+        self._bundle = bundle
+        self._attesters = frozenset(settings.request_attesters)
         self._signer = signer
         self._source = settings.service_id
         self._ns = settings.topic_namespace
@@ -60,9 +63,26 @@ class IssuerService:
             return []
         try:
             check_evidence(payload)
+            self._check_request_origin(payload)
         except EvidenceError as exc:
             return self._refuse(payload, exc)
         return self._issue(payload)
+
+    def _check_request_origin(self, quorum: QuorumReached) -> None:
+        """The embedded request must be the exact, proven request of its agent (DESIGN.md §6.1)."""
+        try:
+            envelope = decode_envelope(quorum.request_event.encode())
+            embedded = payload_of(envelope)
+        except EventDecodeError as exc:
+            raise EvidenceError("request_event_invalid", exc.reason) from exc
+        if embedded != quorum.request:
+            raise EvidenceError("request_event_mismatch", "embedded request event differs from the request")
+        try:
+            verify_origin(
+                envelope, quorum.request.agent_id, self._bundle, attesters=self._attesters, at=datetime.now(UTC)
+            )
+        except IdentityError as exc:
+            raise EvidenceError("request_not_proven", f"{exc.code}: {exc}") from exc
 
     def _issue(self, quorum: QuorumReached) -> list[Outgoing]:
         now = datetime.now(UTC).replace(microsecond=0)

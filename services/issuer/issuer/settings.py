@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from atb_runtime.settings import CommonSettings
 
 __all__ = ["IssuerSettings"]
@@ -15,6 +17,10 @@ class IssuerSettings(CommonSettings):
     audience: str = "spiffe://atb.local/svc/broker"
     signing_key_path: Path | None = None
     """PEM of the Ed25519 signing key; default `<state_dir>/issuer/signing-key.pem`, created on first use."""
+
+    trust_bundle_path: Path | None = None
+    """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
+    request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
 
     def key_path(self) -> Path:
         return self.signing_key_path or self.state_dir / "issuer" / "signing-key.pem"

@@ -1,0 +1,167 @@
+"""The gateway's HTTPS API: `POST /issue`, `GET /requests/{id}`, `/healthz`, `/metrics`.
+
+Every identity refusal and every malformed body gets a JSON `HttpError` naming
+what is wrong, and identity refusals are audited (seed §2.1; DESIGN.md §6.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import orjson
+from aiohttp import web
+from cryptography import x509
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import JsonValue, ValidationError
+
+from atb_identity import IdentityError, SpiffeId, TrustBundle, cert_thumbprint
+from atb_identity.tls import peer_certificate, peer_identity
+from contracts import CanonicalJsonError, IssuanceRequested, JsonObject, canonical_json
+from contracts.http import MAX_BODY_BYTES, HttpError, IssueAccepted, IssueRequest
+from gateway.domain import Views, visible_to
+
+__all__ = ["GatewayApp", "build_app"]
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("atb_gateway_requests_total", "Gateway HTTP requests by endpoint and result", ["endpoint", "result"])
+IDENTITY_REFUSALS = Counter("atb_gateway_identity_refusals_total", "Refused client identities by rule", ["rule"])
+
+Submit = Callable[[IssuanceRequested], Awaitable[None]]
+Audit = Callable[[str, str, JsonObject], Awaitable[None]]
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    body = HttpError(error=code, message=message, field=field).model_dump_json(exclude_none=True)
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+class GatewayApp:
+    def __init__(self, *, bundle: TrustBundle, views: Views, submit: Submit, audit: Audit) -> None:
+        self._bundle = bundle
+        self._views = views
+        self._submit = submit
+        self._audit = audit
+
+    async def _identify(self, request: web.Request, endpoint: str) -> tuple[SpiffeId, x509.Certificate] | web.Response:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        cert = peer_certificate(ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None)
+        if cert is None:
+            await self._refused(endpoint, "no_client_certificate", "present your X.509-SVID (mTLS)", None)
+            return _error(401, "no_client_certificate", "this endpoint requires mutual TLS with an X.509-SVID")
+        try:
+            spiffe_id = peer_identity(cert, self._bundle)
+        except IdentityError as exc:
+            presented = [str(uri.value) for uri in _uri_sans(cert)]
+            await self._refused(endpoint, exc.code, str(exc), presented)
+            return _error(403, exc.code, f"client certificate refused: {exc}")
+        if not spiffe_id.path.startswith("/agent/"):
+            await self._refused(endpoint, "not_an_agent", "only agent identities may ask for PoAs", [str(spiffe_id)])
+            return _error(403, "not_an_agent", f"{spiffe_id} is not an agent identity (spiffe://<td>/agent/...)")
+        return spiffe_id, cert
+
+    async def _refused(self, endpoint: str, rule: str, reason: str, presented: list[str] | None) -> None:
+        json_presented: list[JsonValue] | None = list(presented) if presented is not None else None
+        IDENTITY_REFUSALS.labels(rule).inc()
+        REQUESTS.labels(endpoint, "identity_refused").inc()
+        await self._audit(
+            "identity_rejected", reason, {"rule": rule, "presented": json_presented, "endpoint": endpoint}
+        )
+
+    async def issue(self, request: web.Request) -> web.Response:
+        who = await self._identify(request, "issue")
+        if isinstance(who, web.Response):
+            return who
+        spiffe_id, cert = who
+        parsed = await _parse_body(request)
+        if isinstance(parsed, web.Response):
+            REQUESTS.labels("issue", "bad_body").inc()
+            return parsed
+        issuance = IssuanceRequested(
+            request_id=parsed.request_id or f"req-{uuid.uuid4().hex}",
+            agent_id=str(spiffe_id),
+            tenant=parsed.tenant,
+            target_tenant=parsed.target_tenant,
+            action=parsed.action,
+            resource=parsed.resource,
+            params=parsed.params,
+            leg=parsed.leg,
+            requested_at=datetime.now(UTC),
+            agent_cert_thumbprint=cert_thumbprint(cert),
+        )
+        self._views.apply(issuance)
+        await self._submit(issuance)
+        REQUESTS.labels("issue", "accepted").inc()
+        accepted = IssueAccepted(request_id=issuance.request_id, agent_id=str(spiffe_id))
+        return web.Response(status=202, body=accepted.model_dump_json(), content_type="application/json")
+
+    async def status(self, request: web.Request) -> web.Response:
+        who = await self._identify(request, "status")
+        if isinstance(who, web.Response):
+            return who
+        spiffe_id, _cert = who
+        request_id = request.match_info["request_id"]
+        view = self._views.get(request_id)
+        if view is None:
+            REQUESTS.labels("status", "unknown").inc()
+            return _error(404, "unknown_request", f"no request {request_id!r} is known to this gateway")
+        if not visible_to(view, str(spiffe_id)):
+            REQUESTS.labels("status", "not_yours").inc()
+            await self._audit(
+                "request_status_refused",
+                "another agent asked for this request",
+                {"request_id": request_id, "presented": [str(spiffe_id)]},
+            )
+            return _error(403, "not_your_request", "only the agent that asked may see this request")
+        REQUESTS.labels("status", view.status).inc()
+        return web.Response(body=view.as_status().model_dump_json(), content_type="application/json")
+
+
+async def _parse_body(request: web.Request) -> IssueRequest | web.Response:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return _error(400, "invalid_json", f"body is not JSON: {exc}")
+    try:
+        canonical_json(document)
+    except CanonicalJsonError as exc:
+        return _error(422, "not_canonical", str(exc))
+    try:
+        return IssueRequest.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())) or None
+        return _error(422, "invalid_body", f"{field}: {first.get('msg', 'invalid')}", field)
+
+
+def _uri_sans(cert: x509.Certificate) -> list[x509.UniformResourceIdentifier]:
+    try:
+        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [name for name in extension.value if isinstance(name, x509.UniformResourceIdentifier)]
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(gateway: GatewayApp) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_post("/issue", gateway.issue)
+    app.router.add_get("/requests/{request_id}", gateway.status)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app

@@ -1,0 +1,83 @@
+"""The gateway runner: HTTPS server + request-view follower + a publisher.
+
+Each accepted request is published as IssuanceRequested signed by the gateway's
+own SVID: the gateway attests which agent authenticated over mTLS, and the
+approvals service accepts that attestation only from configured attesters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from atb_identity import Svid, TrustBundle, sign_envelope
+from atb_identity.tls import server_context
+from atb_runtime import Publisher, audit, outgoing_envelope
+from atb_runtime.ops import OpsServer
+from contracts import IssuanceRequested, JsonObject, make_envelope, topic_name
+from gateway.adapters.follower import ViewFollower
+from gateway.adapters.http import GatewayApp, build_app
+from gateway.domain import Views
+from gateway.settings import GatewaySettings
+
+__all__ = ["GatewayRunner"]
+
+
+class GatewayRunner:
+    def __init__(self, settings: GatewaySettings, svid: Svid, bundle_path: Path) -> None:
+        self._settings = settings
+        self._svid = svid
+        self._bundle_path = bundle_path
+        self._bundle = TrustBundle.load(bundle_path, settings.trust_domain)
+        self._views = Views()
+        self._publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-gateway-{settings.instance}")
+        self._follower = ViewFollower(settings.kafka_bootstrap_servers, settings.topic_namespace, self._views)
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self._ops = OpsServer(settings.ops_port, lambda: self._runner is not None, settings.ops_host)
+
+    async def _submit(self, request: IssuanceRequested) -> None:
+        envelope = sign_envelope(make_envelope(request, source=self._svid_id()), self._svid)
+        record = outgoing_envelope(envelope, topic_name(request.topic, self._settings.topic_namespace))
+        await self._publisher.publish([record])
+        await self._publisher.flush()
+
+    async def _audit(self, audit_type: str, reason: str, details: JsonObject) -> None:
+        record = audit(
+            audit_type,
+            source=self._svid_id(),
+            namespace=self._settings.topic_namespace,
+            outcome="denied",
+            reason=reason[:1024],
+            details=details,
+        )
+        await self._publisher.publish([record])
+
+    def _svid_id(self) -> str:
+        return str(self._svid.spiffe_id)
+
+    async def start(self) -> None:
+        await self._publisher.start()
+        await self._follower.start()
+        app = build_app(GatewayApp(bundle=self._bundle, views=self._views, submit=self._submit, audit=self._audit))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        assert self._svid.cert_path is not None
+        assert self._svid.key_path is not None
+        context = server_context(self._svid.cert_path, self._svid.key_path, self._bundle_path)
+        site = web.TCPSite(self._runner, self._settings.gateway_host, self._settings.gateway_port, ssl_context=context)
+        await site.start()
+        await self._ops.start()
+
+    async def run(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._ops.stop()
+        await self._follower.stop()
+        await self._publisher.stop()

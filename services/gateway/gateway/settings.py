@@ -1,0 +1,20 @@
+"""Gateway settings (`ATB_` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from atb_runtime.settings import CommonSettings
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(CommonSettings):
+    service_id: str = "spiffe://atb.local/svc/gateway"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 18443
+    svid_cert_path: Path | None = None
+    """The gateway's own SVID (chain PEM); default: issued from the dev CA on first use."""
+    svid_key_path: Path | None = None
+    trust_bundle_path: Path | None = None
+    """PEM bundle of the trust domain's CA(s); default the dev CA's bundle. SPIRE: the bundle file it writes."""

@@ -1,0 +1,407 @@
+"""The development PKI: a local CA, its trust bundle, and X.509-SVIDs issued from it.
+
+Files live under `<state>/pki/` (directories 0700, private keys 0600):
+
+    bundle.pem                      the trust bundle: the CA certificate
+    ca/ca.pem, ca/ca.key.pem        the CA (self-signed, Ed25519, path length 0)
+    svids/<name>/chain.pem, key.pem one SVID per SPIFFE ID: leaf + CA, and the leaf's key
+    .lock                           serialises processes that create or renew files
+
+Leaves follow X509-SVID.md: one URI SAN, CA=false, key usage digitalSignature only,
+both critical. Agents (`/agent/...`), approvers (`/user/...`) and services
+(`/svc/...`) all get the same kind of leaf; authorisation is by SPIFFE ID elsewhere.
+
+For development and tests only: no HSM, no revocation, no CA rotation. In
+production SVIDs come from SPIRE or another SPIFFE issuer; only the bundle format
+and `svid.validate_svid` are shared with this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from atb_identity.errors import ForeignTrustDomainError, IdentityError, InvalidSpiffeIdError, PkiError
+from atb_identity.spiffe import SCHEME_PREFIX, SpiffeId, validate_trust_domain
+from atb_identity.svid import Svid, TrustBundle, load_svid, validate_svid
+
+__all__ = [
+    "DEFAULT_SVID_HOURS",
+    "DEFAULT_TRUST_DOMAIN",
+    "build_certificate",
+    "bundle_path",
+    "ca_paths",
+    "ensure_svid",
+    "init_ca",
+    "issue_svid",
+    "svid_paths",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRUST_DOMAIN = "atb.local"
+DEFAULT_CA_DAYS = 3650
+DEFAULT_SVID_HOURS = 24.0 * 30
+BACKDATE = timedelta(minutes=5)
+"""Leaves start 5 minutes in the past, so a peer whose clock lags a little accepts them."""
+
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+_LEAF_SUBJECT = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")])
+_MAX_DIR_NAME = 120
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+
+def _pki_dir(state_dir: Path) -> Path:
+    return state_dir / "pki"
+
+
+def bundle_path(state_dir: Path) -> Path:
+    """The trust bundle (PEM) every verifier of this dev PKI loads."""
+    return _pki_dir(state_dir) / "bundle.pem"
+
+
+def ca_paths(state_dir: Path) -> tuple[Path, Path]:
+    """(CA certificate, CA private key)."""
+    ca_dir = _pki_dir(state_dir) / "ca"
+    return ca_dir / "ca.pem", ca_dir / "ca.key.pem"
+
+
+def svid_paths(state_dir: Path, spiffe_id: str) -> tuple[Path, Path]:
+    """(chain.pem, key.pem) of the SVID for `spiffe_id`; raises InvalidSpiffeIdError."""
+    folder = _pki_dir(state_dir) / "svids" / _dir_name(SpiffeId.parse(spiffe_id))
+    return folder / "chain.pem", folder / "key.pem"
+
+
+def _dir_name(spiffe_id: SpiffeId) -> str:
+    """A file name that is injective over SPIFFE IDs: `~` occurs in no trust domain or segment."""
+    name = spiffe_id.trust_domain + spiffe_id.path.replace("/", "~")
+    if len(name) <= _MAX_DIR_NAME:
+        return name
+    digest = hashlib.sha256(str(spiffe_id).encode()).hexdigest()[:32]
+    return f"{name[:100]}~{digest}"  # longer than any untruncated name, so no clash with one
+
+
+# --- certificates ---------------------------------------------------------------------------
+
+
+def build_certificate(
+    *,
+    subject_key: CertificatePublicKeyTypes,
+    issuer_cert: x509.Certificate | None,
+    issuer_key: Ed25519PrivateKey,
+    uris: Sequence[str],
+    is_ca: bool,
+    key_usage: Mapping[str, bool] | None,
+    not_before: datetime,
+    not_after: datetime,
+    subject: x509.Name | None = None,
+    basic_constraints: bool = True,
+    path_length: int | None = None,
+    extended_key_usage: Sequence[x509.ObjectIdentifier] = (),
+    extra_extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+) -> x509.Certificate:
+    """Sign one certificate. Deliberately permissive: tests use it to craft bad ones.
+
+    `issuer_cert=None` self-signs. `key_usage` maps `x509.KeyUsage` argument names to
+    True (unnamed ones are False); None leaves the extension out, as does
+    `basic_constraints=False` for BasicConstraints. The subject defaults to O=SPIFFE.
+    """
+    subject = subject if subject is not None else _LEAF_SUBJECT
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
+        .public_key(subject_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+    )
+    for extension, critical in _extensions(uris, is_ca, key_usage, basic_constraints, path_length, extended_key_usage):
+        builder = builder.add_extension(extension, critical=critical)
+    for extension, critical in extra_extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, algorithm=None)
+
+
+def _extensions(
+    uris: Sequence[str],
+    is_ca: bool,
+    key_usage: Mapping[str, bool] | None,
+    basic_constraints: bool,
+    path_length: int | None,
+    extended_key_usage: Sequence[x509.ObjectIdentifier],
+) -> Iterator[tuple[x509.ExtensionType, bool]]:
+    if basic_constraints:
+        yield x509.BasicConstraints(ca=is_ca, path_length=path_length if is_ca else None), True
+    if key_usage is not None:
+        yield _key_usage(key_usage), True
+    if extended_key_usage:
+        yield x509.ExtendedKeyUsage(list(extended_key_usage)), False
+    if uris:
+        yield x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri) for uri in uris]), False
+
+
+def _key_usage(flags: Mapping[str, bool]) -> x509.KeyUsage:
+    unknown = set(flags) - set(_KEY_USAGES)
+    if unknown:
+        raise ValueError(f"unknown key usage(s): {', '.join(sorted(unknown))}")
+    return x509.KeyUsage(**{name: bool(flags.get(name, False)) for name in _KEY_USAGES})
+
+
+# --- the CA -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Ca:
+    cert: x509.Certificate
+    key: Ed25519PrivateKey
+    trust_domain: str
+
+
+def init_ca(state_dir: Path, trust_domain: str = DEFAULT_TRUST_DOMAIN, *, days: int = DEFAULT_CA_DAYS) -> Path:
+    """Create the dev CA unless one exists (kept as it is), write the bundle, return its path."""
+    validate_trust_domain(trust_domain)
+    if days <= 0:
+        raise ValueError(f"days must be positive, not {days}")
+    with _locked(state_dir):
+        _ensure_ca(state_dir, trust_domain, days=days)
+    return bundle_path(state_dir)
+
+
+def _ensure_ca(state_dir: Path, trust_domain: str, *, days: int = DEFAULT_CA_DAYS) -> _Ca:
+    ca = _load_ca(state_dir) or _create_ca(state_dir, trust_domain, days)
+    if ca.trust_domain != trust_domain:
+        raise PkiError(
+            f"the CA in {ca_paths(state_dir)[0].parent} is for {ca.trust_domain}, not {trust_domain}; "
+            "use that trust domain or remove the folder to start over"
+        )
+    if datetime.now(UTC) > ca.cert.not_valid_after_utc:
+        raise PkiError(f"the dev CA expired at {ca.cert.not_valid_after_utc}; remove {_pki_dir(state_dir)}")
+    pem = ca.cert.public_bytes(serialization.Encoding.PEM)
+    bundle = bundle_path(state_dir)
+    if not bundle.exists() or bundle.read_bytes() != pem:
+        _write_file(bundle, pem, 0o644)
+    return ca
+
+
+def _create_ca(state_dir: Path, trust_domain: str, days: int) -> _Ca:
+    key = Ed25519PrivateKey.generate()
+    now = datetime.now(UTC)
+    cert = build_certificate(
+        subject_key=key.public_key(),
+        issuer_cert=None,
+        issuer_key=key,
+        uris=[f"{SCHEME_PREFIX}{trust_domain}"],  # X509-SVID.md §3: a CA may carry its trust domain's ID
+        is_ca=True,
+        path_length=0,  # it issues leaves only
+        key_usage={"key_cert_sign": True, "crl_sign": True},
+        not_before=now - BACKDATE,
+        not_after=now + timedelta(days=days),
+        subject=x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ATB development"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"ATB dev CA {trust_domain}"),
+            ]
+        ),
+    )
+    cert_path, key_path = ca_paths(state_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".ca-", dir=_pki_dir(state_dir)))  # 0700
+    _write_file(staging / key_path.name, _key_pem(key), 0o600)
+    _write_file(staging / cert_path.name, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    os.rename(staging, cert_path.parent)  # atomic: a CA folder is complete or absent
+    log.info("created the dev CA for %s in %s", trust_domain, cert_path.parent)
+    return _Ca(cert=cert, key=key, trust_domain=trust_domain)
+
+
+def _load_ca(state_dir: Path) -> _Ca | None:
+    cert_path, key_path = ca_paths(state_dir)
+    if not cert_path.exists() and not key_path.exists():
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PkiError(f"the dev CA in {cert_path.parent} is unreadable: {exc}") from exc
+    if key_path.stat().st_mode & 0o077:
+        raise PkiError(f"the CA key {key_path} is accessible to group or others; chmod 600 it")
+    if not isinstance(key, Ed25519PrivateKey) or key.public_key() != cert.public_key():
+        raise PkiError(f"the CA key in {key_path} is not the Ed25519 key of {cert_path}")
+    return _Ca(cert=cert, key=key, trust_domain=_ca_trust_domain(cert, cert_path))
+
+
+def _ca_trust_domain(cert: x509.Certificate, path: Path) -> str:
+    """The trust domain a dev CA names in its one `spiffe://<td>` URI SAN."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    except (x509.ExtensionNotFound, ValueError) as exc:
+        raise PkiError(f"{path} has no URI SAN naming its trust domain") from exc
+    if len(uris) != 1 or not uris[0].startswith(SCHEME_PREFIX):
+        raise PkiError(f"{path} does not name its trust domain as one spiffe://<td> URI SAN")
+    trust_domain = uris[0].removeprefix(SCHEME_PREFIX)
+    try:
+        validate_trust_domain(trust_domain)
+    except InvalidSpiffeIdError as exc:
+        raise PkiError(f"{path} names an invalid trust domain: {exc.reason}") from exc
+    return trust_domain
+
+
+# --- SVIDs -------------------------------------------------------------------------------------
+
+
+def issue_svid(
+    state_dir: Path,
+    spiffe_id: str,
+    *,
+    hours: float = DEFAULT_SVID_HOURS,
+    trust_domain: str | None = None,
+) -> Svid:
+    """Issue a fresh SVID for `spiffe_id`, replacing any earlier one; create the CA if there is none.
+
+    `trust_domain` defaults to the existing CA's, else `atb.local`; an ID of any
+    other trust domain is refused with ForeignTrustDomainError.
+    """
+    parsed = _requested(spiffe_id, hours)
+    with _locked(state_dir):
+        ca = _ca_for(state_dir, parsed, trust_domain)
+        return _issue(state_dir, ca, parsed, hours)
+
+
+def ensure_svid(
+    state_dir: Path,
+    spiffe_id: str,
+    *,
+    min_remaining_hours: float = 1.0,
+    hours: float = DEFAULT_SVID_HOURS,
+    trust_domain: str | None = None,
+) -> Svid:
+    """The SVID for `spiffe_id`: the one on disk unless it is unusable or expires within `min_remaining_hours`."""
+    parsed = _requested(spiffe_id, hours)
+    if not 0 <= min_remaining_hours < hours:
+        raise ValueError(f"min_remaining_hours must be in [0, hours={hours}), not {min_remaining_hours}")
+    with _locked(state_dir):
+        ca = _ca_for(state_dir, parsed, trust_domain)
+        current = _reusable(state_dir, ca, parsed, timedelta(hours=min_remaining_hours))
+        return current if current is not None else _issue(state_dir, ca, parsed, hours)
+
+
+def _requested(spiffe_id: str, hours: float) -> SpiffeId:
+    parsed = SpiffeId.parse(spiffe_id)
+    if not hours > 0:
+        raise ValueError(f"hours must be positive, not {hours}")
+    return parsed
+
+
+def _ca_for(state_dir: Path, spiffe_id: SpiffeId, trust_domain: str | None) -> _Ca:
+    """The CA to issue `spiffe_id` from, refusing an ID outside its trust domain before creating anything."""
+    if trust_domain is None:
+        existing = _load_ca(state_dir)
+        trust_domain = existing.trust_domain if existing is not None else DEFAULT_TRUST_DOMAIN
+    if spiffe_id.trust_domain != trust_domain:
+        raise ForeignTrustDomainError(f"{spiffe_id} is not in trust domain {trust_domain}; this CA will not issue it")
+    return _ensure_ca(state_dir, trust_domain)
+
+
+def _reusable(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, margin: timedelta) -> Svid | None:
+    chain_path, key_path = svid_paths(state_dir, str(spiffe_id))
+    if not chain_path.exists():
+        return None
+    now = datetime.now(UTC)
+    try:
+        svid = load_svid(chain_path, key_path)
+        proven = validate_svid(svid.chain, TrustBundle(ca.trust_domain, (ca.cert,)), at=now)
+    except IdentityError as exc:
+        log.info("renewing the SVID of %s: %s", spiffe_id, exc)
+        return None
+    if proven != spiffe_id or svid.leaf.not_valid_after_utc - now < margin:
+        return None
+    return svid
+
+
+def _issue(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, hours: float) -> Svid:
+    now = datetime.now(UTC)
+    key = Ed25519PrivateKey.generate()
+    leaf = build_certificate(
+        subject_key=key.public_key(),
+        issuer_cert=ca.cert,
+        issuer_key=ca.key,
+        uris=[str(spiffe_id)],
+        is_ca=False,
+        key_usage={"digital_signature": True},
+        extended_key_usage=(ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH),
+        not_before=now - BACKDATE,
+        not_after=min(now + timedelta(hours=hours), ca.cert.not_valid_after_utc),  # never outlive the CA
+    )
+    chain_path, key_path = svid_paths(state_dir, str(spiffe_id))
+    _private_dir(chain_path.parent)
+    # Key first: a reader between the two replaces sees a key/chain mismatch and fails closed.
+    _write_file(key_path, _key_pem(key), 0o600)
+    _write_file(chain_path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca.cert)), 0o644)
+    return Svid(spiffe_id=spiffe_id, key=key, chain=(leaf, ca.cert), cert_path=chain_path, key_path=key_path)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)  # also tightens a folder left looser by hand
+    return path
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write atomically: the file is the old one or the new one, never half of either."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """Hold `<state>/pki/.lock` so concurrent processes neither create two CAs nor interleave files."""
+    root = _private_dir(_pki_dir(state_dir))
+    _private_dir(root / "svids")
+    with open(root / ".lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
