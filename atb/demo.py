@@ -20,17 +20,26 @@ from rich.table import Table
 
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
-from atb.sdk import AgentClient, GatewayClient
+from atb.sdk import AgentClient, ApproverClient, GatewayClient
 from atb.stack import ServiceStack, StackConfig
 from atb_identity import bundle_path, ensure_svid
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
-from contracts import AccountableParty, Decision, EventDecodeError, JsonObject, LegitimateInterest, decode_envelope
+from contracts import (
+    AccountableParty,
+    ContractualNecessity,
+    Decision,
+    EventDecodeError,
+    JsonObject,
+    LegitimateInterest,
+    VoteChoice,
+    decode_envelope,
+)
 
 __all__ = ["DemoError", "run_demo"]
 
 AGENT = "spiffe://atb.local/agent/crm-assistant"
-EXPECTED_EVENTS = 8
-"""request, quorum, approval audit, PoA, PoA audit, action, decision, decision audit."""
+EXPECTED_EVENTS = 9
+"""request, quorum, approvals changelog, approval audit, PoA, PoA audit, action, decision, decision audit."""
 
 
 class DemoError(RuntimeError):
@@ -49,6 +58,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         console.print("Starting services: " + ", ".join(stack.processes))
         await stack.start(ready_timeout=90)
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
+        await _high_risk(console, infra, db_url, config.state_dir, stack.gateway_url)
     except Exception:
         for name, log in stack.logs().items():
             console.print(f"  [red]{name} log:[/red] {log}")
@@ -99,6 +109,66 @@ async def _scenario(console: Console, infra: Infra, db_url: str, state_dir: Path
     events = await _await_audit(db_url, request_id, EXPECTED_EVENTS, timeout=30)
     console.print(_timeline(request_id, events))
     console.print(f"[green]OK[/green]: {len(events)} events of request {request_id} are in the audit store.")
+
+
+async def _high_risk(console: Console, infra: Infra, db_url: str, state_dir: Path, gateway_url: str) -> None:
+    """sap.payment.execute: two distinct approvers, the accountable party's own vote refused."""
+    console.rule("[bold]High risk: dual control")
+    leg = ContractualNecessity(
+        ref="MSA-12345",
+        description="Pay vendor invoice 4711",
+        jurisdiction="EU",
+        accountable_party=AccountableParty(type="employee", id="emp-200"),  # dave, in config/approvers.json
+    )
+    action, resource = "sap.payment.execute", "sap:invoice/4711"
+    params: JsonObject = {"amount_cents": 1_250_000, "currency": "EUR", "vendor": "V-100"}
+    svid = ensure_svid(state_dir, AGENT)
+    async with GatewayClient(svid=svid, bundle_path=bundle_path(state_dir), base_url=gateway_url) as gateway:
+        request_id = await gateway.request_poa(action, resource, tenant="acme", leg=leg, params=params)
+        console.print(f"Agent asks for [bold]{action}[/bold] {params} → request {request_id}")
+        approvers = {
+            name: ensure_svid(state_dir, f"spiffe://atb.local/user/{name}") for name in ("dave", "alice", "bob")
+        }
+        async with ApproverClient(svid=approvers["dave"], bootstrap=infra.kafka_bootstrap) as dave:
+            required = await dave.approval_required(request_id)
+            console.print(
+                f"ApprovalRequired: tier [bold]{required.tier.value}[/bold], {required.required_approvals} distinct "
+                f"approvers of {', '.join(required.eligible_groups)}, digest {required.request_digest[:19]}…"
+            )
+            await dave.vote(required, VoteChoice.APPROVE)
+            console.print("dave (emp-200, the accountable party) votes approve …")
+        await _await_audit_type(db_url, request_id, "approval_self_vote_refused")
+        console.print("  → [red]refused[/red]: self-approval (audited as approval_self_vote_refused)")
+        for name in ("alice", "bob"):
+            async with ApproverClient(svid=approvers[name], bootstrap=infra.kafka_bootstrap) as approver:
+                await approver.vote(required, VoteChoice.APPROVE)
+            console.print(f"{name} votes approve (`atb`-style CLI vote, signed with {name}'s SVID)")
+        status = await gateway.await_poa(request_id, timeout=60)
+    assert status.poa is not None
+    claims = jwt.decode(status.poa.token, options={"verify_signature": False})
+    console.print("Quorum reached; the PoA's leg and binding:")
+    console.print_json(
+        data={"leg": claims["leg"], "cnf": claims.get("cnf"), "exp - iat": claims["exp"] - claims["iat"]}
+    )
+    async with AgentClient(svid=svid, tenant="acme", bootstrap=infra.kafka_bootstrap) as agent:
+        decision = await agent.invoke(action, resource, poa=status.poa.token, request_id=request_id, params=params)
+    console.print(f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(decision.reasons)})")
+    if decision.decision is not Decision.ALLOW:
+        raise DemoError(f"the broker denied the dual-control PoA: {decision.reasons}")
+    events = await _await_audit(db_url, request_id, 12, timeout=30)
+    console.print(_timeline(request_id, events))
+
+
+async def _await_audit_type(db_url: str, request_id: str, audit_type: str, timeout: float = 30) -> None:
+    migrate(db_url)
+    store = AuditStore(make_engine(db_url), group_id="demo-reader")
+    needle = f'"audit_type":"{audit_type}"'.encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(needle in e.raw for e in await asyncio.to_thread(store.for_request, request_id)):
+            return
+        await asyncio.sleep(0.2)
+    raise DemoError(f"no {audit_type} audit event for {request_id}")
 
 
 async def _await_audit(db_url: str, request_id: str, expected: int, timeout: float) -> list[StoredEvent]:

@@ -35,6 +35,7 @@ from atb_identity.tls import client_context, peer_certificate
 from atb_runtime import Publisher, outgoing_envelope
 from contracts import (
     ActionRequested,
+    ApprovalRequired,
     BrokerDecision,
     EventDecodeError,
     EventPayload,
@@ -45,6 +46,8 @@ from contracts import (
     RequestDenied,
     RequestExpired,
     Topic,
+    VoteCast,
+    VoteChoice,
     decode_envelope,
     make_envelope,
     payload_of,
@@ -52,7 +55,7 @@ from contracts import (
 )
 from contracts.http import HttpError, IssueAccepted, IssueRequest, RequestStatus
 
-__all__ = ["AgentClient", "GatewayClient", "GatewayError", "PoaDeniedError", "PoaTimeoutError"]
+__all__ = ["AgentClient", "ApproverClient", "GatewayClient", "GatewayError", "PoaDeniedError", "PoaTimeoutError"]
 
 T = TypeVar("T", bound=EventPayload)
 
@@ -127,7 +130,8 @@ class AgentClient:
     async def await_poa(self, request_id: str, *, timeout: float = 30.0) -> PoaIssued:
         """Wait for the PoA of a request; raise PoaDeniedError if it is denied or expires."""
         topics = (topic_name(Topic.POA_ISSUED, self._ns), topic_name(Topic.OUTCOMES, self._ns))
-        found = await self._await_first(
+        found = await _await_first(
+            self._bootstrap,
             topics,
             lambda p: (
                 isinstance(p, PoaIssued | RequestDenied | RequestExpired)
@@ -165,7 +169,8 @@ class AgentClient:
             requested_at=datetime.now(UTC),
         )
         waiter = asyncio.create_task(
-            self._await_first(
+            _await_first(
+                self._bootstrap,
                 (topic_name(Topic.BROKER_DECISIONS, self._ns),),
                 lambda p: isinstance(p, BrokerDecision) and p.action_id == requested.action_id,
                 timeout,
@@ -177,37 +182,38 @@ class AgentClient:
         assert isinstance(found, BrokerDecision)
         return found
 
-    async def _await_first(
-        self, topics: tuple[str, ...], match: Callable[[EventPayload], bool], timeout: float
-    ) -> EventPayload:
-        # Reads from the beginning of the topics' retained records, so an answer that
-        # arrived before we started listening is not missed.
-        consumer = AIOKafkaConsumer(
-            *topics,
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        try:
-            return await asyncio.wait_for(self._scan(consumer, match), timeout)
-        except TimeoutError as exc:
-            raise PoaTimeoutError(f"no answer on {', '.join(topics)} within {timeout:.0f}s") from exc
-        finally:
-            await consumer.stop()
 
-    @staticmethod
-    async def _scan(consumer: AIOKafkaConsumer, match: Callable[[EventPayload], bool]) -> EventPayload:
-        async for msg in consumer:
-            try:
-                payload = payload_of(decode_envelope(msg.value))
-            except EventDecodeError:
-                continue
-            if match(payload):
-                return payload
-        raise PoaTimeoutError("consumer stopped")
+async def _await_first(
+    bootstrap: str, topics: tuple[str, ...], match: Callable[[EventPayload], bool], timeout: float
+) -> EventPayload:
+    """The first event on `topics` that matches, from the start of their retained records."""
+    # From the beginning, so an answer that arrived before we started listening is not missed.
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        return await asyncio.wait_for(_scan(consumer, match), timeout)
+    except TimeoutError as exc:
+        raise PoaTimeoutError(f"no answer on {', '.join(topics)} within {timeout:.0f}s") from exc
+    finally:
+        await consumer.stop()
+
+
+async def _scan(consumer: AIOKafkaConsumer, match: Callable[[EventPayload], bool]) -> EventPayload:
+    async for msg in consumer:
+        try:
+            payload = payload_of(decode_envelope(msg.value))
+        except EventDecodeError:
+            continue
+        if match(payload):
+            return payload
+    raise PoaTimeoutError("consumer stopped")
 
 
 class GatewayError(RuntimeError):
@@ -331,3 +337,55 @@ class GatewayClient:
             if asyncio.get_running_loop().time() > deadline:
                 raise PoaTimeoutError(f"request {request_id} not issued within {timeout:.0f}s")
             await asyncio.sleep(poll)
+
+
+class ApproverClient:
+    """An approver votes with their own SVID (the `atb vote` CLI uses this).
+
+    The vote binds to the digest of the exact request, taken from the request's
+    ApprovalRequired event; the approvals service counts it only for that digest.
+    """
+
+    def __init__(self, *, svid: Svid, bootstrap: str = "127.0.0.1:19092", namespace: str = "") -> None:
+        self.svid = svid
+        self.approver_id = str(svid.spiffe_id)
+        self._bootstrap = bootstrap
+        self._ns = namespace
+        self._publisher = Publisher(bootstrap, client_id="atb-approver")
+
+    async def __aenter__(self) -> ApproverClient:
+        await self._publisher.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._publisher.stop()
+
+    async def approval_required(self, request_id: str, *, timeout: float = 30.0) -> ApprovalRequired:
+        """The ApprovalRequired of a request: tier, digest, deadline."""
+        found = await _await_first(
+            self._bootstrap,
+            (topic_name(Topic.OUTCOMES, self._ns),),
+            lambda p: isinstance(p, ApprovalRequired) and p.request_id == request_id,
+            timeout,
+        )
+        assert isinstance(found, ApprovalRequired)
+        return found
+
+    async def vote(
+        self, required: ApprovalRequired, choice: VoteChoice, *, reason: str = "", vote_id: str | None = None
+    ) -> VoteCast:
+        """Publish a signed VoteCast for the request's exact digest."""
+        vote = VoteCast(
+            request_id=required.request_id,
+            vote_id=vote_id or f"vote-{uuid.uuid4().hex}",
+            approver_id=self.approver_id,
+            choice=choice,
+            request_digest=required.request_digest,
+            channel="cli",
+            cast_at=datetime.now(UTC),
+            reason=reason,
+        )
+        envelope = sign_envelope(make_envelope(vote, source=self.approver_id), self.svid)
+        await self._publisher.publish([outgoing_envelope(envelope, topic_name(vote.topic, self._ns))])
+        await self._publisher.flush()
+        return vote

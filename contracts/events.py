@@ -24,7 +24,9 @@ __all__ = [
     "ActionName",
     "ActionRequested",
     "ApprovalRequired",
+    "ApprovalStateChanged",
     "AuditEvent",
+    "BallotRecord",
     "BrokerDecision",
     "CountedVote",
     "DeadLetter",
@@ -38,6 +40,7 @@ __all__ = [
     "RequestDenied",
     "RequestExpired",
     "RequestId",
+    "RequirementsRecord",
     "SigningKeyPublished",
     "Tier",
     "VoteCast",
@@ -317,6 +320,57 @@ class DeadLetter(EventPayload):
         return self.request_id or f"{self.original_topic}:{self.original_partition}"
 
 
+class BallotRecord(BaseModel):
+    """One received vote as the approvals service keeps it (identity already proven)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vote_id: str
+    identity: str
+    choice: VoteChoice
+    digest: Digest
+    received_at: datetime
+    channel: str
+    vote_event: str
+
+
+class RequirementsRecord(BaseModel):
+    """The policy's answer for a request, as it was when the request arrived."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tier: Tier
+    approvals: Annotated[int, Field(ge=0, le=10)]
+    ticket_required: bool
+    eligible_groups: tuple[str, ...]
+    pending_seconds: Annotated[int, Field(ge=0)]
+    poa_ttl_seconds: Annotated[int, Field(ge=1, le=300)]
+    policy_version: str
+
+
+class ApprovalStateChanged(EventPayload):
+    """The approvals service's changelog record for one request (compacted topic).
+
+    `held`: votes arrived before their request; `open`: waiting for votes;
+    `closed`: the one outcome was emitted (`outcome`), later votes are refused.
+    """
+
+    event_type: ClassVar[str] = "atb.approvals.request_state.v1"
+    topic: ClassVar[Topic] = Topic.APPROVALS_STATE
+
+    request_id: RequestId
+    status: Literal["held", "open", "closed"]
+    outcome: Literal["quorum_reached", "denied", "expired"] | None = None
+    request: IssuanceRequested | None = None
+    request_event: str | None = None
+    requirements: RequirementsRecord | None = None
+    digest: Digest | None = None
+    deadline: datetime | None = None
+    held_until: datetime | None = None
+    ballots: tuple[BallotRecord, ...] = ()
+    updated_at: datetime
+
+
 EVENT_TYPES: dict[str, type[EventPayload]] = {
     cls.event_type: cls
     for cls in (
@@ -333,6 +387,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         AuditEvent,
         SigningKeyPublished,
         DeadLetter,
+        ApprovalStateChanged,
     )
 }
 """Every publishable event type, by its CloudEvents `type`."""

@@ -40,6 +40,7 @@ class Topic(StrEnum):
     AUDIT = "atb.audit"
     KEYS = "atb.keys"
     DLQ = "atb.dlq"
+    APPROVALS_STATE = "atb.approvals.state"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,15 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.AUDIT, _REQUEST_PARTITIONS, 90 * _DAY_MS, description="AuditEvent from every service"),
     TopicSpec(Topic.KEYS, 1, -1, compacted=True, description="SigningKeyPublished, keyed by kid"),
     TopicSpec(Topic.DLQ, _REQUEST_PARTITIONS, 90 * _DAY_MS, description="DeadLetter: what a consumer could not use"),
+    # The approvals service's changelog: each request's tally, written in the same
+    # transaction as the outcomes it causes, read back after a restart or rebalance.
+    TopicSpec(
+        Topic.APPROVALS_STATE,
+        _REQUEST_PARTITIONS,
+        -1,
+        compacted=True,
+        description="ApprovalStateChanged: the approvals service's per-request state (changelog)",
+    ),
 )
 
 _NAMESPACE_RE = re.compile(r"^([a-z0-9][a-z0-9-]{0,40}\.)?$")

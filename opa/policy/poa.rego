@@ -47,3 +47,13 @@ requirements := {
 cross_tenant_flag if cross_tenant
 
 else := false
+
+# Seed §3: with ALLOW_UNMANDATED_LOW_RISK=true (passed by the caller as
+# input.allow_unmandated_low_risk), an allowlisted low-risk action needs no PoA;
+# otherwise every action needs one.
+default poa_required := true
+
+poa_required := false if {
+	tier == "low"
+	object.get(input, "allow_unmandated_low_risk", false) == true
+}

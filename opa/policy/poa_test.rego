@@ -56,3 +56,33 @@ test_same_tenant_target_is_not_cross_tenant if {
 	r.tier == "low"
 	r.cross_tenant == false
 }
+
+test_allowlist_switch_on_lets_low_risk_pass_without_poa if {
+	not poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "allow_unmandated_low_risk": true}
+}
+
+test_allowlist_switch_off_requires_a_poa if {
+	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "allow_unmandated_low_risk": false}
+	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme"}
+}
+
+test_allowlist_switch_never_frees_higher_tiers if {
+	every action in array.concat(data.atb_policy.medium_risk_actions, data.atb_policy.high_risk_actions) {
+		poa.poa_required with input as {"action": action, "tenant": "acme", "allow_unmandated_low_risk": true}
+	}
+	poa.poa_required with input as {"action": "made.up.action", "tenant": "acme", "allow_unmandated_low_risk": true}
+	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "target_tenant": "globex", "allow_unmandated_low_risk": true}
+}
+
+test_eligible_groups_and_ttl_per_tier if {
+	low := poa.requirements with input as req("crm.contact.read")
+	low.eligible_groups == []
+	medium := poa.requirements with input as req("crm.contact.update")
+	"manager" in medium.eligible_groups
+	high := poa.requirements with input as req("sap.payment.execute")
+	high.poa_ttl_seconds == 120
+	critical := poa.requirements with input as req("iam.admin.grant")
+	critical.eligible_groups == ["security", "compliance"]
+	critical.poa_ttl_seconds == 60
+	critical.pending_seconds > 0
+}

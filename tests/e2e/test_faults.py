@@ -26,19 +26,25 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 
 from atb_identity import ensure_svid, sign_envelope
-from atb_runtime import Publisher, outgoing_envelope
+from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from audit_sink.adapters.db import audit_events, make_engine
 from contracts import (
     CATALOGUE,
     AccountableParty,
+    ApprovalStateChanged,
     EventDecodeError,
     IssuanceRequested,
     LegitimateInterest,
     PoaIssued,
     QuorumReached,
+    RequestDenied,
+    RequestExpired,
+    VoteCast,
+    VoteChoice,
     decode_envelope,
     make_envelope,
     payload_of,
+    request_digest,
     topic_name,
 )
 from tests.e2e.conftest import RunningStack
@@ -169,3 +175,189 @@ async def test_exactly_once_under_sigkill_soak(running_stack: RunningStack) -> N
     n = int(os.environ.get("ATB_SOAK_REQUESTS", "3000"))
     kills = int(os.environ.get("ATB_SOAK_KILLS", "40"))
     await _run_with_kills(running_stack, n, kills, seed=int(os.environ.get("ATB_SOAK_SEED", "7")))
+
+
+# -- approvals: exactly one outcome per request under SIGKILL, and under redelivery ----------
+
+MEDIUM = LegitimateInterest(
+    ref="LI-V", jurisdiction="US", accountable_party=AccountableParty(type="employee", id="emp-300")
+)
+APPROVERS = {name: f"spiffe://atb.local/user/{name}" for name in ("alice", "bob", "carol")}
+
+
+def _expected(i: int) -> str:
+    return "denied" if i % 4 == 0 else "quorum_reached"
+
+
+async def _votes_for(stack: RunningStack, i: int, request: IssuanceRequested) -> list[Outgoing]:
+    """Deterministic votes: carol denies every 4th request; alice approves the rest, bob adds a late one."""
+    digest = request_digest(
+        action=request.action,
+        resource=request.resource,
+        params=request.params,
+        tenant=request.tenant,
+        target_tenant=request.target_tenant,
+    )
+    plan = [("carol", VoteChoice.DENY)] if _expected(i) == "denied" else [("alice", VoteChoice.APPROVE)]
+    if i % 3 == 0:
+        plan.append(("bob", VoteChoice.APPROVE))
+    out = []
+    for n, (name, choice) in enumerate(plan):
+        svid = ensure_svid(stack.state_dir, APPROVERS[name])
+        vote = VoteCast(
+            request_id=request.request_id,
+            vote_id=f"{request.request_id}-v{n}",
+            approver_id=APPROVERS[name],
+            choice=choice,
+            request_digest=digest,
+            channel="cli",
+            cast_at=datetime.now(UTC),
+        )
+        envelope = sign_envelope(make_envelope(vote, source=APPROVERS[name]), svid)
+        out.append(outgoing_envelope(envelope, topic_name(vote.topic, stack.namespace)))
+    return out
+
+
+async def _outcomes(stack: RunningStack) -> tuple[Counter[str], dict[str, str], Counter[str]]:
+    records = await _committed_records(stack.kafka_bootstrap, stack.namespace)
+    outcomes: Counter[str] = Counter()
+    kind: dict[str, str] = {}
+    poas: Counter[str] = Counter()
+    for value in records.values():
+        payload = _payload(value)
+        if isinstance(payload, QuorumReached | RequestDenied | RequestExpired):
+            outcomes[payload.request_id] += 1
+            kind[payload.request_id] = {
+                QuorumReached: "quorum_reached",
+                RequestDenied: "denied",
+                RequestExpired: "expired",
+            }[type(payload)]
+        elif isinstance(payload, PoaIssued):
+            poas[payload.request_id] += 1
+    return outcomes, kind, poas
+
+
+async def _run_votes_with_kills(stack: RunningStack, n: int, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    agent = ensure_svid(stack.state_dir, AGENT)
+    all_votes: list[Outgoing] = []
+
+    async def publish() -> set[str]:
+        ids: set[str] = set()
+        chunk = max(1, n // (kills * 6))
+        async with Publisher(stack.kafka_bootstrap, "vote-fault") as publisher:
+            for i in range(n):
+                request = IssuanceRequested(
+                    request_id=f"vote-{i}",
+                    agent_id=AGENT,
+                    tenant="acme",
+                    action="crm.contact.update",
+                    resource=f"crm:contact/{i}",
+                    leg=MEDIUM,
+                    requested_at=datetime.now(UTC),
+                )
+                ids.add(request.request_id)
+                votes = await _votes_for(stack, i, request)
+                all_votes.extend(votes)
+                signed = sign_envelope(make_envelope(request, source=AGENT), agent)
+                # Votes sometimes before their request: they must be held, not lost.
+                first, second = ([outgoing_envelope(signed, topic_name(request.topic, stack.namespace))], votes)
+                if i % 5 == 0:
+                    first, second = second, first
+                await publisher.publish(first)
+                await publisher.publish(second)
+                if i % chunk == chunk - 1:
+                    await publisher.flush()
+                    await asyncio.sleep(0.2)
+        return ids
+
+    async def kill_loop() -> int:
+        hits = 0
+        for _ in range(kills):
+            await asyncio.sleep(rng.uniform(0.1, 0.6))
+            victim = rng.choice(("approvals", "approvals", "issuer"))
+            hits += await stack.stack.kill(victim)
+            await stack.stack.restart(victim, ready_timeout=90)
+        return hits
+
+    killer = asyncio.create_task(kill_loop())
+    ids = await publish()
+    assert await killer == kills
+
+    expected = {f"vote-{i}": _expected(i) for i in range(n)}
+    deadline = time.monotonic() + 180
+    while True:
+        outcomes, kind, poas = await _outcomes(stack)
+        if set(outcomes) >= ids or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    await asyncio.sleep(3.0)
+    outcomes, kind, poas = await _outcomes(stack)
+    assert set(outcomes) == ids, f"requests without an outcome: {sorted(ids - set(outcomes))[:5]}"
+    assert max(outcomes.values()) == 1, f"two outcomes: {[k for k, v in outcomes.items() if v > 1][:5]}"
+    assert kind == expected, {k: (kind.get(k), v) for k, v in expected.items() if kind.get(k) != v}
+    approved = {k for k, v in expected.items() if v == "quorum_reached"}
+    deadline = time.monotonic() + 60
+    while set(poas) < approved and time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        _, _, poas = await _outcomes(stack)
+    assert set(poas) == approved
+    assert max(poas.values()) == 1
+
+    # Redelivery: every vote again, byte for byte. Nothing may be counted twice.
+    async with Publisher(stack.kafka_bootstrap, "vote-replay") as publisher:
+        await publisher.publish(all_votes)
+    await asyncio.sleep(5.0)
+    again, kind_again, poas_again = await _outcomes(stack)
+    assert again == outcomes
+    assert kind_again == kind
+    assert poas_again == poas
+
+
+async def test_approvals_one_outcome_per_request_under_sigkill_and_redelivery(running_stack: RunningStack) -> None:
+    n = int(os.environ.get("ATB_FAULT_VOTE_REQUESTS", "200"))
+    kills = int(os.environ.get("ATB_FAULT_KILLS", "10"))
+    await _run_votes_with_kills(running_stack, n, kills, seed=4242)
+
+
+@pytest.mark.soak
+async def test_approvals_one_outcome_per_request_soak(running_stack: RunningStack) -> None:
+    n = int(os.environ.get("ATB_SOAK_REQUESTS", "3000"))
+    kills = int(os.environ.get("ATB_SOAK_KILLS", "40"))
+    await _run_votes_with_kills(running_stack, n, kills, seed=int(os.environ.get("ATB_SOAK_SEED", "7")))
+
+
+async def test_held_votes_survive_a_restart(running_stack: RunningStack) -> None:
+    """Votes that arrived before their request are in the changelog, not only in memory."""
+    stack = running_stack
+    request = IssuanceRequested(
+        request_id="held-restart",
+        agent_id=AGENT,
+        tenant="acme",
+        action="crm.contact.update",
+        resource="crm:contact/1",
+        leg=MEDIUM,
+        requested_at=datetime.now(UTC),
+    )
+    votes = await _votes_for(stack, 1, request)
+    async with Publisher(stack.kafka_bootstrap, "held") as publisher:
+        await publisher.publish(votes)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        records = await _committed_records(stack.kafka_bootstrap, stack.namespace)
+        states = [p for p in map(_payload, records.values()) if isinstance(p, ApprovalStateChanged)]
+        if any(s.request_id == request.request_id and s.status == "held" for s in states):
+            break
+        await asyncio.sleep(0.3)
+    assert await stack.stack.kill("approvals")
+    await stack.stack.restart("approvals", ready_timeout=90)
+    agent = ensure_svid(stack.state_dir, AGENT)
+    signed = sign_envelope(make_envelope(request, source=AGENT), agent)
+    async with Publisher(stack.kafka_bootstrap, "held-req") as publisher:
+        await publisher.publish([outgoing_envelope(signed, topic_name(request.topic, stack.namespace))])
+    deadline = time.monotonic() + 30
+    kind: dict[str, str] = {}
+    while time.monotonic() < deadline and request.request_id not in kind:
+        _, kind, _ = await _outcomes(stack)
+        await asyncio.sleep(0.5)
+    assert kind.get(request.request_id) == "quorum_reached"

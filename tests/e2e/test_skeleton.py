@@ -79,12 +79,13 @@ async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) ->
     assert decision.decision is Decision.ALLOW, decision.reasons
     assert decision.jti == claims["jti"]
 
-    rows = await _audit_rows(running_stack.db_url, request_id, expected=8)
+    rows = await _audit_rows(running_stack.db_url, request_id, expected=9)
     types = Counter(row.event_type for row in rows)
     assert types == Counter(
         {
             "atb.poa.issuance_requested.v1": 1,
             "atb.approvals.quorum_reached.v1": 1,
+            "atb.approvals.request_state.v1": 1,
             "atb.poa.issued.v1": 1,
             "atb.broker.action_requested.v1": 1,
             "atb.broker.decision.v1": 1,

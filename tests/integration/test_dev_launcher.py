@@ -428,9 +428,9 @@ async def test_topics_can_be_deleted_and_ensured_again(kafka_bootstrap: str) -> 
     await delete_topics(kafka_bootstrap, ns)  # deleting what is gone is fine
 
 
-def test_catalogue_has_one_compacted_keys_topic() -> None:
-    compacted = [spec.topic for spec in CATALOGUE if spec.compacted]
-    assert compacted == [Topic.KEYS]
+def test_catalogue_compacts_only_the_keys_and_changelog_topics() -> None:
+    compacted = {spec.topic for spec in CATALOGUE if spec.compacted}
+    assert compacted == {Topic.KEYS, Topic.APPROVALS_STATE}
     assert spec_for(Topic.KEYS).configs()["cleanup.policy"] == "compact"
 
 

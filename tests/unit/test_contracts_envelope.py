@@ -25,7 +25,9 @@ from contracts.events import (
     EVENT_TYPES,
     ActionRequested,
     ApprovalRequired,
+    ApprovalStateChanged,
     AuditEvent,
+    BallotRecord,
     BrokerDecision,
     CountedVote,
     DeadLetter,
@@ -213,6 +215,26 @@ def _dead() -> DeadLetter:
     )
 
 
+def _state() -> ApprovalStateChanged:
+    return ApprovalStateChanged(
+        request_id=REQ,
+        status="held",
+        held_until=NOW + timedelta(minutes=5),
+        ballots=(
+            BallotRecord(
+                vote_id="vote-1",
+                identity="spiffe://atb.local/user/alice",
+                choice=VoteChoice.APPROVE,
+                digest="sha256:" + "a" * 64,
+                received_at=NOW,
+                channel="cli",
+                vote_event="{}",
+            ),
+        ),
+        updated_at=NOW,
+    )
+
+
 FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     IssuanceRequested: _issuance,
     ApprovalRequired: _approval_required,
@@ -227,6 +249,7 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     AuditEvent: _audit,
     SigningKeyPublished: _key,
     DeadLetter: _dead,
+    ApprovalStateChanged: _state,
 }
 ALL_TYPES = sorted(EVENT_TYPES.items())
 

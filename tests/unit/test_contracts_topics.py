@@ -105,10 +105,11 @@ def test_every_topic_has_partitions_and_a_retention(spec: object) -> None:
         assert spec.retention_ms > 0
 
 
-def test_keys_topic_is_compacted_and_others_are_not() -> None:
-    assert spec_for(Topic.KEYS).compacted
-    assert spec_for(Topic.KEYS).configs()["cleanup.policy"] == "compact"
-    assert [s.topic for s in CATALOGUE if s.compacted] == [Topic.KEYS]
+def test_keys_and_changelog_topics_are_compacted_and_others_are_not() -> None:
+    for topic in (Topic.KEYS, Topic.APPROVALS_STATE):
+        assert spec_for(topic).compacted
+        assert spec_for(topic).configs()["cleanup.policy"] == "compact"
+    assert {s.topic for s in CATALOGUE if s.compacted} == {Topic.KEYS, Topic.APPROVALS_STATE}
 
 
 def test_request_topics_share_a_partition_count() -> None:

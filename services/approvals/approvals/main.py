@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from approvals.adapters.policy import PolicyRequirements
+from approvals.adapters.state import StateStore
+from approvals.domain.directory import Directory
 from approvals.service import ApprovalsService
 from approvals.settings import ApprovalsSettings
 from atb_runtime import OpaClient
@@ -11,12 +15,15 @@ from atb_runtime.identity import load_bundle
 from atb_runtime.runner import ServiceRunner
 from contracts import (
     ApprovalRequired,
+    ApprovalStateChanged,
     AuditEvent,
     DeadLetter,
     IssuanceRequested,
     QuorumReached,
     RequestDenied,
+    RequestExpired,
     Topic,
+    VoteCast,
     topic_name,
 )
 
@@ -26,26 +33,37 @@ settings = ApprovalsSettings()
 async def build() -> ServiceRunner:
     opa = OpaClient(settings.opa_url)
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
-    service = ApprovalsService(settings, PolicyRequirements(opa, settings.policy_cache_seconds), bundle)
+    directory = Directory.from_mapping(json.loads(settings.directory_path().read_text(encoding="utf-8")))
+    store = StateStore(settings.kafka_bootstrap_servers, settings.topic_namespace, settings.service_id)
+    policy = PolicyRequirements(opa, settings.policy_cache_seconds)
+    service = ApprovalsService(settings, policy, bundle, directory, store)
+    ns = settings.topic_namespace
     return ServiceRunner(
         settings,
         name="approvals",
         group_id=settings.group_id,
-        topics=(topic_name(Topic.POA_REQUESTS, settings.topic_namespace),),
+        topics=(topic_name(Topic.POA_REQUESTS, ns), topic_name(Topic.VOTES, ns)),
         handler=service.handle,
+        on_rewind=service.on_rewind,
+        on_assigned=service.on_assigned,
+        tick=service.tick,
         closers=(opa.close,),
     )
 
 
 app = service_app(
     title="ATB approvals",
-    description="Asks the policy what each IssuanceRequested needs; emits ApprovalRequired or an outcome.",
+    description="Asks the policy what each request needs, tallies distinct eligible approvers, "
+    "and emits exactly one outcome per request.",
     group=settings.group_id,
     channels=(
         Channel("consumes", IssuanceRequested),
+        Channel("consumes", VoteCast),
         Channel("produces", ApprovalRequired),
         Channel("produces", QuorumReached),
         Channel("produces", RequestDenied),
+        Channel("produces", RequestExpired),
+        Channel("produces", ApprovalStateChanged),
         Channel("produces", AuditEvent),
         Channel("produces", DeadLetter),
     ),

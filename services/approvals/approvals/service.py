@@ -1,22 +1,43 @@
-"""Approvals application service: decode → verify → ask policy → decide → events.
+"""Approvals application service: requests and votes in; outcomes, changelog and audit out.
 
-One batch of records in, the records to publish out; the processor commits them
-with the input offsets in one Kafka transaction. Bad records become dead letters
-(and audit events); they never stop the batch.
+decode → verify the proof of origin → load the request's state → domain step →
+records to publish (outcomes, the new state on the changelog, audit events). The
+processor commits those records with the input offsets in one Kafka transaction,
+so state, outcomes and position move together: exactly one outcome per request,
+across restarts (DESIGN.md §6.2). Bad records become dead letters and audit
+events; they never stop the batch.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
+from aiokafka import TopicPartition
+
 from approvals.adapters.policy import PolicyRequirements
+from approvals.adapters.state import StateStore
 from approvals.domain import decide_intake
+from approvals.domain.directory import Directory
+from approvals.domain.intake import digest_of
+from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
+from approvals.domain.tally import Ballot
 from approvals.settings import ApprovalsSettings
 from atb_identity import IdentityError, TrustBundle, verify_origin
 from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
-from contracts import EventDecodeError, IssuanceRequested, decode_envelope, payload_of
+from contracts import (
+    ApprovalStateChanged,
+    Envelope,
+    EventDecodeError,
+    IssuanceRequested,
+    Topic,
+    VoteCast,
+    decode_envelope,
+    payload_of,
+    topic_name,
+)
 
 __all__ = ["ApprovalsService"]
 
@@ -24,83 +45,169 @@ __all__ = ["ApprovalsService"]
 class ApprovalsService:
     CONSUMER = "approvals"
 
-    def __init__(self, settings: ApprovalsSettings, policy: PolicyRequirements, bundle: TrustBundle) -> None:
+    def __init__(
+        self,
+        settings: ApprovalsSettings,
+        policy: PolicyRequirements,
+        bundle: TrustBundle,
+        directory: Directory,
+        store: StateStore,
+    ) -> None:
         self._settings = settings
-        self._bundle = bundle
-        self._attesters = frozenset(settings.request_attesters)
         self._policy = policy
+        self._bundle = bundle
+        self._directory = directory
+        self._store = store
+        self._request_attesters = frozenset(settings.request_attesters)
+        self._vote_attesters = frozenset(settings.vote_attesters)
         self._ticket = re.compile(settings.ticket_pattern)
         self._source = settings.service_id
         self._ns = settings.topic_namespace
+        self._requests_topic = topic_name(Topic.POA_REQUESTS, self._ns)
+        self._votes_topic = topic_name(Topic.VOTES, self._ns)
+        self._partitions: set[int] = set()
+        self._states: dict[str, ApprovalStateChanged] = {}
+
+    # -- state ---------------------------------------------------------------------------
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Load the changelog for the partitions this instance now owns."""
+        self._partitions = {tp.partition for tp in assigned}
+        self._states = await self._store.load(self._partitions)
+
+    async def on_rewind(self) -> None:
+        """A transaction failed: drop what was decided in memory, reload what was committed."""
+        self._states = await self._store.load(self._partitions)
+
+    # -- inputs --------------------------------------------------------------------------
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
         return await each_record(records, self._handle_one, self._failed)
-
-    def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
-        return self._dead(record, "internal_error", f"{type(exc).__name__}: {exc}")
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
         try:
             envelope = decode_envelope(record.value)
             payload = payload_of(envelope)
         except EventDecodeError as exc:
-            return self._dead(record, exc.code, exc.reason)
-        if not isinstance(payload, IssuanceRequested):
-            return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
+            return self._bad_input(record, exc.code, exc.reason)
+        if record.topic == self._requests_topic and isinstance(payload, IssuanceRequested):
+            return await self._on_request(record, envelope, payload)
+        if record.topic == self._votes_topic and isinstance(payload, VoteCast):
+            return self._on_vote(record, envelope, payload)
+        return self._bad_input(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
+
+    async def _on_request(self, record: Incoming, envelope: Envelope, request: IssuanceRequested) -> list[Outgoing]:
+        now = datetime.now(UTC)
         try:
-            origin = verify_origin(
-                envelope, payload.agent_id, self._bundle, attesters=self._attesters, at=datetime.now(UTC)
-            )
+            origin = verify_origin(envelope, request.agent_id, self._bundle, attesters=self._request_attesters, at=now)
         except IdentityError as exc:
-            return self._identity_refused(record, envelope.source, exc, payload)
-        requirements = await self._policy.for_request(payload)
-        result = decide_intake(
-            payload,
-            record.value.decode() if record.value else "",
+            return self._identity_refused(record, envelope.source, exc, request.request_id, request.agent_id)
+        requirements = await self._policy.for_request(request)
+        if requirements.pending_seconds > self._settings.max_pending_seconds:
+            requirements = replace(requirements, pending_seconds=self._settings.max_pending_seconds)
+        request_event = record.value.decode() if record.value else ""
+        intake = decide_intake(
+            request, request_event, requirements, now=now, decided_by=self._source, ticket_pattern=self._ticket
+        )
+        step = on_request(
+            self._states.get(request.request_id),
+            request,
+            request_event,
             requirements,
-            now=datetime.now(UTC),
+            intake,
+            digest_of(request),
+            directory=self._directory,
+            now=now,
             decided_by=self._source,
-            ticket_pattern=self._ticket,
         )
-        events = [outgoing(event, source=self._source, namespace=self._ns) for event in result.events]
-        events.append(
-            audit(
-                result.audit_type,
-                source=self._source,
-                namespace=self._ns,
-                outcome=result.outcome,
-                request_id=payload.request_id,
-                reason=result.reason,
-                details={
-                    "requester": origin.claimed,
-                    "proven_by": origin.proven_by,
-                    "tier": requirements.tier.value,
-                    "required_approvals": requirements.approvals,
-                    "action": payload.action,
-                    "policy_version": requirements.policy_version,
-                },
-            )
+        extra = {"requester": origin.claimed, "proven_by": origin.proven_by, "action": request.action}
+        return self._apply(request.request_id, step, extra)
+
+    def _on_vote(self, record: Incoming, envelope: Envelope, vote: VoteCast) -> list[Outgoing]:
+        now = datetime.now(UTC)
+        try:
+            verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=now)
+        except IdentityError as exc:
+            out = self._identity_refused(record, envelope.source, exc, vote.request_id, vote.approver_id)
+            return out + self._apply(vote.request_id, on_bad_vote(self._states.get(vote.request_id), exc.code, now))
+        ballot = Ballot(
+            vote_id=vote.vote_id,
+            identity=vote.approver_id,
+            choice=vote.choice,
+            digest=vote.request_digest,
+            received_at=now,
+            channel=vote.channel,
+            vote_event=record.value.decode() if record.value else "",
         )
-        return events
+        step = on_ballot(
+            self._states.get(vote.request_id),
+            vote.request_id,
+            ballot,
+            directory=self._directory,
+            now=now,
+            hold_seconds=self._settings.vote_hold_seconds,
+            decided_by=self._source,
+        )
+        return self._apply(vote.request_id, step, {"channel": vote.channel})
+
+    async def tick(self) -> list[Outgoing]:
+        """Deadlines: expire open requests, drop votes held too long."""
+        now = datetime.now(UTC)
+        out: list[Outgoing] = []
+        for request_id, state in list(self._states.items()):
+            step = on_tick(state, directory=self._directory, now=now)
+            if step is not None:
+                out.extend(self._apply(request_id, step))
+        return out
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def _apply(self, request_id: str, step: Step, extra: dict[str, str] | None = None) -> list[Outgoing]:
+        out = [outgoing(event, source=self._source, namespace=self._ns) for event in step.events]
+        if step.changed and step.state is not None:
+            self._states[request_id] = step.state
+            out.append(self._store.record(step.state))
+        out.extend(self._audit(request_id, note, extra) for note in step.audits)
+        return out
+
+    def _audit(self, request_id: str, note: AuditNote, extra: dict[str, str] | None) -> Outgoing:
+        return audit(
+            note.audit_type,
+            source=self._source,
+            namespace=self._ns,
+            outcome=note.outcome,
+            request_id=request_id,
+            reason=note.reason[:1024],
+            details={**note.details, **(extra or {})},
+        )
+
+    def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
+        return self._bad_input(record, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _bad_input(self, record: Incoming, code: str, reason: str) -> list[Outgoing]:
+        request_id = request_id_hint(record)
+        out = self._dead(record, code, reason, request_id)
+        if record.topic == self._votes_topic and request_id:
+            # DESIGN.md §4: a request with a dead-lettered vote fails closed.
+            out += self._apply(request_id, on_bad_vote(self._states.get(request_id), code, datetime.now(UTC)))
+        return out
 
     def _identity_refused(
-        self, record: Incoming, presented: str, exc: IdentityError, payload: IssuanceRequested
+        self, record: Incoming, presented: str, exc: IdentityError, request_id: str, claimed: str
     ) -> list[Outgoing]:
-        """Dead-letter the request, and audit which identity rule failed for whom (a spike shows up)."""
+        """Dead-letter the event, and audit which identity rule failed for whom (a spike shows up)."""
         refused = audit(
             "identity_proof_rejected",
             source=self._source,
             namespace=self._ns,
             outcome="denied",
-            request_id=payload.request_id,
+            request_id=request_id,
             reason=str(exc)[:1024],
-            details={"rule": exc.code, "presented": presented, "claimed": payload.agent_id, "consumer": self.CONSUMER},
+            details={"rule": exc.code, "presented": presented, "claimed": claimed, "consumer": self.CONSUMER},
         )
-        return [*self._dead(record, exc.code, str(exc), payload), refused]
+        return [*self._dead(record, exc.code, str(exc), request_id), refused]
 
-    def _dead(
-        self, record: Incoming, code: str, reason: str, payload: IssuanceRequested | None = None
-    ) -> list[Outgoing]:
+    def _dead(self, record: Incoming, code: str, reason: str, request_id: str | None) -> list[Outgoing]:
         return dead_letter(
             record,
             consumer=self.CONSUMER,
@@ -108,5 +215,5 @@ class ApprovalsService:
             reason=reason,
             source=self._source,
             namespace=self._ns,
-            request_id=payload.request_id if payload else request_id_hint(record),
+            request_id=request_id,
         )

@@ -8,7 +8,9 @@ from pydantic import Field
 
 from atb_runtime.settings import CommonSettings
 
-__all__ = ["ApprovalsSettings"]
+__all__ = ["DEFAULT_DIRECTORY", "ApprovalsSettings"]
+
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[3] / "config" / "approvers.json"
 
 
 class ApprovalsSettings(CommonSettings):
@@ -20,5 +22,16 @@ class ApprovalsSettings(CommonSettings):
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
     """Services whose proof may vouch for a request's `agent_id` (the mTLS gateway)."""
+    vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
+    """Services whose proof may vouch for a vote's `approver_id` (the chat service, for Slack clicks)."""
+    approver_directory_path: Path | None = None
+    """JSON approver directory (principal → identities, type, groups, tiers); default config/approvers.json."""
+    max_pending_seconds: int = 86_400
+    """Upper bound on any request's pending window, whatever the policy says."""
+    vote_hold_seconds: int = 300
+    """How long a vote that arrived before its request is kept."""
     policy_cache_seconds: float = 1.0
     """How long a policy answer per (action, tenant, target tenant) is reused."""
+
+    def directory_path(self) -> Path:
+        return self.approver_directory_path or DEFAULT_DIRECTORY

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -78,6 +80,13 @@ def service_app(
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
+        logging.basicConfig(
+            level=os.environ.get("ATB_LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)  # ... and USR2 every task's
         runner = await build()
         await runner.start()
         task = asyncio.create_task(runner.run(), name=f"{title}-loop")
@@ -97,6 +106,12 @@ def service_app(
     # FastStream needs a broker to run; ours declares nothing, so it consumes nothing.
     idle = KafkaBroker(bootstrap)
     return FastStream(idle, lifespan=lifespan, specification=_specification(title, description, channels, group))
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _watch_parent() -> asyncio.Task[None] | None:

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from atb_runtime.records import Incoming, Outgoing
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Sequence[Incoming]], Awaitable[Sequence[Outgoing]]]
 RewindHook = Callable[[], Awaitable[None]]
+AssignHook = Callable[[list[TopicPartition]], Awaitable[None]]
+TickHook = Callable[[], Awaitable[Sequence[Outgoing]]]
 
 
 class TransientError(RuntimeError):
@@ -56,10 +60,25 @@ class ProcessorConfig:
 class TransactionalProcessor:
     """Runs one consume-transform-produce loop until stopped."""
 
-    def __init__(self, config: ProcessorConfig, handler: Handler, on_rewind: RewindHook | None = None) -> None:
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        handler: Handler,
+        on_rewind: RewindHook | None = None,
+        *,
+        on_assigned: AssignHook | None = None,
+        tick: TickHook | None = None,
+        tick_interval_s: float = 1.0,
+    ) -> None:
         self._config = config
         self._handler = handler
         self._on_rewind = on_rewind
+        self._on_assigned = on_assigned
+        self._tick = tick
+        self._tick_interval = tick_interval_s
+        self._last_tick = 0.0
+        self._pending_assignment: list[TopicPartition] | None = None
+        self._restored = on_assigned is None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
@@ -80,8 +99,11 @@ class TransactionalProcessor:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            *self._config.topics,
             bootstrap_servers=self._config.bootstrap,
+            # Range assignment keeps co-partitioned topics together: partition p of
+            # the requests topic and of the votes topic go to the same instance, so
+            # a request's state and its votes meet in one place.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             client_id=self._config.client_id,
             group_id=self._config.group_id,
             # Static membership: a restarted instance takes its partitions back at
@@ -92,6 +114,7 @@ class TransactionalProcessor:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
         )
+        self._consumer.subscribe(list(self._config.topics), listener=_AssignListener(self._assigned))
         self._producer = self._new_producer()
         await self._producer.start()
         await self._consumer.start()
@@ -110,6 +133,12 @@ class TransactionalProcessor:
             batches = await self._consumer.getmany(
                 timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_batch
             )
+            if self._pending_assignment is not None:
+                await self._restore(batches)
+                continue
+            if not self._restored:
+                continue
+            await self._maybe_tick()
             if not batches:
                 continue
             records = [_incoming(msg) for tp in sorted(batches, key=_tp_sort) for msg in batches[tp]]
@@ -131,6 +160,38 @@ class TransactionalProcessor:
             self.committed_batches += 1
             self.committed_records += len(records)
 
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
+        # Called from the consumer's coordination task, concurrently with the loop:
+        # only note it; the loop loads the state before it handles another record.
+        self._pending_assignment = list(assigned)
+
+    async def _restore(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Load state for a new assignment; records fetched meanwhile are fetched again afterwards."""
+        consumer = self._consumer
+        assert consumer is not None
+        assigned, self._pending_assignment = self._pending_assignment or [], None
+        for tp, messages in fetched.items():
+            if messages and tp in consumer.assignment():
+                consumer.seek(tp, messages[0].offset)
+        if self._on_assigned is not None:
+            await self._on_assigned(assigned)
+        self._restored = True
+        log.info("state loaded for %d assigned partitions", len(assigned))
+
+    async def _maybe_tick(self) -> None:
+        """Time-driven outputs (deadlines), committed in a transaction of their own."""
+        now = time.monotonic()
+        if self._tick is None or now - self._last_tick < self._tick_interval:
+            return
+        self._last_tick = now
+        try:
+            outputs = await self._tick()
+            if outputs:
+                await asyncio.wait_for(self._commit(outputs, {}), self._config.transaction_timeout_s)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("tick transaction failed (%s); fresh producer, state reloaded", exc)
+            await self._recover([])
+
     async def _commit(self, outputs: Sequence[Outgoing], offsets: dict[TopicPartition, int]) -> None:
         producer = self._producer
         assert producer is not None
@@ -138,7 +199,8 @@ class TransactionalProcessor:
         sends = [
             await producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers)) for out in outputs
         ]
-        await producer.send_offsets_to_transaction(offsets, self._config.group_id)
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self._config.group_id)
         await producer.commit_transaction()
         # The commit flushed every send; surface a per-record failure, if any.
         for fut in sends:
@@ -194,6 +256,20 @@ async def each_record(
             log.exception("record %s:%d@%d failed", record.topic, record.partition, record.offset)
             out.extend(on_error(record, exc))
     return out
+
+
+class _AssignListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Tells the processor about a new assignment, so it can load state before going on."""
+
+    def __init__(self, note: Callable[[list[TopicPartition]], None]) -> None:
+        self._note = note
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %d partitions", len(assigned))
+        self._note(list(assigned))
 
 
 def _tp_sort(tp: TopicPartition) -> tuple[str, int]:

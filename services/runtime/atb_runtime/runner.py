@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from atb_runtime.eos import Handler, ProcessorConfig, RewindHook, TransactionalProcessor
+from atb_runtime.eos import AssignHook, Handler, ProcessorConfig, RewindHook, TickHook, TransactionalProcessor
 from atb_runtime.ops import OpsServer
 from atb_runtime.settings import CommonSettings
 
@@ -25,6 +25,8 @@ class ServiceRunner:
         topics: tuple[str, ...],
         handler: Handler,
         on_rewind: RewindHook | None = None,
+        on_assigned: AssignHook | None = None,
+        tick: TickHook | None = None,
         before_start: Sequence[Callable[[], Awaitable[None]]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
@@ -36,7 +38,7 @@ class ServiceRunner:
             transactional_id=f"atb-{name}-{ns}-{settings.instance}",
             client_id=f"atb-{name}-{settings.instance}",
         )
-        self.processor = TransactionalProcessor(config, handler, on_rewind)
+        self.processor = TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick)
         self._before_start = before_start
         self._closers = closers
         self._running = False

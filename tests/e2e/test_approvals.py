@@ -1,0 +1,220 @@
+"""Approvals on the real broker: quorum, self-approval, deny, deadline, held votes, forged votes.
+
+The services run as processes; agents and approvers use real SVIDs from the dev CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jwt
+import pytest
+
+from atb.dev.topics import delete_topics, ensure_topics
+from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
+from atb.stack import ServiceStack, StackConfig
+from atb_identity import ensure_svid, sign_envelope
+from atb_runtime import Outgoing, Publisher, outgoing_envelope
+from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
+from contracts import (
+    AccountableParty,
+    ApprovalRequired,
+    ContractualNecessity,
+    LegitimateInterest,
+    Tier,
+    VoteCast,
+    VoteChoice,
+    make_envelope,
+    request_digest,
+    topic_name,
+)
+from tests.e2e.conftest import RunningStack
+
+pytestmark = [pytest.mark.kafka, pytest.mark.opa]
+
+AGENT = "spiffe://atb.local/agent/finance-bot"
+USERS = {name: f"spiffe://atb.local/user/{name}" for name in ("alice", "bob", "carol", "dave")}
+# dave's HR id is emp-200 (config/approvers.json): he is the accountable party below.
+HIGH_LEG = ContractualNecessity(
+    ref="MSA-12345",
+    description="Pay invoice 4711",
+    jurisdiction="EU",
+    accountable_party=AccountableParty(type="employee", id="emp-200"),
+)
+MEDIUM_LEG = LegitimateInterest(
+    ref="LI-7", jurisdiction="US", accountable_party=AccountableParty(type="employee", id="emp-300")
+)
+
+
+@pytest.fixture
+def running_stack(module_stack: RunningStack) -> RunningStack:
+    return module_stack
+
+
+def _agent(stack: RunningStack) -> AgentClient:
+    svid = ensure_svid(stack.state_dir, AGENT)
+    return AgentClient(svid=svid, tenant="acme", bootstrap=stack.kafka_bootstrap, namespace=stack.namespace)
+
+
+def _approver(stack: RunningStack, name: str) -> ApproverClient:
+    svid = ensure_svid(stack.state_dir, USERS[name])
+    return ApproverClient(svid=svid, bootstrap=stack.kafka_bootstrap, namespace=stack.namespace)
+
+
+async def _audits(stack: RunningStack, request_id: str, audit_type: str, want: int = 1) -> list[StoredEvent]:
+    store = AuditStore(make_engine(stack.db_url), "reader")
+    deadline = time.monotonic() + 30
+    needle = f'"audit_type":"{audit_type}"'.encode()
+    while True:
+        rows = [r for r in await asyncio.to_thread(store.for_request, request_id) if needle in r.raw]
+        if len(rows) >= want or time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.3)
+
+
+async def test_high_risk_needs_two_distinct_approvers_and_refuses_self_approval(running_stack: RunningStack) -> None:
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa(
+            "sap.payment.execute", "sap:invoice/4711", leg=HIGH_LEG, params={"amount_cents": 120000}
+        )
+        async with _approver(running_stack, "dave") as dave:
+            required = await dave.approval_required(request_id)
+            assert required.tier is Tier.HIGH
+            assert required.required_approvals == 2
+            await dave.vote(required, VoteChoice.APPROVE)  # the accountable party himself
+        async with _approver(running_stack, "alice") as alice:
+            await alice.vote(required, VoteChoice.APPROVE)
+            await alice.vote(required, VoteChoice.APPROVE)  # again: counts once
+        assert await _audits(running_stack, request_id, "approval_self_vote_refused")
+        assert await _audits(running_stack, request_id, "approval_vote_counted")
+        # Still waiting: dave refused, alice once.
+        with pytest.raises(TimeoutError):
+            await agent.await_poa(request_id, timeout=2)
+        async with _approver(running_stack, "bob") as bob:
+            await bob.vote(required, VoteChoice.APPROVE)
+        issued = await agent.await_poa(request_id, timeout=30)
+    claims = jwt.decode(issued.token, options={"verify_signature": False})
+    approvers = claims["leg"]["dual_control"]["approvers"]
+    assert claims["leg"]["dual_control"]["required"] is True
+    assert sorted(a["id"] for a in approvers) == ["alice", "bob"]
+    assert {a["type"] for a in approvers} == {"manager", "compliance"}
+    assert claims["exp"] - claims["iat"] <= 120  # the policy's short TTL for high
+
+
+async def test_one_deny_denies(running_stack: RunningStack) -> None:
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa("crm.contact.update", "crm:contact/9", leg=MEDIUM_LEG)
+        async with _approver(running_stack, "carol") as carol:
+            required = await carol.approval_required(request_id)
+            assert required.tier is Tier.MEDIUM
+            await carol.vote(required, VoteChoice.DENY, reason="not this quarter")
+        with pytest.raises(PoaDeniedError) as denied:
+            await agent.await_poa(request_id, timeout=30)
+    assert "carol" in str(denied.value)
+    # A vote after the outcome does not count, and is audited.
+    async with _approver(running_stack, "alice") as alice:
+        await alice.vote(required, VoteChoice.APPROVE)
+    rows = await _audits(running_stack, request_id, "approval_vote_refused")
+    assert any(b"after_outcome" in r.raw for r in rows)
+
+
+async def test_a_vote_for_another_digest_does_not_count(running_stack: RunningStack) -> None:
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa("crm.contact.update", "crm:contact/10", leg=MEDIUM_LEG)
+        async with _approver(running_stack, "alice") as alice:
+            required = await alice.approval_required(request_id)
+            wrong = required.model_copy(update={"request_digest": "sha256:" + "0" * 64})
+            await alice.vote(wrong, VoteChoice.APPROVE)
+        rows = await _audits(running_stack, request_id, "approval_vote_refused")
+        assert any(b"digest_mismatch" in r.raw for r in rows)
+        with pytest.raises(TimeoutError):
+            await agent.await_poa(request_id, timeout=2)
+
+
+async def test_a_vote_before_its_request_is_held_and_counted(running_stack: RunningStack) -> None:
+    request_id = f"req-early-{time.monotonic_ns()}"
+    agent_svid = ensure_svid(running_stack.state_dir, AGENT)
+    async with _agent(running_stack) as agent:
+        # The approver saw the digest out of band (e.g. a ticket): the vote arrives first.
+        digest = request_digest(
+            action="crm.contact.update", resource="crm:contact/11", params={}, tenant="acme", target_tenant=None
+        )
+        early = ApprovalRequired(
+            request_id=request_id,
+            tier=Tier.MEDIUM,
+            required_approvals=1,
+            eligible_groups=("manager",),
+            ticket_required=False,
+            deadline=datetime.now(UTC),
+            request_digest=digest,
+            agent_id=str(agent_svid.spiffe_id),
+            action="crm.contact.update",
+            resource="crm:contact/11",
+            accountable_party_id="emp-300",
+        )
+        async with _approver(running_stack, "alice") as alice:
+            await alice.vote(early, VoteChoice.APPROVE)
+        assert await _audits(running_stack, request_id, "approval_vote_held")
+        await agent.request_poa("crm.contact.update", "crm:contact/11", leg=MEDIUM_LEG, request_id=request_id)
+        issued = await agent.await_poa(request_id, timeout=30)
+    claims = jwt.decode(issued.token, options={"verify_signature": False})
+    assert claims["leg"]["approval"]["approver_id"] == "alice"
+
+
+async def test_a_forged_vote_is_dead_lettered_and_its_request_fails_closed(running_stack: RunningStack) -> None:
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa("crm.contact.update", "crm:contact/12", leg=MEDIUM_LEG)
+        async with _approver(running_stack, "alice") as alice:
+            required = await alice.approval_required(request_id)
+        # Mallory signs with her own SVID but claims to be alice.
+        mallory = ensure_svid(running_stack.state_dir, "spiffe://atb.local/user/mallory")
+        forged = VoteCast(
+            request_id=request_id,
+            vote_id="vote-forged",
+            approver_id=USERS["alice"],
+            choice=VoteChoice.APPROVE,
+            request_digest=required.request_digest,
+            channel="cli",
+            cast_at=datetime.now(UTC),
+        )
+        envelope = sign_envelope(make_envelope(forged, source=str(mallory.spiffe_id)), mallory)
+        topic = topic_name(forged.topic, running_stack.namespace)
+        async with Publisher(running_stack.kafka_bootstrap, "mallory") as publisher:
+            await publisher.publish([outgoing_envelope(envelope, topic)])
+            await publisher.publish([Outgoing(topic=topic, key=request_id.encode(), value=b"{garbage")])
+        with pytest.raises(PoaDeniedError) as denied:
+            await agent.await_poa(request_id, timeout=30)
+    assert "could not be verified" in str(denied.value)
+    assert await _audits(running_stack, request_id, "identity_proof_rejected")
+
+
+async def test_a_request_without_quorum_expires_at_its_deadline(
+    kafka_bootstrap: str, opa_url: str, tmp_path: Path
+) -> None:
+    ns = f"x{time.monotonic_ns() % 10**8:08d}."
+    await ensure_topics(kafka_bootstrap, ns)
+    stack = ServiceStack(
+        StackConfig(
+            kafka_bootstrap,
+            opa_url,
+            tmp_path,
+            namespace=ns,
+            audit_db_url=f"sqlite:///{tmp_path / 'audit.db'}",
+            extra_env={"ATB_MAX_PENDING_SECONDS": "2"},
+        ),
+        services=("approvals", "issuer"),
+    )
+    await stack.start(ready_timeout=90)
+    try:
+        svid = ensure_svid(tmp_path, AGENT)
+        async with AgentClient(svid=svid, tenant="acme", bootstrap=kafka_bootstrap, namespace=ns) as agent:
+            request_id = await agent.request_poa("crm.contact.update", "crm:contact/13", leg=MEDIUM_LEG)
+            with pytest.raises(PoaDeniedError) as expired:
+                await agent.await_poa(request_id, timeout=30)
+        assert "deadline" in str(expired.value)
+    finally:
+        await stack.stop()
+        await delete_topics(kafka_bootstrap, ns)
