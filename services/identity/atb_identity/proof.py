@@ -17,6 +17,7 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -66,12 +67,53 @@ def verify_envelope(envelope: Envelope, bundle: TrustBundle, *, at: datetime) ->
         raise MissingProofError(f"event {envelope.id} carries no proof of origin")
     if proof.alg != PROOF_ALG:
         raise UnsupportedAlgorithmError(f"proof algorithm {proof.alg!r} is not {PROOF_ALG}")
-    chain = _decode_x5c(proof.x5c)
-    spiffe_id = validate_svid(chain, bundle, at=at)
-    _verify_signature(chain[0], _decode_signature(proof.sig), signing_bytes(envelope))
+    leaf, spiffe_id = _validated_chain(proof.x5c, bundle, at)
+    _verify_signature(leaf, _decode_signature(proof.sig), signing_bytes(envelope))
     if envelope.source != str(spiffe_id):
         raise SourceMismatchError(f"envelope source {envelope.source!r} is not the proven ID {spiffe_id}")
     return spiffe_id
+
+
+@dataclass(frozen=True)
+class _Validated:
+    bundle: TrustBundle
+    leaf: x509.Certificate
+    spiffe_id: SpiffeId
+    valid_from: datetime
+    valid_until: datetime
+
+
+_VALIDATED: dict[tuple[str, ...], _Validated] = {}
+_CACHE_LIMIT = 4096
+
+
+def _validated_chain(x5c: Sequence[str], bundle: TrustBundle, at: datetime) -> tuple[x509.Certificate, SpiffeId]:
+    """validate_svid, remembered for a chain that passed it.
+
+    Every check of validate_svid depends only on the chain, the bundle and the time,
+    and the time only through validity periods: a chain that passed stays valid for
+    the same bundle inside the intersection of its certificates' (and the roots')
+    validity periods. Failures are never cached. The producer's chain is the same for
+    every event it signs, so this turns two certificate-signature checks per event
+    into one dictionary lookup (the event's own signature is still checked every time).
+    """
+    key = tuple(x5c)
+    hit = _VALIDATED.get(key)
+    if hit is not None and hit.bundle is bundle and hit.valid_from <= at <= hit.valid_until:
+        return hit.leaf, hit.spiffe_id
+    chain = _decode_x5c(x5c)
+    spiffe_id = validate_svid(chain, bundle, at=at)
+    certificates = (*chain, *bundle.roots)
+    if len(_VALIDATED) >= _CACHE_LIMIT:
+        _VALIDATED.clear()
+    _VALIDATED[key] = _Validated(
+        bundle=bundle,
+        leaf=chain[0],
+        spiffe_id=spiffe_id,
+        valid_from=max(c.not_valid_before_utc for c in certificates),
+        valid_until=min(c.not_valid_after_utc for c in certificates),
+    )
+    return chain[0], spiffe_id
 
 
 def _decode_x5c(x5c: Sequence[str]) -> tuple[x509.Certificate, ...]:

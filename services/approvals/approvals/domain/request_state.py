@@ -50,6 +50,8 @@ __all__ = [
 MAX_HELD_BALLOTS = 32
 """Votes held for one unknown request; more are refused (bounded memory)."""
 
+Outcome = Literal["quorum_reached", "denied", "expired"]
+
 MAX_BALLOTS = 64
 """Votes kept for one open request; more are refused (bounded state)."""
 
@@ -93,6 +95,18 @@ def _ballot(record: BallotRecord) -> Ballot:
         received_at=record.received_at,
         channel=record.channel,
         vote_event=record.vote_event,
+    )
+
+
+def _close(state: ApprovalStateChanged, outcome: Outcome, now: datetime) -> ApprovalStateChanged:
+    """A closed request keeps only what refusing later votes and duplicates needs (small changelog)."""
+    return ApprovalStateChanged(
+        request_id=state.request_id,
+        status="closed",
+        outcome=outcome,
+        digest=state.digest,
+        deadline=state.deadline,
+        updated_at=now,
     )
 
 
@@ -156,13 +170,12 @@ def on_request(
         updated_at=now,
     )
     intake_note = AuditNote(intake.audit_type, intake.outcome, intake.reason, {"tier": requirements.tier.value})
-    if outcome or not held:
+    if outcome:
+        return Step(_close(base, outcome, now), events=intake.events, audits=(intake_note,))
+    if not held:
         return Step(base, events=intake.events, audits=(intake_note,))
     step = _decide(base, directory=directory, now=now, decided_by=decided_by, new=held)
     return Step(step.state, (*intake.events, *step.events), (intake_note, *step.audits))
-
-
-Outcome = Literal["quorum_reached", "denied", "expired"]
 
 
 def _outcome_of(intake: IntakeResult) -> Outcome | None:
@@ -221,8 +234,9 @@ def on_bad_vote(state: ApprovalStateChanged | None, code: str, now: datetime) ->
     denied = RequestDenied(
         request_id=state.request_id, code="vote_unverifiable", reason=reason, denied_by="approvals", decided_at=now
     )
-    closed = state.model_copy(update={"status": "closed", "outcome": "denied", "updated_at": now})
-    return Step(closed, events=(denied,), audits=(AuditNote("approval_request_denied", "denied", reason),))
+    return Step(
+        _close(state, "denied", now), events=(denied,), audits=(AuditNote("approval_request_denied", "denied", reason),)
+    )
 
 
 def on_tick(state: ApprovalStateChanged, *, directory: Directory, now: datetime) -> Step | None:
@@ -246,9 +260,8 @@ def on_tick(state: ApprovalStateChanged, *, directory: Directory, now: datetime)
             approvals_counted=len(result.counted),
             required_approvals=record.approvals,
         )
-        closed = state.model_copy(update={"status": "closed", "outcome": "expired", "updated_at": now})
         note = AuditNote("approval_request_expired", "failure", "deadline passed without quorum")
-        return Step(closed, events=(expired,), audits=(note,))
+        return Step(_close(state, "expired", now), events=(expired,), audits=(note,))
     if state.status == "held" and state.ballots and state.held_until is not None and now > state.held_until:
         note = AuditNote(
             "approval_vote_orphaned",
@@ -293,9 +306,8 @@ def _decide(
             denied_by=who.principal,
             decided_at=now,
         )
-        closed = state.model_copy(update={"status": "closed", "outcome": "denied"})
         note = AuditNote("approval_request_denied", "denied", denied.reason, {"denied_by": who.principal})
-        return Step(closed, events=(denied,), audits=(*audits, note))
+        return Step(_close(state, "denied", now), events=(denied,), audits=(*audits, note))
     if result.verified:
         quorum = QuorumReached(
             request_id=request.request_id,
@@ -308,14 +320,13 @@ def _decide(
             votes=tuple(_counted_vote(c.principal, c.approver_type, c.ballot) for c in result.counted),
             decided_at=now,
         )
-        closed = state.model_copy(update={"status": "closed", "outcome": "quorum_reached"})
         note = AuditNote(
             "approval_quorum_reached",
             "success",
             f"{len(result.counted)} of {requirements.approvals} distinct approvers",
             {"approvers": [c.principal for c in result.counted], "tier": requirements.tier.value},
         )
-        return Step(closed, events=(quorum,), audits=(*audits, note))
+        return Step(_close(state, "quorum_reached", now), events=(quorum,), audits=(*audits, note))
     return Step(state, audits=audits)
 
 
