@@ -53,7 +53,15 @@ from contracts.leg import (
     LegalObligation,
     LegitimateInterest,
 )
-from contracts.poa import MAX_LIFETIME_SECONDS, POA_TYP, Confirmation, PoaClaims, request_digest
+from contracts.poa import (
+    MAX_LIFETIME_SECONDS,
+    POA_TYP,
+    Confirmation,
+    ExactAction,
+    PoaClaims,
+    digest_of,
+    request_digest,
+)
 from contracts.topics import CATALOGUE, Topic, TopicSpec, all_topics_pattern, spec_for, topic_name
 
 __all__ = [
@@ -83,6 +91,7 @@ __all__ = [
     "Envelope",
     "EventDecodeError",
     "EventPayload",
+    "ExactAction",
     "IssuanceRequested",
     "JsonObject",
     "Leg",
@@ -105,6 +114,7 @@ __all__ = [
     "all_topics_pattern",
     "canonical_json",
     "decode_envelope",
+    "digest_of",
     "encode_envelope",
     "make_envelope",
     "payload_of",

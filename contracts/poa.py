@@ -7,7 +7,7 @@ and validates the *claims*; signing and verifying live in the issuer and broker.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,7 +15,7 @@ from contracts.canonical import sha256_digest
 from contracts.events import JsonObject, Tier
 from contracts.leg import Leg
 
-__all__ = ["MAX_LIFETIME_SECONDS", "POA_TYP", "Confirmation", "PoaClaims", "request_digest"]
+__all__ = ["MAX_LIFETIME_SECONDS", "POA_TYP", "Confirmation", "ExactAction", "PoaClaims", "digest_of", "request_digest"]
 
 MAX_LIFETIME_SECONDS = 300
 """Five minutes (seed §2.1)."""
@@ -34,6 +34,32 @@ def request_digest(*, action: str, resource: str, params: JsonObject, tenant: st
             "tenant": tenant,
             "target_tenant": target_tenant or tenant,
         }
+    )
+
+
+class ExactAction(Protocol):
+    """Anything naming one exact action: a request, an action presented at the broker."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def resource(self) -> str: ...
+    @property
+    def params(self) -> JsonObject: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def target_tenant(self) -> str | None: ...
+
+
+def digest_of(exact: ExactAction) -> str:
+    """`request_digest` of a request or an action request."""
+    return request_digest(
+        action=exact.action,
+        resource=exact.resource,
+        params=exact.params,
+        tenant=exact.tenant,
+        target_tenant=exact.target_tenant,
     )
 
 

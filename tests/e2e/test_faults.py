@@ -42,9 +42,9 @@ from contracts import (
     VoteCast,
     VoteChoice,
     decode_envelope,
+    digest_of,
     make_envelope,
     payload_of,
-    request_digest,
     topic_name,
 )
 from tests.e2e.conftest import RunningStack
@@ -191,13 +191,7 @@ def _expected(i: int) -> str:
 
 async def _votes_for(stack: RunningStack, i: int, request: IssuanceRequested) -> list[Outgoing]:
     """Deterministic votes: carol denies every 4th request; alice approves the rest, bob adds a late one."""
-    digest = request_digest(
-        action=request.action,
-        resource=request.resource,
-        params=request.params,
-        tenant=request.tenant,
-        target_tenant=request.target_tenant,
-    )
+    digest = digest_of(request)
     plan = [("carol", VoteChoice.DENY)] if _expected(i) == "denied" else [("alice", VoteChoice.APPROVE)]
     if i % 3 == 0:
         plan.append(("bob", VoteChoice.APPROVE))

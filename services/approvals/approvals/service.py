@@ -21,7 +21,6 @@ from approvals.adapters.policy import PolicyRequirements
 from approvals.adapters.state import StateStore
 from approvals.domain import decide_intake
 from approvals.domain.directory import Directory
-from approvals.domain.intake import digest_of
 from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
 from approvals.domain.tally import Ballot
 from approvals.settings import ApprovalsSettings
@@ -35,6 +34,7 @@ from contracts import (
     Topic,
     VoteCast,
     decode_envelope,
+    digest_of,
     payload_of,
     topic_name,
 )

@@ -19,7 +19,7 @@ from contracts import (
     QuorumReached,
     RequestDenied,
     Tier,
-    request_digest,
+    digest_of,
 )
 
 __all__ = ["IntakeResult", "Requirements", "decide_intake", "digest_of"]
@@ -59,16 +59,6 @@ class IntakeResult:
     audit_type: str
     outcome: str
     reason: str = ""
-
-
-def digest_of(request: IssuanceRequested) -> str:
-    return request_digest(
-        action=request.action,
-        resource=request.resource,
-        params=request.params,
-        tenant=request.tenant,
-        target_tenant=request.target_tenant,
-    )
 
 
 def decide_intake(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import ActionRequested, Decision, PoaClaims, request_digest
+from contracts import ActionRequested, Decision, PoaClaims, digest_of
 
 __all__ = ["Verdict", "decide"]
 
@@ -35,14 +35,7 @@ def decide(action: ActionRequested, claims: PoaClaims) -> Verdict:
         reasons.append("action_mismatch: PoA allows another action")
     if claims.res != action.resource:
         reasons.append("resource_mismatch: PoA allows another resource")
-    digest = request_digest(
-        action=action.action,
-        resource=action.resource,
-        params=action.params,
-        tenant=action.tenant,
-        target_tenant=action.target_tenant,
-    )
-    if claims.req_digest != digest:
+    if claims.req_digest != digest_of(action):
         reasons.append("digest_mismatch: parameters differ from what was approved")
     if reasons:
         return Verdict(Decision.DENY, tuple(reasons))

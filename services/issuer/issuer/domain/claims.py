@@ -18,7 +18,7 @@ from contracts import (
     PoaClaims,
     QuorumReached,
     Tier,
-    request_digest,
+    digest_of,
 )
 
 __all__ = ["MAX_TTL_SECONDS", "EvidenceError", "build_claims", "check_evidence", "principal_key"]
@@ -49,14 +49,7 @@ def check_evidence(quorum: QuorumReached) -> None:
     request = quorum.request
     if request.request_id != quorum.request_id:
         raise EvidenceError("request_mismatch", "embedded request has another request_id")
-    digest = request_digest(
-        action=request.action,
-        resource=request.resource,
-        params=request.params,
-        tenant=request.tenant,
-        target_tenant=request.target_tenant,
-    )
-    if digest != quorum.request_digest:
+    if digest_of(request) != quorum.request_digest:
         raise EvidenceError("digest_mismatch", "request digest does not match the embedded request")
     floor = _REQUIRED[quorum.tier]
     if quorum.required_approvals < floor:
