@@ -6,28 +6,35 @@ The services run as processes; agents and approvers use real SVIDs from the dev 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
 import pytest
+from sqlalchemy import select
 
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
 from atb.stack import ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
-from atb_runtime import Outgoing, Publisher, outgoing_envelope
-from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
+from atb_runtime import Outgoing, Publisher, outgoing, outgoing_envelope
+from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
 from contracts import (
     AccountableParty,
     ApprovalRequired,
     ContractualNecessity,
+    CountedVote,
+    IssuanceRequested,
     LegitimateInterest,
+    QuorumReached,
     Tier,
     VoteCast,
     VoteChoice,
+    decode_envelope,
     make_envelope,
+    payload_of,
     request_digest,
     topic_name,
 )
@@ -218,3 +225,70 @@ async def test_a_request_without_quorum_expires_at_its_deadline(
     finally:
         await stack.stop()
         await delete_topics(kafka_bootstrap, ns)
+
+
+@pytest.mark.parametrize("forgery", ["tier_mismatch", "quorum_short"])
+async def test_the_issuer_refuses_a_forged_quorum(running_stack: RunningStack, forgery: str) -> None:
+    """Someone with write access to the outcomes topic cannot mint a PoA (DESIGN.md §6.1)."""
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa("sap.payment.execute", f"sap:invoice/{forgery}", leg=HIGH_LEG)
+        async with _approver(running_stack, "alice") as alice:
+            required = await alice.approval_required(request_id)
+            vote = await alice.vote(required, VoteChoice.APPROVE)
+        request_event = await _request_event(running_stack, request_id)
+        vote_event = await _vote_event(running_stack, vote.vote_id)
+        request = payload_of(decode_envelope(request_event.encode()))
+        assert isinstance(request, IssuanceRequested)
+        counted = CountedVote(
+            approver_id="alice",
+            approver_type="manager",
+            vote_digest="sha256:" + hashlib.sha256(vote_event.encode()).hexdigest(),
+            cast_at=datetime.now(UTC),
+            vote_event=vote_event,
+        )
+        forged = QuorumReached(
+            request_id=request_id,
+            tier=Tier.LOW if forgery == "tier_mismatch" else Tier.HIGH,
+            required_approvals=0 if forgery == "tier_mismatch" else 1,
+            request_digest=required.request_digest,
+            poa_ttl_seconds=60,
+            request=request,
+            request_event=request_event,
+            votes=() if forgery == "tier_mismatch" else (counted,),
+            decided_at=datetime.now(UTC),
+        )
+        async with Publisher(running_stack.kafka_bootstrap, "forger") as publisher:
+            await publisher.publish(
+                [outgoing(forged, source="spiffe://atb.local/svc/approvals", namespace=running_stack.namespace)]
+            )
+        with pytest.raises(PoaDeniedError) as refused:
+            await agent.await_poa(request_id, timeout=30)
+    assert "issuer re-check failed" in str(refused.value)
+    rows = await _audits(running_stack, request_id, "poa_issuance_refused")
+    expected = "tier_mismatch" if forgery == "tier_mismatch" else "too_few_required"
+    assert any(expected.encode() in r.raw for r in rows), [r.raw[:300] for r in rows]
+
+
+async def _request_event(stack: RunningStack, request_id: str) -> str:
+    store = AuditStore(make_engine(stack.db_url), "reader")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for row in await asyncio.to_thread(store.for_request, request_id):
+            if row.event_type == IssuanceRequested.event_type:
+                return row.raw.decode()
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{request_id} not in the audit store")
+
+
+async def _vote_event(stack: RunningStack, vote_id: str) -> str:
+    engine = make_engine(stack.db_url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            for (raw,) in conn.execute(
+                select(audit_events.c.raw).where(audit_events.c.event_type == VoteCast.event_type)
+            ):
+                if vote_id.encode() in raw:
+                    return bytes(raw).decode()
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{vote_id} not in the audit store")

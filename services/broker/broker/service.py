@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from atb_runtime import Incoming, Outgoing, audit, dead_letter, outgoing
+from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
 from broker.adapters.verify import PoaRejectedError, PoaVerifier
 from broker.domain import Verdict, decide
 from broker.settings import BrokerSettings
@@ -29,32 +29,29 @@ class BrokerService:
         self._ns = settings.topic_namespace
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for record in records:
-            out.extend(self._handle_one(record))
-        return out
+        return await each_record(records, self._handle_one, self._failed)
 
-    def _handle_one(self, record: Incoming) -> list[Outgoing]:
+    def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
+        return self._dead(record, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _dead(self, record: Incoming, code: str, reason: str) -> list[Outgoing]:
+        return dead_letter(
+            record,
+            consumer=self.CONSUMER,
+            error_code=code,
+            reason=reason,
+            source=self._source,
+            namespace=self._ns,
+            request_id=request_id_hint(record),
+        )
+
+    async def _handle_one(self, record: Incoming) -> list[Outgoing]:
         try:
             payload = payload_of(decode_envelope(record.value))
         except EventDecodeError as exc:
-            return dead_letter(
-                record,
-                consumer=self.CONSUMER,
-                error_code=exc.code,
-                reason=exc.reason,
-                source=self._source,
-                namespace=self._ns,
-            )
+            return self._dead(record, exc.code, exc.reason)
         if not isinstance(payload, ActionRequested):
-            return dead_letter(
-                record,
-                consumer=self.CONSUMER,
-                error_code="unexpected_type",
-                reason=f"{type(payload).__name__} does not belong on {record.topic}",
-                source=self._source,
-                namespace=self._ns,
-            )
+            return self._dead(record, "unexpected_type", f"{type(payload).__name__} does not belong on {record.topic}")
         verdict, jti = self._evaluate(payload)
         decision = BrokerDecision(
             request_id=payload.request_id,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
-from atb_runtime import Publisher, outgoing
+from atb_runtime import OpaClient, Publisher, outgoing
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle
+from atb_runtime.policy import RequirementsClient
 from atb_runtime.runner import ServiceRunner
 from contracts import (
     AuditEvent,
@@ -18,6 +20,8 @@ from contracts import (
     Topic,
     topic_name,
 )
+from contracts.directory import Directory
+from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey, load_or_create_key
 from issuer.adapters.signer import PoaSigner
 from issuer.service import IssuerService
@@ -38,7 +42,15 @@ async def publish_key(key: SigningKey) -> None:
 async def build() -> ServiceRunner:
     key = load_or_create_key(settings.key_path())
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
-    service = IssuerService(settings, PoaSigner(key), bundle)
+    opa = OpaClient(settings.opa_url)
+    evidence = EvidenceVerifier(
+        bundle=bundle,
+        directory=Directory.from_mapping(json.loads(settings.approver_directory_path.read_text(encoding="utf-8"))),
+        policy=RequirementsClient(opa),
+        request_attesters=settings.request_attesters,
+        vote_attesters=settings.vote_attesters,
+    )
+    service = IssuerService(settings, PoaSigner(key), evidence)
 
     async def announce() -> None:
         await publish_key(key)
@@ -50,6 +62,7 @@ async def build() -> ServiceRunner:
         topics=(topic_name(Topic.OUTCOMES, settings.topic_namespace),),
         handler=service.handle,
         before_start=(announce,),
+        closers=(opa.close,),
     )
 
 

@@ -12,8 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from atb_identity import IdentityError, TrustBundle, verify_origin
-from atb_runtime import Incoming, Outgoing, audit, dead_letter, outgoing
+from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
 from contracts import (
     EventDecodeError,
     PoaIssued,
@@ -23,6 +22,7 @@ from contracts import (
     decode_envelope,
     payload_of,
 )
+from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import EvidenceError, build_claims, check_evidence
 from issuer.settings import IssuerSettings
@@ -33,56 +33,43 @@ __all__ = ["IssuerService"]
 class IssuerService:
     CONSUMER = "issuer"
 
-    def __init__(self, settings: IssuerSettings, signer: PoaSigner, bundle: TrustBundle) -> None:
+    def __init__(self, settings: IssuerSettings, signer: PoaSigner, evidence: EvidenceVerifier) -> None:
         self._settings = settings
-        self._bundle = bundle
-        self._attesters = frozenset(settings.request_attesters)
+        self._evidence = evidence
         self._signer = signer
         self._source = settings.service_id
         self._ns = settings.topic_namespace
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for record in records:
-            out.extend(self._handle_one(record))
-        return out
+        return await each_record(records, self._handle_one, self._failed)
 
-    def _handle_one(self, record: Incoming) -> list[Outgoing]:
+    def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
+        return self._dead(record, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _dead(self, record: Incoming, code: str, reason: str) -> list[Outgoing]:
+        return dead_letter(
+            record,
+            consumer=self.CONSUMER,
+            error_code=code,
+            reason=reason,
+            source=self._source,
+            namespace=self._ns,
+            request_id=request_id_hint(record),
+        )
+
+    async def _handle_one(self, record: Incoming) -> list[Outgoing]:
         try:
             payload = payload_of(decode_envelope(record.value))
         except EventDecodeError as exc:
-            return dead_letter(
-                record,
-                consumer=self.CONSUMER,
-                error_code=exc.code,
-                reason=exc.reason,
-                source=self._source,
-                namespace=self._ns,
-            )
+            return self._dead(record, exc.code, exc.reason)
         if not isinstance(payload, QuorumReached):
             return []
         try:
             check_evidence(payload)
-            self._check_request_origin(payload)
+            await self._evidence.verify(payload)
         except EvidenceError as exc:
             return self._refuse(payload, exc)
         return self._issue(payload)
-
-    def _check_request_origin(self, quorum: QuorumReached) -> None:
-        """The embedded request must be the exact, proven request of its agent (DESIGN.md §6.1)."""
-        try:
-            envelope = decode_envelope(quorum.request_event.encode())
-            embedded = payload_of(envelope)
-        except EventDecodeError as exc:
-            raise EvidenceError("request_event_invalid", exc.reason) from exc
-        if embedded != quorum.request:
-            raise EvidenceError("request_event_mismatch", "embedded request event differs from the request")
-        try:
-            verify_origin(
-                envelope, quorum.request.agent_id, self._bundle, attesters=self._attesters, at=datetime.now(UTC)
-            )
-        except IdentityError as exc:
-            raise EvidenceError("request_not_proven", f"{exc.code}: {exc}") from exc
 
     def _issue(self, quorum: QuorumReached) -> list[Outgoing]:
         now = datetime.now(UTC).replace(microsecond=0)

@@ -10,6 +10,8 @@ from atb_runtime.settings import CommonSettings
 
 __all__ = ["IssuerSettings"]
 
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[3] / "config" / "approvers.json"
+
 
 class IssuerSettings(CommonSettings):
     service_id: str = "spiffe://atb.local/svc/issuer"
@@ -21,6 +23,9 @@ class IssuerSettings(CommonSettings):
     trust_bundle_path: Path | None = None
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
+    vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
+    approver_directory_path: Path = DEFAULT_DIRECTORY
+    """The same approver directory the approvals service uses (config/approvers.json)."""
 
     def key_path(self) -> Path:
         return self.signing_key_path or self.state_dir / "issuer" / "signing-key.pem"
