@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -21,11 +21,14 @@ from atb.stack import ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
+from broker.adapters.keys import KeyRing as KeyRing_
+from broker.adapters.verify import PoaVerifier
 from contracts import (
     AccountableParty,
     ApprovalRequired,
     ContractualNecessity,
     CountedVote,
+    Decision,
     IssuanceRequested,
     LegitimateInterest,
     QuorumReached,
@@ -38,6 +41,8 @@ from contracts import (
     request_digest,
     topic_name,
 )
+from issuer.adapters.keyring import KeyRing
+from issuer.main import publish_keys
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -292,3 +297,36 @@ async def _vote_event(stack: RunningStack, vote_id: str) -> str:
                     return bytes(raw).decode()
         await asyncio.sleep(0.2)
     raise AssertionError(f"{vote_id} not in the audit store")
+
+
+async def test_key_rotation_has_no_gap_for_either_verifier(running_stack: RunningStack) -> None:
+    """Rotate the signing key mid-stream: tokens of both keys verify, from atb.keys and from the JWKS."""
+    stack = running_stack
+    async with _agent(stack) as agent:
+        first = await agent.request_poa("crm.contact.read", "crm:contact/r1", leg=MEDIUM_LEG)
+        old = await agent.await_poa(first, timeout=30)
+        ring = KeyRing.ensure(stack.state_dir / "issuer" / "keys")
+        entry = ring.rotate(datetime.now(UTC), activation_delay=timedelta(seconds=2))
+        await publish_keys(
+            ring.published(datetime.now(UTC)),
+            bootstrap=stack.kafka_bootstrap,
+            namespace=stack.namespace,
+            issuer="spiffe://atb.local/svc/issuer",
+        )
+        # The old token still works at the broker while the new key is not active yet ...
+        allowed = await agent.invoke("crm.contact.read", "crm:contact/r1", poa=old.token, request_id=first)
+        assert allowed.decision is Decision.ALLOW, allowed.reasons
+        await asyncio.sleep(2.5)
+        second = await agent.request_poa("crm.contact.read", "crm:contact/r2", leg=MEDIUM_LEG)
+        new = await agent.await_poa(second, timeout=30)
+        assert jwt.get_unverified_header(new.token)["kid"] == entry.key.kid != old.kid
+        # ... and the new one works as soon as it signs.
+        allowed = await agent.invoke("crm.contact.read", "crm:contact/r2", poa=new.token, request_id=second)
+        assert allowed.decision is Decision.ALLOW, allowed.reasons
+    # A verifier fed only by the issuer's JWKS accepts both tokens too.
+    jwks_keys = KeyRing_(stack.kafka_bootstrap, stack.namespace)
+    port = stack.stack.ops_ports["issuer"]
+    assert await jwks_keys.load_jwks(f"http://127.0.0.1:{port}/.well-known/jwks.json") >= 2
+    verifier = PoaVerifier(jwks_keys, audience="spiffe://atb.local/svc/broker", issuer="spiffe://atb.local/svc/issuer")
+    assert verifier.verify(old.token).jti == old.jti
+    assert verifier.verify(new.token).jti == new.jti

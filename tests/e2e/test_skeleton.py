@@ -62,7 +62,8 @@ async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) ->
         )
 
     # The PoA verifies with the issuer's own key, which was generated into the state folder.
-    key = load_pem_private_key((running_stack.state_dir / "issuer" / "signing-key.pem").read_bytes(), None)
+    kid = jwt.get_unverified_header(issued.token)["kid"]
+    key = load_pem_private_key((running_stack.state_dir / "issuer" / "keys" / f"{kid}.pem").read_bytes(), None)
     assert isinstance(key, Ed25519PrivateKey)
     claims = jwt.decode(
         issued.token,

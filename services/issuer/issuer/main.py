@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+from aiohttp import web
 
 from atb_runtime import OpaClient, Publisher, outgoing
 from atb_runtime.app import Channel, service_app
@@ -22,25 +25,43 @@ from contracts import (
 )
 from contracts.directory import Directory
 from issuer.adapters.evidence import EvidenceVerifier
+from issuer.adapters.keyring import KeyEntry, KeyRing
 from issuer.adapters.keys import SigningKey, load_or_create_key
-from issuer.adapters.signer import PoaSigner
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
 settings = IssuerSettings()
 
 
-async def publish_key(key: SigningKey) -> None:
-    """Publish the verification key on `atb.keys` before the key signs anything (DESIGN.md §5)."""
-    event = SigningKeyPublished(
-        kid=key.kid, alg="EdDSA", jwk=key.jwk, issuer=settings.service_id, not_before=datetime.now(UTC)
-    )
-    async with Publisher(settings.kafka_bootstrap_servers, "atb-issuer-keys") as publisher:
-        await publisher.publish([outgoing(event, source=settings.service_id, namespace=settings.topic_namespace)])
+async def publish_keys(entries: list[KeyEntry], *, bootstrap: str, namespace: str, issuer: str) -> None:
+    """Publish verification keys on `atb.keys` before they sign anything (DESIGN.md §5)."""
+    events = [
+        SigningKeyPublished(
+            kid=e.key.kid,
+            alg="EdDSA",
+            jwk=e.key.jwk,
+            issuer=issuer,
+            not_before=e.activate_at,
+            retire_after=e.retire_after,
+        )
+        for e in entries
+    ]
+    async with Publisher(bootstrap, "atb-issuer-keys") as publisher:
+        await publisher.publish([outgoing(e, source=issuer, namespace=namespace) for e in events])
+
+
+def key_source() -> tuple[Callable[[datetime], SigningKey], Callable[[datetime], list[KeyEntry]]]:
+    """A mounted key (production) is used alone; otherwise the rotating keyring in the state folder."""
+    if settings.signing_key_path is not None:
+        single = load_or_create_key(settings.signing_key_path)
+        entry = KeyEntry(single, datetime(1970, 1, 1, tzinfo=UTC), None)
+        return (lambda _now: single), (lambda _now: [entry])
+    ring = KeyRing.ensure(settings.keyring_dir())
+    return ring.current, ring.published
 
 
 async def build() -> ServiceRunner:
-    key = load_or_create_key(settings.key_path())
+    current, published = key_source()
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     opa = OpaClient(settings.opa_url)
     evidence = EvidenceVerifier(
@@ -50,10 +71,19 @@ async def build() -> ServiceRunner:
         request_attesters=settings.request_attesters,
         vote_attesters=settings.vote_attesters,
     )
-    service = IssuerService(settings, PoaSigner(key), evidence)
+    service = IssuerService(settings, current, evidence)
 
     async def announce() -> None:
-        await publish_key(key)
+        await publish_keys(
+            published(datetime.now(UTC)),
+            bootstrap=settings.kafka_bootstrap_servers,
+            namespace=settings.topic_namespace,
+            issuer=settings.service_id,
+        )
+
+    async def jwks(_request: web.Request) -> web.Response:
+        keys = [e.key.jwk for e in published(datetime.now(UTC))]
+        return web.json_response({"keys": keys}, headers={"Cache-Control": "max-age=30"})
 
     return ServiceRunner(
         settings,
@@ -63,12 +93,13 @@ async def build() -> ServiceRunner:
         handler=service.handle,
         before_start=(announce,),
         closers=(opa.close,),
+        routes=(("/.well-known/jwks.json", jwks),),
     )
 
 
 app = service_app(
     title="ATB issuer",
-    description="Re-checks each QuorumReached and signs one EdDSA PoA for it.",
+    description="Re-checks each QuorumReached and signs one EdDSA PoA for it; serves /.well-known/jwks.json.",
     group=settings.group_id,
     channels=(
         Channel("consumes", QuorumReached),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
@@ -23,6 +23,7 @@ from contracts import (
     payload_of,
 )
 from issuer.adapters.evidence import EvidenceVerifier
+from issuer.adapters.keys import SigningKey
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import EvidenceError, build_claims, check_evidence
 from issuer.settings import IssuerSettings
@@ -33,10 +34,12 @@ __all__ = ["IssuerService"]
 class IssuerService:
     CONSUMER = "issuer"
 
-    def __init__(self, settings: IssuerSettings, signer: PoaSigner, evidence: EvidenceVerifier) -> None:
+    def __init__(
+        self, settings: IssuerSettings, keys: Callable[[datetime], SigningKey], evidence: EvidenceVerifier
+    ) -> None:
         self._settings = settings
         self._evidence = evidence
-        self._signer = signer
+        self._keys = keys
         self._source = settings.service_id
         self._ns = settings.topic_namespace
 
@@ -81,11 +84,12 @@ class IssuerService:
             jti=uuid.uuid4().hex,
             cnf_thumbprint=quorum.request.agent_cert_thumbprint,
         )
-        token = self._signer.sign(claims)
+        signer = PoaSigner(self._keys(datetime.now(UTC)))
+        token = signer.sign(claims)
         issued = PoaIssued(
             request_id=quorum.request_id,
             jti=claims.jti,
-            kid=self._signer.kid,
+            kid=signer.kid,
             agent_id=claims.sub,
             action=claims.act,
             tier=quorum.tier,
@@ -105,7 +109,7 @@ class IssuerService:
                 request_id=quorum.request_id,
                 details={
                     "jti": claims.jti,
-                    "kid": self._signer.kid,
+                    "kid": signer.kid,
                     "tier": quorum.tier.value,
                     "action": claims.act,
                     "agent_id": claims.sub,

@@ -18,7 +18,7 @@ class IssuerSettings(CommonSettings):
     group_id: str = "atb-issuer"
     audience: str = "spiffe://atb.local/svc/broker"
     signing_key_path: Path | None = None
-    """PEM of the Ed25519 signing key; default `<state_dir>/issuer/signing-key.pem`, created on first use."""
+    """A mounted Ed25519 signing key (production), used alone. Unset: the rotating keyring in the state folder."""
 
     trust_bundle_path: Path | None = None
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
@@ -27,5 +27,5 @@ class IssuerSettings(CommonSettings):
     approver_directory_path: Path = DEFAULT_DIRECTORY
     """The same approver directory the approvals service uses (config/approvers.json)."""
 
-    def key_path(self) -> Path:
-        return self.signing_key_path or self.state_dir / "issuer" / "signing-key.pem"
+    def keyring_dir(self) -> Path:
+        return self.state_dir / "issuer" / "keys"

@@ -6,18 +6,27 @@ default registry. Nothing here touches Kafka.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["OpsServer"]
+__all__ = ["Handler", "OpsServer"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OpsServer:
-    def __init__(self, port: int, healthy: Callable[[], bool], host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int,
+        healthy: Callable[[], bool],
+        host: str = "127.0.0.1",
+        routes: Sequence[tuple[str, Handler]] = (),
+    ) -> None:
         self._port = port
         self._host = host
+        self._routes = routes
         self._healthy = healthy
         self._runner: web.AppRunner | None = None
 
@@ -27,6 +36,8 @@ class OpsServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
+        for path, handler in self._routes:
+            app.router.add_get(path, handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()

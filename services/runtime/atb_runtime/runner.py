@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from atb_runtime.eos import AssignHook, Handler, ProcessorConfig, RewindHook, TickHook, TransactionalProcessor
+from atb_runtime.ops import Handler as HttpHandler
 from atb_runtime.ops import OpsServer
 from atb_runtime.settings import CommonSettings
 
@@ -29,6 +30,7 @@ class ServiceRunner:
         tick: TickHook | None = None,
         before_start: Sequence[Callable[[], Awaitable[None]]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        routes: Sequence[tuple[str, HttpHandler]] = (),
     ) -> None:
         ns = settings.topic_namespace.rstrip(".") or "default"
         config = ProcessorConfig(
@@ -42,7 +44,7 @@ class ServiceRunner:
         self._before_start = before_start
         self._closers = closers
         self._running = False
-        self._ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host)
+        self._ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host, routes)
 
     async def start(self) -> None:
         for step in self._before_start:

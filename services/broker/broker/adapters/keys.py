@@ -10,7 +10,9 @@ import asyncio
 import base64
 import contextlib
 import logging
+from datetime import UTC, datetime
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -33,14 +35,38 @@ class KeyRing:
         self._bootstrap = bootstrap
         self._topic = topic_name(Topic.KEYS, namespace)
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self._retire_after: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
-    def get(self, kid: str) -> Ed25519PublicKey | None:
+    def get(self, kid: str, now: datetime | None = None) -> Ed25519PublicKey | None:
+        """The key, unless unknown or retired (every token it signed has expired by then)."""
+        retire = self._retire_after.get(kid)
+        if retire is not None and (now or datetime.now(UTC)) > retire:
+            return None
         return self._keys.get(kid)
 
-    def add(self, kid: str, jwk: dict[str, str]) -> None:
+    def add(self, kid: str, jwk: dict[str, str], retire_after: datetime | None = None) -> None:
         self._keys[kid] = public_key_from_jwk(jwk)
+        if retire_after is None:
+            self._retire_after.pop(kid, None)
+        else:
+            self._retire_after[kid] = retire_after
+
+    async def load_jwks(self, url: str) -> int:
+        """Learn keys from a JWKS endpoint (the issuer's /.well-known/jwks.json); returns how many."""
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(url) as response,
+        ):
+            response.raise_for_status()
+            body = await response.json()
+        count = 0
+        for jwk in body.get("keys", []) if isinstance(body, dict) else []:
+            if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str):
+                self.add(jwk["kid"], {k: str(v) for k, v in jwk.items()})
+                count += 1
+        return count
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -66,6 +92,6 @@ class KeyRing:
             try:
                 payload = payload_of(decode_envelope(msg.value))
                 if isinstance(payload, SigningKeyPublished):
-                    self.add(payload.kid, payload.jwk)
+                    self.add(payload.kid, payload.jwk, payload.retire_after)
             except (EventDecodeError, ValueError, KeyError) as exc:
                 log.warning("ignoring bad key record at offset %s: %s", msg.offset, exc)

@@ -1,0 +1,49 @@
+"""`atb keys rotate`: a new PoA signing key, published before it signs anything.
+
+Works on the issuer's keyring in the state folder (dev and single-host
+deployments). The new key activates after `--activation-delay` seconds; its public
+key and the previous key's retirement time are published on `atb.keys` right
+away, and the issuer's JWKS lists both until the old key retires. Production
+deployments that mount the key as a secret rotate by replacing the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import typer
+from rich.console import Console
+
+__all__ = ["keys_app", "rotate_keys"]
+
+keys_app = typer.Typer(no_args_is_help=True, help="PoA signing keys: rotation.")
+
+
+async def rotate_keys(activation_delay_s: float = 10.0) -> tuple[str, list[str]]:
+    """Rotate the keyring and publish every published key; returns (new kid, published kids)."""
+    from issuer.adapters.keyring import KeyRing
+    from issuer.main import publish_keys, settings
+
+    ring = KeyRing.ensure(settings.keyring_dir())
+    now = datetime.now(UTC)
+    entry = ring.rotate(now, activation_delay=timedelta(seconds=activation_delay_s))
+    published = ring.published(now)
+    await publish_keys(
+        published,
+        bootstrap=settings.kafka_bootstrap_servers,
+        namespace=settings.topic_namespace,
+        issuer=settings.service_id,
+    )
+    return entry.key.kid, [e.key.kid for e in published]
+
+
+@keys_app.command("rotate")
+def rotate(
+    activation_delay: float = typer.Option(10.0, help="Seconds before the new key signs (time to propagate)."),
+) -> None:
+    """Add a signing key; keep the old one published until every token it signed has expired."""
+    kid, published = asyncio.run(rotate_keys(activation_delay))
+    console = Console()
+    console.print(f"new key [bold]{kid}[/bold] activates in {activation_delay:.0f}s")
+    console.print(f"published on atb.keys: {', '.join(published)}")

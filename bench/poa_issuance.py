@@ -1,0 +1,139 @@
+"""Issuer throughput: PoAs/s through the issuer's handler next to raw Ed25519 signatures/s.
+
+    .venv/bin/python bench/poa_issuance.py --quorums 3000
+
+Both in the same process and run. The PoA path is everything the issuer does per
+QuorumReached: decode, the evidence re-check (the embedded request's proof of
+origin, the policy answer — served from its cache, as in production bursts),
+claims, the EdDSA JWT, the PoaIssued and audit envelopes. The raw figure signs a
+payload of the same size with the same key object. Goal: PoAs/s ≥ 60% of raw
+signatures/s. Prints the numbers and the ratio to the goal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope
+from atb_runtime import Incoming, outgoing
+from atb_runtime.policy import PolicyAnswer
+from contracts import (
+    AccountableParty,
+    IssuanceRequested,
+    LegitimateInterest,
+    QuorumReached,
+    Tier,
+    digest_of,
+    encode_envelope,
+    make_envelope,
+)
+from contracts.directory import Directory
+from issuer.adapters.evidence import EvidenceVerifier
+from issuer.adapters.keyring import KeyRing
+from issuer.service import IssuerService
+from issuer.settings import IssuerSettings
+
+AGENT = "spiffe://atb.local/agent/bench"
+GOAL = 0.6
+
+
+class _CachedPolicy:
+    """The policy answer as the real client serves it from its cache during a burst."""
+
+    async def for_request(self, request: IssuanceRequested) -> PolicyAnswer:
+        return PolicyAnswer(
+            tier=Tier.LOW,
+            approvals=0,
+            ticket_required=False,
+            eligible_groups=(),
+            pending_seconds=0,
+            poa_ttl_seconds=300,
+            policy_version="bench",
+        )
+
+
+def _quorums(state: Path, n: int) -> list[Incoming]:
+    svid = ensure_svid(state, AGENT)
+    leg = LegitimateInterest(ref="LI-B", jurisdiction="US", accountable_party=AccountableParty(type="svc", id="b"))
+    records = []
+    for i in range(n):
+        request = IssuanceRequested(
+            request_id=f"b-{i}",
+            agent_id=AGENT,
+            tenant="acme",
+            action="crm.contact.read",
+            resource=f"crm:contact/{i}",
+            leg=leg,
+            requested_at=datetime.now(UTC),
+        )
+        event = encode_envelope(sign_envelope(make_envelope(request, source=AGENT), svid)).decode()
+        quorum = QuorumReached(
+            request_id=request.request_id,
+            tier=Tier.LOW,
+            required_approvals=0,
+            request_digest=digest_of(request),
+            poa_ttl_seconds=300,
+            request=request,
+            request_event=event,
+            votes=(),
+            decided_at=datetime.now(UTC),
+        )
+        out = outgoing(quorum, source="spiffe://atb.local/svc/approvals", namespace="")
+        records.append(Incoming("atb.approvals.outcomes", 0, i, out.key, out.value))
+    return records
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quorums", type=int, default=3000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="atb-bench-issuer-") as tmp:
+        state = Path(tmp)
+        records = _quorums(state, args.quorums)
+        ring = KeyRing.ensure(state / "issuer" / "keys")
+        directory = Directory.from_mapping(
+            json.loads((Path(__file__).parents[1] / "config" / "approvers.json").read_text())
+        )
+        evidence = EvidenceVerifier(
+            bundle=TrustBundle.load(bundle_path(state), "atb.local"),
+            directory=directory,
+            policy=_CachedPolicy(),  # type: ignore[arg-type]
+            request_attesters=(),
+            vote_attesters=(),
+        )
+        service = IssuerService(IssuerSettings(state_dir=state), ring.current, evidence)
+        start = time.perf_counter()
+        out = await service.handle(records)
+        poa_seconds = time.perf_counter() - start
+        assert sum(1 for o in out if o.topic == "atb.poa.issued") == args.quorums, "not every quorum got a PoA"
+        key = ring.current(datetime.now(UTC)).private
+        payload = b"x" * 900  # about a PoA's signing input
+        start = time.perf_counter()
+        for _ in range(args.quorums):
+            key.sign(payload)
+        raw_seconds = time.perf_counter() - start
+    poas, raw = args.quorums / poa_seconds, args.quorums / raw_seconds
+    ratio = poas / raw
+    report = {
+        "poas_per_s": round(poas),
+        "raw_signs_per_s": round(raw),
+        "ratio": round(ratio, 3),
+        "goal_ratio": GOAL,
+        "ratio_to_goal": round(ratio / GOAL, 3),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"issuer: {poas:,.0f} PoAs/s; raw Ed25519: {raw:,.0f} signatures/s")
+    print(f"ratio {ratio:.3f} (goal ≥ {GOAL}; {ratio / GOAL:.2f}× the goal)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

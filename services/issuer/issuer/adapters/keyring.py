@@ -1,0 +1,125 @@
+"""The issuer's signing keys over time: rotation without a verification gap.
+
+Keys live in `<state>/issuer/keys/`: one `<kid>.pem` (0600) per key and an
+`index.json` saying when each key starts signing (`activate_at`) and until when
+its public key must stay published (`retire_after`). Rotation (`atb keys
+rotate`) adds a key that activates a little later — after its public key has
+been published on `atb.keys` and in the JWKS — and schedules the previous key's
+retirement for when every token it may still sign has expired:
+
+    retire_after(old) = activate_at(new) + max PoA lifetime + leeway
+
+The issuer signs with the newest active key and re-reads the index when it
+changes, so a rotation needs no restart. A key given as a mounted secret
+(`ATB_SIGNING_KEY_PATH`, production) is used alone; rotate it with the secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from contracts import MAX_LIFETIME_SECONDS
+from issuer.adapters.keys import SigningKey, load_or_create_key
+
+__all__ = ["RETIRE_LEEWAY", "KeyEntry", "KeyRing"]
+
+RETIRE_LEEWAY = timedelta(seconds=60)
+"""Verifier leeway plus cache age (RFC 8725 practice: keep old keys TTL + leeway + cache age)."""
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    key: SigningKey
+    activate_at: datetime
+    retire_after: datetime | None
+
+
+class KeyRing:
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._index = directory / "index.json"
+        self._loaded: tuple[int, int] | None = None
+        self._entries: list[KeyEntry] = []
+
+    @classmethod
+    def ensure(cls, directory: Path, now: datetime | None = None) -> KeyRing:
+        """The keyring in `directory`, with a first key (active at once) if it has none."""
+        ring = cls(directory)
+        if not ring._index.exists():
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = load_or_create_key(directory / "first.pem")
+            (directory / "first.pem").rename(directory / f"{key.kid}.pem")
+            ring._write([KeyEntry(_reload(directory, key.kid), now or datetime.now(UTC), None)])
+        return ring
+
+    def entries(self) -> list[KeyEntry]:
+        """All keys, re-read when index.json changed (a rotation by `atb keys rotate`)."""
+        stat = self._index.stat()
+        # index.json is replaced atomically, so a new inode means a new index even
+        # when the file-system clock is too coarse to change the mtime.
+        version = (stat.st_ino, stat.st_mtime_ns)
+        if version != self._loaded:
+            raw = json.loads(self._index.read_text(encoding="utf-8"))
+            self._entries = [
+                KeyEntry(
+                    _reload(self._dir, item["kid"]),
+                    datetime.fromisoformat(item["activate_at"]),
+                    datetime.fromisoformat(item["retire_after"]) if item["retire_after"] else None,
+                )
+                for item in raw["keys"]
+            ]
+            self._loaded = version
+        return list(self._entries)
+
+    def current(self, now: datetime) -> SigningKey:
+        """The newest key already active at `now`."""
+        active = [e for e in self.entries() if e.activate_at <= now]
+        if not active:
+            raise LookupError("no signing key is active yet")
+        # The latest activation wins; on a tie, the key added last.
+        return max(enumerate(active), key=lambda pair: (pair[1].activate_at, pair[0]))[1].key
+
+    def published(self, now: datetime) -> list[KeyEntry]:
+        """Keys whose public part must be published: not yet retired."""
+        return [e for e in self.entries() if e.retire_after is None or e.retire_after > now]
+
+    def rotate(self, now: datetime, *, activation_delay: timedelta = timedelta(seconds=10)) -> KeyEntry:
+        """Add a key that activates after `activation_delay`; schedule the retirement of the others."""
+        entries = self.entries()
+        fresh_path = self._dir / "incoming.pem"
+        key = load_or_create_key(fresh_path)
+        fresh_path.rename(self._dir / f"{key.kid}.pem")
+        activate_at = now + activation_delay
+        retire = activate_at + timedelta(seconds=MAX_LIFETIME_SECONDS) + RETIRE_LEEWAY
+        updated = [e if e.retire_after is not None else KeyEntry(e.key, e.activate_at, retire) for e in entries]
+        entry = KeyEntry(_reload(self._dir, key.kid), activate_at, None)
+        self._write([*updated, entry])
+        return entry
+
+    def _write(self, entries: list[KeyEntry]) -> None:
+        body = {
+            "keys": [
+                {
+                    "kid": e.key.kid,
+                    "activate_at": e.activate_at.isoformat(),
+                    "retire_after": e.retire_after.isoformat() if e.retire_after else None,
+                }
+                for e in entries
+            ]
+        }
+        tmp = self._index.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(body, handle, indent=2)
+        tmp.replace(self._index)
+
+
+def _reload(directory: Path, kid: str) -> SigningKey:
+    key = load_or_create_key(directory / f"{kid}.pem")
+    if key.kid != kid:
+        raise ValueError(f"{directory / kid}.pem holds key {key.kid}")
+    return key
