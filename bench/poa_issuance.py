@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope
-from atb_runtime import Incoming, outgoing
+from atb_runtime import Incoming, outgoing_envelope
 from atb_runtime.policy import PolicyAnswer
 from contracts import (
     AccountableParty,
@@ -40,6 +40,7 @@ from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
 AGENT = "spiffe://atb.local/agent/bench"
+APPROVALS = "spiffe://atb.local/svc/approvals"
 GOAL = 0.6
 
 
@@ -60,6 +61,7 @@ class _CachedPolicy:
 
 def _quorums(state: Path, n: int) -> list[Incoming]:
     svid = ensure_svid(state, AGENT)
+    approvals = ensure_svid(state, APPROVALS)
     leg = LegitimateInterest(ref="LI-B", jurisdiction="US", accountable_party=AccountableParty(type="svc", id="b"))
     records = []
     for i in range(n):
@@ -84,7 +86,8 @@ def _quorums(state: Path, n: int) -> list[Incoming]:
             votes=(),
             decided_at=datetime.now(UTC),
         )
-        out = outgoing(quorum, source="spiffe://atb.local/svc/approvals", namespace="")
+        proven = sign_envelope(make_envelope(quorum, source=APPROVALS), approvals)
+        out = outgoing_envelope(proven, "atb.approvals.outcomes")
         records.append(Incoming("atb.approvals.outcomes", 0, i, out.key, out.value))
     return records
 
@@ -101,14 +104,15 @@ async def main() -> None:
         directory = Directory.from_mapping(
             json.loads((Path(__file__).parents[1] / "config" / "approvers.json").read_text())
         )
+        bundle = TrustBundle.load(bundle_path(state), "atb.local")
         evidence = EvidenceVerifier(
-            bundle=TrustBundle.load(bundle_path(state), "atb.local"),
+            bundle=bundle,
             directory=directory,
             policy=_CachedPolicy(),  # type: ignore[arg-type]
             request_attesters=(),
             vote_attesters=(),
         )
-        service = IssuerService(IssuerSettings(state_dir=state), ring.current, evidence)
+        service = IssuerService(IssuerSettings(state_dir=state), ring.current, evidence, bundle)
         start = time.perf_counter()
         out = await service.handle(records)
         poa_seconds = time.perf_counter() - start

@@ -19,7 +19,7 @@ from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
 from atb.stack import ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
-from atb_runtime import Outgoing, Publisher, outgoing, outgoing_envelope
+from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
 from broker.adapters.keys import KeyRing as KeyRing_
 from broker.adapters.verify import PoaVerifier
@@ -232,9 +232,14 @@ async def test_a_request_without_quorum_expires_at_its_deadline(
         await delete_topics(kafka_bootstrap, ns)
 
 
-@pytest.mark.parametrize("forgery", ["tier_mismatch", "quorum_short"])
+@pytest.mark.parametrize("forgery", ["unsigned", "tier_mismatch", "quorum_short"])
 async def test_the_issuer_refuses_a_forged_quorum(running_stack: RunningStack, forgery: str) -> None:
-    """Someone with write access to the outcomes topic cannot mint a PoA (DESIGN.md §6.1)."""
+    """Neither a Kafka writer nor a compromised approvals service can mint a PoA (DESIGN.md §6.1).
+
+    `unsigned`: the quorum carries no proof by the approvals service → dead letter.
+    The others are signed with the approvals service's own SVID (as if it were
+    compromised): the issuer's independent re-check still refuses them.
+    """
     async with _agent(running_stack) as agent:
         request_id = await agent.request_poa("sap.payment.execute", f"sap:invoice/{forgery}", leg=HIGH_LEG)
         async with _approver(running_stack, "alice") as alice:
@@ -262,10 +267,17 @@ async def test_the_issuer_refuses_a_forged_quorum(running_stack: RunningStack, f
             votes=() if forgery == "tier_mismatch" else (counted,),
             decided_at=datetime.now(UTC),
         )
+        approvals_id = "spiffe://atb.local/svc/approvals"
+        envelope = make_envelope(forged, source=approvals_id)
+        if forgery != "unsigned":
+            envelope = sign_envelope(envelope, ensure_svid(running_stack.state_dir, approvals_id))
         async with Publisher(running_stack.kafka_bootstrap, "forger") as publisher:
-            await publisher.publish(
-                [outgoing(forged, source="spiffe://atb.local/svc/approvals", namespace=running_stack.namespace)]
-            )
+            await publisher.publish([outgoing_envelope(envelope, topic_name(forged.topic, running_stack.namespace))])
+        if forgery == "unsigned":
+            assert await _audits(running_stack, request_id, "identity_proof_rejected")
+            with pytest.raises(TimeoutError):
+                await agent.await_poa(request_id, timeout=3)
+            return
         with pytest.raises(PoaDeniedError) as refused:
             await agent.await_poa(request_id, timeout=30)
     assert "issuer re-check failed" in str(refused.value)

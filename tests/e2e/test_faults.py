@@ -298,12 +298,22 @@ async def _run_votes_with_kills(stack: RunningStack, n: int, kills: int, seed: i
     assert set(poas) == approved
     assert max(poas.values()) == 1
 
-    # Redelivery: every vote again, byte for byte. Nothing may be counted twice.
+    # Redelivery: every vote again, byte for byte, and every signed quorum again
+    # (a replayed genuine quorum). Nothing may be counted twice, no second PoA.
+    records = await _committed_records(stack.kafka_bootstrap, stack.namespace)
+    outcomes_topic = topic_name(QuorumReached.topic, stack.namespace)
+    quorums = [
+        Outgoing(topic=outcomes_topic, key=key.encode(), value=value)
+        for value in records.values()
+        if isinstance(p := _payload(value), QuorumReached) and (key := p.request_id)
+    ]
+    assert quorums
     async with Publisher(stack.kafka_bootstrap, "vote-replay") as publisher:
         await publisher.publish(all_votes)
+        await publisher.publish(quorums)
     await asyncio.sleep(5.0)
     again, kind_again, poas_again = await _outcomes(stack)
-    assert again == outcomes
+    assert again == outcomes + Counter(q.key.decode() for q in quorums)  # only our replayed copies
     assert kind_again == kind
     assert poas_again == poas
 

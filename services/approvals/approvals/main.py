@@ -11,7 +11,7 @@ from approvals.service import ApprovalsService
 from approvals.settings import ApprovalsSettings
 from atb_runtime import OpaClient
 from atb_runtime.app import Channel, service_app
-from atb_runtime.identity import load_bundle
+from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.runner import ServiceRunner
 from contracts import (
     ApprovalRequired,
@@ -36,7 +36,8 @@ async def build() -> ServiceRunner:
     directory = Directory.from_mapping(json.loads(settings.directory_path().read_text(encoding="utf-8")))
     store = StateStore(settings.kafka_bootstrap_servers, settings.topic_namespace, settings.service_id)
     policy = PolicyRequirements(opa, settings.policy_cache_seconds)
-    service = ApprovalsService(settings, policy, bundle, directory, store)
+    svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
+    service = ApprovalsService(settings, policy, bundle, directory, store, svid)
     ns = settings.topic_namespace
     return ServiceRunner(
         settings,

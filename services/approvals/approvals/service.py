@@ -24,17 +24,19 @@ from approvals.domain.directory import Directory
 from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
 from approvals.domain.tally import Ballot
 from approvals.settings import ApprovalsSettings
-from atb_identity import IdentityError, TrustBundle, verify_origin
-from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
+from atb_identity import IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
+from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing_envelope, request_id_hint
 from contracts import (
     ApprovalStateChanged,
     Envelope,
     EventDecodeError,
+    EventPayload,
     IssuanceRequested,
     Topic,
     VoteCast,
     decode_envelope,
     digest_of,
+    make_envelope,
     payload_of,
     topic_name,
 )
@@ -52,8 +54,10 @@ class ApprovalsService:
         bundle: TrustBundle,
         directory: Directory,
         store: StateStore,
+        svid: Svid,
     ) -> None:
         self._settings = settings
+        self._svid = svid
         self._policy = policy
         self._bundle = bundle
         self._directory = directory
@@ -163,12 +167,17 @@ class ApprovalsService:
     # -- outputs -------------------------------------------------------------------------
 
     def _apply(self, request_id: str, step: Step, extra: dict[str, str] | None = None) -> list[Outgoing]:
-        out = [outgoing(event, source=self._source, namespace=self._ns) for event in step.events]
+        out = [self._signed(event) for event in step.events]
         if step.changed and step.state is not None:
             self._states[request_id] = step.state
             out.append(self._store.record(step.state))
         out.extend(self._audit(request_id, note, extra) for note in step.audits)
         return out
+
+    def _signed(self, event: EventPayload) -> Outgoing:
+        """Outcomes carry the approvals service's proof: the issuer acts only on proven quorums."""
+        envelope = sign_envelope(make_envelope(event, source=self._source), self._svid)
+        return outgoing_envelope(envelope, topic_name(event.topic, self._ns))
 
     def _audit(self, request_id: str, note: AuditNote, extra: dict[str, str] | None) -> Outgoing:
         return audit(

@@ -18,6 +18,9 @@ class ApprovalsSettings(CommonSettings):
     group_id: str = "atb-approvals"
     ticket_pattern: str = r"^[A-Z][A-Z0-9]{1,9}-[0-9]{1,9}$"
     """Format of an external ticket reference (e.g. `CHG-1234`), required for tier critical."""
+    svid_cert_path: Path | None = None
+    """This service's X.509-SVID (chain PEM), which signs its outcomes; default issued from the dev CA."""
+    svid_key_path: Path | None = None
     trust_bundle_path: Path | None = None
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])

@@ -71,7 +71,7 @@ async def build() -> ServiceRunner:
         request_attesters=settings.request_attesters,
         vote_attesters=settings.vote_attesters,
     )
-    service = IssuerService(settings, current, evidence)
+    service = IssuerService(settings, current, evidence, bundle)
 
     async def announce() -> None:
         await publish_keys(
@@ -91,6 +91,8 @@ async def build() -> ServiceRunner:
         group_id=settings.group_id,
         topics=(topic_name(Topic.OUTCOMES, settings.topic_namespace),),
         handler=service.handle,
+        on_assigned=service.on_assigned,
+        on_rewind=service.on_rewind,
         before_start=(announce,),
         closers=(opa.close,),
         routes=(("/.well-known/jwks.json", jwks),),

@@ -24,6 +24,8 @@ class IssuerSettings(CommonSettings):
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
     vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
+    quorum_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
+    """Who may announce a QuorumReached (its proof must be theirs)."""
     approver_directory_path: Path = DEFAULT_DIRECTORY
     """The same approver directory the approvals service uses (config/approvers.json)."""
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atb_identity import TrustBundle, bundle_path
+from atb_identity import Svid, TrustBundle, bundle_path, ensure_svid, load_svid
 
-__all__ = ["MissingBundleError", "load_bundle"]
+__all__ = ["MissingBundleError", "load_bundle", "service_svid"]
 
 
 class MissingBundleError(FileNotFoundError):
@@ -21,3 +21,10 @@ def load_bundle(configured: Path | None, state_dir: Path, trust_domain: str) -> 
             f"no trust bundle at {path}: run `atb pki init` (dev) or set ATB_TRUST_BUNDLE_PATH to your SPIFFE bundle"
         )
     return TrustBundle.load(path, trust_domain)
+
+
+def service_svid(state_dir: Path, service_id: str, cert_path: Path | None, key_path: Path | None) -> Svid:
+    """A service's own SVID: the configured files (SPIRE writes them), else one from the dev CA."""
+    if cert_path is not None and key_path is not None:
+        return load_svid(cert_path, key_path)
+    return ensure_svid(state_dir, service_id)

@@ -17,7 +17,10 @@ from datetime import datetime, timedelta
 from contracts import QuorumReached, Tier
 from issuer.domain.claims import EvidenceError
 
-__all__ = ["DEADLINE_SLACK", "PolicyFacts", "VerifiedVote", "check_quorum"]
+__all__ = ["DEADLINE_SLACK", "MAX_QUORUM_AGE", "PolicyFacts", "VerifiedVote", "check_fresh", "check_quorum"]
+
+MAX_QUORUM_AGE = timedelta(minutes=10)
+"""A quorum older than this is stale: a PoA is for an action about to happen."""
 
 DEADLINE_SLACK = timedelta(seconds=5)
 """Clock skew tolerated between the approvals service and the issuer."""
@@ -65,6 +68,14 @@ def check_quorum(quorum: QuorumReached, votes: Sequence[VerifiedVote], policy: P
         principals.add(vote.principal)
     if len(principals) < policy.approvals:
         raise EvidenceError("quorum_short", f"{len(principals)} of {policy.approvals} distinct eligible approvers")
+
+
+def check_fresh(quorum: QuorumReached, now: datetime) -> None:
+    """Judged by the issuer's own clock, never by times the request or the quorum chose."""
+    if quorum.decided_at > now + DEADLINE_SLACK:
+        raise EvidenceError("quorum_from_the_future", f"quorum decided at {quorum.decided_at}, now is {now}")
+    if now - quorum.decided_at > MAX_QUORUM_AGE:
+        raise EvidenceError("stale_quorum", f"quorum decided at {quorum.decided_at} is older than {MAX_QUORUM_AGE}")
 
 
 def _check_policy(quorum: QuorumReached, policy: PolicyFacts) -> None:
