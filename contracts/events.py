@@ -10,11 +10,10 @@ Models only: no Kafka, no crypto, no policy.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.leg import Leg
 from contracts.topics import Topic
@@ -104,7 +103,7 @@ class IssuanceRequested(EventPayload):
     resource: Annotated[str, Field(min_length=1, max_length=512)]
     params: JsonObject = Field(default_factory=dict)
     leg: Leg
-    requested_at: datetime
+    requested_at: AwareDatetime
     agent_cert_thumbprint: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = None
     """base64url SHA-256 of the agent certificate (DER): becomes `cnf.x5t#S256`."""
 
@@ -120,7 +119,7 @@ class ApprovalRequired(EventPayload):
     required_approvals: Annotated[int, Field(ge=0, le=10)]
     eligible_groups: tuple[str, ...]
     ticket_required: bool
-    deadline: datetime
+    deadline: AwareDatetime
     request_digest: Digest
     agent_id: SpiffeIdText
     action: ActionName
@@ -140,7 +139,7 @@ class VoteCast(EventPayload):
     choice: VoteChoice
     request_digest: Digest
     channel: Literal["cli", "slack", "teams"]
-    cast_at: datetime
+    cast_at: AwareDatetime
     reason: Reason = ""
 
 
@@ -152,7 +151,7 @@ class CountedVote(BaseModel):
     approver_id: str
     approver_type: str
     vote_digest: Digest
-    cast_at: datetime
+    cast_at: AwareDatetime
     vote_event: str
 
 
@@ -171,7 +170,7 @@ class QuorumReached(EventPayload):
     request_event: str
     """The exact IssuanceRequested envelope received, so the issuer can re-verify it."""
     votes: tuple[CountedVote, ...] = ()
-    decided_at: datetime
+    decided_at: AwareDatetime
 
 
 class RequestDenied(EventPayload):
@@ -184,7 +183,7 @@ class RequestDenied(EventPayload):
     code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
     reason: Reason
     denied_by: str
-    decided_at: datetime
+    decided_at: AwareDatetime
 
 
 class RequestExpired(EventPayload):
@@ -194,7 +193,7 @@ class RequestExpired(EventPayload):
     topic: ClassVar[Topic] = Topic.OUTCOMES
 
     request_id: RequestId
-    deadline: datetime
+    deadline: AwareDatetime
     approvals_counted: Annotated[int, Field(ge=0)]
     required_approvals: Annotated[int, Field(ge=0)]
 
@@ -211,8 +210,8 @@ class PoaIssued(EventPayload):
     agent_id: SpiffeIdText
     action: ActionName
     tier: Tier
-    issued_at: datetime
-    expires_at: datetime
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
     token: str
     token_sha256: Digest
 
@@ -227,7 +226,7 @@ class PoaRevoked(EventPayload):
     jti: str
     reason: Reason
     revoked_by: str
-    revoked_at: datetime
+    revoked_at: AwareDatetime
 
 
 class ActionRequested(EventPayload):
@@ -245,7 +244,7 @@ class ActionRequested(EventPayload):
     resource: str
     params: JsonObject = Field(default_factory=dict)
     poa: str | None = None
-    requested_at: datetime
+    requested_at: AwareDatetime
 
 
 class BrokerDecision(EventPayload):
@@ -262,7 +261,7 @@ class BrokerDecision(EventPayload):
     reasons: tuple[str, ...]
     policy_version: str
     jti: str | None = None
-    decided_at: datetime
+    decided_at: AwareDatetime
 
 
 class AuditEvent(EventPayload):
@@ -277,7 +276,7 @@ class AuditEvent(EventPayload):
     outcome: Literal["success", "failure", "denied", "info"]
     reason: Reason = ""
     details: JsonObject = Field(default_factory=dict)
-    occurred_at: datetime
+    occurred_at: AwareDatetime
 
     def partition_key(self) -> str:
         return self.request_id or self.audit_type
@@ -293,8 +292,8 @@ class SigningKeyPublished(EventPayload):
     alg: Literal["EdDSA"]
     jwk: dict[str, str]
     issuer: str
-    not_before: datetime
-    retire_after: datetime | None = None
+    not_before: AwareDatetime
+    retire_after: AwareDatetime | None = None
 
     def partition_key(self) -> str:
         return self.kid
@@ -329,7 +328,7 @@ class BallotRecord(BaseModel):
     identity: str
     choice: VoteChoice
     digest: Digest
-    received_at: datetime
+    received_at: AwareDatetime
     channel: str
     vote_event: str
 
@@ -365,10 +364,10 @@ class ApprovalStateChanged(EventPayload):
     request_event: str | None = None
     requirements: RequirementsRecord | None = None
     digest: Digest | None = None
-    deadline: datetime | None = None
-    held_until: datetime | None = None
+    deadline: AwareDatetime | None = None
+    held_until: AwareDatetime | None = None
     ballots: tuple[BallotRecord, ...] = ()
-    updated_at: datetime
+    updated_at: AwareDatetime
 
 
 EVENT_TYPES: dict[str, type[EventPayload]] = {

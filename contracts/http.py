@@ -6,10 +6,9 @@ certificate the gateway authenticated (seed §2.1, "validate SPIFFE identity").
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.events import ActionName, JsonObject, RequestId, Tier
 from contracts.leg import Leg
@@ -46,7 +45,7 @@ class IssuedPoa(BaseModel):
 
     token: str
     jti: str
-    expires_at: datetime
+    expires_at: AwareDatetime
 
 
 class RequestStatus(BaseModel):

@@ -10,10 +10,9 @@ Models only: no I/O, no policy decisions.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 __all__ = [
     "AccountableParty",
@@ -36,17 +35,22 @@ class _Frozen(BaseModel):
 
 
 class AccountableParty(_Frozen):
-    """The human (or team) the agent acts for. Never allowed to approve its own request."""
+    """The human (or team) the agent acts for. Never allowed to approve its own request.
+
+    The id is plain ASCII: an invisible or look-alike character (a zero-width space,
+    a Cyrillic e) could otherwise make the accountable party look like someone
+    else to the self-approval check.
+    """
 
     type: Annotated[str, Field(min_length=1, max_length=64)]
-    id: Annotated[str, Field(min_length=1, max_length=256)]
+    id: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:+/-]*$")]
 
 
 class Approval(_Frozen):
     """Medium risk: the one approver, who differs from the requester (seed §3)."""
 
     approver_id: Annotated[str, Field(min_length=1, max_length=256)]
-    approved_at: datetime
+    approved_at: AwareDatetime
 
 
 class DualControlApprover(_Frozen):

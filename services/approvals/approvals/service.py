@@ -41,7 +41,12 @@ from contracts import (
     topic_name,
 )
 
-__all__ = ["ApprovalsService"]
+__all__ = ["MAX_REQUEST_BYTES", "MAX_VOTE_BYTES", "ApprovalsService"]
+
+MAX_REQUEST_BYTES = 64 * 1024
+"""As the gateway's body limit: outcomes embed the request twice (parsed and as signed)."""
+MAX_VOTE_BYTES = 16 * 1024
+"""A vote is small; the changelog keeps at most MAX_BALLOTS of them per request."""
 
 
 class ApprovalsService:
@@ -89,11 +94,23 @@ class ApprovalsService:
         return await each_record(records, self._handle_one, self._failed)
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
+        limit = MAX_REQUEST_BYTES if record.topic == self._requests_topic else MAX_VOTE_BYTES
+        if record.value is not None and len(record.value) > limit:
+            # Outcomes and the changelog embed requests and votes: bounding the inputs
+            # keeps every output far below Kafka's record size limit.
+            return self._bad_input(record, "oversize", f"{len(record.value)} bytes exceed {limit}")
+        if record.key is None or request_id_hint(record) is None:
+            return self._bad_input(record, "missing_key", "records must be keyed by their request id")
         try:
             envelope = decode_envelope(record.value)
             payload = payload_of(envelope)
         except EventDecodeError as exc:
             return self._bad_input(record, exc.code, exc.reason)
+        request_id = getattr(payload, "request_id", None)
+        if request_id != request_id_hint(record):
+            # DESIGN.md §4: a request's whole history lives on the partition of its key;
+            # a record keyed otherwise would be judged without its request's state.
+            return self._bad_input(record, "key_mismatch", f"record key is not the request id {request_id!r}")
         if record.topic == self._requests_topic and isinstance(payload, IssuanceRequested):
             return await self._on_request(record, envelope, payload)
         if record.topic == self._votes_topic and isinstance(payload, VoteCast):

@@ -155,6 +155,8 @@ class TransactionalProcessor:
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.warning("transaction failed (%s); fresh producer, rewinding %d partitions", exc, len(offsets))
                 await self._recover(list(offsets))
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
                 continue
             self._backoff = 0.2
             self.committed_batches += 1

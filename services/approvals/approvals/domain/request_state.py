@@ -47,12 +47,12 @@ __all__ = [
     "requirements_of",
 ]
 
-MAX_HELD_BALLOTS = 32
+MAX_HELD_BALLOTS = 8
 """Votes held for one unknown request; more are refused (bounded memory)."""
 
 Outcome = Literal["quorum_reached", "denied", "expired"]
 
-MAX_BALLOTS = 64
+MAX_BALLOTS = 16
 """Votes kept for one open request; more are refused (bounded state)."""
 
 
@@ -199,6 +199,10 @@ def on_ballot(
 ) -> Step:
     """A vote with a proven approver identity arrives."""
     details: JsonObject = {"vote_id": ballot.vote_id, "identity": ballot.identity, "channel": ballot.channel}
+    if directory.resolve(ballot.identity) is None:
+        # Not an approver: refused before it takes any room (no flooding a request's state).
+        note = AuditNote("approval_vote_refused", "denied", "unknown_approver", details)
+        return Step(state, audits=(note,), changed=False)
     if state is None or state.status == "held":
         held = state.ballots if state is not None else ()
         if len(held) >= MAX_HELD_BALLOTS:

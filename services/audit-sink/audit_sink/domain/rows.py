@@ -45,6 +45,14 @@ class AuditRow:
     decode_error: str | None
 
 
+def _column(text: str, limit: int) -> str:
+    """A derived, indexed column: bounded and without NUL (PostgreSQL refuses both).
+
+    Only these convenience columns are bounded; `raw` keeps the exact bytes.
+    """
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
 def _record_time(timestamp_ms: int, recorded_at: datetime) -> datetime:
     """Kafka's record timestamp; -1 ("none") or an absurd value falls back to `recorded_at`."""
     if timestamp_ms <= 0:
@@ -75,17 +83,17 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
             retain_until=retention.retain_until(UNDECODABLE, fallback_time),
             record_key=record.key,
             raw=raw,
-            decode_error=str(exc)[:1024],
+            decode_error=_column(str(exc), 1024),
         )
     occurred = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
     return AuditRow(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        event_id=envelope.id,
-        event_type=envelope.type,
-        request_id=envelope.subject,
-        producer=envelope.source,
+        event_id=_column(envelope.id, 255),
+        event_type=_column(envelope.type, 128),
+        request_id=_column(envelope.subject, 255) if envelope.subject is not None else None,
+        producer=_column(envelope.source, 2048),
         occurred_at=occurred,
         recorded_at=recorded_at,
         retain_until=retention.retain_until(envelope.type, occurred),
