@@ -43,7 +43,7 @@ EXPECTED_EVENTS = 9
 
 
 class DemoError(RuntimeError):
-    pass
+    """The scenario did not go as a working ATB would make it go."""
 
 
 async def run_demo(console: Console, *, keep_running: bool = False) -> None:
