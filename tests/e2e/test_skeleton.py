@@ -81,6 +81,10 @@ async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) ->
     assert decision.jti == claims["jti"]
 
     rows = await _audit_rows(running_stack.db_url, request_id, expected=9)
+    # The audit store keeps the PoA event without its bearer token, only the token's hash.
+    stored_poa = next(row for row in rows if row.event_type == "atb.poa.issued.v1")
+    assert issued.token.encode() not in stored_poa.raw
+    assert issued.token_sha256.encode() in stored_poa.raw
     types = Counter(row.event_type for row in rows)
     assert types == Counter(
         {

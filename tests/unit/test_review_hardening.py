@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from contracts import (
     ApprovalStateChanged,
     IssuanceRequested,
     LegitimateInterest,
+    PoaIssued,
     Tier,
     VoteChoice,
     decode_envelope,
@@ -154,3 +156,27 @@ def test_audit_columns_are_bounded_and_nul_free() -> None:
     assert "\x00" not in row.producer
     assert row.request_id is not None
     assert len(row.request_id) <= 255
+
+
+def test_the_audit_store_keeps_a_poa_without_its_token() -> None:
+    issued = PoaIssued(
+        request_id="r",
+        jti="j" * 32,
+        kid="k",
+        agent_id=AGENT,
+        action="crm.contact.read",
+        tier=Tier.LOW,
+        issued_at=datetime.now(UTC),
+        expires_at=datetime.now(UTC),
+        token="eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl",
+        token_sha256="sha256:" + "c" * 64,
+    )
+    raw = encode_envelope(make_envelope(issued, source="spiffe://atb.local/svc/issuer"))
+    row = row_for(
+        RecordMeta("atb.poa.issued", 0, 1, b"r", raw, 0), recorded_at=datetime.now(UTC), retention=RetentionPolicy()
+    )
+    assert row.redacted
+    assert b"c2lnbmF0dXJl" not in row.raw
+    assert b"sha256:" + b"c" * 64 in row.raw
+    assert row.received_sha256 == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert payload_of(decode_envelope(row.raw)).event_type == PoaIssued.event_type

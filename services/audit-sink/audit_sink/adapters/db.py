@@ -18,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Engine,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    false,
     func,
     select,
 )
@@ -58,6 +60,8 @@ audit_events = Table(
     Column("record_key", LargeBinary),
     Column("raw", LargeBinary, nullable=False),
     Column("decode_error", Text),
+    Column("redacted", Boolean, nullable=False, server_default=false()),
+    Column("received_sha256", String(71)),
 )
 
 consumer_offsets = Table(
@@ -186,4 +190,6 @@ def _values(row: AuditRow) -> dict[str, object]:
         "record_key": row.record_key,
         "raw": row.raw,
         "decode_error": row.decode_error,
+        "redacted": row.redacted,
+        "received_sha256": row.received_sha256,
     }

@@ -7,11 +7,12 @@ trail must show what was on the topic, not what we understood of it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from audit_sink.domain.retention import RetentionPolicy
-from contracts import EventDecodeError, decode_envelope
+from contracts import Envelope, EventDecodeError, PoaIssued, decode_envelope, encode_envelope
 
 __all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
 
@@ -43,6 +44,8 @@ class AuditRow:
     record_key: bytes | None
     raw: bytes
     decode_error: str | None
+    redacted: bool = False
+    received_sha256: str | None = None
 
 
 def _column(text: str, limit: int) -> str:
@@ -86,6 +89,7 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
             decode_error=_column(str(exc), 1024),
         )
     occurred = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
+    redacted = _without_token(envelope) if envelope.type == PoaIssued.event_type else None
     return AuditRow(
         topic=record.topic,
         partition=record.partition,
@@ -98,6 +102,15 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
         recorded_at=recorded_at,
         retain_until=retention.retain_until(envelope.type, occurred),
         record_key=record.key,
-        raw=raw,
+        raw=redacted if redacted is not None else raw,
         decode_error=None,
+        redacted=redacted is not None,
+        received_sha256="sha256:" + hashlib.sha256(raw).hexdigest() if redacted is not None else None,
     )
+
+
+def _without_token(envelope: Envelope) -> bytes:
+    """A PoaIssued without its bearer token (its `token_sha256` stays): the store keeps no live credential."""
+    data = dict(envelope.data)
+    data["token"] = ""
+    return encode_envelope(envelope.model_copy(update={"data": data}))
