@@ -18,20 +18,17 @@ Two ways in, the same identity: the agent's X.509-SVID.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
-from atb_identity import Svid, TrustBundle, sign_envelope, validate_svid
-from atb_identity.tls import client_context, peer_certificate
+from atb_identity import Svid, TrustBundle, sign_envelope
+from atb_identity.tls import client_context
 from atb_runtime import Publisher, outgoing_envelope
 from contracts import (
     ActionRequested,
@@ -245,11 +242,11 @@ class GatewayClient:
         self._base = base_url.rstrip("/")
         self._bundle = TrustBundle.load(bundle_path, svid.spiffe_id.trust_domain)
         self._expect = expect_server
-        self._ssl = client_context(svid.cert_path, svid.key_path, bundle_path)
+        # Every connection checks the gateway's SPIFFE ID after its handshake.
+        self._ssl = client_context(svid.cert_path, svid.key_path, bundle_path, expect_server=expect_server)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> GatewayClient:
-        await self._check_server()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         return self
 
@@ -260,31 +257,15 @@ class GatewayClient:
     async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         assert self._session is not None, "use `async with GatewayClient(...)`"
         headers = {"content-type": "application/json"} if body is not None else {}
-        async with self._session.request(
-            method, self._base + path, data=body, headers=headers, ssl=self._ssl
-        ) as response:
-            return response.status, await response.read()
-
-    async def _check_server(self) -> None:
-        """Connect once and check the gateway's SPIFFE ID (TLS already checked its chain to the bundle).
-
-        aiohttp does not keep the TLS object of a finished response, so the check is
-        made on a connection of our own, with the same TLS context.
-        """
-        url = urlsplit(self._base)
-        _reader, writer = await asyncio.open_connection(url.hostname, url.port or 443, ssl=self._ssl)
         try:
-            ssl_object = writer.get_extra_info("ssl_object")
-            cert = peer_certificate(ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
-        if cert is None:
-            raise GatewayError(0, HttpError(error="no_server_certificate", message="server presented no certificate"))
-        server = validate_svid([cert], self._bundle, at=datetime.now(UTC))
-        if str(server) != self._expect:
-            raise GatewayError(0, HttpError(error="wrong_server", message=f"server is {server}, not {self._expect}"))
+            async with self._session.request(
+                method, self._base + path, data=body, headers=headers, ssl=self._ssl
+            ) as response:
+                return response.status, await response.read()
+        except aiohttp.ClientSSLError as exc:
+            why = getattr(exc, "os_error", None) or exc
+            refused = HttpError(error="server_identity_refused", message=f"gateway's TLS identity refused: {why}")
+            raise GatewayError(0, refused) from exc
 
     async def request_poa(
         self,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from atb_identity.errors import IdentityError
 from atb_identity.spiffe import SpiffeId
 from atb_identity.svid import TrustBundle, validate_svid
 
@@ -31,8 +32,15 @@ def server_context(cert_path: Path, key_path: Path, bundle_path: Path) -> ssl.SS
     return context
 
 
-def client_context(cert_path: Path, key_path: Path, bundle_path: Path) -> ssl.SSLContext:
-    """A client context presenting an SVID; the server's SPIFFE ID is checked by the caller."""
+def client_context(
+    cert_path: Path, key_path: Path, bundle_path: Path, *, expect_server: str | None = None
+) -> ssl.SSLContext:
+    """A client context presenting an SVID.
+
+    With `expect_server`, every connection made with this context checks, right
+    after its handshake, that the server's certificate is a valid SVID of exactly
+    that SPIFFE ID (the role hostname checking plays on the web).
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
@@ -41,7 +49,27 @@ def client_context(cert_path: Path, key_path: Path, bundle_path: Path) -> ssl.SS
     # apply; the peer's SPIFFE ID is validated with `peer_identity` instead.
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
+    if expect_server is not None:
+        bundle = TrustBundle.load(bundle_path, SpiffeId.parse(expect_server).trust_domain)
+        context.sslobject_class = _server_checking(bundle, expect_server)
     return context
+
+
+def _server_checking(bundle: TrustBundle, expected: str) -> type[ssl.SSLObject]:
+    class _CheckedSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()  # raises SSLWantReadError until the handshake is complete
+            cert = peer_certificate(self)
+            if cert is None:
+                raise ssl.SSLError("server presented no certificate")
+            try:
+                server = peer_identity(cert, bundle)
+            except IdentityError as exc:
+                raise ssl.SSLError(f"server certificate refused: {exc}") from exc
+            if str(server) != expected:
+                raise ssl.SSLError(f"server is {server}, not {expected}")
+
+    return _CheckedSSLObject
 
 
 def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> x509.Certificate | None:
