@@ -25,7 +25,15 @@ from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ball
 from approvals.domain.tally import Ballot
 from approvals.settings import ApprovalsSettings
 from atb_identity import IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
-from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing_envelope, request_id_hint
+from atb_runtime import (
+    DeadLetters,
+    Incoming,
+    Outgoing,
+    audit,
+    each_record,
+    outgoing_envelope,
+    request_id_hint,
+)
 from contracts import (
     ApprovalStateChanged,
     Envelope,
@@ -72,6 +80,7 @@ class ApprovalsService:
         self._ticket = re.compile(settings.ticket_pattern)
         self._source = settings.service_id
         self._ns = settings.topic_namespace
+        self._dead = DeadLetters(self.CONSUMER, self._source, self._ns)
         self._requests_topic = topic_name(Topic.POA_REQUESTS, self._ns)
         self._votes_topic = topic_name(Topic.VOTES, self._ns)
         self._partitions: set[int] = set()
@@ -232,14 +241,3 @@ class ApprovalsService:
             details={"rule": exc.code, "presented": presented, "claimed": claimed, "consumer": self.CONSUMER},
         )
         return [*self._dead(record, exc.code, str(exc), request_id), refused]
-
-    def _dead(self, record: Incoming, code: str, reason: str, request_id: str | None) -> list[Outgoing]:
-        return dead_letter(
-            record,
-            consumer=self.CONSUMER,
-            error_code=code,
-            reason=reason,
-            source=self._source,
-            namespace=self._ns,
-            request_id=request_id,
-        )

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from aiokafka import TopicPartition
 
 from atb_identity import ClaimNotProvenError, IdentityError, TrustBundle, verify_origin
-from atb_runtime import Incoming, Outgoing, audit, dead_letter, each_record, outgoing, request_id_hint
+from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing
 from atb_runtime.readback import read_committed
 from contracts import (
     EventDecodeError,
@@ -57,23 +57,10 @@ class IssuerService:
         self._keys = keys
         self._source = settings.service_id
         self._ns = settings.topic_namespace
+        self._dead = DeadLetters(self.CONSUMER, self._source, self._ns)
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
-        return await each_record(records, self._handle_one, self._failed)
-
-    def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
-        return self._dead(record, "internal_error", f"{type(exc).__name__}: {exc}")
-
-    def _dead(self, record: Incoming, code: str, reason: str) -> list[Outgoing]:
-        return dead_letter(
-            record,
-            consumer=self.CONSUMER,
-            error_code=code,
-            reason=reason,
-            source=self._source,
-            namespace=self._ns,
-            request_id=request_id_hint(record),
-        )
+        return await each_record(records, self._handle_one, self._dead.crashed)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Learn which requests already got their PoA on the partitions we now own."""

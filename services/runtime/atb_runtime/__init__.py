@@ -8,6 +8,7 @@ from atb_runtime.eos import Handler, ProcessorConfig, TransactionalProcessor, Tr
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
 from atb_runtime.publisher import Publisher
 from atb_runtime.records import (
+    DeadLetters,
     Incoming,
     Outgoing,
     audit,
@@ -18,6 +19,7 @@ from atb_runtime.records import (
 )
 
 __all__ = [
+    "DeadLetters",
     "Handler",
     "Incoming",
     "OpaClient",

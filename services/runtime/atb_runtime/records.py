@@ -25,7 +25,7 @@ from contracts import (
     topic_name,
 )
 
-__all__ = ["Incoming", "Outgoing", "audit", "dead_letter", "outgoing", "outgoing_envelope"]
+__all__ = ["DeadLetters", "Incoming", "Outgoing", "audit", "dead_letter", "outgoing", "outgoing_envelope"]
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,27 @@ def dead_letter(
 def request_id_hint(record: Incoming) -> str | None:
     """The record key, which is the request id by convention (DESIGN.md §4)."""
     return record.key.decode("utf-8", "replace")[:128] if record.key else None
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """One consumer's dead-lettering: `dead(record, code, reason)` → the DeadLetter and its audit event."""
+
+    consumer: str
+    source: str
+    namespace: str
+
+    def __call__(self, record: Incoming, code: str, reason: str, request_id: str | None = None) -> list[Outgoing]:
+        return dead_letter(
+            record,
+            consumer=self.consumer,
+            error_code=code,
+            reason=reason,
+            source=self.source,
+            namespace=self.namespace,
+            request_id=request_id or request_id_hint(record),
+        )
+
+    def crashed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
+        """A record the handler failed on unexpectedly: dead-lettered alone (see `each_record`)."""
+        return self(record, "internal_error", f"{type(exc).__name__}: {exc}")
