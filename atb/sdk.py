@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
@@ -50,7 +50,7 @@ from contracts import (
     payload_of,
     topic_name,
 )
-from contracts.http import HttpError, IssueAccepted, IssueRequest, RequestStatus
+from contracts.http import AuthorizeRequest, AuthorizeResponse, HttpError, IssueAccepted, IssueRequest, RequestStatus
 
 __all__ = ["AgentClient", "ApproverClient", "GatewayClient", "GatewayError", "PoaDeniedError", "PoaTimeoutError"]
 
@@ -222,11 +222,52 @@ class GatewayError(RuntimeError):
         self.body = body
 
 
-class GatewayClient:
+class _MtlsClient:
+    """An HTTPS client that presents the agent's SVID and checks the server's SPIFFE ID on every connection."""
+
+    SERVICE = "server"
+
+    def __init__(self, *, svid: Svid, bundle_path: Path, base_url: str, expect_server: str) -> None:
+        if svid.cert_path is None or svid.key_path is None:
+            raise ValueError("the SVID must be on disk (cert_path, key_path) to be used for TLS")
+        self.svid = svid
+        self._base = base_url.rstrip("/")
+        self._bundle = TrustBundle.load(bundle_path, svid.spiffe_id.trust_domain)
+        self._expect = expect_server
+        self._ssl = client_context(svid.cert_path, svid.key_path, bundle_path, expect_server=expect_server)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        assert self._session is not None, f"use `async with {type(self).__name__}(...)`"
+        headers = {"content-type": "application/json"} if body is not None else {}
+        try:
+            async with self._session.request(
+                method, self._base + path, data=body, headers=headers, ssl=self._ssl
+            ) as response:
+                return response.status, await response.read()
+        except aiohttp.ClientSSLError as exc:
+            why = getattr(exc, "os_error", None) or exc
+            refused = HttpError(
+                error="server_identity_refused", message=f"{self.SERVICE}'s TLS identity refused: {why}"
+            )
+            raise GatewayError(0, refused) from exc
+
+
+class GatewayClient(_MtlsClient):
     """Ask for PoAs through the AgentAuth gateway over mutual TLS.
 
     The gateway's own SPIFFE ID is checked after the handshake (`expect_server`).
     """
+
+    SERVICE = "gateway"
 
     def __init__(
         self,
@@ -236,36 +277,7 @@ class GatewayClient:
         base_url: str = "https://127.0.0.1:18443",
         expect_server: str = "spiffe://atb.local/svc/gateway",
     ) -> None:
-        if svid.cert_path is None or svid.key_path is None:
-            raise ValueError("the SVID must be on disk (cert_path, key_path) to be used for TLS")
-        self.svid = svid
-        self._base = base_url.rstrip("/")
-        self._bundle = TrustBundle.load(bundle_path, svid.spiffe_id.trust_domain)
-        self._expect = expect_server
-        # Every connection checks the gateway's SPIFFE ID after its handshake.
-        self._ssl = client_context(svid.cert_path, svid.key_path, bundle_path, expect_server=expect_server)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> GatewayClient:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        assert self._session is not None, "use `async with GatewayClient(...)`"
-        headers = {"content-type": "application/json"} if body is not None else {}
-        try:
-            async with self._session.request(
-                method, self._base + path, data=body, headers=headers, ssl=self._ssl
-            ) as response:
-                return response.status, await response.read()
-        except aiohttp.ClientSSLError as exc:
-            why = getattr(exc, "os_error", None) or exc
-            refused = HttpError(error="server_identity_refused", message=f"gateway's TLS identity refused: {why}")
-            raise GatewayError(0, refused) from exc
+        super().__init__(svid=svid, bundle_path=bundle_path, base_url=base_url, expect_server=expect_server)
 
     async def request_poa(
         self,
@@ -318,6 +330,59 @@ class GatewayClient:
             if asyncio.get_running_loop().time() > deadline:
                 raise PoaTimeoutError(f"request {request_id} not issued within {timeout:.0f}s")
             await asyncio.sleep(poll)
+
+
+class BrokerClient(_MtlsClient):
+    """Run actions through the broker (`POST /v1/authorize`) over mutual TLS.
+
+    The PoA is bound to this agent's certificate (`cnf`): it works only over a
+    connection that presents the same SVID it was requested with.
+    """
+
+    SERVICE = "broker"
+
+    def __init__(
+        self,
+        *,
+        svid: Svid,
+        bundle_path: Path,
+        base_url: str = "https://127.0.0.1:18444",
+        expect_server: str = "spiffe://atb.local/svc/broker",
+    ) -> None:
+        super().__init__(svid=svid, bundle_path=bundle_path, base_url=base_url, expect_server=expect_server)
+
+    async def authorize(
+        self,
+        action: str,
+        resource: str,
+        *,
+        request_id: str,
+        tenant: str,
+        poa: str | None,
+        params: JsonObject | None = None,
+        target_tenant: str | None = None,
+        connector: str | None = None,
+        execute: bool = True,
+    ) -> AuthorizeResponse:
+        """The broker's decision (allow or deny, with reasons) and, on allow, the connector's result."""
+        body = AuthorizeRequest(
+            request_id=request_id,
+            tenant=tenant,
+            target_tenant=target_tenant,
+            action=action,
+            resource=resource,
+            params=params or {},
+            poa=poa,
+            connector=connector,
+            execute=execute,
+        ).model_dump_json(exclude_none=True)
+        status, raw = await self._call("POST", "/v1/authorize", body.encode())
+        if status in (200, 403, 502):
+            try:
+                return AuthorizeResponse.model_validate_json(raw)
+            except ValueError:
+                pass
+        raise GatewayError(status, HttpError.model_validate_json(raw))
 
 
 class ApproverClient:

@@ -63,14 +63,34 @@ class ServiceStack:
     def __init__(self, config: StackConfig, services: tuple[str, ...] = tuple(SERVICES)) -> None:
         self.config = config
         self.gateway_port = config.gateway_port or _free_port()
+        self.broker_ports: dict[str, int] = {}
+        """HTTPS (mTLS) port of `POST /v1/authorize` per broker process name."""
         self.processes: dict[str, ManagedProcess] = {}
-        self.ops_ports: dict[str, int] = {}
+        self.ops_ports: dict[str, int] = {name: _free_port() for name in services}
         for name in services:
-            port = _free_port()
-            self.ops_ports[name] = port
-            self.processes[name] = self._process(name, port)
+            self.processes[name] = self._process(name, self.ops_ports[name])
 
-    def _process(self, name: str, port: int, instance: str = "0") -> ManagedProcess:
+    def add_replica(self, name: str, instance: str) -> str:
+        """Another process of a service (same group, same state), named `<name>-<instance>`; not started."""
+        replica = f"{name}-{instance}"
+        self.ops_ports[replica] = _free_port()
+        self.processes[replica] = self._process(name, self.ops_ports[replica], instance, replica)
+        return replica
+
+    def broker_url(self, name: str = "broker") -> str:
+        return f"https://127.0.0.1:{self.broker_ports[name]}"
+
+    def _service_env(self, name: str, process_name: str) -> dict[str, str]:
+        if name != "broker":
+            return {}
+        self.broker_ports[process_name] = _free_port()
+        env = {"ATB_BROKER_PORT": str(self.broker_ports[process_name])}
+        if "issuer" in self.ops_ports:
+            env["ATB_JWKS_URL"] = f"http://127.0.0.1:{self.ops_ports['issuer']}/.well-known/jwks.json"
+        return env
+
+    def _process(self, name: str, port: int, instance: str = "0", process_name: str = "") -> ManagedProcess:
+        process_name = process_name or name
         cfg = self.config
         env = {
             **os.environ,
@@ -84,6 +104,7 @@ class ServiceStack:
             "ATB_TRUST_DOMAIN": cfg.trust_domain,
             **({"ATB_EXIT_WITH_PARENT": str(os.getpid())} if cfg.exit_with_parent else {}),
             **({"ATB_AUDIT_DB_URL": cfg.audit_db_url} if cfg.audit_db_url else {}),
+            **self._service_env(name, process_name),
             **cfg.extra_env,
         }
         run_dir = cfg.run_dir()
@@ -93,11 +114,11 @@ class ServiceStack:
             return await _healthy(port)
 
         return ManagedProcess(
-            name,
+            process_name,
             [sys.executable, "-m", "faststream", "run", SERVICES[name]],
             env,
-            log_path=run_dir / f"{name}.log",
-            pid_path=run_dir / f"{name}.pid",
+            log_path=run_dir / f"{process_name}.log",
+            pid_path=run_dir / f"{process_name}.pid",
             ready=ready,
         )
 

@@ -1,4 +1,4 @@
-"""Bodies of the AgentAuth gateway's HTTP API (`POST /issue`, `GET /requests/{id}`).
+"""Bodies of the HTTP APIs: the gateway's `POST /issue`, `GET /requests/{id}`, the broker's `POST /v1/authorize`.
 
 The requester is never in the body: it is the SPIFFE ID of the client
 certificate the gateway authenticated (seed §2.1, "validate SPIFFE identity").
@@ -10,10 +10,20 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from contracts.events import ActionName, JsonObject, RequestId, Tier
+from contracts.events import ActionName, Decision, JsonObject, RequestId, Tier
 from contracts.leg import Leg
 
-__all__ = ["MAX_BODY_BYTES", "HttpError", "IssueAccepted", "IssueRequest", "IssuedPoa", "RequestStatus"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "AuthorizeRequest",
+    "AuthorizeResponse",
+    "ConnectorResult",
+    "HttpError",
+    "IssueAccepted",
+    "IssueRequest",
+    "IssuedPoa",
+    "RequestStatus",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -68,3 +78,45 @@ class HttpError(BaseModel):
     error: str
     message: str
     field: str | None = None
+
+
+class AuthorizeRequest(BaseModel):
+    """`POST /v1/authorize`: run one action with a PoA. The agent is the client certificate's SPIFFE ID."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: RequestId
+    action_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    tenant: Annotated[str, Field(min_length=1, max_length=64)]
+    target_tenant: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    action: ActionName
+    resource: Annotated[str, Field(min_length=1, max_length=512)]
+    params: JsonObject = Field(default_factory=dict)
+    poa: Annotated[str, Field(max_length=16 * 1024)] | None = None
+    connector: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """Optional: the connector the agent expects; must be the one the registry assigns."""
+    execute: bool = True
+    """Call the connector on allow (when it has an endpoint); False only asks for the decision."""
+
+
+class ConnectorResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connector: str
+    status: int
+    body: JsonObject = Field(default_factory=dict)
+
+
+class AuthorizeResponse(BaseModel):
+    """The decision (also published as BrokerDecision) and, on allow, what the connector returned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    action_id: str
+    decision: Decision
+    reasons: tuple[str, ...]
+    policy_version: str
+    jti: str | None = None
+    tier: Tier | None = None
+    result: ConnectorResult | None = None

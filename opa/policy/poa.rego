@@ -11,24 +11,28 @@ import rego.v1
 policy := data.atb_policy
 
 # A request whose target tenant differs from the agent's tenant is critical.
-cross_tenant if {
-	target := object.get(input, "target_tenant", null)
+cross_tenant_of(req) if {
+	target := object.get(req, "target_tenant", null)
 	target != null
-	target != input.tenant
+	target != req.tenant
 }
 
+cross_tenant if cross_tenant_of(input)
+
 # Fail safe: an action on no list is high, never low (DESIGN.md §2).
-tier := "critical" if cross_tenant
+tier_of(req) := "critical" if cross_tenant_of(req)
 
-else := "critical" if input.action in policy.critical_actions
+else := "critical" if req.action in policy.critical_actions
 
-else := "high" if input.action in policy.high_risk_actions
+else := "high" if req.action in policy.high_risk_actions
 
-else := "medium" if input.action in policy.medium_risk_actions
+else := "medium" if req.action in policy.medium_risk_actions
 
-else := "low" if input.action in policy.low_risk_allowlist
+else := "low" if req.action in policy.low_risk_allowlist
 
 else := "high"
+
+tier := tier_of(input)
 
 # What does this request need? Answered for the approvals service and the issuer.
 requirements := {
@@ -57,3 +61,89 @@ poa_required := false if {
 	tier == "low"
 	object.get(input, "allow_unmandated_low_risk", false) == true
 }
+
+# ---------------------------------------------------------------------------
+# The broker's question: may this (already signature-checked) PoA run this
+# action? Asked in batches: input.batch is a list of items
+#   {"request": {action, resource, tenant, target_tenant},
+#    "claims": <verified PoA claims> | null,
+#    "agent_id": <SPIFFE ID proven by mTLS or the event proof>,
+#    "allow_unmandated_low_risk": bool}
+# and `decisions` answers each, in order, with {allow, reasons, tier, policy_version}.
+# One HTTP round trip per batch keeps OPA off the broker's critical path.
+
+tier_rank := {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+decisions := [broker_decision(item) | some item in input.batch]
+
+broker_decision(item) := {
+	"allow": count(reasons) == 0,
+	"reasons": sort(reasons),
+	"tier": t,
+	"policy_version": policy.version,
+} if {
+	t := tier_of(item.request)
+	reasons := denials(item, t)
+}
+
+# The requester: the agent and the human it acts for. Neither may approve.
+requesters(item) := {lower(item.agent_id), lower(item.claims.leg.accountable_party.id)}
+
+denials(item, t) := {r | some r in no_poa_denials(item, t)} if item.claims == null
+
+else := {r | some r in poa_denials(item, t)}
+
+no_poa_denials(item, t) := set() if {
+	t == "low"
+	object.get(item, "allow_unmandated_low_risk", false) == true
+}
+
+else := {"poa_required: this action needs a PoA"}
+
+poa_denials(item, t) := (tier_denials(item, t) | approval_denials(item, t)) | ticket_denials(item, t)
+
+tier_denials(item, t) := {sprintf("tier_too_low: PoA was issued for %s, the action is %s", [item.claims.tier, t])} if {
+	tier_rank[item.claims.tier] < tier_rank[t]
+}
+
+else := set()
+
+# Medium: one approver, not the requester (seed §3).
+approval_denials(item, "medium") := {"approval_missing: medium risk needs leg.approval.approver_id"} if {
+	not item.claims.leg.approval.approver_id
+}
+
+else := {"self_approval: the approver is the requester"} if {
+	lower(item.claims.leg.approval.approver_id) in requesters(item)
+}
+
+else := set()
+
+# High and critical: at least two distinct approvers, none of them the requester.
+approval_denials(item, t) := dual_control_denials(item) if t in {"high", "critical"}
+
+approval_denials(item, "low") := set()
+
+dual_control_denials(item) := {"dual_control_missing: high risk needs leg.dual_control.approvers"} if {
+	not item.claims.leg.dual_control.approvers
+}
+
+else := {"self_approval: an approver is the requester"} if {
+	some a in item.claims.leg.dual_control.approvers
+	lower(a.id) in requesters(item)
+}
+
+else := {"dual_control_not_distinct: fewer than 2 distinct approvers"} if {
+	count({lower(a.id) | some a in item.claims.leg.dual_control.approvers}) < 2
+}
+
+else := set()
+
+# Critical: plus an external ticket reference.
+ticket_denials(item, "critical") := {"ticket_missing: critical actions need an external ticket reference"} if {
+	object.get(item.claims.leg, "ticket_ref", "") in {"", null}
+}
+
+else := set()
+
+ticket_denials(item, t) := set() if t != "critical"

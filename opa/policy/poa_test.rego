@@ -86,3 +86,97 @@ test_eligible_groups_and_ttl_per_tier if {
 	critical.poa_ttl_seconds == 60
 	critical.pending_seconds > 0
 }
+
+# --- broker decisions -------------------------------------------------------
+
+agent := "spiffe://atb.local/agent/crm-bot"
+
+claims(t, leg_extra) := {"tier": t, "leg": object.union({"accountable_party": {"type": "employee", "id": "emp-100"}}, leg_extra)}
+
+item(action, c) := {"request": {"action": action, "tenant": "acme"}, "claims": c, "agent_id": agent}
+
+one(i) := d if {
+	ds := poa.decisions with input as {"batch": [i]}
+	d := ds[0]
+}
+
+medium_ok := claims("medium", {"approval": {"approver_id": "alice", "approved_at": "2026-01-01T00:00:00Z"}})
+
+dual(ids) := claims("high", {"dual_control": {"required": true, "approvers": [{"id": id, "type": "manager"} | some id in ids]}})
+
+test_medium_with_an_approver_is_allowed if {
+	d := one(item("crm.contact.update", medium_ok))
+	d.allow
+	d.tier == "medium"
+	d.policy_version == data.atb_policy.version
+}
+
+test_medium_without_approval_is_denied if {
+	d := one(item("crm.contact.update", claims("medium", {})))
+	not d.allow
+	d.reasons == ["approval_missing: medium risk needs leg.approval.approver_id"]
+}
+
+test_medium_self_approved_by_the_accountable_party_is_denied if {
+	c := claims("medium", {"approval": {"approver_id": "EMP-100", "approved_at": "2026-01-01T00:00:00Z"}})
+	d := one(item("crm.contact.update", c))
+	not d.allow
+	startswith(d.reasons[0], "self_approval")
+}
+
+test_medium_self_approved_by_the_agent_is_denied if {
+	c := claims("medium", {"approval": {"approver_id": agent, "approved_at": "2026-01-01T00:00:00Z"}})
+	not one(item("crm.contact.update", c)).allow
+}
+
+test_high_needs_two_distinct_approvers if {
+	one(item("sap.vendor.change", dual(["alice", "bob"]))).allow
+	d := one(item("sap.vendor.change", dual(["alice", "ALICE"])))
+	not d.allow
+	startswith(d.reasons[0], "dual_control_not_distinct")
+	not one(item("sap.vendor.change", dual(["alice"]))).allow
+	not one(item("sap.vendor.change", claims("high", {}))).allow
+}
+
+test_high_approved_by_the_requester_is_denied if {
+	d := one(item("sap.vendor.change", dual(["alice", "emp-100"])))
+	not d.allow
+	startswith(d.reasons[0], "self_approval")
+}
+
+test_a_medium_poa_cannot_run_a_high_action if {
+	d := one(item("sap.vendor.change", medium_ok))
+	not d.allow
+	some r in d.reasons
+	startswith(r, "tier_too_low")
+}
+
+test_critical_needs_a_ticket if {
+	c := object.union(dual(["alice", "bob"]), {"tier": "critical"})
+	d := one(item("iam.admin.grant", c))
+	not d.allow
+	d.reasons == ["ticket_missing: critical actions need an external ticket reference"]
+	with_ticket := object.union(c, {"leg": object.union(c.leg, {"ticket_ref": "CHG-1"})})
+	one(item("iam.admin.grant", with_ticket)).allow
+}
+
+test_cross_tenant_is_critical_for_the_broker_too if {
+	i := object.union(item("crm.contact.update", medium_ok), {"request": {"action": "crm.contact.update", "tenant": "acme", "target_tenant": "globex"}})
+	d := one(i)
+	d.tier == "critical"
+	not d.allow
+}
+
+test_no_poa_is_denied_unless_unmandated_low_risk_is_on if {
+	not one(item("crm.contact.read", null)).allow
+	one(object.union(item("crm.contact.read", null), {"allow_unmandated_low_risk": true})).allow
+	not one(object.union(item("crm.contact.update", null), {"allow_unmandated_low_risk": true})).allow
+	not one(object.union(item("not.on.any.list", null), {"allow_unmandated_low_risk": true})).allow
+}
+
+test_a_batch_is_answered_in_order if {
+	ds := poa.decisions with input as {"batch": [item("crm.contact.update", medium_ok), item("crm.contact.update", null)]}
+	count(ds) == 2
+	ds[0].allow
+	not ds[1].allow
+}

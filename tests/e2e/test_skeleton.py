@@ -115,7 +115,7 @@ async def test_a_different_action_with_the_same_poa_is_denied(running_stack: Run
     assert forged.decision is Decision.DENY
     assert any(r.startswith(("bad_signature", "invalid_token")) for r in forged.reasons), forged.reasons
     assert missing.decision is Decision.DENY
-    assert missing.reasons[0].startswith("poa_missing")
+    assert missing.reasons[0].startswith("poa_required")
 
 
 async def test_poison_request_is_dead_lettered_and_the_consumer_continues(running_stack: RunningStack) -> None:

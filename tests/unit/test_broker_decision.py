@@ -1,13 +1,14 @@
-"""broker.domain.decision: a verified PoA allows only the exact action it was issued for."""
+"""broker.domain.decision: a verified PoA allows only the exact action, agent and certificate it was issued for."""
 
 from __future__ import annotations
 
 import pytest
 
-from broker.domain.decision import Verdict, decide
+from broker.domain.decision import Presentation, Verdict, decide
 from contracts import ActionRequested, Decision, PoaClaims, request_digest
 
 AGENT = "spiffe://atb.example/agent/crm-bot"
+THUMB = "T" * 43
 OTHER_AGENT = "spiffe://atb.example/agent/other-bot"
 
 ACTION: dict[str, object] = {
@@ -49,12 +50,18 @@ CLAIMS = PoaClaims.model_validate(
             "accountable_party": {"type": "employee", "id": "emp-100"},
             "approval": {"approver_id": "manager-001", "approved_at": "2024-01-15T09:59:00Z"},
         },
+        "cnf": {"x5t#S256": THUMB},
     }
 )
 
 
 def action(**changes: object) -> ActionRequested:
     return ActionRequested.model_validate({**ACTION, **changes})
+
+
+def present(asked: ActionRequested, *, agent: str | None = None, thumb: str | None = THUMB) -> Presentation:
+    """A presentation by the agent the action names (unless `agent` says who really proved itself)."""
+    return Presentation(asked, agent or asked.agent_id, thumb, "http:1", "http")
 
 
 def prefixes(verdict: Verdict) -> tuple[str, ...]:
@@ -116,7 +123,7 @@ def prefixes(verdict: Verdict) -> tuple[str, ...]:
     ],
 )
 def test_decide(changes: dict[str, object], expected: tuple[str, ...]) -> None:
-    verdict = decide(action(**changes), CLAIMS)
+    verdict = decide(present(action(**changes)), CLAIMS)
     assert prefixes(verdict) == expected
     allowed = expected == ("poa_valid",)
     assert verdict.allowed is allowed
@@ -135,17 +142,39 @@ def test_decide(changes: dict[str, object], expected: tuple[str, ...]) -> None:
     ],
 )
 def test_each_claim_binding_is_checked(claim: str, value: str, expected: tuple[str, ...]) -> None:
-    verdict = decide(action(), CLAIMS.model_copy(update={claim: value}))
+    verdict = decide(present(action()), CLAIMS.model_copy(update={claim: value}))
     assert prefixes(verdict) == expected
     assert not verdict.allowed
 
 
 def test_verdict_is_frozen() -> None:
-    verdict = decide(action(), CLAIMS)
+    verdict = decide(present(action()), CLAIMS)
     with pytest.raises(AttributeError):
         verdict.decision = Decision.DENY  # type: ignore[misc]
 
 
 def test_poa_of_another_request_is_denied() -> None:
-    verdict = decide(action(request_id="req-0002"), CLAIMS)
+    verdict = decide(present(action(request_id="req-0002")), CLAIMS)
     assert not verdict.allowed
+
+
+@pytest.mark.parametrize(
+    ("thumb", "cnf", "expected"),
+    [
+        pytest.param(THUMB, {"x5t#S256": THUMB}, ("poa_valid",), id="same certificate"),
+        pytest.param("U" * 43, {"x5t#S256": THUMB}, ("cnf_mismatch",), id="another certificate"),
+        pytest.param(None, {"x5t#S256": THUMB}, ("cnf_unproven",), id="no certificate presented"),
+        pytest.param(THUMB, None, ("cnf_missing",), id="PoA without cnf"),
+    ],
+)
+def test_the_poa_is_bound_to_the_presented_certificate(
+    thumb: str | None, cnf: dict[str, str] | None, expected: tuple[str, ...]
+) -> None:
+    claims = PoaClaims.model_validate({**CLAIMS.model_dump(by_alias=True), "cnf": cnf})
+    assert prefixes(decide(present(action(), thumb=thumb), claims)) == expected
+
+
+def test_the_proven_agent_counts_not_the_named_one() -> None:
+    """An action that names the PoA's agent but was proven by another is denied twice over."""
+    verdict = decide(present(action(), agent=OTHER_AGENT), CLAIMS)
+    assert prefixes(verdict) == ("sub_mismatch", "agent_mismatch")

@@ -2,41 +2,134 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
+from atb_identity import bundle_path
+from atb_identity.tls import server_context
+from atb_runtime import OpaClient, Outgoing, Publisher, audit
 from atb_runtime.app import Channel, service_app
+from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.runner import ServiceRunner
+from broker.adapters.connectors import HttpConnector, load_registry
+from broker.adapters.http import AuthorizeApp, HttpsServer, build_app
 from broker.adapters.keys import KeyRing
+from broker.adapters.policy import PolicyGate
+from broker.adapters.revocations import RevocationList
+from broker.adapters.spent import SpentStore
 from broker.adapters.verify import PoaVerifier
-from broker.service import BrokerService
+from broker.service import Authorizer, BrokerService, DecisionQueue, http_presentation_id
 from broker.settings import BrokerSettings
-from contracts import ActionRequested, AuditEvent, BrokerDecision, DeadLetter, SigningKeyPublished, Topic, topic_name
+from contracts import (
+    ActionRequested,
+    AuditEvent,
+    BrokerDecision,
+    DeadLetter,
+    JsonObject,
+    PoaRevoked,
+    SigningKeyPublished,
+    Topic,
+    topic_name,
+)
 
 settings = BrokerSettings()
 
 
 async def build() -> ServiceRunner:
-    keys = KeyRing(settings.kafka_bootstrap_servers, settings.topic_namespace)
-    verifier = PoaVerifier(
-        keys, audience=settings.service_id, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds
+    ns = settings.topic_namespace
+    source = settings.service_id
+    bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
+    keys = KeyRing(
+        settings.kafka_bootstrap_servers,
+        ns,
+        jwks_url=settings.jwks_url,
+        refresh_interval_s=settings.jwks_refresh_seconds,
     )
-    service = BrokerService(settings, verifier)
+    revocations = RevocationList(settings.kafka_bootstrap_servers, ns)
+    opa = OpaClient(settings.opa_url)
+    spent = SpentStore(settings.spent_url())
+    await spent.forget_expired(int(time.time()) - 3600)
+    authorizer = Authorizer(
+        verifier=PoaVerifier(keys, audience=source, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds),
+        keys=keys,
+        revocations=revocations,
+        policy=PolicyGate(opa, allow_unmandated_low_risk=settings.allow_unmandated_low_risk),
+        spent=spent,
+        registry=load_registry(settings.registry_path()),
+    )
+    publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-broker-http-{settings.instance}", linger_ms=0)
+
+    async def publish(records: Sequence[Outgoing]) -> None:
+        await publisher.publish(records)
+        await publisher.flush()
+
+    async def audit_http(kind: str, reason: str, details: JsonObject, request_id: str | None) -> None:
+        await publish(
+            [
+                audit(
+                    kind,
+                    source=source,
+                    namespace=ns,
+                    outcome="denied",
+                    reason=reason[:1024],
+                    request_id=request_id,
+                    details=details,
+                )
+            ]
+        )
+
+    queue = DecisionQueue(authorizer, publish, source=source, namespace=ns, max_batch=settings.max_batch)
+    invoker = HttpConnector()
+    starters = [keys.start, revocations.start, publisher.start]
+    closers = [queue.stop, publisher.stop, invoker.close, keys.stop, revocations.stop, opa.close]
+    if settings.broker_port:
+        svid = service_svid(settings.state_dir, source, settings.svid_cert_path, settings.svid_key_path)
+        assert svid.cert_path is not None
+        assert svid.key_path is not None
+        context = server_context(
+            svid.cert_path, svid.key_path, settings.trust_bundle_path or bundle_path(settings.state_dir)
+        )
+        api = AuthorizeApp(
+            bundle=bundle,
+            decide=queue.submit,
+            invoker=invoker,
+            audit=audit_http,
+            new_presentation_id=http_presentation_id,
+        )
+        server = HttpsServer(build_app(api), settings.broker_host, settings.broker_port, context)
+
+        async def start_http() -> None:
+            queue.start()
+            await server.start()
+
+        starters.append(start_http)
+        closers.insert(0, server.stop)
+
+    async def close_spent() -> None:
+        spent.close()
+
+    closers.append(close_spent)
+    service = BrokerService(authorizer, bundle, source=source, namespace=ns)
     return ServiceRunner(
         settings,
         name="broker",
         group_id=settings.group_id,
-        topics=(topic_name(Topic.BROKER_ACTIONS, settings.topic_namespace),),
+        topics=(topic_name(Topic.BROKER_ACTIONS, ns),),
         handler=service.handle,
-        before_start=(keys.start,),
-        closers=(keys.stop,),
+        before_start=starters,
+        closers=closers,
     )
 
 
 app = service_app(
     title="ATB broker",
-    description="Verifies the PoA of every ActionRequested and publishes a BrokerDecision.",
+    description="Decides every agent action: verifies the PoA (RFC 8725, cnf), asks OPA, spends the jti once; "
+    "ActionRequested on Kafka or POST /v1/authorize over mTLS, one BrokerDecision each.",
     group=settings.group_id,
     channels=(
         Channel("consumes", ActionRequested),
         Channel("consumes", SigningKeyPublished),
+        Channel("consumes", PoaRevoked),
         Channel("produces", BrokerDecision),
         Channel("produces", AuditEvent),
         Channel("produces", DeadLetter),

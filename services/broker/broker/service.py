@@ -1,75 +1,415 @@
-"""Broker application service: ActionRequested → verify PoA → decide → BrokerDecision.
+"""Broker application service: presentations → verify → bind → policy → spend → decisions.
 
-Every request gets exactly one decision and one audit event; a missing, forged,
-expired or mismatched PoA is a deny with its reason, never an exception.
+Two ways in share one decision path (`Authorizer.decide_many`):
+
+- Kafka: ActionRequested on `atb.broker.actions`, proven by the agent's event
+  proof, decided inside the Kafka transaction that consumed it (`BrokerService`);
+- HTTP: `POST /v1/authorize` over mTLS, batched by `DecisionQueue` (adapters/http.py).
+
+Every presentation gets exactly one decision and one audit event; a missing,
+forged, expired, revoked, spent or mismatched PoA is a deny with its reason,
+never an exception. The order is fixed: cheap local checks first, then one OPA
+round trip for the whole batch, and the spent store last, so that a PoA is
+spent only by a presentation that is otherwise allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing
+from atb_identity import IdentityError, TrustBundle, verify_envelope
+from atb_runtime import DeadLetters, Incoming, Outgoing, audit, outgoing
+from atb_runtime.opa import PolicyUnavailableError
+from broker.adapters.keys import KeyRing
+from broker.adapters.metrics import (
+    DECISION_SECONDS,
+    DECISIONS,
+    POLICY_ERRORS,
+    POLICY_SECONDS,
+    REPLAYS_BLOCKED,
+    VERIFY_SECONDS,
+)
+from broker.adapters.policy import PolicyGate
+from broker.adapters.revocations import RevocationList
+from broker.adapters.spent import Spend, SpentStore
 from broker.adapters.verify import PoaRejectedError, PoaVerifier
-from broker.domain import Verdict, decide
-from broker.settings import BrokerSettings
-from contracts import ActionRequested, BrokerDecision, Decision, EventDecodeError, decode_envelope, payload_of
+from broker.domain import Connector, ConnectorRegistry, Outcome, Presentation, RouteRefused, Verdict, check_bindings
+from contracts import (
+    ActionRequested,
+    BrokerDecision,
+    Decision,
+    Envelope,
+    EventDecodeError,
+    PoaClaims,
+    decode_envelope,
+    payload_of,
+)
 
-__all__ = ["BrokerService"]
+__all__ = ["Authorizer", "BrokerService", "DecisionQueue", "outcome_events", "presentation_from_envelope"]
 
-POLICY_VERSION = "broker-skeleton-1"
+log = logging.getLogger(__name__)
+
+REPLAY = "poa_single_use_replay_blocked"
+
+
+@dataclass
+class _Pending:
+    index: int
+    presentation: Presentation
+    claims: PoaClaims | None
+    connector: Connector
+
+
+class Authorizer:
+    def __init__(
+        self,
+        *,
+        verifier: PoaVerifier,
+        keys: KeyRing,
+        revocations: RevocationList,
+        policy: PolicyGate,
+        spent: SpentStore,
+        registry: ConnectorRegistry,
+    ) -> None:
+        self._verifier = verifier
+        self._keys = keys
+        self._revocations = revocations
+        self._policy = policy
+        self._spent = spent
+        self._registry = registry
+        self.policy_version = "unknown"
+
+    async def decide_many(self, presentations: Sequence[Presentation]) -> list[Outcome]:
+        started = time.perf_counter()
+        outcomes: list[Outcome | None] = [None] * len(presentations)
+        pending: list[_Pending] = []
+        for i, p in enumerate(presentations):
+            checked = await self._local_checks(p)
+            if isinstance(checked, Outcome):
+                outcomes[i] = checked
+            else:
+                pending.append(_Pending(i, p, checked[0], checked[1]))
+        pending = await self._ask_policy(pending, outcomes)
+        await self._spend(pending, outcomes)
+        DECISION_SECONDS.observe(time.perf_counter() - started)
+        done = [o for o in outcomes if o is not None]
+        assert len(done) == len(presentations)
+        for o in done:
+            first = o.verdict.reasons[0].split(":", 1)[0] if o.verdict.reasons else ""
+            DECISIONS.labels(o.verdict.decision.value, first, o.presentation.channel).inc()
+        return done
+
+    def _deny(self, p: Presentation, *reasons: str, claims: PoaClaims | None = None, audit_type: str = "") -> Outcome:
+        return Outcome(
+            p,
+            Verdict.deny(*reasons),
+            self.policy_version,
+            jti=claims.jti if claims else None,
+            tier=claims.tier if claims else None,
+            audit_type=audit_type or "broker_action_denied",
+        )
+
+    async def _local_checks(self, p: Presentation) -> tuple[PoaClaims | None, Connector] | Outcome:
+        route = self._registry.route(p.action.action, p.action.resource, p.connector)
+        if isinstance(route, RouteRefused):
+            return self._deny(p, route.reason)
+        if not p.action.poa:
+            return None, route.connector
+        t0 = time.perf_counter()
+        try:
+            claims = await self._verify(p.action.poa)
+        except PoaRejectedError as exc:
+            return self._deny(p, f"{exc.code}: {exc.reason}")
+        finally:
+            VERIFY_SECONDS.observe(time.perf_counter() - t0)
+        mismatches = check_bindings(p, claims)
+        if mismatches:
+            return self._deny(p, *mismatches, claims=claims)
+        revoked = self._revocations.revoked(claims.jti, claims.req_id)
+        if revoked is not None:
+            return self._deny(p, f"poa_revoked: {revoked}", claims=claims, audit_type="poa_revoked_presented")
+        return claims, route.connector
+
+    async def _verify(self, token: str) -> PoaClaims:
+        try:
+            return self._verifier.verify(token)
+        except PoaRejectedError as exc:
+            # An unknown kid may be a key published a moment ago: one rate-limited JWKS refresh.
+            if exc.code == "unknown_kid" and await self._keys.refresh():
+                return self._verifier.verify(token)
+            raise
+
+    async def _ask_policy(self, pending: list[_Pending], outcomes: list[Outcome | None]) -> list[_Pending]:
+        if not pending:
+            return []
+        t0 = time.perf_counter()
+        try:
+            answers = await self._policy.decide([(q.presentation, q.claims) for q in pending])
+        except PolicyUnavailableError as exc:
+            POLICY_ERRORS.inc()
+            for q in pending:
+                outcomes[q.index] = self._deny(
+                    q.presentation,
+                    f"policy_unavailable: {exc}",
+                    claims=q.claims,
+                    audit_type="broker_policy_unavailable",
+                )
+            return []
+        finally:
+            POLICY_SECONDS.observe(time.perf_counter() - t0)
+        still: list[_Pending] = []
+        for q, answer in zip(pending, answers, strict=True):
+            self.policy_version = answer.policy_version
+            if not answer.allow:
+                outcomes[q.index] = Outcome(
+                    q.presentation,
+                    Verdict.deny(*answer.reasons),
+                    answer.policy_version,
+                    jti=q.claims.jti if q.claims else None,
+                    tier=answer.tier,
+                    audit_type="broker_action_denied",
+                )
+                continue
+            if q.claims is None:
+                outcomes[q.index] = Outcome(
+                    q.presentation,
+                    Verdict(Decision.ALLOW, ("unmandated_low_risk: allowlisted, ALLOW_UNMANDATED_LOW_RISK=true",)),
+                    answer.policy_version,
+                    tier=answer.tier,
+                    connector=q.connector,
+                    audit_type="broker_action_allowed",
+                )
+                continue
+            still.append(q)
+        return still
+
+    async def _spend(self, pending: list[_Pending], outcomes: list[Outcome | None]) -> None:
+        if not pending:
+            return
+        spends = []
+        for q in pending:
+            assert q.claims is not None
+            spends.append(
+                Spend(
+                    q.claims.jti, q.presentation.presentation_id, q.claims.req_id, q.presentation.agent_id, q.claims.exp
+                )
+            )
+        try:
+            owned = await self._spent.spend_many(spends)
+        except Exception as exc:  # any store failure: fail closed
+            log.exception("spent store failed")
+            for q in pending:
+                outcomes[q.index] = self._deny(
+                    q.presentation, f"spent_store_unavailable: {type(exc).__name__}", claims=q.claims
+                )
+            return
+        for q, mine in zip(pending, owned, strict=True):
+            assert q.claims is not None
+            if mine:
+                outcomes[q.index] = Outcome(
+                    q.presentation,
+                    Verdict(Decision.ALLOW, ("poa_valid",)),
+                    self.policy_version,
+                    jti=q.claims.jti,
+                    tier=q.claims.tier,
+                    connector=q.connector,
+                    audit_type="broker_action_allowed",
+                )
+            else:
+                REPLAYS_BLOCKED.inc()
+                outcomes[q.index] = self._deny(
+                    q.presentation,
+                    f"{REPLAY}: this PoA was already spent",
+                    claims=q.claims,
+                    audit_type=REPLAY,
+                )
+
+
+def outcome_events(outcome: Outcome, *, source: str, namespace: str) -> list[Outgoing]:
+    """The BrokerDecision and the audit event of one outcome."""
+    p = outcome.presentation
+    action = p.action
+    decision = BrokerDecision(
+        request_id=action.request_id,
+        action_id=action.action_id,
+        agent_id=p.agent_id,
+        action=action.action,
+        decision=outcome.verdict.decision,
+        reasons=outcome.verdict.reasons,
+        policy_version=outcome.policy_version,
+        jti=outcome.jti,
+        decided_at=datetime.now(UTC),
+    )
+    return [
+        outgoing(decision, source=source, namespace=namespace),
+        audit(
+            outcome.audit_type,
+            source=source,
+            namespace=namespace,
+            outcome="success" if outcome.allowed else "denied",
+            request_id=action.request_id,
+            reason="; ".join(outcome.verdict.reasons)[:1024],
+            details={
+                "action": action.action,
+                "resource": action.resource[:512],
+                "agent_id": p.agent_id,
+                "jti": outcome.jti,
+                "tier": outcome.tier.value if outcome.tier else None,
+                "channel": p.channel,
+                "action_id": action.action_id,
+                "connector": outcome.connector.name if outcome.connector else None,
+                "policy_version": outcome.policy_version,
+            },
+        ),
+    ]
+
+
+def _thumbprint_of_leaf(envelope: Envelope) -> str | None:
+    if envelope.proof is None:
+        return None
+    der = base64.b64decode(envelope.proof.x5c[0])
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def presentation_from_envelope(
+    envelope: Envelope, action: ActionRequested, bundle: TrustBundle, presentation_id: str, *, at: datetime
+) -> Presentation:
+    """The agent and certificate that provably published this ActionRequested (IdentityError if none)."""
+    agent = verify_envelope(envelope, bundle, at=at)
+    return Presentation(action, str(agent), _thumbprint_of_leaf(envelope), presentation_id, "kafka")
 
 
 class BrokerService:
+    """The Kafka way in: a batch of ActionRequested records, decided in the consuming transaction."""
+
     CONSUMER = "broker"
 
-    def __init__(self, settings: BrokerSettings, verifier: PoaVerifier) -> None:
-        self._verifier = verifier
-        self._source = settings.service_id
-        self._ns = settings.topic_namespace
+    def __init__(self, authorizer: Authorizer, bundle: TrustBundle, *, source: str, namespace: str) -> None:
+        self._authorizer = authorizer
+        self._bundle = bundle
+        self._source = source
+        self._ns = namespace
         self._dead = DeadLetters(self.CONSUMER, self._source, self._ns)
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
-        return await each_record(records, self._handle_one, self._dead.crashed)
+        presentations: list[Presentation] = []
+        out: list[Outgoing] = []
+        for record in records:
+            try:
+                parsed = self._parse(record)
+            except Exception as exc:  # a bad record is dead-lettered, never a crash
+                out.extend(self._dead.crashed(record, exc))
+                continue
+            if isinstance(parsed, Presentation):
+                presentations.append(parsed)
+            else:
+                out.extend(parsed)
+        for outcome in await self._authorizer.decide_many(presentations):
+            out.extend(outcome_events(outcome, source=self._source, namespace=self._ns))
+        return out
 
-    async def _handle_one(self, record: Incoming) -> list[Outgoing]:
+    def _parse(self, record: Incoming) -> Presentation | list[Outgoing]:
         try:
-            payload = payload_of(decode_envelope(record.value))
+            envelope = decode_envelope(record.value)
+            payload = payload_of(envelope)
         except EventDecodeError as exc:
             return self._dead(record, exc.code, exc.reason)
         if not isinstance(payload, ActionRequested):
             return self._dead(record, "unexpected_type", f"{type(payload).__name__} does not belong on {record.topic}")
-        verdict, jti = self._evaluate(payload)
-        decision = BrokerDecision(
-            request_id=payload.request_id,
-            action_id=payload.action_id,
-            agent_id=payload.agent_id,
-            action=payload.action,
-            decision=verdict.decision,
-            reasons=verdict.reasons,
-            policy_version=POLICY_VERSION,
-            jti=jti,
-            decided_at=datetime.now(UTC),
-        )
-        allowed = verdict.decision is Decision.ALLOW
-        return [
-            outgoing(decision, source=self._source, namespace=self._ns),
-            audit(
-                "broker_action_allowed" if allowed else "broker_action_denied",
-                source=self._source,
-                namespace=self._ns,
-                outcome="success" if allowed else "denied",
-                request_id=payload.request_id,
-                reason="; ".join(verdict.reasons),
-                details={"action": payload.action, "agent_id": payload.agent_id, "jti": jti},
-            ),
-        ]
-
-    def _evaluate(self, action: ActionRequested) -> tuple[Verdict, str | None]:
-        if not action.poa:
-            return Verdict(Decision.DENY, ("poa_missing: every action needs a PoA",)), None
+        # A redelivered record is the same presentation; a copy published again is a new one.
+        presentation_id = f"kafka:{record.topic}:{record.partition}:{record.offset}"
         try:
-            claims = self._verifier.verify(action.poa)
-        except PoaRejectedError as exc:
-            return Verdict(Decision.DENY, (f"{exc.code}: {exc.reason}",)), None
-        return decide(action, claims), claims.jti
+            return presentation_from_envelope(envelope, payload, self._bundle, presentation_id, at=datetime.now(UTC))
+        except IdentityError as exc:
+            unproven = Presentation(payload, "unproven", None, presentation_id, "kafka")
+            outcome = Outcome(
+                unproven,
+                Verdict.deny(f"identity_unproven: {exc.code}: {exc}"),
+                self._authorizer.policy_version,
+                audit_type="identity_proof_rejected",
+            )
+            return outcome_events(outcome, source=self._source, namespace=self._ns)
+
+
+class DecisionQueue:
+    """Micro-batching for the HTTP way in: whatever arrives while a batch is decided forms the next one.
+
+    Decisions and audit events are in Kafka before a caller hears "allow", so no
+    action runs without its record; publishing overlaps with deciding the next batch.
+    """
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        publish: Callable[[Sequence[Outgoing]], Awaitable[None]],
+        *,
+        source: str,
+        namespace: str,
+        max_batch: int = 256,
+    ) -> None:
+        self._authorizer = authorizer
+        self._publish = publish
+        self._source = source
+        self._ns = namespace
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Presentation, asyncio.Future[Outcome]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(self._run(), name="decision-queue")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def submit(self, presentation: Presentation) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put((presentation, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                outcomes = await self._authorizer.decide_many([p for p, _ in batch])
+            except Exception as exc:  # a bug must not leave callers hanging
+                log.exception("decision batch failed")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            task = asyncio.create_task(self._deliver(outcomes, [f for _, f in batch]))  # noqa: RUF006 - kept in _inflight
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _deliver(self, outcomes: list[Outcome], futures: list[asyncio.Future[Outcome]]) -> None:
+        events = [e for o in outcomes for e in outcome_events(o, source=self._source, namespace=self._ns)]
+        try:
+            await self._publish(events)
+        except Exception as exc:  # unrecorded decisions are not delivered
+            log.exception("could not publish %d decisions", len(outcomes))
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for outcome, fut in zip(outcomes, futures, strict=True):
+            if not fut.done():
+                fut.set_result(outcome)
+
+
+def http_presentation_id() -> str:
+    return f"http:{uuid.uuid4().hex}"

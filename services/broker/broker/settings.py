@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from pydantic import model_validator
+
 from atb_runtime.settings import CommonSettings
 
-__all__ = ["BrokerSettings"]
+__all__ = ["DEFAULT_CONNECTORS", "BrokerSettings"]
+
+DEFAULT_CONNECTORS = Path(__file__).resolve().parents[3] / "config" / "connectors.json"
 
 
 class BrokerSettings(CommonSettings):
@@ -12,3 +19,36 @@ class BrokerSettings(CommonSettings):
     group_id: str = "atb-broker"
     poa_issuer: str = "spiffe://atb.local/svc/issuer"
     leeway_seconds: int = 10
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 18444
+    """HTTPS (mTLS) port of `POST /v1/authorize`; 0 disables the HTTP way in."""
+    svid_cert_path: Path | None = None
+    svid_key_path: Path | None = None
+    trust_bundle_path: Path | None = None
+    spent_db_url: str = ""
+    """Where spent PoA ids live: shared by every replica. Default a SQLite file in the state folder."""
+    connectors_path: Path | None = None
+    """The connector registry (JSON); default config/connectors.json."""
+    jwks_url: str = ""
+    """The issuer's JWKS, fetched (rate-limited) when a token names a `kid` not yet seen on `atb.keys`."""
+    jwks_refresh_seconds: float = 5.0
+    allow_unmandated_low_risk: bool = False
+    """Seed §3: allowlisted low-risk actions pass without a PoA. Off: every action needs one.
+    Also read from the seed's own name, `ALLOW_UNMANDATED_LOW_RISK` (which wins when set)."""
+    max_batch: int = 256
+
+    @model_validator(mode="after")
+    def _seed_flag(self) -> BrokerSettings:
+        raw = os.environ.get("ALLOW_UNMANDATED_LOW_RISK")
+        if raw is not None:
+            value = raw.strip().lower()
+            if value not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"ALLOW_UNMANDATED_LOW_RISK must be true or false, not {raw!r}")
+            object.__setattr__(self, "allow_unmandated_low_risk", value in ("true", "1", "yes"))
+        return self
+
+    def spent_url(self) -> str:
+        return self.spent_db_url or f"sqlite:///{self.state_dir / 'broker' / 'spent.db'}"
+
+    def registry_path(self) -> Path:
+        return self.connectors_path or DEFAULT_CONNECTORS

@@ -18,9 +18,9 @@ __all__ = ["Publisher"]
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, client_id: str) -> None:
+    def __init__(self, bootstrap: str, client_id: str, *, linger_ms: int = 5) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, enable_idempotence=True, acks="all", linger_ms=5
+            bootstrap_servers=bootstrap, client_id=client_id, enable_idempotence=True, acks="all", linger_ms=linger_ms
         )
         self._pending: list[asyncio.Future[object]] = []
 

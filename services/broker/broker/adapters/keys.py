@@ -1,7 +1,9 @@
 """Verification keys, learned from the compacted `atb.keys` topic.
 
 A background reader follows the topic from the beginning (no consumer group: every
-replica needs every key). Unknown `kid` is "not yet known", never "allowed".
+replica needs every key). Unknown `kid` is "not yet known", never "allowed": the
+verifier may ask for one refresh from the issuer's JWKS, rate-limited so that a
+flood of tokens with made-up `kid`s costs at most one fetch per interval.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ def public_key_from_jwk(jwk: dict[str, str]) -> Ed25519PublicKey:
 
 
 class KeyRing:
-    def __init__(self, bootstrap: str, namespace: str) -> None:
+    def __init__(self, bootstrap: str, namespace: str, *, jwks_url: str = "", refresh_interval_s: float = 5.0) -> None:
         self._bootstrap = bootstrap
+        self._jwks_url = jwks_url
+        self._refresh_interval = refresh_interval_s
+        self._last_refresh = -refresh_interval_s
+        self._refresh_lock = asyncio.Lock()
+        self.refreshes = 0
         self._topic = topic_name(Topic.KEYS, namespace)
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._retire_after: dict[str, datetime] = {}
@@ -67,6 +74,23 @@ class KeyRing:
                 self.add(jwk["kid"], {k: str(v) for k, v in jwk.items()})
                 count += 1
         return count
+
+    async def refresh(self) -> bool:
+        """Fetch the JWKS once, unless fetched less than `refresh_interval_s` ago. True when fetched."""
+        if not self._jwks_url:
+            return False
+        async with self._refresh_lock:
+            now = asyncio.get_running_loop().time()
+            if now - self._last_refresh < self._refresh_interval:
+                return False
+            self._last_refresh = now
+            self.refreshes += 1
+            try:
+                await self.load_jwks(self._jwks_url)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("JWKS refresh from %s failed: %s", self._jwks_url, exc)
+                return False
+            return True
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(

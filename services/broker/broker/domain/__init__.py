@@ -1,5 +1,17 @@
-"""Pure broker rules: does a verified PoA allow this exact action?"""
+"""Pure broker rules: does a verified PoA fit this presentation, and which connector serves it."""
 
-from broker.domain.decision import Verdict, decide
+from broker.domain.connectors import Connector, ConnectorRegistry, RegistryError, Route, RouteRefused
+from broker.domain.decision import Outcome, Presentation, Verdict, check_bindings, decide
 
-__all__ = ["Verdict", "decide"]
+__all__ = [
+    "Connector",
+    "ConnectorRegistry",
+    "Outcome",
+    "Presentation",
+    "RegistryError",
+    "Route",
+    "RouteRefused",
+    "Verdict",
+    "check_bindings",
+    "decide",
+]

@@ -1,0 +1,138 @@
+"""The spent-PoA store: each `jti` is spent exactly once, across replicas and restarts.
+
+One row per spent `jti`, written with `INSERT ... ON CONFLICT DO NOTHING` and read
+back in the same transaction: the first presentation to commit owns the `jti`;
+every other presentation learns who owns it and is denied as a replay. A
+redelivered Kafka record is the *same* presentation (its id is the record's
+topic/partition/offset), so it finds itself as the owner and gets the same allow
+again; nothing else ever does.
+
+SQLite (the embedded default; one file shared by every replica on the host,
+`BEGIN IMMEDIATE` so writers queue instead of deadlocking) or PostgreSQL (several
+hosts; the primary key arbitrates). Rows may be dropped once their PoA has
+expired: an expired PoA is refused before it gets here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Engine, MetaData, String, Table, create_engine, delete, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+
+__all__ = ["Spend", "SpentStore", "spent_poas"]
+
+metadata = MetaData()
+
+spent_poas = Table(
+    "broker_spent_poas",
+    metadata,
+    Column("jti", String(128), primary_key=True),
+    Column("presentation", String(300), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("agent_id", String(2048), nullable=False),
+    Column("spent_at_ms", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Spend:
+    jti: str
+    presentation: str
+    request_id: str
+    agent_id: str
+    expires_at: int
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (the pysqlite recipe).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class SpentStore:
+    def __init__(self, url: str) -> None:
+        self._sqlite = url.startswith("sqlite")
+        self._engine = _sqlite_engine(url) if self._sqlite else create_engine(url, pool_pre_ping=True)
+        try:
+            metadata.create_all(self._engine)
+        except OperationalError:
+            # Another replica created the table between our check and our CREATE.
+            metadata.create_all(self._engine)
+        # One thread: the store is called from the event loop, one batch at a time.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spent-store")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._engine.dispose()
+
+    async def spend_many(self, spends: Sequence[Spend]) -> list[bool]:
+        """For each spend, True when this presentation owns the `jti` (first, or a redelivery of it)."""
+        if not spends:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.spend_many_sync, spends)
+
+    def spend_many_sync(self, spends: Sequence[Spend]) -> list[bool]:
+        now_ms = int(time.time() * 1000)
+        rows = [
+            {
+                "jti": s.jti,
+                "presentation": s.presentation,
+                "request_id": s.request_id,
+                "agent_id": s.agent_id,
+                "spent_at_ms": now_ms,
+                "expires_at": s.expires_at,
+            }
+            for s in spends
+        ]
+        insert = sqlite_insert(spent_poas) if self._sqlite else pg_insert(spent_poas)
+        jtis = sorted({s.jti for s in spends})
+        with self._engine.begin() as conn:
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["jti"]), rows)
+            owners = dict(
+                conn.execute(select(spent_poas.c.jti, spent_poas.c.presentation).where(spent_poas.c.jti.in_(jtis)))
+                .tuples()
+                .all()
+            )
+        return [owners.get(s.jti) == s.presentation for s in spends]
+
+    def owner(self, jti: str) -> str | None:
+        with self._engine.connect() as conn:
+            found = conn.execute(select(spent_poas.c.presentation).where(spent_poas.c.jti == jti)).scalar()
+        return None if found is None else str(found)
+
+    async def forget_expired(self, before_epoch_s: int) -> int:
+        """Drop rows of PoAs that expired before `before_epoch_s` (they can never verify again)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._forget_expired, before_epoch_s)
+
+    def _forget_expired(self, before: int) -> int:
+        with self._engine.begin() as conn:
+            return int(conn.execute(delete(spent_poas).where(spent_poas.c.expires_at < before)).rowcount or 0)
