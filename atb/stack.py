@@ -70,11 +70,14 @@ class ServiceStack:
         for name in services:
             self.processes[name] = self._process(name, self.ops_ports[name])
 
-    def add_replica(self, name: str, instance: str) -> str:
-        """Another process of a service (same group, same state), named `<name>-<instance>`; not started."""
+    def add_replica(self, name: str, instance: str, env: Mapping[str, str] | None = None) -> str:
+        """Another process of a service (same group, same state), named `<name>-<instance>`; not started.
+
+        `env` overrides settings of this process only (a broker with another OPA, say).
+        """
         replica = f"{name}-{instance}"
         self.ops_ports[replica] = _free_port()
-        self.processes[replica] = self._process(name, self.ops_ports[replica], instance, replica)
+        self.processes[replica] = self._process(name, self.ops_ports[replica], instance, replica, env or {})
         return replica
 
     def broker_url(self, name: str = "broker") -> str:
@@ -89,7 +92,14 @@ class ServiceStack:
             env["ATB_JWKS_URL"] = f"http://127.0.0.1:{self.ops_ports['issuer']}/.well-known/jwks.json"
         return env
 
-    def _process(self, name: str, port: int, instance: str = "0", process_name: str = "") -> ManagedProcess:
+    def _process(
+        self,
+        name: str,
+        port: int,
+        instance: str = "0",
+        process_name: str = "",
+        env_overrides: Mapping[str, str] | None = None,
+    ) -> ManagedProcess:
         process_name = process_name or name
         cfg = self.config
         env = {
@@ -106,6 +116,7 @@ class ServiceStack:
             **({"ATB_AUDIT_DB_URL": cfg.audit_db_url} if cfg.audit_db_url else {}),
             **self._service_env(name, process_name),
             **cfg.extra_env,
+            **(env_overrides or {}),
         }
         run_dir = cfg.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,7 @@ async def build() -> ServiceRunner:
         settings,
         name="broker",
         group_id=settings.group_id,
-        topics=(topic_name(Topic.BROKER_ACTIONS, ns),),
+        topics=(topic_name(Topic.BROKER_ACTIONS, ns),) if settings.consume_actions else (),
         handler=service.handle,
         before_start=starters,
         closers=closers,

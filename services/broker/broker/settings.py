@@ -36,6 +36,8 @@ class BrokerSettings(CommonSettings):
     """Seed §3: allowlisted low-risk actions pass without a PoA. Off: every action needs one.
     Also read from the seed's own name, `ALLOW_UNMANDATED_LOW_RISK` (which wins when set)."""
     max_batch: int = 256
+    consume_actions: bool = True
+    """Decide ActionRequested from `atb.broker.actions`; False runs an HTTP-only replica."""
 
     @model_validator(mode="after")
     def _seed_flag(self) -> BrokerSettings:

@@ -1,11 +1,13 @@
 """A service runner: the transactional processor plus the ops endpoints.
 
 Every consume-transform-produce service (approvals, issuer, broker) is this
-runner around its own handler.
+runner around its own handler. With no topics it runs only its start/close
+steps and the ops endpoints (an HTTP-only broker replica).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from atb_runtime.eos import AssignHook, Handler, ProcessorConfig, RewindHook, TickHook, TransactionalProcessor
@@ -40,7 +42,10 @@ class ServiceRunner:
             transactional_id=f"atb-{name}-{ns}-{settings.instance}",
             client_id=f"atb-{name}-{settings.instance}",
         )
-        self.processor = TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick)
+        self.processor: TransactionalProcessor | None = (
+            TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick) if topics else None
+        )
+        self._stopping = asyncio.Event()
         self._before_start = before_start
         self._closers = closers
         self._running = False
@@ -49,18 +54,24 @@ class ServiceRunner:
     async def start(self) -> None:
         for step in self._before_start:
             await step()
-        await self.processor.start()
+        if self.processor is not None:
+            await self.processor.start()
         await self._ops.start()
 
     async def run(self) -> None:
         self._running = True
         try:
-            await self.processor.run()
+            if self.processor is not None:
+                await self.processor.run()
+            else:
+                await self._stopping.wait()
         finally:
             self._running = False
 
     async def stop(self) -> None:
-        await self.processor.stop()
+        self._stopping.set()
+        if self.processor is not None:
+            await self.processor.stop()
         await self._ops.stop()
         for close in self._closers:
             await close()
