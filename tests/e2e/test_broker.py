@@ -33,6 +33,7 @@ from contracts import (
     BrokerDecision,
     ContractualNecessity,
     Decision,
+    JsonObject,
     LegitimateInterest,
     Topic,
     VoteChoice,
@@ -160,7 +161,7 @@ async def test_high_risk_action_runs_once_and_a_second_presentation_is_blocked(e
                 await approver.vote(await approver.approval_required(request_id), VoteChoice.APPROVE)
         issued = await agent.await_poa(request_id, timeout=60)
     calls_before = len(env.sap.calls)
-    params = {"iban": "DE02120300000000202051"}
+    params: JsonObject = {"iban": "DE02120300000000202051"}
     async with _broker(env) as broker:
         first = await broker.authorize(
             "sap.vendor.change",
