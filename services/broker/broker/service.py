@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_envelope
@@ -37,7 +38,7 @@ from broker.adapters.metrics import (
     REPLAYS_BLOCKED,
     VERIFY_SECONDS,
 )
-from broker.adapters.policy import PolicyGate
+from broker.adapters.policy import PolicyDecision
 from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import Spend, SpentStore
 from broker.adapters.verify import PoaRejectedError, PoaVerifier
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 REPLAY = "poa_single_use_replay_blocked"
 
 
+class Policy(Protocol):
+    """One decision per (presentation, verified claims or None); raises PolicyUnavailableError."""
+
+    async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]: ...
+
+
 @dataclass
 class _Pending:
     index: int
@@ -75,7 +82,7 @@ class Authorizer:
         verifier: PoaVerifier,
         keys: KeyRing,
         revocations: RevocationList,
-        policy: PolicyGate,
+        policy: Policy,
         spent: SpentStore,
         registry: ConnectorRegistry,
     ) -> None:
@@ -121,7 +128,7 @@ class Authorizer:
         route = self._registry.route(p.action.action, p.action.resource, p.connector)
         if isinstance(route, RouteRefused):
             return self._deny(p, route.reason)
-        if not p.action.poa:
+        if p.action.poa is None:  # absent; an empty string is a malformed token, not "no PoA"
             return None, route.connector
         t0 = time.perf_counter()
         try:

@@ -116,11 +116,8 @@ class SpentStore:
         jtis = sorted({s.jti for s in spends})
         with self._engine.begin() as conn:
             conn.execute(insert.on_conflict_do_nothing(index_elements=["jti"]), rows)
-            owners = dict(
-                conn.execute(select(spent_poas.c.jti, spent_poas.c.presentation).where(spent_poas.c.jti.in_(jtis)))
-                .tuples()
-                .all()
-            )
+            found = conn.execute(select(spent_poas.c.jti, spent_poas.c.presentation).where(spent_poas.c.jti.in_(jtis)))
+            owners = {str(row[0]): str(row[1]) for row in found}
         return [owners.get(s.jti) == s.presentation for s in spends]
 
     def owner(self, jti: str) -> str | None:

@@ -1,0 +1,212 @@
+"""Broker parts: connector registry, OPA answer parsing (fail closed), JWKS refresh limits, spent store."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from atb_runtime.opa import PolicyUnavailableError
+from broker.adapters.keys import KeyRing
+from broker.adapters.policy import PolicyGate
+from broker.adapters.spent import Spend, SpentStore
+from broker.domain import Connector, ConnectorRegistry, RegistryError, Route, RouteRefused
+from broker.settings import BrokerSettings
+from issuer.adapters.keys import load_or_create_key
+
+REGISTRY = {
+    "connectors": [
+        {
+            "name": "sap",
+            "actions": ["sap.*"],
+            "egress": ["sap.example.internal"],
+            "endpoint": "https://sap.example.internal/api",
+        },
+        {"name": "crm", "actions": ["crm.contact.read", "crm.contact.update"], "egress": ["crm.example.com"]},
+    ]
+}
+
+
+def test_registry_routes_by_action_pattern() -> None:
+    registry = ConnectorRegistry.from_json(REGISTRY)
+    route = registry.route("sap.vendor.change", "sap:vendor/1")
+    assert isinstance(route, Route)
+    assert route.connector.name == "sap"
+    crm = registry.route("crm.contact.read", "https://crm.example.com/contacts/1")
+    assert isinstance(crm, Route)
+    assert crm.connector.name == "crm"
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "named", "code"),
+    [
+        ("hr.employee.export_pii", "hr:emp/1", None, "connector_unknown"),
+        ("crm.contacts.bulk_delete", "crm:all", None, "connector_unknown"),  # exact names: no prefix match
+        ("sapx.vendor.change", "sap:vendor/1", None, "connector_unknown"),  # `sap.*` is not `sap*`
+        ("crm.contact.read", "https://evil.example/x", None, "egress_denied"),
+        ("crm.contact.read", "https://crm.example.com.evil.example/x", None, "egress_denied"),
+        ("crm.contact.read", "https://user@evil.example/crm.example.com", None, "egress_denied"),
+        ("crm.contact.read", "ftp://crm.example.com/x", None, "egress_denied"),
+        ("crm.contact.read", "crm:contact/1", "sap", "connector_mismatch"),
+    ],
+)
+def test_registry_refuses(action: str, resource: str, named: str | None, code: str) -> None:
+    route = ConnectorRegistry.from_json(REGISTRY).route(action, resource, named)
+    assert isinstance(route, RouteRefused)
+    assert route.reason.startswith(f"{code}: ")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {},
+        {"connectors": [{"name": "a", "actions": [], "egress": []}]},
+        {"connectors": [{"name": "a", "actions": ["x*"], "egress": []}]},
+        {"connectors": [{"name": "a", "actions": ["x.*"], "egress": [], "endpoint": "https://elsewhere.example"}]},
+        {
+            "connectors": [
+                {"name": "a", "actions": ["x.*"], "egress": []},
+                {"name": "a", "actions": ["y.*"], "egress": []},
+            ]
+        },
+        {"connectors": [{"name": "a", "actions": ["x.*"], "egress": [], "secret": "no"}]},
+        {"connectors": ["a"]},
+    ],
+)
+def test_bad_registry_is_refused_at_start(doc: Any) -> None:
+    with pytest.raises(RegistryError):
+        ConnectorRegistry.from_json(doc)
+
+
+def test_the_shipped_registry_loads_and_covers_the_seed_actions() -> None:
+    import json
+
+    from broker.adapters.connectors import load_registry
+
+    registry = load_registry(BrokerSettings().registry_path())
+    policy = json.loads((Path(__file__).resolve().parents[2] / "opa" / "policy" / "data.json").read_text())[
+        "atb_policy"
+    ]
+    for key in ("low_risk_allowlist", "medium_risk_actions", "high_risk_actions", "critical_actions"):
+        for action in policy[key]:
+            assert isinstance(registry.route(action, "x:1"), Route), action
+
+
+class _FakeOpa:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    async def evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        {},
+        [],
+        [{"allow": True, "reasons": [], "tier": "low"}],
+        [{"allow": "yes", "reasons": [], "tier": "low", "policy_version": "1"}],
+        [{"allow": True, "reasons": [], "tier": "trivial", "policy_version": "1"}],
+        [{"allow": True, "reasons": [], "tier": "low", "policy_version": "1"}] * 2,
+    ],
+)
+def test_a_malformed_policy_answer_is_policy_unavailable(answer: Any) -> None:
+    from broker.domain import Presentation
+    from tests.unit.test_broker_corpus import ACTION, AGENT, THUMB
+
+    gate = PolicyGate(_FakeOpa(answer), allow_unmandated_low_risk=False)  # type: ignore[arg-type]
+    presentation = Presentation(ACTION, AGENT, THUMB, "http:1", "http")
+    with pytest.raises(PolicyUnavailableError):
+        asyncio.run(gate.decide([(presentation, None)]))
+
+
+def test_unknown_kid_refresh_is_rate_limited(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path / "k.pem")
+    hits = 0
+
+    async def jwks(_request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.json_response({"keys": [key.jwk]})
+
+    async def scenario() -> tuple[bool, bool, object]:
+        app = web.Application()
+        app.router.add_get("/jwks", jwks)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        ring = KeyRing("localhost:1", "", jwks_url=f"http://127.0.0.1:{port}/jwks", refresh_interval_s=60)
+        try:
+            first = await ring.refresh()
+            # A flood of made-up kids right after: no further fetches.
+            rest = await asyncio.gather(*(ring.refresh() for _ in range(50)))
+            return first, any(rest), ring.get(key.kid)
+        finally:
+            await runner.cleanup()
+
+    first, again, learned = asyncio.run(scenario())
+    assert first is True
+    assert again is False
+    assert hits == 1
+    assert learned is not None
+
+
+def _spend_in_process(url: str, jti: str, who: str, out: Any) -> None:
+    store = SpentStore(url)
+    out.put(asyncio.run(store.spend_many([Spend(jti, who, "req-1", "agent", int(time.time()) + 60)]))[0])
+    store.close()
+
+
+def test_one_jti_spent_from_many_processes_has_one_owner(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'spent.db'}"
+    SpentStore(url).close()
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_spend_in_process, args=(url, "jti-contended-000001", f"p{i}", out)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = [out.get(timeout=5) for _ in procs]
+    assert results.count(True) == 1
+
+
+def test_forget_expired_keeps_live_rows(tmp_path: Path) -> None:
+    store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    now = int(time.time())
+    spends = [
+        Spend("old-000000000000001", "a", "r", "x", now - 10),
+        Spend("live-00000000000001", "b", "r", "x", now + 60),
+    ]
+    assert asyncio.run(store.spend_many(spends)) == [True, True]
+    assert asyncio.run(store.forget_expired(now)) == 1
+    assert store.owner("live-00000000000001") == "b"
+    assert store.owner("old-000000000000001") is None
+    store.close()
+
+
+def test_seed_flag_spelling_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOW_UNMANDATED_LOW_RISK", "true")
+    assert BrokerSettings().allow_unmandated_low_risk is True
+    monkeypatch.setenv("ALLOW_UNMANDATED_LOW_RISK", "maybe")
+    with pytest.raises(ValueError, match="true or false"):
+        BrokerSettings()
+    monkeypatch.delenv("ALLOW_UNMANDATED_LOW_RISK")
+    assert BrokerSettings().allow_unmandated_low_risk is False
+
+
+def test_connector_dataclass_pattern_semantics() -> None:
+    c = Connector("x", ("a.*", "b.c"), frozenset({"h"}))
+    assert c.serves("a.b.c")
+    assert c.serves("b.c")
+    assert not c.serves("b.c.d")
+    assert not c.serves("a")
