@@ -57,20 +57,24 @@ test: venv infra ## run every test except the soak tests against the local stack
 soak: venv infra ## run the large-scale fault-injection tests
 	@$(call run_pytest,-m soak $(PYTEST_ARGS))
 
-lint: venv tools ## ruff, mypy, import contracts, policy tests, compose file check
+lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rule tests, compose file check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_TARGETS)
 	$(BIN)/lint-imports
 	@if compgen -G "opa/policy/*.rego" >/dev/null; then $(OPA) test -v opa/policy; \
 	else echo "lint: no .rego files in opa/policy yet"; fi
+	@command -v promtool >/dev/null || { echo "lint: promtool not found (apt-get install prometheus)" >&2; exit 2; }
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
 	@if [ -f docker-compose.yml ]; then \
 		command -v docker-compose >/dev/null || { echo "lint: docker-compose not found (apt-get install docker-compose)" >&2; exit 2; }; \
 		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: ok"; fi
 
-bench: venv infra ## end-to-end benchmark
+bench: venv infra ## benchmarks: end to end, PoA issuance, broker decisions
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/poa_issuance.py
+	$(BIN)/python bench/broker_decisions.py
 
 down: ## stop the local stack (only what `atb dev up` started)
 	@if [ -x $(BIN)/atb ]; then $(BIN)/atb dev down; else echo "down: no venv, nothing to stop"; fi
