@@ -129,10 +129,16 @@ async def _low_poa(env: BrokerEnv, resource: str = "crm:contact/42") -> tuple[st
     return request_id, issued.token
 
 
-async def _decisions(env: BrokerEnv, request_id: str) -> list[BrokerDecision]:
+async def _decisions(env: BrokerEnv, request_id: str, want: int, timeout: float = 20) -> list[BrokerDecision]:
+    """The request's decisions on Kafka, once `want` are there (the outbox relay publishes right after answering)."""
     topic = topic_name(Topic.BROKER_DECISIONS, env.namespace)
-    found = await read_committed(env.bootstrap, topic, range(spec_for(Topic.BROKER_DECISIONS).partitions))
-    return [p for p in found if isinstance(p, BrokerDecision) and p.request_id == request_id]
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await read_committed(env.bootstrap, topic, range(spec_for(Topic.BROKER_DECISIONS).partitions))
+        mine = [p for p in found if isinstance(p, BrokerDecision) and p.request_id == request_id]
+        if len(mine) >= want or time.monotonic() > deadline:
+            return mine
+        await asyncio.sleep(0.2)
 
 
 async def _audit_types(env: BrokerEnv, request_id: str, want: str, timeout: float = 20) -> list[str]:
@@ -194,7 +200,8 @@ async def test_high_risk_action_runs_once_and_a_second_presentation_is_blocked(e
     assert new_calls[0].path == "/sap.vendor.change"
     assert new_calls[0].body["params"] == params
     assert "poa_single_use_replay_blocked" in await _audit_types(env, request_id, "poa_single_use_replay_blocked")
-    decisions = await _decisions(env, request_id)
+    decisions = await _decisions(env, request_id, want=2)
+    assert len(decisions) == 2
     assert [d.decision for d in decisions].count(Decision.ALLOW) == 1
     assert all(d.jti == issued.jti for d in decisions)
 
@@ -215,7 +222,7 @@ async def test_one_poa_presented_concurrently_to_two_processes_is_allowed_exactl
     assert len(allowed) == 1
     assert all(_codes(r) == ["poa_single_use_replay_blocked"] for r in answers if r.decision is Decision.DENY)
     assert len(env.crm.calls) - calls_before == 1
-    decisions = await _decisions(env, request_id)
+    decisions = await _decisions(env, request_id, want=n)
     assert len(decisions) == n
     assert [d.decision for d in decisions].count(Decision.ALLOW) == 1
 
@@ -395,3 +402,39 @@ async def test_metrics_count_decisions_and_replays(env: BrokerEnv) -> None:
     assert "atb_broker_verify_seconds_bucket" in text
     assert "atb_broker_policy_seconds_bucket" in text
     assert "atb_broker_replay_blocked_total" in text
+
+
+async def test_sigkill_mid_burst_loses_no_recorded_allow_and_allows_each_poa_once(env: BrokerEnv) -> None:
+    """Allows answered before a SIGKILL reach Kafka after the restart (outbox); no PoA is allowed twice."""
+    n = int(os.environ.get("ATB_BROKER_KILL_POAS", "20"))
+    poas = await asyncio.gather(*(_low_poa(env, f"crm:contact/k{i}") for i in range(n)))
+
+    async def present(broker: BrokerClient, i: int) -> AuthorizeResponse | None:
+        request_id, token = poas[i]
+        try:
+            return await broker.authorize(
+                "crm.contact.read", f"crm:contact/k{i}", request_id=request_id, tenant="acme", poa=token, execute=False
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None  # the process died under the call
+
+    async with _broker(env) as doomed:
+        burst = asyncio.gather(*(present(doomed, i) for i in range(n)))
+        await asyncio.sleep(0.02)
+        assert await env.stack.kill("broker")
+        first = await burst
+    await env.stack.restart("broker")
+    async with _broker(env, "broker-1") as survivor:
+        second = await asyncio.gather(*(present(survivor, i) for i in range(n)))
+    for i, (request_id, _token) in enumerate(poas):
+        answered_allow = first[i] is not None and first[i].decision is Decision.ALLOW  # type: ignore[union-attr]
+        retry = second[i]
+        assert retry is not None
+        if answered_allow:
+            assert _codes(retry) == ["poa_single_use_replay_blocked"], i
+        allows_answered = int(answered_allow) + int(retry.decision is Decision.ALLOW)
+        assert allows_answered <= 1, i
+        decisions = await _decisions(env, request_id, want=1 + int(first[i] is not None), timeout=15)
+        kafka_allows = [d for d in decisions if d.decision is Decision.ALLOW]
+        # Every PoA is spent exactly once, and that one allow is on Kafka, whoever answered it.
+        assert len(kafka_allows) == 1, (i, [d.reasons for d in decisions])

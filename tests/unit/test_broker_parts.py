@@ -210,3 +210,62 @@ def test_connector_dataclass_pattern_semantics() -> None:
     assert c.serves("b.c")
     assert not c.serves("b.c.d")
     assert not c.serves("a")
+
+
+def test_outbox_rows_survive_a_crash_and_are_published_once_by_their_instance(tmp_path: Path) -> None:
+    from atb_runtime import Outgoing
+    from broker.adapters.outbox import OutboxRelay, encode_outbox
+
+    url = f"sqlite:///{tmp_path / 'spent.db'}"
+    events = [Outgoing(topic="atb.broker.decisions", key=b"req-1", value=b'{"a":1}')]
+
+    async def before_crash() -> None:
+        store = SpentStore(url)
+        spends = [Spend("jti-outbox-0000000001", "http:1", "req-1", "agent", int(time.time()) + 60)]
+        assert await store.commit(spends, lambda owned: encode_outbox(events), "0") == [True]
+        await store.commit([], lambda owned: encode_outbox(events), "1")  # another replica's row
+        store.close()  # "crash": nothing published
+
+    sent: list[Outgoing] = []
+
+    async def send(records: Any) -> None:
+        sent.extend(records)
+
+    async def after_restart() -> tuple[int, int]:
+        store = SpentStore(url)
+        relay = OutboxRelay(store, send, "0")
+        first = await relay.drain()
+        second = await relay.drain()
+        store.close()
+        return first, second
+
+    asyncio.run(before_crash())
+    first, second = asyncio.run(after_restart())
+    assert (first, second) == (1, 0)
+    assert sent == events  # only instance 0's row, once
+
+
+def test_a_failing_send_keeps_rows_for_the_next_try(tmp_path: Path) -> None:
+    from atb_runtime import Outgoing
+    from broker.adapters.outbox import OutboxRelay, encode_outbox
+
+    store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    events = [Outgoing(topic="t", key=b"k", value=b"{}")]
+
+    async def broken(records: Any) -> None:
+        raise ConnectionError("kafka down")
+
+    async def scenario() -> int:
+        await store.commit([], lambda owned: encode_outbox(events), "0")
+        with pytest.raises(ConnectionError):
+            await OutboxRelay(store, broken, "0").drain()
+        sent: list[Any] = []
+
+        async def ok(records: Any) -> None:
+            sent.extend(records)
+
+        await OutboxRelay(store, ok, "0").drain()
+        return len(sent)
+
+    assert asyncio.run(scenario()) == 1
+    store.close()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 from atb_identity import bundle_path
 from atb_identity.tls import server_context
-from atb_runtime import OpaClient, Outgoing, Publisher, audit
+from atb_runtime import OpaClient, Publisher, audit
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.runner import ServiceRunner
 from broker.adapters.connectors import HttpConnector, load_registry
 from broker.adapters.http import AuthorizeApp, HttpsServer, build_app
 from broker.adapters.keys import KeyRing
+from broker.adapters.outbox import OutboxRelay
 from broker.adapters.policy import PolicyGate
 from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import SpentStore
@@ -53,18 +53,20 @@ async def build() -> ServiceRunner:
         verifier=PoaVerifier(keys, audience=source, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds),
         keys=keys,
         revocations=revocations,
-        policy=PolicyGate(opa, allow_unmandated_low_risk=settings.allow_unmandated_low_risk),
+        policy=PolicyGate(
+            opa,
+            allow_unmandated_low_risk=settings.allow_unmandated_low_risk,
+            cache_seconds=settings.policy_cache_seconds,
+        ),
         spent=spent,
         registry=load_registry(settings.registry_path()),
     )
     publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-broker-http-{settings.instance}", linger_ms=0)
 
-    async def publish(records: Sequence[Outgoing]) -> None:
-        await publisher.publish(records)
-        await publisher.flush()
+    relay = OutboxRelay(spent, publisher.send_and_wait, settings.instance)
 
     async def audit_http(kind: str, reason: str, details: JsonObject, request_id: str | None) -> None:
-        await publish(
+        await publisher.send_and_wait(
             [
                 audit(
                     kind,
@@ -78,10 +80,12 @@ async def build() -> ServiceRunner:
             ]
         )
 
-    queue = DecisionQueue(authorizer, publish, source=source, namespace=ns, max_batch=settings.max_batch)
+    queue = DecisionQueue(
+        authorizer, relay, source=source, namespace=ns, instance=settings.instance, max_batch=settings.max_batch
+    )
     invoker = HttpConnector()
-    starters = [keys.start, revocations.start, publisher.start]
-    closers = [queue.stop, publisher.stop, invoker.close, keys.stop, revocations.stop, opa.close]
+    starters = [keys.start, revocations.start, publisher.start, relay.start]
+    closers = [queue.stop, relay.stop, publisher.stop, invoker.close, keys.stop, revocations.stop, opa.close]
     if settings.broker_port:
         svid = service_svid(settings.state_dir, source, settings.svid_cert_path, settings.svid_key_path)
         assert svid.cert_path is not None

@@ -21,10 +21,10 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 from datetime import UTC, datetime
+from typing import Protocol
 
 from atb_identity import IdentityError, TrustBundle, verify_envelope
 from atb_runtime import DeadLetters, Incoming, Outgoing, audit, outgoing
@@ -38,6 +38,7 @@ from broker.adapters.metrics import (
     REPLAYS_BLOCKED,
     VERIFY_SECONDS,
 )
+from broker.adapters.outbox import OutboxRelay, encode_outbox
 from broker.adapters.policy import PolicyDecision
 from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import Spend, SpentStore
@@ -67,6 +68,17 @@ class Policy(Protocol):
     async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]: ...
 
 
+Outbox = Callable[[Outcome], list[Outgoing]]
+"""The events of one outcome, for the outbox kept in the spending transaction."""
+
+
+@dataclass(frozen=True)
+class Decided:
+    outcomes: list[Outcome]
+    recorded: bool
+    """True when the batch's events are durable in the outbox (HTTP way in)."""
+
+
 @dataclass
 class _Pending:
     index: int
@@ -94,7 +106,10 @@ class Authorizer:
         self._registry = registry
         self.policy_version = "unknown"
 
-    async def decide_many(self, presentations: Sequence[Presentation]) -> list[Outcome]:
+    async def decide_many(
+        self, presentations: Sequence[Presentation], outbox: Outbox | None = None, instance: str = ""
+    ) -> Decided:
+        """Decide a batch. With `outbox`, its events are stored in the spending transaction (`recorded`)."""
         started = time.perf_counter()
         outcomes: list[Outcome | None] = [None] * len(presentations)
         pending: list[_Pending] = []
@@ -105,14 +120,13 @@ class Authorizer:
             else:
                 pending.append(_Pending(i, p, checked[0], checked[1]))
         pending = await self._ask_policy(pending, outcomes)
-        await self._spend(pending, outcomes)
+        recorded = await self._spend(pending, outcomes, outbox, instance)
         DECISION_SECONDS.observe(time.perf_counter() - started)
-        done = [o for o in outcomes if o is not None]
-        assert len(done) == len(presentations)
+        done = _complete(outcomes)
         for o in done:
             first = o.verdict.reasons[0].split(":", 1)[0] if o.verdict.reasons else ""
             DECISIONS.labels(o.verdict.decision.value, first, o.presentation.channel).inc()
-        return done
+        return Decided(done, recorded)
 
     def _deny(self, p: Presentation, *reasons: str, claims: PoaClaims | None = None, audit_type: str = "") -> Outcome:
         return Outcome(
@@ -198,9 +212,9 @@ class Authorizer:
             still.append(q)
         return still
 
-    async def _spend(self, pending: list[_Pending], outcomes: list[Outcome | None]) -> None:
-        if not pending:
-            return
+    async def _spend(
+        self, pending: list[_Pending], outcomes: list[Outcome | None], outbox: Outbox | None, instance: str
+    ) -> bool:
         spends = []
         for q in pending:
             assert q.claims is not None
@@ -210,26 +224,56 @@ class Authorizer:
                 )
             )
         try:
-            owned = await self._spent.spend_many(spends)
+            if outbox is None:
+                if spends:
+                    self._settle(pending, await self._spent.spend_many(spends), outcomes)
+                return False
+            # Events are built before the transaction, assuming every spend succeeds (the
+            # usual case); inside it only the few replays are rebuilt. The write lock is
+            # held for the inserts, not for encoding.
+            events: list[list[Outgoing]] = [[] for _ in outcomes]
+            for i, o in enumerate(outcomes):
+                if o is not None:
+                    events[i] = outbox(o)
+            for q in pending:
+                events[q.index] = outbox(self._allow(q))
+
+            def finish(owned: list[bool]) -> bytes:
+                self._settle(pending, owned, outcomes)
+                for q, mine in zip(pending, owned, strict=True):
+                    if not mine:
+                        replay = outcomes[q.index]
+                        assert replay is not None
+                        events[q.index] = outbox(replay)
+                return encode_outbox([e for per in events for e in per])
+
+            await self._spent.commit(spends, finish, instance)
+            return True
         except Exception as exc:  # any store failure: fail closed
             log.exception("spent store failed")
             for q in pending:
                 outcomes[q.index] = self._deny(
                     q.presentation, f"spent_store_unavailable: {type(exc).__name__}", claims=q.claims
                 )
-            return
+            return False
+
+    def _allow(self, q: _Pending) -> Outcome:
+        assert q.claims is not None
+        return Outcome(
+            q.presentation,
+            Verdict(Decision.ALLOW, ("poa_valid",)),
+            self.policy_version,
+            jti=q.claims.jti,
+            tier=q.claims.tier,
+            connector=q.connector,
+            audit_type="broker_action_allowed",
+        )
+
+    def _settle(self, pending: list[_Pending], owned: list[bool], outcomes: list[Outcome | None]) -> None:
         for q, mine in zip(pending, owned, strict=True):
             assert q.claims is not None
             if mine:
-                outcomes[q.index] = Outcome(
-                    q.presentation,
-                    Verdict(Decision.ALLOW, ("poa_valid",)),
-                    self.policy_version,
-                    jti=q.claims.jti,
-                    tier=q.claims.tier,
-                    connector=q.connector,
-                    audit_type="broker_action_allowed",
-                )
+                outcomes[q.index] = self._allow(q)
             else:
                 REPLAYS_BLOCKED.inc()
                 outcomes[q.index] = self._deny(
@@ -238,6 +282,12 @@ class Authorizer:
                     claims=q.claims,
                     audit_type=REPLAY,
                 )
+
+
+def _complete(outcomes: list[Outcome | None]) -> list[Outcome]:
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(outcomes), "every presentation gets an outcome"
+    return done
 
 
 def outcome_events(outcome: Outcome, *, source: str, namespace: str) -> list[Outgoing]:
@@ -258,7 +308,7 @@ def outcome_events(outcome: Outcome, *, source: str, namespace: str) -> list[Out
     return [
         outgoing(decision, source=source, namespace=namespace),
         audit(
-            outcome.audit_type,
+            outcome.audit_type or ("broker_action_allowed" if outcome.allowed else "broker_action_denied"),
             source=source,
             namespace=namespace,
             outcome="success" if outcome.allowed else "denied",
@@ -319,7 +369,7 @@ class BrokerService:
                 presentations.append(parsed)
             else:
                 out.extend(parsed)
-        for outcome in await self._authorizer.decide_many(presentations):
+        for outcome in (await self._authorizer.decide_many(presentations)).outcomes:
             out.extend(outcome_events(outcome, source=self._source, namespace=self._ns))
         return out
 
@@ -347,26 +397,34 @@ class BrokerService:
 
 
 class DecisionQueue:
-    """Micro-batching for the HTTP way in: whatever arrives while a batch is decided forms the next one.
+    """Micro-batching for the HTTP way in: whatever arrives while batches are decided forms the next one.
 
-    Decisions and audit events are in Kafka before a caller hears "allow", so no
-    action runs without its record; publishing overlaps with deciding the next batch.
+    A caller hears the decision once the batch's BrokerDecision and audit events are
+    durable in the outbox, written in the transaction that spent the PoAs: no
+    action runs without its record, and Kafka's round trip is off the critical
+    path (the relay publishes right after).
     """
 
     def __init__(
         self,
         authorizer: Authorizer,
-        publish: Callable[[Sequence[Outgoing]], Awaitable[None]],
+        relay: OutboxRelay,
         *,
         source: str,
         namespace: str,
+        instance: str,
         max_batch: int = 256,
+        concurrent_batches: int = 3,
     ) -> None:
         self._authorizer = authorizer
-        self._publish = publish
+        self._relay = relay
         self._source = source
         self._ns = namespace
+        self._instance = instance
         self._max_batch = max_batch
+        # Several batches in flight: one verifies on the CPU while another waits for OPA
+        # or the spent store. The spent store serialises the spending itself.
+        self._slots = asyncio.Semaphore(concurrent_batches)
         self._queue: asyncio.Queue[tuple[Presentation, asyncio.Future[Outcome]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -386,34 +444,41 @@ class DecisionQueue:
         await self._queue.put((presentation, future))
         return await future
 
+    def _events(self, outcome: Outcome) -> list[Outgoing]:
+        return outcome_events(outcome, source=self._source, namespace=self._ns)
+
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            await self._slots.acquire()
+            # Whatever arrived while every slot was busy joins this batch.
+            batch = [first]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                outcomes = await self._authorizer.decide_many([p for p, _ in batch])
-            except Exception as exc:  # a bug must not leave callers hanging
-                log.exception("decision batch failed")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            task = asyncio.create_task(self._deliver(outcomes, [f for _, f in batch]))  # noqa: RUF006 - kept in _inflight
+            task = asyncio.create_task(self._decide(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _deliver(self, outcomes: list[Outcome], futures: list[asyncio.Future[Outcome]]) -> None:
-        events = [e for o in outcomes for e in outcome_events(o, source=self._source, namespace=self._ns)]
+    async def _decide(self, batch: list[tuple[Presentation, asyncio.Future[Outcome]]]) -> None:
+        futures = [f for _, f in batch]
         try:
-            await self._publish(events)
-        except Exception as exc:  # unrecorded decisions are not delivered
-            log.exception("could not publish %d decisions", len(outcomes))
+            decided = await self._authorizer.decide_many([p for p, _ in batch], self._events, self._instance)
+            if not decided.recorded:
+                # The store failed: every outcome is a deny; publish them straight away.
+                events = [
+                    e for o in decided.outcomes for e in outcome_events(o, source=self._source, namespace=self._ns)
+                ]
+                await self._relay.send_now(events)
+        except Exception as exc:  # a bug or Kafka down too: callers get an error, nothing runs
+            log.exception("decision batch failed")
             for fut in futures:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        for outcome, fut in zip(outcomes, futures, strict=True):
+        finally:
+            self._slots.release()
+        self._relay.notify()
+        for outcome, fut in zip(decided.outcomes, futures, strict=True):
             if not fut.done():
                 fut.set_result(outcome)
 

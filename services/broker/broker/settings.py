@@ -36,6 +36,8 @@ class BrokerSettings(CommonSettings):
     """Seed §3: allowlisted low-risk actions pass without a PoA. Off: every action needs one.
     Also read from the seed's own name, `ALLOW_UNMANDATED_LOW_RISK` (which wins when set)."""
     max_batch: int = 256
+    policy_cache_seconds: float = 1.0
+    """How long an OPA answer for an identical policy input is reused (0: ask every time)."""
     consume_actions: bool = True
     """Decide ActionRequested from `atb.broker.actions`; False runs an HTTP-only replica."""
 

@@ -9,11 +9,15 @@ closed on it.
 from __future__ import annotations
 
 import aiohttp
+import orjson
 from pydantic import JsonValue
 
 from atb_runtime.eos import TransientError
 
 __all__ = ["OpaClient", "PolicyUnavailableError"]
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class PolicyUnavailableError(TransientError):
@@ -41,12 +45,15 @@ class OpaClient:
         session = await self._get_session()
         url = f"{self._base}/v1/data/{path.strip('/')}"
         try:
-            async with session.post(url, json={"input": input_doc}) as response:
+            payload = orjson.dumps({"input": input_doc})
+            async with session.post(url, data=payload, headers=_JSON) as response:
                 if response.status != 200:
                     raise PolicyUnavailableError(f"OPA answered {response.status} for {path}")
-                body = await response.json()
+                body = orjson.loads(await response.read())
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise PolicyUnavailableError(f"OPA unreachable at {self._base}: {exc}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise PolicyUnavailableError(f"OPA answered {path} with something that is not JSON") from exc
         if not isinstance(body, dict) or "result" not in body:
             raise PolicyUnavailableError(f"OPA has no decision for {path} (undefined)")
         result: JsonValue = body["result"]

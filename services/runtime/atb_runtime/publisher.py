@@ -37,6 +37,15 @@ class Publisher:
             fut = await self._producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
             self._pending.append(fut)
 
+    async def send_and_wait(self, records: Sequence[Outgoing]) -> None:
+        """Send records and wait until Kafka acknowledged these (not others sent concurrently)."""
+        mine = [
+            await self._producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
+            for out in records
+        ]
+        if mine:
+            await asyncio.gather(*mine)
+
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         if pending:

@@ -9,9 +9,11 @@ denies (fail closed).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 from pydantic import JsonValue
 
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
@@ -32,20 +34,33 @@ class PolicyDecision:
 
 
 class PolicyGate:
-    PATH = "atb/poa/decisions"
+    """Batched OPA decisions, with a short cache keyed by the exact policy input.
 
-    def __init__(self, opa: OpaClient, *, allow_unmandated_low_risk: bool) -> None:
+    The answer is a pure function of the input and the policy, so identical inputs
+    (same action and tenants, same tier and approvers, same agent) within
+    `cache_seconds` reuse it: a policy change is in force everywhere after at
+    most that long. The resource is not part of the input: no rule reads it.
+    """
+
+    PATH = "atb/poa/decisions"
+    MAX_CACHED = 10_000
+
+    def __init__(self, opa: OpaClient, *, allow_unmandated_low_risk: bool, cache_seconds: float = 1.0) -> None:
         self._opa = opa
         self._unmandated = allow_unmandated_low_risk
+        self._ttl = cache_seconds
+        self._cache: dict[bytes, tuple[float, PolicyDecision]] = {}
+        self.opa_items = 0
+        """Items actually sent to OPA (the rest came from the cache)."""
 
-    def _item(self, presentation: Presentation, claims: PoaClaims | None) -> JsonValue:
+    def _item(self, presentation: Presentation, claims: PoaClaims | None) -> dict[str, JsonValue]:
         action = presentation.action
-        request: dict[str, JsonValue] = {"action": action.action, "resource": action.resource, "tenant": action.tenant}
+        request: dict[str, JsonValue] = {"action": action.action, "tenant": action.tenant}
         if action.target_tenant is not None:
             request["target_tenant"] = action.target_tenant
         return {
             "request": request,
-            "claims": None if claims is None else claims.model_dump(mode="json", by_alias=True),
+            "claims": None if claims is None else _policy_claims(claims),
             "agent_id": presentation.agent_id,
             "allow_unmandated_low_risk": self._unmandated,
         }
@@ -53,10 +68,43 @@ class PolicyGate:
     async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]:
         if not items:
             return []
-        result = await self._opa.evaluate(self.PATH, {"batch": [self._item(p, c) for p, c in items]})
-        if not isinstance(result, list) or len(result) != len(items):
-            raise PolicyUnavailableError(f"OPA answered {self.PATH} with no decision per item")
-        return [_parse(entry) for entry in result]
+        now = time.monotonic()
+        docs = [self._item(p, c) for p, c in items]
+        keys = [orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) for doc in docs]
+        answers: dict[bytes, PolicyDecision] = {}
+        for key in keys:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                answers[key] = hit[1]
+        missing = list(dict.fromkeys(k for k in keys if k not in answers))
+        if missing:
+            by_key = dict(zip(keys, docs, strict=True))
+            result = await self._opa.evaluate(self.PATH, {"batch": [by_key[k] for k in missing]})
+            if not isinstance(result, list) or len(result) != len(missing):
+                raise PolicyUnavailableError(f"OPA answered {self.PATH} with no decision per item")
+            self.opa_items += len(missing)
+            if len(self._cache) > self.MAX_CACHED:
+                self._cache.clear()
+            for key, entry in zip(missing, result, strict=True):
+                answers[key] = _parse(entry)
+                if self._ttl > 0:
+                    self._cache[key] = (now + self._ttl, answers[key])
+        return [answers[k] for k in keys]
+
+
+def _policy_claims(claims: PoaClaims) -> dict[str, JsonValue]:
+    """The claims the policy reads (tier and approval evidence), in the PoA's own shape: less to encode and parse."""
+    leg = claims.leg
+    slim: dict[str, JsonValue] = {
+        "accountable_party": {"type": leg.accountable_party.type, "id": leg.accountable_party.id}
+    }
+    if leg.approval is not None:
+        slim["approval"] = {"approver_id": leg.approval.approver_id}
+    if leg.dual_control is not None:
+        slim["dual_control"] = {"approvers": [{"id": a.id, "type": a.type} for a in leg.dual_control.approvers]}
+    if leg.ticket_ref is not None:
+        slim["ticket_ref"] = leg.ticket_ref
+    return {"tier": claims.tier.value, "leg": slim}
 
 
 def _parse(entry: JsonValue) -> PolicyDecision:
