@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -243,3 +246,46 @@ async def test_a_vote_attested_by_a_service_that_is_not_a_configured_attester_is
             await agent.await_poa(request_id, timeout=30)
     assert await _audit_count(chat, "identity_proof_rejected", "svc/teams") >= 1
     assert await _audit_count(chat, "approval_vote_counted", request_id, want=0) == 0
+
+
+async def _atb(chat: ChatStack, *args: str) -> tuple[int, str]:
+    env = {
+        **os.environ,
+        "ATB_STATE_DIR": str(chat.running.state_dir),
+        "ATB_KAFKA_BOOTSTRAP_SERVERS": chat.running.kafka_bootstrap,
+        "ATB_TOPIC_NAMESPACE": chat.running.namespace,
+        "COLUMNS": "250",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "atb"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_critical_is_approved_with_atb_vote_and_listed_by_atb_pending(chat: ChatStack) -> None:
+    leg = HIGH_LEG.model_copy(update={"ticket_ref": "CHG-1234"})
+    code, out = await _atb(chat, "vote", "req-nothing", "approve", "--as", "erin")
+    assert code == 2
+    assert "atb pki issue spiffe://atb.local/user/erin" in out
+    for name in ("bob", "carol"):
+        assert (await _atb(chat, "pki", "issue", f"spiffe://atb.local/user/{name}"))[0] == 0
+    async with _agent(chat) as agent:
+        request_id = await agent.request_poa("iam.admin.grant", "iam:role/admin", leg=leg, params={"user": "y"})
+        await _card(chat, request_id, want=1)
+        code, out = await _atb(chat, "pending", "--as", "bob")
+        assert code == 0, out
+        assert request_id in out
+        code, out = await _atb(chat, "vote", request_id, "approve", "--as", "bob", "--reason", "CHG-1234 approved")
+        assert code == 0, out
+        assert "spiffe://atb.local/user/bob voted approve" in out
+        assert request_id not in (await _atb(chat, "pending", "--as", "bob"))[1]  # bob has voted
+        assert (await _atb(chat, "vote", request_id, "approve", "--as", "carol"))[0] == 0
+        issued = await agent.await_poa(request_id, timeout=30)
+    claims = jwt.decode(issued.token, options={"verify_signature": False})
+    assert sorted(a["id"] for a in claims["leg"]["dual_control"]["approvers"]) == ["bob", "carol"]
+    assert await _card(chat, request_id, want=1, contains="PoA issued")
