@@ -18,10 +18,11 @@ import jwt
 from rich.console import Console
 from rich.table import Table
 
+from atb.demo_chat import ChatDemo, medium_by_cli
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
 from atb.sdk import AgentClient, ApproverClient, GatewayClient
-from atb.stack import ServiceStack, StackConfig
+from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb_identity import bundle_path, ensure_svid
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
 from contracts import (
@@ -53,12 +54,18 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
     console.print(f"Kafka {infra.kafka_bootstrap} · OPA {infra.opa_url}")
     db_url = f"sqlite:///{config.state_dir / 'audit' / 'audit.db'}"
     (config.state_dir / "audit").mkdir(parents=True, exist_ok=True)
-    stack = ServiceStack(StackConfig(infra.kafka_bootstrap, infra.opa_url, config.state_dir, audit_db_url=db_url))
+    chat = await ChatDemo.start(config.state_dir)  # the local Slack stand-in
+    stack_config = StackConfig(
+        infra.kafka_bootstrap, infra.opa_url, config.state_dir, audit_db_url=db_url, slack_api_url=chat.standin.api_url
+    )
+    stack = ServiceStack(stack_config, services=(*DEFAULT_SERVICES, "chat"))
+    chat.interactions_url = stack.interactions_url
     try:
         console.print("Starting services: " + ", ".join(stack.processes))
         await stack.start(ready_timeout=90)
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
-        await _high_risk(console, infra, db_url, config.state_dir, stack.gateway_url)
+        await _high_risk(console, infra, db_url, config.state_dir, stack.gateway_url, chat)
+        await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
     except Exception:
         for name, log in stack.logs().items():
             console.print(f"  [red]{name} log:[/red] {log}")
@@ -66,6 +73,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
     finally:
         if not keep_running:
             await stack.stop()
+            await chat.stop()
             if infra.started:
                 await stop_infra(infra.started, config=config)
                 console.print(f"Stopped {', '.join(sorted(infra.started))} (started by the demo).")
@@ -111,7 +119,9 @@ async def _scenario(console: Console, infra: Infra, db_url: str, state_dir: Path
     console.print(f"[green]OK[/green]: {len(events)} events of request {request_id} are in the audit store.")
 
 
-async def _high_risk(console: Console, infra: Infra, db_url: str, state_dir: Path, gateway_url: str) -> None:
+async def _high_risk(
+    console: Console, infra: Infra, db_url: str, state_dir: Path, gateway_url: str, chat: ChatDemo
+) -> None:
     """sap.payment.execute: two distinct approvers, the accountable party's own vote refused."""
     console.rule("[bold]High risk: dual control")
     leg = ContractualNecessity(
@@ -139,10 +149,10 @@ async def _high_risk(console: Console, infra: Infra, db_url: str, state_dir: Pat
             console.print("dave (emp-200, the accountable party) votes approve …")
         await _await_audit_type(db_url, request_id, "approval_self_vote_refused")
         console.print("  → [red]refused[/red]: self-approval (audited as approval_self_vote_refused)")
-        for name in ("alice", "bob"):
-            async with ApproverClient(svid=approvers[name], bootstrap=infra.kafka_bootstrap) as approver:
-                await approver.vote(required, VoteChoice.APPROVE)
-            console.print(f"{name} votes approve (`atb`-style CLI vote, signed with {name}'s SVID)")
+        await chat.show_card(console, request_id)
+        for name in ("alice", "bob"):  # signed Slack clicks; the chat service attests each user's vote
+            if not (await chat.click(console, name, request_id)).get("ok"):
+                raise DemoError(f"{name}'s Slack click did not cast a vote")
         status = await gateway.await_poa(request_id, timeout=60)
     assert status.poa is not None
     claims = jwt.decode(status.poa.token, options={"verify_signature": False})

@@ -21,7 +21,7 @@ import aiohttp
 from atb.dev.procs import ManagedProcess
 from atb_identity import init_ca
 
-__all__ = ["SERVICES", "ServiceStack", "StackConfig"]
+__all__ = ["DEFAULT_SERVICES", "SERVICES", "ServiceStack", "StackConfig"]
 
 SERVICES: dict[str, str] = {
     "gateway": "gateway.main:app",
@@ -29,7 +29,10 @@ SERVICES: dict[str, str] = {
     "issuer": "issuer.main:app",
     "broker": "broker.main:app",
     "audit-sink": "audit_sink.main:app",
+    "chat": "chat.main:app",
 }
+DEFAULT_SERVICES = ("gateway", "approvals", "issuer", "broker", "audit-sink")
+"""chat is opt-in (`services=(*DEFAULT_SERVICES, "chat")`): it talks to a Slack API (`StackConfig.slack_api_url`)."""
 
 
 def _free_port() -> int:
@@ -52,6 +55,10 @@ class StackConfig:
     trust_domain: str = "atb.local"
     exit_with_parent: bool = True
     """Services shut down when the process that started them dies (tests, demo)."""
+    slack_api_url: str = ""
+    """Slack Web API base URL for the chat service (the local stand-in in tests and the demo)."""
+    chat_port: int = 0
+    """Port of the chat service's POST /slack/interactions; 0 picks a free one."""
 
     def run_dir(self) -> Path:
         return self.state_dir / "services" / (self.namespace.rstrip(".") or "default")
@@ -60,11 +67,12 @@ class StackConfig:
 class ServiceStack:
     """The four services of one namespace, started and stopped together."""
 
-    def __init__(self, config: StackConfig, services: tuple[str, ...] = tuple(SERVICES)) -> None:
+    def __init__(self, config: StackConfig, services: tuple[str, ...] = DEFAULT_SERVICES) -> None:
         self.config = config
         self.gateway_port = config.gateway_port or _free_port()
         self.broker_ports: dict[str, int] = {}
         """HTTPS (mTLS) port of `POST /v1/authorize` per broker process name."""
+        self.chat_port = config.chat_port or _free_port()
         self.processes: dict[str, ManagedProcess] = {}
         self.ops_ports: dict[str, int] = {name: _free_port() for name in services}
         for name in services:
@@ -112,6 +120,13 @@ class ServiceStack:
             "ATB_INSTANCE": instance,
             "ATB_GATEWAY_PORT": str(self.gateway_port),
             "ATB_TRUST_DOMAIN": cfg.trust_domain,
+            "ATB_CHAT_PORT": str(self.chat_port),
+            # The stand-in accepts any bot token; a real workspace's token comes from the environment.
+            **(
+                {"ATB_SLACK_API_URL": cfg.slack_api_url, "ATB_SLACK_BOT_TOKEN": "xoxb-local"}
+                if cfg.slack_api_url
+                else {}
+            ),
             **({"ATB_EXIT_WITH_PARENT": str(os.getpid())} if cfg.exit_with_parent else {}),
             **({"ATB_AUDIT_DB_URL": cfg.audit_db_url} if cfg.audit_db_url else {}),
             **self._service_env(name, process_name),
@@ -148,6 +163,10 @@ class ServiceStack:
     @property
     def gateway_url(self) -> str:
         return f"https://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def interactions_url(self) -> str:
+        return f"http://127.0.0.1:{self.chat_port}/slack/interactions"
 
     async def stop(self, timeout: float = 10.0) -> None:
         await asyncio.gather(*(proc.stop(timeout) for proc in self.processes.values()))

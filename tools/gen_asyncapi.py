@@ -35,6 +35,7 @@ APPS: Mapping[str, str] = {
     "audit-sink": "audit_sink.main:app",
     "broker": "broker.main:app",
     "gateway": "gateway.main:app",
+    "chat": "chat.main:app",
 }
 """Service name (the document's file name) → `module:attribute` of its FastStream app."""
 

@@ -1,0 +1,1 @@
+"""ATB chat service: approval cards in Slack, signed votes from button clicks."""

@@ -1,0 +1,1 @@
+"""Adapters: Slack Web API, request signatures, SQLite state, Kafka, HTTP."""

@@ -1,0 +1,42 @@
+"""The Slack signing secret: from the environment, from a file, or (dev) generated once.
+
+Never in the repository. Production: `ATB_SLACK_SIGNING_SECRET` or
+`ATB_SLACK_SIGNING_SECRET_FILE` (a mounted secret). Development: without either,
+a random secret is created on first use in `<state>/chat/slack_signing_secret`
+(0600, inside the git-ignored `.state/`), which the local Slack stand-in reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["dev_secret_path", "ensure_signing_secret", "read_secret"]
+
+
+def dev_secret_path(state_dir: Path) -> Path:
+    return state_dir / "chat" / "slack_signing_secret"
+
+
+def ensure_signing_secret(path: Path) -> bytes:
+    """The secret in `path`, created (atomically, 0600) if the file does not exist yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        # link() fails if another process created the secret first: theirs wins, ours is dropped.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    return read_secret(path)
+
+
+def read_secret(path: Path) -> bytes:
+    secret = path.read_text(encoding="utf-8").strip().encode()
+    if len(secret) < 16:
+        raise ValueError(f"{path}: a Slack signing secret must have at least 16 characters")
+    return secret

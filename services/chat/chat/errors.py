@@ -1,0 +1,38 @@
+"""The chat service's errors.
+
+    ChatError
+    └── InteractionRejectedError      a request to /slack/interactions is not authentic or not usable
+        ├── SignatureError            missing headers, stale timestamp, bad signature (HTTP 401)
+        ├── MalformedInteractionError the body is not a Slack block_actions payload we understand (HTTP 400)
+        └── ReplayError               this Slack interaction (trigger_id) was already received (HTTP 409)
+
+Each carries a stable snake_case `code` for the audit event and the HTTP answer.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChatError", "InteractionRejectedError", "MalformedInteractionError", "ReplayError", "SignatureError"]
+
+
+class ChatError(Exception):
+    """Base of every chat service error."""
+
+
+class InteractionRejectedError(ChatError):
+    status = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SignatureError(InteractionRejectedError):
+    status = 401
+
+
+class MalformedInteractionError(InteractionRejectedError):
+    status = 400
+
+
+class ReplayError(InteractionRejectedError):
+    status = 409

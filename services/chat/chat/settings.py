@@ -1,0 +1,50 @@
+"""Chat service settings (`ATB_` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from atb_runtime.settings import CommonSettings
+from contracts import Tier
+
+__all__ = ["DEFAULT_DIRECTORY", "ChatSettings"]
+
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[3] / "config" / "approvers.json"
+
+
+class ChatSettings(CommonSettings):
+    service_id: str = "spiffe://atb.local/svc/chat"
+    """This service's SPIFFE ID: it signs the votes it attests (approvals lists it in ATB_VOTE_ATTESTERS)."""
+    svid_cert_path: Path | None = None
+    svid_key_path: Path | None = None
+    approver_directory_path: Path | None = None
+    """The approver directory (Slack user id → principal); default config/approvers.json."""
+    chat_tiers: list[Tier] = Field(default_factory=lambda: [Tier.MEDIUM, Tier.HIGH])
+    """Tiers that may be approved by a Slack click; others (critical) need `atb vote` with the approver's SVID."""
+    chat_host: str = "127.0.0.1"
+    chat_port: int = 18444
+    """Port of `POST /slack/interactions` (put TLS in front of it: Slack calls an https URL)."""
+    slack_api_url: str = "https://slack.com/api/"
+    slack_bot_token: SecretStr | None = None
+    """Bot token (xoxb-...); without one no cards are posted (interactions still work)."""
+    slack_signing_secret: SecretStr | None = None
+    slack_signing_secret_file: Path | None = None
+    """Without either, a dev secret is generated once in <state>/chat/slack_signing_secret."""
+    slack_channel: str = "#atb-approvals"
+    """Where cards are posted; empty: direct messages only."""
+    slack_direct_messages: bool = True
+    """Also send each eligible approver (with a Slack id in the directory) the card directly."""
+    slack_team_id: str = ""
+    """If set, clicks from any other Slack workspace are refused."""
+    chat_db_path: Path | None = None
+    """SQLite state (message ids, trigger ids, chat votes); default <state>/chat/<namespace>/chat.db."""
+
+    def directory_path(self) -> Path:
+        return self.approver_directory_path or DEFAULT_DIRECTORY
+
+    def db_path(self) -> Path:
+        return (
+            self.chat_db_path or self.state_dir / "chat" / (self.topic_namespace.rstrip(".") or "default") / "chat.db"
+        )
