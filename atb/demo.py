@@ -18,6 +18,7 @@ import jwt
 from rich.console import Console
 from rich.table import Table
 
+from atb.demo_broker import ConnectorDemo, revoked_is_refused, spend_once_then_replay
 from atb.demo_chat import ChatDemo, medium_by_cli
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
@@ -55,8 +56,14 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
     db_url = f"sqlite:///{config.state_dir / 'audit' / 'audit.db'}"
     (config.state_dir / "audit").mkdir(parents=True, exist_ok=True)
     chat = await ChatDemo.start(config.state_dir)  # the local Slack stand-in
+    connectors = await ConnectorDemo.start(config.state_dir)  # a stand-in SAP behind the sap connector
     stack_config = StackConfig(
-        infra.kafka_bootstrap, infra.opa_url, config.state_dir, audit_db_url=db_url, slack_api_url=chat.standin.api_url
+        infra.kafka_bootstrap,
+        infra.opa_url,
+        config.state_dir,
+        audit_db_url=db_url,
+        slack_api_url=chat.standin.api_url,
+        extra_env={"ATB_CONNECTORS_PATH": str(connectors.registry_path)},
     )
     stack = ServiceStack(stack_config, services=(*DEFAULT_SERVICES, "chat"))
     chat.interactions_url = stack.interactions_url
@@ -64,7 +71,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         console.print("Starting services: " + ", ".join(stack.processes))
         await stack.start(ready_timeout=90)
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
-        await _high_risk(console, infra, db_url, config.state_dir, stack.gateway_url, chat)
+        await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
         await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
     except Exception:
         for name, log in stack.logs().items():
@@ -74,6 +81,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         if not keep_running:
             await stack.stop()
             await chat.stop()
+            await connectors.stop()
             if infra.started:
                 await stop_infra(infra.started, config=config)
                 console.print(f"Stopped {', '.join(sorted(infra.started))} (started by the demo).")
@@ -120,9 +128,16 @@ async def _scenario(console: Console, infra: Infra, db_url: str, state_dir: Path
 
 
 async def _high_risk(
-    console: Console, infra: Infra, db_url: str, state_dir: Path, gateway_url: str, chat: ChatDemo
+    console: Console,
+    infra: Infra,
+    db_url: str,
+    state_dir: Path,
+    stack: ServiceStack,
+    chat: ChatDemo,
+    connectors: ConnectorDemo,
 ) -> None:
-    """sap.payment.execute: two distinct approvers, the accountable party's own vote refused."""
+    """sap.payment.execute: two distinct approvers, the accountable party's own vote refused; spent once."""
+    gateway_url = stack.gateway_url
     console.rule("[bold]High risk: dual control")
     leg = ContractualNecessity(
         ref="MSA-12345",
@@ -160,13 +175,30 @@ async def _high_risk(
     console.print_json(
         data={"leg": claims["leg"], "cnf": claims.get("cnf"), "exp - iat": claims["exp"] - claims["iat"]}
     )
-    async with AgentClient(svid=svid, tenant="acme", bootstrap=infra.kafka_bootstrap) as agent:
-        decision = await agent.invoke(action, resource, poa=status.poa.token, request_id=request_id, params=params)
-    console.print(f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(decision.reasons)})")
-    if decision.decision is not Decision.ALLOW:
-        raise DemoError(f"the broker denied the dual-control PoA: {decision.reasons}")
-    events = await _await_audit(db_url, request_id, 12, timeout=30)
+    await spend_once_then_replay(
+        console,
+        connectors,
+        svid=svid,
+        state_dir=state_dir,
+        broker_url=stack.broker_url(),
+        action=action,
+        resource=resource,
+        request_id=request_id,
+        token=status.poa.token,
+        params=params,
+    )
+    events = await _await_audit(db_url, request_id, 14, timeout=30)
     console.print(_timeline(request_id, events))
+    console.rule("[bold]Revocation")
+    await revoked_is_refused(
+        console,
+        svid=svid,
+        state_dir=state_dir,
+        gateway_url=gateway_url,
+        broker_url=stack.broker_url(),
+        bootstrap=infra.kafka_bootstrap,
+        leg=leg,
+    )
 
 
 async def _await_audit_type(db_url: str, request_id: str, audit_type: str, timeout: float = 30) -> None:
