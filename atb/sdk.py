@@ -346,7 +346,7 @@ class BrokerClient(_MtlsClient):
         *,
         svid: Svid,
         bundle_path: Path,
-        base_url: str = "https://127.0.0.1:18444",
+        base_url: str = "https://127.0.0.1:18445",
         expect_server: str = "spiffe://atb.local/svc/broker",
     ) -> None:
         super().__init__(svid=svid, bundle_path=bundle_path, base_url=base_url, expect_server=expect_server)

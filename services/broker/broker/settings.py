@@ -20,7 +20,7 @@ class BrokerSettings(CommonSettings):
     poa_issuer: str = "spiffe://atb.local/svc/issuer"
     leeway_seconds: int = 10
     broker_host: str = "127.0.0.1"
-    broker_port: int = 18444
+    broker_port: int = 18445
     """HTTPS (mTLS) port of `POST /v1/authorize`; 0 disables the HTTP way in."""
     svid_cert_path: Path | None = None
     svid_key_path: Path | None = None
