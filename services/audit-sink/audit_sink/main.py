@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from atb_runtime.app import Channel, service_app
 from audit_sink.adapters.db import AuditStore, make_engine, migrate
+from audit_sink.adapters.signing import load_or_create_signer
 from audit_sink.service import AuditIngest
 from audit_sink.settings import AuditSinkSettings
-from contracts import EVENT_TYPES
+from contracts import EVENT_TYPES, AuditEvent
 
 settings = AuditSinkSettings()
 
@@ -15,14 +16,18 @@ async def build() -> AuditIngest:
     url = settings.db_url()
     migrate(url, settings.audit_migrations_dir)
     group = f"{settings.group_id}.{settings.topic_namespace.rstrip('.') or 'default'}"
-    return AuditIngest(settings, AuditStore(make_engine(url), group))
+    signer = load_or_create_signer(settings.key_path(), settings.checkpoint_origin)
+    return AuditIngest(settings, AuditStore(make_engine(url), group), signer)
 
 
 app = service_app(
     title="ATB audit sink",
     description="Stores every record of every atb.* topic exactly once in the append-only audit store.",
     group=settings.group_id,
-    channels=tuple(Channel("consumes", model) for model in EVENT_TYPES.values()),
+    channels=(
+        *(Channel("consumes", model) for model in EVENT_TYPES.values()),
+        Channel("produces", AuditEvent),  # signed checkpoints
+    ),
     build=build,
     bootstrap=settings.kafka_bootstrap_servers,
 )
