@@ -7,6 +7,7 @@ import asyncio
 import typer
 from rich.console import Console
 
+from atb.audit_cli import audit_app
 from atb.dev.cli import dev_app
 from atb.dev.errors import DevError
 from atb.keys_cli import keys_app
@@ -16,6 +17,7 @@ app = typer.Typer(no_args_is_help=True, help="ATB: signed, single-use Powers of 
 app.add_typer(dev_app, name="dev")
 app.add_typer(pki_app, name="pki")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()

@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from atb.dev.errors import DevError
 
@@ -69,8 +70,18 @@ class TempPostgres:
 
     folder: Path
     port: int = 0
+    external: str = ""
+    """A superuser libpq URL of a server someone else runs (ATB_TEST_POSTGRES_URL): use it, start nothing."""
 
     def __post_init__(self) -> None:
+        self.host = "127.0.0.1"
+        self._admin_password = ""
+        if self.external:
+            parsed = urlsplit(self.external)
+            self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 5432
+            self.superuser, self._admin_password = parsed.username or "postgres", parsed.password or ""
+            self.run_as = None
+            return
         self.bin = find_pg_bin()
         self.port = self.port or _free_port()
         self.data = self.folder / "data"
@@ -87,6 +98,9 @@ class TempPostgres:
         return result
 
     def start(self) -> None:
+        if self.external:
+            self._roles()
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.run_as:
             shutil.chown(self.folder, self.run_as, self.run_as)
@@ -111,18 +125,24 @@ class TempPostgres:
                 f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'{extra}; END IF; END $$"
             )
 
-    def create_database(self, name: str) -> None:
-        """A fresh database owned by the owner role (each test run or test module its own)."""
-        self._psql(f'CREATE DATABASE "{name}" OWNER {ROLES["owner"]}')
+    def create_database(self, name: str, template: str = "") -> None:
+        """A fresh database owned by the owner role (each test its own); `template` copies another one."""
+        copy = f' TEMPLATE "{template}"' if template else ""
+        self._psql(f'CREATE DATABASE "{name}" OWNER {ROLES["owner"]}{copy}')
+
+    def drop_database(self, name: str) -> None:
+        self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def url(self, role: str | None, database: str = "postgres", *, driver: bool = True) -> str:
         """A DSN: SQLAlchemy URL (psycopg 3) when `driver`, else a libpq URL; `role` None = superuser."""
         user = ROLES[role] if role else self.superuser
-        secret = f":{PASSWORD}" if role else ""
+        secret = f":{PASSWORD}" if role else (f":{self._admin_password}" if self._admin_password else "")
         scheme = "postgresql+psycopg" if driver else "postgresql"
-        return f"{scheme}://{user}{secret}@127.0.0.1:{self.port}/{database}"
+        return f"{scheme}://{user}{secret}@{self.host}:{self.port}/{database}"
 
     def stop(self) -> None:
+        if self.external:
+            return
         with contextlib.suppress(DevError):
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 

@@ -100,7 +100,12 @@ def _row(values: Sequence[object]) -> tuple[int, AuditRow]:
 
 
 def iter_rows(
-    engine: Engine, *, since: datetime | None = None, until: datetime | None = None, request_id: str | None = None
+    engine: Engine,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    request_id: str | None = None,
+    event_id: str | None = None,
 ) -> Iterator[tuple[int, AuditRow]]:
     """Stored rows in insertion order, optionally filtered by occurred-at and request id."""
     query = select(*_ROW_COLUMNS).order_by(audit_events.c.seq)
@@ -110,6 +115,8 @@ def iter_rows(
         query = query.where(audit_events.c.occurred_at < as_utc(until))
     if request_id is not None:
         query = query.where(audit_events.c.request_id == request_id)
+    if event_id is not None:
+        query = query.where(audit_events.c.event_id == event_id)
     with engine.connect() as conn:
         for values in conn.execute(query.execution_options(yield_per=2000)):
             yield _row(tuple(values))
