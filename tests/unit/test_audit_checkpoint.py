@@ -83,3 +83,9 @@ def test_purge_record_round_trip() -> None:
     )
     assert PurgeRecord.parse(record.body()) == record
     assert PurgeRecord.digest_of([(1, ROOT), (3, ROOT)]) == record.digest
+
+
+def test_verifier_key_whose_base64_contains_plus_round_trips() -> None:
+    key = VerifierKey("atb.local/audit", bytes([0xFB]) * 32)
+    assert "+" in str(key).split("+", 2)[2]
+    assert VerifierKey.parse(str(key)) == key

@@ -174,10 +174,12 @@ class AuditIngest:
         )
 
     async def _maybe_checkpoint(self, *, force: bool = False) -> None:
-        if not self._can_sign or self._pending == 0 or self._frontier.size == self._signed_size:
+        """Sign when due; `force` (a graceful stop) signs whatever is not signed yet, announcements included."""
+        if not self._can_sign or self._frontier.size == self._signed_size:
             return
         elapsed = time.monotonic() - self._last_checkpoint
-        if force or self._pending >= self._settings.checkpoint_every or elapsed >= self._settings.checkpoint_interval_s:
+        due = self._pending >= self._settings.checkpoint_every or elapsed >= self._settings.checkpoint_interval_s
+        if force or (self._pending > 0 and due):
             await self.checkpoint()
 
     async def checkpoint(self) -> Checkpoint:

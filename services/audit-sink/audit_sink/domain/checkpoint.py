@@ -72,7 +72,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # the base64 key may itself contain "+"
         if len(parts) != 3:
             raise NoteError("a verifier key is <name>+<key id>+<key>")
         name, hex_id, encoded = parts
