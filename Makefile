@@ -71,6 +71,7 @@ lint: venv tools ## ruff, mypy, import contracts, policy tests, compose file che
 bench: venv infra ## end-to-end benchmark
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/poa_issuance.py
+	$(BIN)/python bench/audit_ingest.py
 
 down: ## stop the local stack (only what `atb dev up` started)
 	@if [ -x $(BIN)/atb ]; then $(BIN)/atb dev down; else echo "down: no venv, nothing to stop"; fi

@@ -157,6 +157,11 @@ audit_tombstones = Table(
     Column("leaf", LargeBinary, nullable=False),
 )
 
+_PG_LEAVES = (
+    'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) '
+    "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::integer[], %s::bigint[], %s::bytea[])"
+)
+_SQLITE_LEAF = 'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) VALUES (?, ?, ?, ?, ?)'
 _WRITER_LOCK = 0x41544241  # "ATBA": the pg_advisory_xact_lock key of the audit writer
 
 
@@ -227,6 +232,8 @@ class AuditStore:
             else {"next_offset": func.greatest(consumer_offsets.c.next_offset, upsert.excluded.next_offset)},
         )
 
+        self._postgres = engine.dialect.name == "postgresql"
+
     @property
     def engine(self) -> Engine:
         return self._engine
@@ -248,19 +255,7 @@ class AuditStore:
             hashes = tuple(leaf_hash(leaf_bytes(row)) for row in fresh)
             if fresh:
                 conn.execute(audit_events.insert(), [_values(row) for row in fresh])
-                conn.execute(
-                    audit_leaves.insert(),
-                    [
-                        {
-                            "idx": first + i,
-                            "topic": r.topic,
-                            "partition": r.partition,
-                            "offset": r.offset,
-                            "leaf_hash": h,
-                        }
-                        for i, (r, h) in enumerate(zip(fresh, hashes, strict=True))
-                    ],
-                )
+                self._insert_leaves(conn, first, fresh, hashes)
             if next_offsets:
                 conn.execute(
                     self._upsert_offset,
@@ -270,6 +265,25 @@ class AuditStore:
                     ],
                 )
         return AppendResult(first, hashes, fresh)
+
+    def _insert_leaves(self, conn: Connection, first: int, rows: Sequence[AuditRow], hashes: Sequence[bytes]) -> None:
+        """Straight to the driver: five plain values per leaf need none of SQLAlchemy's bind processing.
+
+        PostgreSQL gets one statement over arrays (one round trip instead of one per leaf).
+        """
+        columns = list(
+            zip(
+                *(
+                    (first + i, r.topic, r.partition, r.offset, h)
+                    for i, (r, h) in enumerate(zip(rows, hashes, strict=True))
+                ),
+                strict=True,
+            )
+        )
+        if self._postgres:
+            conn.exec_driver_sql(_PG_LEAVES, tuple(list(c) for c in columns))
+        else:
+            conn.exec_driver_sql(_SQLITE_LEAF, list(zip(*columns, strict=True)))
 
     def leaf_hashes(self, start: int = 0, stop: int | None = None) -> list[bytes]:
         """Leaf hashes in tree order, `start` ≤ index < `stop`."""

@@ -16,8 +16,9 @@ import base64
 import hashlib
 from datetime import UTC, datetime
 
+import orjson
+
 from audit_sink.domain.rows import AuditRow
-from contracts import canonical_json
 
 __all__ = ["LEAF_VERSION", "as_utc", "leaf_bytes", "parse_time", "render_time"]
 
@@ -38,16 +39,25 @@ def as_utc(moment: datetime) -> datetime:
 
 
 def render_time(moment: datetime) -> str:
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ`: fixed width, UTC."""
+    return as_utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """A time as `render_time` or the leaf writes it (RFC 3339, UTC, `Z`)."""
+    return as_utc(datetime.fromisoformat(text))
+
+
+_LEAF_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+"""Times in a leaf are RFC 3339 in UTC as orjson writes them: `2024-01-15T10:00:00.123456Z`
+(microseconds omitted when zero). One function writes leaves, so one spelling is all there is."""
 
 
 def leaf_bytes(row: AuditRow) -> bytes:
     """The leaf: canonical JSON of the row's metadata and the digest of its stored bytes."""
-    return canonical_json(
+    # The same bytes as contracts.canonical_json (orjson, sorted keys); its float check is
+    # skipped because every value here is a str, int, bool or None by construction.
+    return orjson.dumps(
         {
             "v": LEAF_VERSION,
             "topic": row.topic,
@@ -57,14 +67,15 @@ def leaf_bytes(row: AuditRow) -> bytes:
             "event_type": row.event_type,
             "request_id": row.request_id,
             "producer": row.producer,
-            "occurred_at": render_time(row.occurred_at),
-            "recorded_at": render_time(row.recorded_at),
-            "retain_until": render_time(row.retain_until),
+            "occurred_at": as_utc(row.occurred_at),
+            "recorded_at": as_utc(row.recorded_at),
+            "retain_until": as_utc(row.retain_until),
             "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
             "raw_sha256": hashlib.sha256(row.raw).hexdigest(),
             "raw_len": len(row.raw),
             "decode_error": row.decode_error,
             "redacted": bool(row.redacted),
             "received_sha256": row.received_sha256,
-        }
+        },
+        option=_LEAF_OPTIONS,
     )
