@@ -7,7 +7,7 @@ from audit_sink.adapters.db import AuditStore, make_engine, migrate
 from audit_sink.adapters.signing import load_or_create_signer
 from audit_sink.service import AuditIngest
 from audit_sink.settings import AuditSinkSettings
-from contracts import EVENT_TYPES, AuditEvent
+from contracts import EVENT_TYPES
 
 settings = AuditSinkSettings()
 
@@ -22,12 +22,14 @@ async def build() -> AuditIngest:
 
 app = service_app(
     title="ATB audit sink",
-    description="Stores every record of every atb.* topic exactly once in the append-only audit store.",
-    group=settings.group_id,
-    channels=(
-        *(Channel("consumes", model) for model in EVENT_TYPES.values()),
-        Channel("produces", AuditEvent),  # signed checkpoints
+    description=(
+        "Stores every record of every atb.* topic exactly once in the append-only audit store, and publishes "
+        "signed Merkle checkpoints (AuditEvent audit_checkpoint_signed) on atb.audit."
     ),
+    group=settings.group_id,
+    # It also publishes AuditEvent `audit_checkpoint_signed` on atb.audit, a channel it already
+    # consumes: FastStream's AsyncAPI keeps one entry per channel name, so it is described above.
+    channels=tuple(Channel("consumes", model) for model in EVENT_TYPES.values()),
     build=build,
     bootstrap=settings.kafka_bootstrap_servers,
 )
