@@ -378,3 +378,15 @@ def test_an_unsigned_tail_fails_only_strict_verification(audit_db: AuditDb, tmp_
 
 def filler_time() -> datetime:
     return datetime.now(UTC)
+
+
+def test_a_replay_is_skipped_even_if_the_offsets_table_was_lost(audit_db: AuditDb, tmp_path: Path) -> None:
+    filler = Filler(audit_db.writer, tmp_path)
+    filler.append(rows(0, 100))
+    owner = make_engine(audit_db.owner)
+    with owner.begin() as conn:
+        conn.execute(text("DELETE FROM audit_consumer_offsets"))  # not append-only: offsets are state
+    assert filler.append(rows(0, 120)) == 20  # a record below the highest stored leaf is not stored again
+    filler.checkpoint()
+    assert _count(owner, "audit_events") == 120
+    assert verify_store(owner, filler.signer.verifier, strict=True).ok

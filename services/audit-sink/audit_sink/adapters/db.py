@@ -340,7 +340,12 @@ def _lock_tip(conn: Connection) -> int:
 
 
 def _stored_offsets(conn: Connection, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Per partition, the highest next offset any consumer group committed: below it, every record is stored."""
+    """Per partition, the offset below which every record is stored already.
+
+    The highest next offset any consumer group committed, or one past the highest
+    stored leaf, whichever is larger: so a replay is skipped even if the offsets
+    table were lost (each lookup is one probe of a unique index).
+    """
     if not partitions:
         return {}
     topics = {topic for topic, _ in partitions}
@@ -349,7 +354,16 @@ def _stored_offsets(conn: Connection, partitions: set[tuple[str, int]]) -> dict[
         .where(consumer_offsets.c.topic.in_(topics))
         .group_by(consumer_offsets.c.topic, consumer_offsets.c.partition)
     )
-    return {(t, p): int(n) for t, p, n in conn.execute(query)}
+    stored = {(t, p): int(n) for t, p, n in conn.execute(query)}
+    for topic, partition in partitions:
+        top = conn.execute(
+            select(func.max(audit_leaves.c.offset)).where(
+                audit_leaves.c.topic == topic, audit_leaves.c.partition == partition
+            )
+        ).scalar_one()
+        if top is not None:
+            stored[(topic, partition)] = max(stored.get((topic, partition), 0), int(top) + 1)
+    return stored
 
 
 def _values(row: AuditRow) -> dict[str, object]:
