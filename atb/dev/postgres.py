@@ -38,18 +38,20 @@ class PostgresMissingError(DevError):
     """No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found."""
 
 
-def find_pg_bin() -> Path:
+def find_pg_bin(search: tuple[str, ...] = _SEARCH) -> Path:
     """The newest `/usr/lib/postgresql/<v>/bin` with initdb, or `ATB_PG_BIN`, or `initdb` on PATH."""
     if explicit := os.environ.get("ATB_PG_BIN", "").strip():
+        if not (Path(explicit) / "initdb").exists():
+            raise PostgresMissingError(f"ATB_PG_BIN={explicit} has no initdb: apt-get install postgresql")
         return Path(explicit)
     candidates: list[Path] = []
-    for root in _SEARCH:
+    for root in search:
         base = Path(root)
         if base.is_dir():
             candidates += [p / "bin" for p in base.iterdir() if (p / "bin" / "initdb").exists()]
     if candidates:
         return max(candidates, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
-    if on_path := shutil.which("initdb"):
+    if search == _SEARCH and (on_path := shutil.which("initdb")):
         return Path(on_path).parent
     raise PostgresMissingError(
         "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH): "
