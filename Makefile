@@ -75,6 +75,7 @@ bench: venv infra ## benchmarks: end to end, PoA issuance, broker decisions
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/poa_issuance.py
 	$(BIN)/python bench/broker_decisions.py
+	$(BIN)/python bench/audit_ingest.py
 
 down: ## stop the local stack (only what `atb dev up` started)
 	@if [ -x $(BIN)/atb ]; then $(BIN)/atb dev down; else echo "down: no venv, nothing to stop"; fi

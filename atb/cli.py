@@ -7,11 +7,13 @@ import asyncio
 import typer
 from rich.console import Console
 
+from atb.audit_cli import audit_app
 from atb.dev.cli import dev_app
 from atb.dev.errors import DevError
 from atb.keys_cli import keys_app
 from atb.pki_cli import pki_app
 from atb.poa_cli import poa_app
+from atb.trace_cli import trace
 from atb.vote_cli import pending, vote
 
 app = typer.Typer(no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
@@ -21,6 +23,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(poa_app, name="poa")
 app.command()(vote)
 app.command()(pending)
+app.command()(trace)
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()

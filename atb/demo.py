@@ -73,6 +73,9 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
         await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
         await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
+        from atb.demo_audit import audit_ending  # the audit store verifies; a tampered copy does not
+
+        await audit_ending(console, stack, db_url, config.state_dir)
     except Exception:
         for name, log in stack.logs().items():
             console.print(f"  [red]{name} log:[/red] {log}")

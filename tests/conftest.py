@@ -31,6 +31,8 @@ import pytest
 from atb.dev import Infra, ensure_infra, ensure_topics, stop_infra
 from atb.dev import delete_topics as delete_namespace_topics
 
+pytest_plugins = ["tests.audit_db"]  # audit store on SQLite and PostgreSQL
+
 INFRA_ENV = "ATB_TEST_INFRA"
 _MODES = ("launcher", "testcontainers")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 
 from atb_runtime.settings import CommonSettings
+from audit_sink.domain.retention import ACCESS_LOG_DAYS
+from contracts import ActionRequested
 
 __all__ = ["AuditSinkSettings"]
 
@@ -19,10 +21,24 @@ class AuditSinkSettings(CommonSettings):
     audit_migrations_dir: Path | None = None
     """Alembic migrations; default the checkout's `migrations/`."""
     retention_years: int = 7
-    retention_days_by_event_type: dict[str, int] = Field(default_factory=dict)
+    retention_days_by_event_type: dict[str, int] = Field(
+        default_factory=lambda: {ActionRequested.event_type: ACCESS_LOG_DAYS}
+    )
+    """Per event type, days instead of years. Access logs (the broker's access requests) 90 days, seed §6."""
     max_batch: int = 1000
+    checkpoint_interval_s: float = 60.0
+    """A signed checkpoint at least this often while new events arrive (issue 7: at least every 60 s)."""
+    checkpoint_every: int = 1000
+    """... and after this many new events."""
+    checkpoint_key_path: Path | None = None
+    """Ed25519 checkpoint signing key (PEM); default `<state>/audit/checkpoint.key`, created on first start."""
+    checkpoint_origin: str = "atb.local/audit"
+    """The log's origin line and the signing key's name (C2SP tlog-checkpoint)."""
     metadata_max_age_ms: int = 5000
     """How soon a newly created `atb.*` topic is picked up by the pattern subscription."""
+
+    def key_path(self) -> Path:
+        return self.checkpoint_key_path or self.state_dir / "audit" / "checkpoint.key"
 
     def db_url(self) -> str:
         if self.audit_db_url:

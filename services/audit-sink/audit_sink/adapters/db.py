@@ -5,6 +5,12 @@ transaction, so a crash anywhere either keeps both or neither: every record is
 stored exactly once (DESIGN.md §6.4). The unique (topic, partition, offset) key
 makes a replay of an already stored record a no-op rather than a duplicate.
 The schema is created by the alembic migrations in `migrations/`, never here.
+
+Each append also writes one Merkle leaf per new row (`audit_leaves`, in
+insertion order) under a writer lock (PostgreSQL advisory lock, SQLite
+`BEGIN IMMEDIATE`), so leaf order is commit order even with several writers.
+A record whose position is below the highest stored offset of its partition
+(any consumer group) is already stored and is skipped, not duplicated.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Integer,
@@ -33,13 +40,27 @@ from sqlalchemy import (
     false,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from audit_sink.domain import AuditRow
+from audit_sink.domain.leaf import as_utc, leaf_bytes
+from audit_sink.domain.merkle import leaf_hash
 
-__all__ = ["AuditStore", "StoredEvent", "audit_events", "consumer_offsets", "make_engine", "metadata", "migrate"]
+__all__ = [
+    "AppendResult",
+    "AuditStore",
+    "StoredEvent",
+    "audit_checkpoints",
+    "audit_events",
+    "audit_leaves",
+    "consumer_offsets",
+    "make_engine",
+    "metadata",
+    "migrate",
+]
 
 metadata = MetaData()
 
@@ -72,6 +93,85 @@ consumer_offsets = Table(
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
 )
+
+
+audit_leaves = Table(
+    "audit_leaves",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_legal_holds = Table(
+    "audit_legal_holds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(255)),
+    Column("range_from", DateTime(timezone=True)),
+    Column("range_until", DateTime(timezone=True)),
+    Column("reason", Text, nullable=False),
+    Column("placed_by", String(255), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_legal_hold_releases = Table(
+    "audit_legal_hold_releases",
+    metadata,
+    Column("hold_id", Integer, primary_key=True, autoincrement=False),
+    Column("reason", Text, nullable=False),
+    Column("released_by", String(255), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_purges = Table(
+    "audit_purges",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("purged_at", DateTime(timezone=True), nullable=False),
+    Column("purged_by", String(255), nullable=False),
+    Column("removed", BigInteger, nullable=False),
+    Column("note", Text, nullable=False),
+)
+
+audit_tombstones = Table(
+    "audit_tombstones",
+    metadata,
+    Column("leaf_idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("purge_id", String(64), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+)
+
+_PG_LEAVES = (
+    'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) '
+    "SELECT * FROM unnest(%s::bigint[], %s::varchar[], %s::integer[], %s::bigint[], %s::bytea[])"
+)
+_SQLITE_LEAF = 'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) VALUES (?, ?, ?, ?, ?)'
+_WRITER_LOCK = 0x41544241  # "ATBA": the pg_advisory_xact_lock key of the audit writer
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The leaves one append added: `first_index` is the tree size before it."""
+
+    first_index: int
+    hashes: tuple[bytes, ...]
+    rows: tuple[AuditRow, ...]
 
 
 @dataclass(frozen=True)
@@ -124,12 +224,19 @@ class AuditStore:
         self._engine = engine
         self._group = group_id
         insert = sqlite_insert if engine.dialect.name == "sqlite" else pg_insert
-        self._insert_rows = insert(audit_events).on_conflict_do_nothing(index_elements=["topic", "partition", "offset"])
         upsert = insert(consumer_offsets)
         self._upsert_offset = upsert.on_conflict_do_update(
             index_elements=["group_id", "topic", "partition"],
-            set_={"next_offset": upsert.excluded.next_offset},
+            set_={"next_offset": func.max(consumer_offsets.c.next_offset, upsert.excluded.next_offset)}
+            if engine.dialect.name == "sqlite"
+            else {"next_offset": func.greatest(consumer_offsets.c.next_offset, upsert.excluded.next_offset)},
         )
+
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """Next offset to read, per (topic, partition), as last committed with the rows."""
@@ -139,18 +246,65 @@ class AuditStore:
         with self._engine.connect() as conn:
             return {(row.topic, row.partition): row.next_offset for row in conn.execute(query)}
 
-    def append(self, rows: Sequence[AuditRow], next_offsets: dict[tuple[str, int], int]) -> None:
-        """Store rows and advance offsets in one transaction."""
+    def append(self, rows: Sequence[AuditRow], next_offsets: dict[tuple[str, int], int]) -> AppendResult:
+        """Store the new rows, their leaves and the offsets in one transaction; skip rows already stored."""
         with self._engine.begin() as conn:
-            if rows:
-                conn.execute(self._insert_rows, [_values(row) for row in rows])
-            conn.execute(
-                self._upsert_offset,
-                [
-                    {"group_id": self._group, "topic": topic, "partition": partition, "next_offset": offset}
-                    for (topic, partition), offset in next_offsets.items()
-                ],
+            first = _lock_tip(conn)
+            stored = _stored_offsets(conn, {(row.topic, row.partition) for row in rows})
+            fresh = tuple(row for row in rows if row.offset >= stored.get((row.topic, row.partition), 0))
+            hashes = tuple(leaf_hash(leaf_bytes(row)) for row in fresh)
+            if fresh:
+                conn.execute(audit_events.insert(), [_values(row) for row in fresh])
+                self._insert_leaves(conn, first, fresh, hashes)
+            if next_offsets:
+                conn.execute(
+                    self._upsert_offset,
+                    [
+                        {"group_id": self._group, "topic": topic, "partition": partition, "next_offset": offset}
+                        for (topic, partition), offset in next_offsets.items()
+                    ],
+                )
+        return AppendResult(first, hashes, fresh)
+
+    def _insert_leaves(self, conn: Connection, first: int, rows: Sequence[AuditRow], hashes: Sequence[bytes]) -> None:
+        """Straight to the driver: five plain values per leaf need none of SQLAlchemy's bind processing.
+
+        PostgreSQL gets one statement over arrays (one round trip instead of one per leaf).
+        """
+        columns = list(
+            zip(
+                *(
+                    (first + i, r.topic, r.partition, r.offset, h)
+                    for i, (r, h) in enumerate(zip(rows, hashes, strict=True))
+                ),
+                strict=True,
             )
+        )
+        if self._postgres:
+            conn.exec_driver_sql(_PG_LEAVES, tuple(list(c) for c in columns))
+        else:
+            conn.exec_driver_sql(_SQLITE_LEAF, list(zip(*columns, strict=True)))
+
+    def leaf_hashes(self, start: int = 0, stop: int | None = None) -> list[bytes]:
+        """Leaf hashes in tree order, `start` ≤ index < `stop`."""
+        query = select(audit_leaves.c.leaf_hash).where(audit_leaves.c.idx >= start).order_by(audit_leaves.c.idx)
+        if stop is not None:
+            query = query.where(audit_leaves.c.idx < stop)
+        with self._engine.connect() as conn:
+            return [bytes(h) for (h,) in conn.execute(query)]
+
+    def add_checkpoint(self, size: int, root: bytes, note: str, created_at: datetime) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                audit_checkpoints.insert(),
+                {"tree_size": size, "root_hash": root, "note": note, "created_at": as_utc(created_at)},
+            )
+
+    def checkpoint_notes(self) -> list[str]:
+        """Every stored checkpoint note, oldest first."""
+        with self._engine.connect() as conn:
+            query = select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.id)
+            return [note for (note,) in conn.execute(query)]
 
     def for_request(self, request_id: str) -> list[StoredEvent]:
         """Every stored event of one request, in insertion order."""
@@ -175,6 +329,43 @@ class AuditStore:
             return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
 
 
+def _lock_tip(conn: Connection) -> int:
+    """Take the writer lock; the current tree size (the index of the next leaf)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
+    top = conn.execute(select(func.max(audit_leaves.c.idx))).scalar_one()
+    return 0 if top is None else int(top) + 1
+
+
+def _stored_offsets(conn: Connection, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Per partition, the offset below which every record is stored already.
+
+    The highest next offset any consumer group committed, or one past the highest
+    stored leaf, whichever is larger: so a replay is skipped even if the offsets
+    table were lost (each lookup is one probe of a unique index).
+    """
+    if not partitions:
+        return {}
+    topics = {topic for topic, _ in partitions}
+    query = (
+        select(consumer_offsets.c.topic, consumer_offsets.c.partition, func.max(consumer_offsets.c.next_offset))
+        .where(consumer_offsets.c.topic.in_(topics))
+        .group_by(consumer_offsets.c.topic, consumer_offsets.c.partition)
+    )
+    stored = {(t, p): int(n) for t, p, n in conn.execute(query)}
+    for topic, partition in partitions:
+        top = conn.execute(
+            select(func.max(audit_leaves.c.offset)).where(
+                audit_leaves.c.topic == topic, audit_leaves.c.partition == partition
+            )
+        ).scalar_one()
+        if top is not None:
+            stored[(topic, partition)] = max(stored.get((topic, partition), 0), int(top) + 1)
+    return stored
+
+
 def _values(row: AuditRow) -> dict[str, object]:
     return {
         "topic": row.topic,
@@ -184,9 +375,9 @@ def _values(row: AuditRow) -> dict[str, object]:
         "event_type": row.event_type,
         "request_id": row.request_id,
         "producer": row.producer,
-        "occurred_at": row.occurred_at,
-        "recorded_at": row.recorded_at,
-        "retain_until": row.retain_until,
+        "occurred_at": as_utc(row.occurred_at),
+        "recorded_at": as_utc(row.recorded_at),
+        "retain_until": as_utc(row.retain_until),
         "record_key": row.record_key,
         "raw": row.raw,
         "decode_error": row.decode_error,

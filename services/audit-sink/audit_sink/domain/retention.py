@@ -1,7 +1,7 @@
 """How long each event is kept (seed §6): audit events 7 years, access logs 90 days.
 
-`retain_until` is fixed when a row is written; purging (a later issue) may only
-remove rows past it. Per-event-type overrides are configuration.
+`retain_until` is fixed when a row is written; `atb audit purge` may only
+remove rows past it (and not under legal hold). Per-event-type overrides are configuration.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, datetime, timedelta
 
-__all__ = ["DEFAULT_YEARS", "RetentionPolicy", "add_years"]
+__all__ = ["ACCESS_LOG_DAYS", "DEFAULT_YEARS", "RetentionPolicy", "add_years"]
 
 DEFAULT_YEARS = 7
 """SOX §802 / Reg S-X 2-06: seven years."""
+
+ACCESS_LOG_DAYS = 90
+"""Seed §6: access logs are kept 90 days."""
 
 
 def add_years(moment: datetime, years: int) -> datetime:

@@ -1,0 +1,74 @@
+"""`atb audit tail`: follow the `atb.audit` topic, filtered, one JSON line per event.
+
+Reads with `read_committed` and no consumer group (a reader, not a member: it
+never moves anyone's offsets). Records that are not AuditEvents are shown as
+`{"undecodable": ...}` rather than dropped, so nothing on the topic is hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+
+from aiokafka import AIOKafkaConsumer
+
+from contracts import EventDecodeError, Topic, decode_envelope, topic_name
+
+__all__ = ["follow", "matches"]
+
+
+def matches(data: Mapping[str, object], filters: Mapping[str, str]) -> bool:
+    return all(str(data.get(field)) == wanted for field, wanted in filters.items())
+
+
+def _line(value: bytes | None, filters: Mapping[str, str]) -> str | None:
+    try:
+        envelope = decode_envelope(value)
+    except EventDecodeError as exc:
+        return None if filters else json.dumps({"undecodable": str(exc)})
+    data = dict(envelope.data)
+    if not matches(data, filters):
+        return None
+    return json.dumps({"id": envelope.id, "time": envelope.time.isoformat(), "source": envelope.source, **data})
+
+
+async def follow(
+    bootstrap: str,
+    namespace: str,
+    filters: Mapping[str, str],
+    *,
+    from_beginning: bool,
+    max_events: int,
+    timeout: float,
+    emit: Callable[[str], None],
+) -> int:
+    """Print matching events until `max_events` or `timeout` (0: no limit); returns how many were printed."""
+    consumer = AIOKafkaConsumer(
+        topic_name(Topic.AUDIT, namespace),
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    shown = 0
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    line = _line(record.value, filters)
+                    if line is None:
+                        continue
+                    emit(line)
+                    shown += 1
+                    if max_events and shown >= max_events:
+                        return shown
+            await asyncio.sleep(0)
+    finally:
+        await consumer.stop()
+    return shown

@@ -1,0 +1,75 @@
+"""Ed25519 keys and signatures for checkpoints and purge records (C2SP signed-note).
+
+The private key lives in a PEM file (mode 0600), created on first use; the
+verifier key (`<name>+<key id>+<base64 key>`, all an outsider needs) is written
+next to it as `<file>.pub`. Verification takes only a `VerifierKey`: nothing in
+the store or in a bundle is trusted to say which key is right.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from audit_sink.domain.checkpoint import NoteError, NoteSignature, SignedNote, VerifierKey
+
+__all__ = ["NoteSigner", "load_or_create_signer", "load_verifier", "verify_note"]
+
+
+@dataclass(frozen=True)
+class NoteSigner:
+    name: str
+    private_key: Ed25519PrivateKey
+
+    @property
+    def verifier(self) -> VerifierKey:
+        raw = self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return VerifierKey(self.name, raw)
+
+    def sign(self, text: str) -> SignedNote:
+        key = self.verifier
+        signature = self.private_key.sign(text.encode())
+        return SignedNote(text, (NoteSignature(key.name, key.key_id, signature),))
+
+
+def load_or_create_signer(path: Path, name: str) -> NoteSigner:
+    """The signing key at `path` (created, 0600, with `<path>.pub` holding the verifier key)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise NoteError(f"{path} is not an Ed25519 private key")
+    signer = NoteSigner(name, key)
+    pub = path.with_name(path.name + ".pub")
+    if not pub.exists() or pub.read_text().strip() != str(signer.verifier):
+        pub.write_text(str(signer.verifier) + "\n")
+    return signer
+
+
+def load_verifier(text_or_path: str) -> VerifierKey:
+    """A verifier key given inline or as a file holding one."""
+    candidate = Path(text_or_path)
+    text = candidate.read_text() if "+" not in text_or_path and candidate.exists() else text_or_path
+    return VerifierKey.parse(text)
+
+
+def verify_note(note: str, key: VerifierKey) -> SignedNote:
+    """The parsed note if `key` signed it; NoteError otherwise."""
+    parsed = SignedNote.parse(note)
+    signature = parsed.signature_by(key)
+    try:
+        Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature, parsed.text.encode())
+    except InvalidSignature as exc:
+        raise NoteError(f"bad signature by {key.name} on note {parsed.text.splitlines()[0:2]}") from exc
+    return parsed

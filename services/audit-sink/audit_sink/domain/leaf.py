@@ -1,0 +1,81 @@
+"""What a Merkle leaf commits to: the canonical metadata of one stored row.
+
+A leaf is the canonical JSON of a row's metadata (position, ids, type, producer,
+the three times, retention) plus the SHA-256 and length of the exact stored
+bytes, not the bytes themselves. That split is what lets retention work without
+breaking verification: a purge deletes the row (the payload) but keeps this leaf
+text in a tombstone, so its leaf hash can still be recomputed, and the tombstone
+shows `retain_until` had passed — see docs/audit.md.
+
+Pure: canonical JSON and SHA-256 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+
+import orjson
+
+from audit_sink.domain.rows import AuditRow
+
+__all__ = ["LEAF_VERSION", "as_utc", "leaf_bytes", "parse_time", "render_time"]
+
+LEAF_VERSION = 1
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The same instant in UTC; a naive value (SQLite keeps no offset) is UTC already.
+
+    A saturated `datetime.max` that would overflow when shifted keeps its wall time.
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return moment.replace(tzinfo=UTC)
+
+
+def render_time(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ`: fixed width, UTC."""
+    return as_utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    """A time as `render_time` or the leaf writes it (RFC 3339, UTC, `Z`)."""
+    return as_utc(datetime.fromisoformat(text))
+
+
+_LEAF_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+"""Times in a leaf are RFC 3339 in UTC as orjson writes them: `2024-01-15T10:00:00.123456Z`
+(microseconds omitted when zero). One function writes leaves, so one spelling is all there is."""
+
+
+def leaf_bytes(row: AuditRow) -> bytes:
+    """The leaf: canonical JSON of the row's metadata and the digest of its stored bytes."""
+    # The same bytes as contracts.canonical_json (orjson, sorted keys); its float check is
+    # skipped because every value here is a str, int, bool or None by construction.
+    return orjson.dumps(
+        {
+            "v": LEAF_VERSION,
+            "topic": row.topic,
+            "partition": row.partition,
+            "offset": row.offset,
+            "event_id": row.event_id,
+            "event_type": row.event_type,
+            "request_id": row.request_id,
+            "producer": row.producer,
+            "occurred_at": as_utc(row.occurred_at),
+            "recorded_at": as_utc(row.recorded_at),
+            "retain_until": as_utc(row.retain_until),
+            "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
+            "raw_sha256": hashlib.sha256(row.raw).hexdigest(),
+            "raw_len": len(row.raw),
+            "decode_error": row.decode_error,
+            "redacted": bool(row.redacted),
+            "received_sha256": row.received_sha256,
+        },
+        option=_LEAF_OPTIONS,
+    )

@@ -1,0 +1,343 @@
+"""Evidence from the audit store: verify it, prove one event, export a bundle, check a bundle offline.
+
+An inclusion proof (`prove`) and an evidence bundle (`export`) carry everything
+an outsider needs except the public key, which they must get from somewhere
+they trust (the bundle carries a copy, which `check_bundle` uses only when no
+key is given, and says so). Checking a proof or a bundle needs no database:
+SHA-256 of the stored bytes, the leaf text, the RFC 6962 path to the root, and
+the Ed25519 signature on the checkpoint.
+
+Bundle layout (a folder): `events.jsonl` or `events.csv` (one stored row each,
+with its leaf index), `checkpoint.txt` (signed note), `proofs.json` (inclusion
+path per leaf index), `verifier.pub` (the key), `README.txt`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from audit_sink.adapters.db import audit_leaves
+from audit_sink.adapters.ledger import iter_rows, snapshot
+from audit_sink.adapters.signing import verify_note
+from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
+from audit_sink.domain.leaf import leaf_bytes, parse_time, render_time
+from audit_sink.domain.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
+from audit_sink.domain.rows import AuditRow
+from audit_sink.domain.verify import AuditReport, audit_report
+
+__all__ = [
+    "BUNDLE_FORMATS",
+    "EvidenceError",
+    "check_bundle",
+    "check_proof",
+    "export_bundle",
+    "prove",
+    "verify_store",
+]
+
+BUNDLE_FORMATS = ("jsonl", "csv")
+PROOF_FORMAT = "atb-audit-proof/1"
+_FIELDS = (
+    "leaf_index",
+    "seq",
+    "topic",
+    "partition",
+    "offset",
+    "event_id",
+    "event_type",
+    "request_id",
+    "producer",
+    "occurred_at",
+    "recorded_at",
+    "retain_until",
+    "key_b64",
+    "raw_b64",
+    "decode_error",
+    "redacted",
+    "received_sha256",
+)
+
+
+class EvidenceError(Exception):
+    """A proof or bundle cannot be produced or does not check out; the message says why."""
+
+
+def verify_store(engine: Engine, key: VerifierKey, *, strict: bool = False) -> AuditReport:
+    """Recompute every leaf, the tree, every checkpoint and the consistency between them.
+
+    `strict` also fails when leaves were appended after the latest checkpoint
+    (a store at rest, e.g. after the sink stopped, has none).
+    """
+    snap, problems = snapshot(engine, key)
+    report = audit_report(snap, problems)
+    if strict and report.uncovered > 0:
+        extra = f"{report.uncovered} leaves after the latest checkpoint are not covered by any signature"
+        return audit_report(snap, [*problems, extra])
+    return report
+
+
+def _latest_checkpoint(engine: Engine, key: VerifierKey) -> tuple[Checkpoint, str, list[bytes]]:
+    snap, problems = snapshot(engine, key)
+    report = audit_report(snap, problems)
+    if not report.ok or report.latest is None:
+        raise EvidenceError("the store does not verify; no proof is given from it: " + "; ".join(report.problems[:3]))
+    hashes = [leaf.hash for leaf in snap.leaves]
+    size = report.latest.size
+    note = next((n for n, text in _notes_by_size(engine, key) if Checkpoint.parse(text).size == size), None)
+    if note is None:
+        raise EvidenceError(f"the latest checkpoint ({size}) is not in audit_checkpoints")
+    return report.latest, note, hashes
+
+
+def _notes_by_size(engine: Engine, key: VerifierKey) -> list[tuple[str, str]]:
+    from audit_sink.adapters.db import audit_checkpoints
+
+    with engine.connect() as conn:
+        notes = [n for (n,) in conn.execute(select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.id))]
+    out: list[tuple[str, str]] = []
+    for note in notes:
+        try:
+            out.append((note, verify_note(note, key).text))
+        except NoteError:
+            continue
+    return out
+
+
+def _leaf_index(engine: Engine, row: AuditRow) -> int:
+    query = select(audit_leaves.c.idx).where(
+        audit_leaves.c.topic == row.topic,
+        audit_leaves.c.partition == row.partition,
+        audit_leaves.c.offset == row.offset,
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def prove(engine: Engine, key: VerifierKey, event_id: str) -> dict[str, object]:
+    """An inclusion proof of the event against the latest signed checkpoint."""
+    matches = [row for _, row in iter_rows(engine, event_id=event_id)]
+    if not matches:
+        raise EvidenceError(f"no stored event with id {event_id!r}")
+    row = matches[0]
+    checkpoint, note, hashes = _latest_checkpoint(engine, key)
+    index = _leaf_index(engine, row)
+    if index >= checkpoint.size:
+        raise EvidenceError(
+            f"event {event_id} (leaf {index}) is newer than the latest checkpoint ({checkpoint.size}); "
+            "the sink signs one at least every 60 s: try again"
+        )
+    path = MerkleTree(hashes[: checkpoint.size]).inclusion_proof(index)
+    return {
+        "format": PROOF_FORMAT,
+        "verifier_key": str(key),
+        "checkpoint": note,
+        "leaf_index": index,
+        "tree_size": checkpoint.size,
+        "leaf": base64.b64encode(leaf_bytes(row)).decode(),
+        "raw": base64.b64encode(row.raw).decode(),
+        "inclusion_path": [base64.b64encode(h).decode() for h in path],
+    }
+
+
+def check_proof(proof: dict[str, object], key: VerifierKey) -> Checkpoint:
+    """None of the database: the signature, the leaf's digest of the bytes, every path element. Raises EvidenceError."""
+    try:
+        if proof.get("format") != PROOF_FORMAT:
+            raise EvidenceError(f"not an {PROOF_FORMAT} document")
+        checkpoint = Checkpoint.parse(verify_note(str(proof["checkpoint"]), key).text)
+        if checkpoint.origin != key.name:
+            raise EvidenceError(f"checkpoint origin {checkpoint.origin!r} is not the key's log {key.name!r}")
+        leaf = base64.b64decode(str(proof["leaf"]), validate=True)
+        raw = base64.b64decode(str(proof["raw"]), validate=True)
+        path_items = proof["inclusion_path"]
+        if not isinstance(path_items, list):
+            raise EvidenceError("inclusion_path must be a list")
+        path = [base64.b64decode(str(p), validate=True) for p in path_items]
+        index = proof["leaf_index"]
+        if not isinstance(index, int) or proof.get("tree_size") != checkpoint.size:
+            raise EvidenceError("leaf_index / tree_size do not match the checkpoint")
+    except (KeyError, ValueError) as exc:
+        raise EvidenceError(f"malformed proof: {exc}") from exc
+    _check_leaf_digest(leaf, raw)
+    try:
+        verify_inclusion(index, checkpoint.size, leaf_hash(leaf), path, checkpoint.root)
+    except ProofError as exc:
+        raise EvidenceError(str(exc)) from exc
+    return checkpoint
+
+
+def _check_leaf_digest(leaf: bytes, raw: bytes) -> None:
+    try:
+        fields = json.loads(leaf)
+    except ValueError as exc:
+        raise EvidenceError("leaf is not JSON") from exc
+    if fields.get("raw_sha256") != hashlib.sha256(raw).hexdigest() or fields.get("raw_len") != len(raw):
+        raise EvidenceError("the event's bytes do not match the digest its leaf commits to")
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    folder: Path
+    events: int
+    tree_size: int
+
+
+def _row_record(index: int, seq: int, row: AuditRow) -> dict[str, object]:
+    return {
+        "leaf_index": index,
+        "seq": seq,
+        "topic": row.topic,
+        "partition": row.partition,
+        "offset": row.offset,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "request_id": row.request_id,
+        "producer": row.producer,
+        "occurred_at": render_time(row.occurred_at),
+        "recorded_at": render_time(row.recorded_at),
+        "retain_until": render_time(row.retain_until),
+        "key_b64": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
+        "raw_b64": base64.b64encode(row.raw).decode(),
+        "decode_error": row.decode_error,
+        "redacted": row.redacted,
+        "received_sha256": row.received_sha256,
+    }
+
+
+def _row_from_record(record: dict[str, object]) -> tuple[int, AuditRow]:
+    def text(name: str) -> str | None:
+        value = record.get(name)
+        return None if value in (None, "") else str(value)
+
+    key = text("key_b64")
+    row = AuditRow(
+        topic=str(record["topic"]),
+        partition=int(str(record["partition"])),
+        offset=int(str(record["offset"])),
+        event_id=str(record["event_id"]),
+        event_type=str(record["event_type"]),
+        request_id=text("request_id"),
+        producer=text("producer"),
+        occurred_at=parse_time(str(record["occurred_at"])),
+        recorded_at=parse_time(str(record["recorded_at"])),
+        retain_until=parse_time(str(record["retain_until"])),
+        record_key=base64.b64decode(key, validate=True) if key is not None else None,
+        raw=base64.b64decode(str(record["raw_b64"]), validate=True),
+        decode_error=text("decode_error"),
+        redacted=str(record["redacted"]).lower() in ("true", "1"),
+        received_sha256=text("received_sha256"),
+    )
+    return int(str(record["leaf_index"])), row
+
+
+def export_bundle(
+    engine: Engine,
+    key: VerifierKey,
+    folder: Path,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    request_id: str | None = None,
+    fmt: str = "jsonl",
+) -> BundleSummary:
+    """Write the selected events with the latest checkpoint, their inclusion proofs and the public key."""
+    if fmt not in BUNDLE_FORMATS:
+        raise EvidenceError(f"format must be one of {', '.join(BUNDLE_FORMATS)}")
+    checkpoint, note, hashes = _latest_checkpoint(engine, key)
+    tree = MerkleTree(hashes[: checkpoint.size])
+    with engine.connect() as conn:
+        index_of = {
+            (t, int(p), int(o)): int(i)
+            for i, t, p, o in conn.execute(
+                select(audit_leaves.c.idx, audit_leaves.c.topic, audit_leaves.c.partition, audit_leaves.c.offset)
+            )
+        }
+    records: list[dict[str, object]] = []
+    proofs: dict[str, list[str]] = {}
+    for seq, row in iter_rows(engine, since=since, until=until, request_id=request_id):
+        index = index_of[(row.topic, row.partition, row.offset)]
+        if index >= checkpoint.size:
+            continue  # newer than the checkpoint: not provable yet
+        records.append(_row_record(index, seq, row))
+        proofs[str(index)] = [base64.b64encode(h).decode() for h in tree.inclusion_proof(index)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"events.{fmt}").write_text(_render(records, fmt))
+    (folder / "checkpoint.txt").write_text(note)
+    (folder / "proofs.json").write_text(json.dumps({"tree_size": checkpoint.size, "proofs": proofs}, indent=1))
+    (folder / "verifier.pub").write_text(str(key) + "\n")
+    (folder / "README.txt").write_text(_README)
+    return BundleSummary(folder, len(records), checkpoint.size)
+
+
+def _render(records: Sequence[dict[str, object]], fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    return out.getvalue()
+
+
+def _read_events(folder: Path) -> Iterable[dict[str, object]]:
+    if (folder / "events.jsonl").exists():
+        for line in (folder / "events.jsonl").read_text().splitlines():
+            if line.strip():
+                yield json.loads(line)
+    elif (folder / "events.csv").exists():
+        with (folder / "events.csv").open(newline="") as handle:
+            yield from csv.DictReader(handle)
+    else:
+        raise EvidenceError(f"{folder} has no events.jsonl or events.csv")
+
+
+def check_bundle(folder: Path, key: VerifierKey | None = None) -> tuple[Checkpoint, int, list[str]]:
+    """Check a bundle offline: (checkpoint, events checked, problems). The bundle's own key only if none is given."""
+    problems: list[str] = []
+    if key is None:
+        key = VerifierKey.parse((folder / "verifier.pub").read_text())
+    try:
+        checkpoint = Checkpoint.parse(verify_note((folder / "checkpoint.txt").read_text(), key).text)
+    except (NoteError, OSError) as exc:
+        raise EvidenceError(f"checkpoint: {exc}") from exc
+    if checkpoint.origin != key.name:
+        raise EvidenceError(f"checkpoint origin {checkpoint.origin!r} is not the key's log {key.name!r}")
+    proofs_doc = json.loads((folder / "proofs.json").read_text())
+    proofs = proofs_doc.get("proofs", {})
+    if proofs_doc.get("tree_size") != checkpoint.size:
+        problems.append("proofs.json is for another tree size than the checkpoint")
+    count = 0
+    for number, record in enumerate(_read_events(folder), start=1):
+        count += 1
+        try:
+            index, row = _row_from_record(record)
+            path = [base64.b64decode(p, validate=True) for p in proofs[str(index)]]
+            verify_inclusion(index, checkpoint.size, leaf_hash(leaf_bytes(row)), path, checkpoint.root)
+        except (KeyError, ValueError, TypeError, ProofError) as exc:
+            problems.append(f"event {number} ({record.get('event_id')}): {type(exc).__name__}: {exc}")
+    return checkpoint, count, problems
+
+
+_README = """ATB audit evidence bundle
+
+events.jsonl|csv  stored events: exact bytes (raw_b64) and the metadata the log committed to
+checkpoint.txt    C2SP tlog-checkpoint, signed note (Ed25519)
+proofs.json       RFC 6962 inclusion path of each event's leaf, against that checkpoint
+verifier.pub      the log's verifier key (<name>+<key id>+<key>): compare it with the published one
+
+Check offline:  atb audit verify --bundle <this folder> --key '<verifier key you trust>'
+By hand: leaf = canonical JSON of the event's metadata with raw_sha256 = SHA-256(raw);
+leaf hash = SHA-256(0x00 || leaf); walk the path (RFC 9162 2.1.3.2) to the root in the checkpoint;
+verify the checkpoint's signature with the key.
+"""
