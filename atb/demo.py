@@ -24,6 +24,9 @@ from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
 from atb.sdk import AgentClient, ApproverClient, GatewayClient
 from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
+from atb.trace import build_timeline, read_request
+from atb.trace_audit import audit_records
+from atb.trace_cli import render
 from atb_identity import bundle_path, ensure_svid
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
 from contracts import (
@@ -71,11 +74,12 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         console.print("Starting services: " + ", ".join(stack.processes))
         await stack.start(ready_timeout=90)
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
-        await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
+        high_risk_request = await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
         await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
         from atb.demo_audit import audit_ending  # the audit store verifies; a tampered copy does not
 
         await audit_ending(console, stack, db_url, config.state_dir)
+        await _print_trace(console, infra.kafka_bootstrap, db_url, high_risk_request)
     except Exception:
         for name, log in stack.logs().items():
             console.print(f"  [red]{name} log:[/red] {log}")
@@ -138,7 +142,7 @@ async def _high_risk(
     stack: ServiceStack,
     chat: ChatDemo,
     connectors: ConnectorDemo,
-) -> None:
+) -> str:
     """sap.payment.execute: two distinct approvers, the accountable party's own vote refused; spent once."""
     gateway_url = stack.gateway_url
     console.rule("[bold]High risk: dual control")
@@ -202,6 +206,20 @@ async def _high_risk(
         bootstrap=infra.kafka_bootstrap,
         leg=leg,
     )
+    return request_id
+
+
+async def _print_trace(console: Console, bootstrap: str, db_url: str, request_id: str) -> None:
+    """`atb trace <id> --audit-db <url>`: the high-risk request, from Kafka and the audit store."""
+    console.rule(f"[bold]atb trace {request_id}")
+    records = await read_request(bootstrap, request_id)
+    records += await asyncio.to_thread(audit_records, db_url, request_id)
+    steps = build_timeline(records)
+    console.print(render(request_id, steps))
+    kinds = {s.kind for s in steps}
+    missing = {"requested", "approval required", "vote", "quorum reached", "PoA issued", "broker decision"} - kinds
+    if missing:
+        raise DemoError(f"the trace misses {sorted(missing)}")
 
 
 async def _await_audit_type(db_url: str, request_id: str, audit_type: str, timeout: float = 30) -> None:

@@ -18,7 +18,13 @@ def run() -> None:
         return
     engine = create_engine(url)
     with engine.connect() as connection:
-        context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+        # All of a revision or none of it, on SQLite too (pysqlite runs DDL inside the
+        # transaction): a failed upgrade must not leave half-created tables behind.
+        context.configure(
+            connection=connection,
+            render_as_batch=connection.dialect.name == "sqlite",
+            transactional_ddl=True,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

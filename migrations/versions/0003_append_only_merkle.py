@@ -122,13 +122,47 @@ def _backfill_leaves() -> None:
     from audit_sink.domain.rows import AuditRow
 
     bind = op.get_bind()
-    names = (
-        "topic, partition, offset, event_id, event_type, request_id, producer, occurred_at, recorded_at,"
-        " retain_until, record_key, raw, decode_error, redacted, received_sha256"
+    # Typed columns, so that SQLite's stored text comes back as datetimes and booleans.
+    when = sa.DateTime(timezone=True)
+    events = sa.table(
+        "audit_events",
+        sa.column("seq", sa.Integer),
+        sa.column("topic", sa.String),
+        sa.column("partition", sa.Integer),
+        sa.column("offset", sa.BigInteger),
+        sa.column("event_id", sa.String),
+        sa.column("event_type", sa.String),
+        sa.column("request_id", sa.String),
+        sa.column("producer", sa.String),
+        sa.column("occurred_at", when),
+        sa.column("recorded_at", when),
+        sa.column("retain_until", when),
+        sa.column("record_key", sa.LargeBinary),
+        sa.column("raw", sa.LargeBinary),
+        sa.column("decode_error", sa.Text),
+        sa.column("redacted", sa.Boolean),
+        sa.column("received_sha256", sa.String),
     )
-    quoted = names.replace("partition", '"partition"').replace("offset", '"offset"')
+    names = (
+        "topic",
+        "partition",
+        "offset",
+        "event_id",
+        "event_type",
+        "request_id",
+        "producer",
+        "occurred_at",
+        "recorded_at",
+        "retain_until",
+        "record_key",
+        "raw",
+        "decode_error",
+        "redacted",
+        "received_sha256",
+    )
+    query = sa.select(*(events.c[name] for name in names)).order_by(events.c.seq)
     leaves = []
-    for index, row in enumerate(bind.execute(sa.text(f"SELECT {quoted} FROM audit_events ORDER BY seq"))):  # noqa: S608
+    for index, row in enumerate(bind.execute(query)):
         audit_row = AuditRow(*row[:-2], redacted=bool(row[-2]), received_sha256=row[-1])
         position = {"topic": row[0], "partition": row[1], "offset": row[2]}
         leaves.append({"idx": index, **position, "leaf_hash": leaf_hash(leaf_bytes(audit_row))})

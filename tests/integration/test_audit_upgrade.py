@@ -1,0 +1,75 @@
+"""Upgrading an audit store written before the Merkle revision (0002 → head) on SQLite and PostgreSQL.
+
+Rows stored by earlier versions get their leaves in insertion order, hashed
+exactly as the sink hashes new rows; on SQLite the stored timestamps (text)
+must come back as datetimes for that (a bug this test caught).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, insert, select
+
+from atb.dev.postgres import TempPostgres
+from atb_runtime import outgoing
+from audit_sink.adapters.db import audit_events, audit_leaves
+from audit_sink.adapters.ledger import iter_rows
+from audit_sink.domain.leaf import leaf_bytes
+from audit_sink.domain.merkle import leaf_hash
+from audit_sink.domain.retention import RetentionPolicy
+from audit_sink.domain.rows import RecordMeta, row_for
+from contracts import AuditEvent
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    config.attributes["configure_logger"] = False
+    return config
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.db'}"
+    server: TempPostgres = request.getfixturevalue("postgres_server")
+    name = f"upgrade_{secrets.token_hex(4)}"
+    server.create_database(name)
+    return server.url("owner", name)
+
+
+def test_rows_of_an_older_store_get_their_leaves_on_upgrade(url: str) -> None:
+    command.upgrade(_config(url), "0002")
+    rows = []
+    for i in range(25):
+        event = AuditEvent(
+            audit_type="old_event",
+            actor="spiffe://atb.local/svc/x",
+            outcome="info",
+            request_id=f"req-{i}",
+            occurred_at=datetime(2026, 1, 1, 12, 0, i, 123456, tzinfo=UTC),
+        )
+        record = outgoing(event, source="spiffe://atb.local/svc/x", namespace="")
+        meta = RecordMeta("atb.audit", i % 3, i, record.key, record.value, 1_767_268_800_000 + i)
+        rows.append(row_for(meta, recorded_at=datetime(2026, 1, 1, 12, 1, tzinfo=UTC), retention=RetentionPolicy()))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for row in rows:
+            values = {k: getattr(row, k) for k in row.__dataclass_fields__}
+            conn.execute(insert(audit_events).values(**values))
+    command.upgrade(_config(url), "head")
+    with engine.connect() as conn:
+        stored = conn.execute(select(audit_leaves.c.idx, audit_leaves.c.leaf_hash).order_by(audit_leaves.c.idx)).all()
+    expected = [leaf_hash(leaf_bytes(row)) for _, row in iter_rows(engine)]
+    engine.dispose()
+    assert [idx for idx, _ in stored] == list(range(25))
+    assert [bytes(h) for _, h in stored] == expected
