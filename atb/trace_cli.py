@@ -16,7 +16,10 @@ __all__ = ["render", "trace"]
 
 
 def render(request_id: str, steps: list[Step]) -> Table:
-    table = Table(title=f"Trace of {request_id}", title_justify="left")
+    stored = [s for s in steps if "checkpoint" in s.details]
+    covered = sorted({str(s.details["checkpoint"]).split(", ", 1)[-1] for s in stored})
+    caption = f"{len(stored)} of {len(steps)} steps found in the audit store ({'; '.join(covered)})" if stored else None
+    table = Table(title=f"Trace of {request_id}", title_justify="left", caption=caption, caption_justify="left")
     for column, justify in (("time", "left"), ("+ms", "right"), ("Δms", "right"), ("step", "left"), ("by", "left")):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     table.add_column("what", overflow="fold")
