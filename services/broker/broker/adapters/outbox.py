@@ -76,12 +76,16 @@ class OutboxRelay:
             self.published += len(records)
 
     async def _run(self) -> None:
+        last_checkpoint = asyncio.get_running_loop().time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._sweep)
             self._wake.clear()
             try:
                 await self.drain()
+                if asyncio.get_running_loop().time() - last_checkpoint >= self._sweep:
+                    await self._store.checkpoint()
+                    last_checkpoint = asyncio.get_running_loop().time()
             except Exception:  # Kafka or the store unavailable: retry on the next wake or sweep
                 log.exception("outbox relay failed; retrying")
                 await asyncio.sleep(self._sweep)

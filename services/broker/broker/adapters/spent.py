@@ -108,6 +108,9 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Checkpoints (which fsync) run in the store's thread (`checkpoint()`), never
+        # inside a commit on the decision path.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -185,6 +188,16 @@ class SpentStore:
         found = conn.execute(select(spent_poas.c.jti, spent_poas.c.presentation).where(spent_poas.c.jti.in_(jtis)))
         owners = {str(row[0]): str(row[1]) for row in found}
         return [owners.get(s.jti) == s.presentation for s in spends]
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database file (SQLite; off the event loop). A no-op on PostgreSQL."""
+        if self._sqlite:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def unpublished(self, instance: str, limit: int = 200) -> list[OutboxRow]:
         """This instance's outbox rows not yet on Kafka, oldest first."""
