@@ -12,6 +12,7 @@ from atb.dev.errors import DevError
 from atb.keys_cli import keys_app
 from atb.pki_cli import pki_app
 from atb.poa_cli import poa_app
+from atb.replay.cli import replay_app
 from atb.vote_cli import pending, vote
 
 app = typer.Typer(no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
@@ -19,6 +20,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(pki_app, name="pki")
 app.add_typer(keys_app, name="keys")
 app.add_typer(poa_app, name="poa")
+app.add_typer(replay_app, name="replay")
 app.command()(vote)
 app.command()(pending)
 
