@@ -17,6 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -27,12 +28,14 @@ from rich.table import Table
 from atb.dev.config import DevConfig
 from atb.replay.errors import ReplayError, ReplayUsageError
 from atb.replay.letters import LetterFilter, resolve_topic
+from atb.replay.policy import POLICY_TOPICS, CandidateOpa, Spooler, build_history, fill_context, report_json, what_if
 from atb.replay.redrive import RedriveOptions, Redriver, redriven_refs
 from atb.replay.runs import RunPlan, RunStore
 from atb.replay.scan import RangeScanner, ScanResult
 from atb.replay.timerange import TimeRange
+from atb.replay.whatif import WhatIfReport
 from atb_runtime.settings import CommonSettings
-from contracts import Topic
+from contracts import Topic, topic_name
 
 __all__ = ["replay_app"]
 
@@ -231,3 +234,94 @@ def _redrive_options(plan: RunPlan, namespace: str) -> RedriveOptions:
         again=opts.get("again") is True,
         who=getpass.getuser(),
     )
+
+
+# -- policy -------------------------------------------------------------------------------------
+
+_KIND_STYLE = {
+    "would_deny": "[red]would deny[/red]",
+    "would_allow": "[yellow]would allow[/yellow]",
+    "tier_change": "tier change",
+    "requirements_change": "requirements change",
+}
+
+
+def _policy_table(report: WhatIfReport) -> Table:
+    table = Table(title=f"what the candidate policy ({report.candidate_version}) changes")
+    for column in ("change", "request", "action id", "action", "recorded", "candidate", "tier", "why"):
+        table.add_column(column)
+    for c in report.changes:
+        tier = f"{c.tier_before or '?'} → {c.tier_after}" if c.tier_before != c.tier_after else (c.tier_after or "")
+        table.add_row(
+            _KIND_STYLE[c.kind], c.request_id, c.action_id or "", c.action, c.recorded, c.candidate, tier,
+            "; ".join(c.reasons),
+        )  # fmt: skip
+    return table
+
+
+@replay_app.command("policy")
+def policy(
+    policy_dir: Path | None = typer.Option(  # noqa: B008
+        None, "--policy", help="The candidate policy folder (.rego files and their data.json)."
+    ),
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    resume: str | None = RESUME,
+    limit: int | None = LIMIT,
+    quiet: bool = QUIET,
+    json_out: bool = JSON_OUT,
+    fail_on_change: bool = typer.Option(False, "--fail-on-change", help="Exit 3 when any decision or tier changes."),
+    unmandated: bool = typer.Option(
+        False,
+        "--allow-unmandated-low-risk",
+        help="Evaluate PoA-less presentations as a broker with ALLOW_UNMANDATED_LOW_RISK=true would.",
+    ),
+    live_opa: str | None = typer.Option(
+        None, "--live-opa", help="Running OPA, asked (read-only) for requirements not recorded. Default: ATB_OPA_URL."
+    ),
+) -> None:
+    """What-if: re-evaluate recorded requests and broker decisions against a candidate policy."""
+    session = _Session(json_out, quiet, command="policy")
+    folder_given = policy_dir.resolve() if policy_dir else None
+
+    async def work() -> tuple[WhatIfReport | None, ScanResult]:
+        if policy_dir is None and resume is None:
+            raise ReplayUsageError("--policy <folder> is required (the candidate policy)")
+        options: dict[str, JsonValue] = {
+            "policy": str(folder_given) if folder_given else None,
+            "allow_unmandated_low_risk": unmandated,
+        }
+        if policy_dir is not None:
+            CandidateOpa(policy_dir, session.store.root)  # refuse a wrong folder before scanning
+        topics = [topic_name(t, session.namespace) for t in POLICY_TOPICS]
+        plan = await session.plan_or_resume(resume, topics, since, until, options)
+        folder = folder_given or Path(str(plan.options.get("policy")))
+        result = await session.scanner().run(plan, Spooler(session.store, plan.run_id), limit=limit)
+        if not result.complete:
+            return None, result
+        history = build_history(session.store.spooled(plan.run_id))
+        await fill_context(history, session.bootstrap, session.namespace)
+        live = live_opa or os.environ.get("ATB_OPA_URL", "").strip() or DevConfig.from_env().opa_url
+        async with CandidateOpa(folder, session.store.root / f"{plan.run_id}-opa") as opa:
+            flag = unmandated or plan.options.get("allow_unmandated_low_risk") is True
+            report = await what_if(history, opa.url, live, allow_unmandated_low_risk=flag)
+        return report, result
+
+    report, result = session.run(work)
+    if report is None:  # --limit stopped the scan: the report needs the whole range
+        if json_out:
+            session.out.print_json(json.dumps({"run_id": result.run_id, "complete": False, "records": result.handled}))
+        session.footer(result)
+        return
+    if json_out:
+        session.out.print_json(report_json(report, result.run_id).decode())
+    else:
+        session.out.print(_policy_table(report))
+        session.out.print(
+            f"{len(report.changes)} changes over {report.requests} requests and {report.decisions} decisions;"
+            f" {len(report.skipped)} not re-evaluated" + (" (see --json)" if report.skipped else ""),
+            highlight=False,
+        )
+    session.footer(result)
+    if fail_on_change and report.changed:
+        raise typer.Exit(3)
