@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from typer.testing import CliRunner
 
+from atb.cli import app
 from atb.replay.errors import ReplayUsageError
 from atb.replay.runs import RunStore
 from atb.replay.scan import RangeScanner
@@ -86,3 +90,44 @@ async def test_an_unknown_topic_is_a_usage_error(kafka_bootstrap: str, tmp_path:
     scanner = RangeScanner(kafka_bootstrap, RunStore(tmp_path))
     with pytest.raises(ReplayUsageError, match=r"unknown topic: no-such\.atb\.dlq"):
         await scanner.plan("test", ["no-such.atb.dlq"], TimeRange())
+
+
+async def test_the_progress_bar_shows_counts_and_rate_on_a_terminal(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    topic = topic_name(Topic.POA_ISSUED, namespace)
+    await _produce(kafka_bootstrap, topic, 12)
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160)
+    scanner = RangeScanner(kafka_bootstrap, RunStore(tmp_path), console=console)
+    plan = await scanner.plan("test", [topic], TimeRange())
+    await scanner.run(plan, _Collect())
+    assert "12/12" in screen.getvalue()
+    assert "12 records" in screen.getvalue()
+    quiet = io.StringIO()
+    silent = RangeScanner(kafka_bootstrap, RunStore(tmp_path), console=Console(file=quiet))  # not a terminal
+    await silent.run(await silent.plan("test", [topic], TimeRange()), _Collect())
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["redrive", "--since", "yesterday"], "--since 'yesterday': not an ISO-8601 time"),
+        (["redrive", "--filter", "colour=red"], "unknown key 'colour'"),
+        (["redrive", "--to", "atb.nope"], "--to 'atb.nope': unknown topic"),
+        (["redrive", "--resume", "20200101T000000-000000"], "no replay run 20200101T000000-000000"),
+        (["policy", "--since", "2h"], "--policy <folder> is required"),
+        (["redrive"], "unknown topic: nowhere.atb.dlq"),
+    ],
+)
+def test_mistakes_are_one_line_and_exit_2(kafka_bootstrap: str, tmp_path: Path, args: list[str], message: str) -> None:
+    env = {
+        "ATB_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ATB_TOPIC_NAMESPACE": "nowhere.",
+        "ATB_STATE_DIR": str(tmp_path),
+    }
+    result = CliRunner().invoke(app, ["replay", *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
