@@ -20,6 +20,7 @@ The scanner never produces and never commits to any group but its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from atb.replay.timerange import TimeRange
 from atb_runtime import Incoming
 
 __all__ = ["BatchHandler", "RangeScanner", "ScanResult"]
+
+log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[Sequence[Incoming]], Awaitable[None]]
 
@@ -186,6 +189,9 @@ class RangeScanner:
             status = "done" if complete else "stopped"
         except BaseException:
             status = "interrupted"
+            # Positions advance only after a batch was handled: commit them, so that
+            # `--resume` does not handle the last finished batches again.
+            await _last_commit(consumer, positions)
             raise
         finally:
             self._store.update(plan.run_id, progress)
@@ -263,10 +269,25 @@ async def _next_batch(
 
 
 async def _commit(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int], tps: list[TopicPartition]) -> None:
+    # Shielded: an interrupt (Ctrl-C cancels the task) must not tear a commit in flight.
+    commit = asyncio.ensure_future(consumer.commit({tp: positions[tp] for tp in tps}))
     try:
-        await consumer.commit({tp: positions[tp] for tp in tps})
+        await asyncio.shield(commit)
+    except asyncio.CancelledError:
+        await asyncio.wait([commit], timeout=5)
+        raise
     except KafkaError as exc:
         raise ReplayInfraError(f"cannot commit the run's progress: {type(exc).__name__}: {exc}") from exc
+
+
+async def _last_commit(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+    """Best effort, on the way out of an interrupted run: a failure only means some records are read again."""
+    if not positions:
+        return
+    try:
+        await asyncio.wait_for(consumer.commit(dict(positions)), 5)
+    except (KafkaError, TimeoutError, asyncio.CancelledError) as exc:
+        log.warning("could not commit the last position of an interrupted run: %s", exc)
 
 
 def _as_keys(positions: dict[TopicPartition, int]) -> dict[str, int]:

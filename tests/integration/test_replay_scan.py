@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import os
+import signal
+import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -23,6 +30,7 @@ from contracts import Topic, topic_name
 pytestmark = pytest.mark.kafka
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
+ATB = str(Path(sys.executable).parent / "atb")
 
 
 async def _produce(bootstrap: str, topic: str, count: int, first: int = 0) -> None:
@@ -131,3 +139,52 @@ def test_mistakes_are_one_line_and_exit_2(kafka_bootstrap: str, tmp_path: Path, 
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+async def test_ctrl_c_leaves_a_run_that_resumes_without_reading_twice(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    """A real SIGINT to `atb replay redrive` part way through; `--resume` reads exactly the rest."""
+    total = 120_000
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        dlq = topic_name(Topic.DLQ, namespace)
+        sent = [await producer.send(dlq, value=b"not a dead letter", key=str(i % 7).encode()) for i in range(total)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    env = {
+        **os.environ,
+        "ATB_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ATB_TOPIC_NAMESPACE": namespace,
+        "ATB_STATE_DIR": str(tmp_path),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        ATB, "replay", "redrive", "--json", env=env, stdout=PIPE, stderr=PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's background jobs ignore it
+    )  # fmt: skip
+    runs = tmp_path / "replay"
+    deadline = time.monotonic() + 30
+    while not any(p.suffix == ".json" and '"running"' in p.read_text() for p in runs.glob("*.json")):
+        assert time.monotonic() < deadline, "the run never started"
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = await proc.communicate()
+    assert proc.returncode == 130, err.decode()
+    [run_file] = runs.glob("*.json")
+    run_id = run_file.stem
+    assert f"--resume {run_id}" in err.decode()
+    assert "Traceback" not in err.decode()
+    first = json.loads(run_file.read_text())
+    assert first["status"] == "interrupted"
+    done_before = sum(first["positions"].values())
+    assert 0 <= done_before < total
+    resumed = await asyncio.create_subprocess_exec(
+        ATB, "replay", "redrive", "--resume", run_id, "--json", env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await resumed.communicate()
+    assert resumed.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["complete"] is True
+    assert report["records"] == total - done_before
