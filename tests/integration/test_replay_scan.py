@@ -29,7 +29,8 @@ from contracts import Topic, topic_name
 
 pytestmark = pytest.mark.kafka
 
-BASE = datetime(2026, 1, 1, tzinfo=UTC)
+# Recent: records older than a topic's retention may be deleted by the broker at any moment.
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 ATB = str(Path(sys.executable).parent / "atb")
 
 
