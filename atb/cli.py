@@ -13,6 +13,7 @@ from atb.dev.errors import DevError
 from atb.keys_cli import keys_app
 from atb.pki_cli import pki_app
 from atb.poa_cli import poa_app
+from atb.replay.cli import replay_app
 from atb.trace_cli import trace
 from atb.vote_cli import pending, vote
 
@@ -21,6 +22,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(pki_app, name="pki")
 app.add_typer(keys_app, name="keys")
 app.add_typer(poa_app, name="poa")
+app.add_typer(replay_app, name="replay")
 app.command()(vote)
 app.command()(pending)
 app.command()(trace)

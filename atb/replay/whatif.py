@@ -1,0 +1,204 @@
+"""What a candidate policy would have decided differently: pure comparisons of frozen values.
+
+Two kinds of history are compared (seed §2.3, the "what-if" of a policy PR):
+
+* a request's requirements (tier, approvals, ticket) as recorded when it arrived,
+  against the candidate's `requirements`;
+* a broker decision as recorded, against the candidate's `decisions` for the
+  same input. A recorded deny is comparable only when the policy made it: a
+  replayed PoA, a bad signature or a revoked token are denied before the policy
+  is asked, whatever it says, so they are listed as not re-evaluated.
+
+No I/O here; `policy.py` gathers the history and asks OPA.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from contracts import Decision
+
+__all__ = [
+    "POLICY_DENY_CODES",
+    "Change",
+    "Evaluated",
+    "RecordedDecision",
+    "Requirement",
+    "Skipped",
+    "WhatIfReport",
+    "compare_decision",
+    "compare_requirement",
+    "is_policy_deny",
+    "reason_codes",
+    "recorded_action_tier",
+]
+
+POLICY_DENY_CODES = frozenset(
+    {
+        "poa_required",
+        "tier_too_low",
+        "approval_missing",
+        "self_approval",
+        "dual_control_missing",
+        "dual_control_not_distinct",
+        "ticket_missing",
+    }
+)
+"""The deny reasons opa/policy/poa.rego gives; every other deny happened before the policy was asked."""
+
+ChangeKind = Literal["would_deny", "would_allow", "tier_change", "requirements_change"]
+
+
+def reason_codes(reasons: Sequence[str]) -> tuple[str, ...]:
+    """`tier_too_low: PoA was ...` → `tier_too_low`."""
+    return tuple(r.split(":", 1)[0].strip() for r in reasons)
+
+
+_ACTION_TIER = re.compile(r"^tier_too_low:.*the action is ([a-z]+)\s*$")
+
+
+def recorded_action_tier(reasons: Sequence[str], poa_tier: str | None) -> str | None:
+    """The tier the policy gave the action when it decided.
+
+    A decision does not record it, but a `tier_too_low` deny names it; otherwise the
+    PoA's tier stands in (issued by the same policy for the same action).
+    """
+    for reason in reasons:
+        if match := _ACTION_TIER.match(reason):
+            return match.group(1)
+    return poa_tier
+
+
+def is_policy_deny(reasons: Sequence[str]) -> bool:
+    codes = reason_codes(reasons)
+    return bool(codes) and all(code in POLICY_DENY_CODES for code in codes)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a request needs; a field the history did not record is None and not compared."""
+
+    tier: str
+    approvals: int | None = None
+    ticket_required: bool | None = None
+
+    def describe(self) -> str:
+        parts = [self.tier]
+        if self.approvals is not None:
+            parts.append(f"{self.approvals} approval{'s' if self.approvals != 1 else ''}")
+        if self.ticket_required:
+            parts.append("ticket")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class RecordedDecision:
+    request_id: str
+    action_id: str
+    action: str
+    decision: Decision
+    reasons: tuple[str, ...]
+    tier: str | None
+    """The action's tier when it was decided (see `recorded_action_tier`); None when unknown."""
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The candidate policy's answer to one broker input."""
+
+    allow: bool
+    reasons: tuple[str, ...]
+    tier: str
+    policy_version: str
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    subject: Literal["request", "decision"]
+    request_id: str
+    action: str
+    recorded: str
+    candidate: str
+    action_id: str | None = None
+    tier_before: str | None = None
+    tier_after: str | None = None
+    reasons: tuple[str, ...] = ()
+    """The candidate's deny reasons (would_deny) or what it no longer requires."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    subject: Literal["request", "decision"]
+    request_id: str
+    action: str
+    why: str
+    action_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WhatIfReport:
+    requests: int
+    decisions: int
+    changes: tuple[Change, ...]
+    skipped: tuple[Skipped, ...]
+    candidate_version: str
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def compare_requirement(request_id: str, action: str, recorded: Requirement, candidate: Requirement) -> Change | None:
+    """A tier change, else a change of approvals or ticket where both are known, else None."""
+    if recorded.tier != candidate.tier:
+        kind: ChangeKind = "tier_change"
+    elif (recorded.approvals is not None and recorded.approvals != candidate.approvals) or (
+        recorded.ticket_required is not None and recorded.ticket_required != candidate.ticket_required
+    ):
+        kind = "requirements_change"
+    else:
+        return None
+    return Change(
+        kind,
+        "request",
+        request_id,
+        action,
+        recorded=recorded.describe(),
+        candidate=candidate.describe(),
+        tier_before=recorded.tier,
+        tier_after=candidate.tier,
+    )
+
+
+def compare_decision(recorded: RecordedDecision, candidate: Evaluated) -> Change | Skipped | None:
+    """A flip (allow ↔ deny), else a tier change of the action, else None; non-policy denies are Skipped."""
+    did_allow = recorded.decision is Decision.ALLOW
+    if not did_allow and not is_policy_deny(recorded.reasons):
+        codes = ", ".join(reason_codes(recorded.reasons)) or "no reason recorded"
+        why = f"denied before the policy was asked ({codes})"
+        return Skipped("decision", recorded.request_id, recorded.action, why, recorded.action_id)
+    if did_allow and not candidate.allow:
+        kind: ChangeKind = "would_deny"
+        reasons = candidate.reasons
+    elif not did_allow and candidate.allow:
+        kind, reasons = "would_allow", reason_codes(recorded.reasons)
+    elif recorded.tier is not None and recorded.tier != candidate.tier:
+        kind, reasons = "tier_change", ()
+    else:
+        return None
+    return Change(
+        kind,
+        "decision",
+        recorded.request_id,
+        recorded.action,
+        recorded=recorded.decision.value,
+        candidate="allow" if candidate.allow else "deny",
+        action_id=recorded.action_id,
+        tier_before=recorded.tier,
+        tier_after=candidate.tier,
+        reasons=reasons,
+    )
