@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atb.dev.config import DevConfig
+from atb.replay.audit import AuditComparison
 from atb.replay.errors import ReplayError, ReplayUsageError
 from atb.replay.letters import LetterFilter, resolve_topic
 from atb.replay.policy import POLICY_TOPICS, CandidateOpa, Spooler, build_history, fill_context, report_json, what_if
@@ -39,7 +40,9 @@ from contracts import Topic, topic_name
 
 __all__ = ["replay_app"]
 
-replay_app = typer.Typer(no_args_is_help=True, help="Replay history read-only: policy what-if, dead-letter re-drive.")
+replay_app = typer.Typer(
+    no_args_is_help=True, help="Replay history read-only: audit rebuild, policy what-if, dead-letter re-drive."
+)
 
 T = TypeVar("T")
 
@@ -324,4 +327,82 @@ def policy(
         )
     session.footer(result)
     if fail_on_change and report.changed:
+        raise typer.Exit(3)
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def _rebuild_url(root: Path, run_id: str) -> str:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return f"sqlite:///{root / f'{run_id}-audit.db'}"
+
+
+def _audit_topics(namespace: str) -> list[str]:
+    return [topic_name(t, namespace) for t in Topic]
+
+
+@replay_app.command("audit")
+def audit(
+    live_db: str = typer.Option("", "--live-db", help="The live audit store (read only). Default: the sink's."),
+    into: str = typer.Option("", "--into", help="Where to rebuild (a fresh database). Default: a file per run."),
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    resume: str | None = RESUME,
+    limit: int | None = LIMIT,
+    quiet: bool = QUIET,
+    json_out: bool = JSON_OUT,
+    fail_on_difference: bool = typer.Option(False, "--fail-on-difference", help="Exit 3 unless identical."),
+) -> None:
+    """Rebuild the audit store of a range from Kafka into a fresh database; compare it with the live one."""
+    from atb.replay.audit import AuditRebuild, compare_stores
+    from audit_sink.adapters.db import make_engine
+    from audit_sink.domain.retention import RetentionPolicy
+    from audit_sink.settings import AuditSinkSettings
+
+    session = _Session(json_out, quiet, command="audit")
+    sink = AuditSinkSettings()
+
+    async def work() -> tuple[AuditComparison | None, ScanResult, str]:
+        plan = await session.plan_or_resume(resume, _audit_topics(session.namespace), since, until, {"into": into})
+        target = str(plan.options.get("into") or "") or _rebuild_url(session.store.root, plan.run_id)
+        rebuild = AuditRebuild(target, RetentionPolicy(sink.retention_years, sink.retention_days_by_event_type))
+        result = await session.scanner().run(plan, rebuild.handle, limit=limit)
+        if not result.complete:
+            return None, result, target
+        live = make_engine(live_db or sink.db_url())
+        try:
+            comparison = await asyncio.to_thread(compare_stores, live, rebuild.engine, plan.spans)
+        finally:
+            live.dispose()
+        return comparison, result, target
+
+    comparison, result, target = session.run(work)
+    session.footer(result)
+    if comparison is None:
+        return
+    if json_out:
+        doc = {
+            "run_id": result.run_id,
+            "rebuilt_into": target,
+            "compared": comparison.compared,
+            "identical": comparison.identical,
+            "missing": list(comparison.missing),
+            "extra": list(comparison.extra),
+            "different": [{"record": d.coordinate, "fields": list(d.fields)} for d in comparison.different],
+        }
+        session.out.print_json(json.dumps(doc))
+    else:
+        session.out.print(f"rebuilt {comparison.compared} records into {target}", highlight=False)
+        for label, keys in (
+            ("missing from the live store", comparison.missing),
+            ("only in the live store", comparison.extra),
+        ):
+            for key in keys:
+                session.out.print(f"  [red]{label}[/red]: {key}")
+        for d in comparison.different:
+            session.out.print(f"  [red]different[/red]: {d.coordinate} ({', '.join(d.fields)})")
+        verdict = "[green]identical[/green]" if comparison.identical else "[red]the stores differ[/red]"
+        session.out.print(f"live store vs Kafka over the range: {verdict}")
+    if fail_on_difference and not comparison.identical:
         raise typer.Exit(3)
