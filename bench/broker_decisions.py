@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import tempfile
@@ -204,6 +205,10 @@ async def main() -> None:
     warm = _presentations(signer, 300, 0)
     closed = _presentations(signer, args.decisions, 300)
     open_loop = _presentations(signer, n_open, 300 + args.decisions)
+    # The pre-built inputs are the harness's, not the broker's: keep them out of the
+    # cyclic GC, whose full collections over them would show up as broker latency.
+    gc.collect()
+    gc.freeze()
     try:
         opa_costs = await _opa_cost(opa, warm, verifier)
         await asyncio.gather(*(queue.submit(p) for p in warm))
@@ -252,6 +257,8 @@ async def main() -> None:
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    p90 = latencies[int(len(latencies) * 0.90) - 1] * 1000
+    p999 = latencies[int(len(latencies) * 0.999) - 1] * 1000
     ratio = decisions_per_s / raw
     report = {
         "decisions_per_s": round(decisions_per_s),
@@ -262,7 +269,10 @@ async def main() -> None:
         "open_loop_rate": args.rate,
         "open_loop_achieved": round(achieved),
         "p50_ms": round(p50, 2),
+        "p90_ms": round(p90, 2),
         "p99_ms": round(p99, 2),
+        "p999_ms": round(p999, 2),
+        "max_ms": round(latencies[-1] * 1000, 2),
         "goal_p99_ms": GOAL_P99_MS,
         "p99_to_goal": round(p99 / GOAL_P99_MS, 3),
         **{k: round(v, 3) for k, v in opa_costs.items()},
@@ -286,7 +296,8 @@ async def main() -> None:
     print(f"broker: {decisions_per_s:,.0f} decisions/s; raw Ed25519: {raw:,.0f} verifications/s")
     print(f"ratio {ratio:.3f} (goal ≥ {GOAL_RATIO}; {ratio / GOAL_RATIO:.2f}× the goal)")
     print(
-        f"open loop {achieved:,.0f}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+        f"open loop {achieved:,.0f}/s: p50 {p50:.2f} ms, p90 {p90:.2f} ms, p99 {p99:.2f} ms, "
+        f"p99.9 {p999:.2f} ms, max {latencies[-1] * 1000:.2f} ms "
         f"(goal < {GOAL_P99_MS:.0f} ms; {p99 / GOAL_P99_MS:.2f} of the limit)"
     )
     print(

@@ -62,11 +62,15 @@ class OutboxRelay:
         """Publish directly (when the outbox itself could not be written)."""
         await self._send(events)
 
+    ROWS_PER_ROUND = 16
+    """Small rounds: handing records to the Kafka client is CPU work in the event loop,
+    and deciding (the latency that matters) shares that loop."""
+
     async def drain(self) -> int:
         """Publish every unpublished row of this instance; returns how many rows."""
         total = 0
         while True:
-            rows = await self._store.unpublished(self._instance)
+            rows = await self._store.unpublished(self._instance, limit=self.ROWS_PER_ROUND)
             if not rows:
                 return total
             records = [r for row in rows for r in decode_outbox(row.records)]
