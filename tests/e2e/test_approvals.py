@@ -36,6 +36,7 @@ from contracts import (
     VoteCast,
     VoteChoice,
     decode_envelope,
+    encode_envelope,
     make_envelope,
     payload_of,
     request_digest,
@@ -342,3 +343,91 @@ async def test_key_rotation_has_no_gap_for_either_verifier(running_stack: Runnin
     verifier = PoaVerifier(jwks_keys, audience="spiffe://atb.local/svc/broker", issuer="spiffe://atb.local/svc/issuer")
     assert verifier.verify(old.token).jti == old.jti
     assert verifier.verify(new.token).jti == new.jti
+
+
+async def test_a_chat_attested_vote_cannot_approve_a_critical_request(running_stack: RunningStack) -> None:
+    """Even a compromised chat service cannot approve critical: approvals limits what each attester vouches for."""
+    chat = ensure_svid(running_stack.state_dir, "spiffe://atb.local/svc/chat")
+    leg = HIGH_LEG.model_copy(update={"ticket_ref": "CHG-4711"})
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa("iam.admin.grant", "iam:role/admin", leg=leg, params={"user": "x"})
+        async with _approver(running_stack, "carol") as carol:
+            required = await carol.approval_required(request_id)
+        assert required.tier is Tier.CRITICAL
+        topic = topic_name(VoteCast.topic, running_stack.namespace)
+        async with Publisher(running_stack.kafka_bootstrap, "chat-compromised") as publisher:
+            for slack_id in ("slack:UALICE01", "slack:UBOB0002"):
+                vote = VoteCast(
+                    request_id=request_id,
+                    vote_id=f"vote-{slack_id}",
+                    approver_id=slack_id,
+                    choice=VoteChoice.APPROVE,
+                    request_digest=required.request_digest,
+                    channel="slack",
+                    cast_at=datetime.now(UTC),
+                )
+                envelope = sign_envelope(make_envelope(vote, source=str(chat.spiffe_id)), chat)
+                await publisher.publish([outgoing_envelope(envelope, topic)])
+        refused = await _audits(running_stack, request_id, "approval_vote_refused", want=2)
+        assert len(refused) == 2
+        assert all(b"attester_tier" in r.raw for r in refused)
+        with pytest.raises(TimeoutError):
+            await agent.await_poa(request_id, timeout=3)
+
+
+async def test_the_issuer_refuses_chat_attested_votes_on_a_critical_quorum(running_stack: RunningStack) -> None:
+    """A compromised approvals service counting chat-attested votes for a critical request: the issuer says no."""
+    chat = ensure_svid(running_stack.state_dir, "spiffe://atb.local/svc/chat")
+    leg = HIGH_LEG.model_copy(update={"ticket_ref": "CHG-4711"})
+    async with _agent(running_stack) as agent:
+        request_id = await agent.request_poa("iam.admin.grant", "iam:role/admin", leg=leg, params={"user": "y"})
+        async with _approver(running_stack, "carol") as carol:
+            required = await carol.approval_required(request_id)
+        request_event = await _request_event(running_stack, request_id)
+        request = payload_of(decode_envelope(request_event.encode()))
+        assert isinstance(request, IssuanceRequested)
+        counted = []
+        for principal, slack_id, kind in (
+            ("alice", "slack:UALICE01", "manager"),
+            ("bob", "slack:UBOB0002", "compliance"),
+        ):
+            vote = VoteCast(
+                request_id=request_id,
+                vote_id=f"vote-{principal}",
+                approver_id=slack_id,
+                choice=VoteChoice.APPROVE,
+                request_digest=required.request_digest,
+                channel="slack",
+                cast_at=datetime.now(UTC),
+            )
+            text = encode_envelope(sign_envelope(make_envelope(vote, source=str(chat.spiffe_id)), chat)).decode()
+            counted.append(
+                CountedVote(
+                    approver_id=principal,
+                    approver_type=kind,
+                    vote_digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+                    cast_at=datetime.now(UTC),
+                    vote_event=text,
+                )
+            )
+        forged = QuorumReached(
+            request_id=request_id,
+            tier=Tier.CRITICAL,
+            required_approvals=2,
+            request_digest=required.request_digest,
+            poa_ttl_seconds=60,
+            request=request,
+            request_event=request_event,
+            votes=tuple(counted),
+            decided_at=datetime.now(UTC),
+        )
+        approvals_id = "spiffe://atb.local/svc/approvals"
+        envelope = sign_envelope(
+            make_envelope(forged, source=approvals_id), ensure_svid(running_stack.state_dir, approvals_id)
+        )
+        async with Publisher(running_stack.kafka_bootstrap, "forger") as publisher:
+            await publisher.publish([outgoing_envelope(envelope, topic_name(forged.topic, running_stack.namespace))])
+        with pytest.raises(PoaDeniedError):
+            await agent.await_poa(request_id, timeout=30)
+    rows = await _audits(running_stack, request_id, "poa_issuance_refused")
+    assert any(b"attester_tier" in r.raw for r in rows), [r.raw[:300] for r in rows]

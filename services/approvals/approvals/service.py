@@ -156,10 +156,18 @@ class ApprovalsService:
     def _on_vote(self, record: Incoming, envelope: Envelope, vote: VoteCast) -> list[Outgoing]:
         now = datetime.now(UTC)
         try:
-            verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=now)
+            origin = verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=now)
         except IdentityError as exc:
             out = self._identity_refused(record, envelope.source, exc, vote.request_id, vote.approver_id)
             return out + self._apply(vote.request_id, on_bad_vote(self._states.get(vote.request_id), exc.code, now))
+        if origin.attested and (refusal := self._attester_refusal(origin.proven_by, vote.request_id)):
+            note = AuditNote(
+                "approval_vote_refused",
+                "denied",
+                refusal,
+                {"vote_id": vote.vote_id, "identity": vote.approver_id, "attested_by": origin.proven_by},
+            )
+            return [self._audit(vote.request_id, note, {"channel": vote.channel})]
         ballot = Ballot(
             vote_id=vote.vote_id,
             identity=vote.approver_id,
@@ -179,6 +187,19 @@ class ApprovalsService:
             decided_by=self._source,
         )
         return self._apply(vote.request_id, step, {"channel": vote.channel})
+
+    def _attester_refusal(self, attester: str, request_id: str) -> str | None:
+        """Why `attester` may not vouch for a vote on this request (its tier is beyond its limit), or None."""
+        allowed = self._settings.vote_attester_tiers.get(attester)
+        if allowed is None:
+            return None
+        state = self._states.get(request_id)
+        tier = state.requirements.tier if state is not None and state.requirements is not None else None
+        if tier is None:
+            return f"attester_tier: {attester} may vouch only for votes on known requests"
+        if tier not in allowed:
+            return f"attester_tier: {attester} may not vouch for {tier.value} votes; the approver votes with `atb vote`"
+        return None
 
     async def tick(self) -> list[Outgoing]:
         """Deadlines: expire open requests, drop votes held too long."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from atb_runtime.settings import CommonSettings
+from contracts import Tier
 
 __all__ = ["DEFAULT_DIRECTORY", "ApprovalsSettings"]
 
@@ -27,6 +28,11 @@ class ApprovalsSettings(CommonSettings):
     """Services whose proof may vouch for a request's `agent_id` (the mTLS gateway)."""
     vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
     """Services whose proof may vouch for a vote's `approver_id` (the chat service, for Slack clicks)."""
+    vote_attester_tiers: dict[str, list[Tier]] = Field(
+        default_factory=lambda: {"spiffe://atb.local/svc/chat": [Tier.LOW, Tier.MEDIUM, Tier.HIGH]}
+    )
+    """Per attester, the tiers whose votes it may vouch for (critical needs the approver's own SVID:
+    `atb vote`). An attester not listed here is not limited."""
     approver_directory_path: Path | None = None
     """JSON approver directory (principal → identities, type, groups, tiers); default config/approvers.json."""
     max_pending_seconds: int = 86_400

@@ -70,6 +70,7 @@ async def build() -> ServiceRunner:
         policy=RequirementsClient(opa),
         request_attesters=settings.request_attesters,
         vote_attesters=settings.vote_attesters,
+        vote_attester_tiers=settings.vote_attester_tiers,
     )
     service = IssuerService(settings, current, evidence, bundle)
 

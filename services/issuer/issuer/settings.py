@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from atb_runtime.settings import CommonSettings
+from contracts import Tier
 
 __all__ = ["IssuerSettings"]
 
@@ -24,6 +25,10 @@ class IssuerSettings(CommonSettings):
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
     vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
+    vote_attester_tiers: dict[str, list[Tier]] = Field(
+        default_factory=lambda: {"spiffe://atb.local/svc/chat": [Tier.LOW, Tier.MEDIUM, Tier.HIGH]}
+    )
+    """As the approvals service's: the tiers each attester may vouch for (re-checked here)."""
     quorum_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
     """Who may announce a QuorumReached (its proof must be theirs)."""
     approver_directory_path: Path = DEFAULT_DIRECTORY

@@ -9,12 +9,21 @@ resolve the approver in the directory, then hand the verified facts to the pure
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
 from atb_runtime.policy import RequirementsClient
-from contracts import CountedVote, EventDecodeError, QuorumReached, VoteCast, VoteChoice, decode_envelope, payload_of
+from contracts import (
+    CountedVote,
+    EventDecodeError,
+    QuorumReached,
+    Tier,
+    VoteCast,
+    VoteChoice,
+    decode_envelope,
+    payload_of,
+)
 from contracts.directory import Directory, normalize
 from issuer.domain.claims import EvidenceError
 from issuer.domain.evidence import PolicyFacts, VerifiedVote, check_quorum
@@ -31,12 +40,14 @@ class EvidenceVerifier:
         policy: RequirementsClient,
         request_attesters: Collection[str],
         vote_attesters: Collection[str],
+        vote_attester_tiers: Mapping[str, Collection[Tier]] | None = None,
     ) -> None:
         self._bundle = bundle
         self._directory = directory
         self._policy = policy
         self._request_attesters = frozenset(request_attesters)
         self._vote_attesters = frozenset(vote_attesters)
+        self._attester_tiers = {k: frozenset(v) for k, v in (vote_attester_tiers or {}).items()}
 
     async def verify(self, quorum: QuorumReached) -> None:
         """Raise EvidenceError unless the request and every counted vote are proven and make the quorum."""
@@ -49,7 +60,7 @@ class EvidenceVerifier:
             pending_seconds=answer.pending_seconds,
             poa_ttl_seconds=answer.poa_ttl_seconds,
         )
-        votes = [self._verified_vote(quorum, counted) for counted in quorum.votes]
+        votes = [self._verified_vote(quorum, counted, answer.tier) for counted in quorum.votes]
         check_quorum(quorum, votes, facts)
 
     def _check_request(self, quorum: QuorumReached) -> None:
@@ -71,7 +82,7 @@ class EvidenceVerifier:
         except IdentityError as exc:
             raise EvidenceError("request_not_proven", f"{exc.code}: {exc}") from exc
 
-    def _verified_vote(self, quorum: QuorumReached, counted: CountedVote) -> VerifiedVote:
+    def _verified_vote(self, quorum: QuorumReached, counted: CountedVote, tier: Tier) -> VerifiedVote:
         try:
             envelope = decode_envelope(counted.vote_event.encode())
             vote = payload_of(envelope)
@@ -85,9 +96,16 @@ class EvidenceVerifier:
         try:
             # The proof had to hold when the vote was received, not necessarily now
             # (SVIDs are short-lived); that time must not lie in the future.
-            verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=counted.cast_at)
+            origin = verify_origin(
+                envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=counted.cast_at
+            )
         except IdentityError as exc:
             raise EvidenceError("vote_not_proven", f"vote {vote.vote_id}: {exc.code}: {exc}") from exc
+        allowed = self._attester_tiers.get(origin.proven_by) if origin.attested else None
+        if allowed is not None and tier not in allowed:
+            raise EvidenceError(
+                "attester_tier", f"vote {vote.vote_id}: {origin.proven_by} may not vouch for {tier.value} votes"
+            )
         approver = self._directory.resolve(vote.approver_id)
         if approver is None:
             raise EvidenceError("unknown_approver", f"{vote.approver_id} is not in the approver directory")
