@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Self, TypeVar
 
 import aiohttp
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from atb_identity import Svid, TrustBundle, sign_envelope
@@ -377,11 +378,10 @@ class BrokerClient(_MtlsClient):
             execute=execute,
         ).model_dump_json(exclude_none=True)
         status, raw = await self._call("POST", "/v1/authorize", body.encode())
-        if status in (200, 403, 502):
-            try:
-                return AuthorizeResponse.model_validate_json(raw)
-            except ValueError:
-                pass
+        # 200 allow, 403 deny, 502 allowed but the connector failed: each carries a decision.
+        # A 403 with an `error` instead is an identity refusal, as is any other status.
+        if status in (200, 403, 502) and "decision" in orjson.loads(raw):
+            return AuthorizeResponse.model_validate_json(raw)
         raise GatewayError(status, HttpError.model_validate_json(raw))
 
 

@@ -22,7 +22,7 @@ class ReplayUsageError(ReplayError):
 
 
 class RunNotFoundError(ReplayUsageError):
-    pass
+    """`--resume` named a run id that has no run file (a typo, or another state folder)."""
 
 
 class ReplayInfraError(ReplayError):

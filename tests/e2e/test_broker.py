@@ -22,7 +22,7 @@ import pytest
 
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.poa_cli import RevokeError, revoke_poa
-from atb.sdk import AgentClient, ApproverClient, BrokerClient
+from atb.sdk import AgentClient, ApproverClient, BrokerClient, GatewayError
 from atb.stack import ServiceStack, StackConfig
 from atb.standins import SystemStandIn
 from atb_identity import bundle_path, ensure_svid, issue_svid
@@ -438,3 +438,14 @@ async def test_sigkill_mid_burst_loses_no_recorded_allow_and_allows_each_poa_onc
         kafka_allows = [d for d in decisions if d.decision is Decision.ALLOW]
         # Every PoA is spent exactly once, and that one allow is on Kafka, whoever answered it.
         assert len(kafka_allows) == 1, (i, [d.reasons for d in decisions])
+
+
+async def test_a_non_agent_identity_gets_a_named_refusal_not_a_decision(env: BrokerEnv) -> None:
+    request_id, token = await _low_poa(env)
+    async with _broker(env, agent="spiffe://atb.local/user/alice") as not_an_agent:
+        with pytest.raises(GatewayError) as refused:
+            await not_an_agent.authorize(
+                "crm.contact.read", "crm:contact/42", request_id=request_id, tenant="acme", poa=token
+            )
+    assert refused.value.status == 403
+    assert refused.value.body.error == "not_an_agent"
