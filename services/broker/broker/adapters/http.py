@@ -4,7 +4,7 @@ The agent is the SPIFFE ID of its client certificate, and the certificate's
 thumbprint is what the PoA's `cnf` must name: a copied token is useless without
 the agent's key. Identity refusals and malformed bodies get a JSON `HttpError`
 and are audited; every well-formed call gets a decision (200 with allow, 403
-with deny), published as BrokerDecision before the answer leaves.
+with deny), whose BrokerDecision is in the outbox before the answer leaves.
 """
 
 from __future__ import annotations
@@ -13,25 +13,19 @@ import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import orjson
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import JsonValue
 
-from atb_identity import IdentityError, TrustBundle, cert_thumbprint
-from atb_identity.tls import peer_certificate, peer_identity
+from atb_identity import TrustBundle, cert_thumbprint
+from atb_runtime.http import Refusal, agent_of, error_response, read_body
 from broker.adapters.connectors import ConnectorCall, ConnectorError, Invoker
 from broker.domain import Outcome, Presentation
 from contracts import ActionRequested, JsonObject
-from contracts.http import MAX_BODY_BYTES, AuthorizeRequest, AuthorizeResponse, ConnectorResult, HttpError
+from contracts.http import MAX_BODY_BYTES, AuthorizeRequest, AuthorizeResponse, ConnectorResult
 
 __all__ = ["AuthorizeApp", "HttpsServer", "build_app"]
 
 Audit = Callable[[str, str, JsonObject, str | None], Awaitable[None]]
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    body = HttpError(error=code, message=message, field=field).model_dump_json(exclude_none=True)
-    return web.Response(status=status, body=body, content_type="application/json")
 
 
 class AuthorizeApp:
@@ -51,20 +45,14 @@ class AuthorizeApp:
         self._new_id = new_presentation_id
 
     async def authorize(self, request: web.Request) -> web.Response:
-        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        cert = peer_certificate(ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None)
-        if cert is None:
-            await self._audit("identity_rejected", "no client certificate", {"endpoint": "authorize"}, None)
-            return _error(401, "no_client_certificate", "this endpoint requires mutual TLS with an X.509-SVID")
-        try:
-            agent = peer_identity(cert, self._bundle)
-        except IdentityError as exc:
-            await self._audit("identity_rejected", str(exc), {"endpoint": "authorize", "rule": exc.code}, None)
-            return _error(403, exc.code, f"client certificate refused: {exc}")
-        if not agent.path.startswith("/agent/"):
-            await self._audit("identity_rejected", "not an agent", {"endpoint": "authorize", "id": str(agent)}, None)
-            return _error(403, "not_an_agent", f"{agent} is not an agent identity (spiffe://<td>/agent/...)")
-        body = await _parse_body(request)
+        who = agent_of(request, self._bundle)
+        if isinstance(who, Refusal):
+            presented: JsonValue = list(who.presented) if who.presented is not None else None
+            details: JsonObject = {"endpoint": "authorize", "rule": who.rule, "presented": presented}
+            await self._audit("identity_rejected", who.reason, details, None)
+            return who.response()
+        agent, cert = who
+        body = await read_body(request, AuthorizeRequest)
         if isinstance(body, web.Response):
             await self._audit("broker_request_rejected", "malformed body", {"agent_id": str(agent)}, None)
             return body
@@ -85,7 +73,9 @@ class AuthorizeApp:
         try:
             outcome = await self._decide(presentation)
         except Exception:
-            return _error(503, "decision_unavailable", "the decision could not be recorded; nothing was executed")
+            return error_response(
+                503, "decision_unavailable", "the decision could not be recorded; nothing was executed"
+            )
         return await self._answer(body, outcome)
 
     async def _answer(self, body: AuthorizeRequest, outcome: Outcome) -> web.Response:
@@ -119,23 +109,6 @@ class AuthorizeApp:
             result=result,
         )
         return web.Response(status=status, body=response.model_dump_json(), content_type="application/json")
-
-
-async def _parse_body(request: web.Request) -> AuthorizeRequest | web.Response:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return _error(400, "invalid_json", f"body is not JSON: {exc}")
-    try:
-        return AuthorizeRequest.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ())) or None
-        return _error(422, "invalid_body", f"{field}: {first.get('msg', 'invalid')}", field)
 
 
 def build_app(api: AuthorizeApp) -> web.Application:

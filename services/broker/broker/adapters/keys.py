@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from contracts import EventDecodeError, SigningKeyPublished, Topic, decode_envelope, payload_of, topic_name
+from atb_runtime.follow import TopicFollower
+from contracts import EventPayload, SigningKeyPublished, Topic
 
 __all__ = ["KeyRing", "public_key_from_jwk"]
 
@@ -40,11 +40,9 @@ class KeyRing:
         self._last_refresh = -refresh_interval_s
         self._refresh_lock = asyncio.Lock()
         self.refreshes = 0
-        self._topic = topic_name(Topic.KEYS, namespace)
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._retire_after: dict[str, datetime] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._follower = TopicFollower(bootstrap, namespace, (Topic.KEYS,), self._apply, name="atb-keyring")
 
     def get(self, kid: str, now: datetime | None = None) -> Ed25519PublicKey | None:
         """The key, unless unknown or retired (every token it signed has expired by then)."""
@@ -93,29 +91,15 @@ class KeyRing:
             return True
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-        )
-        await self._consumer.start()
-        self._consumer.assign([TopicPartition(self._topic, 0)])
-        await self._consumer.seek_to_beginning()
-        self._task = asyncio.create_task(self._follow(), name="keyring")
+        await self._follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._follower.stop()
 
-    async def _follow(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        async for msg in consumer:
-            try:
-                payload = payload_of(decode_envelope(msg.value))
-                if isinstance(payload, SigningKeyPublished):
+    async def _apply(self, events: Sequence[EventPayload]) -> None:
+        for payload in events:
+            if isinstance(payload, SigningKeyPublished):
+                try:
                     self.add(payload.kid, payload.jwk, payload.retire_after)
-            except (EventDecodeError, ValueError, KeyError) as exc:
-                log.warning("ignoring bad key record at offset %s: %s", msg.offset, exc)
+                except (ValueError, KeyError) as exc:
+                    log.warning("ignoring key %s: %s", payload.kid, exc)

@@ -7,28 +7,23 @@ is 200 ms, so a revocation is in force everywhere well within 2 seconds).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
+from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from contracts import EventDecodeError, PoaRevoked, Topic, decode_envelope, payload_of, spec_for, topic_name
+from atb_runtime.follow import TopicFollower
+from contracts import EventPayload, PoaRevoked, Topic
 
 __all__ = ["RevocationList"]
-
-log = logging.getLogger(__name__)
 
 
 class RevocationList:
     def __init__(self, bootstrap: str, namespace: str) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic_name(Topic.POA_REVOKED, namespace)
         self._jtis: dict[str, str] = {}
         self._requests: dict[str, str] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        # The fetch waits at most 200 ms: a revocation is in force everywhere well within 2 s.
+        self._follower = TopicFollower(
+            bootstrap, namespace, (Topic.POA_REVOKED,), self._apply, name="atb-revocations", fetch_max_wait_ms=200
+        )
         self.learned_at: dict[str, float] = {}
         """jti or request id → monotonic time it was learned (for the revocation-latency metric)."""
 
@@ -45,34 +40,12 @@ class RevocationList:
             self.learned_at[revocation.request_id] = time.monotonic()
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            fetch_max_wait_ms=200,
-        )
-        await self._consumer.start()
-        partitions = spec_for(Topic.POA_REVOKED).partitions
-        self._consumer.assign([TopicPartition(self._topic, p) for p in range(partitions)])
-        await self._consumer.seek_to_beginning()
-        self._task = asyncio.create_task(self._follow(), name="revocations")
+        await self._follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._follower.stop()
 
-    async def _follow(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        async for msg in consumer:
-            try:
-                payload = payload_of(decode_envelope(msg.value))
-            except EventDecodeError as exc:
-                log.warning("ignoring bad revocation record at offset %s: %s", msg.offset, exc)
-                continue
+    async def _apply(self, events: Sequence[EventPayload]) -> None:
+        for payload in events:
             if isinstance(payload, PoaRevoked):
                 self.add(payload)

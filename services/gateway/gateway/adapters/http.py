@@ -7,21 +7,19 @@ what is wrong, and identity refusals are audited (seed §2.1; DESIGN.md §6.5).
 from __future__ import annotations
 
 import logging
-import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import orjson
 from aiohttp import web
 from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
-from atb_identity import IdentityError, SpiffeId, TrustBundle, cert_thumbprint
-from atb_identity.tls import peer_certificate, peer_identity
-from contracts import CanonicalJsonError, IssuanceRequested, JsonObject, canonical_json
-from contracts.http import MAX_BODY_BYTES, HttpError, IssueAccepted, IssueRequest
+from atb_identity import SpiffeId, TrustBundle, cert_thumbprint
+from atb_runtime.http import Refusal, agent_of, error_response, read_body
+from contracts import IssuanceRequested, JsonObject
+from contracts.http import MAX_BODY_BYTES, IssueAccepted, IssueRequest
 from gateway.domain import Views, visible_to
 
 __all__ = ["GatewayApp", "build_app"]
@@ -35,11 +33,6 @@ Submit = Callable[[IssuanceRequested], Awaitable[None]]
 Audit = Callable[[str, str, JsonObject], Awaitable[None]]
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
-    body = HttpError(error=code, message=message, field=field).model_dump_json(exclude_none=True)
-    return web.Response(status=status, body=body, content_type="application/json")
-
-
 class GatewayApp:
     def __init__(self, *, bundle: TrustBundle, views: Views, submit: Submit, audit: Audit) -> None:
         self._bundle = bundle
@@ -48,21 +41,12 @@ class GatewayApp:
         self._audit = audit
 
     async def _identify(self, request: web.Request, endpoint: str) -> tuple[SpiffeId, x509.Certificate] | web.Response:
-        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-        cert = peer_certificate(ssl_object if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket) else None)
-        if cert is None:
-            await self._refused(endpoint, "no_client_certificate", "present your X.509-SVID (mTLS)", None)
-            return _error(401, "no_client_certificate", "this endpoint requires mutual TLS with an X.509-SVID")
-        try:
-            spiffe_id = peer_identity(cert, self._bundle)
-        except IdentityError as exc:
-            presented = [str(uri.value) for uri in _uri_sans(cert)]
-            await self._refused(endpoint, exc.code, str(exc), presented)
-            return _error(403, exc.code, f"client certificate refused: {exc}")
-        if not spiffe_id.path.startswith("/agent/"):
-            await self._refused(endpoint, "not_an_agent", "only agent identities may ask for PoAs", [str(spiffe_id)])
-            return _error(403, "not_an_agent", f"{spiffe_id} is not an agent identity (spiffe://<td>/agent/...)")
-        return spiffe_id, cert
+        who = agent_of(request, self._bundle)
+        if isinstance(who, Refusal):
+            presented = list(who.presented) if who.presented is not None else None
+            await self._refused(endpoint, who.rule, who.reason, presented)
+            return who.response()
+        return who
 
     async def _refused(self, endpoint: str, rule: str, reason: str, presented: list[str] | None) -> None:
         json_presented: list[JsonValue] | None = list(presented) if presented is not None else None
@@ -77,7 +61,7 @@ class GatewayApp:
         if isinstance(who, web.Response):
             return who
         spiffe_id, cert = who
-        parsed = await _parse_body(request)
+        parsed = await read_body(request, IssueRequest, canonical=True)
         if isinstance(parsed, web.Response):
             REQUESTS.labels("issue", "bad_body").inc()
             return parsed
@@ -108,7 +92,7 @@ class GatewayApp:
         view = self._views.get(request_id)
         if view is None:
             REQUESTS.labels("status", "unknown").inc()
-            return _error(404, "unknown_request", f"no request {request_id!r} is known to this gateway")
+            return error_response(404, "unknown_request", f"no request {request_id!r} is known to this gateway")
         if not visible_to(view, str(spiffe_id)):
             REQUESTS.labels("status", "not_yours").inc()
             await self._audit(
@@ -116,38 +100,9 @@ class GatewayApp:
                 "another agent asked for this request",
                 {"request_id": request_id, "presented": [str(spiffe_id)]},
             )
-            return _error(403, "not_your_request", "only the agent that asked may see this request")
+            return error_response(403, "not_your_request", "only the agent that asked may see this request")
         REQUESTS.labels("status", view.status).inc()
         return web.Response(body=view.as_status().model_dump_json(), content_type="application/json")
-
-
-async def _parse_body(request: web.Request) -> IssueRequest | web.Response:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return _error(400, "invalid_json", f"body is not JSON: {exc}")
-    try:
-        canonical_json(document)
-    except CanonicalJsonError as exc:
-        return _error(422, "not_canonical", str(exc))
-    try:
-        return IssueRequest.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ())) or None
-        return _error(422, "invalid_body", f"{field}: {first.get('msg', 'invalid')}", field)
-
-
-def _uri_sans(cert: x509.Certificate) -> list[x509.UniformResourceIdentifier]:
-    try:
-        extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return [name for name in extension.value if isinstance(name, x509.UniformResourceIdentifier)]
 
 
 async def _healthz(_request: web.Request) -> web.Response:
