@@ -227,8 +227,14 @@ class _MtlsClient:
     """An HTTPS client that presents the agent's SVID and checks the server's SPIFFE ID on every connection."""
 
     SERVICE = "server"
+    BASE_URL = ""
+    EXPECT_SERVER = ""
 
-    def __init__(self, *, svid: Svid, bundle_path: Path, base_url: str, expect_server: str) -> None:
+    def __init__(
+        self, *, svid: Svid, bundle_path: Path, base_url: str | None = None, expect_server: str | None = None
+    ) -> None:
+        base_url = base_url or self.BASE_URL
+        expect_server = expect_server or self.EXPECT_SERVER
         if svid.cert_path is None or svid.key_path is None:
             raise ValueError("the SVID must be on disk (cert_path, key_path) to be used for TLS")
         self.svid = svid
@@ -269,16 +275,8 @@ class GatewayClient(_MtlsClient):
     """
 
     SERVICE = "gateway"
-
-    def __init__(
-        self,
-        *,
-        svid: Svid,
-        bundle_path: Path,
-        base_url: str = "https://127.0.0.1:18443",
-        expect_server: str = "spiffe://atb.local/svc/gateway",
-    ) -> None:
-        super().__init__(svid=svid, bundle_path=bundle_path, base_url=base_url, expect_server=expect_server)
+    BASE_URL = "https://127.0.0.1:18443"
+    EXPECT_SERVER = "spiffe://atb.local/svc/gateway"
 
     async def request_poa(
         self,
@@ -341,16 +339,8 @@ class BrokerClient(_MtlsClient):
     """
 
     SERVICE = "broker"
-
-    def __init__(
-        self,
-        *,
-        svid: Svid,
-        bundle_path: Path,
-        base_url: str = "https://127.0.0.1:18445",
-        expect_server: str = "spiffe://atb.local/svc/broker",
-    ) -> None:
-        super().__init__(svid=svid, bundle_path=bundle_path, base_url=base_url, expect_server=expect_server)
+    BASE_URL = "https://127.0.0.1:18445"
+    EXPECT_SERVER = "spiffe://atb.local/svc/broker"
 
     async def authorize(
         self,

@@ -7,7 +7,6 @@ is 200 ms, so a revocation is in force everywhere well within 2 seconds).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from atb_runtime.follow import TopicFollower
@@ -24,8 +23,6 @@ class RevocationList:
         self._follower = TopicFollower(
             bootstrap, namespace, (Topic.POA_REVOKED,), self._apply, name="atb-revocations", fetch_max_wait_ms=200
         )
-        self.learned_at: dict[str, float] = {}
-        """jti or request id → monotonic time it was learned (for the revocation-latency metric)."""
 
     def revoked(self, jti: str, request_id: str) -> str | None:
         """The revocation reason when either the PoA or its whole request is revoked."""
@@ -34,10 +31,8 @@ class RevocationList:
     def add(self, revocation: PoaRevoked) -> None:
         if revocation.jti and revocation.jti != "*":
             self._jtis[revocation.jti] = revocation.reason
-            self.learned_at[revocation.jti] = time.monotonic()
         else:
             self._requests[revocation.request_id] = revocation.reason
-            self.learned_at[revocation.request_id] = time.monotonic()
 
     async def start(self) -> None:
         await self._follower.start()

@@ -157,9 +157,6 @@ class SpentStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._commit, spends, outbox, instance)
 
-    def spend_many_sync(self, spends: Sequence[Spend]) -> list[bool]:
-        return self._commit(spends, None, "")
-
     def _commit(
         self, spends: Sequence[Spend], outbox: Callable[[list[bool]], bytes] | None, instance: str
     ) -> list[bool]:
