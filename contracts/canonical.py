@@ -22,10 +22,14 @@ class CanonicalJsonError(ValueError):
     """A value cannot be serialised canonically (a float, a non-string key, ...)."""
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def _reject_floats(value: object) -> None:
     # Fast pass, iterative with exact type checks: this runs on every event ATB
-    # encodes (abstract-base-class isinstance checks made it the hottest function).
-    # Only when it finds a fault does the slow pass work out where.
+    # encodes or decodes (abstract-base-class isinstance checks made it the hottest
+    # function). Only containers and floats are pushed: the strings and integers most
+    # values are end there. Only when it finds a fault does the slow pass work out where.
     stack: list[object] = [value]
     while stack:
         item = stack.pop()
@@ -35,10 +39,13 @@ def _reject_floats(value: object) -> None:
             for key, child in item.items():
                 if type(key) is not str:
                     _locate(value, "$")
-                stack.append(child)
+                if type(child) not in _SCALARS:
+                    stack.append(child)
         elif kind is list or kind is tuple:
             assert isinstance(item, list | tuple)
-            stack.extend(item)
+            for child in item:
+                if type(child) not in _SCALARS:
+                    stack.append(child)
         elif kind is float:
             _locate(value, "$")
 
