@@ -100,6 +100,16 @@ def test_the_service_role_may_only_insert_and_select(request: pytest.FixtureRequ
     assert _count(writer, "audit_events") == 30
 
 
+def test_a_batch_over_more_partitions_than_one_lookup_takes_is_stored_once(audit_db: AuditDb, tmp_path: Path) -> None:
+    """1,200 partitions in one batch: the already-stored lookup goes in several statements, still exact."""
+    filler = Filler(audit_db.writer, tmp_path)
+    spread = [row._replace(partition=i, offset=7) for i, row in enumerate(rows(0, 1200))]
+    assert filler.append(spread[:700]) == 700
+    assert filler.append(spread) == 500  # the first 700 partitions are past offset 7 already
+    assert filler.append(spread) == 0
+    assert _count(make_engine(audit_db.owner), "audit_events") == 1200
+
+
 def test_replayed_records_are_stored_once(audit_db: AuditDb, tmp_path: Path) -> None:
     filler = Filler(audit_db.writer, tmp_path)
     assert filler.append(rows(0, 200)) == 200
@@ -219,7 +229,7 @@ def _rewrite_row_and_leaf(engine: Engine) -> None:
     from audit_sink.domain.leaf import leaf_bytes
 
     seq, row = next((s, r) for s, r in iter_rows(engine) if s == 250)
-    changed = row.__class__(**{**row.__dict__, "producer": "spiffe://atb.local/evil"})
+    changed = row._replace(producer="spiffe://atb.local/evil")
     with engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET producer = :p WHERE seq = :s"), {"p": changed.producer, "s": seq})
         conn.execute(

@@ -64,7 +64,7 @@ def test_rows_of_an_older_store_get_their_leaves_on_upgrade(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         for row in rows:
-            values = {k: getattr(row, k) for k in row.__dataclass_fields__}
+            values = row._asdict()
             conn.execute(insert(audit_events).values(**values))
     command.upgrade(_config(url), "head")
     with engine.connect() as conn:

@@ -28,7 +28,7 @@ def _intact() -> StoreSnapshot:
 
 def _altered(s: StoreSnapshot) -> StoreSnapshot:
     seq, row = s.rows[5]
-    changed = dataclasses.replace(row, raw=row.raw + b" ")
+    changed = row._replace(raw=row.raw + b" ")
     return dataclasses.replace(s, rows=[*s.rows[:5], (seq, changed), *s.rows[6:]])
 
 

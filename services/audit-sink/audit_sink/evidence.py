@@ -30,9 +30,10 @@ from audit_sink.adapters.db import audit_leaves
 from audit_sink.adapters.ledger import iter_rows, snapshot
 from audit_sink.adapters.signing import verify_note
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
-from audit_sink.domain.leaf import leaf_bytes, parse_time, render_time
+from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
 from audit_sink.domain.rows import AuditRow
+from audit_sink.domain.times import parse_time, render_time
 from audit_sink.domain.verify import AuditReport, audit_report
 
 __all__ = [

@@ -6,8 +6,9 @@ there, so Kafka's own committed offsets are never used, and a SIGKILL at any
 point loses or duplicates nothing.
 
 Every append also extends the Merkle tree (RFC 6962) the sink keeps in memory
-as its right edge (`Frontier`); at least every `checkpoint_interval_s` while
-events arrive, and after every `checkpoint_every` events, the sink signs a C2SP
+as its right edge (`LogHead`); at least every `checkpoint_interval_s` while
+events arrive, and after every `checkpoint_every` events (in the same
+transaction as the rows that reach the count), the sink signs a C2SP
 checkpoint of it, stores it and announces it on `atb.audit`, so that parties
 outside the database hold the roots. The sink signs only a tree that extends
 its own last checkpoint: if the stored leaves disagree with it, it stops
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -26,12 +26,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from atb_runtime import Publisher
 from atb_runtime.ops import OpsServer
 from atb_runtime.records import audit
-from audit_sink.adapters.db import AppendResult, AuditStore
+from audit_sink.adapters.db import AuditStore, SealedCheckpoint
 from audit_sink.adapters.ledger import CHECKPOINT_AUDIT_TYPE
-from audit_sink.adapters.signing import NoteSigner, verify_note
+from audit_sink.adapters.signing import NoteSigner
 from audit_sink.domain import AuditRow, RecordMeta, RetentionPolicy, row_for
-from audit_sink.domain.checkpoint import Checkpoint, NoteError
-from audit_sink.domain.merkle import Frontier
+from audit_sink.head import LogHead
 from audit_sink.settings import AuditSinkSettings
 from contracts import AuditEvent, all_topics_pattern
 
@@ -55,14 +54,13 @@ class AuditIngest:
     def __init__(self, settings: AuditSinkSettings, store: AuditStore, signer: NoteSigner) -> None:
         self._settings = settings
         self._store = store
-        self._signer = signer
-        self._frontier = Frontier()
-        self._signed_size = 0
-        self._pending = 0
-        self._last_checkpoint = time.monotonic()
-        self._can_sign = True
+        self._head = LogHead(
+            signer,
+            every=settings.checkpoint_every,
+            interval_s=settings.checkpoint_interval_s,
+            counts=lambda row: not self._own_announcement(row),
+        )
         self._publisher: Publisher | None = None
-        self.checkpoints = 0
         self._retention = RetentionPolicy(settings.retention_years, settings.retention_days_by_event_type)
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -130,40 +128,24 @@ class AuditIngest:
                 rows.append(row_for(meta, recorded_at=now, retention=self._retention))
             if messages:
                 next_offsets[(tp.topic, tp.partition)] = getattr(messages[-1], "offset") + 1  # noqa: B009
-        result = await asyncio.to_thread(self._store.append, rows, next_offsets)
-        self._grow(result)
+        result = await asyncio.to_thread(self._store.append, rows, next_offsets, self._head.seal)
+        missed: list[bytes] = []
+        if result.first_index != self._head.frontier.size:
+            # Another writer appended in between (several sink instances on one PostgreSQL store).
+            missed = await asyncio.to_thread(self._store.leaf_hashes, self._head.frontier.size, result.first_index)
+            log.warning("audit sink: %d leaves appended by another writer", len(missed))
+        self._head.grow(result, missed)
         self.stored += len(result.rows)
+        if result.checkpoint is not None:
+            await self._announce(result.checkpoint)
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints signed and stored since start."""
+        return self._head.checkpoints
 
     def _load_tree(self) -> None:
-        """Rebuild the tree's right edge from the stored leaves; check it against our last checkpoint."""
-        hashes = self._store.leaf_hashes()
-        notes = self._store.checkpoint_notes()
-        self._frontier = Frontier.of(hashes)
-        self._pending = len(hashes)
-        if not notes:
-            return
-        try:
-            last = Checkpoint.parse(verify_note(notes[-1], self._signer.verifier).text)
-        except NoteError as exc:
-            log.error("audit sink: the last stored checkpoint does not verify (%s): not signing", exc)
-            self._can_sign = False
-            return
-        if last.size > len(hashes) or Frontier.of(hashes[: last.size]).root() != last.root:
-            log.error("audit sink: stored leaves disagree with checkpoint %d: not signing any more", last.size)
-            self._can_sign = False
-            return
-        self._signed_size = last.size
-        self._pending = len(hashes) - last.size
-
-    def _grow(self, result: AppendResult) -> None:
-        if result.first_index != self._frontier.size:
-            # Another writer appended in between (several sink instances on one PostgreSQL store).
-            missed = self._store.leaf_hashes(self._frontier.size, result.first_index)
-            log.warning("audit sink: %d leaves appended by another writer", len(missed))
-            self._frontier = self._frontier.extend(missed)
-            self._pending += len(missed)
-        self._frontier = self._frontier.extend(result.hashes)
-        self._pending += sum(1 for row in result.rows if not self._own_announcement(row))
+        self._head.load(self._store.leaf_hashes(), self._store.checkpoint_notes())
 
     def _own_announcement(self, row: AuditRow) -> bool:
         """Our own checkpoint events do not by themselves call for another checkpoint (else one a minute, forever)."""
@@ -175,24 +157,18 @@ class AuditIngest:
 
     async def _maybe_checkpoint(self, *, force: bool = False) -> None:
         """Sign when due; `force` (a graceful stop) signs whatever is not signed yet, announcements included."""
-        if not self._can_sign or self._frontier.size == self._signed_size:
-            return
-        elapsed = time.monotonic() - self._last_checkpoint
-        due = self._pending >= self._settings.checkpoint_every or elapsed >= self._settings.checkpoint_interval_s
-        if force or (self._pending > 0 and due):
+        if self._head.due(force=force):
             await self.checkpoint()
 
-    async def checkpoint(self) -> Checkpoint:
+    async def checkpoint(self) -> SealedCheckpoint:
         """Sign, store and announce a checkpoint of the current tree."""
-        cp = Checkpoint(self._signer.name, self._frontier.size, self._frontier.root())
-        note = self._signer.sign(cp.body()).render()
-        await asyncio.to_thread(self._store.add_checkpoint, cp.size, cp.root, note, datetime.now(UTC))
-        self._signed_size, self._pending, self._last_checkpoint = cp.size, 0, time.monotonic()
-        self.checkpoints += 1
-        await self._announce(cp, note)
+        cp = self._head.sign()
+        await asyncio.to_thread(self._store.add_checkpoint, cp.size, cp.root, cp.note, cp.created_at)
+        self._head.signed(cp)
+        await self._announce(cp)
         return cp
 
-    async def _announce(self, cp: Checkpoint, note: str) -> None:
+    async def _announce(self, cp: SealedCheckpoint) -> None:
         if self._publisher is None:
             return
         record = audit(
@@ -200,7 +176,7 @@ class AuditIngest:
             source=self._settings.service_id,
             namespace=self._settings.topic_namespace,
             outcome="info",
-            details={"checkpoint": note, "tree_size": cp.size, "origin": cp.origin},
+            details={"checkpoint": cp.note, "tree_size": cp.size, "origin": self._head.origin},
         )
         try:
             await self._publisher.publish([record])

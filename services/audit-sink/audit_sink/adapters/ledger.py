@@ -30,9 +30,10 @@ from audit_sink.adapters.db import (
 )
 from audit_sink.adapters.signing import NoteSigner, verify_note
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, PurgeRecord, VerifierKey
-from audit_sink.domain.leaf import as_utc, leaf_bytes
+from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import Frontier
 from audit_sink.domain.rows import AuditRow
+from audit_sink.domain.times import as_utc
 from audit_sink.domain.verify import LeafEntry, StoreSnapshot, Tombstone
 from contracts import EventDecodeError, decode_envelope
 

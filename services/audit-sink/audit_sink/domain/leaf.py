@@ -14,38 +14,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime
 
 import orjson
 
 from audit_sink.domain.rows import AuditRow
+from audit_sink.domain.times import as_utc
 
-__all__ = ["LEAF_VERSION", "as_utc", "leaf_bytes", "parse_time", "render_time"]
+__all__ = ["LEAF_VERSION", "leaf_bytes"]
 
 LEAF_VERSION = 1
-
-
-def as_utc(moment: datetime) -> datetime:
-    """The same instant in UTC; a naive value (SQLite keeps no offset) is UTC already.
-
-    A saturated `datetime.max` that would overflow when shifted keeps its wall time.
-    """
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        return moment.replace(tzinfo=UTC)
-
-
-def render_time(moment: datetime) -> str:
-    """`YYYY-MM-DDTHH:MM:SS.ffffffZ`: fixed width, UTC."""
-    return as_utc(moment).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_time(text: str) -> datetime:
-    """A time as `render_time` or the leaf writes it (RFC 3339, UTC, `Z`)."""
-    return as_utc(datetime.fromisoformat(text))
 
 
 _LEAF_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z

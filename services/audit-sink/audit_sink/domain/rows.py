@@ -8,10 +8,11 @@ trail must show what was on the topic, not what we understood of it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from audit_sink.domain.retention import RetentionPolicy
+from audit_sink.domain.times import as_utc
 from contracts import Envelope, EventDecodeError, PoaIssued, decode_envelope, encode_envelope
 
 __all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
@@ -19,8 +20,7 @@ __all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
 UNDECODABLE = "undecodable"
 
 
-@dataclass(frozen=True)
-class RecordMeta:
+class RecordMeta(NamedTuple):
     topic: str
     partition: int
     offset: int
@@ -29,8 +29,10 @@ class RecordMeta:
     timestamp_ms: int
 
 
-@dataclass(frozen=True)
-class AuditRow:
+class AuditRow(NamedTuple):
+    """One stored row. A named tuple, not a frozen dataclass: as immutable, and built
+    three times faster, which counts at one per event ingested (bench/audit_ingest.py)."""
+
     topic: str
     partition: int
     offset: int
@@ -53,6 +55,8 @@ def _column(text: str, limit: int) -> str:
 
     Only these convenience columns are bounded; `raw` keeps the exact bytes.
     """
+    if len(text) <= limit and "\x00" not in text:
+        return text
     return text.replace("\x00", "\ufffd")[:limit]
 
 
@@ -69,10 +73,10 @@ def _record_time(timestamp_ms: int, recorded_at: datetime) -> datetime:
 def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPolicy) -> AuditRow:
     """The row for a record; never raises on bad input."""
     raw = record.value or b""
-    fallback_time = _record_time(record.timestamp_ms, recorded_at)
     try:
         envelope = decode_envelope(record.value)
     except EventDecodeError as exc:
+        fallback_time = _record_time(record.timestamp_ms, recorded_at)
         return AuditRow(
             topic=record.topic,
             partition=record.partition,
@@ -88,7 +92,8 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
             raw=raw,
             decode_error=_column(str(exc), 1024),
         )
-    occurred = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
+    # In UTC once here, so that the leaf and the insert need not convert it again.
+    occurred = as_utc(envelope.time)
     redacted = _without_token(envelope) if envelope.type == PoaIssued.event_type else None
     return AuditRow(
         topic=record.topic,

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from audit_sink.domain.checkpoint import Checkpoint, PurgeRecord
-from audit_sink.domain.leaf import as_utc, leaf_bytes, parse_time
+from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import Frontier, MerkleTree, ProofError, leaf_hash, verify_consistency
 from audit_sink.domain.rows import AuditRow
+from audit_sink.domain.times import as_utc, parse_time
 
 __all__ = ["AuditReport", "LeafEntry", "StoreSnapshot", "Tombstone", "audit_report"]
 
