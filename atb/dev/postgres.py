@@ -135,11 +135,18 @@ class TempPostgres:
     def drop_database(self, name: str) -> None:
         self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def url(self, role: str | None, database: str = "postgres", *, driver: bool = True) -> str:
-        """A DSN: SQLAlchemy URL (psycopg 3) when `driver`, else a libpq URL; `role` None = superuser."""
+    def url(
+        self, role: str | None, database: str = "postgres", *, driver: bool = True, unix_socket: bool = False
+    ) -> str:
+        """A DSN: SQLAlchemy URL (psycopg 3) when `driver`, else a libpq URL; `role` None = superuser.
+
+        `unix_socket`: through the cluster's socket in `folder` instead of TCP (a cluster started here only).
+        """
         user = ROLES[role] if role else self.superuser
         secret = f":{PASSWORD}" if role else (f":{self._admin_password}" if self._admin_password else "")
         scheme = "postgresql+psycopg" if driver else "postgresql"
+        if unix_socket and not self.external:
+            return f"{scheme}://{user}{secret}@/{database}?host={self.folder}&port={self.port}"
         return f"{scheme}://{user}{secret}@{self.host}:{self.port}/{database}"
 
     def stop(self) -> None:
