@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
+import msgspec
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.canonical import CanonicalJsonError, canonical_json
@@ -27,9 +29,11 @@ __all__ = [
     "CONTENT_TYPE",
     "CONTENT_TYPE_HEADER",
     "Envelope",
+    "EnvelopeHeader",
     "EventDecodeError",
     "Proof",
     "decode_envelope",
+    "decode_header",
     "encode_envelope",
     "make_envelope",
     "payload_of",
@@ -136,6 +140,81 @@ def decode_envelope(raw: bytes | None) -> Envelope:
     except CanonicalJsonError as exc:
         raise EventDecodeError("invalid_envelope", f"data is not canonical JSON: {exc}") from exc
     return envelope
+
+
+class EnvelopeHeader(NamedTuple):
+    """An envelope's attributes, without its data and proof."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None
+
+
+def decode_header(raw: bytes | None) -> EnvelopeHeader:
+    """The attributes `decode_envelope(raw)` would give, or the EventDecodeError it would raise.
+
+    For a reader that needs only the attributes, once per record (the audit store). A
+    plain envelope is validated by a native decoder (msgspec) against the same rules as
+    `Envelope`, about three times faster than the model; whatever it refuses, valid or
+    not, goes to `decode_envelope` itself, which decides and names the fault. So this
+    never accepts what `decode_envelope` refuses: tests/unit/test_contracts_header.py
+    holds the two to that over a corpus of near-misses and generated envelopes.
+    """
+    header = _plain_header(raw)
+    if header is not None:
+        return header
+    envelope = decode_envelope(raw)
+    return EnvelopeHeader(envelope.id, envelope.source, envelope.type, envelope.time, envelope.subject)
+
+
+# The rules of `Envelope` and `Proof`, for msgspec. Where the two libraries differ, the
+# stricter reading is taken here (a refusal only costs the fallback): `\Z` because
+# Python's `$` also matches before a final newline, which pydantic's regex does not;
+# the time as a string, checked below, because the two datetime parsers differ at the edges.
+_RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})\Z"
+
+
+class _PlainProof(msgspec.Struct, forbid_unknown_fields=True):
+    sig: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    x5c: Annotated[list[str], msgspec.Meta(min_length=1, max_length=8)]
+    alg: Literal["Ed25519"] = "Ed25519"
+
+
+class _PlainEnvelope(msgspec.Struct, forbid_unknown_fields=True):
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    type: Annotated[str, msgspec.Meta(pattern=r"^atb\.[a-z_]+\.[a-z_]+\.v[0-9]+\Z")]
+    time: Annotated[str, msgspec.Meta(pattern=_RFC3339)]
+    partitionkey: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    data: dict[str, Any]
+    specversion: Literal["1.0"] = "1.0"
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    proof: _PlainProof | None = None
+
+
+def _no_float(text: str) -> object:
+    raise ValueError(f"float {text}: not canonical JSON")
+
+
+# A float anywhere in `data` fails the decoding itself: no walk over the values afterwards.
+_PLAIN = msgspec.json.Decoder(_PlainEnvelope, float_hook=_no_float)
+
+
+def _plain_header(raw: bytes | None) -> EnvelopeHeader | None:
+    """The header of a plainly valid envelope; None when in any doubt (never wrong, may give up)."""
+    if raw is None or len(raw) > MAX_EVENT_BYTES:
+        return None
+    try:
+        envelope = _PLAIN.decode(raw)
+        moment = datetime.fromisoformat(envelope.time)
+        # What is left of canonical_json's refusals once floats are out: integers beyond 64 bits.
+        orjson.dumps(envelope.data)
+    except (msgspec.MsgspecError, ValueError, TypeError):
+        return None
+    return EnvelopeHeader(envelope.id, envelope.source, envelope.type, moment, envelope.subject)
 
 
 def payload_of(envelope: Envelope) -> EventPayload:

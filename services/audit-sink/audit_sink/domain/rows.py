@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from audit_sink.domain.retention import RetentionPolicy
 from audit_sink.domain.times import as_utc
-from contracts import Envelope, EventDecodeError, PoaIssued, decode_envelope, encode_envelope
+from contracts import Envelope, EventDecodeError, PoaIssued, decode_envelope, decode_header, encode_envelope
 
 __all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
 
@@ -74,7 +74,8 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
     """The row for a record; never raises on bad input."""
     raw = record.value or b""
     try:
-        envelope = decode_envelope(record.value)
+        # The attributes only (the bytes are stored as received): half the cost of the model.
+        envelope = decode_header(record.value)
     except EventDecodeError as exc:
         fallback_time = _record_time(record.timestamp_ms, recorded_at)
         return AuditRow(
@@ -94,7 +95,7 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
         )
     # In UTC once here, so that the leaf and the insert need not convert it again.
     occurred = as_utc(envelope.time)
-    redacted = _without_token(envelope) if envelope.type == PoaIssued.event_type else None
+    redacted = _without_token(decode_envelope(raw)) if envelope.type == PoaIssued.event_type else None
     return AuditRow(
         topic=record.topic,
         partition=record.partition,
