@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 
 from atb.trace import TraceRecord
 from audit_sink.adapters.db import audit_checkpoints, audit_events, audit_leaves, make_engine
@@ -22,7 +22,8 @@ def audit_records(db_url: str, request_id: str) -> list[TraceRecord]:
                     audit_events.c.partition,
                     audit_events.c.offset,
                     audit_events.c.raw,
-                    audit_leaves.c.idx,
+                    # A row carries its leaf index (revision 0004); older rows have it in audit_leaves.
+                    func.coalesce(audit_events.c.leaf_idx, audit_leaves.c.idx),
                 )
                 .select_from(
                     audit_events.outerjoin(

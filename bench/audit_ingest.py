@@ -8,14 +8,14 @@ batches of `--batch` records:
 
 - ingest: what the audit sink does per batch once Kafka has handed it the
   records — `row_for` (parse, redact, retention), the leaf hashes, the writer
-  lock, the duplicate check, rows + leaves + offsets in one transaction, the
+  lock, the duplicate check, rows (each carrying its leaf) + offsets in one transaction, the
   in-memory tree, and a signed checkpoint (Ed25519) every `--every` events,
   sealed into the transaction of the batch that reaches the count — all through
   the sink's own `AuditStore` and `LogHead`.
 - bare: an executemany INSERT (SQLAlchemy Core, as the sink) of the very same
-  row values into an empty copy of `audit_events` reflected from the migrated
-  database (same columns, unique key and indexes), one transaction per batch.
-  The ceiling.
+  rows, leaf index and hash included, into an empty copy of `audit_events`
+  reflected from the migrated database (same columns, unique keys and indexes),
+  one transaction per batch. The ceiling.
 
 The two sides take turns batch by batch (who goes first alternates), each round
 on a fresh database, sharing one connection pool: a shared machine's noise then
@@ -52,6 +52,8 @@ from atb.dev.postgres import TempPostgres
 from audit_sink.adapters.db import AuditStore, _values, make_engine, migrate
 from audit_sink.adapters.signing import load_or_create_signer
 from audit_sink.domain import RecordMeta, RetentionPolicy, row_for
+from audit_sink.domain.leaf import leaf_bytes
+from audit_sink.domain.merkle import leaf_hash
 from audit_sink.head import LogHead
 from contracts import AuditEvent, encode_envelope, make_envelope
 
@@ -117,16 +119,21 @@ class Ingest:
 
 
 class Bare:
-    """An executemany INSERT of the same row values (computed beforehand, untimed) into a copy of the table."""
+    """An executemany INSERT of the same rows (values, leaf index and hash computed beforehand, untimed)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._table = _bare_table(self._engine)
         self._retention = RetentionPolicy()
+        self._size = 0
 
     def batch(self, chunk: list[RecordMeta]) -> float:
         now = datetime.now(UTC)
-        values = [_values(row_for(m, recorded_at=now, retention=self._retention)) for m in chunk]
+        values = []
+        for meta in chunk:
+            row = row_for(meta, recorded_at=now, retention=self._retention)
+            values.append(_values(row) | {"leaf_idx": self._size, "leaf_hash": leaf_hash(leaf_bytes(row))})
+            self._size += 1
         started = time.perf_counter()
         with self._engine.begin() as conn:
             conn.execute(self._table.insert(), values)

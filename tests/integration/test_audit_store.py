@@ -63,15 +63,24 @@ def test_triggers_refuse_update_delete_truncate_even_for_the_owner(audit_db: Aud
     _refused(owner, "UPDATE audit_events SET raw = raw WHERE seq = 1")
     _refused(owner, "DELETE FROM audit_events WHERE seq = 1")
     _refused(owner, "DELETE FROM audit_events")  # SQLite's TRUNCATE
-    for table in ("audit_leaves", "audit_checkpoints", "audit_legal_holds"):
-        key = "idx" if table == "audit_leaves" else "id"
-        _refused(owner, f"UPDATE {table} SET {key} = {key}")  # noqa: S608 - constant table names
+    _refused(owner, "UPDATE audit_events SET leaf_hash = leaf_hash WHERE seq = 1")  # a row's own leaf
+    for table in ("audit_checkpoints", "audit_legal_holds"):
+        _refused(owner, f"UPDATE {table} SET id = id")  # noqa: S608 - constant table names
         _refused(owner, f"DELETE FROM {table}")  # noqa: S608
     if audit_db.kind == "postgresql":
         for table in ("audit_events", *APPEND_ONLY):
             _refused(owner, f"TRUNCATE {table} CASCADE")
     assert {t: _count(owner, t) for t in before} == before
     assert verify_store(owner, filler.signer.verifier, strict=True).ok
+    # audit_leaves keeps the leaves of purged rows and of rows older than revision 0004: give it one.
+    with owner.begin() as conn:
+        conn.execute(
+            text('INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) VALUES (9999, :t, 0, 0, :h)'),
+            {"t": "atb.kept", "h": bytes(32)},
+        )
+    _refused(owner, "UPDATE audit_leaves SET idx = idx")
+    _refused(owner, "DELETE FROM audit_leaves")
+    assert _count(owner, "audit_leaves") == 1
 
 
 def test_the_service_role_may_only_insert_and_select(request: pytest.FixtureRequest, tmp_path: Path) -> None:
@@ -119,7 +128,7 @@ def test_replayed_records_are_stored_once(audit_db: AuditDb, tmp_path: Path) -> 
     assert other_group.append(rows(0, 250)) == 0  # another group, same records: still once
     filler.checkpoint()
     engine = make_engine(audit_db.owner)
-    assert _count(engine, "audit_events") == _count(engine, "audit_leaves") == 250
+    assert _count(engine, "audit_events") == _count(engine, "audit_tree") == 250
     assert verify_store(engine, filler.signer.verifier, strict=True).ok
 
 
@@ -135,18 +144,21 @@ def _flip_raw(engine: Engine, seq: int) -> None:
 
 
 def _delete_row(engine: Engine) -> None:
+    """The row goes, and the leaf it carries with it."""
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_events WHERE seq = 500"))
 
 
-def _delete_row_and_leaf(engine: Engine) -> None:
+def _delete_row_keeping_its_leaf(engine: Engine) -> None:
+    """A DBA who knows the layout: the leaf moves to audit_leaves, as a purge would, but no tombstone."""
     with engine.begin() as conn:
-        pos = conn.execute(text('SELECT topic, "partition", "offset" FROM audit_events WHERE seq = 400')).one()
-        conn.execute(text("DELETE FROM audit_events WHERE seq = 400"))
         conn.execute(
-            text('DELETE FROM audit_leaves WHERE topic = :t AND "partition" = :p AND "offset" = :o'),
-            {"t": pos[0], "p": pos[1], "o": pos[2]},
+            text(
+                'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) '
+                'SELECT leaf_idx, topic, "partition", "offset", leaf_hash FROM audit_events WHERE seq = 400'
+            )
         )
+        conn.execute(text("DELETE FROM audit_events WHERE seq = 400"))
 
 
 def _insert_row(engine: Engine) -> None:
@@ -166,20 +178,14 @@ def _insert_row_with_leaf_mid_tree(engine: Engine) -> None:
     from audit_sink.domain.leaf import leaf_bytes
 
     with engine.begin() as conn:
-        size = int(conn.execute(text("SELECT max(idx) FROM audit_leaves")).scalar_one()) + 1
+        size = int(conn.execute(text("SELECT max(leaf_idx) FROM audit_events")).scalar_one()) + 1
         for idx in range(size - 1, 599, -1):  # shift leaves 600.. up by one (descending: no key clash)
-            conn.execute(text("UPDATE audit_leaves SET idx = idx + 1 WHERE idx = :i"), {"i": idx})
-        conn.execute(
-            text(
-                'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) VALUES (600, :t, :p, :o, :h)'
-            ),
-            {"t": forged.topic, "p": forged.partition, "o": forged.offset, "h": leaf_hash(leaf_bytes(forged))},
-        )
+            conn.execute(text("UPDATE audit_events SET leaf_idx = leaf_idx + 1 WHERE leaf_idx = :i"), {"i": idx})
         conn.execute(
             text(
                 'INSERT INTO audit_events (topic, "partition", "offset", event_id, event_type, occurred_at, '
-                "recorded_at, retain_until, raw, redacted, record_key) VALUES (:t, :p, :o, :e, :ty, :oc, :rc, :ru, "
-                ":raw, :red, :k)"
+                "recorded_at, retain_until, raw, redacted, record_key, leaf_idx, leaf_hash) VALUES (:t, :p, :o, :e, "
+                ":ty, :oc, :rc, :ru, :raw, :red, :k, 600, :h)"
             ),
             {
                 "t": forged.topic,
@@ -193,6 +199,7 @@ def _insert_row_with_leaf_mid_tree(engine: Engine) -> None:
                 "raw": forged.raw,
                 "red": forged.redacted,
                 "k": forged.record_key,
+                "h": leaf_hash(leaf_bytes(forged)),
             },
         )
 
@@ -206,21 +213,19 @@ def _swap_rows(engine: Engine) -> None:
 
 def _swap_leaves(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_leaves SET idx = -1 WHERE idx = 700"))
-        conn.execute(text("UPDATE audit_leaves SET idx = 700 WHERE idx = 701"))
-        conn.execute(text("UPDATE audit_leaves SET idx = 701 WHERE idx = -1"))
+        conn.execute(text("UPDATE audit_events SET leaf_idx = -1 WHERE leaf_idx = 700"))
+        conn.execute(text("UPDATE audit_events SET leaf_idx = 700 WHERE leaf_idx = 701"))
+        conn.execute(text("UPDATE audit_events SET leaf_idx = 701 WHERE leaf_idx = -1"))
 
 
 def _truncate_tail(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_events WHERE seq > 1000"))
-        conn.execute(text("DELETE FROM audit_leaves WHERE idx >= 1000"))
 
 
 def _truncate_everything(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_events"))
-        conn.execute(text("DELETE FROM audit_leaves"))
 
 
 def _rewrite_row_and_leaf(engine: Engine) -> None:
@@ -231,10 +236,9 @@ def _rewrite_row_and_leaf(engine: Engine) -> None:
     seq, row = next((s, r) for s, r in iter_rows(engine) if s == 250)
     changed = row._replace(producer="spiffe://atb.local/evil")
     with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_events SET producer = :p WHERE seq = :s"), {"p": changed.producer, "s": seq})
         conn.execute(
-            text('UPDATE audit_leaves SET leaf_hash = :h WHERE topic = :t AND "partition" = :p AND "offset" = :o'),
-            {"h": leaf_hash(leaf_bytes(changed)), "t": row.topic, "p": row.partition, "o": row.offset},
+            text("UPDATE audit_events SET producer = :p, leaf_hash = :h WHERE seq = :s"),
+            {"p": changed.producer, "h": leaf_hash(leaf_bytes(changed)), "s": seq},
         )
 
 
@@ -245,21 +249,21 @@ def _delete_checkpoints(engine: Engine) -> None:
 
 
 SCENARIOS: dict[str, tuple[Callable[[Engine], None], tuple[str, ...], str]] = {
-    "delete a row": (_delete_row, ("audit_events",), "missing (deleted)"),
-    "delete a row and its leaf": (_delete_row_and_leaf, ("audit_events", "audit_leaves"), "not contiguous"),
+    "delete a row": (_delete_row, ("audit_events",), "not contiguous"),
+    "delete a row keeping its leaf": (_delete_row_keeping_its_leaf, ("audit_events",), "missing (deleted)"),
     "insert a row": (_insert_row, ("audit_events",), "has no leaf (inserted)"),
     "insert a row with a leaf mid-tree": (
         _insert_row_with_leaf_mid_tree,
-        ("audit_events", "audit_leaves"),
+        ("audit_events",),
         "does not match the signed root",
     ),
     "reorder two rows": (_swap_rows, ("audit_events",), "out of order"),
-    "reorder two leaves": (_swap_leaves, ("audit_leaves",), "does not match the signed root"),
-    "truncate the tail": (_truncate_tail, ("audit_events", "audit_leaves"), "truncated"),
-    "truncate everything": (_truncate_everything, ("audit_events", "audit_leaves"), "truncated"),
+    "reorder two leaves": (_swap_leaves, ("audit_events",), "does not match the signed root"),
+    "truncate the tail": (_truncate_tail, ("audit_events",), "truncated"),
+    "truncate everything": (_truncate_everything, ("audit_events",), "truncated"),
     "rewrite a row and its leaf hash": (
         _rewrite_row_and_leaf,
-        ("audit_events", "audit_leaves"),
+        ("audit_events",),
         "does not match the signed root",
     ),
     "delete every checkpoint": (_delete_checkpoints, ("audit_checkpoints",), "no signed checkpoint"),

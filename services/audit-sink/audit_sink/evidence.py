@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from audit_sink.adapters.db import audit_leaves
+from audit_sink.adapters.db import audit_tree
 from audit_sink.adapters.ledger import iter_rows, snapshot
 from audit_sink.adapters.signing import verify_note
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
@@ -115,10 +115,10 @@ def _notes_by_size(engine: Engine, key: VerifierKey) -> list[tuple[str, str]]:
 
 
 def _leaf_index(engine: Engine, row: AuditRow) -> int:
-    query = select(audit_leaves.c.idx).where(
-        audit_leaves.c.topic == row.topic,
-        audit_leaves.c.partition == row.partition,
-        audit_leaves.c.offset == row.offset,
+    query = select(audit_tree.c.idx).where(
+        audit_tree.c.topic == row.topic,
+        audit_tree.c.partition == row.partition,
+        audit_tree.c.offset == row.offset,
     )
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
@@ -260,7 +260,7 @@ def export_bundle(
         index_of = {
             (t, int(p), int(o)): int(i)
             for i, t, p, o in conn.execute(
-                select(audit_leaves.c.idx, audit_leaves.c.topic, audit_leaves.c.partition, audit_leaves.c.offset)
+                select(audit_tree.c.idx, audit_tree.c.topic, audit_tree.c.partition, audit_tree.c.offset)
             )
         }
     records: list[dict[str, object]] = []

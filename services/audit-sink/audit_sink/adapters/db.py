@@ -6,11 +6,13 @@ stored exactly once (DESIGN.md §6.4). The unique (topic, partition, offset) key
 makes a replay of an already stored record a no-op rather than a duplicate.
 The schema is created by the alembic migrations in `migrations/`, never here.
 
-Each append also writes one Merkle leaf per new row (`audit_leaves`, in
-insertion order) under a writer lock (PostgreSQL advisory lock, SQLite
+Each new row carries its Merkle leaf (`leaf_idx`, `leaf_hash`: index in insertion
+order and hash), assigned under a writer lock (PostgreSQL advisory lock, SQLite
 `BEGIN IMMEDIATE`), so leaf order is commit order even with several writers.
-A record whose position is below the highest stored offset of its partition
-(any consumer group) is already stored and is skipped, not duplicated.
+`audit_leaves` holds the leaves of rows stored before revision 0004 and of rows
+a purge removed; the view `audit_tree` is all leaves. A record whose position is
+below the highest stored offset of its partition (any consumer group) is
+already stored and is skipped, not duplicated.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     Engine,
@@ -44,6 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from audit_sink.domain import AuditRow
 from audit_sink.domain.leaf import leaf_bytes
@@ -59,6 +63,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_events",
     "audit_leaves",
+    "audit_tree",
     "consumer_offsets",
     "make_engine",
     "metadata",
@@ -86,6 +91,8 @@ audit_events = Table(
     Column("decode_error", Text),
     Column("redacted", Boolean, nullable=False, server_default=false()),
     Column("received_sha256", String(71)),
+    Column("leaf_idx", BigInteger),
+    Column("leaf_hash", LargeBinary(32)),
 )
 
 consumer_offsets = Table(
@@ -106,6 +113,16 @@ audit_leaves = Table(
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
+)
+
+audit_tree = Table(
+    "audit_tree",  # a view (migration 0004): audit_leaves UNION ALL the leaves of audit_events
+    MetaData(),  # not `metadata`: nothing may ever create it as a table
+    Column("idx", BigInteger),
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("leaf_hash", LargeBinary(32)),
 )
 
 audit_checkpoints = Table(
@@ -160,9 +177,7 @@ audit_tombstones = Table(
     Column("leaf", LargeBinary, nullable=False),
 )
 
-_PG_COPY_LEAVES = 'COPY audit_leaves (idx, topic, "partition", "offset", leaf_hash) FROM STDIN'
-_SQLITE_LEAF = 'INSERT INTO audit_leaves (idx, topic, "partition", "offset", leaf_hash) VALUES (?, ?, ?, ?, ?)'
-_PROBES = 500
+_PROBES = 400  # partitions per statement: three probes each
 _WRITER_LOCK = 0x41544241  # "ATBA": the pg_advisory_xact_lock key of the audit writer
 
 
@@ -274,13 +289,15 @@ class AuditStore:
         """
         checkpoint = None
         with self._engine.begin() as conn:
-            first = _lock_tip(conn)
-            stored = _stored_offsets(conn, {(row.topic, row.partition) for row in rows})
+            _lock(conn)
+            first, stored = _tip_and_stored(conn, {(row.topic, row.partition) for row in rows})
             fresh = tuple(row for row in rows if row.offset >= stored.get((row.topic, row.partition), 0))
             hashes = tuple(leaf_hash(leaf_bytes(row)) for row in fresh)
             if fresh:
-                conn.execute(audit_events.insert(), [_values(row) for row in fresh])
-                self._insert_leaves(conn, first, fresh, hashes)
+                values = [_values(row) for row in fresh]
+                for index, (value, digest) in enumerate(zip(values, hashes, strict=True), start=first):
+                    value["leaf_idx"], value["leaf_hash"] = index, digest
+                conn.execute(audit_events.insert(), values)
                 checkpoint = seal(first, hashes, fresh) if seal is not None else None
                 if checkpoint is not None:
                     conn.execute(audit_checkpoints.insert(), _checkpoint_values(checkpoint))
@@ -294,29 +311,11 @@ class AuditStore:
                 )
         return AppendResult(first, hashes, fresh, checkpoint)
 
-    def _insert_leaves(self, conn: Connection, first: int, rows: Sequence[AuditRow], hashes: Sequence[bytes]) -> None:
-        """Straight to the driver: five plain values per leaf need none of SQLAlchemy's bind processing.
-
-        PostgreSQL gets them by COPY (in this transaction): less than half the cost per leaf of
-        an INSERT over arrays, most of which went into adapting a Python list of bytea.
-        """
-        leaves = [
-            (first + i, r.topic, r.partition, r.offset, h) for i, (r, h) in enumerate(zip(rows, hashes, strict=True))
-        ]
-        if self._postgres:
-            driver = conn.connection.driver_connection
-            assert driver is not None
-            with driver.cursor() as cursor, cursor.copy(_PG_COPY_LEAVES) as copy:
-                for leaf in leaves:
-                    copy.write_row(leaf)
-        else:
-            conn.exec_driver_sql(_SQLITE_LEAF, leaves)
-
     def leaf_hashes(self, start: int = 0, stop: int | None = None) -> list[bytes]:
         """Leaf hashes in tree order, `start` ≤ index < `stop`."""
-        query = select(audit_leaves.c.leaf_hash).where(audit_leaves.c.idx >= start).order_by(audit_leaves.c.idx)
+        query = select(audit_tree.c.leaf_hash).where(audit_tree.c.idx >= start).order_by(audit_tree.c.idx)
         if stop is not None:
-            query = query.where(audit_leaves.c.idx < stop)
+            query = query.where(audit_tree.c.idx < stop)
         with self._engine.connect() as conn:
             return [bytes(h) for (h,) in conn.execute(query)]
 
@@ -353,47 +352,68 @@ class AuditStore:
             return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
 
 
-def _lock_tip(conn: Connection) -> int:
-    """Take the writer lock; the current tree size (the index of the next leaf)."""
+def _lock(conn: Connection) -> None:
+    """The writer lock, held to the end of the transaction."""
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITER_LOCK})
-    top = conn.execute(select(func.max(audit_leaves.c.idx))).scalar_one()
-    return 0 if top is None else int(top) + 1
 
 
-def _stored_offsets(conn: Connection, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Per partition, the offset below which every record is stored already.
+def _max(column: Column[int], *where: ColumnElement[bool]) -> ScalarSelect[int]:
+    return select(func.max(column)).where(*where).scalar_subquery()
 
-    The highest next offset any consumer group committed, or one past the highest
-    stored leaf, whichever is larger: so a replay is skipped even if the offsets
-    table were lost (each lookup is one probe of a unique index).
+
+def _top(column: Column[int], *where: ColumnElement[bool]) -> ScalarSelect[int]:
+    """The largest value by walking an index backwards, one entry.
+
+    Not max(): with stale statistics (a young table) PostgreSQL answers `max(offset) WHERE
+    topic = .. AND partition = ..` by reading every index entry of the partition, which made
+    each append cost more the more it had stored.
     """
-    if not partitions:
-        return {}
-    topics = {topic for topic, _ in partitions}
-    query = (
-        select(consumer_offsets.c.topic, consumer_offsets.c.partition, func.max(consumer_offsets.c.next_offset))
-        .where(consumer_offsets.c.topic.in_(topics))
-        .group_by(consumer_offsets.c.topic, consumer_offsets.c.partition)
-    )
-    stored = {(t, p): int(n) for t, p, n in conn.execute(query)}
-    # One statement per _PROBES partitions, one index probe each (a round trip per partition
-    # cost more than its probe; PostgreSQL takes at most 1,664 columns in a select list).
+    return select(column).where(column.is_not(None), *where).order_by(column.desc()).limit(1).scalar_subquery()
+
+
+def _tip_and_stored(conn: Connection, partitions: set[tuple[str, int]]) -> tuple[int, dict[tuple[str, int], int]]:
+    """Under the writer lock: the tree size (the next leaf's index) and, per partition, the offset
+    below which every record is stored already.
+
+    That offset is the highest next offset any consumer group committed, or one past the
+    highest stored row or kept leaf, whichever is larger: so a replay is skipped even if
+    the offsets table were lost. All of it in one statement of index probes (one per
+    _PROBES partitions: PostgreSQL takes at most 1,664 select columns); a round trip per
+    probe cost more than the probe. Never a max over the `audit_tree` view, which SQLite
+    would compute by scanning it.
+    """
     ordered = sorted(partitions)
-    for start in range(0, len(ordered), _PROBES):
+    first, stored = 0, {}
+    for start in range(0, max(len(ordered), 1), _PROBES):
         chunk = ordered[start : start + _PROBES]
+        tip = [_top(audit_events.c.leaf_idx), _top(audit_leaves.c.idx)] if start == 0 else []
         probes = [
-            select(func.max(audit_leaves.c.offset))
-            .where(audit_leaves.c.topic == topic, audit_leaves.c.partition == partition)
-            .scalar_subquery()
+            probe
             for topic, partition in chunk
+            for probe in (
+                _top(audit_events.c.offset, audit_events.c.topic == topic, audit_events.c.partition == partition),
+                _top(audit_leaves.c.offset, audit_leaves.c.topic == topic, audit_leaves.c.partition == partition),
+                _max(
+                    consumer_offsets.c.next_offset,
+                    consumer_offsets.c.topic == topic,
+                    consumer_offsets.c.partition == partition,
+                ),
+            )
         ]
-        for key, top in zip(chunk, conn.execute(select(*probes)).one(), strict=True):
-            if top is not None:
-                stored[key] = max(stored.get(key, 0), int(top) + 1)
-    return stored
+        values = list(conn.execute(select(*tip, *probes)).one())
+        if tip:
+            tops = [int(top) + 1 for top in values[:2] if top is not None]
+            first, values = max(tops, default=0), values[2:]
+        for number, key in enumerate(chunk):
+            row_top, leaf_top, committed = values[3 * number : 3 * number + 3]
+            known = [int(top) + 1 for top in (row_top, leaf_top) if top is not None]
+            known += [int(committed)] if committed is not None else []
+            if known:
+                stored[key] = max(known)
+    return first, stored
 
 
 def _checkpoint_values(cp: SealedCheckpoint) -> dict[str, object]:

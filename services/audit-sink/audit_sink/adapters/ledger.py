@@ -27,6 +27,7 @@ from audit_sink.adapters.db import (
     audit_legal_holds,
     audit_purges,
     audit_tombstones,
+    audit_tree,
 )
 from audit_sink.adapters.signing import NoteSigner, verify_note
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, PurgeRecord, VerifierKey
@@ -131,12 +132,12 @@ def snapshot(engine: Engine, key: VerifierKey) -> tuple[StoreSnapshot, list[str]
             LeafEntry(int(i), (t, int(p), int(o)), bytes(h))
             for i, t, p, o, h in conn.execute(
                 select(
-                    audit_leaves.c.idx,
-                    audit_leaves.c.topic,
-                    audit_leaves.c.partition,
-                    audit_leaves.c.offset,
-                    audit_leaves.c.leaf_hash,
-                ).order_by(audit_leaves.c.idx)
+                    audit_tree.c.idx,
+                    audit_tree.c.topic,
+                    audit_tree.c.partition,
+                    audit_tree.c.offset,
+                    audit_tree.c.leaf_hash,
+                ).order_by(audit_tree.c.idx)
             )
         ]
         stones = [
@@ -282,25 +283,34 @@ def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | Non
     """Delete the rows past `retain_until` not under a legal hold; tombstones and a signed record first.
 
     One transaction: the purge record, a tombstone per row (its leaf text, so the
-    leaf hash stays recomputable), then the deletes. The database refuses the
-    tombstone and the delete of any row that does not qualify.
+    leaf hash stays recomputable), the leaf of each row that carries its own into
+    `audit_leaves` (so the tree keeps it), then the deletes. The database refuses
+    the tombstone and the delete of any row that does not qualify.
     """
     now = as_utc(now or datetime.now(UTC))
     expired, held = _purgeable(now)
     purge_id = f"purge-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     joined = audit_events.join(
-        audit_leaves,
+        audit_tree,
         and_(
-            audit_leaves.c.topic == audit_events.c.topic,
-            audit_leaves.c.partition == audit_events.c.partition,
-            audit_leaves.c.offset == audit_events.c.offset,
+            audit_tree.c.topic == audit_events.c.topic,
+            audit_tree.c.partition == audit_events.c.partition,
+            audit_tree.c.offset == audit_events.c.offset,
         ),
     )
     with engine.begin() as conn:
-        query = select(audit_leaves.c.idx, *_ROW_COLUMNS).select_from(joined).where(expired, not_(held))
-        removed = [(int(v[0]), _row(tuple(v[1:]))[1]) for v in conn.execute(query.order_by(audit_leaves.c.idx))]
+        query = (
+            select(audit_tree.c.idx, audit_events.c.leaf_idx, *_ROW_COLUMNS)
+            .select_from(joined)
+            .where(expired, not_(held))
+        )
+        removed, own_leaves = [], []
+        for values in conn.execute(query.order_by(audit_tree.c.idx)):
+            removed.append((int(values[0]), _row(tuple(values[2:]))[1]))
+            if values[1] is not None:
+                own_leaves.append(int(values[0]))
         held_back = len(conn.execute(select(audit_events.c.seq).where(expired, held)).all())
-        leaf_hashes = [bytes(h) for (h,) in conn.execute(select(audit_leaves.c.leaf_hash).order_by(audit_leaves.c.idx))]
+        leaf_hashes = [bytes(h) for (h,) in conn.execute(select(audit_tree.c.leaf_hash).order_by(audit_tree.c.idx))]
         record = PurgeRecord(
             origin=signer.name,
             purge_id=purge_id,
@@ -330,6 +340,22 @@ def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | Non
                     for i, r in removed
                 ],
             )
+            carried = set(own_leaves)
+            if carried:
+                conn.execute(
+                    audit_leaves.insert(),
+                    [
+                        {
+                            "idx": i,
+                            "topic": r.topic,
+                            "partition": r.partition,
+                            "offset": r.offset,
+                            "leaf_hash": leaf_hashes[i],
+                        }
+                        for i, r in removed
+                        if i in carried
+                    ],
+                )
             # The same predicate as the selection: the trigger refuses any row without its tombstone.
             conn.execute(audit_events.delete().where(expired, not_(held)))
     return PurgeOutcome(purge_id, len(removed), note, held_back)
