@@ -28,8 +28,9 @@ _SCALARS = frozenset({str, int, bool, type(None)})
 def _reject_floats(value: object) -> None:
     # Fast pass, iterative with exact type checks: this runs on every event ATB
     # encodes or decodes (abstract-base-class isinstance checks made it the hottest
-    # function). Only containers and floats are pushed: the strings and integers most
-    # values are end there. Only when it finds a fault does the slow pass work out where.
+    # function). Only containers and floats are pushed; strings and integers, most of
+    # the values, stop at one type check. Only when it finds a fault does the slow pass
+    # work out where.
     stack: list[object] = [value]
     while stack:
         item = stack.pop()

@@ -157,7 +157,7 @@ def decode_header(raw: bytes | None) -> EnvelopeHeader:
 
     For a reader that needs only the attributes, once per record (the audit store). A
     plain envelope is validated by a native decoder (msgspec) against the same rules as
-    `Envelope`, about three times faster than the model; whatever it refuses, valid or
+    `Envelope` in about 60% of the model's time; whatever it refuses, valid or
     not, goes to `decode_envelope` itself, which decides and names the fault. So this
     never accepts what `decode_envelope` refuses: tests/unit/test_contracts_header.py
     holds the two to that over a corpus of near-misses and generated envelopes.

@@ -265,8 +265,6 @@ class AuditStore:
             else {"next_offset": func.greatest(consumer_offsets.c.next_offset, upsert.excluded.next_offset)},
         )
 
-        self._postgres = engine.dialect.name == "postgresql"
-
     @property
     def engine(self) -> Engine:
         return self._engine
