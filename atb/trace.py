@@ -34,6 +34,7 @@ from contracts import (
     AuditEvent,
     BrokerDecision,
     DeadLetter,
+    DeadLetterV1,
     Envelope,
     EventDecodeError,
     EventPayload,
@@ -202,7 +203,7 @@ def _describe(record: TraceRecord, verdicts: dict[str, str]) -> tuple[str, str, 
         )
     if isinstance(p, AuditEvent):
         return f"audit: {p.audit_type}", f"{p.outcome}" + (f": {p.reason}" if p.reason else ""), dict(p.details)
-    if isinstance(p, DeadLetter):
+    if isinstance(p, DeadLetter | DeadLetterV1):
         return (
             "dead letter",
             f"{p.consumer} could not use {p.original_topic}@{p.original_partition}:{p.original_offset}: "

@@ -29,6 +29,7 @@ from contracts.events import (
     BrokerDecision,
     CountedVote,
     DeadLetter,
+    DeadLetterV1,
     Decision,
     EventPayload,
     IssuanceRequested,
@@ -55,6 +56,7 @@ from contracts.leg import (
     LegalObligation,
     LegitimateInterest,
 )
+from contracts.limits import HTTP_MAX_BODY_BYTES, MAX_EVENT_BYTES, PRODUCER_MAX_REQUEST_SIZE, TOPIC_MAX_MESSAGE_BYTES
 from contracts.poa import (
     MAX_LIFETIME_SECONDS,
     POA_TYP,
@@ -71,8 +73,12 @@ __all__ = [
     "CONTENT_TYPE",
     "CONTENT_TYPE_HEADER",
     "EVENT_TYPES",
+    "HTTP_MAX_BODY_BYTES",
+    "MAX_EVENT_BYTES",
     "MAX_LIFETIME_SECONDS",
     "POA_TYP",
+    "PRODUCER_MAX_REQUEST_SIZE",
+    "TOPIC_MAX_MESSAGE_BYTES",
     "AccountableParty",
     "ActionRequested",
     "Approval",
@@ -87,6 +93,7 @@ __all__ = [
     "ContractualNecessity",
     "CountedVote",
     "DeadLetter",
+    "DeadLetterV1",
     "Decision",
     "DualControl",
     "DualControlApprover",

@@ -24,10 +24,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from contracts.canonical import CanonicalJsonError, canonical_json
 from contracts.events import EVENT_TYPES, EventPayload, JsonObject
+from contracts.limits import MAX_EVENT_BYTES
 
 __all__ = [
     "CONTENT_TYPE",
     "CONTENT_TYPE_HEADER",
+    "MAX_EVENT_BYTES",
     "Envelope",
     "EnvelopeHeader",
     "EventDecodeError",
@@ -42,7 +44,6 @@ __all__ = [
 
 CONTENT_TYPE = "application/cloudevents+json"
 CONTENT_TYPE_HEADER = "content-type"
-MAX_EVENT_BYTES = 512 * 1024
 
 
 class EventDecodeError(ValueError):

@@ -1,4 +1,4 @@
-"""Every v1 event payload ATB publishes, as frozen pydantic models.
+"""Every event payload ATB publishes, as frozen pydantic models.
 
 Each payload class names its CloudEvents `type` (`atb.<area>.<name>.v<N>`) and the
 topic it travels on. A published version is never edited: a change is a new class
@@ -16,6 +16,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.leg import Leg
+from contracts.limits import DEAD_LETTER_KEY_CHARS, DEAD_LETTER_PREFIX_BYTES
 from contracts.topics import Topic
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "BrokerDecision",
     "CountedVote",
     "DeadLetter",
+    "DeadLetterV1",
     "Decision",
     "EventPayload",
     "IssuanceRequested",
@@ -52,6 +54,7 @@ SpiffeIdText = Annotated[str, Field(min_length=10, max_length=2048, pattern=r"^s
 ActionName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")]
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 Reason = Annotated[str, Field(max_length=1024)]
+_PREFIX_B64_CHARS = 4 * -(-DEAD_LETTER_PREFIX_BYTES // 3)
 
 
 class Tier(StrEnum):
@@ -299,8 +302,13 @@ class SigningKeyPublished(EventPayload):
         return self.kid
 
 
-class DeadLetter(EventPayload):
+# Superseded by `DeadLetter` (v2): a large original made a v1 letter too large to
+# produce or to decode (docs/hostile-input.md). Kept, unchanged, so that letters
+# already on `atb.dlq` still decode and can be re-driven; nothing produces it any more.
+class DeadLetterV1(EventPayload):
     """A record a consumer could not use; the original bytes are kept, base64-encoded."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="DeadLetter")  # its schema, as published
 
     event_type: ClassVar[str] = "atb.dlq.dead_letter.v1"
     topic: ClassVar[Topic] = Topic.DLQ
@@ -314,6 +322,39 @@ class DeadLetter(EventPayload):
     error_code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
     reason: Reason
     request_id: str | None = None
+
+    def partition_key(self) -> str:
+        return self.request_id or f"{self.original_topic}:{self.original_partition}"
+
+
+class DeadLetter(EventPayload):
+    """A record a consumer could not use, by reference: bounded whatever the original's size.
+
+    The original stays where it is (its topic, and the audit store); the letter says
+    where (topic, partition, offset), what (size, SHA-256, the first
+    `DEAD_LETTER_PREFIX_BYTES` base64-encoded, the key as text), who could not use it
+    and why. `atb replay redrive` reads the original back from its coordinates and
+    re-sends it only if its SHA-256 still matches. See docs/hostile-input.md.
+    """
+
+    event_type: ClassVar[str] = "atb.dlq.dead_letter.v2"
+    topic: ClassVar[Topic] = Topic.DLQ
+
+    original_topic: Annotated[str, Field(min_length=1, max_length=255)]
+    original_partition: Annotated[int, Field(ge=0)]
+    original_offset: Annotated[int, Field(ge=0)]
+    original_key: Annotated[str, Field(max_length=DEAD_LETTER_KEY_CHARS)] | None = None
+    """The key as text (invalid UTF-8 replaced), cut to `DEAD_LETTER_KEY_CHARS`: for reading, not for re-sending."""
+    original_size: Annotated[int, Field(ge=0)]
+    """Length of the original value in bytes (0 for a tombstone)."""
+    original_sha256: Digest
+    """SHA-256 of the exact original value."""
+    original_prefix_b64: Annotated[str, Field(max_length=_PREFIX_B64_CHARS)]
+    """The first `DEAD_LETTER_PREFIX_BYTES` (at most) of the original value, base64-encoded."""
+    consumer: Annotated[str, Field(min_length=1, max_length=256)]
+    error_code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)]
+    reason: Reason
+    request_id: Annotated[str, Field(max_length=128)] | None = None
 
     def partition_key(self) -> str:
         return self.request_id or f"{self.original_topic}:{self.original_partition}"
@@ -385,6 +426,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         BrokerDecision,
         AuditEvent,
         SigningKeyPublished,
+        DeadLetterV1,
         DeadLetter,
         ApprovalStateChanged,
     )

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.events import ActionName, Decision, JsonObject, RequestId, Tier
 from contracts.leg import Leg
+from contracts.limits import HTTP_MAX_BODY_BYTES
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -25,7 +26,8 @@ __all__ = [
     "RequestStatus",
 ]
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = HTTP_MAX_BODY_BYTES
+"""Request bodies of the gateway and the broker (413 above): see contracts/limits.py."""
 
 
 class IssueRequest(BaseModel):

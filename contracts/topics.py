@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from contracts.limits import TOPIC_MAX_MESSAGE_BYTES
+
 __all__ = [
     "ALL_TOPICS_PATTERN",
     "CATALOGUE",
@@ -45,7 +47,10 @@ class Topic(StrEnum):
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """How one topic is created. `retention_ms` of -1 keeps records forever."""
+    """How one topic is created. `retention_ms` of -1 keeps records forever.
+
+    Every topic refuses record batches above `TOPIC_MAX_MESSAGE_BYTES` (contracts/limits.py).
+    """
 
     topic: Topic
     partitions: int
@@ -55,9 +60,10 @@ class TopicSpec:
 
     def configs(self) -> dict[str, str]:
         """Topic-level configs as Kafka expects them."""
+        size = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
         if self.compacted:
-            return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
-        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
+            return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", **size}
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms), **size}
 
 
 # Every record on a request's life is keyed by request_id (DESIGN.md §4), so the

@@ -121,6 +121,9 @@ class _Session:
 
 # -- redrive ------------------------------------------------------------------------------
 
+REDRIVE_REFUSED_EXIT = 3
+"""Some selected letter could not be re-driven: its original is gone or not the letter's bytes."""
+
 
 def _redrive_table(redriver: Redriver, execute: bool) -> Table:
     table = Table(title="dead letters" + ("" if execute else " (dry run: nothing sent)"))
@@ -133,6 +136,8 @@ def _redrive_table(redriver: Redriver, execute: bool) -> Table:
             status = "[green]sent[/green]"
         elif r.status == "already_redriven":
             status = "already re-driven"
+        elif r.refused:
+            status = f"[red]refused: {r.why}[/red]"
         else:
             status = "would send"
         original = f"{letter.original_topic}:{letter.original_partition}:{letter.original_offset}"
@@ -156,6 +161,7 @@ def _redrive_json(redriver: Redriver, result: ScanResult, execute: bool) -> str:
             "request_id": r.letter.request_id,
             "target_topic": r.target,
             "status": "sent" if str(r.ref) in sent else r.status,
+            "why": r.why or None,
         }
         for r in redriver.seen
     ]
@@ -166,6 +172,7 @@ def _redrive_json(redriver: Redriver, result: ScanResult, execute: bool) -> str:
         "records": result.handled,
         "not_dead_letters": redriver.undecodable,
         "sent": len(redriver.sent),
+        "refused": len(redriver.refused),
         "redrives": items,
     }
     return json.dumps(doc, indent=2)
@@ -187,7 +194,11 @@ def redrive(
     quiet: bool = QUIET,
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Send dead-lettered records back to their topic (dry run unless --execute); each re-drive is audited."""
+    """Send dead-lettered records back to their topic (dry run unless --execute); each re-drive is audited.
+
+    Each original is read back from its letter's coordinates; one that is gone or no
+    longer matches the letter's SHA-256 is refused (listed with why; exit code 3).
+    """
     session = _Session(json_out, quiet, command="redrive")
 
     async def work() -> tuple[Redriver, ScanResult, bool]:
@@ -214,7 +225,11 @@ def redrive(
         verb = "sent" if executed else "would send"
         count = len(redriver.sent) if executed else sum(1 for r in redriver.seen if r.status == "send")
         session.out.print(f"{verb} {count} of {len(redriver.seen)} matching dead letters", highlight=False)
+        for r in redriver.refused:
+            session.err.print(f"[red]refused {r.ref}: {r.why}[/red]", soft_wrap=True, highlight=False)
     session.footer(result)
+    if redriver.refused:
+        raise typer.Exit(REDRIVE_REFUSED_EXIT)
 
 
 def _dlq_topic(source: str, namespace: str) -> str:

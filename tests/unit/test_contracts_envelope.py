@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from contracts.events import (
     BrokerDecision,
     CountedVote,
     DeadLetter,
+    DeadLetterV1,
     Decision,
     EventPayload,
     IssuanceRequested,
@@ -207,6 +209,22 @@ def _dead() -> DeadLetter:
         original_partition=2,
         original_offset=17,
         original_key=REQ,
+        original_size=7,
+        original_sha256="sha256:" + hashlib.sha256(b"garbage").hexdigest(),
+        original_prefix_b64="Z2FyYmFnZQ==",
+        consumer="approvals",
+        error_code="invalid_envelope",
+        reason="bad json",
+        request_id=REQ,
+    )
+
+
+def _dead_v1() -> DeadLetterV1:
+    return DeadLetterV1(
+        original_topic="atb.poa.requests",
+        original_partition=2,
+        original_offset=17,
+        original_key=REQ,
         original_value_b64="Z2FyYmFnZQ==",
         consumer="approvals",
         error_code="invalid_envelope",
@@ -249,6 +267,7 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     AuditEvent: _audit,
     SigningKeyPublished: _key,
     DeadLetter: _dead,
+    DeadLetterV1: _dead_v1,
     ApprovalStateChanged: _state,
 }
 ALL_TYPES = sorted(EVENT_TYPES.items())

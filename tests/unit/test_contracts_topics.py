@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from contracts.limits import TOPIC_MAX_MESSAGE_BYTES
 from contracts.topics import ALL_TOPICS_PATTERN, CATALOGUE, Topic, all_topics_pattern, spec_for, topic_name
 
 NAMESPACES = ["", "t1.", "t1a2b.", "demo-1.", "a.", "0."]
@@ -101,7 +102,11 @@ def test_every_topic_has_partitions_and_a_retention(spec: object) -> None:
         assert configs["cleanup.policy"] == "compact"
         assert "retention.ms" not in configs
     else:
-        assert configs == {"cleanup.policy": "delete", "retention.ms": str(spec.retention_ms)}
+        assert configs == {
+            "cleanup.policy": "delete",
+            "retention.ms": str(spec.retention_ms),
+            "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
+        }
         assert spec.retention_ms > 0
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from atb.replay.errors import ReplayUsageError, RunNotFoundError
-from atb.replay.letters import LetterFilter, LetterRef, plan_redrive, resolve_topic
+from atb.replay.letters import LetterFilter, LetterRef, Original, Redrive, check_original, plan_redrive, resolve_topic
 from atb.replay.runs import PartitionSpan, RunPlan, RunStore, SpooledRecord
 from atb.replay.timerange import TimeRange, parse_instant
-from contracts import DeadLetter
+from contracts import DeadLetter, DeadLetterV1
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -48,19 +49,39 @@ def test_a_range_must_not_be_empty() -> None:
     assert TimeRange.parse(None, None, NOW) == TimeRange()
 
 
+ORIGINAL = b'{"x":1}'
+
+
 def _letter(**overrides: object) -> DeadLetter:
     fields: dict[str, object] = {
         "original_topic": "ns.atb.poa.requests",
         "original_partition": 1,
         "original_offset": 7,
         "original_key": "req-1",
-        "original_value_b64": base64.b64encode(b'{"x":1}').decode(),
+        "original_size": len(ORIGINAL),
+        "original_sha256": "sha256:" + hashlib.sha256(ORIGINAL).hexdigest(),
+        "original_prefix_b64": base64.b64encode(ORIGINAL).decode(),
         "consumer": "approvals",
         "error_code": "unexpected_type",
         "reason": "wrong topic",
         "request_id": "req-1",
     }
     return DeadLetter.model_validate({**fields, **overrides})
+
+
+def _letter_v1(**overrides: object) -> DeadLetterV1:
+    fields: dict[str, object] = {
+        "original_topic": "ns.atb.poa.requests",
+        "original_partition": 1,
+        "original_offset": 7,
+        "original_key": "req-1",
+        "original_value_b64": base64.b64encode(ORIGINAL).decode(),
+        "consumer": "approvals",
+        "error_code": "unexpected_type",
+        "reason": "wrong topic",
+        "request_id": "req-1",
+    }
+    return DeadLetterV1.model_validate({**fields, **overrides})
 
 
 @pytest.mark.parametrize(
@@ -80,6 +101,7 @@ def _letter(**overrides: object) -> DeadLetter:
 )
 def test_filters_are_anded(filters: list[str], matches: bool) -> None:
     assert LetterFilter.parse(filters).matches(_letter(), "ns.") is matches
+    assert LetterFilter.parse(filters).matches(_letter_v1(), "ns.") is matches
 
 
 @pytest.mark.parametrize("text", ["consumer", "consumer=", "=x", "reason=x", "topic=atb.dlq"])
@@ -115,8 +137,46 @@ def test_plan_skips_what_was_redriven_unless_again() -> None:
         letters, LetterFilter.parse(["consumer=issuer"]), namespace="ns.", target=None, done=(), again=False
     )
     assert [r.ref for r in only] == [two]
-    assert only[0].value == b'{"x":1}'
-    assert only[0].key == b"req-1"
+    assert only[0].original is None  # read back from the coordinates before anything is sent
+
+
+def _planned(letter: DeadLetter | DeadLetterV1) -> Redrive:
+    return Redrive(LetterRef("ns.atb.dlq", 0, 1), letter, "ns.atb.poa.requests", "send")
+
+
+def test_the_original_read_back_is_sent_when_its_digest_is_the_letters() -> None:
+    found = Original(key=b"req-1\xff", value=ORIGINAL, headers=(("content-type", b"x"),))
+    checked = check_original(_planned(_letter()), found)
+    assert (checked.status, checked.original, checked.refused) == ("send", found, False)
+
+
+def test_a_gone_original_is_refused_with_its_coordinates() -> None:
+    checked = check_original(_planned(_letter()), None)
+    assert checked.status == "original_gone"
+    assert checked.refused
+    assert checked.original is None
+    assert "ns.atb.poa.requests:1:7" in checked.why
+    assert "retention" in checked.why
+
+
+def test_a_changed_original_is_refused() -> None:
+    checked = check_original(_planned(_letter()), Original(key=b"req-1", value=b'{"x":2}'))
+    assert checked.status == "digest_mismatch"
+    assert checked.original is None
+    assert "sha256:" in checked.why
+
+
+def test_a_v1_letter_is_checked_against_the_bytes_it_carried_and_falls_back_to_them() -> None:
+    assert check_original(_planned(_letter_v1()), None).original == Original(key=b"req-1", value=ORIGINAL)
+    assert check_original(_planned(_letter_v1()), Original(key=b"k", value=b"other")).status == "digest_mismatch"
+    assert check_original(_planned(_letter_v1()), Original(key=b"k", value=ORIGINAL)).original == Original(
+        key=b"k", value=ORIGINAL
+    )
+
+
+def test_letters_not_to_send_are_left_alone() -> None:
+    skipped = Redrive(LetterRef("ns.atb.dlq", 0, 1), _letter(), "t", "already_redriven")
+    assert check_original(skipped, None) is skipped
 
 
 def test_run_files_round_trip_and_merge(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from atb_runtime.records import Outgoing
+from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
 __all__ = ["Publisher"]
 
@@ -20,7 +21,13 @@ __all__ = ["Publisher"]
 class Publisher:
     def __init__(self, bootstrap: str, client_id: str, *, linger_ms: int = 5) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, enable_idempotence=True, acks="all", linger_ms=linger_ms
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+            # Never refuse what the topic accepts (contracts/limits.py).
+            max_request_size=PRODUCER_MAX_REQUEST_SIZE,
         )
         self._pending: list[asyncio.Future[object]] = []
 

@@ -8,6 +8,7 @@ without a broker.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,8 +25,9 @@ from contracts import (
     make_envelope,
     topic_name,
 )
+from contracts.limits import DEAD_LETTER_KEY_CHARS, DEAD_LETTER_PREFIX_BYTES
 
-__all__ = ["DeadLetters", "Incoming", "Outgoing", "audit", "dead_letter", "outgoing", "outgoing_envelope"]
+__all__ = ["DeadLetters", "Incoming", "Outgoing", "audit", "dead_letter", "letter_for", "outgoing", "outgoing_envelope"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,27 @@ def audit(
     return outgoing(event, source=source, namespace=namespace)
 
 
+def letter_for(
+    record: Incoming, *, consumer: str, error_code: str, reason: str, request_id: str | None = None
+) -> DeadLetter:
+    """The DeadLetter of a record, by reference: bounded whatever the record's size (contracts/limits.py)."""
+    value = record.value or b""
+    key = record.key.decode("utf-8", "replace")[:DEAD_LETTER_KEY_CHARS] if record.key is not None else None
+    return DeadLetter(
+        original_topic=record.topic,
+        original_partition=record.partition,
+        original_offset=record.offset,
+        original_key=key,
+        original_size=len(value),
+        original_sha256="sha256:" + hashlib.sha256(value).hexdigest(),
+        original_prefix_b64=base64.b64encode(value[:DEAD_LETTER_PREFIX_BYTES]).decode(),
+        consumer=consumer[:256],
+        error_code=error_code[:64],
+        reason=reason[:1024],
+        request_id=request_id[:128] if request_id else None,
+    )
+
+
 def dead_letter(
     record: Incoming,
     *,
@@ -100,24 +123,14 @@ def dead_letter(
     namespace: str,
     request_id: str | None = None,
 ) -> list[Outgoing]:
-    """A DeadLetter keeping the original bytes, plus the audit event that records it."""
-    letter = DeadLetter(
-        original_topic=record.topic,
-        original_partition=record.partition,
-        original_offset=record.offset,
-        original_key=record.key.decode("utf-8", "replace") if record.key is not None else None,
-        original_value_b64=base64.b64encode(record.value or b"").decode(),
-        consumer=consumer,
-        error_code=error_code,
-        reason=reason[:1024],
-        request_id=request_id,
-    )
+    """A DeadLetter pointing at the original (coordinates, size, SHA-256, prefix), and its audit event."""
+    letter = letter_for(record, consumer=consumer, error_code=error_code, reason=reason, request_id=request_id)
     headers = (
         *_CE_HEADERS,
         ("atb-dlq-original-topic", record.topic.encode()),
         ("atb-dlq-original-partition", str(record.partition).encode()),
         ("atb-dlq-original-offset", str(record.offset).encode()),
-        ("atb-dlq-error", error_code.encode()),
+        ("atb-dlq-error", letter.error_code.encode()),
     )
     envelope = make_envelope(letter, source=source)
     letter_record = Outgoing(
@@ -131,15 +144,23 @@ def dead_letter(
         source=source,
         namespace=namespace,
         outcome="failure",
-        request_id=request_id,
-        reason=f"{error_code}: {reason}"[:1024],
-        details={"topic": record.topic, "partition": record.partition, "offset": record.offset, "consumer": consumer},
+        request_id=letter.request_id,
+        reason=f"{letter.error_code}: {reason}"[:1024],
+        details={
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "consumer": letter.consumer,
+            "error_code": letter.error_code,
+            "size": letter.original_size,
+            "sha256": letter.original_sha256,
+        },
     )
     return [letter_record, audit_record]
 
 
 def request_id_hint(record: Incoming) -> str | None:
-    """The record key, which is the request id by convention (DESIGN.md §4)."""
+    """The record key, which is the request id by convention (README.md, Events)."""
     return record.key.decode("utf-8", "replace")[:128] if record.key else None
 
 

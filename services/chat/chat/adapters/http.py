@@ -1,8 +1,8 @@
 """`POST /slack/interactions`: the HTTP edge of the chat service (aiohttp).
 
-Reads the raw body (at most 64 KiB: Slack's payloads are far smaller) and hands
-the exact bytes and the headers to the service; answers with its status and
-JSON. Never raises into aiohttp: an unexpected error is a 500 with a JSON body.
+Reads the raw body (at most `HTTP_MAX_BODY_BYTES`, 64 KiB: Slack's payloads are
+far smaller; 413 with a JSON body above) and hands the exact bytes and the
+headers to the service; answers with its status and JSON. Never raises into aiohttp: an unexpected error is a 500 with a JSON body.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from chat.service import Answer
+from contracts.limits import HTTP_MAX_BODY_BYTES
 
 __all__ = ["INTERACTIONS_PATH", "MAX_BODY", "InteractionsServer"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 64 * 1024
+MAX_BODY = HTTP_MAX_BODY_BYTES
+"""Slack's payloads are far smaller; the limit is the one every ATB HTTP body has (contracts/limits.py)."""
 INTERACTIONS_PATH = "/slack/interactions"
 
 Handle = Callable[[Mapping[str, str], bytes, str], Awaitable[Answer]]
