@@ -7,7 +7,9 @@ path: give them the purger role's URL (`--db` / `ATB_AUDIT_PURGE_DB_URL`) on
 PostgreSQL. Both are audited: an AuditEvent on `atb.audit`, besides their own
 append-only rows.
 
-Exit codes: 0 ok, 1 verification failed / refused, 2 usage or environment error.
+Exit codes (atb/errors.py): 0 ok, 1 verification failed or refused, 2 bad input,
+4 the store (a missing SQLite file, an unreachable PostgreSQL) or Kafka cannot be used.
+Errors are one line on stderr (atb/cli_errors.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+from atb.errors import AtbError, AtbUsageError, UnavailableError, describe
 
 if TYPE_CHECKING:
     from audit_sink.settings import AuditSinkSettings
@@ -43,10 +47,19 @@ def _settings() -> AuditSinkSettings:
 
 
 def _engine(url: str, *, purge: bool = False):  # type: ignore[no-untyped-def]
+    """The store at `url`; a SQLite file must exist unless this is hold/purge (they create it)."""
+    from sqlalchemy.engine import make_url
+
     from audit_sink.adapters.db import make_engine, migrate
 
     url = url or (os.environ.get("ATB_AUDIT_PURGE_DB_URL", "") if purge else "") or _settings().db_url()
-    if url.startswith("sqlite"):
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not purge and parsed.database and not Path(parsed.database).is_file():
+            raise UnavailableError(
+                f"no audit store at {parsed.database}: point --db or ATB_AUDIT_DB_URL at the sink's store"
+                " (the audit sink creates it when it starts)"
+            )
         migrate(url)  # the embedded store: make sure it has the schema (a no-op when current)
     return make_engine(url)
 
@@ -59,14 +72,16 @@ def _key(text: str):  # type: ignore[no-untyped-def]
     try:
         return load_verifier(path)
     except (NoteError, OSError) as exc:
-        console.print(f"[red]no usable verifier key ({path}): {exc}[/red]")
-        raise typer.Exit(2) from exc
+        raise AtbUsageError(f"no usable verifier key ({path}): {exc}: pass --key") from exc
 
 
 def _time(text: str | None) -> datetime | None:
     if not text:
         return None
-    moment = datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise AtbUsageError(f"{text!r} is not an ISO 8601 time (2026-01-31 or 2026-01-31T12:00:00+00:00)") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -89,9 +104,8 @@ def verify(
             cp = check_proof(json.loads(Path(proof).read_text()), _key(key))
             console.print(f"[green]OK[/green]: the event is leaf of the signed tree {cp.origin} size {cp.size}")
             return
-    except (EvidenceError, ValueError, OSError) as exc:
-        console.print(f"[red]FAILED[/red]: {exc}")
-        raise typer.Exit(1) from exc
+    except (EvidenceError, ValueError) as exc:
+        raise AtbError(f"FAILED: {exc}") from exc
     report = verify_store(_engine(db), _key(key), strict=strict)
     latest = f"size {report.latest.size}" if report.latest else "none"
     console.print(
@@ -101,8 +115,7 @@ def verify(
     for problem in report.problems:
         console.print(f"  [red]✗[/red] {problem}")
     if not report.ok:
-        console.print(f"[red]FAILED[/red]: {len(report.problems)} problem(s)")
-        raise typer.Exit(1)
+        raise AtbError(f"FAILED: {len(report.problems)} problem(s), listed above")
     console.print("[green]OK[/green]: every row, leaf, checkpoint and consistency proof verifies")
 
 
@@ -116,8 +129,7 @@ def _verify_bundle(bundle: Path, key: str, check_bundle) -> None:  # type: ignor
     for problem in problems:
         console.print(f"  [red]✗[/red] {problem}")
     if problems:
-        console.print(f"[red]FAILED[/red]: {len(problems)} of {count} events do not check out")
-        raise typer.Exit(1)
+        raise AtbError(f"FAILED: {len(problems)} of {count} events do not check out")
     console.print(f"[green]OK[/green]: {count} events included in {checkpoint.origin} tree size {checkpoint.size}")
 
 
@@ -135,8 +147,7 @@ def prove(
     try:
         document = json.dumps(make_proof(_engine(db), _key(key), event_id), indent=1)
     except EvidenceError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise AtbError(str(exc)) from exc
     if not out:
         typer.echo(document)
     else:
@@ -157,13 +168,11 @@ def export(
     """An evidence bundle: events, the latest checkpoint, their inclusion proofs, the public key."""
     from audit_sink.evidence import EvidenceError, export_bundle
 
+    start, end = _time(since), _time(until)  # bad input first, then the store
     try:
-        summary = export_bundle(
-            _engine(db), _key(key), Path(out), since=_time(since), until=_time(until), request_id=request, fmt=fmt
-        )
+        summary = export_bundle(_engine(db), _key(key), Path(out), since=start, until=end, request_id=request, fmt=fmt)
     except EvidenceError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise AtbError(str(exc)) from exc
     console.print(f"{summary.events} events → {summary.folder} (checkpoint size {summary.tree_size})")
 
 
@@ -212,8 +221,7 @@ def hold(
         console.print(f"legal hold {release} released")
         return
     if not target:
-        console.print("[red]give a request id or a range <from>..<until>, or --release <id>[/red]")
-        raise typer.Exit(2)
+        raise AtbUsageError("give a request id or a range <from>..<until>, or --release <id>")
     if ".." in target:
         start, _, end = target.partition("..")
         scope = HoldScope(since=_time(start), until=_time(end))
@@ -238,8 +246,7 @@ def purge(
     from audit_sink.adapters.signing import load_or_create_signer
 
     if not yes:
-        console.print("dry run: pass --yes to purge (rows past retain_until, not under legal hold)")
-        raise typer.Exit(2)
+        raise AtbUsageError("nothing purged: pass --yes to purge (rows past retain_until, not under legal hold)")
     settings = _settings()
     signer = load_or_create_signer(settings.key_path(), settings.checkpoint_origin)
     outcome = run_purge(_engine(db, purge=True), signer, actor=actor)
@@ -270,5 +277,5 @@ def _publish(audit_type: str, request_id: str | None, details: dict[str, object]
     try:
         asyncio.run(asyncio.wait_for(send(), timeout=30))
     except Exception as exc:
-        console.print(f"[red]done, but its audit event could not be published to atb.audit: {exc}[/red]")
-        raise typer.Exit(1) from exc
+        failure = describe(exc)
+        raise UnavailableError(f"done, but its audit event is not on atb.audit: {failure.message}") from exc

@@ -1,4 +1,7 @@
-"""The `atb` command: local stack (`atb dev`), the end-to-end demo (`atb demo`)."""
+"""The `atb` command: local stack (`atb dev`), the end-to-end demo (`atb demo`), and the operator commands.
+
+Every failure is one line on stderr and an exit code (atb/cli_errors.py); `atb --debug <command>` shows tracebacks.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ import typer
 from rich.console import Console
 
 from atb.audit_cli import audit_app
+from atb.cli_errors import AtbGroup, debug_option
 from atb.dev.cli import dev_app
-from atb.dev.errors import DevError
+from atb.doctor import doctor
 from atb.keys_cli import keys_app
 from atb.pki_cli import pki_app
 from atb.poa_cli import poa_app
@@ -17,7 +21,14 @@ from atb.replay.cli import replay_app
 from atb.trace_cli import trace
 from atb.vote_cli import pending, vote
 
-app = typer.Typer(no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
+app = typer.Typer(cls=AtbGroup, no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
+
+
+@app.callback()
+def _root(debug: bool = debug_option()) -> None:  # read by AtbGroup from ctx.params
+    """ATB: signed, single-use Powers of Attorney for AI agents."""
+
+
 app.add_typer(dev_app, name="dev")
 app.add_typer(pki_app, name="pki")
 app.add_typer(keys_app, name="keys")
@@ -27,6 +38,7 @@ app.command()(vote)
 app.command()(pending)
 app.command()(trace)
 app.add_typer(audit_app, name="audit")
+app.command()(doctor)
 
 
 @app.command()
@@ -39,14 +51,7 @@ def demo(
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)  # logs and CI: do not squeeze the timeline
-    try:
-        asyncio.run(run_demo(console, keep_running=keep_running))
-    except DevError as exc:
-        console.print(f"[red]atb demo: {exc}[/red]")
-        raise typer.Exit(2) from exc
-    except Exception as exc:
-        console.print(f"[red]atb demo failed: {type(exc).__name__}: {exc}[/red]")
-        raise typer.Exit(1) from exc
+    asyncio.run(run_demo(console, keep_running=keep_running))  # a failure: one line by AtbGroup
 
 
 def main() -> None:

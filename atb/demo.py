@@ -22,6 +22,7 @@ from atb.demo_broker import ConnectorDemo, revoked_is_refused, spend_once_then_r
 from atb.demo_chat import ChatDemo, medium_by_cli
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
+from atb.errors import AtbError
 from atb.sdk import AgentClient, ApproverClient, GatewayClient
 from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.trace import build_timeline, read_request
@@ -47,7 +48,7 @@ EXPECTED_EVENTS = 9
 """request, quorum, approvals changelog, approval audit, PoA, PoA audit, action, decision, decision audit."""
 
 
-class DemoError(RuntimeError):
+class DemoError(AtbError, RuntimeError):
     """The scenario did not go as a working ATB would make it go."""
 
 

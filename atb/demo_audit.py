@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from atb.errors import AtbError
 from atb.stack import ServiceStack
 from audit_sink.adapters.db import make_engine
 from audit_sink.adapters.ledger import iter_rows
@@ -26,7 +27,7 @@ from audit_sink.evidence import check_proof, prove, verify_store
 __all__ = ["AuditDemoError", "audit_ending"]
 
 
-class AuditDemoError(RuntimeError):
+class AuditDemoError(AtbError, RuntimeError):
     """The audit store did not verify, or a tampered copy did."""
 
 

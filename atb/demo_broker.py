@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from atb.errors import AtbError
 from atb.poa_cli import revoke_poa
 from atb.sdk import BrokerClient, GatewayClient
 from atb.standins import SystemStandIn
@@ -27,7 +28,7 @@ from contracts.http import AuthorizeResponse
 __all__ = ["ConnectorDemo", "DemoStepError", "revoked_is_refused", "spend_once_then_replay"]
 
 
-class DemoStepError(RuntimeError):
+class DemoStepError(AtbError, RuntimeError):
     """The broker did not decide as it must."""
 
 

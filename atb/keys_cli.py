@@ -5,6 +5,7 @@ deployments). The new key activates after `--activation-delay` seconds; its publ
 key and the previous key's retirement time are published on `atb.keys` right
 away, and the issuer's JWKS lists both until the old key retires. Production
 deployments that mount the key as a secret rotate by replacing the secret.
+Kafka is asked first: with Kafka down nothing is rotated (exit 4, atb/errors.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from datetime import UTC, datetime, timedelta
 import typer
 from rich.console import Console
 
+from atb.errors import UnavailableError, describe
+from atb_runtime import Publisher
+
 __all__ = ["keys_app", "rotate_keys"]
 
 keys_app = typer.Typer(no_args_is_help=True, help="PoA signing keys: rotation.")
@@ -23,18 +27,27 @@ keys_app = typer.Typer(no_args_is_help=True, help="PoA signing keys: rotation.")
 async def rotate_keys(activation_delay_s: float = 10.0) -> tuple[str, list[str]]:
     """Rotate the keyring and publish every published key; returns (new kid, published kids)."""
     from issuer.adapters.keyring import KeyRing
-    from issuer.main import publish_keys, settings
+    from issuer.main import publish_keys
+    from issuer.settings import IssuerSettings
 
+    settings = IssuerSettings()  # read now, not when issuer.main was first imported
+    bootstrap = settings.kafka_bootstrap_servers
+    # Kafka first: a key added to the ring but never published would sign after its delay all the same.
+    async with Publisher(bootstrap, "atb-keys-probe"):
+        pass
     ring = KeyRing.ensure(settings.keyring_dir())
     now = datetime.now(UTC)
     entry = ring.rotate(now, activation_delay=timedelta(seconds=activation_delay_s))
     published = ring.published(now)
-    await publish_keys(
-        published,
-        bootstrap=settings.kafka_bootstrap_servers,
-        namespace=settings.topic_namespace,
-        issuer=settings.service_id,
-    )
+    try:
+        await publish_keys(
+            published, bootstrap=bootstrap, namespace=settings.topic_namespace, issuer=settings.service_id
+        )
+    except Exception as exc:
+        raise UnavailableError(
+            f"key {entry.key.kid} was added but not published ({describe(exc).message});"
+            " run `atb keys rotate` again once Kafka answers"
+        ) from exc
     return entry.key.kid, [e.key.kid for e in published]
 
 

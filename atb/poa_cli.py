@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import typer
 from rich.console import Console
 
+from atb.errors import AtbUsageError, kafka_bootstrap
 from atb_runtime import Publisher, audit, outgoing
 from atb_runtime.readback import read_committed
 from atb_runtime.settings import CommonSettings
@@ -27,8 +28,8 @@ poa_app = typer.Typer(no_args_is_help=True, help="Issued PoAs: revocation.")
 CLI_SOURCE = "spiffe://atb.local/ops/cli"
 
 
-class RevokeError(LookupError):
-    """The PoA or request to revoke is not known."""
+class RevokeError(AtbUsageError, LookupError):
+    """The PoA or request to revoke is not known (exit 2)."""
 
 
 async def _find(bootstrap: str, namespace: str, target: str) -> tuple[str, str]:
@@ -79,14 +80,8 @@ def revoke(
 ) -> None:
     """Revoke a PoA: every broker replica denies it from now on."""
     settings = CommonSettings()
-    try:
-        done = asyncio.run(
-            revoke_poa(
-                target, reason=reason, bootstrap=settings.kafka_bootstrap_servers, namespace=settings.topic_namespace
-            )
-        )
-    except RevokeError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    done = asyncio.run(
+        revoke_poa(target, reason=reason, bootstrap=kafka_bootstrap(), namespace=settings.topic_namespace)
+    )  # RevokeError, Kafka unreachable: one line (atb/cli_errors.py)
     what = "every PoA of" if done.jti == "*" else f"PoA {done.jti} of"
     Console().print(f"revoked {what} request {done.request_id}: {done.reason}")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from atb.errors import AtbUsageError, kafka_bootstrap
 from atb.trace import Step, TraceRecord, build_timeline, follow_request, read_request, resolve_request_id, timeline_json
 from atb_runtime.settings import CommonSettings
 
@@ -50,16 +51,15 @@ def trace(
     audit_db: str = typer.Option("", "--audit-db", help="Also read the audit store (SQLAlchemy URL)."),
 ) -> None:
     """The whole life of one request across every topic, with the latency between steps."""
-    settings = CommonSettings()
-    bootstrap, ns = settings.kafka_bootstrap_servers, settings.topic_namespace
+    bootstrap, ns = kafka_bootstrap(), CommonSettings().topic_namespace
     console = Console()
     request_id = asyncio.run(resolve_request_id(bootstrap, target, ns))
     records = asyncio.run(read_request(bootstrap, request_id, ns))
     if audit_db:
         records += _audit_records(audit_db, request_id)
     if not records:
-        Console(stderr=True).print(f"[red]error:[/red] nothing is known about {target!r} (on Kafka or in the store)")
-        raise typer.Exit(2)
+        where = "on Kafka or in the audit store" if audit_db else "on Kafka (older requests: add --audit-db URL)"
+        raise AtbUsageError(f"nothing is known about {target!r} {where}")
     steps = build_timeline(records)
     if as_json and not follow:
         typer.echo(timeline_json(request_id, steps))

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from atb.dev.config import DevConfig
+from atb.errors import AtbError, AtbUsageError, kafka_bootstrap
 from atb.sdk import ApproverClient, PoaTimeoutError
 from atb_identity import IdentityError, Svid, load_svid, svid_paths
 from atb_runtime.settings import default_state_dir
@@ -60,7 +60,7 @@ def _state_dir() -> Path:
 
 
 def _bootstrap() -> str:
-    return os.environ.get("ATB_KAFKA_BOOTSTRAP_SERVERS", "").strip() or DevConfig.from_env().kafka_bootstrap
+    return kafka_bootstrap()
 
 
 def _namespace() -> str:
@@ -71,14 +71,12 @@ def _svid(name: str | None, cert: Path | None, key: Path | None) -> Svid:
     if cert is not None and key is not None:
         return load_svid(cert, key)
     if not name:
-        typer.echo("atb: say who votes: --as <name> (or ATB_APPROVER), or --svid-cert and --svid-key", err=True)
-        raise typer.Exit(2)
+        raise AtbUsageError("say who votes: --as <name> (or ATB_APPROVER), or --svid-cert and --svid-key")
     trust_domain = os.environ.get("ATB_TRUST_DOMAIN", "atb.local")
     spiffe_id = f"spiffe://{trust_domain}/user/{name}"
     cert_path, key_path = svid_paths(_state_dir(), spiffe_id)
     if not cert_path.exists() or not key_path.exists():
-        typer.echo(f"atb: no SVID for {spiffe_id}: create it with `atb pki issue {spiffe_id}`", err=True)
-        raise typer.Exit(2)
+        raise AtbUsageError(f"no SVID for {spiffe_id}: create it with `atb pki issue {spiffe_id}`")
     return load_svid(cert_path, key_path)
 
 
@@ -101,8 +99,7 @@ def vote(
         svid = _svid(name, cert, key)
         cast = asyncio.run(_vote(svid, request_id, choice, reason, timeout))
     except (IdentityError, PoaTimeoutError) as exc:
-        typer.echo(f"atb vote: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise AtbError(str(exc)) from None
     typer.echo(
         f"{cast.approver_id} voted {cast.choice.value} on {request_id} (vote {cast.vote_id}); "
         "the approvals service decides whether it counts."
@@ -124,13 +121,11 @@ def pending(
     try:
         svid = _svid(name, cert, key)
     except IdentityError as exc:
-        typer.echo(f"atb pending: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise AtbError(str(exc)) from None
     directory = _directory()
     approver = directory.resolve(str(svid.spiffe_id))
     if approver is None:
-        typer.echo(f"atb pending: {svid.spiffe_id} is not in the approver directory", err=True)
-        raise typer.Exit(2)
+        raise AtbUsageError(f"{svid.spiffe_id} is not in the approver directory (ATB_APPROVER_DIRECTORY_PATH)")
     states = asyncio.run(_read_states(_bootstrap(), _namespace()))
     rows = awaiting(states, approver, directory, datetime.now(UTC))
     table = Table(title=f"Awaiting {approver.principal} ({len(rows)})")

@@ -1,6 +1,6 @@
 """Errors of the local launcher, one tree with a human-readable diagnosis each.
 
-    DevError                    base; `exit_code` is what `atb dev` exits with
+    DevError                    base (an atb.errors.AtbError); `exit_code` is what `atb dev` exits with
     ├── ToolchainMissingError   java / mvn / go not on PATH (exit 2)
     ├── PortInUseError          a port we need is held by a process that is not ours (exit 2)
     ├── ProcessStartError       a managed process died or never became ready (exit 1)
@@ -15,10 +15,12 @@ environment variable, read which log file).
 
 from __future__ import annotations
 
+from atb.errors import AtbError
+
 __all__ = ["DevError", "PortInUseError", "ProcessStartError", "ToolError", "ToolchainMissingError"]
 
 
-class DevError(Exception):
+class DevError(AtbError):
     """Base of the launcher's errors."""
 
     exit_code: int = 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from rich.table import Table
 
 from atb.dev.config import DevConfig
 from atb.replay.audit import AuditComparison
-from atb.replay.errors import ReplayError, ReplayUsageError
+from atb.replay.errors import ReplayUsageError
 from atb.replay.letters import LetterFilter, resolve_topic
 from atb.replay.policy import POLICY_TOPICS, CandidateOpa, Spooler, build_history, fill_context, report_json, what_if
 from atb.replay.redrive import RedriveOptions, Redriver, redriven_refs
@@ -97,14 +96,13 @@ class _Session:
         return plan
 
     def run(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run the command; errors are one line and an exit code, an interrupt says how to resume."""
-        # aiokafka logs transient coordinator retries as warnings: noise on an operator's terminal.
-        logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        """Run the command; an interrupt says how to resume.
+
+        A ReplayError (an AtbError) becomes one line and its exit code in AtbGroup
+        (atb/cli_errors.py), which also keeps aiokafka's retry warnings off the terminal.
+        """
         try:
             return asyncio.run(work())  # type: ignore[arg-type]
-        except ReplayError as exc:
-            self.err.print(f"[red]atb replay {self.command}: {exc}[/red]", soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from exc
         except KeyboardInterrupt as exc:
             hint = f": resume with `atb replay {self.command} --resume {self.run_id}`" if self.run_id else ""
             self.err.print(f"[yellow]interrupted{hint}[/yellow]")

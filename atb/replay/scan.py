@@ -119,7 +119,10 @@ class RangeScanner:
             await asyncio.wait_for(consumer.start(), 30)
         except (KafkaError, OSError, TimeoutError) as exc:
             await consumer.stop()
-            raise ReplayInfraError(f"cannot reach Kafka at {self._bootstrap}: {type(exc).__name__}: {exc}") from exc
+            raise ReplayInfraError(
+                f"cannot reach Kafka at {self._bootstrap} ({type(exc).__name__}):"
+                " start it with `atb dev up`, or set ATB_KAFKA_BOOTSTRAP_SERVERS"
+            ) from exc
 
     async def plan(
         self,
