@@ -36,6 +36,7 @@ from pathlib import Path
 from atb.dev.config import DevConfig
 from atb.dev.topics import delete_topics, ensure_topics
 from atb_runtime import OpaClient, Outgoing, Publisher
+from atb_runtime.agents import load_agent_registry
 from broker.adapters.keys import KeyRing
 from broker.adapters.outbox import OutboxRelay
 from broker.adapters.policy import PolicyGate
@@ -133,7 +134,7 @@ def _raw_verifications_per_s(key_pem: Path, token: str, seconds: float = 2.0) ->
 
 async def _opa_cost(opa: OpaClient, sample: list[Presentation], verifier: PoaVerifier) -> dict[str, float]:
     """OPA alone, uncached, with 64 distinct inputs (distinct tenants)."""
-    gate = PolicyGate(opa, allow_unmandated_low_risk=False, cache_seconds=0)
+    gate = PolicyGate(opa, agents=load_agent_registry(), allow_unmandated_low_risk=False, cache_seconds=0)
     items = [
         (replace(p, action=p.action.model_copy(update={"tenant": f"t{i}"})), verifier.verify(p.action.poa or ""))
         for i, p in enumerate(sample[:64])
@@ -178,7 +179,8 @@ async def main() -> None:
     ring = KeyRing(bootstrap, ns)
     ring.add(key.kid, key.jwk)
     opa = OpaClient(dev.opa_url)
-    gate = PolicyGate(opa, allow_unmandated_low_risk=False, cache_seconds=args.policy_cache)
+    agents = load_agent_registry()
+    gate = PolicyGate(opa, agents=agents, allow_unmandated_low_risk=False, cache_seconds=args.policy_cache)
     verifier = PoaVerifier(ring, audience=BROKER, issuer=ISSUER)
     spent = SpentStore(f"sqlite:///{tmp / 'spent.db'}")
     authorizer = Authorizer(
@@ -188,6 +190,7 @@ async def main() -> None:
         policy=gate,
         spent=spent,
         registry=ConnectorRegistry((Connector("crm", ("crm.*",), frozenset({"crm.example.com"})),)),
+        agents=agents,
     )
     publisher = Publisher(bootstrap, "atb-bench-broker", linger_ms=0)
     await publisher.start()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope
 from atb_runtime import Incoming, outgoing_envelope
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.policy import PolicyAnswer
 from contracts import (
     AccountableParty,
@@ -109,6 +110,7 @@ async def main() -> None:
             bundle=bundle,
             directory=directory,
             policy=_CachedPolicy(),  # type: ignore[arg-type]
+            agents=load_agent_registry(),
             request_attesters=(),
             vote_attesters=(),
         )

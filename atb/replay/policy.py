@@ -7,7 +7,9 @@ never recorded. Each broker decision's policy input is rebuilt exactly as the
 broker builds it (`broker.adapters.policy.PolicyGate`): the action from its
 ActionRequested (else the decision and its request), the claims from the PoA
 that was presented. The PoA is decoded without verifying its signature: the
-broker verified it when it decided, and nothing here acts on it.
+broker verified it when it decided, and nothing here acts on it. The agents'
+registered tenants come from the agent registry as it is now
+(`ATB_AGENT_REGISTRY_PATH`, default config/agents.json; docs/tenants.md).
 
 What it does not do: judge decisions the policy never made (replays, bad tokens,
 revocations; see `whatif.compare_decision`), or write anything to Kafka.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import socket
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
@@ -46,6 +49,7 @@ from atb.replay.whatif import (
     recorded_action_tier,
 )
 from atb_runtime import Incoming, OpaClient, PolicyUnavailableError
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.policy import RequirementsClient
 from atb_runtime.readback import read_committed
 from broker.adapters.policy import PolicyGate
@@ -66,6 +70,7 @@ from contracts import (
     spec_for,
     topic_name,
 )
+from contracts.agents import AgentRegistry
 
 __all__ = [
     "POLICY_TOPICS",
@@ -299,9 +304,13 @@ def _rebuild(history: History, decision: BrokerDecision) -> _Input | Skipped:
     return _Input(recorded, presentation, claims, unmandated)
 
 
-async def _evaluate(opa: OpaClient, inputs: list[_Input], default_unmandated: bool) -> list[Evaluated]:
+async def _evaluate(
+    opa: OpaClient, inputs: list[_Input], default_unmandated: bool, agents: AgentRegistry
+) -> list[Evaluated]:
     """The candidate's answers, in order; one OPA round trip per batch of 200 with the same broker setting."""
-    gates = {flag: PolicyGate(opa, allow_unmandated_low_risk=flag, cache_seconds=0) for flag in (False, True)}
+    gates = {
+        flag: PolicyGate(opa, agents=agents, allow_unmandated_low_risk=flag, cache_seconds=0) for flag in (False, True)
+    }
     answers: dict[int, Evaluated] = {}
     for flag, gate in gates.items():
         mine = [i for i, item in enumerate(inputs) if (item.unmandated or default_unmandated) is flag]
@@ -343,9 +352,20 @@ async def _request_changes(
 
 
 async def what_if(
-    history: History, candidate_url: str, live_url: str | None, *, allow_unmandated_low_risk: bool = False
+    history: History,
+    candidate_url: str,
+    live_url: str | None,
+    *,
+    allow_unmandated_low_risk: bool = False,
+    agents: AgentRegistry | None = None,
 ) -> WhatIfReport:
-    """Compare the history with the candidate policy at `candidate_url`."""
+    """Compare the history with the candidate policy at `candidate_url` (`agents`: default the configured registry)."""
+    if agents is None:
+        configured = os.environ.get("ATB_AGENT_REGISTRY_PATH")
+        try:
+            agents = load_agent_registry(Path(configured) if configured else None)
+        except (OSError, ValueError) as exc:
+            raise ReplayUsageError(f"agent registry (ATB_AGENT_REGISTRY_PATH): {exc}") from exc
     async with AsyncExitStack() as stack:
         candidate = OpaClient(candidate_url, timeout_s=10)
         stack.push_async_callback(candidate.close)
@@ -354,12 +374,14 @@ async def what_if(
             stack.push_async_callback(live.close)
         try:
             changes, skipped = await _request_changes(
-                history, RequirementsClient(candidate, 0), RequirementsClient(live, 0) if live else None
+                history,
+                RequirementsClient(candidate, 0, agents=agents),
+                RequirementsClient(live, 0, agents=agents) if live else None,
             )
             rebuilt = [_rebuild(history, d) for d in history.decisions]
             inputs = [r for r in rebuilt if isinstance(r, _Input)]
             skipped += [r for r in rebuilt if isinstance(r, Skipped)]
-            answers = await _evaluate(candidate, inputs, allow_unmandated_low_risk)
+            answers = await _evaluate(candidate, inputs, allow_unmandated_low_risk, agents)
             version = await _version(candidate)
         except PolicyUnavailableError as exc:
             raise ReplayInfraError(f"the candidate policy gave no answer: {exc}") from exc

@@ -10,11 +10,20 @@ import rego.v1
 
 policy := data.atb_policy
 
-# A request whose target tenant differs from the agent's tenant is critical.
+# Cross-tenant, hence critical: the request is made for, or targets, a tenant the
+# agent is not registered for. The agent's tenants are not the agent's word: the
+# caller passes them from the agent registry (config/agents.json) as
+# req.agent_tenants; absent, the agent has none and every request is cross-tenant
+# (fail closed). A target among the agent's own tenants is not cross-tenant: the
+# agent could have asked for that tenant directly. See docs/tenants.md.
+registered_tenants(req) := {t | some t in object.get(req, "agent_tenants", [])}
+
+cross_tenant_of(req) if not req.tenant in registered_tenants(req)
+
 cross_tenant_of(req) if {
 	target := object.get(req, "target_tenant", null)
 	target != null
-	target != req.tenant
+	not target in registered_tenants(req)
 }
 
 cross_tenant if cross_tenant_of(input)
@@ -65,7 +74,7 @@ poa_required := false if {
 # ---------------------------------------------------------------------------
 # The broker's question: may this (already signature-checked) PoA run this
 # action? Asked in batches: input.batch is a list of items
-#   {"request": {action, resource, tenant, target_tenant},
+#   {"request": {action, tenant, target_tenant, agent_tenants},
 #    "claims": <verified PoA claims> | null,
 #    "agent_id": <SPIFFE ID proven by mTLS or the event proof>,
 #    "allow_unmandated_low_risk": bool}

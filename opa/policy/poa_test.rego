@@ -4,7 +4,7 @@ import rego.v1
 
 import data.atb.poa
 
-req(action) := {"action": action, "tenant": "acme"}
+req(action) := {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}
 
 test_allowlisted_read_is_low if {
 	r := poa.requirements with input as req("crm.contact.read")
@@ -46,32 +46,32 @@ test_unknown_action_is_high_not_low if {
 }
 
 test_cross_tenant_read_is_critical if {
-	r := poa.requirements with input as {"action": "crm.contact.read", "tenant": "acme", "target_tenant": "globex"}
+	r := poa.requirements with input as {"action": "crm.contact.read", "tenant": "acme", "agent_tenants": ["acme"], "target_tenant": "globex"}
 	r.tier == "critical"
 	r.cross_tenant == true
 }
 
 test_same_tenant_target_is_not_cross_tenant if {
-	r := poa.requirements with input as {"action": "crm.contact.read", "tenant": "acme", "target_tenant": "acme"}
+	r := poa.requirements with input as {"action": "crm.contact.read", "tenant": "acme", "agent_tenants": ["acme"], "target_tenant": "acme"}
 	r.tier == "low"
 	r.cross_tenant == false
 }
 
 test_allowlist_switch_on_lets_low_risk_pass_without_poa if {
-	not poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "allow_unmandated_low_risk": true}
+	not poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "agent_tenants": ["acme"], "allow_unmandated_low_risk": true}
 }
 
 test_allowlist_switch_off_requires_a_poa if {
-	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "allow_unmandated_low_risk": false}
-	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme"}
+	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "agent_tenants": ["acme"], "allow_unmandated_low_risk": false}
+	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "agent_tenants": ["acme"]}
 }
 
 test_allowlist_switch_never_frees_higher_tiers if {
 	every action in array.concat(data.atb_policy.medium_risk_actions, data.atb_policy.high_risk_actions) {
-		poa.poa_required with input as {"action": action, "tenant": "acme", "allow_unmandated_low_risk": true}
+		poa.poa_required with input as {"action": action, "tenant": "acme", "agent_tenants": ["acme"], "allow_unmandated_low_risk": true}
 	}
-	poa.poa_required with input as {"action": "made.up.action", "tenant": "acme", "allow_unmandated_low_risk": true}
-	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "target_tenant": "globex", "allow_unmandated_low_risk": true}
+	poa.poa_required with input as {"action": "made.up.action", "tenant": "acme", "agent_tenants": ["acme"], "allow_unmandated_low_risk": true}
+	poa.poa_required with input as {"action": "crm.contact.read", "tenant": "acme", "agent_tenants": ["acme"], "target_tenant": "globex", "allow_unmandated_low_risk": true}
 }
 
 test_eligible_groups_and_ttl_per_tier if {
@@ -93,7 +93,7 @@ agent := "spiffe://atb.local/agent/crm-bot"
 
 claims(t, leg_extra) := {"tier": t, "leg": object.union({"accountable_party": {"type": "employee", "id": "emp-100"}}, leg_extra)}
 
-item(action, c) := {"request": {"action": action, "tenant": "acme"}, "claims": c, "agent_id": agent}
+item(action, c) := {"request": {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}, "claims": c, "agent_id": agent}
 
 one(i) := d if {
 	ds := poa.decisions with input as {"batch": [i]}
@@ -161,7 +161,7 @@ test_critical_needs_a_ticket if {
 }
 
 test_cross_tenant_is_critical_for_the_broker_too if {
-	i := object.union(item("crm.contact.update", medium_ok), {"request": {"action": "crm.contact.update", "tenant": "acme", "target_tenant": "globex"}})
+	i := object.union(item("crm.contact.update", medium_ok), {"request": {"action": "crm.contact.update", "tenant": "acme", "agent_tenants": ["acme"], "target_tenant": "globex"}})
 	d := one(i)
 	d.tier == "critical"
 	not d.allow

@@ -70,8 +70,18 @@ def requirements(tier: Tier, **overrides: Any) -> Requirements:
     return replace(POLICY[tier], **overrides)
 
 
-def decide(request: IssuanceRequested, reqs: Requirements) -> IntakeResult:
-    return decide_intake(request, REQUEST_EVENT, reqs, now=NOW, decided_by=DECIDER, ticket_pattern=TICKETS)
+def decide(
+    request: IssuanceRequested, reqs: Requirements, agent_tenants: frozenset[str] = frozenset({"acme"})
+) -> IntakeResult:
+    return decide_intake(
+        request,
+        REQUEST_EVENT,
+        reqs,
+        now=NOW,
+        decided_by=DECIDER,
+        ticket_pattern=TICKETS,
+        agent_tenants=agent_tenants,
+    )
 
 
 EXPECTED_DIGEST = request_digest(
@@ -277,7 +287,7 @@ DIGEST_CHANGES: list[tuple[str, object]] = [
 def test_digest_changes_when_any_bound_field_changes(field: str, value: object) -> None:
     changed = make_request(overrides={field: value})
     assert digest_of(changed) != EXPECTED_DIGEST
-    result = decide(changed, requirements(Tier.MEDIUM))
+    result = decide(changed, requirements(Tier.MEDIUM), agent_tenants=frozenset({"acme", "acme2"}))
     assert isinstance(result.events[0], ApprovalRequired)
     assert result.events[0].request_digest == digest_of(changed)
 
@@ -293,3 +303,48 @@ def test_digest_changes_when_any_bound_field_changes(field: str, value: object) 
 )
 def test_digest_ignores_what_is_not_the_action(field: str, value: object) -> None:
     assert digest_of(make_request(overrides={field: value})) == EXPECTED_DIGEST
+
+
+# --- tenants bound to identity (docs/tenants.md) -----------------------------
+
+
+@pytest.mark.parametrize("tier", list(Tier))
+def test_a_request_for_a_tenant_the_agent_does_not_act_for_is_refused(tier: Tier) -> None:
+    # Issue 14: an agent of acme declared tenant globex and got tier low and a PoA.
+    request = make_request("CHG-1234", {"tenant": "globex"})
+    result = decide(request, requirements(tier))
+    (denied,) = result.events
+    assert isinstance(denied, RequestDenied)
+    assert denied.code == "tenant_not_allowed"
+    assert "globex" in denied.reason
+    assert result.audit_type == "approval_request_denied"
+    assert result.reason.startswith("tenant_not_allowed")
+
+
+def test_an_unregistered_agent_acts_for_no_tenant() -> None:
+    result = decide(make_request(), requirements(Tier.LOW), agent_tenants=frozenset())
+    (denied,) = result.events
+    assert isinstance(denied, RequestDenied)
+    assert denied.code == "tenant_not_allowed"
+    assert "not in the agent registry" in denied.reason
+
+
+def test_an_agent_with_two_tenants_may_ask_for_either() -> None:
+    both = frozenset({"acme", "globex"})
+    for tenant in ("acme", "globex"):
+        result = decide(make_request(overrides={"tenant": tenant}), requirements(Tier.LOW), agent_tenants=both)
+        assert isinstance(result.events[0], QuorumReached)
+    refused = decide(make_request(overrides={"tenant": "initech"}), requirements(Tier.LOW), agent_tenants=both)
+    assert isinstance(refused.events[0], RequestDenied)
+    assert refused.events[0].code == "tenant_not_allowed"
+
+
+def test_tenants_are_compared_exactly() -> None:
+    result = decide(make_request(overrides={"tenant": "ACME"}), requirements(Tier.LOW))
+    assert isinstance(result.events[0], RequestDenied)
+
+
+def test_a_very_long_agent_id_still_fits_the_refusal() -> None:
+    agent = "spiffe://atb.local/agent/" + "a" * 2000
+    result = decide(make_request(overrides={"agent_id": agent}), requirements(Tier.LOW), agent_tenants=frozenset())
+    assert isinstance(result.events[0], RequestDenied)

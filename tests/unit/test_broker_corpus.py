@@ -36,6 +36,7 @@ from broker.adapters.verify import PoaVerifier
 from broker.domain import Connector, ConnectorRegistry, Outcome, Presentation
 from broker.service import Authorizer
 from contracts import ActionRequested, PoaClaims, PoaRevoked, Tier, digest_of
+from contracts.agents import AgentRegistry, RegisteredAgent
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
 ISSUER = "spiffe://atb.local/svc/issuer"
@@ -467,6 +468,13 @@ def authorizer(key: SigningKey, tmp_path: Path) -> Authorizer:
         policy=AllowPolicy(),
         spent=SpentStore(f"sqlite:///{tmp_path / 'spent.db'}"),
         registry=registry,
+        # Two tenants: "token for another tenant" is the digest's refusal, not the registry's.
+        agents=AgentRegistry(
+            (
+                RegisteredAgent(AGENT, frozenset({"acme", "globex"})),
+                RegisteredAgent("spiffe://atb.local/agent/other-bot", frozenset({"acme"})),  # "someone else's token"
+            )
+        ),
     )
 
 
@@ -515,3 +523,20 @@ def test_one_batch_with_the_same_token_twice_allows_one(key: SigningKey, authori
     token = good(key)
     outcomes = asyncio.run(authorizer.decide_many([_present(ACTION, token, f"http:{i}") for i in range(5)])).outcomes
     assert [o.allowed for o in outcomes].count(True) == 1
+
+
+def test_a_tenant_the_agent_is_not_registered_for_is_denied(key: SigningKey, authorizer: Authorizer) -> None:
+    # The fixture's agent acts for acme and globex (config-like registry); initech is not its tenant.
+    action = ACTION.model_copy(update={"tenant": "initech"})
+    outcome = _decide(authorizer, _present(action, good(key)))
+    assert not outcome.allowed
+    assert outcome.verdict.reasons[0].startswith("tenant_not_allowed: ")
+    assert outcome.audit_type == "broker_action_denied"
+
+
+def test_an_unregistered_agent_is_denied_for_every_tenant(key: SigningKey, authorizer: Authorizer) -> None:
+    stranger = replace(_present(ACTION, good(key)), agent_id="spiffe://atb.local/agent/stranger")
+    outcome = _decide(authorizer, stranger)
+    assert not outcome.allowed
+    assert outcome.verdict.reasons[0].startswith("tenant_not_allowed: ")
+    assert "not in the agent registry" in outcome.verdict.reasons[0]

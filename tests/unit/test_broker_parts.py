@@ -17,6 +17,7 @@ from broker.adapters.policy import PolicyGate
 from broker.adapters.spent import Spend, SpentStore
 from broker.domain import Connector, ConnectorRegistry, RegistryError, Route, RouteRefused
 from broker.settings import BrokerSettings
+from contracts.agents import AgentRegistry
 from issuer.adapters.keys import load_or_create_key
 
 REGISTRY = {
@@ -121,7 +122,7 @@ def test_a_malformed_policy_answer_is_policy_unavailable(answer: Any) -> None:
     from broker.domain import Presentation
     from tests.unit.test_broker_corpus import ACTION, AGENT, THUMB
 
-    gate = PolicyGate(_FakeOpa(answer), allow_unmandated_low_risk=False)  # type: ignore[arg-type]
+    gate = PolicyGate(_FakeOpa(answer), agents=AgentRegistry(()), allow_unmandated_low_risk=False)  # type: ignore[arg-type]
     presentation = Presentation(ACTION, AGENT, THUMB, "http:1", "http")
     with pytest.raises(PolicyUnavailableError):
         asyncio.run(gate.decide([(presentation, None)]))
@@ -269,3 +270,24 @@ def test_a_failing_send_keeps_rows_for_the_next_try(tmp_path: Path) -> None:
 
     assert asyncio.run(scenario()) == 1
     store.close()
+
+
+def test_the_policy_input_carries_the_registered_tenants_of_the_proven_agent() -> None:
+    from broker.domain import Presentation
+    from contracts.agents import RegisteredAgent
+    from tests.unit.test_broker_corpus import ACTION, AGENT, THUMB
+
+    seen: list[dict[str, Any]] = []
+
+    class _Recording(_FakeOpa):
+        async def evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
+            seen.append(input_doc)
+            return [{"allow": True, "reasons": [], "tier": "low", "policy_version": "1"}]
+
+    agents = AgentRegistry((RegisteredAgent(AGENT, frozenset({"globex", "acme"})),))
+    gate = PolicyGate(_Recording(None), agents=agents, allow_unmandated_low_risk=False, cache_seconds=0)  # type: ignore[arg-type]
+    asyncio.run(gate.decide([(Presentation(ACTION, AGENT, THUMB, "http:1", "http"), None)]))
+    stranger = Presentation(ACTION, "spiffe://atb.local/agent/stranger", THUMB, "http:2", "http")
+    asyncio.run(gate.decide([(stranger, None)]))
+    assert seen[0]["batch"][0]["request"]["agent_tenants"] == ["acme", "globex"]
+    assert seen[1]["batch"][0]["request"]["agent_tenants"] == []  # unregistered: no tenant (policy: critical)

@@ -32,6 +32,7 @@ from contracts import (
     make_envelope,
     payload_of,
 )
+from contracts.agents import AgentRegistry, RegisteredAgent
 
 AGENT = "spiffe://atb.local/agent/a"
 DIRECTORY = Directory.from_mapping(json.loads((Path(__file__).parents[2] / "config" / "approvers.json").read_text()))
@@ -50,7 +51,8 @@ class _Store:
 def _service(tmp_path: Path) -> ApprovalsService:
     svid = ensure_svid(tmp_path, "spiffe://atb.local/svc/approvals")
     bundle = TrustBundle.load(bundle_path(tmp_path), "atb.local")
-    return ApprovalsService(ApprovalsSettings(), _Policy(), bundle, DIRECTORY, _Store(), svid)  # type: ignore[arg-type]
+    agents = AgentRegistry((RegisteredAgent(AGENT, frozenset({"acme"})),))
+    return ApprovalsService(ApprovalsSettings(), _Policy(), bundle, DIRECTORY, _Store(), svid, agents)  # type: ignore[arg-type]
 
 
 def _request_record(tmp_path: Path, *, key: bytes | None = None, params: dict[str, object] | None = None) -> Incoming:

@@ -10,6 +10,7 @@ from approvals.domain.directory import Directory
 from approvals.service import ApprovalsService
 from approvals.settings import ApprovalsSettings
 from atb_runtime import OpaClient
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.runner import ServiceRunner
@@ -34,10 +35,11 @@ async def build() -> ServiceRunner:
     opa = OpaClient(settings.opa_url)
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     directory = Directory.from_mapping(json.loads(settings.directory_path().read_text(encoding="utf-8")))
+    agents = load_agent_registry(settings.agent_registry_path)
     store = StateStore(settings.kafka_bootstrap_servers, settings.topic_namespace, settings.service_id)
-    policy = PolicyRequirements(opa, settings.policy_cache_seconds)
+    policy = PolicyRequirements(opa, settings.policy_cache_seconds, agents=agents)
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
-    service = ApprovalsService(settings, policy, bundle, directory, store, svid)
+    service = ApprovalsService(settings, policy, bundle, directory, store, svid, agents)
     ns = settings.topic_namespace
     return ServiceRunner(
         settings,

@@ -48,6 +48,7 @@ from contracts import (
     payload_of,
     topic_name,
 )
+from contracts.agents import AgentRegistry
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_VOTE_BYTES", "ApprovalsService"]
 
@@ -68,8 +69,10 @@ class ApprovalsService:
         directory: Directory,
         store: StateStore,
         svid: Svid,
+        agents: AgentRegistry,
     ) -> None:
         self._settings = settings
+        self._agents = agents
         self._svid = svid
         self._policy = policy
         self._bundle = bundle
@@ -137,7 +140,14 @@ class ApprovalsService:
             requirements = replace(requirements, pending_seconds=self._settings.max_pending_seconds)
         request_event = record.value.decode() if record.value else ""
         intake = decide_intake(
-            request, request_event, requirements, now=now, decided_by=self._source, ticket_pattern=self._ticket
+            request,
+            request_event,
+            requirements,
+            now=now,
+            decided_by=self._source,
+            ticket_pattern=self._ticket,
+            # From the registry, for the identity the proof established: never the request's word.
+            agent_tenants=self._agents.tenants_of(origin.claimed),
         )
         step = on_request(
             self._states.get(request.request_id),

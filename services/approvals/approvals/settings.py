@@ -35,12 +35,14 @@ class ApprovalsSettings(CommonSettings):
     `atb vote`). An attester not listed here is not limited."""
     approver_directory_path: Path | None = None
     """JSON approver directory (principal → identities, type, groups, tiers); default config/approvers.json."""
+    agent_registry_path: Path | None = None
+    """JSON agent registry (agent SPIFFE ID → tenants it acts for; docs/tenants.md); default config/agents.json."""
     max_pending_seconds: int = 86_400
     """Upper bound on any request's pending window, whatever the policy says."""
     vote_hold_seconds: int = 300
     """How long a vote that arrived before its request is kept."""
     policy_cache_seconds: float = 1.0
-    """How long a policy answer per (action, tenant, target tenant) is reused."""
+    """How long a policy answer per (action, tenant, target tenant, agent's tenants) is reused."""
 
     def directory_path(self) -> Path:
         return self.approver_directory_path or DEFAULT_DIRECTORY

@@ -8,6 +8,7 @@ import time
 from atb_identity import bundle_path
 from atb_identity.tls import server_context
 from atb_runtime import OpaClient, Publisher, audit
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.runner import ServiceRunner
@@ -49,6 +50,7 @@ async def build() -> ServiceRunner:
     revocations = RevocationList(settings.kafka_bootstrap_servers, ns)
     opa = OpaClient(settings.opa_url)
     spent = SpentStore(settings.spent_url())
+    agents = load_agent_registry(settings.agent_registry_path)
     await spent.forget_expired(int(time.time()) - 3600)
     authorizer = Authorizer(
         verifier=PoaVerifier(keys, audience=source, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds),
@@ -56,11 +58,13 @@ async def build() -> ServiceRunner:
         revocations=revocations,
         policy=PolicyGate(
             opa,
+            agents=agents,
             allow_unmandated_low_risk=settings.allow_unmandated_low_risk,
             cache_seconds=settings.policy_cache_seconds,
         ),
         spent=spent,
         registry=load_registry(settings.registry_path()),
+        agents=agents,
     )
     publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-broker-http-{settings.instance}", linger_ms=0)
 

@@ -29,6 +29,8 @@ class BrokerSettings(CommonSettings):
     """Where spent PoA ids live: shared by every replica. Default a SQLite file in the state folder."""
     connectors_path: Path | None = None
     """The connector registry (JSON); default config/connectors.json."""
+    agent_registry_path: Path | None = None
+    """JSON agent registry (agent SPIFFE ID → tenants it acts for; docs/tenants.md); default config/agents.json."""
     jwks_url: str = ""
     """The issuer's JWKS, fetched (rate-limited) when a token names a `kid` not yet seen on `atb.keys`."""
     jwks_refresh_seconds: float = 5.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from atb_identity import bundle_path, ensure_svid, load_svid
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from contracts import AuditEvent, IssuanceRequested
 from gateway.service import GatewayRunner
@@ -17,7 +18,7 @@ async def build() -> GatewayRunner:
     else:
         svid = ensure_svid(settings.state_dir, settings.service_id)
     bundle = settings.trust_bundle_path or bundle_path(settings.state_dir)
-    return GatewayRunner(settings, svid, bundle)
+    return GatewayRunner(settings, svid, bundle, load_agent_registry(settings.agent_registry_path))
 
 
 app = service_app(

@@ -18,3 +18,5 @@ class GatewaySettings(CommonSettings):
     svid_key_path: Path | None = None
     trust_bundle_path: Path | None = None
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle. SPIRE: the bundle file it writes."""
+    agent_registry_path: Path | None = None
+    """JSON agent registry (agent SPIFFE ID → tenants it acts for; docs/tenants.md); default config/agents.json."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from atb_runtime import OpaClient, Publisher, outgoing
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle
 from atb_runtime.policy import RequirementsClient
@@ -64,10 +65,12 @@ async def build() -> ServiceRunner:
     current, published = key_source()
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     opa = OpaClient(settings.opa_url)
+    agents = load_agent_registry(settings.agent_registry_path)
     evidence = EvidenceVerifier(
         bundle=bundle,
         directory=Directory.from_mapping(json.loads(settings.approver_directory_path.read_text(encoding="utf-8"))),
-        policy=RequirementsClient(opa),
+        policy=RequirementsClient(opa, agents=agents),
+        agents=agents,
         request_attesters=settings.request_attesters,
         vote_attesters=settings.vote_attesters,
         vote_attester_tiers=settings.vote_attester_tiers,

@@ -33,6 +33,8 @@ class IssuerSettings(CommonSettings):
     """Who may announce a QuorumReached (its proof must be theirs)."""
     approver_directory_path: Path = DEFAULT_DIRECTORY
     """The same approver directory the approvals service uses (config/approvers.json)."""
+    agent_registry_path: Path | None = None
+    """The agent registry approvals uses (agent → tenants; docs/tenants.md); default config/agents.json."""
 
     def keyring_dir(self) -> Path:
         return self.state_dir / "issuer" / "keys"

@@ -1,19 +1,25 @@
 """Ask OPA what a request needs (`data.atb.poa.requirements`), with a short cache.
 
-The answer depends only on (action, tenant, target tenant), so a short cache
-saves the OPA round trip for every request of a burst (the round trip dominated
-the approvals hot path in bench/e2e.py). A policy change takes effect within
-`cache_seconds`. Approvals decides with it; the issuer re-checks with it.
+The answer depends only on (action, tenant, target tenant, the agent's registered
+tenants), so a short cache saves the OPA round trip for every request of a burst
+(the round trip dominated the approvals hot path in bench/e2e.py). A policy
+change takes effect within `cache_seconds`. Approvals decides with it; the
+issuer re-checks with it.
+
+The agent's tenants come from the agent registry, never from the request
+(docs/tenants.md): the policy finds a request cross-tenant, hence critical, when
+its tenant or target tenant is not one of them.
 """
 
 from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
 from contracts import IssuanceRequested, Tier
+from contracts.agents import AgentRegistry
 
 __all__ = ["PolicyAnswer", "RequirementsClient"]
 
@@ -33,18 +39,26 @@ class PolicyAnswer(BaseModel):
 class RequirementsClient:
     PATH = "atb/poa/requirements"
 
-    def __init__(self, opa: OpaClient, cache_seconds: float = 1.0) -> None:
+    def __init__(self, opa: OpaClient, cache_seconds: float = 1.0, *, agents: AgentRegistry) -> None:
         self._opa = opa
         self._ttl = cache_seconds
-        self._cache: dict[tuple[str, str, str | None], tuple[float, PolicyAnswer]] = {}
+        self._agents = agents
+        self._cache: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[float, PolicyAnswer]] = {}
 
     async def for_request(self, request: IssuanceRequested) -> PolicyAnswer:
-        key = (request.action, request.tenant, request.target_tenant)
+        tenants = tuple(sorted(self._agents.tenants_of(request.agent_id)))
+        key = (request.action, request.tenant, request.target_tenant, tenants)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
-        result = await self._opa.evaluate(self.PATH, {"action": key[0], "tenant": key[1], "target_tenant": key[2]})
+        policy_input: dict[str, JsonValue] = {
+            "action": key[0],
+            "tenant": key[1],
+            "target_tenant": key[2],
+            "agent_tenants": list(tenants),
+        }
+        result = await self._opa.evaluate(self.PATH, policy_input)
         try:
             answer = PolicyAnswer.model_validate(result)
         except ValidationError as exc:

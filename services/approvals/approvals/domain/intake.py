@@ -3,7 +3,9 @@
 Pure: the policy's answer (`Requirements`) is an input, so is the clock. Tier
 low needs no human (seed §3): a QuorumReached with zero votes. Every other tier
 gets an ApprovalRequired naming who must approve and until when. A critical
-request without a well-formed external ticket reference is refused at intake.
+request without a well-formed external ticket reference is refused at intake,
+and so is a request for a tenant its agent does not act for (the agent registry,
+docs/tenants.md): agents can publish to Kafka without the gateway's check.
 """
 
 from __future__ import annotations
@@ -69,9 +71,28 @@ def decide_intake(
     now: datetime,
     decided_by: str,
     ticket_pattern: re.Pattern[str],
+    agent_tenants: frozenset[str],
 ) -> IntakeResult:
-    """The outcome events for a newly arrived, verified request."""
+    """The outcome events for a newly arrived, verified request.
+
+    `agent_tenants` are the tenants the agent's proven identity is registered for
+    (empty for an unregistered agent): a request for any other tenant is refused.
+    """
     digest = digest_of(request)
+    if request.tenant not in agent_tenants:
+        if agent_tenants:
+            reason = f"agent {request.agent_id} does not act for tenant {request.tenant!r}"
+        else:
+            reason = f"agent {request.agent_id} is not in the agent registry, it acts for no tenant"
+        reason = reason[:1000]  # a SPIFFE ID may be 2048 bytes; RequestDenied.reason holds 1024
+        denied = RequestDenied(
+            request_id=request.request_id,
+            code="tenant_not_allowed",
+            reason=reason,
+            denied_by=decided_by,
+            decided_at=now,
+        )
+        return IntakeResult((denied,), "approval_request_denied", "denied", f"tenant_not_allowed: {reason}")
     if request.leg.approval is not None or request.leg.dual_control is not None:
         reason = "approval evidence (leg.approval, leg.dual_control) comes from votes, not from the request"
         denied = RequestDenied(

@@ -1,6 +1,8 @@
 """Ask OPA, in one round trip per batch, whether each verified PoA may run its action.
 
 `data.atb.poa.decisions` answers `input.batch` item by item (opa/policy/poa.rego).
+Each item's request carries the agent's registered tenants (the agent registry,
+docs/tenants.md), from which the policy decides whether it is cross-tenant.
 The OPA client reuses one keep-alive connection pool; batching amortises the
 HTTP and JSON cost over every presentation that arrived together. Anything but a
 well-formed answer of the right length is `PolicyUnavailableError`: the caller
@@ -19,6 +21,7 @@ from pydantic import JsonValue
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
 from broker.domain import Presentation
 from contracts import PoaClaims, Tier
+from contracts.agents import AgentRegistry
 
 __all__ = ["PolicyDecision", "PolicyGate"]
 
@@ -45,8 +48,11 @@ class PolicyGate:
     PATH = "atb/poa/decisions"
     MAX_CACHED = 10_000
 
-    def __init__(self, opa: OpaClient, *, allow_unmandated_low_risk: bool, cache_seconds: float = 1.0) -> None:
+    def __init__(
+        self, opa: OpaClient, *, agents: AgentRegistry, allow_unmandated_low_risk: bool, cache_seconds: float = 1.0
+    ) -> None:
         self._opa = opa
+        self._agents = agents
         self._unmandated = allow_unmandated_low_risk
         self._ttl = cache_seconds
         self._cache: dict[bytes, tuple[float, PolicyDecision]] = {}
@@ -58,6 +64,8 @@ class PolicyGate:
         request: dict[str, JsonValue] = {"action": action.action, "tenant": action.tenant}
         if action.target_tenant is not None:
             request["target_tenant"] = action.target_tenant
+        # The registry's word on the proven agent, never the presentation's.
+        request["agent_tenants"] = list[JsonValue](sorted(self._agents.tenants_of(presentation.agent_id)))
         return {
             "request": request,
             "claims": None if claims is None else _policy_claims(claims),

@@ -2,6 +2,8 @@
 
 Every identity refusal and every malformed body gets a JSON `HttpError` naming
 what is wrong, and identity refusals are audited (seed §2.1; DESIGN.md §6.5).
+A request for a tenant the agent is not registered for is refused with 403
+`tenant_not_allowed` and audited as `request_tenant_refused` (docs/tenants.md).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiohttp import web
 from cryptography import x509
@@ -19,6 +22,7 @@ from pydantic import JsonValue
 from atb_identity import SpiffeId, TrustBundle, cert_thumbprint
 from atb_runtime.http import Refusal, agent_of, error_response, read_body
 from contracts import IssuanceRequested, JsonObject
+from contracts.agents import AgentRegistry
 from contracts.http import MAX_BODY_BYTES, IssueAccepted, IssueRequest
 from gateway.domain import Views, visible_to
 
@@ -30,12 +34,22 @@ REQUESTS = Counter("atb_gateway_requests_total", "Gateway HTTP requests by endpo
 IDENTITY_REFUSALS = Counter("atb_gateway_identity_refusals_total", "Refused client identities by rule", ["rule"])
 
 Submit = Callable[[IssuanceRequested], Awaitable[None]]
-Audit = Callable[[str, str, JsonObject], Awaitable[None]]
+
+
+class Audit(Protocol):
+    """Publish an audit event (type, reason, details), keyed by a request id when there is one."""
+
+    def __call__(
+        self, audit_type: str, reason: str, details: JsonObject, request_id: str | None = None
+    ) -> Awaitable[None]: ...
 
 
 class GatewayApp:
-    def __init__(self, *, bundle: TrustBundle, views: Views, submit: Submit, audit: Audit) -> None:
+    def __init__(
+        self, *, bundle: TrustBundle, views: Views, submit: Submit, audit: Audit, agents: AgentRegistry
+    ) -> None:
         self._bundle = bundle
+        self._agents = agents
         self._views = views
         self._submit = submit
         self._audit = audit
@@ -65,6 +79,24 @@ class GatewayApp:
         if isinstance(parsed, web.Response):
             REQUESTS.labels("issue", "bad_body").inc()
             return parsed
+        refusal = self._agents.refusal(str(spiffe_id), parsed.tenant)
+        if refusal is not None:
+            # The tenant is the registry's word for this certificate, never the body's.
+            REQUESTS.labels("issue", "tenant_not_allowed").inc()
+            await self._audit(
+                "request_tenant_refused",
+                refusal,
+                {
+                    "code": "tenant_not_allowed",
+                    "presented": [str(spiffe_id)],
+                    "tenant": parsed.tenant,
+                    "target_tenant": parsed.target_tenant,
+                    "registered": list[JsonValue](sorted(self._agents.tenants_of(str(spiffe_id)))),
+                    "action": parsed.action,
+                },
+                parsed.request_id,
+            )
+            return error_response(403, "tenant_not_allowed", refusal.removeprefix("tenant_not_allowed: "), "tenant")
         issuance = IssuanceRequested(
             request_id=parsed.request_id or f"req-{uuid.uuid4().hex}",
             agent_id=str(spiffe_id),

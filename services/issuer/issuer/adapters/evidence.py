@@ -2,8 +2,9 @@
 
 For the embedded request and every counted vote: parse the exact envelope that
 was counted, verify its proof of origin (directly, or by a configured attester),
-resolve the approver in the directory, then hand the verified facts to the pure
-`check_quorum`. Any failure is an EvidenceError with a stable code.
+check that the agent acts for the request's tenant (the agent registry,
+docs/tenants.md), resolve the approver in the directory, then hand the verified
+facts to the pure `check_quorum`. Any failure is an EvidenceError with a stable code.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contracts import (
     decode_envelope,
     payload_of,
 )
+from contracts.agents import AgentRegistry
 from contracts.directory import Directory, normalize
 from issuer.domain.claims import EvidenceError
 from issuer.domain.evidence import PolicyFacts, VerifiedVote, check_quorum
@@ -38,6 +40,7 @@ class EvidenceVerifier:
         bundle: TrustBundle,
         directory: Directory,
         policy: RequirementsClient,
+        agents: AgentRegistry,
         request_attesters: Collection[str],
         vote_attesters: Collection[str],
         vote_attester_tiers: Mapping[str, Collection[Tier]] | None = None,
@@ -45,6 +48,7 @@ class EvidenceVerifier:
         self._bundle = bundle
         self._directory = directory
         self._policy = policy
+        self._agents = agents
         self._request_attesters = frozenset(request_attesters)
         self._vote_attesters = frozenset(vote_attesters)
         self._attester_tiers = {k: frozenset(v) for k, v in (vote_attester_tiers or {}).items()}
@@ -52,6 +56,10 @@ class EvidenceVerifier:
     async def verify(self, quorum: QuorumReached) -> None:
         """Raise EvidenceError unless the request and every counted vote are proven and make the quorum."""
         self._check_request(quorum)
+        refusal = self._agents.refusal(quorum.request.agent_id, quorum.request.tenant)
+        if refusal is not None:
+            raise EvidenceError("tenant_not_allowed", refusal.removeprefix("tenant_not_allowed: "))
+        # The policy is asked with the agent's registered tenants, as approvals asked it.
         answer = await self._policy.for_request(quorum.request)
         facts = PolicyFacts(
             tier=answer.tier,
