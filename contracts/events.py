@@ -308,8 +308,6 @@ class SigningKeyPublished(EventPayload):
 class DeadLetterV1(EventPayload):
     """A record a consumer could not use; the original bytes are kept, base64-encoded."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", title="DeadLetter")  # its schema, as published
-
     event_type: ClassVar[str] = "atb.dlq.dead_letter.v1"
     topic: ClassVar[Topic] = Topic.DLQ
 

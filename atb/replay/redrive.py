@@ -101,7 +101,10 @@ class OriginalReader:
     async def read(self, topic: str, partition: int, offset: int) -> Original | None:
         """The record at exactly that offset, or None: topic or partition gone, offset out of retention or aborted."""
         consumer = self._consumer
-        if topic not in await consumer.topics() or partition not in (consumer.partitions_for_topic(topic) or set()):
+        # The consumer's own metadata call: `topics()` returns names only, and leaves the
+        # client's cached cluster (what `partitions_for_topic` reads) as it was.
+        cluster = await consumer._client.fetch_all_metadata()
+        if partition not in (cluster.partitions_for_topic(topic) or set()):
             return None
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])

@@ -14,7 +14,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,22 @@ from atb.slack_standin import SlackClicker, SlackStandIn, click_body, signed_hea
 from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Publisher, outgoing_envelope
+from atb_runtime.readback import read_committed
 from audit_sink.adapters.db import audit_events, make_engine
 from chat.adapters.secret import dev_secret_path, read_secret
 from contracts import (
     AccountableParty,
+    ApprovalRequired,
     AuditEvent,
     ContractualNecessity,
+    DeadLetter,
     LegitimateInterest,
+    Tier,
+    Topic,
     VoteCast,
     VoteChoice,
     make_envelope,
+    spec_for,
     topic_name,
 )
 from tests.chat_forgeries import forgeries
@@ -289,3 +295,41 @@ async def test_critical_is_approved_with_atb_vote_and_listed_by_atb_pending(chat
     claims = jwt.decode(issued.token, options={"verify_signature": False})
     assert sorted(a["id"] for a in claims["leg"]["dual_control"]["approvers"]) == ["bob", "carol"]
     assert await _card(chat, request_id, want=1, contains="PoA issued")
+
+
+async def test_an_approval_required_not_proven_by_approvals_gets_no_card_but_a_dead_letter(chat: ChatStack) -> None:
+    running = chat.running
+    request_id = f"forged-{secrets.token_hex(4)}"
+    forged = ApprovalRequired(
+        request_id=request_id,
+        tier=Tier.MEDIUM,
+        required_approvals=1,
+        eligible_groups=("finance",),
+        ticket_required=False,
+        deadline=datetime.now(UTC) + timedelta(minutes=5),
+        request_digest="sha256:" + "c" * 64,
+        agent_id=AGENT,
+        action="crm.contact.update",
+        resource="crm:contact/9",
+        accountable_party_id="emp-300",
+    )
+    # A real SVID of the trust domain (the agent's), but not the approvals service's.
+    envelope = sign_envelope(make_envelope(forged, source=AGENT), ensure_svid(running.state_dir, AGENT))
+    async with Publisher(running.kafka_bootstrap, "forger") as publisher:
+        await publisher.send_and_wait([outgoing_envelope(envelope, topic_name(Topic.OUTCOMES, running.namespace))])
+
+    dlq = topic_name(Topic.DLQ, running.namespace)
+    deadline = time.monotonic() + 30
+    while True:
+        letters = [
+            p
+            for p in await read_committed(running.kafka_bootstrap, dlq, range(spec_for(Topic.DLQ).partitions))
+            if isinstance(p, DeadLetter) and p.request_id == request_id and p.consumer.startswith("chat-cards@")
+        ]
+        if letters or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert [lt.consumer for lt in letters] == ["chat-cards@0"]
+    assert await _audit_count(chat, "identity_proof_rejected", request_id) == 1
+    # The follower decides before it hands a batch to the cards: once lettered, never shown.
+    assert chat.standin.cards_for(request_id) == []

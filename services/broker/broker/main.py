@@ -7,9 +7,9 @@ import time
 
 from atb_identity import bundle_path
 from atb_identity.tls import server_context
-from atb_runtime import OpaClient, Publisher, audit
-from atb_runtime.agents import load_agent_registry
+from atb_runtime import DeadLetters, OpaClient, Publisher, audit
 from atb_runtime.app import Channel, service_app
+from atb_runtime.follow import FollowerDeadLetters, follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.runner import ServiceRunner
 from broker.adapters.connectors import HttpConnector, load_registry
@@ -41,16 +41,22 @@ async def build() -> ServiceRunner:
     ns = settings.topic_namespace
     source = settings.service_id
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
+    publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-broker-http-{settings.instance}", linger_ms=0)
+
+    def dead_letters(role: str) -> FollowerDeadLetters:
+        consumer = follower_consumer("broker", role, settings.instance)
+        return FollowerDeadLetters(DeadLetters(consumer, source, ns), publisher.send_and_wait)
+
     keys = KeyRing(
         settings.kafka_bootstrap_servers,
         ns,
         jwks_url=settings.jwks_url,
         refresh_interval_s=settings.jwks_refresh_seconds,
+        dead_letters=dead_letters("keys"),
     )
-    revocations = RevocationList(settings.kafka_bootstrap_servers, ns)
+    revocations = RevocationList(settings.kafka_bootstrap_servers, ns, dead_letters=dead_letters("revocations"))
     opa = OpaClient(settings.opa_url)
     spent = SpentStore(settings.spent_url())
-    agents = load_agent_registry(settings.agent_registry_path)
     await spent.forget_expired(int(time.time()) - 3600)
     authorizer = Authorizer(
         verifier=PoaVerifier(keys, audience=source, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds),
@@ -58,16 +64,12 @@ async def build() -> ServiceRunner:
         revocations=revocations,
         policy=PolicyGate(
             opa,
-            agents=agents,
             allow_unmandated_low_risk=settings.allow_unmandated_low_risk,
             cache_seconds=settings.policy_cache_seconds,
         ),
         spent=spent,
         registry=load_registry(settings.registry_path()),
-        agents=agents,
     )
-    publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-broker-http-{settings.instance}", linger_ms=0)
-
     relay = OutboxRelay(spent, publisher.send_and_wait, settings.instance)
 
     async def audit_http(kind: str, reason: str, details: JsonObject, request_id: str | None) -> None:
@@ -89,8 +91,9 @@ async def build() -> ServiceRunner:
         authorizer, relay, source=source, namespace=ns, instance=settings.instance, max_batch=settings.max_batch
     )
     invoker = HttpConnector()
-    starters = [keys.start, revocations.start, publisher.start, relay.start]
-    closers = [queue.stop, relay.stop, publisher.stop, invoker.close, keys.stop, revocations.stop, opa.close]
+    # The publisher starts before and stops after the key and revocation followers: they publish dead letters.
+    starters = [publisher.start, keys.start, revocations.start, relay.start]
+    closers = [queue.stop, relay.stop, keys.stop, revocations.stop, publisher.stop, invoker.close, opa.close]
     if settings.broker_port:
         svid = service_svid(settings.state_dir, source, settings.svid_cert_path, settings.svid_key_path)
         assert svid.cert_path is not None

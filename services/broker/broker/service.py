@@ -54,7 +54,6 @@ from contracts import (
     decode_envelope,
     payload_of,
 )
-from contracts.agents import AgentRegistry
 
 __all__ = ["Authorizer", "BrokerService", "DecisionQueue", "outcome_events", "presentation_from_envelope"]
 
@@ -98,7 +97,6 @@ class Authorizer:
         policy: Policy,
         spent: SpentStore,
         registry: ConnectorRegistry,
-        agents: AgentRegistry,
     ) -> None:
         self._verifier = verifier
         self._keys = keys
@@ -106,7 +104,6 @@ class Authorizer:
         self._policy = policy
         self._spent = spent
         self._registry = registry
-        self._agents = agents
         self.policy_version = "unknown"
 
     async def decide_many(
@@ -142,10 +139,6 @@ class Authorizer:
         )
 
     async def _local_checks(self, p: Presentation) -> tuple[PoaClaims | None, Connector] | Outcome:
-        # The presented tenant must be one the proven agent is registered for (docs/tenants.md).
-        refusal = self._agents.refusal(p.agent_id, p.action.tenant)
-        if refusal is not None:
-            return self._deny(p, refusal)
         route = self._registry.route(p.action.action, p.action.resource, p.connector)
         if isinstance(route, RouteRefused):
             return self._deny(p, route.reason)
@@ -400,7 +393,9 @@ class BrokerService:
                 self._authorizer.policy_version,
                 audit_type="identity_proof_rejected",
             )
-            return outcome_events(outcome, source=self._source, namespace=self._ns)
+            # The deny answers the agent; the dead letter keeps the record for an operator (docs/hostile-input.md).
+            letter = self._dead(record, exc.code, str(exc))
+            return [*letter, *outcome_events(outcome, source=self._source, namespace=self._ns)]
 
 
 class DecisionQueue:

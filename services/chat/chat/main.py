@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from atb_runtime import Publisher
+from atb_runtime import DeadLetters, Publisher
 from atb_runtime.app import Channel, service_app
-from atb_runtime.identity import service_svid
+from atb_runtime.follow import FollowerDeadLetters, follower_consumer
+from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.ops import OpsServer
-from chat.adapters.follower import EventFollower
+from chat.adapters.follower import EventFollower, OutcomeProofCheck
 from chat.adapters.http import InteractionsServer
 from chat.adapters.secret import dev_secret_path, ensure_signing_secret, read_secret
 from chat.adapters.slack import SlackClient
@@ -48,8 +49,22 @@ class ChatRunner:
         self.publisher = Publisher(settings.kafka_bootstrap_servers, client_id="atb-chat")
         svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
         self.service = ChatService(settings, directory, self.store, self.slack, self.publisher, svid, signing_secret())
+        consumer = follower_consumer("chat", "cards", settings.instance)
+        ns = settings.topic_namespace
         self.follower = EventFollower(
-            settings.kafka_bootstrap_servers, settings.topic_namespace, self.service.on_events
+            settings.kafka_bootstrap_servers,
+            ns,
+            self.service.on_events,
+            dead_letters=FollowerDeadLetters(
+                DeadLetters(consumer, settings.service_id, ns), self.publisher.send_and_wait
+            ),
+            check=OutcomeProofCheck(
+                load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain),
+                settings.outcome_producers,
+                source=settings.service_id,
+                namespace=ns,
+                consumer=consumer,
+            ),
         )
         self.http = InteractionsServer(settings.chat_host, settings.chat_port, self.service.handle_interaction)
         self._running = False

@@ -38,6 +38,10 @@ class ChatSettings(CommonSettings):
     """Also send each eligible approver (with a Slack id in the directory) the card directly."""
     slack_team_id: str = ""
     """If set, clicks from any other Slack workspace are refused."""
+    outcome_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
+    """Whose proof an ApprovalRequired must carry to get a card (as the issuer's ATB_QUORUM_PRODUCERS)."""
+    trust_bundle_path: Path | None = None
+    """PEM bundle the outcomes' proofs are verified against; default the dev CA's bundle in the state folder."""
     chat_db_path: Path | None = None
     """SQLite state (message ids, trigger ids, chat votes); default <state>/chat/<namespace>/chat.db."""
 

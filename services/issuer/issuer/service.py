@@ -1,7 +1,8 @@
 """Issuer application service: QuorumReached → re-check → sign → PoaIssued.
 
 Other outcomes on the topic (ApprovalRequired, RequestDenied, ...) are not the
-issuer's business and pass by. Evidence that does not hold yields no PoA but a
+issuer's business and pass by; an event that is no outcome at all (a VoteCast
+published on the outcomes topic) is dead-lettered as `unexpected_type`. Evidence that does not hold yields no PoA but a
 RequestDenied and an audit event with the reason.
 """
 
@@ -79,6 +80,9 @@ class IssuerService:
         except EventDecodeError as exc:
             return self._dead(record, exc.code, exc.reason)
         if not isinstance(payload, QuorumReached):
+            if payload.topic is not Topic.OUTCOMES:
+                # Not an outcome at all: dead-lettered (legitimate outcomes the issuer does not handle pass by).
+                return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
             return []
         try:
             # Only the approvals service may say a quorum was reached (DESIGN.md §6.1).

@@ -2,9 +2,21 @@
 
 For the views a service rebuilds on each start and keeps current (the gateway's
 request views, the chat service's cards, the broker's keys and revocations).
-Records are read `read_committed` and handed to the sink in decoded batches;
-records that do not decode are skipped (the topic's own consumer dead-letters
-them), and a sink that refuses one batch does not stop the following.
+Records are read `read_committed` and handed to the sink in decoded batches; a
+sink that refuses one batch does not stop the following.
+
+What the follower cannot use never reaches the sink: a record that does not
+decode, an event whose type does not belong on the topic it was read from, and
+an event the optional `check` refuses (e.g. an outcome whose proof is not the
+approvals service's). With a `FollowerDeadLetters`, each of them is also
+dead-lettered and audited under the follower's own consumer name (which names
+its instance: followers have no consumer group, every replica reads every
+record). A follower re-reads its topics from the beginning on every start, so
+only records at or after the end offsets it found on start are dead-lettered:
+earlier ones were lettered by an earlier run of it (or before it existed, by the
+topic's other consumers), and a restart must not letter them again. Events of a
+type that belongs on the topic but that the sink does not use pass by, as
+before. See docs/hostile-input.md.
 """
 
 from __future__ import annotations
@@ -13,16 +25,55 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
-from contracts import EventDecodeError, EventPayload, Topic, decode_envelope, payload_of, spec_for, topic_name
+from atb_runtime.records import DeadLetters, Incoming, Outgoing
+from contracts import (
+    Envelope,
+    EventDecodeError,
+    EventPayload,
+    Topic,
+    decode_envelope,
+    payload_of,
+    spec_for,
+    topic_name,
+)
+from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
-__all__ = ["Sink", "TopicFollower"]
+__all__ = ["Check", "FollowerDeadLetters", "Refused", "Sink", "TopicFollower", "follower_consumer"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Sequence[EventPayload]], Awaitable[None]]
+
+
+class Refused(NamedTuple):
+    """Why a decoded event must not be used, and what to publish besides its dead letter."""
+
+    code: str
+    reason: str
+    extra: tuple[Outgoing, ...] = ()
+
+
+Check = Callable[[Envelope, EventPayload], Refused | None]
+"""Decides, per decoded event of the right topic, whether the sink may use it (None: yes)."""
+
+
+@dataclass(frozen=True)
+class FollowerDeadLetters:
+    """Where a follower's dead letters go: the helper that builds them and a way to publish them."""
+
+    dead: DeadLetters
+    publish: Callable[[Sequence[Outgoing]], Awaitable[None]]
+
+
+def follower_consumer(service: str, role: str, instance: str) -> str:
+    """A follower's consumer name in its dead letters: `<service>-<role>@<instance>`."""
+    return f"{service}-{role}@{instance}"
 
 
 class TopicFollower:
@@ -36,6 +87,8 @@ class TopicFollower:
         name: str,
         fetch_max_wait_ms: int = 200,
         max_records: int = 1000,
+        dead_letters: FollowerDeadLetters | None = None,
+        check: Check | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._partitions = [
@@ -43,10 +96,14 @@ class TopicFollower:
             for topic in topics
             for partition in range(spec_for(topic).partitions)
         ]
+        self._topics = {topic_name(topic, namespace): topic for topic in topics}
         self._sink = sink
         self._name = name
         self._wait = fetch_max_wait_ms
         self._max_records = max_records
+        self._dead_letters = dead_letters
+        self._check = check
+        self._letter_from: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -58,10 +115,14 @@ class TopicFollower:
             isolation_level="read_committed",
             fetch_max_wait_ms=self._wait,
             client_id=self._name,
+            # A record may be as large as its topic accepts (contracts/limits.py).
+            max_partition_fetch_bytes=PRODUCER_MAX_REQUEST_SIZE,
         )
         await self._consumer.start()
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_beginning(*self._partitions)
+        if self._dead_letters is not None:
+            self._letter_from = dict(await self._consumer.end_offsets(self._partitions))
         if background:
             self._task = asyncio.create_task(self.run(), name=self._name)
 
@@ -79,14 +140,63 @@ class TopicFollower:
         while True:
             batches = await consumer.getmany(timeout_ms=self._wait, max_records=self._max_records)
             events: list[EventPayload] = []
+            letters: list[Outgoing] = []
             for messages in batches.values():
                 for message in messages:
-                    try:
-                        events.append(payload_of(decode_envelope(message.value)))
-                    except EventDecodeError as exc:
-                        log.debug("%s: skipping undecodable %s@%s: %s", self._name, message.topic, message.offset, exc)
+                    event = self._usable(message, letters)
+                    if event is not None:
+                        events.append(event)
+            if letters:
+                await self._publish(letters)
             if events:
                 try:
                     await self._sink(events)
                 except (ValueError, KeyError) as exc:
                     log.warning("%s: a batch of %d events was refused: %s", self._name, len(events), exc)
+
+    def _usable(self, message: ConsumerRecord[bytes, bytes], letters: list[Outgoing]) -> EventPayload | None:
+        """The event, or None (and its dead letter appended to `letters`, if it is new)."""
+        refused: Refused
+        envelope: Envelope | None = None
+        try:
+            envelope = decode_envelope(message.value)
+            payload = payload_of(envelope)
+        except EventDecodeError as exc:
+            refused = Refused(exc.code, exc.reason)
+        else:
+            expected = self._topics.get(message.topic)
+            if expected is not None and payload.topic is not expected:
+                refused = Refused("unexpected_type", f"{envelope.type} does not belong on {message.topic}")
+            else:
+                verdict = self._check(envelope, payload) if self._check is not None else None
+                if verdict is None:
+                    return payload
+                refused = verdict
+        log.debug("%s: not using %s@%s: %s", self._name, message.topic, message.offset, refused.reason)
+        self._letter(message, refused, letters)
+        return None
+
+    def _letter(self, message: ConsumerRecord[bytes, bytes], refused: Refused, letters: list[Outgoing]) -> None:
+        if self._dead_letters is None:
+            return
+        tp = TopicPartition(message.topic, message.partition)
+        if message.offset < self._letter_from.get(tp, 0):
+            return  # read again after a restart: lettered by the run that first read it
+        record = Incoming(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            timestamp_ms=message.timestamp,
+        )
+        letters.extend(self._dead_letters.dead(record, refused.code, refused.reason))
+        letters.extend(refused.extra)
+
+    async def _publish(self, letters: list[Outgoing]) -> None:
+        assert self._dead_letters is not None
+        try:
+            await self._dead_letters.publish(letters)
+        except (KafkaError, OSError) as exc:
+            # A view must not stop because the DLQ is unreachable; the record is still not used.
+            log.error("%s: could not publish %d dead-letter records: %s", self._name, len(letters), exc)

@@ -3,7 +3,9 @@
 A background reader follows the topic from the beginning (no consumer group: every
 replica needs every key). Unknown `kid` is "not yet known", never "allowed": the
 verifier may ask for one refresh from the issuer's JWKS, rate-limited so that a
-flood of tokens with made-up `kid`s costs at most one fetch per interval.
+flood of tokens with made-up `kid`s costs at most one fetch per interval. With
+`dead_letters`, garbage on the topic is dead-lettered as `broker-keys@<instance>`
+(docs/hostile-input.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from atb_runtime.follow import TopicFollower
+from atb_runtime.follow import FollowerDeadLetters, TopicFollower
 from contracts import EventPayload, SigningKeyPublished, Topic
 
 __all__ = ["KeyRing", "public_key_from_jwk"]
@@ -33,7 +35,15 @@ def public_key_from_jwk(jwk: dict[str, str]) -> Ed25519PublicKey:
 
 
 class KeyRing:
-    def __init__(self, bootstrap: str, namespace: str, *, jwks_url: str = "", refresh_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        namespace: str,
+        *,
+        jwks_url: str = "",
+        refresh_interval_s: float = 5.0,
+        dead_letters: FollowerDeadLetters | None = None,
+    ) -> None:
         self._bootstrap = bootstrap
         self._jwks_url = jwks_url
         self._refresh_interval = refresh_interval_s
@@ -42,7 +52,9 @@ class KeyRing:
         self.refreshes = 0
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._retire_after: dict[str, datetime] = {}
-        self._follower = TopicFollower(bootstrap, namespace, (Topic.KEYS,), self._apply, name="atb-keyring")
+        self._follower = TopicFollower(
+            bootstrap, namespace, (Topic.KEYS,), self._apply, name="atb-keyring", dead_letters=dead_letters
+        )
 
     def get(self, kid: str, now: datetime | None = None) -> Ed25519PublicKey | None:
         """The key, unless unknown or retired (every token it signed has expired by then)."""

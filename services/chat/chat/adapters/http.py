@@ -2,7 +2,8 @@
 
 Reads the raw body (at most `HTTP_MAX_BODY_BYTES`, 64 KiB: Slack's payloads are
 far smaller; 413 with a JSON body above) and hands the exact bytes and the
-headers to the service; answers with its status and JSON. Never raises into aiohttp: an unexpected error is a 500 with a JSON body.
+headers to the service; answers with its status and JSON. Never raises into
+aiohttp: an unexpected error is a 500 with a JSON body.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from atb_runtime.ops import start_site
 from chat.service import Answer
 from contracts.limits import HTTP_MAX_BODY_BYTES
 
@@ -38,7 +40,7 @@ class InteractionsServer:
         app.router.add_post(INTERACTIONS_PATH, self._interactions)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        await start_site(self._runner, "chat", self._host, self._port)
 
     async def stop(self) -> None:
         if self._runner is not None:

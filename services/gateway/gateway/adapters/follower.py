@@ -1,14 +1,16 @@
 """Follow the request, outcome and PoA topics into the gateway's request views.
 
 No consumer group: every gateway replica reads everything from the beginning
-(of retention), so any replica can answer `GET /requests/{id}`.
+(of retention), so any replica can answer `GET /requests/{id}`. With
+`dead_letters`, what does not decode or does not belong on its topic is
+dead-lettered as `gateway-views@<instance>` (docs/hostile-input.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from atb_runtime.follow import TopicFollower
+from atb_runtime.follow import FollowerDeadLetters, TopicFollower
 from contracts import EventPayload, Topic
 from gateway.domain import Views
 
@@ -18,9 +20,13 @@ _FOLLOWED = (Topic.POA_REQUESTS, Topic.OUTCOMES, Topic.POA_ISSUED)
 
 
 class ViewFollower:
-    def __init__(self, bootstrap: str, namespace: str, views: Views) -> None:
+    def __init__(
+        self, bootstrap: str, namespace: str, views: Views, *, dead_letters: FollowerDeadLetters | None = None
+    ) -> None:
         self._views = views
-        self._follower = TopicFollower(bootstrap, namespace, _FOLLOWED, self._apply, name="atb-gateway-views")
+        self._follower = TopicFollower(
+            bootstrap, namespace, _FOLLOWED, self._apply, name="atb-gateway-views", dead_letters=dead_letters
+        )
 
     async def start(self) -> None:
         await self._follower.start()
