@@ -8,6 +8,7 @@ import time
 from atb_identity import bundle_path
 from atb_identity.tls import server_context
 from atb_runtime import DeadLetters, OpaClient, Publisher, audit
+from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.follow import FollowerDeadLetters, follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
@@ -57,6 +58,7 @@ async def build() -> ServiceRunner:
     revocations = RevocationList(settings.kafka_bootstrap_servers, ns, dead_letters=dead_letters("revocations"))
     opa = OpaClient(settings.opa_url)
     spent = SpentStore(settings.spent_url())
+    agents = load_agent_registry(settings.agent_registry_path)
     await spent.forget_expired(int(time.time()) - 3600)
     authorizer = Authorizer(
         verifier=PoaVerifier(keys, audience=source, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds),
@@ -64,11 +66,13 @@ async def build() -> ServiceRunner:
         revocations=revocations,
         policy=PolicyGate(
             opa,
+            agents=agents,
             allow_unmandated_low_risk=settings.allow_unmandated_low_risk,
             cache_seconds=settings.policy_cache_seconds,
         ),
         spent=spent,
         registry=load_registry(settings.registry_path()),
+        agents=agents,
     )
     relay = OutboxRelay(spent, publisher.send_and_wait, settings.instance)
 

@@ -54,6 +54,7 @@ from contracts import (
     decode_envelope,
     payload_of,
 )
+from contracts.agents import AgentRegistry
 
 __all__ = ["Authorizer", "BrokerService", "DecisionQueue", "outcome_events", "presentation_from_envelope"]
 
@@ -97,6 +98,7 @@ class Authorizer:
         policy: Policy,
         spent: SpentStore,
         registry: ConnectorRegistry,
+        agents: AgentRegistry,
     ) -> None:
         self._verifier = verifier
         self._keys = keys
@@ -104,6 +106,7 @@ class Authorizer:
         self._policy = policy
         self._spent = spent
         self._registry = registry
+        self._agents = agents
         self.policy_version = "unknown"
 
     async def decide_many(
@@ -139,6 +142,10 @@ class Authorizer:
         )
 
     async def _local_checks(self, p: Presentation) -> tuple[PoaClaims | None, Connector] | Outcome:
+        # The presented tenant must be one the proven agent is registered for (docs/tenants.md).
+        refusal = self._agents.refusal(p.agent_id, p.action.tenant)
+        if refusal is not None:
+            return self._deny(p, refusal)
         route = self._registry.route(p.action.action, p.action.resource, p.connector)
         if isinstance(route, RouteRefused):
             return self._deny(p, route.reason)

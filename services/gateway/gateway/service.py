@@ -18,6 +18,7 @@ from atb_runtime import DeadLetters, Publisher, audit, outgoing_envelope
 from atb_runtime.follow import FollowerDeadLetters, follower_consumer
 from atb_runtime.ops import OpsServer
 from contracts import IssuanceRequested, JsonObject, make_envelope, topic_name
+from contracts.agents import AgentRegistry
 from gateway.adapters.follower import ViewFollower
 from gateway.adapters.http import GatewayApp, build_app
 from gateway.domain import Views
@@ -27,8 +28,9 @@ __all__ = ["GatewayRunner"]
 
 
 class GatewayRunner:
-    def __init__(self, settings: GatewaySettings, svid: Svid, bundle_path: Path) -> None:
+    def __init__(self, settings: GatewaySettings, svid: Svid, bundle_path: Path, agents: AgentRegistry) -> None:
         self._settings = settings
+        self._agents = agents
         self._svid = svid
         self._bundle_path = bundle_path
         self._bundle = TrustBundle.load(bundle_path, settings.trust_domain)
@@ -57,12 +59,13 @@ class GatewayRunner:
         await self._publisher.publish([record])
         await self._publisher.flush()
 
-    async def _audit(self, audit_type: str, reason: str, details: JsonObject) -> None:
+    async def _audit(self, audit_type: str, reason: str, details: JsonObject, request_id: str | None = None) -> None:
         record = audit(
             audit_type,
             source=self._svid_id(),
             namespace=self._settings.topic_namespace,
             outcome="denied",
+            request_id=request_id,
             reason=reason[:1024],
             details=details,
         )
@@ -74,7 +77,11 @@ class GatewayRunner:
     async def start(self) -> None:
         await self._publisher.start()
         await self._follower.start()
-        app = build_app(GatewayApp(bundle=self._bundle, views=self._views, submit=self._submit, audit=self._audit))
+        app = build_app(
+            GatewayApp(
+                bundle=self._bundle, views=self._views, submit=self._submit, audit=self._audit, agents=self._agents
+            )
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         assert self._svid.cert_path is not None
