@@ -37,6 +37,7 @@ _COMPARED = (
     "retain_until",
     "redacted",
     "received_sha256",
+    "received_len",
     "decode_error",
 )
 

@@ -23,7 +23,7 @@ from audit_sink.adapters.ledger import iter_rows, purge
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import leaf_hash
 from audit_sink.domain.retention import RetentionPolicy
-from audit_sink.domain.rows import RecordMeta, row_for
+from audit_sink.domain.rows import AuditRow, RecordMeta, row_for
 from audit_sink.evidence import verify_store
 from contracts import AuditEvent
 from tests.audit_support import Filler, rows
@@ -38,6 +38,13 @@ def _config(url: str) -> Config:
     config.set_main_option("sqlalchemy.url", url)
     config.attributes["configure_logger"] = False
     return config
+
+
+def _at_0002(row: AuditRow) -> dict[str, object]:
+    """A row's columns as revision 0002 has them (`received_len` came with 0005)."""
+    values = row._asdict()
+    assert values.pop("received_len") is None
+    return values
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -67,8 +74,7 @@ def test_rows_of_an_older_store_get_their_leaves_on_upgrade(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as conn:
         for row in rows:
-            values = row._asdict()
-            conn.execute(insert(audit_events).values(**values))
+            conn.execute(insert(audit_events).values(**_at_0002(row)))
     command.upgrade(_config(url), "head")
     with engine.connect() as conn:
         stored = conn.execute(select(audit_leaves.c.idx, audit_leaves.c.leaf_hash).order_by(audit_leaves.c.idx)).all()
@@ -87,7 +93,7 @@ def test_a_store_upgraded_to_leaves_in_rows_keeps_one_tree_through_new_rows_and_
     engine = create_engine(url)
     with engine.begin() as conn:
         for row in rows(1000, 30, topic="atb.legacy", occurred=OLD):
-            conn.execute(insert(audit_events).values(**row._asdict()))
+            conn.execute(insert(audit_events).values(**_at_0002(row)))
     engine.dispose()
     command.upgrade(_config(url), "head")
 

@@ -66,6 +66,7 @@ _FIELDS = (
     "decode_error",
     "redacted",
     "received_sha256",
+    "received_len",
 )
 
 
@@ -212,6 +213,7 @@ def _row_record(index: int, seq: int, row: AuditRow) -> dict[str, object]:
         "decode_error": row.decode_error,
         "redacted": row.redacted,
         "received_sha256": row.received_sha256,
+        "received_len": row.received_len,
     }
 
 
@@ -237,6 +239,7 @@ def _row_from_record(record: dict[str, object]) -> tuple[int, AuditRow]:
         decode_error=text("decode_error"),
         redacted=str(record["redacted"]).lower() in ("true", "1"),
         received_sha256=text("received_sha256"),
+        received_len=int(received_len) if (received_len := text("received_len")) is not None else None,
     )
     return int(str(record["leaf_index"])), row
 

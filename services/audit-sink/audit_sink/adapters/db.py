@@ -91,6 +91,7 @@ audit_events = Table(
     Column("decode_error", Text),
     Column("redacted", Boolean, nullable=False, server_default=false()),
     Column("received_sha256", String(71)),
+    Column("received_len", BigInteger),  # migration 0005: `raw` is a prefix of a record this long
     Column("leaf_idx", BigInteger),
     Column("leaf_hash", LargeBinary(32)),
 )
@@ -435,4 +436,5 @@ def _values(row: AuditRow) -> dict[str, object]:
         "decode_error": row.decode_error,
         "redacted": row.redacted,
         "received_sha256": row.received_sha256,
+        "received_len": row.received_len,
     }

@@ -75,12 +75,13 @@ _ROW_COLUMNS = (
     audit_events.c.decode_error,
     audit_events.c.redacted,
     audit_events.c.received_sha256,
+    audit_events.c.received_len,
 )
 
 
 def _row(values: Sequence[object]) -> tuple[int, AuditRow]:
     seq, topic, partition, offset, event_id, event_type, request_id, producer, occurred, recorded, retain = values[:11]
-    key, raw, decode_error, redacted, received = values[11:]
+    key, raw, decode_error, redacted, received, received_len = values[11:]
     row = AuditRow(
         topic=str(topic),
         partition=int(partition),  # type: ignore[call-overload]
@@ -97,6 +98,7 @@ def _row(values: Sequence[object]) -> tuple[int, AuditRow]:
         decode_error=decode_error,  # type: ignore[arg-type]
         redacted=bool(redacted),
         received_sha256=received,  # type: ignore[arg-type]
+        received_len=int(received_len) if received_len is not None else None,  # type: ignore[call-overload]
     )
     return int(seq), row  # type: ignore[call-overload]
 

@@ -5,7 +5,10 @@ the three times, retention) plus the SHA-256 and length of the exact stored
 bytes, not the bytes themselves. That split is what lets retention work without
 breaking verification: a purge deletes the row (the payload) but keeps this leaf
 text in a tombstone, so its leaf hash can still be recomputed, and the tombstone
-shows `retain_until` had passed — see docs/audit.md.
+shows `retain_until` had passed — see docs/audit.md. A row that kept only a
+prefix of an oversize record (`received_len` set) adds that length to its leaf,
+next to `received_sha256`, the digest of the full record (docs/hostile-input.md);
+other leaves are unchanged, so leaves written before that keep their hashes.
 
 Pure: canonical JSON and SHA-256 only.
 """
@@ -34,25 +37,25 @@ def leaf_bytes(row: AuditRow) -> bytes:
     """The leaf: canonical JSON of the row's metadata and the digest of its stored bytes."""
     # The same bytes as contracts.canonical_json (orjson, sorted keys); its float check is
     # skipped because every value here is a str, int, bool or None by construction.
-    return orjson.dumps(
-        {
-            "v": LEAF_VERSION,
-            "topic": row.topic,
-            "partition": row.partition,
-            "offset": row.offset,
-            "event_id": row.event_id,
-            "event_type": row.event_type,
-            "request_id": row.request_id,
-            "producer": row.producer,
-            "occurred_at": as_utc(row.occurred_at),
-            "recorded_at": as_utc(row.recorded_at),
-            "retain_until": as_utc(row.retain_until),
-            "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
-            "raw_sha256": hashlib.sha256(row.raw).hexdigest(),
-            "raw_len": len(row.raw),
-            "decode_error": row.decode_error,
-            "redacted": bool(row.redacted),
-            "received_sha256": row.received_sha256,
-        },
-        option=_LEAF_OPTIONS,
-    )
+    leaf: dict[str, object] = {
+        "v": LEAF_VERSION,
+        "topic": row.topic,
+        "partition": row.partition,
+        "offset": row.offset,
+        "event_id": row.event_id,
+        "event_type": row.event_type,
+        "request_id": row.request_id,
+        "producer": row.producer,
+        "occurred_at": as_utc(row.occurred_at),
+        "recorded_at": as_utc(row.recorded_at),
+        "retain_until": as_utc(row.retain_until),
+        "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
+        "raw_sha256": hashlib.sha256(row.raw).hexdigest(),
+        "raw_len": len(row.raw),
+        "decode_error": row.decode_error,
+        "redacted": bool(row.redacted),
+        "received_sha256": row.received_sha256,
+    }
+    if row.received_len is not None:
+        leaf["received_len"] = row.received_len
+    return orjson.dumps(leaf, option=_LEAF_OPTIONS)

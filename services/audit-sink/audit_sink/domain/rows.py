@@ -2,7 +2,12 @@
 
 The exact bytes received are kept whatever they are: a record that does not
 parse is still stored (as `undecodable`, with the reason), because the audit
-trail must show what was on the topic, not what we understood of it.
+trail must show what was on the topic, not what we understood of it. Up to a
+bound: a record above `AUDIT_MAX_STORED_BYTES` (contracts/limits.py; Kafka lets
+through up to twice as much) keeps its first `AUDIT_PREFIX_BYTES` in `raw`, and
+the row says what it could not keep: `received_len` (the full size) and
+`received_sha256` (the digest of the full bytes). The Merkle leaf commits to
+both, and to the prefix stored (docs/hostile-input.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import NamedTuple
 from audit_sink.domain.retention import RetentionPolicy
 from audit_sink.domain.times import as_utc
 from contracts import Envelope, EventDecodeError, PoaIssued, decode_envelope, decode_header, encode_envelope
+from contracts.limits import AUDIT_MAX_STORED_BYTES, AUDIT_PREFIX_BYTES
 
 __all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
 
@@ -48,6 +54,8 @@ class AuditRow(NamedTuple):
     decode_error: str | None
     redacted: bool = False
     received_sha256: str | None = None
+    received_len: int | None = None
+    """Set when `raw` is only the first bytes of what was received: the full length (digest: `received_sha256`)."""
 
 
 def _column(text: str, limit: int) -> str:
@@ -73,6 +81,7 @@ def _record_time(timestamp_ms: int, recorded_at: datetime) -> datetime:
 def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPolicy) -> AuditRow:
     """The row for a record; never raises on bad input."""
     raw = record.value or b""
+    truncated = len(raw) > AUDIT_MAX_STORED_BYTES
     try:
         # The attributes only (the bytes are stored as received): half the cost of the model.
         envelope = decode_header(record.value)
@@ -90,8 +99,10 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
             recorded_at=recorded_at,
             retain_until=retention.retain_until(UNDECODABLE, fallback_time),
             record_key=record.key,
-            raw=raw,
+            raw=raw[:AUDIT_PREFIX_BYTES] if truncated else raw,
             decode_error=_column(str(exc), 1024),
+            received_sha256=_sha256(raw) if truncated else None,
+            received_len=len(raw) if truncated else None,
         )
     # In UTC once here, so that the leaf and the insert need not convert it again.
     occurred = as_utc(envelope.time)
@@ -111,8 +122,12 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
         raw=redacted if redacted is not None else raw,
         decode_error=None,
         redacted=redacted is not None,
-        received_sha256="sha256:" + hashlib.sha256(raw).hexdigest() if redacted is not None else None,
+        received_sha256=_sha256(raw) if redacted is not None else None,
     )
+
+
+def _sha256(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _without_token(envelope: Envelope) -> bytes:
