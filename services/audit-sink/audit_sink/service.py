@@ -65,7 +65,13 @@ class AuditIngest:
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._running = False
-        self._ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host)
+        self._ops = OpsServer(
+            settings.ops_port,
+            lambda: self._running,
+            settings.ops_host,
+            service="audit-sink",
+            instance=settings.instance,
+        )
         self.stored = 0
 
     async def start(self) -> None:

@@ -68,7 +68,9 @@ class ChatRunner:
         )
         self.http = InteractionsServer(settings.chat_host, settings.chat_port, self.service.handle_interaction)
         self._running = False
-        self.ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host)
+        self.ops = OpsServer(
+            settings.ops_port, lambda: self._running, settings.ops_host, service="chat", instance=settings.instance
+        )
 
     async def start(self) -> None:
         await self.publisher.start()

@@ -16,7 +16,7 @@ from atb_identity import Svid, TrustBundle, sign_envelope
 from atb_identity.tls import server_context
 from atb_runtime import DeadLetters, Publisher, audit, outgoing_envelope
 from atb_runtime.follow import FollowerDeadLetters, follower_consumer
-from atb_runtime.ops import OpsServer
+from atb_runtime.ops import OpsServer, start_site
 from contracts import IssuanceRequested, JsonObject, make_envelope, topic_name
 from contracts.agents import AgentRegistry
 from gateway.adapters.follower import ViewFollower
@@ -51,7 +51,13 @@ class GatewayRunner:
         )
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
-        self._ops = OpsServer(settings.ops_port, lambda: self._runner is not None, settings.ops_host)
+        self._ops = OpsServer(
+            settings.ops_port,
+            lambda: self._runner is not None,
+            settings.ops_host,
+            service="gateway",
+            instance=settings.instance,
+        )
 
     async def _submit(self, request: IssuanceRequested) -> None:
         envelope = sign_envelope(make_envelope(request, source=self._svid_id()), self._svid)
@@ -87,8 +93,9 @@ class GatewayRunner:
         assert self._svid.cert_path is not None
         assert self._svid.key_path is not None
         context = server_context(self._svid.cert_path, self._svid.key_path, self._bundle_path)
-        site = web.TCPSite(self._runner, self._settings.gateway_host, self._settings.gateway_port, ssl_context=context)
-        await site.start()
+        await start_site(
+            self._runner, "gateway", self._settings.gateway_host, self._settings.gateway_port, ssl_context=context
+        )
         await self._ops.start()
 
     async def run(self) -> None:

@@ -25,6 +25,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
+from atb_runtime.ops import EXIT_PORT_UNAVAILABLE, PortBindError
 from contracts import EventPayload, topic_name
 
 __all__ = ["Channel", "Runner", "service_app"]
@@ -87,8 +88,15 @@ def service_app(
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
         faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)  # ... and USR2 every task's
-        runner = await build()
-        await runner.start()
+        try:
+            runner = await build()
+            await runner.start()
+        except PortBindError as exc:
+            # One line naming the port, and out at once: a service without its port must not
+            # linger (nor unwind half-started clients) while a supervisor waits for it.
+            log.critical("%s; exiting", exc)
+            logging.shutdown()
+            os._exit(EXIT_PORT_UNAVAILABLE)
         task = asyncio.create_task(runner.run(), name=f"{title}-loop")
         task.add_done_callback(_exit_on_crash)
         watchdog = _watch_parent()

@@ -1,19 +1,120 @@
-"""`/healthz` and `/metrics` for every service, on a small aiohttp server.
+"""`/healthz` and `/metrics` for every service, and how every server of a service gets its port.
 
 Health is "the processing loop is alive"; metrics are prometheus-client's
 default registry. Nothing here touches Kafka.
+
+Ports (the readiness contract, README "Readiness"). Every listening site of a
+service — the ops port and the HTTPS sites of gateway, broker and chat — starts
+through `start_site`:
+
+- A supervisor that already holds a bound socket for the port (`ServiceStack`,
+  atb/stack.py) passes it down: its file descriptor is listed in
+  `ATB_LISTEN_FDS` (comma-separated), and the site whose configured port is
+  that socket's port serves on it instead of binding. There is no window
+  between choosing a port and binding it.
+- Otherwise (docker-compose, fixed ports) the site binds `host:port` itself.
+- A port that cannot be bound raises `PortBindError`; the app lifespan
+  (`atb_runtime/app.py`) logs it as one line and exits with
+  `EXIT_PORT_UNAVAILABLE` at once.
+
+`/healthz` answers `{"status", "service", "instance", "pid", "ports"}`: a
+supervisor calls a service ready only when the pid it started answers, and
+`ports` names every site this very process serves (`{"ops": 18080, ...}`).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["Handler", "OpsServer"]
+__all__ = [
+    "EXIT_PORT_UNAVAILABLE",
+    "LISTEN_FDS_ENV",
+    "Handler",
+    "OpsServer",
+    "PortBindError",
+    "bound_ports",
+    "start_site",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LISTEN_FDS_ENV = "ATB_LISTEN_FDS"
+"""Listening sockets handed down by the supervisor: file descriptors, comma-separated."""
+
+EXIT_PORT_UNAVAILABLE = 71
+"""Exit status of a service that could not bind one of its ports (sysexits EX_OSERR)."""
+
+_BOUND: dict[str, int] = {}
+
+
+class PortBindError(Exception):
+    """A site of this service could not listen on its port."""
+
+    def __init__(self, site: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot bind the {site} port {host}:{port}: {reason}")
+        self.site = site
+        self.host = host
+        self.port = port
+
+
+def bound_ports() -> dict[str, int]:
+    """The ports this process serves, by site name (`ops`, `gateway`, `broker`, `chat`)."""
+    return dict(_BOUND)
+
+
+@functools.cache
+def _inherited() -> dict[int, int]:
+    """Port -> descriptor of the sockets listed in LISTEN_FDS_ENV (read once; taken sockets are popped)."""
+    found: dict[int, int] = {}
+    for part in os.environ.get(LISTEN_FDS_ENV, "").split(","):
+        if not part.strip().isdigit():
+            continue
+        fd = int(part)
+        try:
+            probe = socket.socket(fileno=fd)
+        except OSError:
+            continue  # not an open socket in this process
+        try:
+            found[probe.getsockname()[1]] = fd
+        finally:
+            probe.detach()  # keep the descriptor open: a site takes it below
+    return found
+
+
+def _inherited_socket(port: int) -> socket.socket | None:
+    fd = _inherited().pop(port, None) if port else None
+    return None if fd is None else socket.socket(fileno=fd)
+
+
+async def start_site(
+    runner: web.AppRunner,
+    site: str,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    backlog: int = 128,
+) -> int:
+    """Serve `runner` on `port`: the socket handed down for it, else a fresh bind. Returns the port."""
+    sock = _inherited_socket(port)
+    try:
+        if sock is not None:
+            await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=backlog).start()
+            port = sock.getsockname()[1]
+        else:
+            await web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog).start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PortBindError(site, host, port, reason.lower()) from exc
+    _BOUND[site] = port
+    return port
 
 
 class OpsServer:
@@ -23,11 +124,16 @@ class OpsServer:
         healthy: Callable[[], bool],
         host: str = "127.0.0.1",
         routes: Sequence[tuple[str, Handler]] = (),
+        *,
+        service: str = "",
+        instance: str = "",
     ) -> None:
         self._port = port
         self._host = host
         self._routes = routes
         self._healthy = healthy
+        self._service = service
+        self._instance = instance
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -40,7 +146,7 @@ class OpsServer:
             app.router.add_get(path, handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        await start_site(self._runner, "ops", self._host, self._port)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -48,7 +154,14 @@ class OpsServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         ok = self._healthy()
-        return web.json_response({"status": "ok" if ok else "failing"}, status=200 if ok else 503)
+        body = {
+            "status": "ok" if ok else "failing",
+            "service": self._service,
+            "instance": self._instance,
+            "pid": os.getpid(),
+            "ports": bound_ports(),
+        }
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -49,7 +49,14 @@ class ServiceRunner:
         self._before_start = before_start
         self._closers = closers
         self._running = False
-        self._ops = OpsServer(settings.ops_port, lambda: self._running, settings.ops_host, routes)
+        self._ops = OpsServer(
+            settings.ops_port,
+            lambda: self._running,
+            settings.ops_host,
+            routes,
+            service=name,
+            instance=settings.instance,
+        )
 
     async def start(self) -> None:
         for step in self._before_start:

@@ -18,6 +18,7 @@ from pydantic import JsonValue
 
 from atb_identity import TrustBundle, cert_thumbprint
 from atb_runtime.http import Refusal, agent_of, error_response, read_body
+from atb_runtime.ops import start_site
 from broker.adapters.connectors import ConnectorCall, ConnectorError, Invoker
 from broker.domain import Outcome, Presentation
 from contracts import ActionRequested, JsonObject
@@ -130,7 +131,7 @@ class HttpsServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port, ssl_context=self._context, backlog=1024).start()
+        await start_site(self._runner, "broker", self._host, self._port, ssl_context=self._context, backlog=1024)
 
     async def stop(self) -> None:
         if self._runner is not None:
