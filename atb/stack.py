@@ -1,15 +1,28 @@
 """Run the ATB services as separate processes (`faststream run <pkg>.main:app`).
 
-Used by `atb demo`, `atb dev up --services`, the end-to-end tests and the
-benchmarks. Each service gets its own pidfile and log file under the state
-folder, its own `/healthz` port (readiness), and the same `ATB_*` settings.
+Used by `atb demo`, the end-to-end tests and the benchmarks. Each service gets
+its own pidfile and log file under the state folder, its own `/healthz` port
+(readiness), and the same `ATB_*` settings.
+
+Ports and readiness (README "Readiness"):
+
+- Every port the stack picks (ops ports, the gateway's, the brokers', chat's) is
+  bound by the stack's `PortAllocator` and kept bound for the stack's life; the
+  service inherits that socket and serves on it (atb/dev/ports.py). No other
+  process can take the port, and it stays the same across `kill`/`restart`.
+  Ports given in `StackConfig` are bound by the service itself.
+- A service that cannot bind a port exits at once with status 71 and one log
+  line naming the port (`atb_runtime.ops`); `start` reports that exit at once,
+  with the tail of the log, not after `ready_timeout`.
+- A service is ready when `GET /healthz` on its ops port answers 200 from the
+  very pid this stack started, listing every port the stack expects it to serve.
+  An answer from any other process is not readiness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -18,10 +31,12 @@ from pathlib import Path
 
 import aiohttp
 
+from atb.dev.ports import PortAllocator
 from atb.dev.procs import ManagedProcess
 from atb_identity import init_ca
+from atb_runtime.ops import LISTEN_FDS_ENV
 
-__all__ = ["DEFAULT_SERVICES", "SERVICES", "ServiceStack", "StackConfig"]
+__all__ = ["DEFAULT_SERVICES", "SERVICES", "NotReadyError", "ServiceStack", "StackConfig", "healthz_ready"]
 
 SERVICES: dict[str, str] = {
     "gateway": "gateway.main:app",
@@ -35,11 +50,8 @@ DEFAULT_SERVICES = ("gateway", "approvals", "issuer", "broker", "audit-sink")
 """chat is opt-in (`services=(*DEFAULT_SERVICES, "chat")`): it talks to a Slack API (`StackConfig.slack_api_url`)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class NotReadyError(Exception):
+    """Why a /healthz answer is not the readiness of the process we started."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +63,14 @@ class StackConfig:
     audit_db_url: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     gateway_port: int = 0
-    """HTTPS port of the AgentAuth gateway; 0 picks a free one."""
+    """HTTPS port of the AgentAuth gateway; 0 lets the stack allocate one (held, see the module docstring)."""
     trust_domain: str = "atb.local"
     exit_with_parent: bool = True
     """Services shut down when the process that started them dies (tests, demo)."""
     slack_api_url: str = ""
     """Slack Web API base URL for the chat service (the local stand-in in tests and the demo)."""
     chat_port: int = 0
-    """Port of the chat service's POST /slack/interactions; 0 picks a free one."""
+    """Port of the chat service's POST /slack/interactions; 0 lets the stack allocate one."""
 
     def run_dir(self) -> Path:
         return self.state_dir / "services" / (self.namespace.rstrip(".") or "default")
@@ -69,12 +81,14 @@ class ServiceStack:
 
     def __init__(self, config: StackConfig, services: tuple[str, ...] = DEFAULT_SERVICES) -> None:
         self.config = config
-        self.gateway_port = config.gateway_port or _free_port()
+        self._ports = PortAllocator()
+        """Holds every port the stack picked until `stop()`; services inherit the sockets."""
+        self.gateway_port = config.gateway_port or self._ports.allocate()
         self.broker_ports: dict[str, int] = {}
         """HTTPS (mTLS) port of `POST /v1/authorize` per broker process name."""
-        self.chat_port = config.chat_port or _free_port()
+        self.chat_port = config.chat_port or self._ports.allocate()
         self.processes: dict[str, ManagedProcess] = {}
-        self.ops_ports: dict[str, int] = {name: _free_port() for name in services}
+        self.ops_ports: dict[str, int] = {name: self._ports.allocate() for name in services}
         for name in services:
             self.processes[name] = self._process(name, self.ops_ports[name])
 
@@ -84,7 +98,7 @@ class ServiceStack:
         `env` overrides settings of this process only (a broker with another OPA, say).
         """
         replica = f"{name}-{instance}"
-        self.ops_ports[replica] = _free_port()
+        self.ops_ports[replica] = self._ports.allocate()
         self.processes[replica] = self._process(name, self.ops_ports[replica], instance, replica, env or {})
         return replica
 
@@ -94,7 +108,7 @@ class ServiceStack:
     def _service_env(self, name: str, process_name: str) -> dict[str, str]:
         if name != "broker":
             return {}
-        self.broker_ports[process_name] = _free_port()
+        self.broker_ports[process_name] = self._ports.allocate()
         env = {"ATB_BROKER_PORT": str(self.broker_ports[process_name])}
         if "issuer" in self.ops_ports:
             env["ATB_JWKS_URL"] = f"http://127.0.0.1:{self.ops_ports['issuer']}/.well-known/jwks.json"
@@ -133,28 +147,40 @@ class ServiceStack:
             **cfg.extra_env,
             **(env_overrides or {}),
         }
+        # The sites this process serves, by the name its /healthz reports them under (atb_runtime.ops).
+        sites = {"ops": int(env["ATB_OPS_PORT"])}
+        site_env = {"gateway": "ATB_GATEWAY_PORT", "broker": "ATB_BROKER_PORT", "chat": "ATB_CHAT_PORT"}
+        if name in site_env and int(env.get(site_env[name]) or 0):
+            sites[name] = int(env[site_env[name]])
+        self.ops_ports[process_name] = sites["ops"]  # ATB_OPS_PORT in extra_env / env fixes it
+        held = self._ports.held(sites.values())
+        env[LISTEN_FDS_ENV] = ",".join(map(str, held))
         run_dir = cfg.run_dir()
         run_dir.mkdir(parents=True, exist_ok=True)
 
         async def ready() -> bool:
-            return await _healthy(port)
+            return await healthz_ready(process, sites)
 
-        return ManagedProcess(
+        process = ManagedProcess(
             process_name,
             [sys.executable, "-m", "faststream", "run", SERVICES[name]],
             env,
             log_path=run_dir / f"{process_name}.log",
             pid_path=run_dir / f"{process_name}.pid",
             ready=ready,
+            pass_fds=held,
         )
+        return process
 
     async def start(self, ready_timeout: float = 60.0) -> None:
-        """Start every service (in parallel) and wait until each answers /healthz.
+        """Start every service (in parallel) and wait until each is ready (the module docstring).
 
         A leftover process of an earlier run (same pidfile) is stopped first: its
-        ops port is not this run's.
+        ops port is not this run's. Raises ProcessStartError as soon as a service
+        exits, or when one is not ready in time; the others keep running (`stop()`).
         """
-        await self.stop()
+        self._check_open()
+        await self._stop_processes()
         # The dev CA must exist before services load its bundle (created once, not by
         # several services racing each other).
         init_ca(self.config.state_dir, self.config.trust_domain)
@@ -169,7 +195,16 @@ class ServiceStack:
         return f"http://127.0.0.1:{self.chat_port}/slack/interactions"
 
     async def stop(self, timeout: float = 10.0) -> None:
+        """Stop every service and release the stack's ports; the stack cannot be started again."""
+        await self._stop_processes(timeout)
+        self._ports.close()
+
+    async def _stop_processes(self, timeout: float = 10.0) -> None:
         await asyncio.gather(*(proc.stop(timeout) for proc in self.processes.values()))
+
+    def _check_open(self) -> None:
+        if self._ports.closed:
+            raise RuntimeError("this ServiceStack was stopped (its ports are released): make a new one")
 
     async def kill(self, name: str, wait_s: float = 10.0) -> bool:
         """SIGKILL one service (fault injection) and wait until it is gone."""
@@ -184,19 +219,39 @@ class ServiceStack:
         return True
 
     async def restart(self, name: str, ready_timeout: float = 60.0) -> None:
+        """Start `name` again (after `kill`): same ports, ready once the new pid answers."""
+        self._check_open()
         await self.processes[name].start(ready_timeout)
 
     def logs(self) -> dict[str, Path]:
         return {name: proc.log_path for name, proc in self.processes.items()}
 
 
-async def _healthy(port: int) -> bool:
+async def healthz_ready(process: ManagedProcess, sites: Mapping[str, int]) -> bool:
+    """True when /healthz on the ops port is answered 200 by `process` itself, serving every one of `sites`.
+
+    Raises NotReadyError when another process answers or a site is missing, so that a timeout says why.
+    """
+    port = sites["ops"]
     try:
         timeout = aiohttp.ClientTimeout(total=1.0)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
             session.get(f"http://127.0.0.1:{port}/healthz") as response,
         ):
-            return response.status == 200
-    except (aiohttp.ClientError, TimeoutError, OSError):
+            status = response.status
+            body = await response.json(content_type=None) if status in (200, 503) else None
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return False
+    expected = process.pid
+    answered = body.get("pid") if isinstance(body, dict) else None
+    if answered != expected:
+        who = f"pid {answered}" if answered is not None else "a process that names no pid"
+        raise NotReadyError(f"port {port} is answered by {who}, not by {process.name} (pid {expected})")
+    if status != 200:
+        return False
+    served = body.get("ports") if isinstance(body, dict) else None
+    missing = {site: p for site, p in sites.items() if not isinstance(served, dict) or served.get(site) != p}
+    if missing:
+        raise NotReadyError(f"{process.name} (pid {expected}) does not serve {missing} (it serves {served})")
+    return True

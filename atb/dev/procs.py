@@ -8,6 +8,14 @@ an unrelated process after a crash is never signalled: the process is "ours" onl
 while `/proc/<pid>/stat` and `/proc/<pid>/cmdline` still match what was recorded.
 A pidfile whose process is gone is removed without a word.
 
+Readiness: `start` returns once the ready check answers True. While waiting, the
+process is watched: if it exits, `start` raises at once (within a poll interval,
+even while a check is still in flight) with its exit status and the tail of its
+log. The check itself decides what "ready" means; `ServiceStack` requires that the
+pid it started answers `/healthz` (atb/stack.py), so another process answering on
+the port is never taken for this one. `pass_fds` hands listening sockets down
+(atb/dev/ports.py).
+
 What it does not do: restart crashed processes, rotate logs while running, or
 work on systems without `/proc` (Linux only, like the rest of the dev stack).
 """
@@ -30,11 +38,14 @@ from atb.dev.errors import ProcessStartError
 __all__ = ["ManagedProcess", "ReadyCheck"]
 
 ReadyCheck = Callable[[], Awaitable[bool]]
-"""Answers True once the process serves; may raise while it does not (treated as not ready)."""
+"""Answers True once the process serves; may raise while it does not (treated as not ready, and the
+message is reported if the wait times out)."""
 
 # Handles of the children this interpreter started: polling them reaps zombies,
 # and holding them keeps Popen.__del__ from warning about a still-running child.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_EXIT_CODES: dict[int, int] = {}
+"""Exit statuses of reaped children, by pid (the last one per pid)."""
 
 _POLL_S = 0.05
 
@@ -71,18 +82,19 @@ def _cmdline(pid: int) -> tuple[str, ...] | None:
 
 def _reap(pid: int) -> None:
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None and (code := child.poll()) is not None:
         del _CHILDREN[pid]
+        _EXIT_CODES[pid] = code
 
 
-def _last_line(path: Path, limit: int = 300) -> str:
+def _last_lines(path: Path, count: int = 1, limit: int = 300) -> list[str]:
     try:
         with path.open("rb") as fh:
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
             lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
-        return ""
-    return lines[-1][:limit] if lines else ""
+        return []
+    return [line[:limit] for line in lines[-count:]]
 
 
 class ManagedProcess:
@@ -98,6 +110,7 @@ class ManagedProcess:
         ready: ReadyCheck | None = None,
         *,
         cwd: Path | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         if not argv:
             raise ValueError("argv must name a program")
@@ -107,7 +120,10 @@ class ManagedProcess:
         self.log_path = log_path
         self.pid_path = pid_path
         self.cwd = cwd
+        self.pass_fds: tuple[int, ...] = tuple(pass_fds)
+        """Descriptors the process inherits (listening sockets); they keep their numbers in the child."""
         self._ready = ready
+        self._spawned: int | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -144,6 +160,14 @@ class ManagedProcess:
 
     def is_running(self) -> bool:
         return self._live_record() is not None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status of the last process this object started, once it has exited (None otherwise)."""
+        if self._spawned is None:
+            return None
+        _reap(self._spawned)
+        return _EXIT_CODES.get(self._spawned)
 
     @property
     def running_argv(self) -> tuple[str, ...] | None:
@@ -190,8 +214,11 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=self.pass_fds,
             )
         _CHILDREN[child.pid] = child
+        _EXIT_CODES.pop(child.pid, None)
+        self._spawned = child.pid
         record = _Record(child.pid, _start_ticks(child.pid) or -1, self._settled_cmdline(child.pid), self.argv)
         tmp = self.pid_path.with_name(self.pid_path.name + ".tmp")
         tmp.write_text(json.dumps(asdict(record)))
@@ -207,29 +234,55 @@ class ManagedProcess:
         return cmdline or ()
 
     async def wait_ready(self, ready_timeout: float) -> None:
-        """Poll the ready check until it answers True; raise ProcessStartError on exit or timeout."""
+        """Poll the ready check until it answers True; raise ProcessStartError on exit or timeout.
+
+        The process is watched while a check is in flight: an exit is reported at once, not at the timeout.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ready_timeout
         why = ""
         while True:
-            pid = self.pid
-            if pid is None:
-                last = _last_line(self.log_path)
-                raise ProcessStartError(f"{self.name} exited while starting; see {self.log_path} (last line: {last!r})")
+            pid = self._alive()
             if self._ready is None:
                 return
+            probe = asyncio.ensure_future(self._ready())
             try:
-                async with asyncio.timeout(max(0.1, deadline - loop.time())):
-                    if await self._ready():
+                while not (await asyncio.wait({probe}, timeout=_POLL_S))[0]:
+                    self._alive()
+                    if loop.time() >= deadline:
+                        break
+            finally:
+                if not probe.done():
+                    probe.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await probe
+            if probe.done() and not probe.cancelled():
+                if (error := probe.exception()) is None:
+                    if probe.result():
                         return
-            except Exception as exc:  # not ready yet: connection refused, timeout, ...
-                why = f"{type(exc).__name__}: {exc}"
+                else:  # not ready yet: connection refused, timeout, another process answering, ...
+                    why = f"{type(error).__name__}: {error}"
             if loop.time() >= deadline:
                 raise ProcessStartError(
                     f"{self.name} (pid {pid}) not ready after {ready_timeout:.0f}s{f' ({why})' if why else ''};"
                     f" see {self.log_path}"
                 )
-            await asyncio.sleep(0.2)
+            pause = loop.time() + 0.2
+            while loop.time() < pause:
+                await asyncio.sleep(_POLL_S)
+                self._alive()
+
+    def _alive(self) -> int:
+        """Our running process's pid; ProcessStartError (exit status, log tail) when it is gone."""
+        pid = self.pid
+        if pid is not None:
+            return pid
+        code = self.returncode
+        status = "" if code is None else (f" (status {code})" if code >= 0 else f" (signal {-code})")
+        tail = " | ".join(_last_lines(self.log_path, 5))
+        raise ProcessStartError(
+            f"{self.name} exited while starting{status}; see {self.log_path}" + (f"; log tail: {tail}" if tail else "")
+        )
 
     # -- stop -------------------------------------------------------------------------------
 
