@@ -82,7 +82,7 @@ def _codes(out: list[Outgoing]) -> list[str]:
 async def test_a_valid_low_request_gets_its_quorum(tmp_path: Path) -> None:
     out = await _service(tmp_path).handle([_request_record(tmp_path)])
     assert "QuorumReached" in _codes(out)
-    quorum = next(r for r in out if b"quorum_reached" in r.value)
+    quorum = next(r for r in out if r.value is not None and b"quorum_reached" in r.value)
     assert decode_envelope(quorum.value).proof is not None  # outcomes are signed
 
 

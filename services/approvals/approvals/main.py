@@ -50,6 +50,7 @@ async def build() -> ServiceRunner:
         on_rewind=service.on_rewind,
         on_assigned=service.on_assigned,
         tick=service.tick,
+        poison=service.set_aside,
         closers=(opa.close,),
     )
 

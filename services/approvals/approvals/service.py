@@ -13,9 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-
-from aiokafka import TopicPartition
+from datetime import UTC, datetime, timedelta
 
 from approvals.adapters.policy import PolicyRequirements
 from approvals.adapters.state import StateStore
@@ -88,17 +86,39 @@ class ApprovalsService:
         self._votes_topic = topic_name(Topic.VOTES, self._ns)
         self._partitions: set[int] = set()
         self._states: dict[str, ApprovalStateChanged] = {}
+        self._home: dict[str, int] = {}
+        """The partition each known request lives on (its state is reloaded with that partition)."""
+        self._partition = -1
+        """The partition of the record being handled: where a new state lives."""
 
     # -- state ---------------------------------------------------------------------------
 
-    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Load the changelog for the partitions this instance now owns."""
-        self._partitions = {tp.partition for tp in assigned}
-        self._states = await self._store.load(self._partitions)
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Load the changelog for the partitions this instance now owns (after they were fenced)."""
+        self._partitions = set(partitions)
+        self._states, self._home = {}, {}
+        await self._load(self._partitions)
 
-    async def on_rewind(self) -> None:
-        """A transaction failed: drop what was decided in memory, reload what was committed."""
-        self._states = await self._store.load(self._partitions)
+    async def on_rewind(self, partitions: set[int]) -> None:
+        """A transaction failed: drop what was decided in memory for these partitions, reload what was committed."""
+        for request_id in [r for r, p in self._home.items() if p in partitions]:
+            self._states.pop(request_id, None)
+            self._home.pop(request_id, None)
+        await self._load(partitions & self._partitions)
+
+    async def _load(self, partitions: set[int]) -> None:
+        # Only states written inside the window can still matter: an open request was
+        # written at most `max_pending_seconds` ago, a closed one is tombstoned after
+        # `closed_retention_seconds` (docs/scaling.md).
+        since = datetime.now(UTC) - timedelta(seconds=self._settings.restore_window_seconds())
+        for partition, states in (await self._store.load(partitions, since=since)).items():
+            self._states.update(states)
+            self._home.update(dict.fromkeys(states, partition))
+
+    @property
+    def open_requests(self) -> int:
+        """Requests held in memory (open, held, or closed and not yet forgotten)."""
+        return len(self._states)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -106,6 +126,7 @@ class ApprovalsService:
         return await each_record(records, self._handle_one, self._failed)
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
+        self._partition = record.partition
         limit = MAX_REQUEST_BYTES if record.topic == self._requests_topic else MAX_VOTE_BYTES
         if record.value is not None and len(record.value) > limit:
             # Outcomes and the changelog embed requests and votes: bounding the inputs
@@ -120,8 +141,8 @@ class ApprovalsService:
             return self._bad_input(record, exc.code, exc.reason)
         request_id = getattr(payload, "request_id", None)
         if request_id != request_id_hint(record):
-            # DESIGN.md §4: a request's whole history lives on the partition of its key;
-            # a record keyed otherwise would be judged without its request's state.
+            # docs/architecture.md: a request's whole history lives on the partition of its
+            # key; a record keyed otherwise would be judged without its request's state.
             return self._bad_input(record, "key_mismatch", f"record key is not the request id {request_id!r}")
         if record.topic == self._requests_topic and isinstance(payload, IssuanceRequested):
             return await self._on_request(record, envelope, payload)
@@ -131,6 +152,9 @@ class ApprovalsService:
 
     async def _on_request(self, record: Incoming, envelope: Envelope, request: IssuanceRequested) -> list[Outgoing]:
         now = datetime.now(UTC)
+        if stale := self._staleness(request, now):
+            # Its state may be forgotten already: judged again, a replay would get a second outcome.
+            return self._bad_input(record, *stale)
         try:
             origin = verify_origin(envelope, request.agent_id, self._bundle, attesters=self._request_attesters, at=now)
         except IdentityError as exc:
@@ -198,6 +222,18 @@ class ApprovalsService:
         )
         return self._apply(vote.request_id, step, {"channel": vote.channel})
 
+    def _staleness(self, request: IssuanceRequested, now: datetime) -> tuple[str, str] | None:
+        """Why a request is too old or too new to be judged (its own clock is bounded by ours), or None."""
+        age = (now - request.requested_at).total_seconds()
+        if age > self._settings.max_request_age_seconds:
+            return (
+                "stale_request",
+                f"requested {age:.0f}s ago; older than {self._settings.max_request_age_seconds}s is not judged",
+            )
+        if -age > self._settings.clock_skew_seconds:
+            return "request_from_the_future", f"requested_at is {-age:.0f}s ahead of this service's clock"
+        return None
+
     def _attester_refusal(self, attester: str, request_id: str) -> str | None:
         """Why `attester` may not vouch for a vote on this request (its tier is beyond its limit), or None."""
         allowed = self._settings.vote_attester_tiers.get(attester)
@@ -215,11 +251,21 @@ class ApprovalsService:
         """Deadlines: expire open requests, drop votes held too long."""
         now = datetime.now(UTC)
         out: list[Outgoing] = []
+        forget_before = now - timedelta(seconds=self._settings.closed_retention_seconds)
         for request_id, state in list(self._states.items()):
+            if state.status == "closed" and state.updated_at < forget_before:
+                out.append(self._forget(request_id))
+                continue
             step = on_tick(state, directory=self._directory, now=now)
             if step is not None:
                 out.extend(self._apply(request_id, step))
         return out
+
+    def _forget(self, request_id: str) -> Outgoing:
+        """No later event can matter for this closed request any more: tombstone its changelog."""
+        self._states.pop(request_id, None)
+        self._home.pop(request_id, None)
+        return self._store.tombstone(request_id)
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -227,6 +273,7 @@ class ApprovalsService:
         out = [self._signed(event) for event in step.events]
         if step.changed and step.state is not None:
             self._states[request_id] = step.state
+            self._home.setdefault(request_id, self._partition)
             out.append(self._store.record(step.state))
         out.extend(self._audit(request_id, note, extra) for note in step.audits)
         return out
@@ -247,6 +294,10 @@ class ApprovalsService:
             details={**note.details, **(extra or {})},
         )
 
+    def set_aside(self, record: Incoming, code: str, reason: str) -> list[Outgoing]:
+        """A record the processor could not get through (a poison record, a misplaced one): dead-lettered."""
+        return self._bad_input(record, code, reason)
+
     def _failed(self, record: Incoming, exc: Exception) -> list[Outgoing]:
         return self._bad_input(record, "internal_error", f"{type(exc).__name__}: {exc}")
 
@@ -254,7 +305,7 @@ class ApprovalsService:
         request_id = request_id_hint(record)
         out = self._dead(record, code, reason, request_id)
         if record.topic == self._votes_topic and request_id:
-            # DESIGN.md §4: a request with a dead-lettered vote fails closed.
+            # docs/architecture.md: a request with a dead-lettered vote fails closed.
             out += self._apply(request_id, on_bad_vote(self._states.get(request_id), code, datetime.now(UTC)))
         return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from atb_runtime.settings import CommonSettings
 from contracts import Tier
@@ -41,8 +41,29 @@ class ApprovalsSettings(CommonSettings):
     """Upper bound on any request's pending window, whatever the policy says."""
     vote_hold_seconds: int = 300
     """How long a vote that arrived before its request is kept."""
+    max_request_age_seconds: int = 3_600
+    """A request whose `requested_at` is older than this is dead-lettered (`stale_request`), not judged."""
+    clock_skew_seconds: int = 300
+    """How far a request's `requested_at` may be ahead of this service's clock."""
+    closed_retention_seconds: int = 7_200
+    """How long a closed request's state is kept (duplicates and late votes are refused by it); then it
+    is tombstoned. Must exceed `max_request_age_seconds` + `clock_skew_seconds`: a replay of the request
+    must meet either its state or the staleness rule."""
     policy_cache_seconds: float = 1.0
     """How long a policy answer per (action, tenant, target tenant, agent's tenants) is reused."""
+
+    @model_validator(mode="after")
+    def _retention_covers_replays(self) -> ApprovalsSettings:
+        if self.closed_retention_seconds <= self.max_request_age_seconds + self.clock_skew_seconds:
+            raise ValueError(
+                "closed_retention_seconds must exceed max_request_age_seconds + clock_skew_seconds, "
+                "or a replayed request could be judged twice"
+            )
+        return self
+
+    def restore_window_seconds(self) -> int:
+        """How far back a restore reads the changelog: every state that can still matter is newer."""
+        return self.max_pending_seconds + self.vote_hold_seconds + self.closed_retention_seconds
 
     def directory_path(self) -> Path:
         return self.approver_directory_path or DEFAULT_DIRECTORY

@@ -50,11 +50,11 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One record to produce."""
+    """One record to produce; a `value` of None is a tombstone (compacted topics forget the key)."""
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
     headers: Headers = field(default=_CE_HEADERS)
 
 
