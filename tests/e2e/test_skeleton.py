@@ -160,6 +160,7 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
         record, consumer="approvals", error_code="invalid_envelope", reason="x", source="spiffe://a/b", namespace=""
     )
     assert letter.topic == "atb.dlq"
+    assert letter.value is not None
     assert b"AGJhZA==" in letter.value  # base64 of the original bytes
     assert ("atb-dlq-original-offset", b"41") in letter.headers
     assert audit_record.topic == "atb.audit"

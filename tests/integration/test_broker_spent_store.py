@@ -17,7 +17,7 @@ import pytest
 
 from atb.dev.postgres import TempPostgres
 from broker.adapters.outbox import OutboxRelay, encode_outbox
-from broker.adapters.spent import Spend, SpentStore
+from broker.adapters.spent import Spend, SpendVerdict, SpentStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,7 +33,7 @@ def spent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _spend(url: str, jtis: list[str], who: str, start_at: float, out: Any) -> None:
     store = SpentStore(url)
     time.sleep(max(0.0, start_at - time.time()))  # everyone at the same moment
-    owned = asyncio.run(store.spend_many([Spend(j, who, "req", "agent", int(time.time()) + 60) for j in jtis]))
+    owned = asyncio.run(store.spend_many([Spend(j, who, f"req-{j}", "agent", int(time.time()) + 60) for j in jtis]))
     out.put((who, owned))
     store.close()
 
@@ -51,7 +51,38 @@ def test_each_jti_has_exactly_one_owner_across_processes(spent_url: str) -> None
     for p in procs:
         p.join(30)
     for index in range(len(jtis)):
-        assert sum(owned[index] for _, owned in results) == 1, jtis[index]
+        assert [owned[index] for _, owned in results].count(SpendVerdict.OWNED) == 1, jtis[index]
+
+
+def _spend_one_request(url: str, jti: str, request_id: str, start_at: float, out: Any) -> None:
+    store = SpentStore(url)
+    time.sleep(max(0.0, start_at - time.time()))
+    out.put(
+        (jti, asyncio.run(store.spend_many([Spend(jti, f"p-{jti}", request_id, "agent", int(time.time()) + 60)]))[0])
+    )
+    store.close()
+
+
+def test_each_request_is_spent_by_exactly_one_poa_across_processes(spent_url: str) -> None:
+    """Six different PoAs of one request, presented at once from six processes: one allow (docs/scaling.md)."""
+    SpentStore(spent_url).close()
+    request_id = f"req-race-{secrets.token_hex(4)}"
+    jtis = [f"jti-req-race-{i}-{secrets.token_hex(4)}" for i in range(6)]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 3
+    procs = [ctx.Process(target=_spend_one_request, args=(spent_url, j, request_id, start_at, out)) for j in jtis]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+    winners = [j for j, verdict in results.items() if verdict == SpendVerdict.OWNED]
+    assert len(winners) == 1, results
+    assert sorted(results.values()).count(SpendVerdict.REQUEST_SPENT) == 5
+    store = SpentStore(spent_url)
+    assert store.request_owner(request_id) == winners[0]
+    store.close()
 
 
 def test_outbox_commit_and_relay(spent_url: str) -> None:
@@ -64,13 +95,13 @@ def test_outbox_commit_and_relay(spent_url: str) -> None:
     async def send(records: Any) -> None:
         sent.extend(records)
 
-    async def scenario() -> list[bool]:
+    async def scenario() -> list[SpendVerdict]:
         spends = [Spend(f"jti-outbox-{secrets.token_hex(6)}", "http:1", "req", "agent", int(time.time()) + 60)]
         owned = await store.commit(spends, lambda _owned: encode_outbox(events), "7")
         await OutboxRelay(store, send, "7").drain()
         await OutboxRelay(store, send, "7").drain()
         return owned
 
-    assert asyncio.run(scenario()) == [True]
+    assert asyncio.run(scenario()) == [SpendVerdict.OWNED]
     assert sent == events
     store.close()

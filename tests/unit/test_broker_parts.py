@@ -14,7 +14,7 @@ from aiohttp import web
 from atb_runtime.opa import PolicyUnavailableError
 from broker.adapters.keys import KeyRing
 from broker.adapters.policy import PolicyGate
-from broker.adapters.spent import Spend, SpentStore
+from broker.adapters.spent import Spend, SpendVerdict, SpentStore
 from broker.domain import Connector, ConnectorRegistry, RegistryError, Route, RouteRefused
 from broker.settings import BrokerSettings
 from contracts.agents import AgentRegistry
@@ -178,17 +178,18 @@ def test_one_jti_spent_from_many_processes_has_one_owner(tmp_path: Path) -> None
     for p in procs:
         p.join(60)
     results = [out.get(timeout=5) for _ in procs]
-    assert results.count(True) == 1
+    assert results.count(SpendVerdict.OWNED) == 1
+    assert results.count(SpendVerdict.REPLAYED) == 5
 
 
 def test_forget_expired_keeps_live_rows(tmp_path: Path) -> None:
     store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
     now = int(time.time())
     spends = [
-        Spend("old-000000000000001", "a", "r", "x", now - 10),
-        Spend("live-00000000000001", "b", "r", "x", now + 60),
+        Spend("old-000000000000001", "a", "r-old", "x", now - 10),
+        Spend("live-00000000000001", "b", "r-live", "x", now + 60),
     ]
-    assert asyncio.run(store.spend_many(spends)) == [True, True]
+    assert asyncio.run(store.spend_many(spends)) == [SpendVerdict.OWNED, SpendVerdict.OWNED]
     assert asyncio.run(store.forget_expired(now)) == 1
     assert store.owner("live-00000000000001") == "b"
     assert store.owner("old-000000000000001") is None
@@ -223,7 +224,7 @@ def test_outbox_rows_survive_a_crash_and_are_published_once_by_their_instance(tm
     async def before_crash() -> None:
         store = SpentStore(url)
         spends = [Spend("jti-outbox-0000000001", "http:1", "req-1", "agent", int(time.time()) + 60)]
-        assert await store.commit(spends, lambda owned: encode_outbox(events), "0") == [True]
+        assert await store.commit(spends, lambda owned: encode_outbox(events), "0") == [SpendVerdict.OWNED]
         await store.commit([], lambda owned: encode_outbox(events), "1")  # another replica's row
         store.close()  # "crash": nothing published
 
@@ -291,3 +292,36 @@ def test_the_policy_input_carries_the_registered_tenants_of_the_proven_agent() -
     asyncio.run(gate.decide([(stranger, None)]))
     assert seen[0]["batch"][0]["request"]["agent_tenants"] == ["acme", "globex"]
     assert seen[1]["batch"][0]["request"]["agent_tenants"] == []  # unregistered: no tenant (policy: critical)
+
+
+def test_a_second_poa_of_a_spent_request_is_refused_and_its_redelivery_keeps_its_answer(tmp_path: Path) -> None:
+    """Single use per request as well as per jti, in one transaction (docs/scaling.md)."""
+    store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    exp = int(time.time()) + 60
+    first = Spend("jti-first-000000001", "kafka:a/0/1", "req-pay", "agent", exp)
+    second = Spend("jti-second-00000001", "kafka:a/0/2", "req-pay", "agent", exp)
+    other = Spend("jti-other-000000001", "kafka:a/0/3", "req-other", "agent", exp)
+    assert asyncio.run(store.spend_many([first])) == [SpendVerdict.OWNED]
+    assert asyncio.run(store.spend_many([second, other])) == [SpendVerdict.REQUEST_SPENT, SpendVerdict.OWNED]
+    # Redeliveries are the same presentations: the same answers, whatever the order.
+    assert asyncio.run(store.spend_many([second, first])) == [SpendVerdict.REQUEST_SPENT, SpendVerdict.OWNED]
+    assert store.request_owner("req-pay") == "jti-first-000000001"
+    # Two PoAs of one request in one batch: the first in the batch wins, the other is refused.
+    a = Spend("jti-batch-a00000001", "http:1", "req-batch", "agent", exp)
+    b = Spend("jti-batch-b00000001", "http:2", "req-batch", "agent", exp)
+    assert asyncio.run(store.spend_many([a, b])) == [SpendVerdict.OWNED, SpendVerdict.REQUEST_SPENT]
+    store.close()
+
+
+def test_spent_requests_are_forgotten_only_well_after_their_poa_expired(tmp_path: Path) -> None:
+    from broker.adapters.spent import REQUEST_MEMORY_S
+
+    store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    now = int(time.time())
+    asyncio.run(store.spend_many([Spend("jti-expired-0000001", "p", "req-x", "a", now - 10)]))
+    asyncio.run(store.forget_expired(now))
+    assert store.owner("jti-expired-0000001") is None
+    assert store.request_owner("req-x") == "jti-expired-0000001"  # a second PoA could still be alive
+    asyncio.run(store.forget_expired(now + REQUEST_MEMORY_S + 1))
+    assert store.request_owner("req-x") is None
+    store.close()

@@ -41,7 +41,7 @@ from broker.adapters.metrics import (
 from broker.adapters.outbox import OutboxRelay, encode_outbox
 from broker.adapters.policy import PolicyDecision
 from broker.adapters.revocations import RevocationList
-from broker.adapters.spent import Spend, SpentStore
+from broker.adapters.spent import Spend, SpendVerdict, SpentStore
 from broker.adapters.verify import PoaRejectedError, PoaVerifier
 from broker.domain import Connector, ConnectorRegistry, Outcome, Presentation, RouteRefused, Verdict, check_bindings
 from contracts import (
@@ -245,10 +245,10 @@ class Authorizer:
             for q in pending:
                 events[q.index] = outbox(self._allow(q))
 
-            def finish(owned: list[bool]) -> bytes:
+            def finish(owned: list[SpendVerdict]) -> bytes:
                 self._settle(pending, owned, outcomes)
                 for q, mine in zip(pending, owned, strict=True):
-                    if not mine:
+                    if mine is not SpendVerdict.OWNED:
                         replay = outcomes[q.index]
                         assert replay is not None
                         events[q.index] = outbox(replay)
@@ -276,19 +276,21 @@ class Authorizer:
             audit_type="broker_action_allowed",
         )
 
-    def _settle(self, pending: list[_Pending], owned: list[bool], outcomes: list[Outcome | None]) -> None:
-        for q, mine in zip(pending, owned, strict=True):
+    def _settle(self, pending: list[_Pending], owned: list[SpendVerdict], outcomes: list[Outcome | None]) -> None:
+        for q, verdict in zip(pending, owned, strict=True):
             assert q.claims is not None
-            if mine:
+            if verdict is SpendVerdict.OWNED:
                 outcomes[q.index] = self._allow(q)
-            else:
-                REPLAYS_BLOCKED.inc()
-                outcomes[q.index] = self._deny(
-                    q.presentation,
-                    f"{REPLAY}: this PoA was already spent",
-                    claims=q.claims,
-                    audit_type=REPLAY,
-                )
+                continue
+            REPLAYS_BLOCKED.labels(verdict.value).inc()
+            why = (
+                "this PoA was already spent"
+                if verdict is SpendVerdict.REPLAYED
+                else "another PoA of this request was already spent"
+            )
+            outcomes[q.index] = self._deny(
+                q.presentation, f"{verdict.value}: {why}", claims=q.claims, audit_type=verdict.value
+            )
 
 
 def _complete(outcomes: list[Outcome | None]) -> list[Outcome]:

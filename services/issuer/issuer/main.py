@@ -97,6 +97,7 @@ async def build() -> ServiceRunner:
         handler=service.handle,
         on_assigned=service.on_assigned,
         on_rewind=service.on_rewind,
+        poison=service.set_aside,
         before_start=(announce,),
         closers=(opa.close,),
         routes=(("/.well-known/jwks.json", jwks),),

@@ -11,13 +11,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-
-from aiokafka import TopicPartition
+from datetime import UTC, datetime, timedelta
 
 from atb_identity import ClaimNotProvenError, IdentityError, TrustBundle, verify_origin
 from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing
-from atb_runtime.readback import read_committed
+from atb_runtime.readback import read_records
 from contracts import (
     EventDecodeError,
     PoaIssued,
@@ -33,10 +31,15 @@ from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import EvidenceError, build_claims, check_evidence
-from issuer.domain.evidence import check_fresh
+from issuer.domain.evidence import DEADLINE_SLACK, MAX_QUORUM_AGE, check_fresh
 from issuer.settings import IssuerSettings
 
-__all__ = ["IssuerService"]
+__all__ = ["ISSUED_MEMORY", "IssuerService"]
+
+ISSUED_MEMORY = MAX_QUORUM_AGE + 2 * DEADLINE_SLACK + timedelta(minutes=1)
+"""How long the issuer remembers that a request got its PoA. A QuorumReached older than
+MAX_QUORUM_AGE can never produce a PoA (`check_fresh`), so a duplicate of one that did is
+refused as stale even when forgotten: memory and restore are bounded by time, not history."""
 
 
 class IssuerService:
@@ -53,7 +56,9 @@ class IssuerService:
         self._bundle = bundle
         self._quorum_producers = frozenset(settings.quorum_producers)
         self._partitions: set[int] = set()
-        self._issued: set[str] = set()
+        self._issued: dict[str, tuple[int, datetime]] = {}
+        """Request id → (partition, when) of the PoAs issued within ISSUED_MEMORY."""
+        self._pruned_at = datetime.now(UTC)
         self._evidence = evidence
         self._keys = keys
         self._source = settings.service_id
@@ -63,15 +68,43 @@ class IssuerService:
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
         return await each_record(records, self._handle_one, self._dead.crashed)
 
-    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Learn which requests already got their PoA on the partitions we now own."""
-        self._partitions = {tp.partition for tp in assigned}
-        await self.on_rewind()
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """Learn which requests got their PoA recently on the partitions we now own (after they were fenced)."""
+        self._partitions = set(partitions)
+        self._issued = {}
+        await self._load(self._partitions)
 
-    async def on_rewind(self) -> None:
+    async def on_rewind(self, partitions: set[int]) -> None:
+        """A transaction failed: forget what was noted in memory for these partitions, reload what was committed."""
+        self._issued = {r: v for r, v in self._issued.items() if v[0] not in partitions}
+        await self._load(partitions & self._partitions)
+
+    async def _load(self, partitions: set[int]) -> None:
         topic = topic_name(Topic.POA_ISSUED, self._ns)
-        issued = await read_committed(self._settings.kafka_bootstrap_servers, topic, self._partitions)
-        self._issued = {p.request_id for p in issued if isinstance(p, PoaIssued)}
+        since = datetime.now(UTC) - ISSUED_MEMORY
+        for record in await read_records(self._settings.kafka_bootstrap_servers, topic, partitions, since=since):
+            try:
+                payload = payload_of(decode_envelope(record.value))
+            except EventDecodeError:
+                continue
+            if isinstance(payload, PoaIssued):
+                self._issued[payload.request_id] = (record.partition, payload.issued_at)
+
+    @property
+    def remembered(self) -> int:
+        """Requests whose PoA the issuer remembers (bounded by ISSUED_MEMORY)."""
+        return len(self._issued)
+
+    def _prune(self, now: datetime) -> None:
+        if now - self._pruned_at < timedelta(seconds=30):
+            return
+        self._pruned_at = now
+        cutoff = now - ISSUED_MEMORY
+        self._issued = {r: v for r, v in self._issued.items() if v[1] >= cutoff}
+
+    def set_aside(self, record: Incoming, code: str, reason: str) -> list[Outgoing]:
+        """A record the processor could not get through (a poison record, a misplaced one): dead-lettered."""
+        return self._dead(record, code, reason)
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
         try:
@@ -91,6 +124,7 @@ class IssuerService:
                 raise ClaimNotProvenError(f"{envelope.source} may not announce quorums")
         except IdentityError as exc:
             return [*self._dead(record, exc.code, str(exc)), self._proof_refused(payload, envelope.source, exc)]
+        self._prune(datetime.now(UTC))
         if payload.request_id in self._issued:
             return [self._duplicate(payload)]
         try:
@@ -99,7 +133,7 @@ class IssuerService:
             await self._evidence.verify(payload)
         except EvidenceError as exc:
             return self._refuse(payload, exc)
-        self._issued.add(payload.request_id)
+        self._issued[payload.request_id] = (record.partition, datetime.now(UTC))
         return self._issue(payload)
 
     def _proof_refused(self, quorum: QuorumReached, presented: str, exc: IdentityError) -> Outgoing:
@@ -114,7 +148,7 @@ class IssuerService:
         )
 
     def _duplicate(self, quorum: QuorumReached) -> Outgoing:
-        """Exactly one PoA per request: a second quorum for it gets none (DESIGN.md §6.2)."""
+        """Exactly one PoA per request: a second quorum for it gets none (docs/architecture.md)."""
         return audit(
             "poa_duplicate_quorum_ignored",
             source=self._source,

@@ -10,7 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from atb_runtime.eos import AssignHook, Handler, ProcessorConfig, RewindHook, TickHook, TransactionalProcessor
+from atb_runtime.eos import (
+    AssignHook,
+    Handler,
+    PoisonHook,
+    ProcessorConfig,
+    RewindHook,
+    TickHook,
+    TransactionalProcessor,
+)
 from atb_runtime.ops import Handler as HttpHandler
 from atb_runtime.ops import OpsServer
 from atb_runtime.settings import CommonSettings
@@ -30,6 +38,7 @@ class ServiceRunner:
         on_rewind: RewindHook | None = None,
         on_assigned: AssignHook | None = None,
         tick: TickHook | None = None,
+        poison: PoisonHook | None = None,
         before_start: Sequence[Callable[[], Awaitable[None]]] = (),
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
         routes: Sequence[tuple[str, HttpHandler]] = (),
@@ -39,11 +48,17 @@ class ServiceRunner:
             bootstrap=settings.kafka_bootstrap_servers,
             topics=topics,
             group_id=f"{group_id}.{ns}",
-            transactional_id=f"atb-{name}-{ns}-{settings.instance}",
+            # One producer per partition, the same id on every instance: the one that
+            # owns a partition fences every other (docs/scaling.md).
+            transactional_prefix=f"atb-{name}-{ns}",
+            member_id=f"atb-{name}-{ns}-{settings.instance}",
             client_id=f"atb-{name}-{settings.instance}",
+            service=name,
         )
         self.processor: TransactionalProcessor | None = (
-            TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick) if topics else None
+            TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick, poison=poison)
+            if topics
+            else None
         )
         self._stopping = asyncio.Event()
         self._before_start = before_start

@@ -14,7 +14,12 @@ _FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 DECISIONS = Counter(
     "atb_broker_decisions_total", "Broker decisions by result and first reason code", ["result", "reason", "channel"]
 )
-REPLAYS_BLOCKED = Counter("atb_broker_replay_blocked_total", "Second presentations of a spent PoA (single use)")
+REPLAYS_BLOCKED = Counter(
+    "atb_broker_replay_blocked_total",
+    "Presentations refused by single use, by reason: the PoA was spent (poa_single_use_replay_blocked), "
+    "or another PoA of its request was (poa_request_already_spent)",
+    ["reason"],
+)
 POLICY_ERRORS = Counter("atb_broker_policy_unavailable_total", "Batches denied because OPA gave no decision")
 VERIFY_SECONDS = Histogram("atb_broker_verify_seconds", "PoA signature and claim verification", buckets=_FAST)
 POLICY_SECONDS = Histogram("atb_broker_policy_seconds", "One OPA round trip for a batch", buckets=_FAST)

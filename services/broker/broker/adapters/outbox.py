@@ -27,11 +27,14 @@ Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 def encode_outbox(records: Sequence[Outgoing]) -> bytes:
-    return orjson.dumps([[r.topic, r.key.decode(), r.value.decode()] for r in records])
+    """The broker's events of one batch (never tombstones: a null value is kept as null)."""
+    return orjson.dumps([[r.topic, r.key.decode(), None if r.value is None else r.value.decode()] for r in records])
 
 
 def decode_outbox(blob: bytes) -> list[Outgoing]:
-    return [Outgoing(topic=t, key=k.encode(), value=v.encode()) for t, k, v in orjson.loads(blob)]
+    return [
+        Outgoing(topic=t, key=k.encode(), value=None if v is None else v.encode()) for t, k, v in orjson.loads(blob)
+    ]
 
 
 class OutboxRelay:

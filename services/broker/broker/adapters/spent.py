@@ -12,6 +12,12 @@ redelivered Kafka record is the *same* presentation (its id is the record's
 topic/partition/offset), so it finds itself as the owner and gets the same allow
 again; nothing else ever does.
 
+Defense in depth (docs/scaling.md): one row per spent *request* too, in the same
+transaction. The issuer signs one PoA per request, but should a second one ever
+exist (a fencing failure, a replayed quorum), the first PoA of a request to be
+spent owns the request and every other PoA of it is refused
+(`poa_request_already_spent`): a payment cannot run twice.
+
 SQLite (the embedded default; one file shared by every replica on the host,
 `BEGIN IMMEDIATE` so writers queue instead of deadlocking) or PostgreSQL (several
 hosts; the primary key arbitrates). Rows may be dropped once their PoA has
@@ -25,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,20 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
-__all__ = ["OutboxRow", "Spend", "SpentStore", "broker_outbox", "spent_poas"]
+__all__ = [
+    "REQUEST_MEMORY_S",
+    "OutboxRow",
+    "Spend",
+    "SpendVerdict",
+    "SpentStore",
+    "broker_outbox",
+    "spent_poas",
+    "spent_requests",
+]
+
+REQUEST_MEMORY_S = 15 * 60
+"""How long a spent request is remembered after its PoA expired: longer than any second PoA of
+the same request could live (the issuer signs only within 10 minutes of the quorum)."""
 
 metadata = MetaData()
 
@@ -66,6 +86,25 @@ spent_poas = Table(
     Column("spent_at_ms", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
 )
+
+spent_requests = Table(
+    "broker_spent_requests",
+    metadata,
+    Column("request_id", String(255), primary_key=True),
+    Column("jti", String(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+
+class SpendVerdict(StrEnum):
+    """What the store says about one presentation's spend."""
+
+    OWNED = "owned"
+    """This presentation spent the PoA (first, or a redelivery of the same presentation)."""
+    REPLAYED = "poa_single_use_replay_blocked"
+    """Another presentation spent this `jti` first."""
+    REQUEST_SPENT = "poa_request_already_spent"
+    """Another PoA of the same request was spent first."""
 
 
 broker_outbox = Table(
@@ -136,16 +175,16 @@ class SpentStore:
         self._executor.shutdown(wait=True)
         self._engine.dispose()
 
-    async def spend_many(self, spends: Sequence[Spend]) -> list[bool]:
-        """For each spend, True when this presentation owns the `jti` (first, or a redelivery of it)."""
+    async def spend_many(self, spends: Sequence[Spend]) -> list[SpendVerdict]:
+        """For each spend, OWNED when this presentation owns its `jti` and its request, else why not."""
         return await self.commit(spends)
 
     async def commit(
         self,
         spends: Sequence[Spend],
-        outbox: Callable[[list[bool]], bytes] | None = None,
+        outbox: Callable[[list[SpendVerdict]], bytes] | None = None,
         instance: str = "",
-    ) -> list[bool]:
+    ) -> list[SpendVerdict]:
         """Spend, and (with `outbox`) store the batch's events built from who owns what, in one transaction."""
         if not spends and outbox is None:
             return []
@@ -158,8 +197,8 @@ class SpentStore:
         return await loop.run_in_executor(self._executor, self._commit, spends, outbox, instance)
 
     def _commit(
-        self, spends: Sequence[Spend], outbox: Callable[[list[bool]], bytes] | None, instance: str
-    ) -> list[bool]:
+        self, spends: Sequence[Spend], outbox: Callable[[list[SpendVerdict]], bytes] | None, instance: str
+    ) -> list[SpendVerdict]:
         now_ms = int(time.time() * 1000)
         with self._engine.begin() as conn:
             owned = self._spend(conn, spends, now_ms) if spends else []
@@ -167,7 +206,7 @@ class SpentStore:
                 conn.execute(insert(broker_outbox).values(instance=instance, created_ms=now_ms, records=outbox(owned)))
         return owned
 
-    def _spend(self, conn: Connection, spends: Sequence[Spend], now_ms: int) -> list[bool]:
+    def _spend(self, conn: Connection, spends: Sequence[Spend], now_ms: int) -> list[SpendVerdict]:
         rows = [
             {
                 "jti": s.jti,
@@ -179,12 +218,28 @@ class SpentStore:
             }
             for s in spends
         ]
-        insert_stmt = sqlite_insert(spent_poas) if self._sqlite else pg_insert(spent_poas)
+        dialect_insert = sqlite_insert if self._sqlite else pg_insert
+        conn.execute(dialect_insert(spent_poas).on_conflict_do_nothing(index_elements=["jti"]), rows)
         jtis = sorted({s.jti for s in spends})
-        conn.execute(insert_stmt.on_conflict_do_nothing(index_elements=["jti"]), rows)
         found = conn.execute(select(spent_poas.c.jti, spent_poas.c.presentation).where(spent_poas.c.jti.in_(jtis)))
         owners = {str(row[0]): str(row[1]) for row in found}
-        return [owners.get(s.jti) == s.presentation for s in spends]
+        # A request is spent by the first of its PoAs whose own spend succeeded.
+        first = [s for s in spends if owners.get(s.jti) == s.presentation]
+        if first:
+            requests = [{"request_id": s.request_id, "jti": s.jti, "expires_at": s.expires_at} for s in first]
+            conn.execute(dialect_insert(spent_requests).on_conflict_do_nothing(index_elements=["request_id"]), requests)
+        ids = sorted({s.request_id for s in spends})
+        found = conn.execute(
+            select(spent_requests.c.request_id, spent_requests.c.jti).where(spent_requests.c.request_id.in_(ids))
+        )
+        spent_by = {str(row[0]): str(row[1]) for row in found}
+        return [_verdict(s, owners, spent_by) for s in spends]
+
+    def request_owner(self, request_id: str) -> str | None:
+        """The `jti` that spent this request, if any."""
+        with self._engine.connect() as conn:
+            found = conn.execute(select(spent_requests.c.jti).where(spent_requests.c.request_id == request_id)).scalar()
+        return None if found is None else str(found)
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database file (SQLite; off the event loop). A no-op on PostgreSQL."""
@@ -233,6 +288,7 @@ class SpentStore:
     def _forget_expired(self, before: int) -> int:
         with self._engine.begin() as conn:
             gone = conn.execute(delete(spent_poas).where(spent_poas.c.expires_at < before)).rowcount or 0
+            conn.execute(delete(spent_requests).where(spent_requests.c.expires_at < before - REQUEST_MEMORY_S))
             published_before_ms = before * 1000
             conn.execute(
                 delete(broker_outbox).where(
@@ -240,3 +296,11 @@ class SpentStore:
                 )
             )
             return int(gone)
+
+
+def _verdict(spend: Spend, jti_owners: dict[str, str], request_spent_by: dict[str, str]) -> SpendVerdict:
+    if jti_owners.get(spend.jti) != spend.presentation:
+        return SpendVerdict.REPLAYED
+    if request_spent_by.get(spend.request_id) != spend.jti:
+        return SpendVerdict.REQUEST_SPENT
+    return SpendVerdict.OWNED
