@@ -138,6 +138,21 @@ def flip(token: str, part: int, index: int) -> str:
     return ".".join(pieces)
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def twin(token: str, part: int, bits: int) -> str:
+    """The same token with `bits` set in the unused low bits of a part's last character (decodes the same)."""
+    pieces = token.split(".")
+    text = pieces[part]
+    unused = {2: 4, 3: 2}[len(text) % 4]
+    assert 0 < bits < 1 << unused
+    pieces[part] = text[:-1] + _ALPHABET[_ALPHABET.index(text[-1]) | bits]
+    pad = "=" * (-len(text) % 4)
+    assert base64.urlsafe_b64decode(pieces[part] + pad) == base64.urlsafe_b64decode(text + pad)
+    return ".".join(pieces)
+
+
 def cut_signature(token: str, keep: int) -> str:
     head, body, sig = token.split(".")
     return ".".join((head, body, sig[:keep]))
@@ -278,6 +293,13 @@ def _cases() -> list[Case]:
     for keep in (0, 4, 8, 40, 64, 80, 84):
         add(Case(f"signature cut to {keep} chars", lambda k, n=keep: cut_signature(good(k), n), "bad_signature"))
     add(Case("signature one char short", lambda k: cut_signature(good(k), 85), "malformed"))
+    # Non-canonical base64url: an Ed25519 signature is 86 characters, the last one with 4 unused
+    # bits. With them set, 15 other strings decode to the same signature: all 16 spellings but the
+    # canonical one are refused, so nothing keyed on the token's text can be presented twice.
+    for bits in range(1, 16):
+        add(Case(f"signature trailing-bit twin {bits}", lambda k, b=bits: twin(good(k), 2, b), "malformed"))
+    add(Case("header trailing-bit twin", lambda k: twin(_header_of_length(k, 2), 0, 1), "malformed"))
+    add(Case("payload trailing-bit twin", lambda k: twin(_payload_of_length(k, 3), 1, 1), "malformed"))
     add(
         Case(
             "signed by another key under our kid",
@@ -412,6 +434,26 @@ def _self_signed_with_embedded_jwk(key: SigningKey) -> str:
     return by_hand(key, header(key, jwk=jwk), claims(), attacker)
 
 
+def _header_of_length(key: SigningKey, tail: int) -> str:
+    """A valid token whose header's base64url length is `tail` mod 4 (padded with an unread member)."""
+    for pad in range(3):
+        token = by_hand(key, header(key, x_pad="p" * pad), claims())
+        if len(token.split(".")[0]) % 4 == tail:
+            return token
+    raise AssertionError("unreachable")
+
+
+def _payload_of_length(key: SigningKey, tail: int) -> str:
+    """A valid token whose payload's base64url length is `tail` mod 4 (the jti lengthened)."""
+    for pad in range(3):
+        token = good(
+            key, jti="corpus-twin-" + "0" * pad + hashlib.sha256(str(time.perf_counter_ns()).encode()).hexdigest()[:24]
+        )
+        if len(token.split(".")[1]) % 4 == tail:
+            return token
+    raise AssertionError("unreachable")
+
+
 def _signed_raw(key: SigningKey, payload: bytes) -> str:
     signing_input = b64json(header(key)) + "." + b64url(payload)
     return signing_input + "." + b64url(key.private.sign(signing_input.encode()))
@@ -493,6 +535,14 @@ def test_the_corpus_is_large_and_names_are_unique() -> None:
 
 def test_the_untouched_token_is_allowed(key: SigningKey, authorizer: Authorizer) -> None:
     outcome = _decide(authorizer, _present(ACTION, good(key)))
+    assert outcome.allowed, outcome.verdict.reasons
+
+
+@pytest.mark.parametrize("make", [lambda k: _header_of_length(k, 2), lambda k: _payload_of_length(k, 3)])
+def test_the_tokens_the_twins_are_made_from_are_allowed(
+    key: SigningKey, authorizer: Authorizer, make: Callable[[SigningKey], str]
+) -> None:
+    outcome = _decide(authorizer, _present(ACTION, make(key)))
     assert outcome.allowed, outcome.verdict.reasons
 
 

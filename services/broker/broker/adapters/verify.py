@@ -8,8 +8,9 @@ The compact serialization is parsed here rather than by a general JWT library:
 one algorithm, one key type and a fixed claim set make it short, every refusal
 gets its own code, and it avoids a per-character base64 check that cost more
 than the signature itself (bench/broker_decisions.py). Order of checks: shape,
-header (alg, typ, forbidden members, kid), signature, then claims, so nothing
-from an unsigned payload is ever interpreted.
+header (alg, typ, forbidden members, kid), canonical base64url of every part
+(no unused bits set: one token, one spelling), signature, then claims, so
+nothing from an unsigned payload is ever interpreted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ __all__ = ["PoaRejectedError", "PoaVerifier"]
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 _REQUIRED = ("exp", "nbf", "iat", "jti", "iss", "sub", "aud")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_CANONICAL_LAST = {
+    2: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0b1111 == 0),
+    3: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0b11 == 0),
+}
+"""The last character of a segment whose length is 2 or 3 mod 4 carries 4 or 2 unused bits: they must
+be zero (RFC 4648 §3.5), else 16 (or 4) strings decode to the same bytes and anything keyed on the
+token's text or hash, rather than its `jti`, could be presented twice."""
 MAX_TOKEN_BYTES = 16 * 1024
 
 
@@ -42,8 +51,11 @@ class PoaRejectedError(ValueError):
 
 
 def _b64(segment: str, what: str) -> bytes:
-    if len(segment) % 4 == 1 or _SEGMENT.fullmatch(segment) is None:
+    tail = len(segment) % 4
+    if tail == 1 or _SEGMENT.fullmatch(segment) is None:
         raise PoaRejectedError("malformed", f"{what} is not base64url")
+    if tail and segment[-1] not in _CANONICAL_LAST[tail]:
+        raise PoaRejectedError("malformed", f"{what} is not canonical base64url (unused bits set)")
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
@@ -98,13 +110,14 @@ class PoaVerifier:
         key = self._keys.get(kid) if kid else None
         if key is None:
             raise PoaRejectedError("unknown_kid", "signing key not known")
+        body = _b64(body_b64, "payload")  # decoded (every part must be canonical), not yet read
         signature = _b64(sig_b64, "signature")
         try:
             key.verify(signature, f"{head_b64}.{body_b64}".encode("ascii"))
         except (InvalidSignature, ValueError) as exc:
             raise PoaRejectedError("bad_signature", "signature does not verify") from exc
         # Signed: from here on the payload is the issuer's, but still checked.
-        claims = _json_object(_b64(body_b64, "payload"), "invalid_token", "payload")
+        claims = _json_object(body, "invalid_token", "payload")
         self._check_registered(claims, time.time() if now is None else now)
         try:
             return PoaClaims.model_validate(claims)
