@@ -590,3 +590,61 @@ def test_an_unregistered_agent_is_denied_for_every_tenant(key: SigningKey, autho
     assert not outcome.allowed
     assert outcome.verdict.reasons[0].startswith("tenant_not_allowed: ")
     assert "not in the agent registry" in outcome.verdict.reasons[0]
+
+
+class _VersionPerCall:
+    """Answers each batch with the next policy revision: v1, v2, ..."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]:
+        self.calls += 1
+        return [PolicyDecision(True, (), Tier.MEDIUM, f"v{self.calls}") for _ in items]
+
+
+class _FirstSpendWaits(SpentStore):
+    """The first batch's spend waits until released: another batch is answered by the policy meanwhile."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.release = asyncio.Event()
+        self.first_waiting = asyncio.Event()
+        self._first = True
+
+    async def spend_many(self, spends: Sequence[Any]) -> Any:
+        if self._first:
+            self._first = False
+            self.first_waiting.set()
+            await self.release.wait()
+        return await super().spend_many(spends)
+
+
+def test_each_decision_records_the_policy_version_that_answered_its_batch(
+    key: SigningKey, authorizer: Authorizer, tmp_path: Path
+) -> None:
+    spent = _FirstSpendWaits(f"sqlite:///{tmp_path / 'slow.db'}")
+    concurrent = Authorizer(
+        verifier=authorizer._verifier,
+        keys=authorizer._keys,
+        revocations=authorizer._revocations,
+        policy=_VersionPerCall(),
+        spent=spent,
+        registry=authorizer._registry,
+        agents=authorizer._agents,
+    )
+
+    other = ACTION.model_copy(update={"request_id": "req-corpus-2"})
+    other_token = good(key, req_id=other.request_id, req_digest=digest_of(other))
+
+    async def run() -> tuple[Outcome, Outcome]:
+        first = asyncio.create_task(concurrent.decide_many([_present(ACTION, good(key), "http:a")]))
+        await spent.first_waiting.wait()  # batch 1 was answered by v1 and is spending
+        second = await concurrent.decide_many([_present(other, other_token, "http:b")])  # answered by v2
+        spent.release.set()
+        return (await first).outcomes[0], second.outcomes[0]
+
+    one, two = asyncio.run(run())
+    assert one.allowed
+    assert two.allowed
+    assert (one.policy_version, two.policy_version) == ("v1", "v2")

@@ -86,6 +86,8 @@ class _Pending:
     presentation: Presentation
     claims: PoaClaims | None
     connector: Connector
+    policy_version: str = ""
+    """The revision of the policy that answered for this presentation (its batch's answer, not a shared field)."""
 
 
 class Authorizer:
@@ -108,6 +110,8 @@ class Authorizer:
         self._registry = registry
         self._agents = agents
         self.policy_version = "unknown"
+        """The revision of the latest policy answer: recorded only with denies decided before the policy was
+        asked (no answer of their own). A presentation the policy answered records its own (`_Pending`)."""
 
     async def decide_many(
         self, presentations: Sequence[Presentation], outbox: Outbox | None = None, instance: str = ""
@@ -131,11 +135,18 @@ class Authorizer:
             DECISIONS.labels(o.verdict.decision.value, first, o.presentation.channel).inc()
         return Decided(done, recorded)
 
-    def _deny(self, p: Presentation, *reasons: str, claims: PoaClaims | None = None, audit_type: str = "") -> Outcome:
+    def _deny(
+        self,
+        p: Presentation,
+        *reasons: str,
+        claims: PoaClaims | None = None,
+        audit_type: str = "",
+        policy_version: str = "",
+    ) -> Outcome:
         return Outcome(
             p,
             Verdict.deny(*reasons),
-            self.policy_version,
+            policy_version or self.policy_version,
             jti=claims.jti if claims else None,
             tier=claims.tier if claims else None,
             audit_type=audit_type or "broker_action_denied",
@@ -195,6 +206,8 @@ class Authorizer:
             POLICY_SECONDS.observe(time.perf_counter() - t0)
         still: list[_Pending] = []
         for q, answer in zip(pending, answers, strict=True):
+            # Batches run concurrently: each presentation keeps the version that answered it.
+            q.policy_version = answer.policy_version
             self.policy_version = answer.policy_version
             if not answer.allow:
                 outcomes[q.index] = Outcome(
@@ -260,7 +273,10 @@ class Authorizer:
             log.exception("spent store failed")
             for q in pending:
                 outcomes[q.index] = self._deny(
-                    q.presentation, f"spent_store_unavailable: {type(exc).__name__}", claims=q.claims
+                    q.presentation,
+                    f"spent_store_unavailable: {type(exc).__name__}",
+                    claims=q.claims,
+                    policy_version=q.policy_version,
                 )
             return False
 
@@ -269,7 +285,7 @@ class Authorizer:
         return Outcome(
             q.presentation,
             Verdict(Decision.ALLOW, ("poa_valid",)),
-            self.policy_version,
+            q.policy_version,
             jti=q.claims.jti,
             tier=q.claims.tier,
             connector=q.connector,
@@ -289,7 +305,11 @@ class Authorizer:
                 else "another PoA of this request was already spent"
             )
             outcomes[q.index] = self._deny(
-                q.presentation, f"{verdict.value}: {why}", claims=q.claims, audit_type=verdict.value
+                q.presentation,
+                f"{verdict.value}: {why}",
+                claims=q.claims,
+                audit_type=verdict.value,
+                policy_version=q.policy_version,
             )
 
 
