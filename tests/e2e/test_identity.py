@@ -28,6 +28,7 @@ from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
 from contracts import (
     AccountableParty,
+    DeadLetter,
     IssuanceRequested,
     LegitimateInterest,
     encode_envelope,
@@ -215,7 +216,7 @@ async def test_unsigned_forged_and_misattributed_requests_are_dead_lettered(runn
             ]
         )
     for request_id in ("forge-unsigned", "forge-tampered", "forge-claim"):
-        rows = await _rows_until(running_stack, request_id, lambda r: r.event_type == "atb.dlq.dead_letter.v1")
+        rows = await _rows_until(running_stack, request_id, lambda r: r.event_type == DeadLetter.event_type)
         assert rows, f"{request_id} was not dead-lettered"
         audits = await _rows_until(running_stack, request_id, lambda r: b"identity_proof_rejected" in r.raw)
         assert audits, f"{request_id}: no identity_proof_rejected audit event"

@@ -136,6 +136,8 @@ class _Task:
     attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
     last_error: str = ""
     in_transaction: bool = False
+    verdict: _Verdict = _Verdict.OK
+    """How the task's last unit ended."""
     """Whether the last failure happened inside a transaction (else in the handler: no producer to replace)."""
 
     def isolating(self, tp: TopicPartition, offset: int) -> bool:
@@ -205,6 +207,8 @@ class TransactionalProcessor:
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
+            # Whatever a topic accepts can be fetched (contracts/limits.py).
+            max_partition_fetch_bytes=self._config.max_request_size,
         )
         self._consumer.subscribe(list(self._config.topics), listener=_Listener(self))
         await self._consumer.start()
@@ -235,8 +239,7 @@ class TransactionalProcessor:
                     await self._restore()
                     continue
                 await self._maybe_tick()
-                for partition, parts in self._by_task(batches).items():
-                    await self._process_task(partition, parts)
+                await self._process(self._by_task(batches))
 
     def _by_task(
         self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -250,31 +253,49 @@ class TransactionalProcessor:
                 grouped.setdefault(tp.partition, []).append((tp, batches[tp]))
         return grouped
 
-    async def _process_task(
-        self, partition: int, parts: list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]
+    async def _process(
+        self, by_task: dict[int, list[tuple[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]]
     ) -> None:
-        task = self._tasks.get(partition)
-        if task is None:
-            return  # revoked meanwhile: the new owner reads these again
-        if task.producer is None:
-            # Replaced after a failure: fence, reload and rewind before anything else.
-            await self._reopen(task)
-            return
-        records = [(tp, msg) for tp, msgs in parts for msg in msgs]
-        if any(task.isolating(tp, msg.offset) for tp, msg in records):
-            await self._one_by_one(task, records)
-            return
-        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in parts}
-        verdict = await self._unit(task, [msg for _tp, msg in records], offsets)
-        if verdict is _Verdict.OK:
-            self._backoff = 0.2
-            return
-        if verdict is _Verdict.SUSPECT:
+        """Handle each task's records, then commit the tasks' transactions concurrently."""
+        prepared: list[tuple[_Task, list[Outgoing], dict[TopicPartition, int], int]] = []
+        for partition, parts in by_task.items():
+            task = self._tasks.get(partition)
+            if task is None:
+                continue  # revoked meanwhile: the new owner reads these again
+            if task.producer is None:
+                # Replaced after a failure: fence, reload and rewind before anything else.
+                await self._reopen(task)
+                continue
+            records = [(tp, msg) for tp, msgs in parts for msg in msgs]
+            if any(task.isolating(tp, msg.offset) for tp, msg in records):
+                await self._one_by_one(task, records)
+                continue
+            offsets = {tp: msgs[-1].offset + 1 for tp, msgs in parts}
+            outputs = await self._handled(task, [msg for _tp, msg in records])
+            if outputs is None:
+                await self._failed(task, offsets)
+                continue
+            prepared.append((task, outputs, offsets, len(records)))
+        verdicts = await asyncio.gather(*(self._commit(task, outs, offsets) for task, outs, offsets, _n in prepared))
+        for (task, _outs, offsets, count), verdict in zip(prepared, verdicts, strict=True):
+            if verdict is _Verdict.OK:
+                self._committed(count)
+            else:
+                task.verdict = verdict
+                await self._failed(task, offsets)
+
+    async def _failed(self, task: _Task, offsets: dict[TopicPartition, int]) -> None:
+        if task.verdict is _Verdict.SUSPECT:
             # Maybe one record's fault: take this range again one record at a time.
             PROCESSOR_EVENTS.labels(self._config.service, "isolated").inc()
             task.isolate_until.update(offsets)
-            log.warning("task %d: batch failed (%s); retrying it one record at a time", partition, task.last_error)
-        await self._fail(task, verdict)
+            log.warning("task %d: batch failed (%s); retrying it one record at a time", task.partition, task.last_error)
+        await self._fail(task, task.verdict)
+
+    def _committed(self, records: int) -> None:
+        self._backoff = 0.2
+        self.committed_batches += 1
+        self.committed_records += records
 
     async def _one_by_one(
         self, task: _Task, records: list[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]
@@ -310,23 +331,29 @@ class TransactionalProcessor:
         self, task: _Task, messages: Sequence[ConsumerRecord[bytes, bytes]], offsets: Mapping[TopicPartition, int]
     ) -> _Verdict:
         """Handle records and commit their outputs with their offsets in the task's transaction."""
+        outputs = await self._handled(task, messages)
+        if outputs is None:
+            return task.verdict
+        verdict = await self._commit(task, outputs, offsets)
+        if verdict is _Verdict.OK:
+            self._committed(len(messages))
+        return verdict
+
+    async def _handled(self, task: _Task, messages: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Outgoing] | None:
+        """The outputs for these records, or None (`task.verdict` says why) when the handler failed."""
         records = [_incoming(msg) for msg in messages]
         usable, outputs = self._misplaced(records)
         task.in_transaction = False
         try:
             outputs += list(await self._handler(usable)) if usable else []
         except TransientError as exc:
-            task.last_error = f"{exc}"
-            return _Verdict.TRANSIENT
+            task.last_error, task.verdict = f"{exc}", _Verdict.TRANSIENT
+            return None
         except Exception as exc:  # a handler bug may be one record's fault: isolate it
             log.exception("task %d: handler failed", task.partition)
-            task.last_error = f"{type(exc).__name__}: {exc}"
-            return _Verdict.SUSPECT
-        verdict = await self._commit(task, outputs, offsets)
-        if verdict is _Verdict.OK:
-            self.committed_batches += 1
-            self.committed_records += len(records)
-        return verdict
+            task.last_error, task.verdict = f"{type(exc).__name__}: {exc}", _Verdict.SUSPECT
+            return None
+        return outputs
 
     def _misplaced(self, records: list[Incoming]) -> tuple[list[Incoming], list[Outgoing]]:
         """Records on another partition than their key's are dead-lettered, not handled."""
