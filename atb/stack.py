@@ -36,7 +36,16 @@ from atb.dev.procs import ManagedProcess
 from atb_identity import init_ca
 from atb_runtime.ops import LISTEN_FDS_ENV
 
-__all__ = ["DEFAULT_SERVICES", "SERVICES", "NotReadyError", "ServiceStack", "StackConfig", "healthz_ready"]
+__all__ = [
+    "DEFAULT_SERVICES",
+    "SCALABLE",
+    "SERVICES",
+    "NotReadyError",
+    "ServiceStack",
+    "StackConfig",
+    "healthz_ready",
+    "stop_recorded",
+]
 
 SERVICES: dict[str, str] = {
     "gateway": "gateway.main:app",
@@ -47,6 +56,8 @@ SERVICES: dict[str, str] = {
     "chat": "chat.main:app",
 }
 DEFAULT_SERVICES = ("gateway", "approvals", "issuer", "broker", "audit-sink")
+SCALABLE = ("approvals", "issuer", "broker", "audit-sink")
+"""Services that scale out as more instances of one consumer group (docs/scaling.md)."""
 """chat is opt-in (`services=(*DEFAULT_SERVICES, "chat")`): it talks to a Slack API (`StackConfig.slack_api_url`)."""
 
 
@@ -79,7 +90,9 @@ class StackConfig:
 class ServiceStack:
     """The four services of one namespace, started and stopped together."""
 
-    def __init__(self, config: StackConfig, services: tuple[str, ...] = DEFAULT_SERVICES) -> None:
+    def __init__(
+        self, config: StackConfig, services: tuple[str, ...] = DEFAULT_SERVICES, *, instances: int = 1
+    ) -> None:
         self.config = config
         self._ports = PortAllocator()
         """Holds every port the stack picked until `stop()`; services inherit the sockets."""
@@ -91,6 +104,13 @@ class ServiceStack:
         self.ops_ports: dict[str, int] = {name: self._ports.allocate() for name in services}
         for name in services:
             self.processes[name] = self._process(name, self.ops_ports[name])
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1, not {instances}")
+        self.instances: dict[str, list[str]] = {name: [name] for name in services}
+        """Process names per service: the first instance, then its replicas (`<name>-i<k>`)."""
+        for name in services:
+            if name in SCALABLE:
+                self.instances[name] += [self.add_replica(name, f"i{k}") for k in range(1, instances)]
 
     def add_replica(self, name: str, instance: str, env: Mapping[str, str] | None = None) -> str:
         """Another process of a service (same group, same state), named `<name>-<instance>`; not started.
@@ -255,3 +275,18 @@ async def healthz_ready(process: ManagedProcess, sites: Mapping[str, int]) -> bo
     if missing:
         raise NotReadyError(f"{process.name} (pid {expected}) does not serve {missing} (it serves {served})")
     return True
+
+
+async def stop_recorded(state_dir: Path, timeout: float = 10.0) -> list[str]:
+    """Stop every service process recorded under `<state_dir>/services/` (started by any stack); returns their names.
+
+    Each pidfile names its process by pid, start time and command line, so only a
+    process we started is signalled, never one that reused its pid.
+    """
+    stopped: list[str] = []
+    for pid_path in sorted((state_dir / "services").glob("*/*.pid")):
+        name = pid_path.stem
+        proc = ManagedProcess(name, ["recorded"], None, pid_path.with_suffix(".log"), pid_path)
+        if await proc.stop(timeout):
+            stopped.append(f"{pid_path.parent.name}/{name}")
+    return stopped

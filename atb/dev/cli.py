@@ -60,19 +60,48 @@ def _config() -> DevConfig:
 @dev_app.command()
 def up(
     timeout: float = typer.Option(180.0, help="Seconds to wait for each component to become ready."),
+    services: bool = typer.Option(
+        False,
+        "--services",
+        help="Also start the services (gateway, approvals, issuer, broker, audit sink), left running.",
+    ),
+    instances: int = typer.Option(
+        1, "--instances", min=1, max=16, help="With --services: instances of approvals, issuer, broker and audit sink."
+    ),
 ) -> None:
     """Build what is missing, start Kafka and OPA, create the catalogue topics. Fast when already up."""
-    infra = _run(ensure_infra(_progress, config=_config(), ready_timeout=timeout))
+    config = _config()
+    infra = _run(ensure_infra(_progress, config=config, ready_timeout=timeout))
     _out.print(f"KAFKA_BOOTSTRAP_SERVERS={infra.kafka_bootstrap}", markup=False, highlight=False)
     _out.print(f"ATB_OPA_URL={infra.opa_url}", markup=False, highlight=False)
+    if services:
+        _run(_start_services(infra.kafka_bootstrap, infra.opa_url, config.state_dir, instances, timeout))
+    elif instances != 1:
+        typer.echo("atb dev: error: --instances needs --services", err=True)
+        raise typer.Exit(2)
+
+
+async def _start_services(kafka: str, opa: str, state_dir: Path, instances: int, timeout: float) -> None:
+    from atb.stack import ServiceStack, StackConfig  # the services' stack: only when asked for
+
+    stack = ServiceStack(StackConfig(kafka, opa, state_dir, exit_with_parent=False), instances=instances)
+    _progress(f"starting {', '.join(stack.processes)} (logs in {_short(stack.config.run_dir())})")
+    await stack.start(ready_timeout=timeout)
+    _out.print(f"ATB_GATEWAY_URL={stack.gateway_url}", markup=False, highlight=False)
+    for name, proc in stack.processes.items():
+        _out.print(f"{name}: pid {proc.pid}, /healthz on 127.0.0.1:{stack.ops_ports[name]}", markup=False)
 
 
 @dev_app.command()
 def down(
     timeout: float = typer.Option(30.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
-    """Stop the processes `up` started (and nothing else)."""
-    stopped = _run(stop_infra(config=_config(), grace=timeout))
+    """Stop the processes `up` started (and nothing else), services first."""
+    from atb.stack import stop_recorded
+
+    config = _config()
+    services = _run(stop_recorded(config.state_dir, min(timeout, 10.0)))
+    stopped = services + _run(stop_infra(config=config, grace=timeout))
     _progress(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 

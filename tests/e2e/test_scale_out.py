@@ -104,11 +104,9 @@ async def scale_env(
     stack = ServiceStack(
         StackConfig(kafka_bootstrap, opa_url, tmp_path, namespace=ns, audit_db_url=db.writer),
         services=("gateway", *SCALED),
+        instances=replicas,
     )
-    instances = {name: [name] for name in SCALED}
-    for name in SCALED:
-        for i in range(1, replicas):
-            instances[name].append(stack.add_replica(name, f"r{i}"))
+    instances = {name: stack.instances[name] for name in SCALED}
     await stack.start(ready_timeout=120)
     try:
         yield ScaleEnv(stack, ns, tmp_path, db.writer, kafka_bootstrap, instances)
