@@ -55,7 +55,7 @@ test: venv infra ## run every test except the soak tests against the local stack
 	@$(call run_pytest,-m "not soak" $(PYTEST_ARGS))
 
 soak: venv infra ## run the large-scale fault-injection tests
-	@$(call run_pytest,-m soak $(PYTEST_ARGS))
+	@$(call run_pytest,-m soak -s $(PYTEST_ARGS))
 
 lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rule tests, compose file check
 	$(BIN)/ruff check .

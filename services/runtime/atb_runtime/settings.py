@@ -5,8 +5,10 @@ Each knob has a default that works on one machine with `atb dev up`.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CommonSettings", "default_state_dir"]
@@ -30,7 +32,18 @@ class CommonSettings(BaseSettings):
     state_dir: Path = default_state_dir()
     trust_domain: str = "atb.local"
     instance: str = "0"
+    """Names this process among the instances of its service (its static group membership, its logs,
+    /healthz). `auto` takes the host name, which differs per container: replicas of one service block
+    (`docker-compose up --scale`, a Kubernetes Deployment) then need no setting of their own."""
     ops_port: int = 0
     """Port of /healthz and /metrics; 0 disables the endpoint."""
     ops_host: str = "127.0.0.1"
     """Address /healthz and /metrics bind to (0.0.0.0 in a container, for scraping)."""
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_name(cls, value: str) -> str:
+        name = socket.gethostname() if value == "auto" else value
+        if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"ATB_INSTANCE must be 1-64 letters, digits, '-', '_' or '.', or `auto`, not {value!r}")
+        return name
