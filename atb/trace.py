@@ -1,6 +1,6 @@
 """`atb trace <request-id | jti>`: the whole life of one request, from every topic.
 
-Every record of a request is keyed by its request id (DESIGN.md §4), so its
+Every record of a request is keyed by its request id (docs/architecture.md §4.4), so its
 history lives on one partition of each topic: the trace reads exactly those
 partitions (`read_committed`, from the beginning to the end offsets taken at
 start), and, with `--audit-db`, the audit store for what Kafka no longer keeps.

@@ -1,6 +1,6 @@
 """One canonical JSON serialisation for everything ATB signs, hashes or stores.
 
-Sign and hash bytes, not objects (STYLE.md habit 3): every digest, event proof and
+Sign and hash bytes, not objects (docs/architecture.md §4.3): every digest, event proof and
 audit leaf is computed over `canonical_json(...)`. The form is RFC 8785-like for
 the values ATB uses: UTF-8, object keys sorted, no insignificant whitespace,
 integers as integers. Floats are refused: amounts travel as strings or integers,

@@ -4,8 +4,8 @@ An approver is one person (a *principal*) reachable through several identities:
 a SPIFFE ID for the `atb vote` CLI, a chat user id attested by the chat service,
 an HR id that may also appear as a request's accountable party. The directory
 maps every one of those spellings back to the one person, so that the tally can
-count distinct *people*, not distinct strings (seed §2.2: "Approvers must be
-distinct principals; self-approval is blocked").
+count distinct *people*, not distinct strings (docs/architecture.md §2.2: approvers
+must be distinct principals; self-approval is blocked).
 
 Pure: no I/O. The directory is built from configuration that something else has
 read (`Directory.from_mapping` takes the already-parsed JSON). It does not decide
@@ -96,7 +96,7 @@ def _check_approver(approver: Approver) -> None:
     if not all(isinstance(t, Tier) for t in approver.tiers):
         raise DirectoryError(f"approver {name!r}: tiers: must be Tier values")
     if Tier.LOW in approver.tiers:
-        # Seed §3 / DESIGN.md §2: tier low needs no human, so nobody approves it.
+        # docs/architecture.md §2.2: tier low needs no human, so nobody approves it.
         raise DirectoryError(f"approver {name!r}: tiers: tier low needs no approver and cannot be listed")
 
 

@@ -1,7 +1,7 @@
 """The CloudEvents 1.0 envelope every ATB record travels in, and its Kafka binding.
 
-ATB uses the *structured* content mode everywhere (REFERENCE.md, CloudEvents over
-Kafka): the record value is the whole event as canonical JSON, the Kafka key is
+ATB uses the *structured* content mode of the CloudEvents Kafka protocol binding
+everywhere (docs/architecture.md §4.2): the record value is the whole event as canonical JSON, the Kafka key is
 the `partitionkey` extension (the request id), and one header says
 `content-type: application/cloudevents+json`. Structured mode keeps every
 attribute inside the bytes the audit store keeps and the proof signs.

@@ -1,7 +1,7 @@
 """Bodies of the HTTP APIs: the gateway's `POST /issue`, `GET /requests/{id}`, the broker's `POST /v1/authorize`.
 
 The requester is never in the body: it is the SPIFFE ID of the client
-certificate the gateway authenticated (seed §2.1, "validate SPIFFE identity").
+certificate the gateway authenticated (docs/architecture.md §2.2: the SPIFFE identity is validated over mTLS).
 """
 
 from __future__ import annotations

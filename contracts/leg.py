@@ -1,4 +1,4 @@
-"""The `leg` (legal basis) claim, typed after the seed's templates (seed §3, §4).
+"""The `leg` (legal basis) claim, typed after the mandate templates (docs/architecture.md §2.6).
 
 A request names its legal basis with one of the four mandate templates (LI,
 CONTRACT, CONSENT, LEGAL), the jurisdiction and the accountable party. The issuer
@@ -47,7 +47,7 @@ class AccountableParty(_Frozen):
 
 
 class Approval(_Frozen):
-    """Medium risk: the one approver, who differs from the requester (seed §3)."""
+    """Medium risk: the one approver, who differs from the requester (docs/architecture.md §2.5)."""
 
     approver_id: Annotated[str, Field(min_length=1, max_length=256)]
     approved_at: AwareDatetime
@@ -62,7 +62,7 @@ class DualControlApprover(_Frozen):
 
 
 class DualControl(_Frozen):
-    """High and critical risk: at least two distinct approvers (seed §2.2, §3)."""
+    """High and critical risk: at least two distinct approvers (docs/architecture.md §2.2, §2.5)."""
 
     required: Literal[True] = True
     approvers: tuple[DualControlApprover, ...]
@@ -77,7 +77,7 @@ class _LegCommon(_Frozen):
 
 
 class LegitimateInterest(_LegCommon):
-    """Seed §4.1."""
+    """Legitimate interest (docs/architecture.md §2.6)."""
 
     basis: Literal["LI"] = "LI"
     ref: _Ref
@@ -85,7 +85,7 @@ class LegitimateInterest(_LegCommon):
 
 
 class ContractualNecessity(_LegCommon):
-    """Seed §4.2."""
+    """Contractual necessity (docs/architecture.md §2.6)."""
 
     basis: Literal["CONTRACT"] = "CONTRACT"
     ref: _Ref
@@ -93,7 +93,7 @@ class ContractualNecessity(_LegCommon):
 
 
 class Consent(_LegCommon):
-    """Seed §4.3."""
+    """Consent (docs/architecture.md §2.6)."""
 
     basis: Literal["CONSENT"] = "CONSENT"
     ref: _Ref
@@ -102,7 +102,7 @@ class Consent(_LegCommon):
 
 
 class LegalObligation(_LegCommon):
-    """Seed §4.4."""
+    """Legal obligation (docs/architecture.md §2.6)."""
 
     basis: Literal["LEGAL"] = "LEGAL"
     ref: _Ref
@@ -113,4 +113,4 @@ Leg = Annotated[
     LegitimateInterest | ContractualNecessity | Consent | LegalObligation,
     Field(discriminator="basis"),
 ]
-"""A `leg` claim: one of the four templates, flattened as in the seed."""
+"""A `leg` claim: one of the four templates, flattened (docs/architecture.md §2.6)."""

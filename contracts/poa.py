@@ -1,6 +1,6 @@
 """The Power of Attorney (PoA) claim set, and the digest that binds it to one request.
 
-A PoA is an Ed25519 JWT (DESIGN.md §5) with header `alg: EdDSA`, `typ: poa+jwt`
+A PoA is an Ed25519 JWT (docs/architecture.md §5.1) with header `alg: EdDSA`, `typ: poa+jwt`
 and `kid` = the RFC 7638 thumbprint of the signing key. This module documents
 and validates the *claims*; signing and verifying live in the issuer and broker.
 """
@@ -18,7 +18,7 @@ from contracts.leg import Leg
 __all__ = ["MAX_LIFETIME_SECONDS", "POA_TYP", "Confirmation", "ExactAction", "PoaClaims", "digest_of", "request_digest"]
 
 MAX_LIFETIME_SECONDS = 300
-"""Five minutes (seed §2.1)."""
+"""Five minutes (docs/architecture.md §5.4)."""
 
 POA_TYP = "poa+jwt"
 """The JWT `typ` header of every PoA (RFC 8725 §3.11: explicit typing)."""
@@ -105,7 +105,7 @@ class PoaClaims(BaseModel):
 
     @model_validator(mode="after")
     def _lifetime(self) -> PoaClaims:
-        # DESIGN.md §5: a PoA lives at most 5 minutes, and not before it was issued.
+        # docs/architecture.md §5.4: a PoA lives at most 5 minutes, and not before it was issued.
         if not self.iat <= self.nbf < self.exp:
             raise ValueError("need iat <= nbf < exp")
         if self.exp - self.iat > MAX_LIFETIME_SECONDS:

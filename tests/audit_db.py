@@ -1,4 +1,4 @@
-"""Audit-store fixtures: the same tests on SQLite and on a real PostgreSQL (DESIGN.md §7, issue 7).
+"""Audit-store fixtures: the same tests on SQLite and on a real PostgreSQL (docs/architecture.md §9.2, issue 7).
 
 PostgreSQL comes from `ATB_TEST_POSTGRES_URL` (a superuser libpq URL) when set;
 otherwise the session starts its own throw-away cluster from Debian's binaries

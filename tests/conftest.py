@@ -1,4 +1,4 @@
-"""Session fixtures for tests that need the real Kafka and OPA (DESIGN.md §7).
+"""Session fixtures for tests that need the real Kafka and OPA (docs/architecture.md §9.2).
 
 Where the infrastructure comes from, in order:
 

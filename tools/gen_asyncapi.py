@@ -2,7 +2,7 @@
 
 `python tools/gen_asyncapi.py` rewrites `docs/asyncapi/<service>.json`;
 `python tools/gen_asyncapi.py --check` writes nothing and exits 1 naming each
-stale file (DESIGN.md §4: the AsyncAPI document is generated from the apps, and
+stale file (docs/architecture.md §4.6: the AsyncAPI document is generated from the apps, and
 a test fails when the committed copy drifts).
 
 The documents come from FastStream's own generator, called in-process: an app's

@@ -2,7 +2,7 @@
 
 `TempPostgres` runs `initdb` into a folder, starts `postgres` on a free loopback
 port with its unix socket in that folder, and creates the audit store's three
-roles (DESIGN.md §7: real PostgreSQL in tests, no Docker):
+roles (docs/architecture.md §9.2: real PostgreSQL in tests, no Docker):
 
 * `atb_audit_owner`   owns the schema and runs the migrations;
 * `atb_audit_writer`  the audit sink: INSERT/SELECT only (the migrations grant it);

@@ -1,6 +1,6 @@
 """What a candidate policy would have decided differently: pure comparisons of frozen values.
 
-Two kinds of history are compared (seed §2.3, the "what-if" of a policy PR):
+Two kinds of history are compared (docs/architecture.md §2.3, the "what-if" of a policy PR):
 
 * a request's requirements (tier, approvals, ticket) as recorded when it arrived,
   against the candidate's `requirements`;

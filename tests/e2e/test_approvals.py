@@ -235,7 +235,7 @@ async def test_a_request_without_quorum_expires_at_its_deadline(
 
 @pytest.mark.parametrize("forgery", ["unsigned", "tier_mismatch", "quorum_short"])
 async def test_the_issuer_refuses_a_forged_quorum(running_stack: RunningStack, forgery: str) -> None:
-    """Neither a Kafka writer nor a compromised approvals service can mint a PoA (DESIGN.md §6.1).
+    """Neither a Kafka writer nor a compromised approvals service can mint a PoA (docs/architecture.md §6.1).
 
     `unsigned`: the quorum carries no proof by the approvals service → dead letter.
     The others are signed with the approvals service's own SVID (as if it were

@@ -1,4 +1,4 @@
-"""Exactly once under SIGKILL: guarantees 2 and 4 of DESIGN.md §6, on the real broker.
+"""Exactly once under SIGKILL: the guarantees of docs/architecture.md §6.2 and §6.4, on the real broker.
 
 N low-risk requests flow while approvals, issuer and the audit sink are killed
 with SIGKILL at random moments and restarted. At the end:

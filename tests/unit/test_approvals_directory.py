@@ -1,4 +1,4 @@
-"""approvals.domain.directory: one person, many identity spellings (seed §2.2)."""
+"""approvals.domain.directory: one person, many identity spellings (docs/architecture.md §2.2)."""
 
 from __future__ import annotations
 

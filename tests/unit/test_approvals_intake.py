@@ -1,4 +1,4 @@
-"""approvals.domain.intake: what a newly arrived request gets (seed §3 tiers)."""
+"""approvals.domain.intake: what a newly arrived request gets (docs/architecture.md §2.5 risk tiers)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""approvals.domain.tally: "2 of N" distinct eligible people, one deny denies (seed §2.2, §3)."""
+"""approvals.domain.tally: "2 of N" distinct eligible people, one deny denies (docs/architecture.md §2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""audit_sink.domain: how long a row is kept (seed §6), and what a row holds for any record."""
+"""audit_sink.domain: how long a row is kept (docs/architecture.md §2.8), and what a row holds for any record."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""contracts.leg: the four mandate templates of seed §4, the tier evidence of seed §3."""
+"""contracts.leg: the four mandate templates and the tier evidence of docs/architecture.md §2.6."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ LEG = TypeAdapter[LegitimateInterest | ContractualNecessity | Consent | LegalObl
 
 COMMON: dict[str, object] = {"jurisdiction": "US", "accountable_party": {"type": "employee", "id": "emp-100"}}
 
-# Seed §4.1 to §4.4, verbatim (the inner object of `{"leg": ...}`).
+# The four templates of docs/architecture.md §2.6, verbatim (the inner object of `{"leg": ...}`).
 SEED_TEMPLATES: list[tuple[dict[str, object], type[object]]] = [
     ({"basis": "LI", "ref": "LI-2024-001", "description": "Routine system maintenance"}, LegitimateInterest),
     ({"basis": "CONTRACT", "ref": "MSA-12345", "description": "Fulfill customer order #789"}, ContractualNecessity),
@@ -52,13 +52,13 @@ def test_seed_templates_parse_exactly(template: dict[str, object], model: type[o
     assert leg.approval is None
     assert leg.dual_control is None
     assert leg.ticket_ref is None
-    # Nothing added, nothing lost: the JSON form is the seed's example.
+    # Nothing added, nothing lost: the JSON form is the example of docs/architecture.md §2.6.
     assert leg.model_dump(mode="json", exclude_none=True) == source
     assert LEG.validate_json(canonical_json(source)) == leg
 
 
 def test_seed_medium_example_carries_the_approval() -> None:
-    # Seed §3 "Medium-risk (single approver)", with a §4.2 basis.
+    # docs/architecture.md §2.6, medium risk (single approver), with a contractual-necessity basis.
     source = {
         **SEED_TEMPLATES[1][0],
         "jurisdiction": "US",
@@ -73,7 +73,7 @@ def test_seed_medium_example_carries_the_approval() -> None:
 
 
 def test_seed_high_example_carries_dual_control() -> None:
-    # Seed §3 "High-risk (dual control)", with a §4.4 basis.
+    # docs/architecture.md §2.6, high risk (dual control), with a legal-obligation basis.
     source = {
         **SEED_TEMPLATES[3][0],
         "jurisdiction": "EU",

@@ -118,7 +118,7 @@ def test_keys_and_changelog_topics_are_compacted_and_others_are_not() -> None:
 
 
 def test_request_topics_share_a_partition_count() -> None:
-    # A request's whole history lives on one partition number everywhere (DESIGN.md §4).
+    # A request's whole history lives on one partition number everywhere (docs/architecture.md §4.4).
     counts = {s.partitions for s in CATALOGUE if s.topic is not Topic.KEYS}
     assert len(counts) == 1
 

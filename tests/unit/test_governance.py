@@ -1,4 +1,4 @@
-"""Repository governance the seed asks for (§2.3 policy review, §2.4 connector onboarding)."""
+"""Repository governance of docs/architecture.md §2.3 (policy review), §2.4 (connector onboarding) and §2.7 (alerts)."""
 
 from __future__ import annotations
 

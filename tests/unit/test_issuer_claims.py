@@ -1,4 +1,4 @@
-"""issuer.domain.claims: the issuer re-checks the quorum's evidence (DESIGN.md §6.1) and builds the PoA claims."""
+"""issuer.domain.claims: the re-check of a quorum's evidence (docs/architecture.md §6.1) and the PoA claims."""
 
 from __future__ import annotations
 

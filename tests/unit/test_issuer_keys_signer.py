@@ -179,7 +179,7 @@ def joserfc_public(key: SigningKey) -> OKPKey:
 
 
 # NOTE: joserfc 1.8 warns that `EdDSA` is deprecated by RFC 9864 (fully-specified `Ed25519`);
-# DESIGN.md §5 pins `EdDSA`, which is what is being verified here.
+# docs/architecture.md §5.1 pins `EdDSA`, which is what is being verified here.
 @pytest.mark.filterwarnings("ignore:EdDSA is deprecated:joserfc.errors.SecurityWarning")
 def test_token_verifies_with_joserfc(key: SigningKey) -> None:
     claims = make_claims()

@@ -4,7 +4,7 @@ decode → verify the proof of origin → load the request's state → domain st
 records to publish (outcomes, the new state on the changelog, audit events). The
 processor commits those records with the input offsets in one Kafka transaction,
 so state, outcomes and position move together: exactly one outcome per request,
-across restarts (DESIGN.md §6.2). Bad records become dead letters and audit
+across restarts (docs/architecture.md §6.2). Bad records become dead letters and audit
 events; they never stop the batch.
 """
 
@@ -141,7 +141,7 @@ class ApprovalsService:
             return self._bad_input(record, exc.code, exc.reason)
         request_id = getattr(payload, "request_id", None)
         if request_id != request_id_hint(record):
-            # docs/architecture.md: a request's whole history lives on the partition of its
+            # docs/architecture.md §4.4: a request's whole history lives on the partition of its
             # key; a record keyed otherwise would be judged without its request's state.
             return self._bad_input(record, "key_mismatch", f"record key is not the request id {request_id!r}")
         if record.topic == self._requests_topic and isinstance(payload, IssuanceRequested):
@@ -305,7 +305,7 @@ class ApprovalsService:
         request_id = request_id_hint(record)
         out = self._dead(record, code, reason, request_id)
         if record.topic == self._votes_topic and request_id:
-            # docs/architecture.md: a request with a dead-lettered vote fails closed.
+            # docs/architecture.md §6.5: a request with a dead-lettered vote fails closed.
             out += self._apply(request_id, on_bad_vote(self._states.get(request_id), code, datetime.now(UTC)))
         return out
 

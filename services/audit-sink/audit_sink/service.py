@@ -1,7 +1,7 @@
 """Audit ingest: consume every `atb.*` topic, store each record exactly once.
 
 Offsets live in the audit database, in the same transaction as the rows
-(DESIGN.md §6.4). On (re)assignment the consumer seeks to the offsets stored
+(docs/architecture.md §6.4). On (re)assignment the consumer seeks to the offsets stored
 there, so Kafka's own committed offsets are never used, and a SIGKILL at any
 point loses or duplicates nothing.
 

@@ -24,7 +24,8 @@ class AuditSinkSettings(CommonSettings):
     retention_days_by_event_type: dict[str, int] = Field(
         default_factory=lambda: {ActionRequested.event_type: ACCESS_LOG_DAYS}
     )
-    """Per event type, days instead of years. Access logs (the broker's access requests) 90 days, seed §6."""
+    """Per event type, days instead of years. Access logs (the broker's access requests) 90 days:
+    docs/architecture.md §2.8."""
     max_batch: int = 1000
     checkpoint_interval_s: float = 60.0
     """A signed checkpoint at least this often while new events arrive (issue 7: at least every 60 s)."""

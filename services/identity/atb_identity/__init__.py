@@ -3,7 +3,7 @@
 * `spiffe`: SPIFFE ID syntax (`SpiffeId.parse`).
 * `svid`: trust bundles, SVIDs on disk, and `validate_svid`, the chain check.
 * `proof`: `sign_envelope` / `verify_envelope`, the proof of origin on events
-  (DESIGN.md §4). Consumers take identities only from `verify_envelope`, or from
+  (docs/architecture.md §4.5). Consumers take identities only from `verify_envelope`, or from
   `origin.verify_origin` where a configured attester may vouch for a claim.
 * `pki`: a local CA issuing SVIDs under `<state>/pki/`, for development and tests.
 * `errors`: one tree under `IdentityError`, each error with a stable `code`.

@@ -4,7 +4,7 @@ A request or a vote names an identity (`agent_id`, `approver_id`). That claim
 counts only if the event's proof of origin proves it directly, or if the proof
 is by a configured attester (the mTLS gateway for requests, the chat service for
 Slack votes) that vouches for it. Anything else is refused: consumers take
-identities only from here (DESIGN.md §4).
+identities only from here (docs/architecture.md §4.5).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Event proofs: sign an envelope with an SVID, and verify who produced one.
 
-A proof (DESIGN.md §4) is an Ed25519 signature by the producer's X.509-SVID key
+A proof (docs/architecture.md §4.5) is an Ed25519 signature by the producer's X.509-SVID key
 over `contracts.signing_bytes(envelope)` (the canonical bytes without `proof`),
 with the SVID chain as `x5c`. `verify_envelope` validates the chain against the
 trust bundle, checks the signature with the leaf's key, and requires the

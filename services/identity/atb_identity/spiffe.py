@@ -1,6 +1,6 @@
 """SPIFFE IDs: parse and validate `spiffe://<trust domain><path>` (SPIFFE ID standard).
 
-The rules (REFERENCE.md, SPIFFE X.509-SVID; spiffe/standards SPIFFE-ID.md §2):
+The rules (spiffe/standards SPIFFE-ID.md §2; docs/architecture.md §4.5):
 the scheme is `spiffe`; the trust domain is lowercase letters, digits, `.`, `-`
 and `_`, with no port or userinfo; there is no query or fragment; the path is
 non-empty, and each segment is non-empty, not `.` or `..`, and made of letters,

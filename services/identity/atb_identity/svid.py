@@ -1,7 +1,7 @@
 """X.509-SVIDs: load them, and validate a presented chain against a trust bundle.
 
-`validate_svid` applies the X.509-SVID rules (REFERENCE.md, SPIFFE X.509-SVID;
-spiffe/standards X509-SVID.md §2-§5) and returns the SPIFFE ID the chain proves,
+`validate_svid` applies the X.509-SVID rules (spiffe/standards
+X509-SVID.md §2-§5; docs/architecture.md §4.5) and returns the SPIFFE ID the chain proves,
 or raises one named `SvidError` (or `InvalidSpiffeIdError`) per broken rule:
 
 * the leaf has exactly one URI SAN, a valid SPIFFE ID of the bundle's trust domain;

@@ -35,7 +35,7 @@ settings = IssuerSettings()
 
 
 async def publish_keys(entries: list[KeyEntry], *, bootstrap: str, namespace: str, issuer: str) -> None:
-    """Publish verification keys on `atb.keys` before they sign anything (DESIGN.md §5)."""
+    """Publish verification keys on `atb.keys` before they sign anything (docs/architecture.md §5.5)."""
     events = [
         SigningKeyPublished(
             kid=e.key.kid,

@@ -118,7 +118,7 @@ class IssuerService:
                 return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
             return []
         try:
-            # Only the approvals service may say a quorum was reached (DESIGN.md §6.1).
+            # Only the approvals service may say a quorum was reached (docs/architecture.md §6.1).
             verify_origin(envelope, envelope.source, self._bundle, attesters=(), at=datetime.now(UTC))
             if envelope.source not in self._quorum_producers:
                 raise ClaimNotProvenError(f"{envelope.source} may not announce quorums")
@@ -148,7 +148,7 @@ class IssuerService:
         )
 
     def _duplicate(self, quorum: QuorumReached) -> Outgoing:
-        """Exactly one PoA per request: a second quorum for it gets none (docs/architecture.md)."""
+        """Exactly one PoA per request: a second quorum for it gets none (docs/architecture.md §6.2)."""
         return audit(
             "poa_duplicate_quorum_ignored",
             source=self._source,

@@ -2,7 +2,7 @@
 
 `faststream run <pkg>.main:app` runs the service; `faststream docs gen
 <pkg>.main:app` writes its AsyncAPI document. The exactly-once loops are our own
-(FastStream 0.7 has no Kafka transactions, REFERENCE.md), so the app has no
+(FastStream 0.7 has no Kafka transactions; docs/architecture.md §7.2), so the app has no
 FastStream subscribers of its own: a never-started specification broker
 describes the channels, and the lifespan runs the service.
 """

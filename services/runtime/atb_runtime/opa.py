@@ -1,9 +1,9 @@
 """A small OPA REST client over one reused aiohttp session.
 
 Connection reuse matters: the decision path calls OPA per request, and a fresh
-TCP connection per call costs more than the evaluation (REFERENCE.md, loopback
-HTTP). Any failure to get a decision is a `PolicyUnavailableError`: callers fail
-closed on it.
+TCP connection per call costs more than the evaluation (docs/architecture.md §7.2).
+Any failure to get a decision is a `PolicyUnavailableError`: callers fail closed
+on it.
 """
 
 from __future__ import annotations

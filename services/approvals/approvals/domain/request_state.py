@@ -231,7 +231,10 @@ def on_ballot(
 
 
 def on_bad_vote(state: ApprovalStateChanged | None, code: str, now: datetime) -> Step:
-    """A vote for this request could not be parsed or verified: an open request fails closed (DESIGN.md §4)."""
+    """A vote for this request could not be parsed or verified: an open request fails closed.
+
+    See docs/architecture.md §6.5.
+    """
     if state is None or state.status != "open" or state.request is None:
         return Step(state, changed=False)
     reason = f"a vote for this request could not be verified ({code}); failing closed"

@@ -4,7 +4,7 @@
 returns a `TallyResult` in the python-tuf manner: the threshold, what counted,
 what was refused and why, and `.verified` / `.missing`. Only eligible signers
 count, so duplicates, strangers, the requester and ineligible approvers cannot
-inflate it. A single eligible deny denies (DESIGN.md §2), whatever came before.
+inflate it. A single eligible deny denies (docs/architecture.md §2.2), whatever came before.
 
 Each ballot is judged by the first rule it fails, in this order:
 
@@ -13,7 +13,7 @@ Each ballot is judged by the first rule it fails, in this order:
                       by a time the voter wrote)
 ``unknown_approver``  the proven identity is not in the directory
 ``self_approval``     the approver is the requester: the agent or the accountable
-                      party, through any alias (seed §2.2, §3)
+                      party, through any alias (docs/architecture.md §2.2)
 ``tier_not_allowed``  the approver may not approve this request's tier
 ``not_eligible``      none of the approver's groups is an eligible group
 ``digest_mismatch``   the vote binds to a different request digest
@@ -155,7 +155,7 @@ class _Rules:
         return approver
 
     def is_requester(self, approver: Approver) -> bool:
-        """Whether the approver is the agent or the accountable party (DESIGN.md §2).
+        """Whether the approver is the agent or the accountable party (docs/architecture.md §2.2).
 
         Through any alias: the requester ids are compared with every identity and the
         principal of the approver the ballot resolved to, not with the ballot's own
@@ -205,13 +205,13 @@ def tally(
         key = normalize(judged.principal)
         if ballot.choice != VoteChoice.APPROVE:
             # Fail safe: anything but an approval is a deny, and the first eligible deny
-            # wins, even over the denier's own earlier approval (DESIGN.md §2).
+            # wins, even over the denier's own earlier approval (docs/architecture.md §2.2).
             if denied_by is None:
                 denied_by = vote
             else:
                 refused.append(Refused(ballot, DUPLICATE_DENY))
         elif key in counted:
-            # One person through two channels or two spellings counts once (seed §2.2).
+            # One person through two channels or two spellings counts once (docs/architecture.md §2.2).
             refused.append(Refused(ballot, DUPLICATE))
         else:
             counted[key] = vote

@@ -2,7 +2,7 @@
 
 Rows and the consumer offsets that produced them are written in one database
 transaction, so a crash anywhere either keeps both or neither: every record is
-stored exactly once (DESIGN.md §6.4). The unique (topic, partition, offset) key
+stored exactly once (docs/architecture.md §6.4). The unique (topic, partition, offset) key
 makes a replay of an already stored record a no-op rather than a duplicate.
 The schema is created by the alembic migrations in `migrations/`, never here.
 

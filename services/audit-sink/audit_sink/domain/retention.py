@@ -1,4 +1,4 @@
-"""How long each event is kept (seed §6): audit events 7 years, access logs 90 days.
+"""How long each event is kept (docs/architecture.md §2.8): audit events 7 years, access logs 90 days.
 
 `retain_until` is fixed when a row is written; `atb audit purge` may only
 remove rows past it (and not under legal hold). Per-event-type overrides are configuration.
@@ -16,7 +16,7 @@ DEFAULT_YEARS = 7
 """SOX §802 / Reg S-X 2-06: seven years."""
 
 ACCESS_LOG_DAYS = 90
-"""Seed §6: access logs are kept 90 days."""
+"""docs/architecture.md §2.8 (Audit retention): access logs are kept 90 days."""
 
 
 def add_years(moment: datetime, years: int) -> datetime:

@@ -1,4 +1,4 @@
-"""The connector registry (seed §2.4): which connector serves an action, and where it may go.
+"""The connector registry (docs/architecture.md §2.4): which connector serves an action, and where it may go.
 
 A connector has a name, the actions it serves (exact names or `prefix.*`
 patterns), an egress allowlist of hosts, and optionally an HTTP endpoint the

@@ -1,7 +1,7 @@
 """The gateway's HTTPS API: `POST /issue`, `GET /requests/{id}`, `/healthz`, `/metrics`.
 
 Every identity refusal and every malformed body gets a JSON `HttpError` naming
-what is wrong, and identity refusals are audited (seed §2.1; DESIGN.md §6.5).
+what is wrong, and identity refusals are audited (docs/architecture.md §2.2, §6.5).
 A request for a tenant the agent is not registered for is refused with 403
 `tenant_not_allowed` and audited as `request_tenant_refused` (docs/tenants.md).
 """

@@ -1,7 +1,7 @@
 """Check a quorum's evidence and build the PoA claims for it.
 
 Pure: the clock, the `jti` and the identities are inputs. The issuer never trusts
-the approvals service's word alone (DESIGN.md §6.1): the digest is recomputed
+the approvals service's word alone (docs/architecture.md §6.1): the digest is recomputed
 from the embedded request, and the vote count must match the tier.
 Signature checks of the embedded evidence need crypto and live in the adapters.
 """
@@ -24,7 +24,7 @@ from contracts import (
 __all__ = ["MAX_TTL_SECONDS", "EvidenceError", "build_claims", "check_evidence", "principal_key"]
 
 MAX_TTL_SECONDS = MAX_LIFETIME_SECONDS
-"""PoAs live 5 minutes at most (seed §2.1); the policy may ask for less."""
+"""PoAs live 5 minutes at most (docs/architecture.md §5.4); the policy may ask for less."""
 
 
 def principal_key(identity: str) -> str:

@@ -1,4 +1,4 @@
-"""The issuer's own judgement of a quorum: does the evidence prove it? (DESIGN.md §6.1)
+"""The issuer's own judgement of a quorum: does the evidence prove it? (docs/architecture.md §6.1)
 
 The approvals service's word is not enough. For every counted vote the adapter
 has already verified the vote's proof of origin and resolved the approver in the
