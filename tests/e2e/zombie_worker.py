@@ -1,10 +1,14 @@
-"""A minimal exactly-once worker for the fencing tests: copies each input record to an output topic.
+"""A minimal exactly-once worker for the processor tests: copies each input record to an output topic.
 
 Run as a separate process (`python -m tests.e2e.zombie_worker ...`) so that a test
 can freeze it with a real SIGSTOP. The first time it meets the record `freeze`
 it stops itself (SIGSTOP) at the chosen moment — in the handler, or inside the
 transaction after its output was sent and before the commit — and writes a
 marker file first, so the process that takes over does not freeze too.
+
+With the moment `poison`, the record `huge` makes an output larger than any topic
+accepts: its transaction fails however often it is tried, and the processor must
+set it aside (a dead letter) while the records around it are copied.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from atb_runtime import Incoming, Outgoing, ProcessorConfig, TransactionalProcessor
+from atb_runtime import DeadLetters, Incoming, Outgoing, ProcessorConfig, TransactionalProcessor
 from atb_runtime.eos import _Task
 from contracts import Topic, topic_name
 
 FREEZE = b"freeze"
+HUGE = b"huge"
 
 
 class _FreezingProcessor(TransactionalProcessor):
@@ -73,7 +78,10 @@ async def main(bootstrap: str, namespace: str, instance: str, marker: Path, mome
     async def handler(records: Sequence[Incoming]) -> list[Outgoing]:
         if moment == "handler" and any(r.value == FREEZE for r in records) and _claim(marker):
             _stop_myself()
-        return [Outgoing(topic=out_topic, key=r.key or b"", value=r.value, headers=()) for r in records]
+        return [Outgoing(topic=out_topic, key=r.key or b"", value=_copy(r.value), headers=()) for r in records]
+
+    def _copy(value: bytes | None) -> bytes | None:
+        return value * 2_000_000 if value == HUGE and moment == "poison" else value
 
     ns = namespace.rstrip(".")
     config = ProcessorConfig(
@@ -85,9 +93,10 @@ async def main(bootstrap: str, namespace: str, instance: str, marker: Path, mome
         client_id=f"zombie-{instance}",
         service="zombie",
         session_timeout_ms=6_000,
-        max_batch=1,
+        max_batch=1 if moment != "poison" else 50,
     )
-    processor = _FreezingProcessor(config, handler, marker=marker, moment=moment)
+    letters = DeadLetters("zombie", "spiffe://atb.local/svc/zombie", namespace)
+    processor = _FreezingProcessor(config, handler, marker=marker, moment=moment, poison=letters)
     await processor.start()
     print("READY", flush=True)
     try:

@@ -239,7 +239,8 @@ class TransactionalProcessor:
                     await self._restore()
                     continue
                 await self._maybe_tick()
-                await self._process(self._by_task(batches))
+                reopened = await self._reopen_failed()
+                await self._process({p: parts for p, parts in self._by_task(batches).items() if p not in reopened})
 
     def _by_task(
         self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -263,9 +264,7 @@ class TransactionalProcessor:
             if task is None:
                 continue  # revoked meanwhile: the new owner reads these again
             if task.producer is None:
-                # Replaced after a failure: fence, reload and rewind before anything else.
-                await self._reopen(task)
-                continue
+                continue  # still failing to reopen (`_reopen_failed`)
             records = [(tp, msg) for tp, msgs in parts for msg in msgs]
             if any(task.isolating(tp, msg.offset) for tp, msg in records):
                 await self._one_by_one(task, records)
@@ -463,6 +462,23 @@ class TransactionalProcessor:
             return
         await asyncio.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, 5.0)
+
+    async def _reopen_failed(self) -> set[int]:
+        """Tasks whose producer was dropped after a failure: fence, reload and rewind them first.
+
+        Their records fetched meanwhile are dropped (the rewind fetches them again).
+        """
+        reopened: set[int] = set()
+        for task in [t for t in self._tasks.values() if t.producer is None]:
+            reopened.add(task.partition)
+            try:
+                await self._reopen(task)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                task.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("task %d: cannot reopen yet (%s)", task.partition, task.last_error)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
+        return reopened
 
     async def _reopen(self, task: _Task) -> None:
         if self._pending_assignment is not None or self._tasks.get(task.partition) is not task:
