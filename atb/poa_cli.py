@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import typer
 from rich.console import Console
@@ -32,28 +32,35 @@ class RevokeError(AtbUsageError, LookupError):
     """The PoA or request to revoke is not known (exit 2)."""
 
 
-async def _find(bootstrap: str, namespace: str, target: str) -> tuple[str, str]:
-    """(request id, jti) of `target`, a jti or a request id; jti "*" for a whole request."""
+REQUEST_REVOCATION_S = 15 * 60
+"""A whole request's revocation covers PoAs issued later too: the issuer signs only within 10 minutes
+of the quorum, and a PoA lives at most 5 minutes, so 15 minutes after the revocation none can be valid."""
+
+
+async def _find(bootstrap: str, namespace: str, target: str) -> tuple[str, str, datetime]:
+    """(request id, jti, latest expiry) of `target`, a jti or a request id; jti "*" for a whole request."""
     topic = topic_name(Topic.POA_ISSUED, namespace)
     issued = await read_committed(bootstrap, topic, range(spec_for(Topic.POA_ISSUED).partitions))
     for payload in issued:
         if isinstance(payload, PoaIssued) and payload.jti == target:
-            return payload.request_id, payload.jti
-    if any(isinstance(p, PoaIssued) and p.request_id == target for p in issued):
-        return target, "*"
+            return payload.request_id, payload.jti, payload.expires_at
+    of_request = [p.expires_at for p in issued if isinstance(p, PoaIssued) and p.request_id == target]
+    if of_request:
+        return target, "*", max([*of_request, datetime.now(UTC) + timedelta(seconds=REQUEST_REVOCATION_S)])
     raise RevokeError(f"no PoA was issued with jti {target!r} or for request {target!r}")
 
 
 async def revoke_poa(
     target: str, *, reason: str, bootstrap: str, namespace: str = "", revoked_by: str | None = None
 ) -> PoaRevoked:
-    request_id, jti = await _find(bootstrap, namespace, target)
+    request_id, jti, expires_at = await _find(bootstrap, namespace, target)
     revocation = PoaRevoked(
         request_id=request_id,
         jti=jti,
         reason=reason,
         revoked_by=revoked_by or getpass.getuser(),
         revoked_at=datetime.now(UTC),
+        expires_at=expires_at,
     )
     async with Publisher(bootstrap, "atb-cli-revoke") as publisher:
         await publisher.publish(

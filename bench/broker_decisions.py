@@ -16,6 +16,10 @@ spend); the relay publishes them to Kafka concurrently, as in the service.
 - open loop: decisions arrive at `--rate`/s on a fixed schedule (not waiting for
   answers), latency from arrival to answer (goal p99 < 10 ms at 1,000/s);
 - the OPA call alone: one item per request vs one batch of 64.
+
+Both runs once per SQLite durability mode of the spent store (`--synchronous`,
+default both): FULL (the default: every spend fsynced before the answer) and
+NORMAL (a power loss can forget the last spends); the last line compares them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from atb.dev.config import DevConfig
 from atb.dev.topics import delete_topics, ensure_topics
@@ -167,8 +172,28 @@ async def main() -> None:
         "--policy-cache", type=float, default=1.0, help="seconds an identical policy input is answered from cache"
     )
     parser.add_argument("--no-kafka", action="store_true", help="skip publishing decisions (to see its cost)")
+    parser.add_argument(
+        "--synchronous", choices=("FULL", "NORMAL", "both"), default="both", help="spent store's SQLite mode"
+    )
     args = parser.parse_args()
+    modes = ("FULL", "NORMAL") if args.synchronous == "both" else (args.synchronous,)
+    reports = {}
+    for mode in modes:
+        if not args.json:
+            print(f"--- spent store synchronous={mode}", flush=True)
+        reports[mode] = await run(args, mode)
+    if args.json:
+        print(json.dumps(reports[modes[0]] if len(modes) == 1 else reports))
+    elif len(modes) == 2:
+        full, normal = reports["FULL"], reports["NORMAL"]
+        print(
+            f"synchronous=FULL vs NORMAL: {full['decisions_per_s']:,} vs {normal['decisions_per_s']:,} decisions/s "
+            f"({full['decisions_per_s'] / normal['decisions_per_s']:.2f}×); open-loop p99 {full['p99_ms']} vs "
+            f"{normal['p99_ms']} ms, p50 {full['p50_ms']} vs {normal['p50_ms']} ms"
+        )
 
+
+async def run(args: argparse.Namespace, synchronous: str) -> dict[str, Any]:
     dev = DevConfig.from_env()
     bootstrap = f"127.0.0.1:{dev.kafka_port}"
     ns = f"bench{uuid.uuid4().hex[:6]}."
@@ -182,7 +207,7 @@ async def main() -> None:
     agents = load_agent_registry()
     gate = PolicyGate(opa, agents=agents, allow_unmandated_low_risk=False, cache_seconds=args.policy_cache)
     verifier = PoaVerifier(ring, audience=BROKER, issuer=ISSUER)
-    spent = SpentStore(f"sqlite:///{tmp / 'spent.db'}")
+    spent = SpentStore(f"sqlite:///{tmp / 'spent.db'}", synchronous=synchronous)
     authorizer = Authorizer(
         verifier=verifier,
         keys=ring,
@@ -263,7 +288,8 @@ async def main() -> None:
     p90 = latencies[int(len(latencies) * 0.90) - 1] * 1000
     p999 = latencies[int(len(latencies) * 0.999) - 1] * 1000
     ratio = decisions_per_s / raw
-    report = {
+    report: dict[str, Any] = {
+        "synchronous": synchronous,
         "decisions_per_s": round(decisions_per_s),
         "raw_ed25519_verifications_per_s": round(raw),
         "ratio": round(ratio, 3),
@@ -294,8 +320,7 @@ async def main() -> None:
         ),
     }
     if args.json:
-        print(json.dumps(report))
-        return
+        return report
     print(f"broker: {decisions_per_s:,.0f} decisions/s; raw Ed25519: {raw:,.0f} verifications/s")
     print(f"ratio {ratio:.3f} (goal ≥ {GOAL_RATIO}; {ratio / GOAL_RATIO:.2f}× the goal)")
     print(
@@ -312,6 +337,7 @@ async def main() -> None:
         f"OPA: {opa_costs['opa_single_ms']:.2f} ms per single-item call; batch of 64 "
         f"{opa_costs['opa_batch64_ms']:.2f} ms ({opa_costs['opa_batch64_per_item_ms']:.3f} ms per item)"
     )
+    return report
 
 
 if __name__ == "__main__":

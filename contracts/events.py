@@ -58,7 +58,7 @@ _PREFIX_B64_CHARS = 4 * -(-DEAD_LETTER_PREFIX_BYTES // 3)
 
 
 class Tier(StrEnum):
-    """Risk tiers of the seed's §3 table."""
+    """Risk tiers (docs/architecture.md §2.5)."""
 
     LOW = "low"
     MEDIUM = "medium"
@@ -85,7 +85,7 @@ class EventPayload(BaseModel):
     topic: ClassVar[Topic]
 
     def partition_key(self) -> str:
-        """The Kafka key: the request id where there is one (DESIGN.md §4)."""
+        """The Kafka key: the request id where there is one (docs/architecture.md §4.4)."""
         request_id = getattr(self, "request_id", None)
         if isinstance(request_id, str) and request_id:
             return request_id
@@ -93,7 +93,7 @@ class EventPayload(BaseModel):
 
 
 class IssuanceRequested(EventPayload):
-    """An agent asks for a PoA for one exact action (seed §2.1)."""
+    """An agent asks for a PoA for one exact action (docs/architecture.md §2.2, §3.1)."""
 
     event_type: ClassVar[str] = "atb.poa.issuance_requested.v1"
     topic: ClassVar[Topic] = Topic.POA_REQUESTS
@@ -230,6 +230,10 @@ class PoaRevoked(EventPayload):
     reason: Reason
     revoked_by: str
     revoked_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+    """When the revoked PoA expires (for a whole request, `jti` "*": the latest any PoA of it can). After
+    that the PoA is refused as expired anyway, so a broker may forget the revocation. Absent in
+    revocations published before the field existed: a broker then bounds it from `revoked_at`."""
 
 
 class ActionRequested(EventPayload):
@@ -268,7 +272,7 @@ class BrokerDecision(EventPayload):
 
 
 class AuditEvent(EventPayload):
-    """A security-relevant fact, named as in the seed where it gives a name (`poa_issued`, ...)."""
+    """A security-relevant fact, named as in docs/architecture.md §2.9 (`poa_issued`, ...)."""
 
     event_type: ClassVar[str] = "atb.audit.event.v1"
     topic: ClassVar[Topic] = Topic.AUDIT

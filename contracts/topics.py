@@ -1,7 +1,7 @@
 """The topic catalogue: every Kafka topic ATB uses, with its partitions and retention.
 
 `atb dev up` creates these topics; services and tests take topic names only from
-here (STYLE.md: no topic string literals elsewhere). A *namespace* prefixes every
+here (no topic string literals elsewhere: docs/architecture.md §4.1). A *namespace* prefixes every
 name so that tests, benchmarks and parallel demos can run side by side on one
 broker without reading each other's records.
 
@@ -18,7 +18,9 @@ from contracts.limits import TOPIC_MAX_MESSAGE_BYTES
 
 __all__ = [
     "ALL_TOPICS_PATTERN",
+    "AUDIT_SINK_LAG_ALERT_S",
     "CATALOGUE",
+    "COMPACTION_LAG_MS",
     "Topic",
     "TopicSpec",
     "all_topics_pattern",
@@ -27,6 +29,14 @@ __all__ = [
 ]
 
 _DAY_MS = 24 * 60 * 60 * 1000
+
+AUDIT_SINK_LAG_ALERT_S = 60 * 60
+"""The audit sink's alerting lag: `ATBAuditSinkLagging` (deploy/prometheus/alerts.yml) fires when the
+sink is this far behind on any topic (`atb_audit_sink_lag_seconds`)."""
+
+COMPACTION_LAG_MS = _DAY_MS
+"""`min.compaction.lag.ms` of every compacted topic: a record stays uncompacted at least this long, so
+the audit sink has a day to capture it, 23 hours more than its alert allows (docs/audit.md)."""
 
 
 class Topic(StrEnum):
@@ -62,11 +72,12 @@ class TopicSpec:
         """Topic-level configs as Kafka expects them."""
         size = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
         if self.compacted:
-            return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", **size}
+            # Never compact a record the audit sink may not have stored yet (docs/audit.md).
+            return {"cleanup.policy": "compact", "min.compaction.lag.ms": str(COMPACTION_LAG_MS), **size}
         return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms), **size}
 
 
-# Every record on a request's life is keyed by request_id (DESIGN.md §4), so the
+# Every record on a request's life is keyed by request_id (docs/architecture.md §4.4), so the
 # request-carrying topics share one partition count: a request's history then
 # lives on the same partition number everywhere.
 _REQUEST_PARTITIONS = 3

@@ -52,7 +52,7 @@ from atb_runtime import Incoming, OpaClient, PolicyUnavailableError
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.policy import RequirementsClient
 from atb_runtime.readback import read_committed
-from broker.adapters.policy import PolicyGate
+from broker.adapters.policy import PolicyGate, load_directory
 from broker.domain import Presentation
 from contracts import (
     ActionRequested,
@@ -309,7 +309,10 @@ async def _evaluate(
 ) -> list[Evaluated]:
     """The candidate's answers, in order; one OPA round trip per batch of 200 with the same broker setting."""
     gates = {
-        flag: PolicyGate(opa, agents=agents, allow_unmandated_low_risk=flag, cache_seconds=0) for flag in (False, True)
+        flag: PolicyGate(
+            opa, agents=agents, allow_unmandated_low_risk=flag, cache_seconds=0, directory=load_directory()
+        )
+        for flag in (False, True)
     }
     answers: dict[int, Evaluated] = {}
     for flag, gate in gates.items():

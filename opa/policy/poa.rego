@@ -1,7 +1,7 @@
 # METADATA
 # title: ATB PoA policy
 # description: |
-#   Risk tiers and approval requirements of the seed's §3 table. This package is
+#   Risk tiers and approval requirements (docs/architecture.md §2.5). This package is
 #   the single source of truth for which action needs what: services ask it and
 #   duplicate no action list. Data: data.atb_policy (data.json next to this file).
 package atb.poa
@@ -28,7 +28,7 @@ cross_tenant_of(req) if {
 
 cross_tenant if cross_tenant_of(input)
 
-# Fail safe: an action on no list is high, never low (DESIGN.md §2).
+# Fail safe: an action on no list is high, never low (docs/architecture.md §2.5).
 tier_of(req) := "critical" if cross_tenant_of(req)
 
 else := "critical" if req.action in policy.critical_actions
@@ -61,7 +61,7 @@ cross_tenant_flag if cross_tenant
 
 else := false
 
-# Seed §3: with ALLOW_UNMANDATED_LOW_RISK=true (passed by the caller as
+# docs/architecture.md §2.5: with ALLOW_UNMANDATED_LOW_RISK=true (passed by the caller as
 # input.allow_unmandated_low_risk), an allowlisted low-risk action needs no PoA;
 # otherwise every action needs one.
 default poa_required := true
@@ -77,6 +77,7 @@ poa_required := false if {
 #   {"request": {action, tenant, target_tenant, agent_tenants},
 #    "claims": <verified PoA claims> | null,
 #    "agent_id": <SPIFFE ID proven by mTLS or the event proof>,
+#    "principals": {"requesters": [...], "approvers": [...]}  (with claims),
 #    "allow_unmandated_low_risk": bool}
 # and `decisions` answers each, in order, with {allow, reasons, tier, policy_version}.
 # One HTTP round trip per batch keeps OPA off the broker's critical path.
@@ -95,8 +96,27 @@ broker_decision(item) := {
 	reasons := denials(item, t)
 }
 
-# The requester: the agent and the human it acts for. Neither may approve.
-requesters(item) := {lower(item.agent_id), lower(item.claims.leg.accountable_party.id)}
+# Identities are compared as principals, never as strings from the token. The
+# caller (broker/adapters/policy.py) normalises each identity as the issuer does
+# (NFKC, case fold, trim: contracts/directory.py) and resolves aliases through
+# the approver directory: `principals.requesters` are the agent and the human it
+# acts for, `principals.approvers` the PoA's approvers in order. Rego has no
+# NFKC, so an item with claims but without principals is refused (fail closed).
+requesters(item) := {p | some p in item.principals.requesters}
+
+approver_principals(item) := [p | some p in item.principals.approvers]
+
+principal_denials(item) := set() if {
+	is_array(item.principals.requesters)
+	is_array(item.principals.approvers)
+	count(item.principals.requesters) > 0
+	every p in array.concat(item.principals.requesters, item.principals.approvers) {
+		is_string(p)
+		p != ""
+	}
+}
+
+else := {"principals_missing: the caller must send normalised, directory-resolved identities"}
 
 denials(item, t) := {r | some r in no_poa_denials(item, t)} if item.claims == null
 
@@ -109,7 +129,7 @@ no_poa_denials(item, t) := set() if {
 
 else := {"poa_required: this action needs a PoA"}
 
-poa_denials(item, t) := (tier_denials(item, t) | approval_denials(item, t)) | ticket_denials(item, t)
+poa_denials(item, t) := ((tier_denials(item, t) | approval_denials(item, t)) | ticket_denials(item, t)) | principal_denials(item)
 
 tier_denials(item, t) := {sprintf("tier_too_low: PoA was issued for %s, the action is %s", [item.claims.tier, t])} if {
 	tier_rank[item.claims.tier] < tier_rank[t]
@@ -117,13 +137,14 @@ tier_denials(item, t) := {sprintf("tier_too_low: PoA was issued for %s, the acti
 
 else := set()
 
-# Medium: one approver, not the requester (seed §3).
+# Medium: one approver, not the requester (docs/architecture.md §2.2).
 approval_denials(item, "medium") := {"approval_missing: medium risk needs leg.approval.approver_id"} if {
 	not item.claims.leg.approval.approver_id
 }
 
 else := {"self_approval: the approver is the requester"} if {
-	lower(item.claims.leg.approval.approver_id) in requesters(item)
+	some p in approver_principals(item)
+	p in requesters(item)
 }
 
 else := set()
@@ -138,12 +159,12 @@ dual_control_denials(item) := {"dual_control_missing: high risk needs leg.dual_c
 }
 
 else := {"self_approval: an approver is the requester"} if {
-	some a in item.claims.leg.dual_control.approvers
-	lower(a.id) in requesters(item)
+	some p in approver_principals(item)
+	p in requesters(item)
 }
 
 else := {"dual_control_not_distinct: fewer than 2 distinct approvers"} if {
-	count({lower(a.id) | some a in item.claims.leg.dual_control.approvers}) < 2
+	count({p | some p in approver_principals(item)}) < 2
 }
 
 else := set()

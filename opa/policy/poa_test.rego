@@ -93,7 +93,22 @@ agent := "spiffe://atb.local/agent/crm-bot"
 
 claims(t, leg_extra) := {"tier": t, "leg": object.union({"accountable_party": {"type": "employee", "id": "emp-100"}}, leg_extra)}
 
-item(action, c) := {"request": {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}, "claims": c, "agent_id": agent}
+item(action, c) := object.union(bare_item(action, c), {"principals": principals_of(c)}) if c != null
+
+else := bare_item(action, c)
+
+bare_item(action, c) := {"request": {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}, "claims": c, "agent_id": agent}
+
+# What the broker sends for plain ASCII identities outside the directory: lower case, trimmed.
+fold(x) := lower(trim_space(x))
+
+principals_of(c) := {
+	"requesters": [fold(agent), fold(c.leg.accountable_party.id)],
+	"approvers": array.concat(
+		[fold(c.leg.approval.approver_id) | c.leg.approval.approver_id],
+		[fold(a.id) | some a in object.get(object.get(c.leg, "dual_control", {}), "approvers", [])],
+	),
+}
 
 one(i) := d if {
 	ds := poa.decisions with input as {"batch": [i]}
@@ -179,4 +194,63 @@ test_a_batch_is_answered_in_order if {
 	count(ds) == 2
 	ds[0].allow
 	not ds[1].allow
+}
+
+# --- identities are principals (normalised and resolved by the broker) ---------
+
+# The principals the broker sends for a requester emp-100 who is also "dave" in the directory.
+with_principals(i, requesters, approvers) := object.union(i, {"principals": {"requesters": requesters, "approvers": approvers}})
+
+medium_by(id) := claims("medium", {"approval": {"approver_id": id, "approved_at": "2026-01-01T00:00:00Z"}})
+
+test_self_approval_in_another_case_is_denied if {
+	i := with_principals(item("crm.contact.update", medium_by("Emp-100")), [agent, "emp-100"], ["emp-100"])
+	d := one(i)
+	not d.allow
+	startswith(d.reasons[0], "self_approval")
+}
+
+test_self_approval_with_surrounding_whitespace_is_denied if {
+	# lower() alone kept " emp-100\t" apart from "emp-100"; the principal is one string.
+	i := with_principals(item("crm.contact.update", medium_by(" emp-100\t")), [agent, "emp-100"], ["emp-100"])
+	d := one(i)
+	not d.allow
+	startswith(d.reasons[0], "self_approval")
+}
+
+test_self_approval_in_fullwidth_characters_is_denied if {
+	# "ｅｍｐ－１００" is emp-100 after NFKC; lower() leaves it a different string.
+	i := with_principals(item("crm.contact.update", medium_by("ｅｍｐ－１００")), [agent, "emp-100"], ["emp-100"])
+	d := one(i)
+	not d.allow
+	startswith(d.reasons[0], "self_approval")
+}
+
+test_self_approval_through_an_alias_is_denied if {
+	# The accountable party emp-200 and the approver slack:UDAVE004 are both dave in the directory.
+	c := object.union(dual(["alice", "slack:UDAVE004"]), {"leg": object.union(dual(["alice", "slack:UDAVE004"]).leg, {"accountable_party": {"type": "employee", "id": "emp-200"}})})
+	d := one(with_principals(item("sap.vendor.change", c), [agent, "dave"], ["alice", "dave"]))
+	not d.allow
+	startswith(d.reasons[0], "self_approval")
+}
+
+test_two_spellings_of_one_approver_are_not_dual_control if {
+	c := dual(["alice", "spiffe://atb.local/user/alice"])
+	d := one(with_principals(item("sap.vendor.change", c), [agent, "emp-100"], ["alice", "alice"]))
+	not d.allow
+	startswith(d.reasons[0], "dual_control_not_distinct")
+}
+
+test_distinct_principals_are_allowed_whatever_the_spelling if {
+	c := dual(["ALICE ", "ｂｏｂ"])
+	one(with_principals(item("sap.vendor.change", c), [agent, "emp-100"], ["alice", "bob"])).allow
+}
+
+test_claims_without_principals_are_refused if {
+	d := one(bare_item("crm.contact.update", medium_ok))
+	not d.allow
+	some r in d.reasons
+	startswith(r, "principals_missing")
+	not one(with_principals(item("crm.contact.update", medium_ok), [], ["alice"])).allow
+	not one(with_principals(item("crm.contact.update", medium_ok), [agent, "emp-100"], [""])).allow
 }

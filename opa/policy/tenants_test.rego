@@ -89,6 +89,7 @@ presentation(request) := {
 	"request": object.union({"action": "crm.contact.update", "tenant": "acme", "agent_tenants": ["acme"]}, request),
 	"claims": medium_poa,
 	"agent_id": "spiffe://atb.local/agent/crm-bot",
+	"principals": {"requesters": ["spiffe://atb.local/agent/crm-bot", "emp-100"], "approvers": ["alice"]},
 }
 
 decide(request) := d if {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,11 @@ from aiohttp import web
 from atb_runtime.opa import PolicyUnavailableError
 from broker.adapters.keys import KeyRing
 from broker.adapters.policy import PolicyGate
+from broker.adapters.revocations import REQUEST_REVOCATION_S, RevocationList
 from broker.adapters.spent import Spend, SpendVerdict, SpentStore
 from broker.domain import Connector, ConnectorRegistry, RegistryError, Route, RouteRefused
 from broker.settings import BrokerSettings
+from contracts import MAX_LIFETIME_SECONDS, PoaRevoked
 from contracts.agents import AgentRegistry
 from issuer.adapters.keys import load_or_create_key
 
@@ -182,6 +185,25 @@ def test_one_jti_spent_from_many_processes_has_one_owner(tmp_path: Path) -> None
     assert results.count(SpendVerdict.REPLAYED) == 5
 
 
+def _synchronous(store: SpentStore) -> int:
+    with store._engine.connect() as conn:
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+
+
+def test_the_sqlite_spent_store_is_durable_before_the_answer_by_default(tmp_path: Path) -> None:
+    assert BrokerSettings().spent_sqlite_synchronous == "FULL"
+    store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    assert _synchronous(store) == 2  # FULL: every commit fsynced
+    spend = Spend("jti-durable-00000001", "p", "req-d", "agent", int(time.time()) + 60)
+    assert asyncio.run(store.spend_many([spend])) == [SpendVerdict.OWNED]
+    store.close()
+    fast = SpentStore(f"sqlite:///{tmp_path / 'fast.db'}", synchronous="NORMAL")  # the documented trade-off
+    assert _synchronous(fast) == 1
+    fast.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        SpentStore(f"sqlite:///{tmp_path / 'off.db'}", synchronous="OFF")
+
+
 def test_forget_expired_keeps_live_rows(tmp_path: Path) -> None:
     store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
     now = int(time.time())
@@ -325,3 +347,158 @@ def test_spent_requests_are_forgotten_only_well_after_their_poa_expired(tmp_path
     asyncio.run(store.forget_expired(now + REQUEST_MEMORY_S + 1))
     assert store.request_owner("req-x") is None
     store.close()
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _revocation(jti: str, request_id: str, at: float, expires: float | None) -> PoaRevoked:
+    return PoaRevoked(
+        request_id=request_id,
+        jti=jti,
+        reason="stolen",
+        revoked_by="ops",
+        revoked_at=datetime.fromtimestamp(at, UTC),
+        expires_at=None if expires is None else datetime.fromtimestamp(expires, UTC),
+    )
+
+
+def test_revocations_are_forgotten_once_the_revoked_poa_has_expired() -> None:
+    clock = _Clock(1_000_000.0)
+    revocations = RevocationList("localhost:1", "", leeway_s=10, clock=clock)
+    revocations.add(_revocation("jti-a", "req-a", clock.now, clock.now + 60))
+    revocations.add(_revocation("*", "req-b", clock.now, clock.now + 120))
+    revocations.add(_revocation("jti-old", "req-c", clock.now - 3600, clock.now - 3000))  # long expired
+    assert len(revocations) == 2
+    assert revocations.revoked("jti-a", "req-x") == "stolen"
+    assert revocations.revoked("jti-any", "req-b") == "stolen"
+    clock.now += 60 + 10  # jti-a's PoA has expired, leeway included: refused as expired from now on
+    assert revocations.revoked("jti-a", "req-x") is None
+    assert revocations.revoked("jti-any", "req-b") == "stolen"
+    clock.now += 60
+    assert revocations.revoked("jti-any", "req-b") is None
+    assert len(revocations) == 0
+
+
+def test_revocations_without_expiry_are_bounded_from_when_they_were_made() -> None:
+    clock = _Clock(1_000_000.0)
+    revocations = RevocationList("localhost:1", "", leeway_s=10, clock=clock)
+    revocations.add(_revocation("jti-a", "req-a", clock.now, None))  # published before `expires_at` existed
+    revocations.add(_revocation("*", "req-b", clock.now, None))
+    clock.now += MAX_LIFETIME_SECONDS + 5  # within the leeway: a PoA issued just before could still verify
+    assert revocations.revoked("jti-a", "req-x") == "stolen"
+    clock.now += 10
+    assert revocations.revoked("jti-a", "req-x") is None
+    assert revocations.revoked("jti-any", "req-b") == "stolen"  # a whole request: up to 15 minutes
+    clock.now += REQUEST_REVOCATION_S
+    assert revocations.revoked("jti-any", "req-b") is None
+
+
+def test_a_later_revocation_of_the_same_poa_extends_it() -> None:
+    clock = _Clock(1_000_000.0)
+    revocations = RevocationList("localhost:1", "", leeway_s=0, clock=clock)
+    revocations.add(_revocation("*", "req-a", clock.now, clock.now + 10))
+    revocations.add(_revocation("*", "req-a", clock.now, clock.now + 100))
+    clock.now += 50
+    assert revocations.revoked("jti-any", "req-a") == "stolen"
+
+
+def test_revocation_memory_stays_bounded_over_a_long_topic() -> None:
+    """A day of revocations, one a second, each of a PoA living 5 minutes: at most ~5 minutes are kept."""
+    clock = _Clock(1_000_000.0)
+    revocations = RevocationList("localhost:1", "", leeway_s=10, clock=clock)
+    most = 0
+    for i in range(86_400):
+        clock.now += 1
+        revocations.add(_revocation(f"jti-{i}", f"req-{i}", clock.now, clock.now + MAX_LIFETIME_SECONDS))
+        most = max(most, len(revocations))
+    assert most <= MAX_LIFETIME_SECONDS + 10 + 1
+    assert len(revocations._expiry) <= MAX_LIFETIME_SECONDS + 10 + 1
+    # A replica that reads the whole day from the beginning an hour later keeps none of it.
+    late = RevocationList("localhost:1", "", leeway_s=10, clock=_Clock(clock.now + 3600))
+    for i in range(0, 86_400, 97):
+        late.add(_revocation(f"jti-{i}", f"req-{i}", 1_000_000.0 + i, 1_000_000.0 + i + MAX_LIFETIME_SECONDS))
+    assert len(late) == 0
+
+
+class _OpaEval:
+    """The real policy, evaluated by the `opa` binary (`opa eval`), for a PolicyGate."""
+
+    ROOT = Path(__file__).resolve().parents[2]
+
+    async def evaluate(self, path: str, input_doc: dict[str, Any]) -> Any:
+        import json
+
+        opa = self.ROOT / ".cache" / "bin" / "opa"
+        query = "data." + path.replace("/", ".")
+        process = await asyncio.create_subprocess_exec(
+            *(str(opa), "eval", "--format", "json", "--stdin-input", "-d", str(self.ROOT / "opa" / "policy"), query),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate(json.dumps(input_doc).encode())
+        assert process.returncode == 0
+        return json.loads(out)["result"][0]["expressions"][0]["value"]
+
+
+def _claims_with(accountable: str, approval: str | None = None, dual: list[str] | None = None) -> Any:
+    from contracts import PoaClaims
+    from tests.unit.test_broker_corpus import claims
+
+    body = claims()
+    leg = dict(body["leg"], accountable_party={"type": "employee", "id": accountable})
+    if approval is not None:
+        leg["approval"] = {"approver_id": approval, "approved_at": "2026-01-01T00:00:00Z"}
+    if dual is not None:
+        del leg["approval"]
+        leg["dual_control"] = {"required": True, "approvers": [{"id": i, "type": "manager"} for i in dual]}
+        body["tier"] = "high"
+    body["leg"] = leg
+    return PoaClaims.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    ("accountable", "approval", "dual", "denial"),
+    [
+        ("emp-100", "EMP-100", None, "self_approval"),  # case
+        ("emp-100", " emp-100\t", None, "self_approval"),  # whitespace
+        ("emp-100", "ｅｍｐ－１００", None, "self_approval"),  # fullwidth
+        ("emp-200", "slack:UDAVE004", None, "self_approval"),  # an alias of dave, who is emp-200
+        ("EMP-200", "spiffe://atb.local/user/ＤＡＶＥ ", None, "self_approval"),  # all of it at once
+        ("emp-100", None, ["alice", "slack:UDAVE004"], ""),  # distinct people: allowed
+        ("emp-200", None, ["alice", "Slack:UDAVE004"], "self_approval"),
+        ("emp-100", None, ["alice", "spiffe://atb.local/user/alice"], "dual_control_not_distinct"),
+        ("emp-100", None, ["ａｌｉｃｅ", "emp-101 "], "dual_control_not_distinct"),  # both are alice
+    ],
+)
+def test_the_policy_compares_normalised_directory_principals(
+    accountable: str, approval: str | None, dual: list[str] | None, denial: str
+) -> None:
+    from broker.adapters.policy import load_directory
+    from broker.domain import Presentation
+    from contracts.agents import RegisteredAgent
+    from tests.unit.test_broker_corpus import ACTION, AGENT, THUMB
+
+    if not (_OpaEval.ROOT / ".cache" / "bin" / "opa").exists():
+        pytest.skip("OPA is not built (.cache/bin/opa): run `atb dev up`")
+    agents = AgentRegistry((RegisteredAgent(AGENT, frozenset({"acme"})),))
+    gate = PolicyGate(
+        _OpaEval(),  # type: ignore[arg-type]
+        agents=agents,
+        allow_unmandated_low_risk=False,
+        cache_seconds=0,
+        directory=load_directory(),
+    )
+    action = ACTION.model_copy(update={"action": "sap.vendor.change" if dual else "crm.contact.update"})
+    presentation = Presentation(action, AGENT, THUMB, "http:1", "http")
+    (answer,) = asyncio.run(gate.decide([(presentation, _claims_with(accountable, approval, dual))]))
+    if not denial:
+        assert answer.allow, answer.reasons
+    else:
+        assert not answer.allow
+        assert [r.split(":", 1)[0] for r in answer.reasons] == [denial]

@@ -63,6 +63,8 @@ def test_the_seed_p1_alert_exists() -> None:
 def test_alert_expressions_use_metrics_the_broker_exports() -> None:
     from prometheus_client import generate_latest
 
+    import atb_runtime.eos  # noqa: F401 - registers the processors' metrics
+    import audit_sink.lag  # noqa: F401 - registers the audit sink's lag gauge
     import broker.adapters.metrics  # noqa: F401 - registers the broker's metrics
 
     exported = generate_latest().decode()

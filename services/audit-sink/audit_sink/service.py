@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -31,6 +32,7 @@ from audit_sink.adapters.ledger import CHECKPOINT_AUDIT_TYPE
 from audit_sink.adapters.signing import NoteSigner
 from audit_sink.domain import AuditRow, RecordMeta, RetentionPolicy, row_for
 from audit_sink.head import LogHead
+from audit_sink.lag import LagTracker
 from audit_sink.settings import AuditSinkSettings
 from contracts import AuditEvent, all_topics_pattern
 
@@ -73,6 +75,8 @@ class AuditIngest:
             instance=settings.instance,
         )
         self.stored = 0
+        self._lag = LagTracker()
+        self._lag_published = 0.0
 
     async def start(self) -> None:
         ns = self._settings.topic_namespace
@@ -114,6 +118,7 @@ class AuditIngest:
                 if batches:
                     await self._store_batch(batches)
                 await self._maybe_checkpoint()
+                await self._publish_lag()
         finally:
             self._running = False
 
@@ -134,6 +139,7 @@ class AuditIngest:
                 rows.append(row_for(meta, recorded_at=now, retention=self._retention))
             if messages:
                 next_offsets[(tp.topic, tp.partition)] = getattr(messages[-1], "offset") + 1  # noqa: B009
+                self._lag.stored(tp.topic, tp.partition, getattr(messages[-1], "timestamp", 0) or 0)
         result = await asyncio.to_thread(self._store.append, rows, next_offsets, self._head.seal)
         missed: list[bytes] = []
         if result.first_index != self._head.frontier.size:
@@ -144,6 +150,21 @@ class AuditIngest:
         self.stored += len(result.rows)
         if result.checkpoint is not None:
             await self._announce(result.checkpoint)
+
+    async def _publish_lag(self) -> None:
+        """`atb_audit_sink_lag_seconds{topic}`, once a second (audit_sink/lag.py)."""
+        consumer = self._consumer
+        now = time.time()
+        if consumer is None or now - self._lag_published < 1.0:
+            return
+        self._lag_published = now
+        behind: dict[tuple[str, int], bool] = {}
+        for tp in consumer.assignment():
+            end = consumer.last_stable_offset(tp)  # read_committed: what the sink can read
+            if end is None:
+                continue
+            behind[(tp.topic, tp.partition)] = await consumer.position(tp) < end
+        self._lag.publish(behind, now)
 
     @property
     def checkpoints(self) -> int:

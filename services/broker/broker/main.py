@@ -17,7 +17,7 @@ from broker.adapters.connectors import HttpConnector, load_registry
 from broker.adapters.http import AuthorizeApp, HttpsServer, build_app
 from broker.adapters.keys import KeyRing
 from broker.adapters.outbox import OutboxRelay
-from broker.adapters.policy import PolicyGate
+from broker.adapters.policy import PolicyGate, load_directory
 from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import SpentStore
 from broker.adapters.verify import PoaVerifier
@@ -55,9 +55,14 @@ async def build() -> ServiceRunner:
         refresh_interval_s=settings.jwks_refresh_seconds,
         dead_letters=dead_letters("keys"),
     )
-    revocations = RevocationList(settings.kafka_bootstrap_servers, ns, dead_letters=dead_letters("revocations"))
+    revocations = RevocationList(
+        settings.kafka_bootstrap_servers,
+        ns,
+        dead_letters=dead_letters("revocations"),
+        leeway_s=settings.leeway_seconds,
+    )
     opa = OpaClient(settings.opa_url)
-    spent = SpentStore(settings.spent_url())
+    spent = SpentStore(settings.spent_url(), synchronous=settings.spent_sqlite_synchronous)
     agents = load_agent_registry(settings.agent_registry_path)
     await spent.forget_expired(int(time.time()) - 3600)
     authorizer = Authorizer(
@@ -69,6 +74,7 @@ async def build() -> ServiceRunner:
             agents=agents,
             allow_unmandated_low_risk=settings.allow_unmandated_low_risk,
             cache_seconds=settings.policy_cache_seconds,
+            directory=load_directory(settings.approver_directory_path),
         ),
         spent=spent,
         registry=load_registry(settings.registry_path()),

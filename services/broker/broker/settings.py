@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import model_validator
 
@@ -27,6 +28,11 @@ class BrokerSettings(CommonSettings):
     trust_bundle_path: Path | None = None
     spent_db_url: str = ""
     """Where spent PoA ids live: shared by every replica. Default a SQLite file in the state folder."""
+    spent_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite spent store: FULL fsyncs every spend before the agent hears "allow"; NORMAL is faster but
+    a power loss can forget the last spends, and a spent PoA would then be accepted again."""
+    approver_directory_path: Path | None = None
+    """The approver directory the issuer uses (default config/approvers.json): the policy compares principals."""
     connectors_path: Path | None = None
     """The connector registry (JSON); default config/connectors.json."""
     agent_registry_path: Path | None = None
@@ -35,8 +41,8 @@ class BrokerSettings(CommonSettings):
     """The issuer's JWKS, fetched (rate-limited) when a token names a `kid` not yet seen on `atb.keys`."""
     jwks_refresh_seconds: float = 5.0
     allow_unmandated_low_risk: bool = False
-    """Seed §3: allowlisted low-risk actions pass without a PoA. Off: every action needs one.
-    Also read from the seed's own name, `ALLOW_UNMANDATED_LOW_RISK` (which wins when set)."""
+    """docs/architecture.md §2.5: allowlisted low-risk actions pass without a PoA. Off: every action needs one.
+    Also read from the operating model's own name, `ALLOW_UNMANDATED_LOW_RISK` (which wins when set)."""
     max_batch: int = 256
     policy_cache_seconds: float = 1.0
     """How long an OPA answer for an identical policy input is reused (0: ask every time)."""

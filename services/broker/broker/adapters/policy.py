@@ -3,6 +3,12 @@
 `data.atb.poa.decisions` answers `input.batch` item by item (opa/policy/poa.rego).
 Each item's request carries the agent's registered tenants (the agent registry,
 docs/tenants.md), from which the policy decides whether it is cross-tenant.
+Each item also carries `principals`: the requesters (the agent and its
+accountable party) and the approvers named by the PoA, each normalised the way
+the issuer does (`contracts.directory.normalize`: NFKC, case fold, trim) and
+resolved through the approver directory to its principal, so that the policy's
+self-approval and distinctness checks compare people, not spellings (Rego has
+no NFKC; the policy refuses an item without them).
 The OPA client reuses one keep-alive connection pool; batching amortises the
 HTTP and JSON cost over every presentation that arrived together. Anything but a
 well-formed answer of the right length is `PolicyUnavailableError`: the caller
@@ -11,9 +17,11 @@ denies (fail closed).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 from pydantic import JsonValue
@@ -22,8 +30,18 @@ from atb_runtime.opa import OpaClient, PolicyUnavailableError
 from broker.domain import Presentation
 from contracts import PoaClaims, Tier
 from contracts.agents import AgentRegistry
+from contracts.directory import Directory, normalize
 
-__all__ = ["PolicyDecision", "PolicyGate"]
+__all__ = ["DEFAULT_DIRECTORY", "PolicyDecision", "PolicyGate", "load_directory"]
+
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[4] / "config" / "approvers.json"
+"""The approver directory the issuer and approvals use (ATB_APPROVER_DIRECTORY_PATH)."""
+
+
+def load_directory(path: Path | None = None) -> Directory:
+    """The approver directory (JSON) the policy's principals are resolved through."""
+    return Directory.from_mapping(json.loads((path or DEFAULT_DIRECTORY).read_text(encoding="utf-8")))
+
 
 _TIERS: dict[str, Tier] = {t.value: t for t in Tier}
 
@@ -49,10 +67,17 @@ class PolicyGate:
     MAX_CACHED = 10_000
 
     def __init__(
-        self, opa: OpaClient, *, agents: AgentRegistry, allow_unmandated_low_risk: bool, cache_seconds: float = 1.0
+        self,
+        opa: OpaClient,
+        *,
+        agents: AgentRegistry,
+        allow_unmandated_low_risk: bool,
+        cache_seconds: float = 1.0,
+        directory: Directory | None = None,
     ) -> None:
         self._opa = opa
         self._agents = agents
+        self._directory = directory if directory is not None else Directory(())
         self._unmandated = allow_unmandated_low_risk
         self._ttl = cache_seconds
         self._cache: dict[bytes, tuple[float, PolicyDecision]] = {}
@@ -66,12 +91,30 @@ class PolicyGate:
             request["target_tenant"] = action.target_tenant
         # The registry's word on the proven agent, never the presentation's.
         request["agent_tenants"] = list[JsonValue](sorted(self._agents.tenants_of(presentation.agent_id)))
-        return {
+        item: dict[str, JsonValue] = {
             "request": request,
             "claims": None if claims is None else _policy_claims(claims),
             "agent_id": presentation.agent_id,
             "allow_unmandated_low_risk": self._unmandated,
         }
+        if claims is not None:
+            item["principals"] = self._principals(presentation.agent_id, claims)
+        return item
+
+    def principal(self, identity: str) -> str:
+        """One person, one string: the directory's principal for a known identity, else the normalised identity."""
+        approver = self._directory.resolve(identity)
+        return normalize(approver.principal if approver is not None else identity)
+
+    def _principals(self, agent_id: str, claims: PoaClaims) -> dict[str, JsonValue]:
+        leg = claims.leg
+        approvers: list[JsonValue] = []
+        if leg.approval is not None:
+            approvers.append(self.principal(leg.approval.approver_id))
+        if leg.dual_control is not None:
+            approvers.extend(self.principal(a.id) for a in leg.dual_control.approvers)
+        requesters = sorted({self.principal(agent_id), self.principal(leg.accountable_party.id)})
+        return {"requesters": list[JsonValue](requesters), "approvers": approvers}
 
     async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]:
         if not items:

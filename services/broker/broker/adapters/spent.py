@@ -20,7 +20,13 @@ spent owns the request and every other PoA of it is refused
 
 SQLite (the embedded default; one file shared by every replica on the host,
 `BEGIN IMMEDIATE` so writers queue instead of deadlocking) or PostgreSQL (several
-hosts; the primary key arbitrates). Rows may be dropped once their PoA has
+hosts; the primary key arbitrates). SQLite runs `synchronous=FULL` by default:
+each commit is fsynced before the agent hears "allow", so a power loss cannot
+forget a spend and let the same PoA run again. `synchronous=NORMAL`
+(`ATB_SPENT_SQLITE_SYNCHRONOUS`) is faster and still safe against a crash of
+the process, but not against a power loss or a kernel panic: the last commits
+can vanish (README, "Spent-store durability"; bench/broker_decisions.py
+measures both). Rows may be dropped once their PoA has
 expired: an expired PoA is refused before it gets here.
 """
 
@@ -61,6 +67,7 @@ from sqlalchemy.exc import OperationalError
 
 __all__ = [
     "REQUEST_MEMORY_S",
+    "SYNCHRONOUS",
     "OutboxRow",
     "Spend",
     "SpendVerdict",
@@ -133,7 +140,11 @@ class Spend:
     expires_at: int
 
 
-def _sqlite_engine(url: str) -> Engine:
+SYNCHRONOUS = ("FULL", "NORMAL")
+"""The SQLite durability modes the spent store accepts (FULL: durable before the answer)."""
+
+
+def _sqlite_engine(url: str, synchronous: str) -> Engine:
     path = url.removeprefix("sqlite:///")
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +156,7 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         # Checkpoints (which fsync) run in the store's thread (`checkpoint()`), never
         # inside a commit on the decision path.
@@ -160,9 +171,13 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 class SpentStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}")
         self._sqlite = url.startswith("sqlite")
-        self._engine = _sqlite_engine(url) if self._sqlite else create_engine(url, pool_pre_ping=True)
+        # A commit that fsyncs (FULL) waits for the disk: in the store's thread, not the event loop.
+        self._inline = self._sqlite and synchronous == "NORMAL"
+        self._engine = _sqlite_engine(url, synchronous) if self._sqlite else create_engine(url, pool_pre_ping=True)
         try:
             metadata.create_all(self._engine)
         except OperationalError:
@@ -188,10 +203,10 @@ class SpentStore:
         """Spend, and (with `outbox`) store the batch's events built from who owns what, in one transaction."""
         if not spends and outbox is None:
             return []
-        if self._sqlite:
-            # A local SQLite commit (WAL, no fsync per commit) takes a fraction of a
-            # millisecond: cheaper in the event loop than a thread hop and the GIL
-            # hand-over that comes with it. PostgreSQL's round trip goes to the thread.
+        if self._inline:
+            # A local SQLite commit without fsync (synchronous=NORMAL) takes a fraction of a
+            # millisecond: cheaper in the event loop than a thread hop and the GIL hand-over
+            # that comes with it. An fsync, or PostgreSQL's round trip, goes to the thread.
             return self._commit(spends, outbox, instance)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._commit, spends, outbox, instance)
