@@ -71,11 +71,13 @@ lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rule tests
 		command -v docker-compose >/dev/null || { echo "lint: docker-compose not found (apt-get install docker-compose)" >&2; exit 2; }; \
 		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: ok"; fi
 
-bench: venv infra ## benchmarks: end to end, PoA issuance, broker decisions
+bench: venv infra ## benchmarks: end to end, PoA issuance, broker decisions, audit ingest, restore, scale-out
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/poa_issuance.py
 	$(BIN)/python bench/broker_decisions.py
 	$(BIN)/python bench/audit_ingest.py
+	$(BIN)/python bench/restore.py
+	$(BIN)/python bench/scale.py
 
 down: ## stop the local stack (only what `atb dev up` started)
 	@if [ -x $(BIN)/atb ]; then $(BIN)/atb dev down; else echo "down: no venv, nothing to stop"; fi
