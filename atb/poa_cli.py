@@ -19,7 +19,7 @@ from atb.errors import AtbUsageError, kafka_bootstrap
 from atb_runtime import Publisher, audit, outgoing
 from atb_runtime.readback import read_committed
 from atb_runtime.settings import CommonSettings
-from contracts import PoaIssued, PoaRevoked, Topic, spec_for, topic_name
+from contracts import PoaIssued, PoaRevoked, Topic, topic_name
 
 __all__ = ["RevokeError", "poa_app", "revoke_poa"]
 
@@ -40,7 +40,7 @@ of the quorum, and a PoA lives at most 5 minutes, so 15 minutes after the revoca
 async def _find(bootstrap: str, namespace: str, target: str) -> tuple[str, str, datetime]:
     """(request id, jti, latest expiry) of `target`, a jti or a request id; jti "*" for a whole request."""
     topic = topic_name(Topic.POA_ISSUED, namespace)
-    issued = await read_committed(bootstrap, topic, range(spec_for(Topic.POA_ISSUED).partitions))
+    issued = await read_committed(bootstrap, topic)
     for payload in issued:
         if isinstance(payload, PoaIssued) and payload.jti == target:
             return payload.request_id, payload.jti, payload.expires_at

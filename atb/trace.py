@@ -2,8 +2,9 @@
 
 Every record of a request is keyed by its request id (docs/architecture.md §4.4), so its
 history lives on one partition of each topic: the trace reads exactly those
-partitions (`read_committed`, from the beginning to the end offsets taken at
-start), and, with `--audit-db`, the audit store for what Kafka no longer keeps.
+partitions, the key's under each topic's real partition count
+(`atb_runtime.readback`: `read_committed`, from the beginning to the end offsets
+taken at start), and, with `--audit-db`, the audit store for what Kafka no longer keeps.
 Nothing is written anywhere.
 
 The timeline names each step, who produced it (the proven SPIFFE ID in the
@@ -17,15 +18,13 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import murmur2
-
+from atb_runtime.readback import StoredRecord, decode, iter_records, partition_for
 from contracts import (
     CATALOGUE,
     ActionRequested,
@@ -36,7 +35,6 @@ from contracts import (
     DeadLetter,
     DeadLetterV1,
     Envelope,
-    EventDecodeError,
     EventPayload,
     IssuanceRequested,
     PoaIssued,
@@ -46,9 +44,6 @@ from contracts import (
     RequestExpired,
     Topic,
     VoteCast,
-    decode_envelope,
-    payload_of,
-    spec_for,
     topic_name,
 )
 
@@ -56,6 +51,7 @@ __all__ = [
     "Step",
     "TraceRecord",
     "build_timeline",
+    "find_poa",
     "follow_request",
     "partition_for",
     "read_request",
@@ -93,12 +89,6 @@ class Step:
     origin: str = "kafka"
     since_start_ms: float = 0.0
     since_previous_ms: float = 0.0
-
-
-def partition_for(request_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives this key (murmur2, as the Java client)."""
-    index: int = murmur2(request_id.encode()) & 0x7FFFFFFF
-    return index % partitions
 
 
 def _short(source: str) -> str:
@@ -283,12 +273,10 @@ def timeline_json(request_id: str, steps: Sequence[Step]) -> str:
     )
 
 
-def _decode(topic: str, partition: int, offset: int, value: bytes | None) -> TraceRecord:
-    try:
-        envelope = decode_envelope(value)
-        return TraceRecord(topic, partition, offset, envelope, payload_of(envelope))
-    except EventDecodeError:
-        return TraceRecord(topic, partition, offset, None, None)
+def _decode(stored: StoredRecord) -> TraceRecord:
+    event = decode(stored)
+    envelope, payload = (event.envelope, event.payload) if event is not None else (None, None)
+    return TraceRecord(stored.topic, stored.partition, stored.offset, envelope, payload)
 
 
 def _belongs(record: TraceRecord, request_id: str, key: bytes | None) -> bool:
@@ -296,13 +284,6 @@ def _belongs(record: TraceRecord, request_id: str, key: bytes | None) -> bool:
         return True
     payload = record.payload
     return payload is not None and getattr(payload, "request_id", None) == request_id
-
-
-def _partitions(request_id: str, namespace: str) -> list[TopicPartition]:
-    return [
-        TopicPartition(topic_name(t, namespace), partition_for(request_id, spec_for(t).partitions))
-        for t in REQUEST_TOPICS
-    ]
 
 
 async def read_request(bootstrap: str, request_id: str, namespace: str = "") -> list[TraceRecord]:
@@ -322,55 +303,27 @@ async def follow_request(
 
 
 async def _scan(bootstrap: str, request_id: str, namespace: str, *, follow_s: float) -> AsyncIterator[TraceRecord]:
-    tps = _partitions(request_id, namespace)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", group_id=None
-    )
-    await consumer.start()
-    try:
-        existing = set((await consumer.topics()) or ())
-        tps = [tp for tp in tps if tp.topic in existing]
-        if not tps:
-            return
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        stop_at = time.monotonic() + follow_s
-        while True:
-            batches = await consumer.getmany(*tps, timeout_ms=200, max_records=5000)
-            for tp, messages in batches.items():
-                for msg in messages:
-                    record = _decode(tp.topic, tp.partition, msg.offset, msg.value)
-                    if _belongs(record, request_id, msg.key):
-                        yield record
-            caught_up = all([await consumer.position(tp) >= end[tp] for tp in tps])
-            if caught_up and time.monotonic() >= stop_at:
-                return
-    finally:
-        await consumer.stop()
+    # The partition of each topic is the key's under the topic's real partition count.
+    topics = [topic_name(t, namespace) for t in REQUEST_TOPICS]
+    async with aclosing(iter_records(bootstrap, topics, key=request_id, follow_s=follow_s, poll_ms=200)) as records:
+        async for stored in records:
+            record = _decode(stored)
+            if _belongs(record, request_id, stored.key):
+                yield record
 
 
 async def resolve_request_id(bootstrap: str, target: str, namespace: str = "") -> str:
     """`target` if it is a request id; the request of a PoA if it is a jti (searched on atb.poa.issued)."""
+    found = await find_poa(bootstrap, target, namespace)
+    return found.payload.request_id if found is not None and isinstance(found.payload, PoaIssued) else target
+
+
+async def find_poa(bootstrap: str, jti: str, namespace: str = "") -> TraceRecord | None:
+    """The PoaIssued record of this jti on atb.poa.issued (every partition), where it was found; None if none."""
     topic = topic_name(Topic.POA_ISSUED, namespace)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        if topic not in set((await consumer.topics()) or ()):
-            return target
-        tps = [TopicPartition(topic, p) for p in range(spec_for(Topic.POA_ISSUED).partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        remaining = [tp for tp in tps if end[tp] > 0]
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=300, max_records=5000)
-            for messages in batches.values():
-                for msg in messages:
-                    record = _decode(topic, 0, msg.offset, msg.value)
-                    if isinstance(record.payload, PoaIssued) and record.payload.jti == target:
-                        return record.payload.request_id
-            remaining = [tp for tp in remaining if await consumer.position(tp) < end[tp]]
-    finally:
-        await consumer.stop()
-    return target
+    async with aclosing(iter_records(bootstrap, [topic])) as records:
+        async for stored in records:
+            record = _decode(stored)
+            if isinstance(record.payload, PoaIssued) and record.payload.jti == jti:
+                return record
+    return None

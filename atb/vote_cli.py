@@ -22,23 +22,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from atb.errors import AtbError, AtbUsageError, kafka_bootstrap
 from atb.sdk import ApproverClient, PoaTimeoutError
 from atb_identity import IdentityError, Svid, load_svid, svid_paths
+from atb_runtime.readback import read_committed
 from atb_runtime.settings import default_state_dir
 from contracts import (
-    CATALOGUE,
     ApprovalStateChanged,
-    EventDecodeError,
     Topic,
     VoteCast,
     VoteChoice,
-    decode_envelope,
-    payload_of,
     topic_name,
 )
 from contracts.directory import Approver, Directory
@@ -168,33 +164,10 @@ def awaiting(
     return sorted(rows, key=lambda s: s.deadline or now)
 
 
-async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
-
-
 async def _read_states(bootstrap: str, namespace: str) -> list[ApprovalStateChanged]:
     """The latest state of every request on the compacted changelog, read to its current end."""
-    spec = next(s for s in CATALOGUE if s.topic is Topic.APPROVALS_STATE)
-    partitions = [TopicPartition(topic_name(spec.topic, namespace), p) for p in range(spec.partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        latest: dict[str, ApprovalStateChanged] = {}
-        while not await _caught_up(consumer, ends):
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                for message in messages:
-                    try:
-                        state = payload_of(decode_envelope(message.value))
-                    except EventDecodeError:
-                        continue
-                    if isinstance(state, ApprovalStateChanged):
-                        latest[state.request_id] = state
-        return list(latest.values())
-    finally:
-        await consumer.stop()
+    latest: dict[str, ApprovalStateChanged] = {}
+    for state in await read_committed(bootstrap, topic_name(Topic.APPROVALS_STATE, namespace)):
+        if isinstance(state, ApprovalStateChanged):
+            latest[state.request_id] = state
+    return list(latest.values())

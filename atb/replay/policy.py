@@ -67,7 +67,6 @@ from contracts import (
     Topic,
     decode_envelope,
     payload_of,
-    spec_for,
     topic_name,
 )
 from contracts.agents import AgentRegistry
@@ -226,7 +225,7 @@ async def fill_context(history: History, bootstrap: str, namespace: str) -> None
 
 
 async def _read_all(bootstrap: str, namespace: str, topic: Topic) -> list[EventPayload]:
-    return await read_committed(bootstrap, topic_name(topic, namespace), range(spec_for(topic).partitions))
+    return await read_committed(bootstrap, topic_name(topic, namespace))
 
 
 def _unverified_claims(token: str) -> PoaClaims | None:

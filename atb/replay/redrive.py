@@ -41,7 +41,6 @@ from contracts import (
     Topic,
     decode_envelope,
     payload_of,
-    spec_for,
     topic_name,
 )
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
@@ -66,7 +65,7 @@ class RedriveOptions:
 async def redriven_refs(bootstrap: str, namespace: str) -> set[str]:
     """Refs of every dead letter with a `dlq_redriven` audit event on `atb.audit`."""
     topic = topic_name(Topic.AUDIT, namespace)
-    events = await read_committed(bootstrap, topic, range(spec_for(Topic.AUDIT).partitions))
+    events = await read_committed(bootstrap, topic)
     return {
         str(e.details.get("dlq"))
         for e in events

@@ -14,7 +14,12 @@ continues after the last batch the handler finished: each record is handled
 once, unless the process dies between a handler's side effect and the commit
 (handlers that act, like the re-drive, are idempotent on their own).
 
-The scanner never produces and never commits to any group but its own.
+The scanner never produces and never commits to any group but its own. It is
+not `atb_runtime.readback.iter_records`, the read-to-the-end everything else
+uses: a run is planned once and read later (its spans, clamped by `until`, are in
+the run file), progress is committed to the run's group after each handled batch,
+and a resumed run starts from that group's offsets. It shares the partition
+discovery (`topic_partitions`) with it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from atb.replay.errors import ReplayInfraError, ReplayUsageError
 from atb.replay.runs import PartitionSpan, RunPlan, RunStatus, RunStore, new_run_id
 from atb.replay.timerange import TimeRange
 from atb_runtime import Incoming
+from atb_runtime.readback import topic_partitions
 
 __all__ = ["BatchHandler", "RangeScanner", "ScanResult"]
 
@@ -203,13 +209,12 @@ class RangeScanner:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
-    # NOTE: `consumer.topics()` fetches the same metadata but keeps only the names; the
-    # partitions come from the real topic, not the catalogue (production may have more).
-    cluster = await consumer._client.fetch_all_metadata()
-    missing = [t for t in topics if t not in cluster.topics()]
+    # The partitions come from the real topic, not the catalogue (production may have more).
+    found = await topic_partitions(consumer, topics)
+    missing = [t for t in topics if t not in found]
     if missing:
         raise ReplayUsageError(f"unknown topic{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-    return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+    return [TopicPartition(t, p) for t in topics for p in found[t]]
 
 
 async def _offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], at_ms: int) -> dict[TopicPartition, int]:
