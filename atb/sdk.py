@@ -7,6 +7,14 @@ Two ways in, the same identity: the agent's X.509-SVID.
 - `AgentClient` publishes to Kafka directly, signing each event with the SVID's
   key (proof of origin); consumers take the agent's identity only from the proof.
 
+What the waiters read from Kafka (`await_poa`, `invoke`, `approval_required`)
+counts only with a proof by the party allowed to state it
+(`atb_runtime.proofs`: outcomes by the approvals service, PoAs and the issuer's
+denials by the issuer), verified against the trust bundle (`bundle_path`; by
+default the dev PKI's bundle beside a dev SVID). Anything else on the topics (a
+forged QuorumReached, RequestDenied or PoaIssued) is ignored and logged, and a
+wait that times out says how many such events it ignored and why.
+
     svid = ensure_svid(state_dir, "spiffe://atb.local/agent/crm-bot")      # dev PKI
     async with AgentClient(svid=svid, tenant="acme") as agent:
         request_id = await agent.request_poa("crm.contact.read", "crm:contact/42", leg=leg)
@@ -18,24 +26,27 @@ Two ways in, the same identity: the agent's X.509-SVID.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self, TypeVar
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from atb_identity import Svid, TrustBundle, sign_envelope
+from atb_identity import IdentityError, Svid, TrustBundle, bundle_path, sign_envelope, svid_paths
 from atb_identity.tls import client_context
 from atb_runtime import Publisher, outgoing_envelope
+from atb_runtime.proofs import APPROVALS, ISSUER, ProofRules, outcome_rules
+from atb_runtime.readback import decode, iter_records
 from contracts import (
     ActionRequested,
     ApprovalRequired,
     BrokerDecision,
-    EventDecodeError,
     EventPayload,
     IssuanceRequested,
     JsonObject,
@@ -46,9 +57,7 @@ from contracts import (
     Topic,
     VoteCast,
     VoteChoice,
-    decode_envelope,
     make_envelope,
-    payload_of,
     topic_name,
 )
 from contracts.http import AuthorizeRequest, AuthorizeResponse, HttpError, IssueAccepted, IssueRequest, RequestStatus
@@ -57,9 +66,30 @@ __all__ = ["AgentClient", "ApproverClient", "GatewayClient", "GatewayError", "Po
 
 T = TypeVar("T", bound=EventPayload)
 
+log = logging.getLogger(__name__)
+
 
 class PoaTimeoutError(TimeoutError):
-    """No answer arrived in time."""
+    """No answer arrived in time; `ignored` lists the matching events refused for their proof, and why."""
+
+    def __init__(self, message: str, ignored: tuple[str, ...] = ()) -> None:
+        if ignored:
+            message += f"; ignored {len(ignored)} whose proof did not hold: {'; '.join(ignored[:3])}"
+        super().__init__(message)
+        self.ignored = ignored
+
+
+def _trust(svid: Svid, path: Path | None) -> TrustBundle:
+    """The trust bundle at `path`, or the dev PKI's bundle when the SVID is one of its files."""
+    if path is None and svid.cert_path is not None and len(svid.cert_path.parents) > 3:
+        state_dir = svid.cert_path.parents[3]
+        if svid_paths(state_dir, str(svid.spiffe_id))[0] == svid.cert_path and bundle_path(state_dir).exists():
+            path = bundle_path(state_dir)
+    if path is None:
+        raise ValueError(
+            "give bundle_path (the trust bundle, PEM): the SDK verifies the proof of every outcome and PoA it reads"
+        )
+    return TrustBundle.load(path, svid.spiffe_id.trust_domain)
 
 
 class PoaDeniedError(RuntimeError):
@@ -79,12 +109,17 @@ class AgentClient:
         tenant: str,
         bootstrap: str = "127.0.0.1:19092",
         namespace: str = "",
+        bundle_path: Path | None = None,
+        outcome_producers: Collection[str] = (APPROVALS,),
+        issuers: Collection[str] = (ISSUER,),
     ) -> None:
         self.svid = svid
         self.agent_id = str(svid.spiffe_id)
         self.tenant = tenant
         self._bootstrap = bootstrap
         self._ns = namespace
+        self._bundle = _trust(svid, bundle_path)
+        self._rules = outcome_rules(outcome_producers, issuers)
         self._publisher = Publisher(bootstrap, client_id="atb-agent-sdk")
 
     async def __aenter__(self) -> AgentClient:
@@ -136,6 +171,8 @@ class AgentClient:
                 and getattr(p, "request_id", None) == request_id
             ),
             timeout,
+            self._bundle,
+            self._rules,
         )
         if isinstance(found, RequestDenied | RequestExpired):
             raise PoaDeniedError(found)
@@ -172,6 +209,8 @@ class AgentClient:
                 (topic_name(Topic.BROKER_DECISIONS, self._ns),),
                 lambda p: isinstance(p, BrokerDecision) and p.action_id == requested.action_id,
                 timeout,
+                self._bundle,
+                self._rules,
             )
         )
         await asyncio.sleep(0)
@@ -182,36 +221,39 @@ class AgentClient:
 
 
 async def _await_first(
-    bootstrap: str, topics: tuple[str, ...], match: Callable[[EventPayload], bool], timeout: float
+    bootstrap: str,
+    topics: tuple[str, ...],
+    match: Callable[[EventPayload], bool],
+    timeout: float,
+    bundle: TrustBundle,
+    rules: ProofRules,
 ) -> EventPayload:
-    """The first event on `topics` that matches, from the start of their retained records."""
-    # From the beginning, so an answer that arrived before we started listening is not missed.
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    await consumer.start()
+    """The first event on `topics` that matches and whose proof `rules` accept, from the start of their records."""
+    ignored: list[str] = []
+
+    async def first() -> EventPayload:
+        # From the beginning, so an answer that arrived before we started listening is not missed.
+        async with aclosing(iter_records(bootstrap, topics, follow_s=math.inf, poll_ms=200)) as records:
+            async for record in records:
+                event = decode(record)
+                if event is None or not match(event.payload):
+                    continue
+                try:
+                    rules.verify(event.envelope, event.payload, bundle, at=datetime.now(UTC))
+                except IdentityError as exc:
+                    why = f"{event.envelope.type} from {event.envelope.source[:200]} ({exc.code}: {exc})"
+                    log.warning("ignoring %s@%d:%d: %s", record.topic, record.partition, record.offset, why)
+                    ignored.append(why)
+                    continue
+                return event.payload
+        raise PoaTimeoutError(f"no answer on {', '.join(topics)}: no such topic", tuple(ignored))
+
     try:
-        return await asyncio.wait_for(_scan(consumer, match), timeout)
+        return await asyncio.wait_for(first(), timeout)
     except TimeoutError as exc:
-        raise PoaTimeoutError(f"no answer on {', '.join(topics)} within {timeout:.0f}s") from exc
-    finally:
-        await consumer.stop()
-
-
-async def _scan(consumer: AIOKafkaConsumer, match: Callable[[EventPayload], bool]) -> EventPayload:
-    async for msg in consumer:
-        try:
-            payload = payload_of(decode_envelope(msg.value))
-        except EventDecodeError:
-            continue
-        if match(payload):
-            return payload
-    raise PoaTimeoutError("consumer stopped")
+        if isinstance(exc, PoaTimeoutError):
+            raise
+        raise PoaTimeoutError(f"no answer on {', '.join(topics)} within {timeout:.0f}s", tuple(ignored)) from exc
 
 
 class GatewayError(RuntimeError):
@@ -382,11 +424,21 @@ class ApproverClient:
     ApprovalRequired event; the approvals service counts it only for that digest.
     """
 
-    def __init__(self, *, svid: Svid, bootstrap: str = "127.0.0.1:19092", namespace: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        svid: Svid,
+        bootstrap: str = "127.0.0.1:19092",
+        namespace: str = "",
+        bundle_path: Path | None = None,
+        outcome_producers: Collection[str] = (APPROVALS,),
+    ) -> None:
         self.svid = svid
         self.approver_id = str(svid.spiffe_id)
         self._bootstrap = bootstrap
         self._ns = namespace
+        self._bundle = _trust(svid, bundle_path)
+        self._rules = outcome_rules(outcome_producers)
         self._publisher = Publisher(bootstrap, client_id="atb-approver")
 
     async def __aenter__(self) -> ApproverClient:
@@ -403,6 +455,8 @@ class ApproverClient:
             (topic_name(Topic.OUTCOMES, self._ns),),
             lambda p: isinstance(p, ApprovalRequired) and p.request_id == request_id,
             timeout,
+            self._bundle,
+            self._rules,
         )
         assert isinstance(found, ApprovalRequired)
         return found

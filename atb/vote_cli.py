@@ -6,6 +6,8 @@ once with `atb pki issue spiffe://atb.local/user/alice`); `--svid-cert` /
 `--svid-key` (or `ATB_SVID_CERT_PATH` / `ATB_SVID_KEY_PATH`) point at any
 SVID instead, e.g. one SPIRE wrote. The vote is signed with that key: the
 approvals service counts it for the SVID's SPIFFE ID, whatever the CLI says.
+The ApprovalRequired voted on counts only with the approvals service's proof,
+verified against `ATB_TRUST_BUNDLE_PATH` (default: the dev PKI's bundle).
 
 This is the only way to approve tiers that chat may not approve (critical, by
 default). Kafka: `ATB_KAFKA_BOOTSTRAP_SERVERS`, else the local stack
@@ -27,7 +29,7 @@ from rich.table import Table
 
 from atb.errors import AtbError, AtbUsageError, kafka_bootstrap
 from atb.sdk import ApproverClient, PoaTimeoutError
-from atb_identity import IdentityError, Svid, load_svid, svid_paths
+from atb_identity import IdentityError, Svid, bundle_path, load_svid, svid_paths
 from atb_runtime.readback import read_committed
 from atb_runtime.settings import default_state_dir
 from contracts import (
@@ -61,6 +63,15 @@ def _bootstrap() -> str:
 
 def _namespace() -> str:
     return os.environ.get("ATB_TOPIC_NAMESPACE", "")
+
+
+def _bundle() -> Path:
+    """The trust bundle the outcomes read are verified against: ATB_TRUST_BUNDLE_PATH, else the dev PKI's."""
+    configured = os.environ.get("ATB_TRUST_BUNDLE_PATH", "").strip()
+    path = Path(configured).expanduser() if configured else bundle_path(_state_dir())
+    if not path.exists():
+        raise AtbUsageError(f"no trust bundle at {path}: set ATB_TRUST_BUNDLE_PATH (or run `atb pki init`)")
+    return path
 
 
 def _svid(name: str | None, cert: Path | None, key: Path | None) -> Svid:
@@ -103,7 +114,9 @@ def vote(
 
 
 async def _vote(svid: Svid, request_id: str, choice: VoteChoice, reason: str, timeout: float) -> VoteCast:
-    async with ApproverClient(svid=svid, bootstrap=_bootstrap(), namespace=_namespace()) as approver:
+    async with ApproverClient(
+        svid=svid, bootstrap=_bootstrap(), namespace=_namespace(), bundle_path=_bundle()
+    ) as approver:
         required = await approver.approval_required(request_id, timeout=timeout)
         return await approver.vote(required, choice, reason=reason)
 

@@ -17,6 +17,7 @@ from atb_identity.tls import server_context
 from atb_runtime import DeadLetters, Publisher, audit, outgoing_envelope
 from atb_runtime.follow import FollowerDeadLetters, follower_consumer
 from atb_runtime.ops import OpsServer, start_site
+from atb_runtime.proofs import ProofCheck, outcome_rules
 from contracts import IssuanceRequested, JsonObject, make_envelope, topic_name
 from contracts.agents import AgentRegistry
 from gateway.adapters.follower import ViewFollower
@@ -36,17 +37,24 @@ class GatewayRunner:
         self._bundle = TrustBundle.load(bundle_path, settings.trust_domain)
         self._views = Views()
         self._publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-gateway-{settings.instance}")
+        consumer = follower_consumer("gateway", "views", settings.instance)
         self._follower = ViewFollower(
             settings.kafka_bootstrap_servers,
             settings.topic_namespace,
             self._views,
             dead_letters=FollowerDeadLetters(
-                DeadLetters(
-                    follower_consumer("gateway", "views", settings.instance),
-                    str(svid.spiffe_id),
-                    settings.topic_namespace,
-                ),
+                DeadLetters(consumer, str(svid.spiffe_id), settings.topic_namespace),
                 self._publisher.send_and_wait,
+            ),
+            # The views report only what its producer proved (docs/architecture.md §3.1).
+            check=ProofCheck(
+                self._bundle,
+                outcome_rules(
+                    settings.outcome_producers, settings.issuers, request_attesters=settings.request_attesters
+                ),
+                source=str(svid.spiffe_id),
+                namespace=settings.topic_namespace,
+                consumer=consumer,
             ),
         )
         self._runner: web.AppRunner | None = None

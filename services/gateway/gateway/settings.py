@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
+from atb_runtime.proofs import APPROVALS, GATEWAY, ISSUER
 from atb_runtime.settings import CommonSettings
 
 __all__ = ["GatewaySettings"]
@@ -20,3 +23,9 @@ class GatewaySettings(CommonSettings):
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle. SPIRE: the bundle file it writes."""
     agent_registry_path: Path | None = None
     """JSON agent registry (agent SPIFFE ID → tenants it acts for; docs/tenants.md); default config/agents.json."""
+    outcome_producers: list[str] = Field(default_factory=lambda: [APPROVALS])
+    """Whose proof an outcome the views use must carry (the approvals service)."""
+    issuers: list[str] = Field(default_factory=lambda: [ISSUER])
+    """Whose proof a PoaIssued (and an issuer's RequestDenied) the views use must carry."""
+    request_attesters: list[str] = Field(default_factory=lambda: [GATEWAY])
+    """Who may vouch for an IssuanceRequested's agent besides the agent itself (the gateway)."""

@@ -11,7 +11,7 @@ from aiohttp import web
 from atb_runtime import OpaClient, Publisher, outgoing
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
-from atb_runtime.identity import load_bundle
+from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.policy import RequirementsClient
 from atb_runtime.runner import ServiceRunner
 from contracts import (
@@ -75,7 +75,8 @@ async def build() -> ServiceRunner:
         vote_attesters=settings.vote_attesters,
         vote_attester_tiers=settings.vote_attester_tiers,
     )
-    service = IssuerService(settings, current, evidence, bundle)
+    svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
+    service = IssuerService(settings, current, evidence, bundle, svid)
 
     async def announce() -> None:
         await publish_keys(

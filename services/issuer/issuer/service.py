@@ -13,17 +13,20 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from atb_identity import ClaimNotProvenError, IdentityError, TrustBundle, verify_origin
-from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing
+from atb_identity import ClaimNotProvenError, IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
+from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing_envelope
+from atb_runtime.identity import service_svid
 from atb_runtime.readback import read_records
 from contracts import (
     EventDecodeError,
+    EventPayload,
     PoaIssued,
     QuorumReached,
     RequestDenied,
     Tier,
     Topic,
     decode_envelope,
+    make_envelope,
     payload_of,
     topic_name,
 )
@@ -51,9 +54,12 @@ class IssuerService:
         keys: Callable[[datetime], SigningKey],
         evidence: EvidenceVerifier,
         bundle: TrustBundle,
+        svid: Svid | None = None,
     ) -> None:
         self._settings = settings
         self._bundle = bundle
+        self._svid = svid
+        """Signs what the issuer states (PoaIssued, RequestDenied); None: the SVID of the settings, on first use."""
         self._quorum_producers = frozenset(settings.quorum_producers)
         self._partitions: set[int] = set()
         self._issued: dict[str, tuple[int, datetime]] = {}
@@ -136,6 +142,14 @@ class IssuerService:
         self._issued[payload.request_id] = (record.partition, datetime.now(UTC))
         return self._issue(payload)
 
+    def _signed(self, event: EventPayload) -> Outgoing:
+        """PoaIssued and RequestDenied carry the issuer's proof: views and waiters use only proven ones."""
+        if self._svid is None:
+            s = self._settings
+            self._svid = service_svid(s.state_dir, s.service_id, s.svid_cert_path, s.svid_key_path)
+        envelope = sign_envelope(make_envelope(event, source=self._source), self._svid)
+        return outgoing_envelope(envelope, topic_name(event.topic, self._ns))
+
     def _proof_refused(self, quorum: QuorumReached, presented: str, exc: IdentityError) -> Outgoing:
         return audit(
             "identity_proof_rejected",
@@ -184,7 +198,7 @@ class IssuerService:
         )
         dual = quorum.tier in (Tier.HIGH, Tier.CRITICAL)
         return [
-            outgoing(issued, source=self._source, namespace=self._ns),
+            self._signed(issued),
             audit(
                 "poa_issued_dual_control" if dual else "poa_issued",
                 source=self._source,
@@ -212,7 +226,7 @@ class IssuerService:
             decided_at=datetime.now(UTC),
         )
         return [
-            outgoing(denied, source=self._source, namespace=self._ns),
+            self._signed(denied),
             audit(
                 "poa_issuance_refused",
                 source=self._source,

@@ -21,6 +21,9 @@ class IssuerSettings(CommonSettings):
     signing_key_path: Path | None = None
     """A mounted Ed25519 signing key (production), used alone. Unset: the rotating keyring in the state folder."""
 
+    svid_cert_path: Path | None = None
+    """This service's X.509-SVID (chain PEM), which signs its PoaIssued and RequestDenied; default: the dev CA's."""
+    svid_key_path: Path | None = None
     trust_bundle_path: Path | None = None
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])

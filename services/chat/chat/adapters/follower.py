@@ -15,49 +15,25 @@ a QuorumReached: no attesters). With `dead_letters`, each is dead-lettered as
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime
 
-from atb_identity import ClaimNotProvenError, IdentityError, TrustBundle, verify_origin
-from atb_runtime import audit
-from atb_runtime.follow import FollowerDeadLetters, Refused, Sink, TopicFollower
-from contracts import ApprovalRequired, Envelope, EventPayload, Topic
+from atb_identity import TrustBundle
+from atb_runtime.follow import FollowerDeadLetters, Sink, TopicFollower
+from atb_runtime.proofs import ProofCheck, ProofRules
+from contracts import ApprovalRequired, Topic
 
 __all__ = ["FOLLOWED", "EventFollower", "OutcomeProofCheck"]
 
 FOLLOWED = (Topic.OUTCOMES, Topic.APPROVALS_STATE, Topic.POA_ISSUED)
 
 
-class OutcomeProofCheck:
+class OutcomeProofCheck(ProofCheck):
     """Refuses an ApprovalRequired unless its proof is by one of `producers` (the approvals service)."""
 
     def __init__(
         self, bundle: TrustBundle, producers: Collection[str], *, source: str, namespace: str, consumer: str
     ) -> None:
-        self._bundle = bundle
-        self._producers = frozenset(producers)
-        self._source = source
-        self._namespace = namespace
-        self._consumer = consumer
-
-    def __call__(self, envelope: Envelope, payload: EventPayload) -> Refused | None:
-        if not isinstance(payload, ApprovalRequired):
-            return None
-        try:
-            verify_origin(envelope, envelope.source, self._bundle, attesters=(), at=datetime.now(UTC))
-            if envelope.source not in self._producers:
-                raise ClaimNotProvenError(f"{envelope.source} may not announce that approval is required")
-        except IdentityError as exc:
-            rejected = audit(
-                "identity_proof_rejected",
-                source=self._source,
-                namespace=self._namespace,
-                outcome="denied",
-                request_id=payload.request_id,
-                reason=str(exc)[:1024],
-                details={"rule": exc.code, "presented": envelope.source[:2048], "consumer": self._consumer},
-            )
-            return Refused(exc.code, str(exc), (rejected,))
-        return None
+        rules = ProofRules({ApprovalRequired: frozenset(producers)})
+        super().__init__(bundle, rules, source=source, namespace=namespace, consumer=consumer)
 
 
 class EventFollower:
