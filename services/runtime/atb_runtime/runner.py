@@ -3,6 +3,11 @@
 Every consume-transform-produce service (approvals, issuer, broker) is this
 runner around its own handler. With no topics it runs only its start/close
 steps and the ops endpoints (an HTTP-only broker replica).
+
+The processor always has a poison hook: a service that gives none gets a dead
+letter under the runner's name. Without one, the processor would hand a record
+placed on another partition than its key's to the handler, and skip a record
+that fails alone with no letter at all (docs/hostile-input.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from atb_runtime.eos import (
 )
 from atb_runtime.ops import Handler as HttpHandler
 from atb_runtime.ops import OpsServer
+from atb_runtime.records import DeadLetters
 from atb_runtime.settings import CommonSettings
 
 __all__ = ["ServiceRunner"]
@@ -44,6 +50,8 @@ class ServiceRunner:
         routes: Sequence[tuple[str, HttpHandler]] = (),
     ) -> None:
         ns = settings.topic_namespace.rstrip(".") or "default"
+        self.poison: PoisonHook = poison or _dead_letters(name, settings)
+        """What a record set aside by the processor costs: its dead letter and audit event."""
         config = ProcessorConfig(
             bootstrap=settings.kafka_bootstrap_servers,
             topics=topics,
@@ -56,7 +64,7 @@ class ServiceRunner:
             service=name,
         )
         self.processor: TransactionalProcessor | None = (
-            TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick, poison=poison)
+            TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick, poison=self.poison)
             if topics
             else None
         )
@@ -97,3 +105,11 @@ class ServiceRunner:
         await self._ops.stop()
         for close in self._closers:
             await close()
+
+
+def _dead_letters(name: str, settings: CommonSettings) -> DeadLetters:
+    """Letters under the service's name, from its SPIFFE ID (every service's settings name one)."""
+    source = getattr(settings, "service_id", None)
+    if not isinstance(source, str) or not source:
+        source = f"spiffe://{settings.trust_domain}/svc/{name}"
+    return DeadLetters(name, source, settings.topic_namespace)
