@@ -179,7 +179,7 @@ def export(
 @audit_app.command("tail")
 def tail(
     request: str | None = typer.Option(None, "--request", help="Only this request id."),
-    audit_type: str | None = typer.Option(None, "--type", help="Only this audit_type (e.g. poa_issued)."),
+    audit_type: str | None = typer.Option(None, "--type", help="Only this audit name (e.g. poa_issued)."),
     outcome: str | None = typer.Option(None, "--outcome", help="success, failure, denied or info."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record, not the newest."),
     max_events: int = typer.Option(0, "--max", help="Stop after this many matching events (0: follow forever)."),

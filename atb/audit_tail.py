@@ -1,5 +1,7 @@
 """`atb audit tail`: follow the `atb.audit` topic, filtered, one JSON line per event.
 
+Each line carries `event_type`, the audit name (`poa_issued`, ...; the same as
+`audit_type`), and `ce_type`, the CloudEvents type (`atb.audit.event.v1`).
 Reads with `read_committed` and no consumer group (a reader, not a member: it
 never moves anyone's offsets). Records that are not AuditEvents are shown as
 `{"undecodable": ...}` rather than dropped, so nothing on the topic is hidden.
@@ -31,7 +33,12 @@ def _line(value: bytes | None, filters: Mapping[str, str]) -> str | None:
     data = dict(envelope.data)
     if not matches(data, filters):
         return None
-    return json.dumps({"id": envelope.id, "time": envelope.time.isoformat(), "source": envelope.source, **data})
+    # `event_type` is the audit name (`poa_issued`), as the operating model logs it and a SIEM queries it;
+    # the CloudEvents type is `ce_type`.
+    name = data.get("audit_type")
+    line = {"id": envelope.id, "time": envelope.time.isoformat(), "source": envelope.source, **data}
+    line.update(event_type=name if isinstance(name, str) else envelope.type, ce_type=envelope.type)
+    return json.dumps(line)
 
 
 async def follow(

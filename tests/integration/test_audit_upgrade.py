@@ -41,9 +41,10 @@ def _config(url: str) -> Config:
 
 
 def _at_0002(row: AuditRow) -> dict[str, object]:
-    """A row's columns as revision 0002 has them (`received_len` came with 0005)."""
+    """A row's columns as revision 0002 has them (`received_len` came with 0005, `audit_type` with 0006)."""
     values = row._asdict()
     assert values.pop("received_len") is None
+    values.pop("audit_type")
     return values
 
 

@@ -27,13 +27,23 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from audit_sink.adapters.db import audit_tree
-from audit_sink.adapters.ledger import iter_rows, snapshot
+from audit_sink.adapters.ledger import iter_rows, redactions, snapshot, stored_leaf
 from audit_sink.adapters.signing import verify_note
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
+from audit_sink.domain.redaction import (
+    REDACTION_TOPIC,
+    RedactionEntry,
+    committed_leaf,
+    entries_by_leaf,
+    is_redaction_record,
+    redaction_entries,
+    redaction_problem,
+)
 from audit_sink.domain.rows import AuditRow
 from audit_sink.domain.times import parse_time, render_time
+from audit_sink.domain.tokens import audit_name
 from audit_sink.domain.verify import AuditReport, audit_report
 
 __all__ = [
@@ -56,6 +66,8 @@ _FIELDS = (
     "offset",
     "event_id",
     "event_type",
+    "ce_type",
+    "audit_type",
     "request_id",
     "producer",
     "occurred_at",
@@ -67,6 +79,7 @@ _FIELDS = (
     "redacted",
     "received_sha256",
     "received_len",
+    "redaction_leaf",
 )
 
 
@@ -125,6 +138,17 @@ def _leaf_index(engine: Engine, row: AuditRow) -> int:
         return int(conn.execute(query).scalar_one())
 
 
+def _redaction_record(engine: Engine, index: int) -> AuditRow:
+    from audit_sink.adapters.db import audit_events
+
+    query = select(audit_events.c.event_id).where(
+        audit_events.c.topic == REDACTION_TOPIC, audit_events.c.leaf_idx == index
+    )
+    with engine.connect() as conn:
+        event_id = conn.execute(query).scalar_one()
+    return next(r for _, r in iter_rows(engine, event_id=event_id) if r.topic == REDACTION_TOPIC)
+
+
 def prove(engine: Engine, key: VerifierKey, event_id: str) -> dict[str, object]:
     """An inclusion proof of the event against the latest signed checkpoint."""
     matches = [row for _, row in iter_rows(engine, event_id=event_id)]
@@ -138,17 +162,34 @@ def prove(engine: Engine, key: VerifierKey, event_id: str) -> dict[str, object]:
             f"event {event_id} (leaf {index}) is newer than the latest checkpoint ({checkpoint.size}); "
             "the sink signs one at least every 60 s: try again"
         )
-    path = MerkleTree(hashes[: checkpoint.size]).inclusion_proof(index)
-    return {
+    tree = MerkleTree(hashes[: checkpoint.size])
+    with engine.connect() as conn:
+        entry = redactions(conn).get(index)
+    proof: dict[str, object] = {
         "format": PROOF_FORMAT,
         "verifier_key": str(key),
         "checkpoint": note,
         "leaf_index": index,
         "tree_size": checkpoint.size,
-        "leaf": base64.b64encode(leaf_bytes(row)).decode(),
+        "leaf": base64.b64encode(stored_leaf(row, entry)).decode(),
         "raw": base64.b64encode(row.raw).decode(),
-        "inclusion_path": [base64.b64encode(h).decode() for h in path],
+        "inclusion_path": [base64.b64encode(h).decode() for h in tree.inclusion_proof(index)],
     }
+    if entry is not None:
+        # Redacted after its leaf was signed: the redaction record's leaf binds the stored bytes.
+        if entry.record >= checkpoint.size:
+            raise EvidenceError(
+                f"event {event_id} was redacted by the record at leaf {entry.record}, newer than the latest "
+                f"checkpoint ({checkpoint.size}); the sink signs one at least every 60 s: try again"
+            )
+        record = _redaction_record(engine, entry.record)
+        proof["redaction"] = {
+            "leaf_index": entry.record,
+            "leaf": base64.b64encode(leaf_bytes(record)).decode(),
+            "raw": base64.b64encode(record.raw).decode(),
+            "inclusion_path": [base64.b64encode(h).decode() for h in tree.inclusion_proof(entry.record)],
+        }
+    return proof
 
 
 def check_proof(proof: dict[str, object], key: VerifierKey) -> Checkpoint:
@@ -170,12 +211,48 @@ def check_proof(proof: dict[str, object], key: VerifierKey) -> Checkpoint:
             raise EvidenceError("leaf_index / tree_size do not match the checkpoint")
     except (KeyError, ValueError) as exc:
         raise EvidenceError(f"malformed proof: {exc}") from exc
-    _check_leaf_digest(leaf, raw)
+    redaction = proof.get("redaction")
+    if redaction is None:
+        _check_leaf_digest(leaf, raw)
+    else:
+        _check_redaction(redaction, index, leaf, raw, checkpoint)
     try:
         verify_inclusion(index, checkpoint.size, leaf_hash(leaf), path, checkpoint.root)
     except ProofError as exc:
         raise EvidenceError(str(exc)) from exc
     return checkpoint
+
+
+def _check_redaction(redaction: object, index: int, leaf: bytes, raw: bytes, checkpoint: Checkpoint) -> None:
+    """The event's bytes were redacted after its leaf was signed: the redaction record, itself a leaf of
+    the same checkpoint, must bind the leaf's digest of the original bytes to the digest of these."""
+    try:
+        if not isinstance(redaction, dict):
+            raise EvidenceError("redaction must be an object")
+        record_index = redaction["leaf_index"]
+        record_leaf = base64.b64decode(str(redaction["leaf"]), validate=True)
+        record_raw = base64.b64decode(str(redaction["raw"]), validate=True)
+        record_path = [base64.b64decode(str(p), validate=True) for p in redaction["inclusion_path"]]
+        if not isinstance(record_index, int):
+            raise EvidenceError("redaction leaf_index must be an integer")
+        fields, record_fields = json.loads(leaf), json.loads(record_leaf)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvidenceError(f"malformed redaction: {exc}") from exc
+    _check_leaf_digest(record_leaf, record_raw)
+    if record_fields.get("topic") != REDACTION_TOPIC:
+        raise EvidenceError("the redaction's leaf is not a redaction record")
+    try:
+        verify_inclusion(record_index, checkpoint.size, leaf_hash(record_leaf), record_path, checkpoint.root)
+        entry = next((e for e in redaction_entries(record_index, record_raw) if e.leaf == index), None)
+    except (ProofError, ValueError) as exc:
+        raise EvidenceError(f"redaction record: {exc}") from exc
+    if entry is None:
+        raise EvidenceError(f"the redaction record does not name leaf {index}")
+    original = (fields.get("raw_sha256"), fields.get("raw_len"))
+    if original != (entry.received_sha256.removeprefix("sha256:"), entry.received_len):
+        raise EvidenceError("the redaction record is of other bytes than the leaf commits to")
+    if (hashlib.sha256(raw).hexdigest(), len(raw)) != (entry.raw_sha256.removeprefix("sha256:"), entry.raw_len):
+        raise EvidenceError("the event's bytes are not those its redaction record commits to")
 
 
 def _check_leaf_digest(leaf: bytes, raw: bytes) -> None:
@@ -194,7 +271,7 @@ class BundleSummary:
     tree_size: int
 
 
-def _row_record(index: int, seq: int, row: AuditRow) -> dict[str, object]:
+def _row_record(index: int, seq: int, row: AuditRow, entry: RedactionEntry | None = None) -> dict[str, object]:
     return {
         "leaf_index": index,
         "seq": seq,
@@ -202,7 +279,10 @@ def _row_record(index: int, seq: int, row: AuditRow) -> dict[str, object]:
         "partition": row.partition,
         "offset": row.offset,
         "event_id": row.event_id,
-        "event_type": row.event_type,
+        # What a SIEM queries: the audit name (`poa_issued`) for an AuditEvent, else the CloudEvents type.
+        "event_type": row.audit_type or row.event_type,
+        "ce_type": row.event_type,
+        "audit_type": row.audit_type,
         "request_id": row.request_id,
         "producer": row.producer,
         "occurred_at": render_time(row.occurred_at),
@@ -214,6 +294,7 @@ def _row_record(index: int, seq: int, row: AuditRow) -> dict[str, object]:
         "redacted": row.redacted,
         "received_sha256": row.received_sha256,
         "received_len": row.received_len,
+        "redaction_leaf": entry.record if entry is not None else None,
     }
 
 
@@ -223,24 +304,32 @@ def _row_from_record(record: dict[str, object]) -> tuple[int, AuditRow]:
         return None if value in (None, "") else str(value)
 
     key = text("key_b64")
+    # `ce_type` since `event_type` became the audit name; a bundle from before has the CloudEvents type there.
+    ce_type = text("ce_type") or str(record["event_type"])
+    raw = base64.b64decode(str(record["raw_b64"]), validate=True)
     row = AuditRow(
         topic=str(record["topic"]),
         partition=int(str(record["partition"])),
         offset=int(str(record["offset"])),
         event_id=str(record["event_id"]),
-        event_type=str(record["event_type"]),
+        event_type=ce_type,
         request_id=text("request_id"),
         producer=text("producer"),
         occurred_at=parse_time(str(record["occurred_at"])),
         recorded_at=parse_time(str(record["recorded_at"])),
         retain_until=parse_time(str(record["retain_until"])),
         record_key=base64.b64decode(key, validate=True) if key is not None else None,
-        raw=base64.b64decode(str(record["raw_b64"]), validate=True),
+        raw=raw,
         decode_error=text("decode_error"),
         redacted=str(record["redacted"]).lower() in ("true", "1"),
         received_sha256=text("received_sha256"),
         received_len=int(received_len) if (received_len := text("received_len")) is not None else None,
+        audit_type=audit_name(ce_type, raw),
     )
+    if "ce_type" in record:  # the derived names must be what the bytes say: they are not in the leaf
+        shown = (text("event_type"), text("audit_type"))
+        if shown != (row.audit_type or row.event_type, row.audit_type):
+            raise ValueError(f"event_type/audit_type {shown} differ from what its bytes say")
     return int(str(record["leaf_index"])), row
 
 
@@ -266,14 +355,25 @@ def export_bundle(
                 select(audit_tree.c.idx, audit_tree.c.topic, audit_tree.c.partition, audit_tree.c.offset)
             )
         }
+        entries = redactions(conn)
     records: list[dict[str, object]] = []
     proofs: dict[str, list[str]] = {}
+    needed: set[int] = set()
     for seq, row in iter_rows(engine, since=since, until=until, request_id=request_id):
         index = index_of[(row.topic, row.partition, row.offset)]
-        if index >= checkpoint.size:
-            continue  # newer than the checkpoint: not provable yet
-        records.append(_row_record(index, seq, row))
+        entry = entries.get(index)
+        if index >= checkpoint.size or (entry is not None and entry.record >= checkpoint.size):
+            continue  # newer than the checkpoint (or its redaction is): not provable yet
+        records.append(_row_record(index, seq, row, entry))
         proofs[str(index)] = [base64.b64encode(h).decode() for h in tree.inclusion_proof(index)]
+        if entry is not None:
+            needed.add(entry.record)
+    # The redaction records that bind the stored bytes of rows redacted after they were signed.
+    for seq, row in iter_rows(engine):
+        index = index_of[(row.topic, row.partition, row.offset)]
+        if is_redaction_record(row) and index in needed and str(index) not in proofs:
+            records.append(_row_record(index, seq, row))
+            proofs[str(index)] = [base64.b64encode(h).decode() for h in tree.inclusion_proof(index)]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"events.{fmt}").write_text(_render(records, fmt))
     (folder / "checkpoint.txt").write_text(note)
@@ -321,21 +421,48 @@ def check_bundle(folder: Path, key: VerifierKey | None = None) -> tuple[Checkpoi
     proofs = proofs_doc.get("proofs", {})
     if proofs_doc.get("tree_size") != checkpoint.size:
         problems.append("proofs.json is for another tree size than the checkpoint")
-    count = 0
-    for number, record in enumerate(_read_events(folder), start=1):
-        count += 1
+    events = list(_read_events(folder))
+    entries = _bundle_redactions(events, proofs, checkpoint, problems)
+    for number, record in enumerate(events, start=1):
+        try:
+            index, row = _row_from_record(record)
+            entry = entries.get(index)
+            if entry is not None and (reason := redaction_problem(row, entry)):
+                raise ValueError(reason)
+            leaf = committed_leaf(row, entry) if entry is not None else leaf_bytes(row)
+            path = [base64.b64decode(p, validate=True) for p in proofs[str(index)]]
+            verify_inclusion(index, checkpoint.size, leaf_hash(leaf), path, checkpoint.root)
+        except (KeyError, ValueError, TypeError, ProofError) as exc:
+            problems.append(f"event {number} ({record.get('event_id')}): {type(exc).__name__}: {exc}")
+    return checkpoint, len(events), problems
+
+
+def _bundle_redactions(
+    events: Sequence[dict[str, object]], proofs: dict[str, list[str]], checkpoint: Checkpoint, problems: list[str]
+) -> dict[int, RedactionEntry]:
+    """Redaction entries from the bundle's redaction records, each proven included in the checkpoint first."""
+    records: dict[int, bytes] = {}
+    for record in events:
+        if record.get("topic") != REDACTION_TOPIC:
+            continue
         try:
             index, row = _row_from_record(record)
             path = [base64.b64decode(p, validate=True) for p in proofs[str(index)]]
             verify_inclusion(index, checkpoint.size, leaf_hash(leaf_bytes(row)), path, checkpoint.root)
-        except (KeyError, ValueError, TypeError, ProofError) as exc:
-            problems.append(f"event {number} ({record.get('event_id')}): {type(exc).__name__}: {exc}")
-    return checkpoint, count, problems
+        except (KeyError, ValueError, TypeError, ProofError):
+            continue  # reported with the other events
+        if is_redaction_record(row):
+            records[index] = row.raw
+    entries, found = entries_by_leaf(records)
+    problems += found
+    return entries
 
 
 _README = """ATB audit evidence bundle
 
-events.jsonl|csv  stored events: exact bytes (raw_b64) and the metadata the log committed to
+events.jsonl|csv  stored events: exact bytes (raw_b64) and the metadata the log committed to;
+                  event_type is the audit name (poa_issued, ...) of an audit event, else the CloudEvents
+                  type, which ce_type always holds (the leaf commits to ce_type, not to event_type)
 checkpoint.txt    C2SP tlog-checkpoint, signed note (Ed25519)
 proofs.json       RFC 6962 inclusion path of each event's leaf, against that checkpoint
 verifier.pub      the log's verifier key (<name>+<key id>+<key>): compare it with the published one
@@ -344,4 +471,7 @@ Check offline:  atb audit verify --bundle <this folder> --key '<verifier key you
 By hand: leaf = canonical JSON of the event's metadata with raw_sha256 = SHA-256(raw);
 leaf hash = SHA-256(0x00 || leaf); walk the path (RFC 9162 2.1.3.2) to the root in the checkpoint;
 verify the checkpoint's signature with the key.
+A row with redaction_leaf was redacted after its leaf was signed: its leaf has raw_sha256 and
+raw_len of the original bytes (its received_sha256), and the redaction record (the event at leaf
+redaction_leaf, topic atb-audit-store:redactions, also in this bundle) binds them to SHA-256(raw).
 """

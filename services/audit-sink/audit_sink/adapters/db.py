@@ -63,6 +63,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_events",
     "audit_leaves",
+    "audit_siem",
     "audit_tree",
     "consumer_offsets",
     "make_engine",
@@ -92,6 +93,7 @@ audit_events = Table(
     Column("redacted", Boolean, nullable=False, server_default=false()),
     Column("received_sha256", String(71)),
     Column("received_len", BigInteger),  # migration 0005: `raw` is a prefix of a record this long
+    Column("audit_type", String(64)),  # migration 0006: an AuditEvent's audit name, read from `raw`
     Column("leaf_idx", BigInteger),
     Column("leaf_hash", LargeBinary(32)),
 )
@@ -124,6 +126,28 @@ audit_tree = Table(
     Column("partition", Integer),
     Column("offset", BigInteger),
     Column("leaf_hash", LargeBinary(32)),
+)
+
+audit_siem = Table(
+    "audit_siem",  # a view (migration 0006): the rows as a SIEM reads them, `event_type` = the audit name
+    MetaData(),
+    Column("seq", BigInteger),
+    Column("leaf_idx", BigInteger),
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("event_id", String(255)),
+    Column("event_type", String(128)),
+    Column("ce_type", String(128)),
+    Column("audit_type", String(64)),
+    Column("request_id", String(255)),
+    Column("producer", String(2048)),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("recorded_at", DateTime(timezone=True)),
+    Column("retain_until", DateTime(timezone=True)),
+    Column("redacted", Boolean),
+    Column("received_sha256", String(71)),
+    Column("raw", LargeBinary),
 )
 
 audit_checkpoints = Table(
@@ -437,4 +461,5 @@ def _values(row: AuditRow) -> dict[str, object]:
         "redacted": row.redacted,
         "received_sha256": row.received_sha256,
         "received_len": row.received_len,
+        "audit_type": row.audit_type,
     }

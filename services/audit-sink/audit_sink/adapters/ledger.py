@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, and_, exists, not_, or_, select
+from sqlalchemy import Connection, Engine, and_, exists, not_, or_, select
 
 from audit_sink.adapters.db import (
     audit_checkpoints,
@@ -33,6 +33,7 @@ from audit_sink.adapters.signing import NoteSigner, verify_note
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, PurgeRecord, VerifierKey
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import Frontier
+from audit_sink.domain.redaction import REDACTION_TOPIC, RedactionEntry, committed_leaf, entries_by_leaf
 from audit_sink.domain.rows import AuditRow
 from audit_sink.domain.times import as_utc
 from audit_sink.domain.verify import LeafEntry, StoreSnapshot, Tombstone
@@ -49,8 +50,10 @@ __all__ = [
     "iter_rows",
     "place_hold",
     "purge",
+    "redactions",
     "release_hold",
     "snapshot",
+    "stored_leaf",
 ]
 
 CHECKPOINT_AUDIT_TYPE = "audit_checkpoint_signed"
@@ -76,12 +79,13 @@ _ROW_COLUMNS = (
     audit_events.c.redacted,
     audit_events.c.received_sha256,
     audit_events.c.received_len,
+    audit_events.c.audit_type,
 )
 
 
 def _row(values: Sequence[object]) -> tuple[int, AuditRow]:
     seq, topic, partition, offset, event_id, event_type, request_id, producer, occurred, recorded, retain = values[:11]
-    key, raw, decode_error, redacted, received, received_len = values[11:]
+    key, raw, decode_error, redacted, received, received_len, audit_type = values[11:]
     row = AuditRow(
         topic=str(topic),
         partition=int(partition),  # type: ignore[call-overload]
@@ -99,6 +103,7 @@ def _row(values: Sequence[object]) -> tuple[int, AuditRow]:
         redacted=bool(redacted),
         received_sha256=received,  # type: ignore[arg-type]
         received_len=int(received_len) if received_len is not None else None,  # type: ignore[call-overload]
+        audit_type=audit_type,  # type: ignore[arg-type]
     )
     return int(seq), row  # type: ignore[call-overload]
 
@@ -124,6 +129,20 @@ def iter_rows(
     with engine.connect() as conn:
         for values in conn.execute(query.execution_options(yield_per=2000)):
             yield _row(tuple(values))
+
+
+def redactions(conn: Connection) -> dict[int, RedactionEntry]:
+    """The redaction entries of the stored redaction records (migration 0006), by the leaf they redact."""
+    query = select(audit_events.c.leaf_idx, audit_events.c.raw).where(
+        audit_events.c.topic == REDACTION_TOPIC, audit_events.c.leaf_idx.is_not(None)
+    )
+    entries, _ = entries_by_leaf({int(i): bytes(raw) for i, raw in conn.execute(query)})
+    return entries
+
+
+def stored_leaf(row: AuditRow, entry: RedactionEntry | None) -> bytes:
+    """The leaf text the tree holds for a row: its own, or the one it had before a later redaction."""
+    return committed_leaf(row, entry) if entry is not None else leaf_bytes(row)
 
 
 def snapshot(engine: Engine, key: VerifierKey) -> tuple[StoreSnapshot, list[str]]:
@@ -306,11 +325,20 @@ def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | Non
             .select_from(joined)
             .where(expired, not_(held))
         )
-        removed, own_leaves = [], []
+        removed, own_leaves, seqs = [], [], []
         for values in conn.execute(query.order_by(audit_tree.c.idx)):
-            removed.append((int(values[0]), _row(tuple(values[2:]))[1]))
+            seq, row = _row(tuple(values[2:]))
+            removed.append((int(values[0]), row))
+            seqs.append(seq)
             if values[1] is not None:
                 own_leaves.append(int(values[0]))
+        # A redaction record stays while a row it redacted is stored (one under a legal hold, say):
+        # that row's leaf is rebuilt from it. Its own retention ends no earlier than theirs (migration 0006).
+        entries = redactions(conn)
+        gone = {i for i, _ in removed} | set(conn.execute(select(audit_tombstones.c.leaf_idx)).scalars())
+        needed = {entry.record for leaf, entry in entries.items() if leaf not in gone}
+        kept = [seq for seq, (i, _) in zip(seqs, removed, strict=True) if i in needed]
+        removed = [(i, r) for i, r in removed if i not in needed]
         held_back = len(conn.execute(select(audit_events.c.seq).where(expired, held)).all())
         leaf_hashes = [bytes(h) for (h,) in conn.execute(select(audit_tree.c.leaf_hash).order_by(audit_tree.c.idx))]
         record = PurgeRecord(
@@ -337,7 +365,7 @@ def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | Non
                         "topic": r.topic,
                         "partition": r.partition,
                         "offset": r.offset,
-                        "leaf": leaf_bytes(r),
+                        "leaf": stored_leaf(r, entries.get(i)),
                     }
                     for i, r in removed
                 ],
@@ -359,5 +387,5 @@ def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | Non
                     ],
                 )
             # The same predicate as the selection: the trigger refuses any row without its tombstone.
-            conn.execute(audit_events.delete().where(expired, not_(held)))
+            conn.execute(audit_events.delete().where(expired, not_(held), audit_events.c.seq.not_in(kept)))
     return PurgeOutcome(purge_id, len(removed), note, held_back)

@@ -33,8 +33,13 @@ _LEAF_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 (microseconds omitted when zero). One function writes leaves, so one spelling is all there is."""
 
 
-def leaf_bytes(row: AuditRow) -> bytes:
-    """The leaf: canonical JSON of the row's metadata and the digest of its stored bytes."""
+def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> bytes:
+    """The leaf: canonical JSON of the row's metadata and the digest of its stored bytes.
+
+    `raw_digest` (hex SHA-256, length) stands for the bytes when they are not the stored
+    ones: the leaf of a row redacted after it was committed (audit_sink/domain/redaction.py).
+    """
+    raw_sha256, raw_len = raw_digest or (hashlib.sha256(row.raw).hexdigest(), len(row.raw))
     # The same bytes as contracts.canonical_json (orjson, sorted keys); its float check is
     # skipped because every value here is a str, int, bool or None by construction.
     leaf: dict[str, object] = {
@@ -50,8 +55,8 @@ def leaf_bytes(row: AuditRow) -> bytes:
         "recorded_at": as_utc(row.recorded_at),
         "retain_until": as_utc(row.retain_until),
         "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
-        "raw_sha256": hashlib.sha256(row.raw).hexdigest(),
-        "raw_len": len(row.raw),
+        "raw_sha256": raw_sha256,
+        "raw_len": raw_len,
         "decode_error": row.decode_error,
         "redacted": bool(row.redacted),
         "received_sha256": row.received_sha256,

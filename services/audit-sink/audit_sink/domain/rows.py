@@ -7,7 +7,9 @@ bound: a record above `AUDIT_MAX_STORED_BYTES` (contracts/limits.py; Kafka lets
 through up to twice as much) keeps its first `AUDIT_PREFIX_BYTES` in `raw`, and
 the row says what it could not keep: `received_len` (the full size) and
 `received_sha256` (the digest of the full bytes). The Merkle leaf commits to
-both, and to the prefix stored (docs/hostile-input.md).
+both, and to the prefix stored (docs/hostile-input.md). A record that carries a
+bearer token (a PoaIssued's `token`, an ActionRequested's `poa`) is stored
+without it (tokens.redact), with `received_sha256` of the bytes received.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import NamedTuple
 
 from audit_sink.domain.retention import RetentionPolicy
 from audit_sink.domain.times import as_utc
-from contracts import Envelope, EventDecodeError, PoaIssued, decode_envelope, decode_header, encode_envelope
+from audit_sink.domain.tokens import audit_name, redact
+from contracts import EventDecodeError, decode_header
 from contracts.limits import AUDIT_MAX_STORED_BYTES, AUDIT_PREFIX_BYTES
 
-__all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "row_for"]
+__all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "bounded", "row_for"]
 
 UNDECODABLE = "undecodable"
 
@@ -56,9 +59,12 @@ class AuditRow(NamedTuple):
     received_sha256: str | None = None
     received_len: int | None = None
     """Set when `raw` is only the first bytes of what was received: the full length (digest: `received_sha256`)."""
+    audit_type: str | None = None
+    """An AuditEvent's audit name (`poa_issued`, ...), read from `raw` (tokens.audit_name); not in the leaf:
+    the verifier recomputes it from the bytes the leaf commits to (migration 0006)."""
 
 
-def _column(text: str, limit: int) -> str:
+def bounded(text: str, limit: int) -> str:
     """A derived, indexed column: bounded and without NUL (PostgreSQL refuses both).
 
     Only these convenience columns are bounded; `raw` keeps the exact bytes.
@@ -100,38 +106,33 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
             retain_until=retention.retain_until(UNDECODABLE, fallback_time),
             record_key=record.key,
             raw=raw[:AUDIT_PREFIX_BYTES] if truncated else raw,
-            decode_error=_column(str(exc), 1024),
+            decode_error=bounded(str(exc), 1024),
             received_sha256=_sha256(raw) if truncated else None,
             received_len=len(raw) if truncated else None,
         )
     # In UTC once here, so that the leaf and the insert need not convert it again.
     occurred = as_utc(envelope.time)
-    redacted = _without_token(decode_envelope(raw)) if envelope.type == PoaIssued.event_type else None
+    redacted = redact(envelope.type, raw)
+    stored = redacted if redacted is not None else raw
     return AuditRow(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        event_id=_column(envelope.id, 255),
-        event_type=_column(envelope.type, 128),
-        request_id=_column(envelope.subject, 255) if envelope.subject is not None else None,
-        producer=_column(envelope.source, 2048),
+        event_id=bounded(envelope.id, 255),
+        event_type=bounded(envelope.type, 128),
+        request_id=bounded(envelope.subject, 255) if envelope.subject is not None else None,
+        producer=bounded(envelope.source, 2048),
         occurred_at=occurred,
         recorded_at=recorded_at,
         retain_until=retention.retain_until(envelope.type, occurred),
         record_key=record.key,
-        raw=redacted if redacted is not None else raw,
+        raw=stored,
         decode_error=None,
         redacted=redacted is not None,
         received_sha256=_sha256(raw) if redacted is not None else None,
+        audit_type=audit_name(envelope.type, stored),
     )
 
 
 def _sha256(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def _without_token(envelope: Envelope) -> bytes:
-    """A PoaIssued without its bearer token (its `token_sha256` stays): the store keeps no live credential."""
-    data = dict(envelope.data)
-    data["token"] = ""
-    return encode_envelope(envelope.model_copy(update={"data": data}))

@@ -24,8 +24,16 @@ from datetime import datetime
 from audit_sink.domain.checkpoint import Checkpoint, PurgeRecord
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import Frontier, MerkleTree, ProofError, leaf_hash, verify_consistency
+from audit_sink.domain.redaction import (
+    RedactionEntry,
+    committed_leaf,
+    entries_by_leaf,
+    is_redaction_record,
+    redaction_problem,
+)
 from audit_sink.domain.rows import AuditRow
 from audit_sink.domain.times import as_utc, parse_time
+from audit_sink.domain.tokens import audit_name
 
 __all__ = ["AuditReport", "LeafEntry", "StoreSnapshot", "Tombstone", "audit_report"]
 
@@ -124,6 +132,7 @@ def _rows(
 ) -> set[int]:
     present: set[int] = set()
     previous = -1
+    redactions = _redactions(rows, by_position, problems)
     for seq, row in rows:
         position = (row.topic, row.partition, row.offset)
         leaf = by_position.get(position)
@@ -134,12 +143,37 @@ def _rows(
             problems.append(f"row {seq} duplicates the position of leaf {leaf.index}")
             continue
         present.add(leaf.index)
-        if leaf_hash(leaf_bytes(row)) != leaf.hash:
+        entry = redactions.get(leaf.index)
+        if entry is not None:
+            # Redacted after its leaf was signed: the leaf commits to the original bytes' digest,
+            # the redaction record (a later leaf) to the bytes stored now.
+            if reason := redaction_problem(row, entry):
+                problems.append(f"row {seq} ({row.event_id}) at {_where(position)} was altered: {reason}")
+            expected = committed_leaf(row, entry)
+        else:
+            expected = leaf_bytes(row)
+        if leaf_hash(expected) != leaf.hash:
             problems.append(f"row {seq} ({row.event_id}) at {_where(position)} was altered: leaf hash differs")
+        if row.audit_type != audit_name(row.event_type, row.raw):
+            problems.append(f"row {seq} ({row.event_id}) at {_where(position)}: audit_type differs from its bytes")
         if leaf.index < previous:
             problems.append(f"row {seq} ({row.event_id}) is out of order: leaf {leaf.index} after leaf {previous}")
         previous = max(previous, leaf.index)
     return present
+
+
+def _redactions(
+    rows: Sequence[tuple[int, AuditRow]], by_position: dict[Position, LeafEntry], problems: list[str]
+) -> dict[int, RedactionEntry]:
+    """The redaction entries of the stored redaction records, by the leaf they redact."""
+    records = {
+        leaf.index: row.raw
+        for _, row in rows
+        if is_redaction_record(row) and (leaf := by_position.get((row.topic, row.partition, row.offset)))
+    }
+    entries, found = entries_by_leaf(records)
+    problems += found
+    return entries
 
 
 def _tombstones(
