@@ -42,7 +42,7 @@ from broker.adapters.outbox import OutboxRelay, encode_outbox
 from broker.adapters.policy import PolicyDecision
 from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import Spend, SpendVerdict, SpentStore
-from broker.adapters.verify import PoaRejectedError, PoaVerifier
+from broker.adapters.verify import PoaRejectedError, TokenVerifier
 from broker.domain import Connector, ConnectorRegistry, Outcome, Presentation, RouteRefused, Verdict, check_bindings
 from contracts import (
     ActionRequested,
@@ -94,7 +94,7 @@ class Authorizer:
     def __init__(
         self,
         *,
-        verifier: PoaVerifier,
+        verifier: TokenVerifier,
         keys: KeyRing,
         revocations: RevocationList,
         policy: Policy,

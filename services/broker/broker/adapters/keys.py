@@ -27,10 +27,28 @@ __all__ = ["KeyRing", "public_key_from_jwk"]
 log = logging.getLogger(__name__)
 
 
+_SMALL_ORDER = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",  # identity
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p (non-canonical 0)
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1 (non-canonical 1)
+    )
+)
+"""Ed25519 points of small order, sign bit cleared (libsodium's list). Under such a key, (R, S) =
+(identity, 0) verifies for every message (tests/unit/test_broker_verify_differential.py)."""
+
+
 def public_key_from_jwk(jwk: dict[str, str]) -> Ed25519PublicKey:
     if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
         raise ValueError("only OKP/Ed25519 keys are accepted")
     raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+    if len(raw) == 32 and raw[:31] + bytes([raw[31] & 0x7F]) in _SMALL_ORDER:
+        raise ValueError("a small-order Ed25519 key is not accepted")
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
