@@ -1,10 +1,15 @@
-"""broker.domain.decision: a verified PoA allows only the exact action, agent and certificate it was issued for."""
+"""broker.domain.decision.check_bindings: a verified PoA fits only the action, agent and certificate it was issued for.
+
+`check_bindings` is what the broker calls for every presentation whose PoA verified
+(`Authorizer` in broker/service.py); an empty answer lets the presentation go on to
+revocation, policy and the spent store.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from broker.domain.decision import Presentation, Verdict, decide
+from broker.domain.decision import Presentation, Verdict, check_bindings
 from contracts import ActionRequested, Decision, PoaClaims, request_digest
 
 AGENT = "spiffe://atb.example/agent/crm-bot"
@@ -64,23 +69,23 @@ def present(asked: ActionRequested, *, agent: str | None = None, thumb: str | No
     return Presentation(asked, agent or asked.agent_id, thumb, "http:1", "http")
 
 
-def prefixes(verdict: Verdict) -> tuple[str, ...]:
-    return tuple(reason.split(":", 1)[0] for reason in verdict.reasons)
+def prefixes(reasons: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(reason.split(":", 1)[0] for reason in reasons)
 
 
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        pytest.param({}, ("poa_valid",), id="exact match"),
-        pytest.param({"target_tenant": "acme"}, ("poa_valid",), id="same tenant spelled out"),
+        pytest.param({}, (), id="exact match"),
+        pytest.param({"target_tenant": "acme"}, (), id="same tenant spelled out"),
         pytest.param(
             {"params": {"n": 3, "fields": ["email"], "email": "new@example.com"}},
-            ("poa_valid",),
+            (),
             id="params in another key order",
         ),
         pytest.param(
             {"action_id": "act-9", "poa": None, "requested_at": "2024-01-15T10:01:00Z"},
-            ("poa_valid",),
+            (),
             id="fields outside the binding",
         ),
         pytest.param({"agent_id": OTHER_AGENT}, ("sub_mismatch",), id="another agent"),
@@ -122,14 +127,10 @@ def prefixes(verdict: Verdict) -> tuple[str, ...]:
         ),
     ],
 )
-def test_decide(changes: dict[str, object], expected: tuple[str, ...]) -> None:
-    verdict = decide(present(action(**changes)), CLAIMS)
-    assert prefixes(verdict) == expected
-    allowed = expected == ("poa_valid",)
-    assert verdict.allowed is allowed
-    assert verdict.decision is (Decision.ALLOW if allowed else Decision.DENY)
-    if not allowed:
-        assert all(": " in reason for reason in verdict.reasons)
+def test_check_bindings(changes: dict[str, object], expected: tuple[str, ...]) -> None:
+    reasons = check_bindings(present(action(**changes)), CLAIMS)
+    assert prefixes(reasons) == expected
+    assert all(": " in reason for reason in reasons)
 
 
 @pytest.mark.parametrize(
@@ -142,26 +143,23 @@ def test_decide(changes: dict[str, object], expected: tuple[str, ...]) -> None:
     ],
 )
 def test_each_claim_binding_is_checked(claim: str, value: str, expected: tuple[str, ...]) -> None:
-    verdict = decide(present(action()), CLAIMS.model_copy(update={claim: value}))
-    assert prefixes(verdict) == expected
-    assert not verdict.allowed
+    assert prefixes(check_bindings(present(action()), CLAIMS.model_copy(update={claim: value}))) == expected
 
 
 def test_verdict_is_frozen() -> None:
-    verdict = decide(present(action()), CLAIMS)
+    verdict = Verdict(Decision.ALLOW, ("poa_valid",))
     with pytest.raises(AttributeError):
         verdict.decision = Decision.DENY  # type: ignore[misc]
 
 
 def test_poa_of_another_request_is_denied() -> None:
-    verdict = decide(present(action(request_id="req-0002")), CLAIMS)
-    assert not verdict.allowed
+    assert prefixes(check_bindings(present(action(request_id="req-0002")), CLAIMS)) == ("request_mismatch",)
 
 
 @pytest.mark.parametrize(
     ("thumb", "cnf", "expected"),
     [
-        pytest.param(THUMB, {"x5t#S256": THUMB}, ("poa_valid",), id="same certificate"),
+        pytest.param(THUMB, {"x5t#S256": THUMB}, (), id="same certificate"),
         pytest.param("U" * 43, {"x5t#S256": THUMB}, ("cnf_mismatch",), id="another certificate"),
         pytest.param(None, {"x5t#S256": THUMB}, ("cnf_unproven",), id="no certificate presented"),
         pytest.param(THUMB, None, ("cnf_missing",), id="PoA without cnf"),
@@ -171,10 +169,9 @@ def test_the_poa_is_bound_to_the_presented_certificate(
     thumb: str | None, cnf: dict[str, str] | None, expected: tuple[str, ...]
 ) -> None:
     claims = PoaClaims.model_validate({**CLAIMS.model_dump(by_alias=True), "cnf": cnf})
-    assert prefixes(decide(present(action(), thumb=thumb), claims)) == expected
+    assert prefixes(check_bindings(present(action(), thumb=thumb), claims)) == expected
 
 
 def test_the_proven_agent_counts_not_the_named_one() -> None:
     """An action that names the PoA's agent but was proven by another is denied twice over."""
-    verdict = decide(present(action(), agent=OTHER_AGENT), CLAIMS)
-    assert prefixes(verdict) == ("sub_mismatch", "agent_mismatch")
+    assert prefixes(check_bindings(present(action(), agent=OTHER_AGENT), CLAIMS)) == ("sub_mismatch", "agent_mismatch")

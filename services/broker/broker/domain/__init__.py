@@ -1,7 +1,7 @@
 """Pure broker rules: does a verified PoA fit this presentation, and which connector serves it."""
 
 from broker.domain.connectors import Connector, ConnectorRegistry, RegistryError, Route, RouteRefused
-from broker.domain.decision import Outcome, Presentation, Verdict, check_bindings, decide
+from broker.domain.decision import Outcome, Presentation, Verdict, check_bindings
 
 __all__ = [
     "Connector",
@@ -13,5 +13,4 @@ __all__ = [
     "RouteRefused",
     "Verdict",
     "check_bindings",
-    "decide",
 ]

@@ -15,7 +15,7 @@ from typing import Literal
 from broker.domain.connectors import Connector
 from contracts import ActionRequested, Decision, PoaClaims, Tier, digest_of
 
-__all__ = ["Outcome", "Presentation", "Verdict", "check_bindings", "decide"]
+__all__ = ["Outcome", "Presentation", "Verdict", "check_bindings"]
 
 Channel = Literal["http", "kafka"]
 
@@ -91,11 +91,3 @@ def check_bindings(presentation: Presentation, claims: PoaClaims) -> tuple[str, 
     if claims.req_digest != digest_of(action):
         reasons.append("digest_mismatch: parameters differ from what was approved")
     return tuple(reasons)
-
-
-def decide(presentation: Presentation, claims: PoaClaims) -> Verdict:
-    """Allow only when every binding of the PoA matches the presentation; list every mismatch."""
-    reasons = check_bindings(presentation, claims)
-    if reasons:
-        return Verdict(Decision.DENY, reasons)
-    return Verdict(Decision.ALLOW, ("poa_valid",))
