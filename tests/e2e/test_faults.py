@@ -22,11 +22,12 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import Engine, select
 
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
+from atb_runtime.readback import iter_records
 from audit_sink.adapters.db import audit_events, make_engine
 from audit_sink.adapters.ledger import CHECKPOINT_AUDIT_TYPE
 from contracts import (
@@ -40,6 +41,7 @@ from contracts import (
     QuorumReached,
     RequestDenied,
     RequestExpired,
+    Topic,
     VoteCast,
     VoteChoice,
     decode_envelope,
@@ -95,23 +97,39 @@ async def _kill_loop(stack: RunningStack, kills: int, rng: random.Random) -> lis
 
 async def _committed_records(bootstrap: str, namespace: str) -> dict[tuple[str, int, int], bytes]:
     """Every committed record of every topic of the namespace (read_committed, to the end)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
+    topics = [topic_name(spec.topic, namespace) for spec in CATALOGUE]
+    return {(r.topic, r.partition, r.offset): r.value or b"" async for r in iter_records(bootstrap, topics)}
+
+
+# What each transactional service consumes: its group and topics (atb_runtime/runner.py names the group).
+CONSUMERS = {"atb-approvals": (Topic.POA_REQUESTS, Topic.VOTES), "atb-issuer": (Topic.OUTCOMES,)}
+
+
+async def _settled(stack: RunningStack, timeout: float = 180) -> None:
+    """Wait until approvals and the issuer have committed every record of their inputs.
+
+    After that nothing more can come from them: outputs commit with the input offsets that
+    caused them, and nothing is left to consume. Proven by reading from each group's committed
+    offsets to the end offsets: no record is there. This replaces a fixed "a little longer".
+    """
+    ns = stack.namespace
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
     try:
-        partitions = [
-            TopicPartition(topic_name(spec.topic, namespace), p) for spec in CATALOGUE for p in range(spec.partitions)
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        records: dict[tuple[str, int, int], bytes] = {}
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            for tp, messages in (await consumer.getmany(timeout_ms=500, max_records=2000)).items():
-                for msg in messages:
-                    records[(tp.topic, tp.partition, msg.offset)] = msg.value or b""
-        return records
+        deadline = time.monotonic() + timeout
+        while True:
+            left = 0
+            for group, topics in CONSUMERS.items():
+                committed = await admin.list_consumer_group_offsets(f"{group}.{ns.rstrip('.')}")
+                start = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+                names = [topic_name(t, ns) for t in topics]
+                left += len([r async for r in iter_records(stack.kafka_bootstrap, names, start=start)])
+            if not left:
+                return
+            assert time.monotonic() < deadline, f"{left} records not consumed after {timeout:.0f}s"
+            await asyncio.sleep(0.5)
     finally:
-        await consumer.stop()
+        await admin.close()
 
 
 async def _run_with_kills(stack: RunningStack, n: int, kills: int, seed: int) -> None:
@@ -121,16 +139,8 @@ async def _run_with_kills(stack: RunningStack, n: int, kills: int, seed: int) ->
     killed = await killer
     assert len(killed) == kills, f"only {len(killed)} of {kills} kills hit a running process"
 
-    # Wait until every request has its PoA, then a little longer for any duplicate.
-    deadline = time.monotonic() + 180
-    while True:
-        records = await _committed_records(stack.kafka_bootstrap, stack.namespace)
-        payloads = [_payload(value) for value in records.values()]
-        issued = Counter(p.request_id for p in payloads if isinstance(p, PoaIssued))
-        if set(issued) >= ids or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1.0)
-    await asyncio.sleep(3.0)
+    # Wait until approvals and the issuer consumed everything: no PoA, and no duplicate, can follow.
+    await _settled(stack)
     records = await _committed_records(stack.kafka_bootstrap, stack.namespace)
     payloads = [_payload(value) for value in records.values()]
     issued = Counter(p.request_id for p in payloads if isinstance(p, PoaIssued))
@@ -140,15 +150,16 @@ async def _run_with_kills(stack: RunningStack, n: int, kills: int, seed: int) ->
     assert set(quorums) == ids
     assert max(quorums.values()) == 1, "duplicate outcomes"
 
-    # The audit store: exactly the committed records, each once.
+    # The audit store: exactly the committed records, each at its position (the store's key),
+    # holding the event read there.
     engine = make_engine(stack.db_url)
     deadline = time.monotonic() + 120
     while True:
         with engine.connect() as conn:
-            stored = Counter(
-                (row.topic, row.partition, row.offset)
-                for row in conn.execute(select(audit_events.c.topic, audit_events.c.partition, audit_events.c.offset))
+            query = select(
+                audit_events.c.topic, audit_events.c.partition, audit_events.c.offset, audit_events.c.event_id
             )
+            stored = {(row.topic, row.partition, row.offset): row.event_id for row in conn.execute(query)}
         if set(stored) >= set(records) or time.monotonic() > deadline:
             break
         await asyncio.sleep(1.0)
@@ -157,7 +168,8 @@ async def _run_with_kills(stack: RunningStack, n: int, kills: int, seed: int) ->
     assert set(stored) - extra == set(records), (
         f"audit store differs: missing {len(set(records) - set(stored))}, extra {len(set(stored) - set(records))}"
     )
-    assert max(stored.values()) == 1
+    ids_read = {pos: event_id for pos, value in records.items() if (event_id := _event_id(value)) is not None}
+    assert {pos: stored[pos] for pos in ids_read} == ids_read, "a position holds another event than Kafka has there"
 
 
 def _checkpoint_announcements(engine: Engine, positions: set[tuple[str, int, int]]) -> set[tuple[str, int, int]]:
@@ -169,6 +181,13 @@ def _checkpoint_announcements(engine: Engine, positions: set[tuple[str, int, int
             if (topic, partition, offset) in positions and CHECKPOINT_AUDIT_TYPE.encode() in raw:
                 found.add((topic, partition, offset))
     return found
+
+
+def _event_id(value: bytes) -> str | None:
+    try:
+        return decode_envelope(value).id
+    except EventDecodeError:
+        return None
 
 
 def _payload(value: bytes) -> object:
@@ -293,22 +312,12 @@ async def _run_votes_with_kills(stack: RunningStack, n: int, kills: int, seed: i
     assert await killer == kills
 
     expected = {f"vote-{i}": _expected(i) for i in range(n)}
-    deadline = time.monotonic() + 180
-    while True:
-        outcomes, kind, poas = await _outcomes(stack)
-        if set(outcomes) >= ids or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1.0)
-    await asyncio.sleep(3.0)
+    await _settled(stack)
     outcomes, kind, poas = await _outcomes(stack)
     assert set(outcomes) == ids, f"requests without an outcome: {sorted(ids - set(outcomes))[:5]}"
     assert max(outcomes.values()) == 1, f"two outcomes: {[k for k, v in outcomes.items() if v > 1][:5]}"
     assert kind == expected, {k: (kind.get(k), v) for k, v in expected.items() if kind.get(k) != v}
     approved = {k for k, v in expected.items() if v == "quorum_reached"}
-    deadline = time.monotonic() + 60
-    while set(poas) < approved and time.monotonic() < deadline:
-        await asyncio.sleep(1.0)
-        _, _, poas = await _outcomes(stack)
     assert set(poas) == approved
     assert max(poas.values()) == 1
 
@@ -325,7 +334,7 @@ async def _run_votes_with_kills(stack: RunningStack, n: int, kills: int, seed: i
     async with Publisher(stack.kafka_bootstrap, "vote-replay") as publisher:
         await publisher.publish(all_votes)
         await publisher.publish(quorums)
-    await asyncio.sleep(5.0)
+    await _settled(stack)  # every replayed vote and quorum consumed: whatever they caused is on the topics
     again, kind_again, poas_again = await _outcomes(stack)
     assert again == outcomes + Counter(q.key.decode() for q in quorums)  # only our replayed copies
     assert kind_again == kind

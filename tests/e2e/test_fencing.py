@@ -22,11 +22,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from atb.dev.topics import delete_topics, ensure_topics
 from atb_runtime import Outgoing, Publisher
-from contracts import Topic, spec_for, topic_name
+from atb_runtime.readback import read_records
+from contracts import Topic, topic_name
 
 pytestmark = [pytest.mark.kafka]
 
@@ -105,21 +105,8 @@ async def _worker(bootstrap: str, ns: str, instance: str, marker: Path, moment: 
 
 async def _copies(bootstrap: str, ns: str, key: bytes) -> list[bytes]:
     """Every committed copy of `key` on the output topic, read to the end offsets taken first."""
-    topic = topic_name(Topic.POA_ISSUED, ns)
-    tps = [TopicPartition(topic, p) for p in range(spec_for(Topic.POA_ISSUED).partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        found: list[bytes] = []
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                found.extend(m.value for m in messages if m.key == key)
-        return found
-    finally:
-        await consumer.stop()
+    records = await read_records(bootstrap, topic_name(Topic.POA_ISSUED, ns))
+    return [r.value for r in records if r.key == key and r.value is not None]
 
 
 async def _wait_copies(bootstrap: str, ns: str, key: bytes, at_least: int, timeout: float = 60.0) -> list[bytes]:

@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from atb_runtime import Outgoing, Publisher
-from contracts import DeadLetter, Topic, decode_envelope, payload_of, spec_for, topic_name
+from atb_runtime.readback import read_committed
+from contracts import DeadLetter, Topic, topic_name
 from tests.e2e.test_fencing import Worker, _copies, _wait_copies, _worker
 from tests.e2e.test_fencing import fence_ns as fence_ns  # the fixture
 
@@ -25,24 +25,8 @@ pytestmark = [pytest.mark.kafka]
 
 
 async def _letters(bootstrap: str, ns: str) -> list[DeadLetter]:
-    topic = topic_name(Topic.DLQ, ns)
-    tps = [TopicPartition(topic, p) for p in range(spec_for(Topic.DLQ).partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        found: list[DeadLetter] = []
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                for m in messages:
-                    payload = payload_of(decode_envelope(m.value))
-                    if isinstance(payload, DeadLetter):
-                        found.append(payload)
-        return found
-    finally:
-        await consumer.stop()
+    payloads = await read_committed(bootstrap, topic_name(Topic.DLQ, ns))
+    return [p for p in payloads if isinstance(p, DeadLetter)]
 
 
 async def test_a_record_that_cannot_commit_is_set_aside_and_its_neighbours_are_copied(

@@ -35,13 +35,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.stack import ServiceStack, StackConfig
 from atb_identity import Svid, ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
+from atb_runtime.readback import iter_records
 from audit_sink.adapters.db import audit_events, make_engine
 from contracts import (
     CATALOGUE,
@@ -279,24 +280,8 @@ def _payload(value: bytes | None) -> EventPayload | None:
 
 
 async def _committed(bootstrap: str, namespace: str) -> dict[tuple[str, int, int], bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic_name(spec.topic, namespace), p) for spec in CATALOGUE for p in range(spec.partitions)
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        records: dict[tuple[str, int, int], bytes] = {}
-        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
-            for tp, messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
-                for msg in messages:
-                    if msg.offset < end[tp]:
-                        records[(tp.topic, tp.partition, msg.offset)] = msg.value or b""
-        return records
-    finally:
-        await consumer.stop()
+    topics = [topic_name(spec.topic, namespace) for spec in CATALOGUE]
+    return {(r.topic, r.partition, r.offset): r.value or b"" async for r in iter_records(bootstrap, topics)}
 
 
 @dataclass
