@@ -7,6 +7,8 @@ and validates the *claims*; signing and verifying live in the issuer and broker.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -15,7 +17,16 @@ from contracts.canonical import sha256_digest
 from contracts.events import JsonObject, Tier
 from contracts.leg import Leg
 
-__all__ = ["MAX_LIFETIME_SECONDS", "POA_TYP", "Confirmation", "ExactAction", "PoaClaims", "digest_of", "request_digest"]
+__all__ = [
+    "MAX_LIFETIME_SECONDS",
+    "POA_TYP",
+    "Confirmation",
+    "ExactAction",
+    "PoaClaims",
+    "digest_of",
+    "request_digest",
+    "x5t_s256",
+]
 
 MAX_LIFETIME_SECONDS = 300
 """Five minutes (docs/architecture.md §5.4)."""
@@ -61,6 +72,15 @@ def digest_of(exact: ExactAction) -> str:
         tenant=exact.tenant,
         target_tenant=exact.target_tenant,
     )
+
+
+def x5t_s256(der: bytes) -> str:
+    """RFC 8705 §3.1 `x5t#S256`: base64url (no padding) of the SHA-256 of a certificate's DER.
+
+    The one thumbprint function: the issuer binds `cnf` with it (through
+    `atb_identity.cert_thumbprint`), the gateway and the broker compare with it.
+    """
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
 class Confirmation(BaseModel):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import time
 import uuid
@@ -55,6 +54,7 @@ from contracts import (
     payload_of,
 )
 from contracts.agents import AgentRegistry
+from contracts.poa import x5t_s256
 
 __all__ = ["Authorizer", "BrokerService", "DecisionQueue", "outcome_events", "presentation_from_envelope"]
 
@@ -361,8 +361,7 @@ def outcome_events(outcome: Outcome, *, source: str, namespace: str) -> list[Out
 def _thumbprint_of_leaf(envelope: Envelope) -> str | None:
     if envelope.proof is None:
         return None
-    der = base64.b64decode(envelope.proof.x5c[0])
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    return x5t_s256(base64.b64decode(envelope.proof.x5c[0]))
 
 
 def presentation_from_envelope(

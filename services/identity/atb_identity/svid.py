@@ -19,7 +19,6 @@ caller says when.
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -63,6 +62,7 @@ from atb_identity.errors import (
     ValidityError,
 )
 from atb_identity.spiffe import SpiffeId, validate_trust_domain
+from contracts.poa import x5t_s256
 
 __all__ = [
     "MAX_CHAIN_LENGTH",
@@ -172,8 +172,7 @@ def _raw(key: Ed25519PublicKey) -> bytes:
 
 def cert_thumbprint(cert: x509.Certificate) -> str:
     """RFC 8705 §3.1: base64url (no padding) of the SHA-256 of the certificate's DER."""
-    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return x5t_s256(cert.public_bytes(serialization.Encoding.DER))
 
 
 def load_svid(cert_path: Path, key_path: Path) -> Svid:
