@@ -10,6 +10,14 @@ prefix of an oversize record (`received_len` set) adds that length to its leaf,
 next to `received_sha256`, the digest of the full record (docs/hostile-input.md);
 other leaves are unchanged, so leaves written before that keep their hashes.
 
+The leaf is `contracts.canonical_json` of a dict of strings, integers, booleans
+and None: times are written as text first (`leaf_time`), so no datetime reaches
+the serializer. That keeps the bytes of every leaf ever written: they were
+produced by orjson with `OPT_UTC_Z`, which spells a UTC time
+`2024-01-15T10:00:00.123456Z` (microseconds omitted when zero), whereas
+`canonical_json` of a datetime would end in `+00:00`.
+tests/unit/test_audit_leaf.py holds the two spellings and the golden bytes equal.
+
 Pure: canonical JSON and SHA-256 only.
 """
 
@@ -17,20 +25,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
-
-import orjson
+from datetime import datetime
 
 from audit_sink.domain.rows import AuditRow
 from audit_sink.domain.times import as_utc
+from contracts import canonical_json
 
-__all__ = ["LEAF_VERSION", "leaf_bytes"]
+__all__ = ["LEAF_VERSION", "leaf_bytes", "leaf_time"]
 
 LEAF_VERSION = 1
 
 
-_LEAF_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
-"""Times in a leaf are RFC 3339 in UTC as orjson writes them: `2024-01-15T10:00:00.123456Z`
-(microseconds omitted when zero). One function writes leaves, so one spelling is all there is."""
+def leaf_time(moment: datetime) -> str:
+    """A time as leaves spell it: RFC 3339 in UTC, `Z`, microseconds only when not zero.
+
+    `2024-01-15T10:00:00.123456Z`, `2024-01-15T10:00:00Z`: the spelling orjson's
+    `OPT_UTC_Z` gave every leaf written so far (leaf hashes in stores and signed
+    checkpoints depend on it). Not `times.render_time`, which always writes microseconds.
+    """
+    return as_utc(moment).replace(tzinfo=None).isoformat() + "Z"
 
 
 def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> bytes:
@@ -40,9 +53,8 @@ def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> b
     ones: the leaf of a row redacted after it was committed (audit_sink/domain/redaction.py).
     """
     raw_sha256, raw_len = raw_digest or (hashlib.sha256(row.raw).hexdigest(), len(row.raw))
-    # The same bytes as contracts.canonical_json (orjson, sorted keys); its float check is
-    # skipped because every value here is a str, int, bool or None by construction.
-    leaf: dict[str, object] = {
+    # Only str, int, bool and None: the canonical bytes of this dict are the leaf.
+    leaf: dict[str, str | int | bool | None] = {
         "v": LEAF_VERSION,
         "topic": row.topic,
         "partition": row.partition,
@@ -51,9 +63,9 @@ def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> b
         "event_type": row.event_type,
         "request_id": row.request_id,
         "producer": row.producer,
-        "occurred_at": as_utc(row.occurred_at),
-        "recorded_at": as_utc(row.recorded_at),
-        "retain_until": as_utc(row.retain_until),
+        "occurred_at": leaf_time(row.occurred_at),
+        "recorded_at": leaf_time(row.recorded_at),
+        "retain_until": leaf_time(row.retain_until),
         "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
         "raw_sha256": raw_sha256,
         "raw_len": raw_len,
@@ -63,4 +75,4 @@ def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> b
     }
     if row.received_len is not None:
         leaf["received_len"] = row.received_len
-    return orjson.dumps(leaf, option=_LEAF_OPTIONS)
+    return canonical_json(leaf)
