@@ -18,6 +18,7 @@ from atb_runtime import DeadLetters, Publisher, audit, outgoing_envelope
 from atb_runtime.follow import FollowerDeadLetters, follower_consumer
 from atb_runtime.ops import OpsServer, start_site
 from atb_runtime.proofs import ProofCheck, outcome_rules
+from atb_runtime.web import app_runner
 from contracts import IssuanceRequested, JsonObject, make_envelope, topic_name
 from contracts.agents import AgentRegistry
 from gateway.adapters.follower import ViewFollower
@@ -96,7 +97,7 @@ class GatewayRunner:
                 bundle=self._bundle, views=self._views, submit=self._submit, audit=self._audit, agents=self._agents
             )
         )
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = app_runner(app)
         await self._runner.setup()
         assert self._svid.cert_path is not None
         assert self._svid.key_path is not None

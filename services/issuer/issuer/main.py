@@ -6,8 +6,6 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from aiohttp import web
-
 from atb_runtime import OpaClient, Publisher, outgoing
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
@@ -26,6 +24,7 @@ from contracts import (
 )
 from contracts.directory import Directory
 from issuer.adapters.evidence import EvidenceVerifier
+from issuer.adapters.http import JWKS_PATH, jwks_handler
 from issuer.adapters.keyring import KeyEntry, KeyRing
 from issuer.adapters.keys import SigningKey, load_or_create_key
 from issuer.service import IssuerService
@@ -86,9 +85,7 @@ async def build() -> ServiceRunner:
             issuer=settings.service_id,
         )
 
-    async def jwks(_request: web.Request) -> web.Response:
-        keys = [e.key.jwk for e in published(datetime.now(UTC))]
-        return web.json_response({"keys": keys}, headers={"Cache-Control": "max-age=30"})
+    jwks = jwks_handler(lambda: [e.key.jwk for e in published(datetime.now(UTC))])
 
     return ServiceRunner(
         settings,
@@ -101,7 +98,7 @@ async def build() -> ServiceRunner:
         poison=service.set_aside,
         before_start=(announce,),
         closers=(opa.close,),
-        routes=(("/.well-known/jwks.json", jwks),),
+        routes=((JWKS_PATH, jwks),),
     )
 
 

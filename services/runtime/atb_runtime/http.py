@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from atb_identity import IdentityError, SpiffeId, TrustBundle
 from atb_identity.tls import peer_certificate, peer_identity
+from atb_runtime.web import BodyTimeoutError, read_body_within
 from contracts import CanonicalJsonError, canonical_json
 from contracts.http import MAX_BODY_BYTES, HttpError
 
@@ -73,11 +74,13 @@ def agent_of(request: web.Request, bundle: TrustBundle) -> tuple[SpiffeId, x509.
 
 
 async def read_body(request: web.Request, model: type[M], *, canonical: bool = False) -> M | web.Response:
-    """The JSON body as `model`, or the 4xx answer naming what is wrong (size, JSON, canonical form, field)."""
+    """The JSON body as `model`, or the 4xx answer naming what is wrong (size, time, JSON, canonical form, field)."""
     try:
-        raw = await request.read()
+        raw = await read_body_within(request)
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    except BodyTimeoutError as exc:
+        return error_response(408, "body_timeout", str(exc))
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

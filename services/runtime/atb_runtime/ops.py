@@ -29,14 +29,19 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
+
+from atb_runtime.web import app_runner
 
 __all__ = [
     "EXIT_PORT_UNAVAILABLE",
     "LISTEN_FDS_ENV",
     "Handler",
+    "Health",
     "OpsServer",
     "PortBindError",
     "bound_ports",
@@ -117,6 +122,19 @@ async def start_site(
     return port
 
 
+class Health(BaseModel):
+    """`GET /healthz` on the ops port: 200 when the processing loop is alive, 503 otherwise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["ok", "failing"]
+    service: str
+    instance: str
+    pid: int
+    ports: dict[str, int]
+    """Every site this very process serves, by name (`ops`, `gateway`, `broker`, `chat`)."""
+
+
 class OpsServer:
     def __init__(
         self,
@@ -136,15 +154,19 @@ class OpsServer:
         self._instance = instance
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        if self._port == 0:
-            return
+    def build_app(self) -> web.Application:
+        """The ops routes: `/healthz`, `/metrics` and the service's own (docs/openapi/ops.json)."""
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         for path, handler in self._routes:
             app.router.add_get(path, handler)
-        self._runner = web.AppRunner(app, access_log=None)
+        return app
+
+    async def start(self) -> None:
+        if self._port == 0:
+            return
+        self._runner = app_runner(self.build_app())
         await self._runner.setup()
         await start_site(self._runner, "ops", self._host, self._port)
 
@@ -154,14 +176,14 @@ class OpsServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         ok = self._healthy()
-        body = {
-            "status": "ok" if ok else "failing",
-            "service": self._service,
-            "instance": self._instance,
-            "pid": os.getpid(),
-            "ports": bound_ports(),
-        }
-        return web.json_response(body, status=200 if ok else 503)
+        body = Health(
+            status="ok" if ok else "failing",
+            service=self._service,
+            instance=self._instance,
+            pid=os.getpid(),
+            ports=bound_ports(),
+        )
+        return web.Response(body=body.model_dump_json(), status=200 if ok else 503, content_type="application/json")
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

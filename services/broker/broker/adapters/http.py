@@ -19,6 +19,7 @@ from pydantic import JsonValue
 from atb_identity import TrustBundle, cert_thumbprint
 from atb_runtime.http import Refusal, agent_of, error_response, read_body
 from atb_runtime.ops import start_site
+from atb_runtime.web import app_runner
 from broker.adapters.connectors import ConnectorCall, ConnectorError, Invoker
 from broker.domain import Outcome, Presentation
 from contracts import ActionRequested, JsonObject
@@ -129,7 +130,7 @@ class HttpsServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = app_runner(self._app)
         await self._runner.setup()
         await start_site(self._runner, "broker", self._host, self._port, ssl_context=self._context, backlog=1024)
 

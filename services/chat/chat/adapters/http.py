@@ -1,9 +1,13 @@
 """`POST /slack/interactions`: the HTTP edge of the chat service (aiohttp).
 
 Reads the raw body (at most `HTTP_MAX_BODY_BYTES`, 64 KiB: Slack's payloads are
-far smaller; 413 with a JSON body above) and hands the exact bytes and the
-headers to the service; answers with its status and JSON. Never raises into
-aiohttp: an unexpected error is a 500 with a JSON body.
+far smaller; 413 with a JSON body above; 408 when it does not arrive within the
+body timeout, atb_runtime.web) and hands the exact bytes and the headers to the
+service; answers with its status and JSON. Never raises into aiohttp: an
+unexpected error is a 500 with a JSON body.
+
+`InteractionForm` and `InteractionAnswer` describe the request and every answer
+(docs/openapi/chat.json is generated from them, tools/gen_openapi.py).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from atb_runtime.ops import start_site
+from atb_runtime.web import BodyTimeoutError, app_runner, read_body_within
 from chat.service import Answer
 from contracts.limits import HTTP_MAX_BODY_BYTES
 
-__all__ = ["INTERACTIONS_PATH", "MAX_BODY", "InteractionsServer"]
+__all__ = ["INTERACTIONS_PATH", "MAX_BODY", "InteractionAnswer", "InteractionForm", "InteractionsServer", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,53 @@ INTERACTIONS_PATH = "/slack/interactions"
 Handle = Callable[[Mapping[str, str], bytes, str], Awaitable[Answer]]
 
 
+class InteractionForm(BaseModel):
+    """The body Slack posts (`application/x-www-form-urlencoded`), signed as received (chat.adapters.signature)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    payload: str = Field(description="the interaction as JSON: a `block_actions` click on an ATB approve/deny button")
+
+
+class InteractionAnswer(BaseModel):
+    """Every answer of `POST /slack/interactions`: a counted vote, or why not (`error`, `reason`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ok: bool
+    error: str | None = None
+    """A stable code: a signature rule, a malformed interaction, a refused click, `too_large`, `body_timeout`."""
+    reason: str | None = None
+    vote_id: str | None = None
+    principal: str | None = None
+    choice: str | None = None
+
+
+def _refused(status: int, error: str, reason: str) -> web.Response:
+    body = InteractionAnswer(ok=False, error=error, reason=reason).model_dump_json(exclude_none=True)
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def build_app(handle: Handle) -> web.Application:
+    async def interactions(request: web.Request) -> web.Response:
+        try:
+            body = await read_body_within(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _refused(413, "too_large", f"bodies are limited to {MAX_BODY} bytes")
+        except BodyTimeoutError as exc:
+            return _refused(408, "body_timeout", str(exc))
+        try:
+            answer = await handle(request.headers, body, request.remote or "")
+        except Exception:
+            log.exception("interaction handling failed")
+            return _refused(500, "internal_error", "the interaction could not be handled")
+        return web.json_response(answer.body, status=answer.status)
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_post(INTERACTIONS_PATH, interactions)
+    return app
+
+
 class InteractionsServer:
     def __init__(self, host: str, port: int, handle: Handle) -> None:
         self._host = host
@@ -36,24 +89,10 @@ class InteractionsServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post(INTERACTIONS_PATH, self._interactions)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = app_runner(build_app(self._handle))
         await self._runner.setup()
         await start_site(self._runner, "chat", self._host, self._port)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def _interactions(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response({"ok": False, "error": "too_large"}, status=413)
-        try:
-            answer = await self._handle(request.headers, body, request.remote or "")
-        except Exception:
-            log.exception("interaction handling failed")
-            return web.json_response({"ok": False, "error": "internal_error"}, status=500)
-        return web.json_response(answer.body, status=answer.status)

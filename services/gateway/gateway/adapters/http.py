@@ -12,12 +12,12 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from aiohttp import web
 from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from pydantic import JsonValue
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from atb_identity import SpiffeId, TrustBundle, cert_thumbprint
 from atb_runtime.http import Refusal, agent_of, error_response, read_body
@@ -26,12 +26,21 @@ from contracts.agents import AgentRegistry
 from contracts.http import MAX_BODY_BYTES, IssueAccepted, IssueRequest
 from gateway.domain import Views, visible_to
 
-__all__ = ["GatewayApp", "build_app"]
+__all__ = ["GatewayApp", "Liveness", "build_app"]
 
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter("atb_gateway_requests_total", "Gateway HTTP requests by endpoint and result", ["endpoint", "result"])
 IDENTITY_REFUSALS = Counter("atb_gateway_identity_refusals_total", "Refused client identities by rule", ["rule"])
+
+
+class Liveness(BaseModel):
+    """`GET /healthz` on the gateway's HTTPS port: the server answers (readiness is on the ops port)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["ok"] = "ok"
+
 
 Submit = Callable[[IssuanceRequested], Awaitable[None]]
 
@@ -138,7 +147,7 @@ class GatewayApp:
 
 
 async def _healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.Response(body=Liveness().model_dump_json(), content_type="application/json")
 
 
 async def _metrics(_request: web.Request) -> web.Response:

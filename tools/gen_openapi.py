@@ -1,0 +1,411 @@
+"""Generate the OpenAPI 3.1 document of every ATB HTTP API from the pydantic models the handlers use.
+
+`python tools/gen_openapi.py` rewrites `docs/openapi/<api>.json`;
+`python tools/gen_openapi.py --check` writes nothing and exits 1 naming each
+stale file (tests/unit/test_openapi_docs.py runs the check, and also checks that
+every route the aiohttp apps register is documented and nothing else).
+
+| document | served on | operations |
+|---|---|---|
+| gateway | the gateway's mTLS port | `POST /issue`, `GET /requests/{request_id}`, `GET /healthz`, `GET /metrics` |
+| broker | the broker's mTLS port | `POST /v1/authorize` |
+| chat | chat's interactions port | `POST /slack/interactions` (Slack-signed) |
+| issuer | the issuer's ops port | `GET /.well-known/jwks.json`, `GET /healthz`, `GET /metrics` |
+| ops | every service's ops port | `GET /healthz`, `GET /metrics` |
+
+Request and response bodies are the JSON Schemas pydantic generates for the
+models (`contracts.http`, `atb_runtime.ops.Health`, `gateway.adapters.http`,
+`chat.adapters.http`, `issuer.adapters.http`): validation mode for what a
+client sends, serialization mode for what a server answers. Every error is an
+`HttpError` (chat: an `InteractionAnswer` with `ok: false`). Serialised with
+sorted keys and a final newline, so the bytes depend on the code alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from atb_runtime.ops import Health
+from atb_runtime.web import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, HttpLimits
+from chat.adapters.http import INTERACTIONS_PATH, InteractionAnswer, InteractionForm
+from contracts.http import (
+    AuthorizeRequest,
+    AuthorizeResponse,
+    HttpError,
+    IssueAccepted,
+    IssueRequest,
+    RequestStatus,
+)
+from contracts.limits import HTTP_MAX_BODY_BYTES
+from gateway.adapters.http import Liveness
+from issuer.adapters.http import JWKS_PATH, Jwks
+
+__all__ = ["DOCS_DIR", "DOCUMENTS", "Operation", "render", "render_all", "stale_docs", "write_docs"]
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS_DIR = REPO / "docs" / "openapi"
+OPENAPI_VERSION = "3.1.0"
+API_VERSION = "1.0.0"
+
+JSON = "application/json"
+METRICS_MEDIA = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    model: type[BaseModel] | None = None
+    media: str = JSON
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: Literal["get", "post"]
+    path: str
+    operation_id: str
+    summary: str
+    description: str = ""
+    request: type[BaseModel] | None = None
+    request_media: str = JSON
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    responses: Mapping[int, Answer] = field(default_factory=dict)
+    mtls: bool = False
+
+
+def _error(text: str) -> Answer:
+    return Answer(text, HttpError)
+
+
+def _refused(text: str) -> Answer:
+    return Answer(text, InteractionAnswer)
+
+
+_DEFAULTS = {name: f.default for name, f in HttpLimits.model_fields.items()}  # not this process's environment
+_LIMITS_TEXT = (
+    f"Bodies are limited to {HTTP_MAX_BODY_BYTES} bytes (413 above) and must arrive within "
+    f"{_DEFAULTS['body_timeout_s']:g} s of their headers (408); the request line to {MAX_LINE_SIZE} bytes "
+    f"and each header line to {MAX_FIELD_SIZE} bytes, at most {MAX_HEADERS} header lines (400 above); "
+    f"a connection without a complete request for {_DEFAULTS['idle_timeout_s']:g} s is closed. "
+    "Every error has a JSON body. See docs/hostile-input.md."
+)
+_MTLS_ERRORS: dict[int, Answer] = {
+    401: _error("no client certificate (`no_client_certificate`): present an agent X.509-SVID"),
+    403: _error("the certificate is not an acceptable agent SVID (the identity rule), or the call is refused"),
+}
+_BODY_ERRORS: dict[int, Answer] = {
+    400: _error("the body is not JSON (`invalid_json`)"),
+    408: _error("the body did not arrive within the body timeout (`body_timeout`)"),
+    413: _error("the body is larger than the limit (`body_too_large`)"),
+    422: _error("a field is missing, extra or invalid (`invalid_body`, `field` names it), or not canonical JSON"),
+}
+_HEALTHZ = Operation(
+    "get",
+    "/healthz",
+    "healthz",
+    "Readiness of this process",
+    "200 when the processing loop is alive, 503 (same body, `status: failing`) otherwise.",
+    responses={200: Answer("alive", Health), 503: Answer("not alive", Health)},
+)
+_METRICS = Operation(
+    "get",
+    "/metrics",
+    "metrics",
+    "Prometheus metrics",
+    "prometheus-client's default registry, text exposition format 0.0.4.",
+    responses={200: Answer("the metrics", None, METRICS_MEDIA)},
+)
+_SLACK_HEADERS: tuple[Mapping[str, Any], ...] = (
+    {
+        "name": "X-Slack-Request-Timestamp",
+        "in": "header",
+        "required": True,
+        "description": "Unix time in seconds; refused more than 300 s from the server's clock",
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+    },
+    {
+        "name": "X-Slack-Signature",
+        "in": "header",
+        "required": True,
+        "description": "`v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{raw body}` keyed with the signing secret",
+        "schema": {"type": "string", "pattern": "^v0=[0-9a-f]{64}$"},
+    },
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    description: str
+    server: str
+    operations: tuple[Operation, ...]
+
+
+DOCUMENTS: Mapping[str, Document] = {
+    "gateway": Document(
+        "ATB AgentAuth gateway",
+        "An agent asks for a Power of Attorney and fetches it. The agent is the SPIFFE ID of its client "
+        "certificate (mutual TLS), never a field of the body.",
+        "https://127.0.0.1:8443",
+        (
+            Operation(
+                "post",
+                "/issue",
+                "issue",
+                "Ask for a PoA for one exact action",
+                "Accepted requests are published as IssuanceRequested, attested by the gateway. The body must "
+                "be canonical JSON (no floats). A tenant the agent is not registered for: 403 "
+                "`tenant_not_allowed`, audited.",
+                request=IssueRequest,
+                responses={202: Answer("accepted: poll GET /requests/{request_id}", IssueAccepted)}
+                | _BODY_ERRORS
+                | _MTLS_ERRORS,
+                mtls=True,
+            ),
+            Operation(
+                "get",
+                "/requests/{request_id}",
+                "request_status",
+                "Where a request stands; its PoA once issued (to its agent only)",
+                parameters=(
+                    {
+                        "name": "request_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    },
+                ),
+                responses={
+                    200: Answer("the request's status", RequestStatus),
+                    404: _error("no such request is known to this gateway (`unknown_request`)"),
+                }
+                | _MTLS_ERRORS,
+                mtls=True,
+            ),
+            Operation(
+                "get",
+                "/healthz",
+                "liveness",
+                "The HTTPS server answers",
+                "Readiness is on the ops port (ops.json).",
+                responses={200: Answer("alive", Liveness)},
+            ),
+            _METRICS,
+        ),
+    ),
+    "broker": Document(
+        "ATB broker",
+        "An agent runs one action with a PoA bound to its certificate (mutual TLS). Every well-formed call "
+        "gets one decision (published as BrokerDecision before the answer leaves).",
+        "https://127.0.0.1:8444",
+        (
+            Operation(
+                "post",
+                "/v1/authorize",
+                "authorize",
+                "Decide (and on allow run) one action with a PoA",
+                "200 with allow (and, with `execute`, what the connector returned), 403 with deny and its "
+                "reasons. 502: allowed, but the connector failed. 503: the decision could not be recorded, "
+                "nothing was executed.",
+                request=AuthorizeRequest,
+                responses={
+                    200: Answer("allowed", AuthorizeResponse),
+                    403: Answer("denied (the decision), or a refused client certificate (an HttpError)", None),
+                    502: Answer("allowed, but the connector call failed", AuthorizeResponse),
+                    503: _error("the decision could not be recorded (`decision_unavailable`)"),
+                }
+                | {k: v for k, v in (_BODY_ERRORS | _MTLS_ERRORS).items() if k != 403},
+                mtls=True,
+            ),
+        ),
+    ),
+    "chat": Document(
+        "ATB chat (Slack interactions)",
+        "Slack posts a click on an approval card; the chat service verifies Slack's signature over the exact "
+        "bytes received and turns an approver's click into a signed vote.",
+        "http://127.0.0.1:8090",
+        (
+            Operation(
+                "post",
+                INTERACTIONS_PATH,
+                "slack_interactions",
+                "A click on an ATB approve/deny button",
+                "200 with `ok: true` for a counted vote, `ok: false` for a click refused by the rules "
+                "(the approver is told why in Slack).",
+                request=InteractionForm,
+                request_media="application/x-www-form-urlencoded",
+                parameters=_SLACK_HEADERS,
+                responses={
+                    200: Answer(
+                        "a vote was cast (`ok: true`), or the click was refused (`ok: false`)", InteractionAnswer
+                    ),
+                    400: _refused("a malformed interaction (`bad_body`, `unsupported_type`, ...)"),
+                    401: _refused("the signature or timestamp does not verify"),
+                    408: _refused("the body did not arrive within the body timeout (`body_timeout`)"),
+                    409: _refused("this interaction (trigger_id) was already received (`replay`)"),
+                    413: _refused("the body is larger than the limit (`too_large`)"),
+                    503: _refused("the vote could not be published (`publish_failed`)"),
+                },
+            ),
+        ),
+    ),
+    "issuer": Document(
+        "ATB issuer (ops port)",
+        "The issuer's PoA verification keys, beside the ops endpoints every service has.",
+        "http://127.0.0.1:18080",
+        (
+            Operation(
+                "get",
+                JWKS_PATH,
+                "jwks",
+                "The PoA verification keys (RFC 8037 OKP JWKs)",
+                "Every published key not yet retired; `Cache-Control: max-age=30`.",
+                responses={200: Answer("the key set", Jwks)},
+            ),
+            _HEALTHZ,
+            _METRICS,
+        ),
+    ),
+    "ops": Document(
+        "ATB ops port (every service)",
+        "Every service (gateway, approvals, issuer, broker, audit-sink, chat) serves these on its plain-HTTP "
+        "ops port (`ATB_OPS_PORT`). A supervisor calls a service ready only when the pid it started answers.",
+        "http://127.0.0.1:18080",
+        (_HEALTHZ, _METRICS),
+    ),
+}
+"""Document name (docs/openapi/<name>.json) → what it describes."""
+
+
+def _schemas(document: Document) -> tuple[dict[tuple[type[BaseModel], JsonSchemaMode], Any], dict[str, Any]]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for op in document.operations:
+        if op.request is not None:
+            wanted.append((op.request, "validation"))
+        wanted += [(a.model, "serialization") for a in op.responses.values() if a.model is not None]
+    unique = list(dict.fromkeys(wanted))
+    refs, definitions = models_json_schema(unique, ref_template="#/components/schemas/{model}")
+    return {(cast("type[BaseModel]", model), mode): schema for (model, mode), schema in refs.items()}, definitions.get(
+        "$defs", {}
+    )
+
+
+def _operation(op: Operation, refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    if op.description:
+        out["description"] = op.description
+    if op.parameters:
+        out["parameters"] = [dict(p) for p in op.parameters]
+    if op.request is not None:
+        schema = refs[(op.request, "validation")]
+        out["requestBody"] = {"required": True, "content": {op.request_media: {"schema": schema}}}
+    responses: dict[str, Any] = {}
+    for status, answer in sorted(op.responses.items()):
+        entry: dict[str, Any] = {"description": answer.description}
+        if answer.model is not None:
+            entry["content"] = {answer.media: {"schema": refs[(answer.model, "serialization")]}}
+        elif answer.media != JSON:
+            entry["content"] = {answer.media: {"schema": {"type": "string"}}}
+        else:  # a decision or an identity refusal (broker 403)
+            decision = refs[(AuthorizeResponse, "serialization")]
+            error = refs[(HttpError, "serialization")]
+            entry["content"] = {JSON: {"schema": {"oneOf": [decision, error]}}}
+        if status == 200 and op.path == JWKS_PATH:
+            entry["headers"] = {"Cache-Control": {"schema": {"type": "string", "const": "max-age=30"}}}
+        responses[str(status)] = entry
+    out["responses"] = responses
+    if op.mtls:
+        out["security"] = [{"agentSvid": []}]
+    return out
+
+
+def render(name: str) -> str:
+    """The OpenAPI document `name`, as the text committed under docs/openapi/."""
+    document = DOCUMENTS[name]
+    refs, definitions = _schemas(document)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in document.operations:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
+    components: dict[str, Any] = {"schemas": definitions}
+    if any(op.mtls for op in document.operations):
+        components["securitySchemes"] = {
+            "agentSvid": {
+                "type": "mutualTLS",
+                "description": "The client presents an X.509-SVID of an agent (spiffe://<trust domain>/agent/...).",
+            }
+        }
+    spec = {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": document.title,
+            "version": API_VERSION,
+            "description": f"{document.description}\n\n{_LIMITS_TEXT}",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": document.server, "description": "the development default; any host and port"}],
+        "paths": paths,
+        "components": components,
+    }
+    return json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def render_all(names: Sequence[str] = tuple(DOCUMENTS)) -> dict[str, str]:
+    return {f"{name}.json": render(name) for name in names}
+
+
+def write_docs(directory: Path = DOCS_DIR) -> list[Path]:
+    """Write every document and remove the ones no longer described. Returns the files written."""
+    rendered = render_all()
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob("*.json"):
+        if leftover.name not in rendered:
+            leftover.unlink()
+    written = []
+    for name, text in sorted(rendered.items()):
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale_docs(directory: Path = DOCS_DIR) -> list[Path]:
+    """Committed documents that are missing, differ from the models, or describe nothing. Empty when fresh."""
+    rendered = render_all()
+    stale = [
+        directory / name
+        for name, text in sorted(rendered.items())
+        if not (directory / name).is_file() or (directory / name).read_text(encoding="utf-8") != text
+    ]
+    stale += sorted(path for path in directory.glob("*.json") if path.name not in rendered)
+    return stale
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a committed document is stale")
+    parser.add_argument("--out", type=Path, default=DOCS_DIR, help="directory of the documents (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if not args.check:
+        for path in write_docs(args.out):
+            sys.stdout.write(f"wrote {_shown(path)}\n")
+        return 0
+    stale = stale_docs(args.out)
+    for path in stale:
+        sys.stderr.write(f"stale: {_shown(path)} (regenerate with `python tools/gen_openapi.py`)\n")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
