@@ -62,7 +62,9 @@ async def build() -> ServiceRunner:
         leeway_s=settings.leeway_seconds,
     )
     opa = OpaClient(settings.opa_url)
-    spent = SpentStore(settings.spent_url(), synchronous=settings.spent_sqlite_synchronous)
+    spent = SpentStore(
+        settings.spent_url(), synchronous=settings.spent_sqlite_synchronous, migrations=settings.spent_migrations_dir
+    )
     agents = load_agent_registry(settings.agent_registry_path)
     await spent.forget_expired(int(time.time()) - 3600)
     authorizer = Authorizer(

@@ -28,6 +28,8 @@ class BrokerSettings(CommonSettings):
     trust_bundle_path: Path | None = None
     spent_db_url: str = ""
     """Where spent PoA ids live: shared by every replica. Default a SQLite file in the state folder."""
+    spent_migrations_dir: Path | None = None
+    """The spent store's alembic migrations, run on start; default the checkout's `migrations/spent/`."""
     spent_sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """SQLite spent store: FULL fsyncs every spend before the agent hears "allow"; NORMAL is faster but
     a power loss can forget the last spends, and a spent PoA would then be accepted again."""

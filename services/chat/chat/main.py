@@ -45,7 +45,7 @@ class ChatRunner:
         directory = Directory.from_mapping(json.loads(settings.directory_path().read_text(encoding="utf-8")))
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
         self.slack = SlackClient(token, settings.slack_api_url) if token else None
-        self.store = ChatStore(settings.db_path())
+        self.store = ChatStore(settings.db_url(), migrations=settings.chat_migrations_dir)
         self.publisher = Publisher(settings.kafka_bootstrap_servers, client_id="atb-chat")
         svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
         self.service = ChatService(settings, directory, self.store, self.slack, self.publisher, svid, signing_secret())

@@ -44,9 +44,16 @@ class ChatSettings(CommonSettings):
     """PEM bundle the outcomes' proofs are verified against; default the dev CA's bundle in the state folder."""
     chat_db_path: Path | None = None
     """SQLite state (message ids, trigger ids, chat votes); default <state>/chat/<namespace>/chat.db."""
+    chat_db_url: str = ""
+    """SQLAlchemy URL of the chat store (e.g. PostgreSQL); when set, `chat_db_path` is not used."""
+    chat_migrations_dir: Path | None = None
+    """The chat store's alembic migrations, run on start; default the checkout's `migrations/chat/`."""
 
     def directory_path(self) -> Path:
         return self.approver_directory_path or DEFAULT_DIRECTORY
+
+    def db_url(self) -> str:
+        return self.chat_db_url or f"sqlite:///{self.db_path()}"
 
     def db_path(self) -> Path:
         return (

@@ -28,6 +28,10 @@ the process, but not against a power loss or a kernel panic: the last commits
 can vanish (README, "Spent-store durability"; bench/broker_decisions.py
 measures both). Rows may be dropped once their PoA has
 expired: an expired PoA is refused before it gets here.
+
+The schema is the alembic history in `migrations/spent/` (`migrate`; the store
+runs it when it opens, under a lock, so replicas starting together are safe),
+never `create_all`: the tables below describe it for queries.
 """
 
 from __future__ import annotations
@@ -63,9 +67,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
+
+from atb_runtime.migrate import MIGRATIONS, upgrade
 
 __all__ = [
+    "MIGRATION_LOCK",
     "REQUEST_MEMORY_S",
     "SYNCHRONOUS",
     "OutboxRow",
@@ -73,6 +79,8 @@ __all__ = [
     "SpendVerdict",
     "SpentStore",
     "broker_outbox",
+    "metadata",
+    "migrate",
     "spent_poas",
     "spent_requests",
 ]
@@ -140,6 +148,19 @@ class Spend:
     expires_at: int
 
 
+MIGRATION_LOCK = 0x41544253
+"""PostgreSQL advisory lock key of the spent store's migrations ("ATBS")."""
+
+
+def migrate(url: str, migrations: Path | None = None) -> None:
+    """Bring the spent store at `url` to the newest schema (alembic upgrade head, under the migration lock).
+
+    `migrations` defaults to the checkout's `migrations/spent/`; an installed image
+    passes its own copy (`ATB_SPENT_MIGRATIONS_DIR`).
+    """
+    upgrade(url, migrations or MIGRATIONS / "spent", lock=MIGRATION_LOCK)
+
+
 SYNCHRONOUS = ("FULL", "NORMAL")
 """The SQLite durability modes the spent store accepts (FULL: durable before the answer)."""
 
@@ -171,18 +192,14 @@ def _sqlite_engine(url: str, synchronous: str) -> Engine:
 
 
 class SpentStore:
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL", migrations: Path | None = None) -> None:
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, not {synchronous!r}")
         self._sqlite = url.startswith("sqlite")
         # A commit that fsyncs (FULL) waits for the disk: in the store's thread, not the event loop.
         self._inline = self._sqlite and synchronous == "NORMAL"
+        migrate(url, migrations)
         self._engine = _sqlite_engine(url, synchronous) if self._sqlite else create_engine(url, pool_pre_ping=True)
-        try:
-            metadata.create_all(self._engine)
-        except OperationalError:
-            # Another replica created the table between our check and our CREATE.
-            metadata.create_all(self._engine)
         # One thread: the store is called from the event loop, one batch at a time.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spent-store")
 

@@ -1,6 +1,6 @@
-"""The chat service's own state, in one small SQLite file (WAL).
+"""The chat service's own state: a small SQL store (SQLite file, WAL, by default; or PostgreSQL).
 
-Why SQLite and not a compacted topic: this state is local to the one process
+Why a database and not a compacted topic: this state is local to the one process
 that talks to Slack (one interactions URL), it is tiny, and two of its three
 tables are uniqueness checks that must hold before a vote is published —
 a primary key does that in one statement. The views themselves are not stored:
@@ -10,26 +10,86 @@ they are rebuilt from Kafka (outcomes, the approvals changelog, PoAs) on start.
   hash of what it shows, so a restart neither reposts cards nor rewrites them.
 - `interactions`: every Slack `trigger_id` received: a replayed request counts once.
 - `votes`: one published chat vote per (request, approver principal).
+
+The schema is the alembic history in `migrations/chat/` (`migrate`, run when the
+store opens, under a lock); the tables below describe it for queries.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ChatStore", "PostedMessage"]
+from sqlalchemy import Column, Engine, Float, MetaData, Table, Text, create_engine, delete, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    request_id TEXT NOT NULL, channel TEXT NOT NULL, ts TEXT NOT NULL, card_hash TEXT NOT NULL,
-    PRIMARY KEY (request_id, channel));
-CREATE TABLE IF NOT EXISTS interactions (trigger_id TEXT PRIMARY KEY, received_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS votes (
-    request_id TEXT NOT NULL, principal TEXT NOT NULL, choice TEXT NOT NULL, vote_id TEXT NOT NULL,
-    PRIMARY KEY (request_id, principal));
-"""
+from atb_runtime.migrate import MIGRATIONS, upgrade
+
+__all__ = [
+    "MIGRATION_LOCK",
+    "ChatStore",
+    "PostedMessage",
+    "interactions",
+    "messages",
+    "metadata",
+    "migrate",
+    "store_url",
+    "votes",
+]
+
+MIGRATION_LOCK = 0x41544243
+"""PostgreSQL advisory lock key of the chat store's migrations ("ATBC")."""
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("channel", Text, primary_key=True),
+    Column("ts", Text, nullable=False),
+    Column("card_hash", Text, nullable=False),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("trigger_id", Text, primary_key=True),
+    Column("received_at", Float, nullable=False),
+)
+
+votes = Table(
+    "votes",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("principal", Text, primary_key=True),
+    Column("choice", Text, nullable=False),
+    Column("vote_id", Text, nullable=False),
+)
+
+
+def store_url(where: str | Path) -> str:
+    """A SQLAlchemy URL as is; a path is a SQLite file."""
+    return f"sqlite:///{where}" if isinstance(where, Path) else where
+
+
+def migrate(url: str, migrations: Path | None = None) -> None:
+    """Bring the chat store at `url` to the newest schema (alembic upgrade head, under the migration lock).
+
+    `migrations` defaults to the checkout's `migrations/chat/`; an installed image
+    passes its own copy (`ATB_CHAT_MIGRATIONS_DIR`).
+    """
+    upgrade(url, migrations or MIGRATIONS / "chat", lock=MIGRATION_LOCK)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
 
 
 @dataclass(frozen=True)
@@ -40,59 +100,68 @@ class PostedMessage:
 
 
 class ChatStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+    """`where`: a SQLAlchemy URL, or a path for a SQLite file."""
+
+    def __init__(self, where: str | Path, *, migrations: Path | None = None) -> None:
+        url = store_url(where)
+        migrate(url, migrations)  # creates the SQLite file's folder too
+        self._engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        sqlite = self._engine.dialect.name == "sqlite"
+        if sqlite:
+            event.listen(self._engine, "connect", _sqlite_pragmas)
+        self._insert = sqlite_insert if sqlite else pg_insert
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.dispose()
 
     def messages(self, request_id: str) -> list[PostedMessage]:
-        rows = self._db.execute(
-            "SELECT channel, ts, card_hash FROM messages WHERE request_id = ? ORDER BY channel", (request_id,)
+        query = (
+            select(messages.c.channel, messages.c.ts, messages.c.card_hash)
+            .where(messages.c.request_id == request_id)
+            .order_by(messages.c.channel)
         )
-        return [PostedMessage(*row) for row in rows]
+        with self._engine.connect() as conn:
+            return [PostedMessage(str(row[0]), str(row[1]), str(row[2])) for row in conn.execute(query)]
 
     def has_messages(self, request_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM messages WHERE request_id = ?", (request_id,)).fetchone() is not None
+        query = select(messages.c.request_id).where(messages.c.request_id == request_id).limit(1)
+        with self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def save_message(self, request_id: str, message: PostedMessage) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?) ON CONFLICT (request_id, channel) "
-                "DO UPDATE SET ts = excluded.ts, card_hash = excluded.card_hash",
-                (request_id, message.channel, message.ts, message.card_hash),
-            )
+        upsert = self._insert(messages).values(
+            request_id=request_id, channel=message.channel, ts=message.ts, card_hash=message.card_hash
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["request_id", "channel"],
+            set_={"ts": upsert.excluded.ts, "card_hash": upsert.excluded.card_hash},
+        )
+        with self._engine.begin() as conn:
+            conn.execute(upsert)
 
     def first_interaction(self, trigger_id: str, received_at: float) -> bool:
         """Record a Slack trigger_id; False if it was already received (a replay)."""
-        with self._lock:
-            try:
-                self._db.execute("INSERT INTO interactions VALUES (?, ?)", (trigger_id, received_at))
-            except sqlite3.IntegrityError:
-                return False
-            return True
+        row = {"trigger_id": trigger_id, "received_at": received_at}
+        statement = self._insert(interactions).values(row).on_conflict_do_nothing()
+        return self._insert_once(statement.returning(interactions.c.trigger_id))
 
     def has_voted(self, request_id: str, principal: str) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM votes WHERE request_id = ? AND principal = ?", (request_id, principal)
-        ).fetchone()
-        return row is not None
+        query = select(votes.c.vote_id).where(votes.c.request_id == request_id, votes.c.principal == principal)
+        with self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def claim_vote(self, request_id: str, principal: str, choice: str, vote_id: str) -> bool:
         """Reserve this approver's one chat vote on the request; False if it is taken."""
-        with self._lock:
-            try:
-                self._db.execute("INSERT INTO votes VALUES (?, ?, ?, ?)", (request_id, principal, choice, vote_id))
-            except sqlite3.IntegrityError:
-                return False
-            return True
+        row = {"request_id": request_id, "principal": principal, "choice": choice, "vote_id": vote_id}
+        statement = self._insert(votes).values(row).on_conflict_do_nothing()
+        return self._insert_once(statement.returning(votes.c.vote_id))
 
     def release_vote(self, request_id: str, principal: str) -> None:
         """Publishing failed: the approver may click again."""
-        with self._lock:
-            self._db.execute("DELETE FROM votes WHERE request_id = ? AND principal = ?", (request_id, principal))
+        with self._engine.begin() as conn:
+            conn.execute(delete(votes).where(votes.c.request_id == request_id, votes.c.principal == principal))
+
+    def _insert_once(self, statement: Any) -> bool:
+        """True when the row was inserted (RETURNING gives it back); False when its key was already there."""
+        with self._engine.begin() as conn:
+            return conn.execute(statement).first() is not None
