@@ -26,8 +26,9 @@ keys_app = typer.Typer(no_args_is_help=True, help="PoA signing keys: rotation.")
 
 async def rotate_keys(activation_delay_s: float = 10.0) -> tuple[str, list[str]]:
     """Rotate the keyring and publish every published key; returns (new kid, published kids)."""
+    from atb_runtime.identity import service_svid
+    from issuer.adapters.announce import publish_keys
     from issuer.adapters.keyring import KeyRing
-    from issuer.main import publish_keys
     from issuer.settings import IssuerSettings
 
     settings = IssuerSettings()  # read now, not when issuer.main was first imported
@@ -40,8 +41,10 @@ async def rotate_keys(activation_delay_s: float = 10.0) -> tuple[str, list[str]]
     entry = ring.rotate(now, activation_delay=timedelta(seconds=activation_delay_s))
     published = ring.published(now)
     try:
+        # Signed with the issuer's SVID, which brokers require of a key (issuer/adapters/announce.py).
+        svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
         await publish_keys(
-            published, bootstrap=bootstrap, namespace=settings.topic_namespace, issuer=settings.service_id
+            published, bootstrap=bootstrap, namespace=settings.topic_namespace, issuer=settings.service_id, svid=svid
         )
     except Exception as exc:
         raise UnavailableError(

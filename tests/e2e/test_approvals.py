@@ -42,8 +42,8 @@ from contracts import (
     request_digest,
     topic_name,
 )
+from issuer.adapters.announce import publish_keys
 from issuer.adapters.keyring import KeyRing
-from issuer.main import publish_keys
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -325,6 +325,7 @@ async def test_key_rotation_has_no_gap_for_either_verifier(running_stack: Runnin
             bootstrap=stack.kafka_bootstrap,
             namespace=stack.namespace,
             issuer="spiffe://atb.local/svc/issuer",
+            svid=ensure_svid(stack.state_dir, "spiffe://atb.local/svc/issuer"),
         )
         # The old token still works at the broker while the new key is not active yet ...
         allowed = await agent.invoke("crm.contact.read", "crm:contact/r1", poa=old.token, request_id=first)

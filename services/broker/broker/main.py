@@ -12,6 +12,7 @@ from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.follow import FollowerDeadLetters, follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
+from atb_runtime.proofs import ProofCheck, ProofRules
 from atb_runtime.runner import ServiceRunner
 from broker.adapters.connectors import HttpConnector, load_registry
 from broker.adapters.http import AuthorizeApp, HttpsServer, build_app
@@ -54,6 +55,14 @@ async def build() -> ServiceRunner:
         jwks_url=settings.jwks_url,
         refresh_interval_s=settings.jwks_refresh_seconds,
         dead_letters=dead_letters("keys"),
+        # Only the issuer may add a key the broker trusts (issuer/adapters/announce.py).
+        check=ProofCheck(
+            bundle,
+            ProofRules({SigningKeyPublished: frozenset({settings.poa_issuer})}),
+            source=source,
+            namespace=ns,
+            consumer=follower_consumer("broker", "keys", settings.instance),
+        ),
     )
     revocations = RevocationList(
         settings.kafka_bootstrap_servers,

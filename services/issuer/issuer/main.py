@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from atb_runtime import OpaClient, Publisher, outgoing
+from atb_runtime import OpaClient
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
@@ -23,6 +23,7 @@ from contracts import (
     topic_name,
 )
 from contracts.directory import Directory
+from issuer.adapters.announce import publish_keys
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.http import JWKS_PATH, jwks_handler
 from issuer.adapters.keyring import KeyEntry, KeyRing
@@ -31,23 +32,6 @@ from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
 settings = IssuerSettings()
-
-
-async def publish_keys(entries: list[KeyEntry], *, bootstrap: str, namespace: str, issuer: str) -> None:
-    """Publish verification keys on `atb.keys` before they sign anything (docs/architecture.md §5.5)."""
-    events = [
-        SigningKeyPublished(
-            kid=e.key.kid,
-            alg="EdDSA",
-            jwk=e.key.jwk,
-            issuer=issuer,
-            not_before=e.activate_at,
-            retire_after=e.retire_after,
-        )
-        for e in entries
-    ]
-    async with Publisher(bootstrap, "atb-issuer-keys") as publisher:
-        await publisher.publish([outgoing(e, source=issuer, namespace=namespace) for e in events])
 
 
 def key_source() -> tuple[Callable[[datetime], SigningKey], Callable[[datetime], list[KeyEntry]]]:
@@ -83,6 +67,7 @@ async def build() -> ServiceRunner:
             bootstrap=settings.kafka_bootstrap_servers,
             namespace=settings.topic_namespace,
             issuer=settings.service_id,
+            svid=svid,
         )
 
     jwks = jwks_handler(lambda: [e.key.jwk for e in published(datetime.now(UTC))])

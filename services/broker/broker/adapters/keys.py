@@ -5,7 +5,9 @@ replica needs every key). Unknown `kid` is "not yet known", never "allowed": the
 verifier may ask for one refresh from the issuer's JWKS, rate-limited so that a
 flood of tokens with made-up `kid`s costs at most one fetch per interval. With
 `dead_letters`, garbage on the topic is dead-lettered as `broker-keys@<instance>`
-(docs/hostile-input.md).
+(docs/hostile-input.md). With `check` (the broker passes one), a key is taken only
+from an envelope whose proof of origin is the issuer's: whoever else can write to
+the topic cannot add a key the broker would trust (issuer/adapters/announce.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from atb_runtime.follow import FollowerDeadLetters, TopicFollower
+from atb_runtime.follow import Check, FollowerDeadLetters, TopicFollower
 from contracts import EventPayload, SigningKeyPublished, Topic
 
 __all__ = ["KeyRing", "public_key_from_jwk"]
@@ -61,6 +63,7 @@ class KeyRing:
         jwks_url: str = "",
         refresh_interval_s: float = 5.0,
         dead_letters: FollowerDeadLetters | None = None,
+        check: Check | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._jwks_url = jwks_url
@@ -71,7 +74,13 @@ class KeyRing:
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._retire_after: dict[str, datetime] = {}
         self._follower = TopicFollower(
-            bootstrap, namespace, (Topic.KEYS,), self._apply, name="atb-keyring", dead_letters=dead_letters
+            bootstrap,
+            namespace,
+            (Topic.KEYS,),
+            self._apply,
+            name="atb-keyring",
+            dead_letters=dead_letters,
+            check=check,
         )
 
     def get(self, kid: str, now: datetime | None = None) -> Ed25519PublicKey | None:
