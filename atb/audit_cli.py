@@ -92,8 +92,26 @@ def verify(
     bundle: str = typer.Option("", "--bundle", help="Check an exported evidence bundle (folder) offline instead."),
     proof: str = typer.Option("", "--proof", help="Check an inclusion proof file (from `atb audit prove`)."),
     strict: bool = typer.Option(False, "--strict", help="Also fail when the newest leaves are not yet signed."),
+    witness_key: list[str] = typer.Option(  # noqa: B008 - typer's idiom
+        [], "--witness-key", help="A witness's vkey (or a file holding it) whose cosignatures you trust; repeatable."
+    ),
+    witness_threshold: int = typer.Option(
+        1, "--witness-threshold", help="How many of the --witness-key witnesses must cosign a checkpoint."
+    ),
+    witness: list[str] = typer.Option(  # noqa: B008
+        [], "--witness", help="Ask this witness (URL) for the latest checkpoint it cosigned; repeatable."
+    ),
+    trusted_checkpoint: list[str] = typer.Option(  # noqa: B008
+        [], "--trusted-checkpoint", help="A checkpoint note (file) from outside the store; repeatable."
+    ),
+    kafka: str = typer.Option("", "--kafka", help="Kafka bootstrap for the atb.audit cross-check (default settings)."),
+    no_kafka: bool = typer.Option(False, "--no-kafka", help="Do not cross-check the checkpoints on atb.audit."),
 ) -> None:
-    """Recompute every leaf, the Merkle tree, every checkpoint signature and consistency proof."""
+    """Recompute every leaf, the Merkle tree, every checkpoint signature and consistency proof.
+
+    With --witness-key / --trusted-checkpoint (and the checkpoints announced on atb.audit), also fail
+    when the store is smaller than, or inconsistent with, a checkpoint vouched for outside it (a rollback).
+    """
     from audit_sink.evidence import EvidenceError, check_bundle, check_proof, verify_store
 
     try:
@@ -106,17 +124,78 @@ def verify(
             return
     except (EvidenceError, ValueError) as exc:
         raise AtbError(f"FAILED: {exc}") from exc
-    report = verify_store(_engine(db), _key(key), strict=strict)
+    verifier = _key(key)
+    outside = _outside(verifier.name, witness_key, witness_threshold, witness, trusted_checkpoint, kafka, no_kafka)
+    report = verify_store(_engine(db), verifier, strict=strict, outside=outside)
     latest = f"size {report.latest.size}" if report.latest else "none"
     console.print(
         f"{report.leaves} leaves, {report.rows} rows, {report.purged} purged (tombstones), "
         f"{report.checkpoints} signed checkpoints (latest {latest}), {report.uncovered} not yet signed"
     )
+    if report.anchors:
+        newest = max(report.anchors, key=lambda a: a.checkpoint.size)
+        console.print(
+            f"checked against {len(report.anchors)} checkpoint(s) from outside the store; newest: {newest.source}"
+        )
     for problem in report.problems:
         console.print(f"  [red]✗[/red] {problem}")
     if not report.ok:
         raise AtbError(f"FAILED: {len(report.problems)} problem(s), listed above")
     console.print("[green]OK[/green]: every row, leaf, checkpoint and consistency proof verifies")
+
+
+def _outside(  # type: ignore[no-untyped-def]
+    origin: str,
+    witness_keys: list[str],
+    threshold: int,
+    witnesses: list[str],
+    trusted: list[str],
+    kafka: str,
+    no_kafka: bool,
+):
+    """The checkpoints from outside the store `verify` checks it against (docs/audit.md, "Witnessed checkpoints")."""
+    from audit_sink.adapters.signing import load_cosigner_key
+    from audit_sink.adapters.witnesses import fetch_latest
+    from audit_sink.domain.checkpoint import NoteError
+    from audit_sink.evidence import OutsideCheckpoints
+
+    try:
+        keys = [load_cosigner_key(k) for k in witness_keys]
+    except (NoteError, OSError) as exc:
+        raise AtbUsageError(f"bad --witness-key: {exc}") from exc
+    if witness_keys and not 1 <= threshold <= len(keys):
+        raise AtbUsageError(f"--witness-threshold must be between 1 and the {len(keys)} --witness-key given")
+    notes: list[tuple[str, str]] = []
+    for path in trusted:
+        try:
+            notes.append((path, Path(path).read_text()))
+        except OSError as exc:
+            raise AtbUsageError(f"cannot read --trusted-checkpoint {path}: {exc}") from exc
+    fetched: list[tuple[str, str]] = []
+    for url in witnesses:
+        try:
+            note = asyncio.run(fetch_latest(url, origin))
+        except Exception as exc:
+            raise UnavailableError(f"witness {url} did not answer: {describe(exc).message}") from exc
+        if note is not None:
+            fetched.append((f"checkpoint from witness {url}", note))
+    announced: list[str] = []
+    if not no_kafka:
+        from atb.audit_tail import checkpoint_notes
+
+        settings = _settings()
+        bootstrap = kafka or settings.kafka_bootstrap_servers
+        try:
+            announced, complete = asyncio.run(checkpoint_notes(bootstrap, settings.topic_namespace))
+        except Exception as exc:
+            console.print(
+                f"[yellow]notice: Kafka at {bootstrap} is unreachable ({describe(exc).message}): "
+                "the checkpoints announced on atb.audit were not cross-checked[/yellow]"
+            )
+        else:
+            if not complete:
+                console.print("[yellow]notice: atb.audit was read only in part (timeout)[/yellow]")
+    return OutsideCheckpoints(keys, threshold, notes, announced, fetched)
 
 
 def _verify_bundle(bundle: Path, key: str, check_bundle) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from contracts import EventDecodeError, Topic, decode_envelope, topic_name
 
-__all__ = ["follow", "matches"]
+__all__ = ["CHECKPOINT_NOTE_TYPES", "checkpoint_notes", "follow", "matches"]
 
 
 def matches(data: Mapping[str, object], filters: Mapping[str, str]) -> bool:
@@ -79,3 +79,52 @@ async def follow(
     finally:
         await consumer.stop()
     return shown
+
+
+CHECKPOINT_NOTE_TYPES = ("audit_checkpoint_signed", "audit_checkpoint_cosigned")
+
+
+async def checkpoint_notes(bootstrap: str, namespace: str, *, timeout: float = 30.0) -> tuple[list[str], bool]:
+    """The checkpoint notes announced on `atb.audit` (signed and cosigned), read from the oldest record to
+    the end as it is now; and whether the end was reached within `timeout`. Raises when Kafka cannot be reached."""
+    from aiokafka import TopicPartition
+
+    topic = topic_name(Topic.AUDIT, namespace)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        request_timeout_ms=int(min(timeout, 10) * 1000),
+    )
+    await asyncio.wait_for(consumer.start(), timeout=min(timeout, 10))
+    notes: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        if topic not in await consumer.topics():
+            return notes, True
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                return notes, True
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    if record.value is None or b"audit_checkpoint_" not in record.value:
+                        continue
+                    try:
+                        data = decode_envelope(record.value).data
+                    except EventDecodeError:
+                        continue
+                    details = data.get("details")
+                    if data.get("audit_type") in CHECKPOINT_NOTE_TYPES and isinstance(details, dict):
+                        note = details.get("checkpoint")
+                        if isinstance(note, str):
+                            notes.append(note)
+        return notes, False
+    finally:
+        await consumer.stop()

@@ -20,6 +20,7 @@ from atb.poa_cli import poa_app
 from atb.replay.cli import replay_app
 from atb.trace_cli import trace
 from atb.vote_cli import pending, vote
+from atb.witness.cli import witness_app
 
 app = typer.Typer(cls=AtbGroup, no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
 
@@ -38,6 +39,7 @@ app.command()(vote)
 app.command()(pending)
 app.command()(trace)
 app.add_typer(audit_app, name="audit")
+app.add_typer(witness_app, name="witness")
 app.command()(doctor)
 
 

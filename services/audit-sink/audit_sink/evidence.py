@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -28,8 +29,10 @@ from sqlalchemy import Engine, select
 
 from audit_sink.adapters.db import audit_tree
 from audit_sink.adapters.ledger import iter_rows, redactions, snapshot, stored_leaf
-from audit_sink.adapters.signing import verify_note
+from audit_sink.adapters.signing import verify_cosignature, verify_note
+from audit_sink.domain.anchors import Anchor, anchor_problems, witnessed
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
+from audit_sink.domain.cosignature import CosignerKey
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import MerkleTree, ProofError, leaf_hash, verify_inclusion
 from audit_sink.domain.redaction import (
@@ -49,9 +52,11 @@ from audit_sink.domain.verify import AuditReport, audit_report
 __all__ = [
     "BUNDLE_FORMATS",
     "EvidenceError",
+    "OutsideCheckpoints",
     "check_bundle",
     "check_proof",
     "export_bundle",
+    "outside_anchors",
     "prove",
     "verify_store",
 ]
@@ -87,18 +92,33 @@ class EvidenceError(Exception):
     """A proof or bundle cannot be produced or does not check out; the message says why."""
 
 
-def verify_store(engine: Engine, key: VerifierKey, *, strict: bool = False) -> AuditReport:
+def verify_store(
+    engine: Engine, key: VerifierKey, *, strict: bool = False, outside: OutsideCheckpoints | None = None
+) -> AuditReport:
     """Recompute every leaf, the tree, every checkpoint and the consistency between them.
 
     `strict` also fails when leaves were appended after the latest checkpoint
-    (a store at rest, e.g. after the sink stopped, has none).
+    (a store at rest, e.g. after the sink stopped, has none). `outside`: checkpoints
+    from outside the store (witnessed, trusted, announced on atb.audit) the store must
+    hold and agree with; a store rolled back below one of them fails, named.
     """
+    from audit_sink.adapters.db import AuditStore
+
     snap, problems = snapshot(engine, key)
+    anchors: list[Anchor] = []
+    if outside is not None:
+        from audit_sink.adapters.ledger import announced_notes
+        from audit_sink.witnessing import COSIGNED_AUDIT_TYPE
+
+        stored = [*AuditStore(engine, "").cosigned_notes(), *announced_notes(engine, COSIGNED_AUDIT_TYPE)]
+        anchors, rejected = outside_anchors(outside, key, stored)
+        problems += rejected
+        problems += anchor_problems([leaf.hash for leaf in snap.leaves], snap.origin, anchors)
     report = audit_report(snap, problems)
     if strict and report.uncovered > 0:
         extra = f"{report.uncovered} leaves after the latest checkpoint are not covered by any signature"
-        return audit_report(snap, [*problems, extra])
-    return report
+        report = audit_report(snap, [*problems, extra])
+    return dataclasses.replace(report, anchors=tuple(anchors))
 
 
 def _latest_checkpoint(engine: Engine, key: VerifierKey) -> tuple[Checkpoint, str, list[bytes]]:
@@ -475,3 +495,63 @@ A row with redaction_leaf was redacted after its leaf was signed: its leaf has r
 raw_len of the original bytes (its received_sha256), and the redaction record (the event at leaf
 redaction_leaf, topic atb-audit-store:redactions, also in this bundle) binds them to SHA-256(raw).
 """
+
+
+@dataclass(frozen=True)
+class OutsideCheckpoints:
+    """Checkpoint notes from outside the store, and the witnesses to trust (docs/audit.md, "Witnessed checkpoints").
+
+    `trusted` (label, note): checkpoints the auditor vouches for (a file from a previous
+    export, a witness, the topic); each is an anchor once the log's signature checks.
+    `announced`: notes read from the `atb.audit` topic; each log-signed one is an anchor.
+    `cosigned` (label, note): notes whose witness cosignatures count (a witness's answer,
+    the store's `audit_cosignatures`). Cosignatures in any of them count towards
+    `threshold` distinct `witness_keys`.
+    """
+
+    witness_keys: Sequence[CosignerKey] = ()
+    threshold: int = 1
+    trusted: Sequence[tuple[str, str]] = ()
+    announced: Sequence[str] = ()
+    cosigned: Sequence[tuple[str, str]] = ()
+
+
+def outside_anchors(
+    outside: OutsideCheckpoints, key: VerifierKey, stored_cosigned: Sequence[str] = ()
+) -> tuple[list[Anchor], list[str]]:
+    """The anchors the outside notes give (signatures checked), and the notes that were rejected."""
+    anchors: list[Anchor] = []
+    problems: list[str] = []
+    cosigned: dict[Checkpoint, dict[str, int]] = {}
+    labelled = [
+        *((f"trusted checkpoint {label}", note, True) for label, note in outside.trusted),
+        *(("checkpoint announced on atb.audit", note, True) for note in outside.announced),
+        *((label, note, False) for label, note in outside.cosigned),
+        *(("audit_cosignatures", note, False) for note in stored_cosigned),
+    ]
+    for source, note, anchor in labelled:
+        try:
+            parsed = verify_note(note, key)
+            checkpoint = Checkpoint.parse(parsed.text)
+        except NoteError as exc:
+            problems.append(f"{source} rejected: {exc}")
+            continue
+        if anchor:
+            anchors.append(Anchor(checkpoint, f"{source} (size {checkpoint.size})"))
+        for witness in outside.witness_keys:
+            try:
+                cosig = verify_cosignature(parsed, witness)
+            except NoteError:
+                continue
+            seen = cosigned.setdefault(checkpoint, {})
+            seen[witness.name] = max(seen.get(witness.name, 0), cosig.timestamp)
+    if outside.witness_keys:
+        found, short = witnessed(cosigned, outside.threshold)
+        anchors += found
+        if not found:
+            fewer = f" (the largest cosigned by fewer: size {short.size})" if short is not None else ""
+            problems.append(
+                f"no checkpoint cosigned by {outside.threshold} of the {len(outside.witness_keys)} given witness "
+                f"key(s) was found in the store, on atb.audit or in the given files{fewer}"
+            )
+    return anchors, problems

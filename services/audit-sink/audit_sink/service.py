@@ -10,7 +10,10 @@ as its right edge (`LogHead`); at least every `checkpoint_interval_s` while
 events arrive, and after every `checkpoint_every` events (in the same
 transaction as the rows that reach the count), the sink signs a C2SP
 checkpoint of it, stores it and announces it on `atb.audit`, so that parties
-outside the database hold the roots. The sink signs only a tree that extends
+outside the database hold the roots. With witnesses configured
+(`ATB_AUDIT_WITNESSES`), each checkpoint is also submitted to them in the
+background (`audit_sink/witnessing.py`); their cosignatures are stored and
+announced too. The sink signs only a tree that extends
 its own last checkpoint: if the stored leaves disagree with it, it stops
 signing (a log must never sign two checkpoints that disagree).
 """
@@ -34,6 +37,7 @@ from audit_sink.domain import AuditRow, RecordMeta, RetentionPolicy, row_for
 from audit_sink.head import LogHead
 from audit_sink.lag import LagTracker
 from audit_sink.settings import AuditSinkSettings
+from audit_sink.witnessing import Witnessing
 from contracts import AuditEvent, all_topics_pattern
 
 __all__ = ["AuditIngest"]
@@ -74,6 +78,13 @@ class AuditIngest:
             service="audit-sink",
             instance=settings.instance,
         )
+        self.witnessing = Witnessing(
+            settings.audit_witnesses,
+            store,
+            self._announce_witnessing,
+            timeout_s=settings.witness_timeout_s,
+            max_backoff_s=settings.witness_max_backoff_s,
+        )
         self.stored = 0
         self._lag = LagTracker()
         self._lag_published = 0.0
@@ -95,6 +106,7 @@ class AuditIngest:
         await self._publisher.start()
         self._consumer.subscribe(pattern=all_topics_pattern(ns), listener=_SeekToStored(self))
         await self._consumer.start()
+        await self.witnessing.start()
         await self._ops.start()
 
     async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
@@ -175,11 +187,12 @@ class AuditIngest:
         self._head.load(self._store.leaf_hashes(), self._store.checkpoint_notes())
 
     def _own_announcement(self, row: AuditRow) -> bool:
-        """Our own checkpoint events do not by themselves call for another checkpoint (else one a minute, forever)."""
+        """Our own checkpoint events (signed, cosigned, refused by a witness) do not by themselves call for
+        another checkpoint (else one a minute, forever)."""
         return (
             row.event_type == AuditEvent.event_type
             and row.producer == self._settings.service_id
-            and CHECKPOINT_AUDIT_TYPE.encode() in row.raw
+            and b'"audit_type":"audit_checkpoint_' in row.raw
         )
 
     async def _maybe_checkpoint(self, *, force: bool = False) -> None:
@@ -196,26 +209,32 @@ class AuditIngest:
         return cp
 
     async def _announce(self, cp: SealedCheckpoint) -> None:
+        self.witnessing.submit(cp)
+        details: dict[str, object] = {"checkpoint": cp.note, "tree_size": cp.size}
+        await self._announce_witnessing(CHECKPOINT_AUDIT_TYPE, "info", details)
+
+    async def _announce_witnessing(self, audit_type: str, outcome: str, details: dict[str, object]) -> None:
         if self._publisher is None:
             return
         record = audit(
-            CHECKPOINT_AUDIT_TYPE,
+            audit_type,
             source=self._settings.service_id,
             namespace=self._settings.topic_namespace,
-            outcome="info",
-            details={"checkpoint": cp.note, "tree_size": cp.size, "origin": self._head.origin},
+            outcome=outcome,
+            details={**details, "origin": self._head.origin},  # type: ignore[dict-item]
         )
         try:
             await self._publisher.publish([record])
             await self._publisher.flush()
         except Exception as exc:  # the checkpoint is stored; the next one is announced again
-            log.warning("audit sink: could not announce checkpoint %d: %s", cp.size, exc)
+            log.warning("audit sink: could not announce %s of checkpoint %s: %s", audit_type, details["tree_size"], exc)
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._consumer is not None:
             await self._consumer.stop()
         await self._maybe_checkpoint(force=True)
+        await self.witnessing.stop()
         if self._publisher is not None:
             await self._publisher.stop()
         await self._ops.stop()

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from atb_runtime.settings import CommonSettings
 from audit_sink.domain.retention import ACCESS_LOG_DAYS
 from contracts import ActionRequested
 
-__all__ = ["AuditSinkSettings"]
+__all__ = ["AuditSinkSettings", "WitnessEndpoint"]
+
+
+class WitnessEndpoint(BaseModel):
+    """A witness the sink submits its checkpoints to (C2SP tlog-witness)."""
+
+    url: str
+    """Its submission prefix: `<url>/add-checkpoint`."""
+    vkey: str
+    """Its verifier key `<name>+<key id>+<base64(0x04 || key)>` (`atb witness key`)."""
 
 
 class AuditSinkSettings(CommonSettings):
@@ -35,6 +44,11 @@ class AuditSinkSettings(CommonSettings):
     """Ed25519 checkpoint signing key (PEM); default `<state>/audit/checkpoint.key`, created on first start."""
     checkpoint_origin: str = "atb.local/audit"
     """The log's origin line and the signing key's name (C2SP tlog-checkpoint)."""
+    audit_witnesses: list[WitnessEndpoint] = Field(default_factory=list)
+    """`ATB_AUDIT_WITNESSES`: JSON list of {"url", "vkey"}; every new checkpoint is submitted to each,
+    in the background, with a consistency proof (docs/audit.md, "Witnessed checkpoints")."""
+    witness_timeout_s: float = 10.0
+    witness_max_backoff_s: float = 60.0
     metadata_max_age_ms: int = 5000
     """How soon a newly created `atb.*` topic is picked up by the pattern subscription."""
 

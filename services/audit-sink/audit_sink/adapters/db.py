@@ -59,8 +59,10 @@ __all__ = [
     "AuditStore",
     "Seal",
     "SealedCheckpoint",
+    "StoredCosignature",
     "StoredEvent",
     "audit_checkpoints",
+    "audit_cosignatures",
     "audit_events",
     "audit_leaves",
     "audit_siem",
@@ -160,6 +162,19 @@ audit_checkpoints = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+audit_cosignatures = Table(
+    "audit_cosignatures",  # migration 0007: a witness's cosignature per checkpoint, append-only
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("witness", String(255), nullable=False),
+    Column("key_id", String(8), nullable=False),
+    Column("cosigned_at", BigInteger, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 audit_legal_holds = Table(
     "audit_legal_holds",
     metadata,
@@ -230,6 +245,21 @@ class AppendResult:
     rows: tuple[AuditRow, ...]
     checkpoint: SealedCheckpoint | None = None
     """The checkpoint stored with them, if `seal` gave one."""
+
+
+@dataclass(frozen=True)
+class StoredCosignature:
+    """A checkpoint a witness cosigned: `note` carries the log's signature and the witness's cosignature."""
+
+    size: int
+    root: bytes
+    witness: str
+    key_id: str
+    """Hex."""
+    cosigned_at: int
+    """The cosignature's timestamp (POSIX seconds)."""
+    note: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -350,6 +380,43 @@ class AuditStore:
         """Every stored checkpoint note, oldest first."""
         with self._engine.connect() as conn:
             query = select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.id)
+            return [note for (note,) in conn.execute(query)]
+
+    def add_cosignature(self, cosigned: StoredCosignature) -> None:
+        """Store a witness's cosignature (a replay of a stored one is a no-op)."""
+        with self._engine.begin() as conn:
+            key = (
+                audit_cosignatures.c.tree_size == cosigned.size,
+                audit_cosignatures.c.root_hash == cosigned.root,
+                audit_cosignatures.c.key_id == cosigned.key_id,
+            )
+            if conn.execute(select(audit_cosignatures.c.id).where(*key)).first() is not None:
+                return
+            conn.execute(
+                audit_cosignatures.insert(),
+                {
+                    "tree_size": cosigned.size,
+                    "root_hash": cosigned.root,
+                    "witness": cosigned.witness,
+                    "key_id": cosigned.key_id,
+                    "cosigned_at": cosigned.cosigned_at,
+                    "note": cosigned.note,
+                    "created_at": as_utc(cosigned.created_at),
+                },
+            )
+
+    def cosigned_sizes(self) -> dict[str, int]:
+        """Per witness key id (hex), the largest tree size it cosigned."""
+        query = select(audit_cosignatures.c.key_id, func.max(audit_cosignatures.c.tree_size)).group_by(
+            audit_cosignatures.c.key_id
+        )
+        with self._engine.connect() as conn:
+            return {str(k): int(size) for k, size in conn.execute(query)}
+
+    def cosigned_notes(self) -> list[str]:
+        """Every stored cosigned checkpoint note, oldest first."""
+        with self._engine.connect() as conn:
+            query = select(audit_cosignatures.c.note).order_by(audit_cosignatures.c.id)
             return [note for (note,) in conn.execute(query)]
 
     def for_request(self, request_id: str) -> list[StoredEvent]:

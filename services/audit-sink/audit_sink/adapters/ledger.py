@@ -47,6 +47,7 @@ __all__ = [
     "HoldScope",
     "PurgeOutcome",
     "active_holds",
+    "announced_notes",
     "iter_rows",
     "place_hold",
     "purge",
@@ -176,9 +177,10 @@ def snapshot(engine: Engine, key: VerifierKey) -> tuple[StoreSnapshot, list[str]
     return StoreSnapshot(leaves, rows, stones, checkpoints, purges, key.name), problems
 
 
-def _announced_checkpoints(rows: Sequence[tuple[int, AuditRow]]) -> list[str]:
+def _announced_checkpoints(rows: Sequence[tuple[int, AuditRow]], audit_type: str = CHECKPOINT_AUDIT_TYPE) -> list[str]:
+    """The `checkpoint` notes of the stored AuditEvents `audit_type` (the sink's announcements)."""
     notes: list[str] = []
-    needle = CHECKPOINT_AUDIT_TYPE.encode()
+    needle = audit_type.encode()
     for _, row in rows:
         if needle not in row.raw:
             continue
@@ -187,11 +189,16 @@ def _announced_checkpoints(rows: Sequence[tuple[int, AuditRow]]) -> list[str]:
         except EventDecodeError:
             continue
         details = data.get("details")
-        if data.get("audit_type") == CHECKPOINT_AUDIT_TYPE and isinstance(details, dict):
+        if data.get("audit_type") == audit_type and isinstance(details, dict):
             note = details.get("checkpoint")
             if isinstance(note, str):
                 notes.append(note)
     return notes
+
+
+def announced_notes(engine: Engine, audit_type: str) -> list[str]:
+    """The notes the sink announced as AuditEvents `audit_type` and the store kept as rows."""
+    return _announced_checkpoints(list(iter_rows(engine)), audit_type)
 
 
 def _checked(notes: Sequence[str], key: VerifierKey, problems: list[str]) -> list[Checkpoint]:

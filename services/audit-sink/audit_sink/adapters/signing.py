@@ -17,8 +17,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit_sink.domain.checkpoint import NoteError, NoteSignature, SignedNote, VerifierKey
+from audit_sink.domain.cosignature import Cosignature, CosignerKey, cosignatures_by, cosigned_message
 
-__all__ = ["NoteSigner", "load_or_create_signer", "load_verifier", "verify_note"]
+__all__ = [
+    "NoteSigner",
+    "load_cosigner_key",
+    "load_or_create_signer",
+    "load_verifier",
+    "verify_cosignature",
+    "verify_note",
+]
 
 
 @dataclass(frozen=True)
@@ -73,3 +81,25 @@ def verify_note(note: str, key: VerifierKey) -> SignedNote:
     except InvalidSignature as exc:
         raise NoteError(f"bad signature by {key.name} on note {parsed.text.splitlines()[0:2]}") from exc
     return parsed
+
+
+def load_cosigner_key(text_or_path: str) -> CosignerKey:
+    """A witness's vkey given inline or as a file holding one."""
+    candidate = Path(text_or_path)
+    text = candidate.read_text() if "+" not in text_or_path and candidate.exists() else text_or_path
+    return CosignerKey.parse(text)
+
+
+def verify_cosignature(note: SignedNote, key: CosignerKey) -> Cosignature:
+    """The newest valid `cosignature/v1` of `key` on the note's checkpoint; NoteError if none verifies."""
+    public = Ed25519PublicKey.from_public_bytes(key.public_key)
+    valid = []
+    for cosig in cosignatures_by(note, key):
+        try:
+            public.verify(cosig.signature, cosigned_message(note.text, cosig.timestamp))
+        except InvalidSignature:
+            continue
+        valid.append(cosig)
+    if not valid:
+        raise NoteError(f"note {note.text.splitlines()[0:2]} carries no valid cosignature by {key.name}")
+    return max(valid, key=lambda c: c.timestamp)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from audit_sink.domain.anchors import Anchor
 from audit_sink.domain.checkpoint import Checkpoint, PurgeRecord
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import Frontier, MerkleTree, ProofError, leaf_hash, verify_consistency
@@ -78,6 +79,8 @@ class AuditReport:
     uncovered: int
     """Leaves appended after the latest checkpoint (not yet protected by a signature)."""
     problems: tuple[str, ...]
+    anchors: tuple[Anchor, ...] = ()
+    """Checkpoints from outside the store it was checked against (witnessed, trusted, announced)."""
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,1 @@
+"""The witness's key and its state file."""
