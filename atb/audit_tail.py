@@ -101,9 +101,11 @@ async def checkpoint_notes(bootstrap: str, namespace: str, *, timeout: float = 3
     notes: list[str] = []
     deadline = time.monotonic() + timeout
     try:
-        if topic not in await consumer.topics():
+        cluster = await consumer._client.fetch_all_metadata()  # as atb/replay/redrive.py: the topic's partitions now
+        found = cluster.partitions_for_topic(topic)
+        if not found:
             return notes, True
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
