@@ -163,7 +163,7 @@ def _pki(where: _Where) -> Check:
 
 
 def _keys() -> Check:
-    from issuer.adapters.keyring import KeyRing
+    from issuer.adapters.keyring import SigningKeyRing
     from issuer.settings import IssuerSettings
 
     settings = IssuerSettings()
@@ -174,7 +174,7 @@ def _keys() -> Check:
     folder = settings.keyring_dir()
     if not (folder / "index.json").exists():
         return Check("keys", "warn", f"no keyring in {folder} yet: the issuer creates its first key when it starts")
-    ring = KeyRing(folder)
+    ring = SigningKeyRing(folder)
     current = ring.current(datetime.now(UTC))
     return Check("keys", "ok", f"{len(ring.entries())} key(s) in {folder}, signing with {current.kid}")
 

@@ -28,7 +28,7 @@ async def rotate_keys(activation_delay_s: float = 10.0) -> tuple[str, list[str]]
     """Rotate the keyring and publish every published key; returns (new kid, published kids)."""
     from atb_runtime.identity import service_svid
     from issuer.adapters.announce import publish_keys
-    from issuer.adapters.keyring import KeyRing
+    from issuer.adapters.keyring import SigningKeyRing
     from issuer.settings import IssuerSettings
 
     settings = IssuerSettings()  # read now, not when issuer.main was first imported
@@ -36,7 +36,7 @@ async def rotate_keys(activation_delay_s: float = 10.0) -> tuple[str, list[str]]
     # Kafka first: a key added to the ring but never published would sign after its delay all the same.
     async with Publisher(bootstrap, "atb-keys-probe"):
         pass
-    ring = KeyRing.ensure(settings.keyring_dir())
+    ring = SigningKeyRing.ensure(settings.keyring_dir())
     now = datetime.now(UTC)
     entry = ring.rotate(now, activation_delay=timedelta(seconds=activation_delay_s))
     published = ring.published(now)

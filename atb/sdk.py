@@ -21,6 +21,14 @@ wait that times out says how many such events it ignored and why.
         issued = await agent.await_poa(request_id, timeout=30)
         decision = await agent.invoke("crm.contact.read", "crm:contact/42", poa=issued.token,
                                       request_id=request_id)
+
+Every error the SDK raises is an `SdkError`, and still what it was before (catch
+either):
+
+    SdkError                  base of the SDK's errors
+    ├── PoaTimeoutError       no answer in time (also a TimeoutError); `ignored` lists forgeries seen
+    ├── PoaDeniedError        the request was denied or expired (also a RuntimeError); `outcome`
+    └── GatewayError          the gateway or the broker refused a call (also a RuntimeError); `status`, `body`
 """
 
 from __future__ import annotations
@@ -62,14 +70,26 @@ from contracts import (
 )
 from contracts.http import AuthorizeRequest, AuthorizeResponse, HttpError, IssueAccepted, IssueRequest, RequestStatus
 
-__all__ = ["AgentClient", "ApproverClient", "GatewayClient", "GatewayError", "PoaDeniedError", "PoaTimeoutError"]
+__all__ = [
+    "AgentClient",
+    "ApproverClient",
+    "GatewayClient",
+    "GatewayError",
+    "PoaDeniedError",
+    "PoaTimeoutError",
+    "SdkError",
+]
 
 T = TypeVar("T", bound=EventPayload)
 
 log = logging.getLogger(__name__)
 
 
-class PoaTimeoutError(TimeoutError):
+class SdkError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class PoaTimeoutError(SdkError, TimeoutError):
     """No answer arrived in time; `ignored` lists the matching events refused for their proof, and why."""
 
     def __init__(self, message: str, ignored: tuple[str, ...] = ()) -> None:
@@ -92,7 +112,7 @@ def _trust(svid: Svid, path: Path | None) -> TrustBundle:
     return TrustBundle.load(path, svid.spiffe_id.trust_domain)
 
 
-class PoaDeniedError(RuntimeError):
+class PoaDeniedError(SdkError, RuntimeError):
     """The request was denied or expired; `outcome` says how."""
 
     def __init__(self, outcome: RequestDenied | RequestExpired) -> None:
@@ -256,7 +276,7 @@ async def _await_first(
         raise PoaTimeoutError(f"no answer on {', '.join(topics)} within {timeout:.0f}s", tuple(ignored)) from exc
 
 
-class GatewayError(RuntimeError):
+class GatewayError(SdkError, RuntimeError):
     """The gateway refused a call; `status` and `body` say why."""
 
     def __init__(self, status: int, body: HttpError) -> None:

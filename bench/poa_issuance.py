@@ -23,7 +23,6 @@ from pathlib import Path
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope
 from atb_runtime import Incoming, outgoing_envelope
 from atb_runtime.agents import load_agent_registry
-from atb_runtime.policy import PolicyAnswer
 from contracts import (
     AccountableParty,
     IssuanceRequested,
@@ -35,8 +34,9 @@ from contracts import (
     make_envelope,
 )
 from contracts.directory import Directory
+from contracts.requirements import Requirements
 from issuer.adapters.evidence import EvidenceVerifier
-from issuer.adapters.keyring import KeyRing
+from issuer.adapters.keyring import SigningKeyRing
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
@@ -48,8 +48,8 @@ GOAL = 0.6
 class _CachedPolicy:
     """The policy answer as the real client serves it from its cache during a burst."""
 
-    async def for_request(self, request: IssuanceRequested) -> PolicyAnswer:
-        return PolicyAnswer(
+    async def for_request(self, request: IssuanceRequested) -> Requirements:
+        return Requirements(
             tier=Tier.LOW,
             approvals=0,
             ticket_required=False,
@@ -101,7 +101,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atb-bench-issuer-") as tmp:
         state = Path(tmp)
         records = _quorums(state, args.quorums)
-        ring = KeyRing.ensure(state / "issuer" / "keys")
+        ring = SigningKeyRing.ensure(state / "issuer" / "keys")
         directory = Directory.from_mapping(
             json.loads((Path(__file__).parents[1] / "config" / "approvers.json").read_text())
         )

@@ -78,7 +78,7 @@ from contracts import (
 from contracts.directory import Directory as ApproverDirectory
 from contracts.limits import TOPIC_MAX_MESSAGE_BYTES
 from issuer.adapters.evidence import EvidenceVerifier
-from issuer.adapters.keyring import KeyRing
+from issuer.adapters.keyring import SigningKeyRing
 from issuer.service import ISSUED_MEMORY, IssuerService
 from issuer.settings import IssuerSettings
 
@@ -113,7 +113,7 @@ def _approvals(settings: ApprovalsSettings) -> tuple[ApprovalsService, OpaClient
 
 
 def _issuer(settings: IssuerSettings) -> tuple[IssuerService, OpaClient]:
-    ring = KeyRing.ensure(settings.keyring_dir())
+    ring = SigningKeyRing.ensure(settings.keyring_dir())
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     opa = OpaClient(settings.opa_url)
     agents = load_agent_registry(settings.agent_registry_path)

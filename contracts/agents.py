@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from contracts.directory import normalize
+from contracts.errors import AgentRegistryError
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = ["AgentRegistry", "AgentRegistryError", "RegisteredAgent"]
 
@@ -36,10 +38,6 @@ _AGENT_KEYS = frozenset({"agent", "tenants"})
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+")
 _DOT_SEGMENT = re.compile(r"/\.{1,2}(?=/|$)")
 _TENANT = re.compile(r"[^\s\x00-\x1f\x7f]+")
-
-
-class AgentRegistryError(ValueError):
-    """The agent registry is malformed; the message names the entry and field."""
 
 
 def _check_spiffe_id(agent: str) -> None:
@@ -133,14 +131,21 @@ class AgentRegistry:
         """Whether `agent_id` may act for `tenant` (compared exactly)."""
         return tenant in self.tenants_of(agent_id)
 
-    def refusal(self, agent_id: str, tenant: str) -> str | None:
-        """Why `agent_id` may not act for `tenant` (a `tenant_not_allowed: ...` reason), or None if it may."""
+    def refusal_reason(self, agent_id: str, tenant: str) -> Reason | None:
+        """Why `agent_id` may not act for `tenant` (code `tenant_not_allowed`), or None if it may."""
         if self.allows(agent_id, tenant):
             return None
-        agent_id = agent_id if len(agent_id) <= 256 else agent_id[:256] + "..."
+        shown = agent_id if len(agent_id) <= 256 else agent_id[:256] + "..."
         if not self.is_registered(agent_id):
-            return f"tenant_not_allowed: agent {agent_id} is not in the agent registry, it acts for no tenant"
-        return f"tenant_not_allowed: agent {agent_id} does not act for tenant {tenant!r}"
+            return Reason(
+                ReasonCode.TENANT_NOT_ALLOWED, f"agent {shown} is not in the agent registry, it acts for no tenant"
+            )
+        return Reason(ReasonCode.TENANT_NOT_ALLOWED, f"agent {shown} does not act for tenant {tenant!r}")
+
+    def refusal(self, agent_id: str, tenant: str) -> str | None:
+        """`refusal_reason` as `tenant_not_allowed: ...` text, for answers that carry text only."""
+        reason = self.refusal_reason(agent_id, tenant)
+        return None if reason is None else str(reason)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object]) -> AgentRegistry:

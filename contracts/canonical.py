@@ -15,11 +15,9 @@ import hashlib
 
 import orjson
 
+from contracts.errors import CanonicalJsonError
+
 __all__ = ["CanonicalJsonError", "canonical_json", "sha256_digest"]
-
-
-class CanonicalJsonError(ValueError):
-    """A value cannot be serialised canonically (a float, a non-string key, ...)."""
 
 
 _SCALARS = frozenset({str, int, bool, type(None)})

@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from contracts.errors import DirectoryError
 from contracts.events import Tier
 
 __all__ = ["Approver", "Directory", "DirectoryError", "normalize"]
@@ -28,10 +29,6 @@ _MAX_PRINCIPAL = 256
 _MAX_TYPE = 64
 """`leg.dual_control.approvers[].type` allows 64 characters."""
 _APPROVER_KEYS = frozenset({"principal", "type", "groups", "tiers", "identities"})
-
-
-class DirectoryError(ValueError):
-    """The approver directory is malformed; the message names the entry and field."""
 
 
 def normalize(identity: str) -> str:

@@ -23,6 +23,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.canonical import CanonicalJsonError, canonical_json
+from contracts.errors import EventDecodeError
 from contracts.events import EVENT_TYPES, EventPayload, JsonObject
 from contracts.limits import MAX_EVENT_BYTES
 
@@ -44,15 +45,6 @@ __all__ = [
 
 CONTENT_TYPE = "application/cloudevents+json"
 CONTENT_TYPE_HEADER = "content-type"
-
-
-class EventDecodeError(ValueError):
-    """A record is not a valid ATB event. `code` is a stable, machine-readable reason."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class Proof(BaseModel):

@@ -43,7 +43,7 @@ from contracts import (
     topic_name,
 )
 from issuer.adapters.announce import publish_keys
-from issuer.adapters.keyring import KeyRing
+from issuer.adapters.keyring import SigningKeyRing
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -318,7 +318,7 @@ async def test_key_rotation_has_no_gap_for_either_verifier(running_stack: Runnin
     async with _agent(stack) as agent:
         first = await agent.request_poa("crm.contact.read", "crm:contact/r1", leg=MEDIUM_LEG)
         old = await agent.await_poa(first, timeout=30)
-        ring = KeyRing.ensure(stack.state_dir / "issuer" / "keys")
+        ring = SigningKeyRing.ensure(stack.state_dir / "issuer" / "keys")
         entry = ring.rotate(datetime.now(UTC), activation_delay=timedelta(seconds=2))
         await publish_keys(
             ring.published(datetime.now(UTC)),

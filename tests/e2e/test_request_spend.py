@@ -20,7 +20,7 @@ from atb.sdk import AgentClient
 from atb_identity import ensure_svid
 from audit_sink.adapters.db import AuditStore, make_engine
 from contracts import AccountableParty, Decision, LegitimateInterest, PoaClaims
-from issuer.adapters.keyring import KeyRing
+from issuer.adapters.keyring import SigningKeyRing
 from issuer.adapters.signer import PoaSigner
 from tests.e2e.conftest import RunningStack
 
@@ -34,7 +34,7 @@ def _twin(token: str, stack: RunningStack) -> str:
     """The same PoA with another jti, signed by the issuer's current key: a second PoA of one request."""
     claims = PoaClaims.model_validate(jwt.decode(token, options={"verify_signature": False}))
     twin = claims.model_copy(update={"jti": uuid.uuid4().hex})
-    ring = KeyRing.ensure(stack.state_dir / "issuer" / "keys")
+    ring = SigningKeyRing.ensure(stack.state_dir / "issuer" / "keys")
     return PoaSigner(ring.current(datetime.now(UTC))).sign(twin)
 
 

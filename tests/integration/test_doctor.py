@@ -17,7 +17,7 @@ from atb.dev.procs import ManagedProcess
 from atb.errors import ExitCode
 from atb_identity import ca_paths, init_ca
 from audit_sink.adapters.db import migrate
-from issuer.adapters.keyring import KeyRing
+from issuer.adapters.keyring import SigningKeyRing
 
 # A stand-in service: answers GET /healthz with 200 on ATB_OPS_PORT, as atb_runtime's ops server does.
 HEALTHZ_SERVER = """
@@ -53,7 +53,7 @@ def ready_state(tmp_path: Path) -> Path:
     """A state folder as the demo leaves it: dev CA, issuer keyring, migrated audit store."""
     state = tmp_path / "state"
     init_ca(state)
-    KeyRing.ensure(state / "issuer" / "keys")
+    SigningKeyRing.ensure(state / "issuer" / "keys")
     (state / "audit").mkdir(parents=True)
     migrate(f"sqlite:///{state / 'audit' / 'audit.db'}")
     return state

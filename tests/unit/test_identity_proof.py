@@ -21,7 +21,7 @@ from atb_identity import (
     MalformedSignatureError,
     MalformedX5cError,
     MissingProofError,
-    ProofError,
+    OriginProofError,
     SourceMismatchError,
     SpiffeId,
     Svid,
@@ -175,7 +175,7 @@ def _base64url(item: str) -> str:
 
 
 Change = Callable[[Proof], dict[str, object]]
-MALFORMED: list[tuple[str, Change, type[ProofError], str]] = [
+MALFORMED: list[tuple[str, Change, type[OriginProofError], str]] = [
     ("sig-truncated", lambda p: {"sig": p.sig[:43]}, MalformedSignatureError, "malformed_signature"),
     ("sig-one-char-short", lambda p: {"sig": p.sig[:-1]}, MalformedSignatureError, "malformed_signature"),
     ("sig-one-char-long", lambda p: {"sig": p.sig + "A"}, MalformedSignatureError, "malformed_signature"),
@@ -192,7 +192,7 @@ MALFORMED: list[tuple[str, Change, type[ProofError], str]] = [
 
 @pytest.mark.parametrize(("change", "error", "code"), [pytest.param(*c[1:], id=c[0]) for c in MALFORMED])
 def test_a_malformed_proof_is_refused(
-    w: World, signed: Envelope, change: Change, error: type[ProofError], code: str
+    w: World, signed: Envelope, change: Change, error: type[OriginProofError], code: str
 ) -> None:
     assert signed.proof is not None
     tampered = _with_proof(signed, **change(signed.proof))

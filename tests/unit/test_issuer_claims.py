@@ -16,7 +16,7 @@ from contracts import (
     request_digest,
     sha256_digest,
 )
-from issuer.domain.claims import MAX_TTL_SECONDS, EvidenceError, build_claims, check_evidence
+from issuer.domain.claims import MAX_TTL_SECONDS, QuorumEvidenceError, build_claims, check_evidence
 
 NOW = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
 EPOCH_NOW = int(NOW.timestamp())
@@ -174,7 +174,7 @@ def test_check_evidence(evidence: Any, code: str | None) -> None:
     if code is None:
         check_evidence(built)
         return
-    with pytest.raises(EvidenceError) as info:
+    with pytest.raises(QuorumEvidenceError) as info:
         check_evidence(built)
     assert info.value.code == code
     assert info.value.reason
@@ -184,7 +184,7 @@ def test_check_evidence(evidence: Any, code: str | None) -> None:
 def test_tampered_params_after_digest_are_caught() -> None:
     honest = quorum(Tier.MEDIUM)
     tampered_request = honest.request.model_copy(update={"params": {"amount_cents": 999999, "currency": "EUR"}})
-    with pytest.raises(EvidenceError) as info:
+    with pytest.raises(QuorumEvidenceError) as info:
         check_evidence(honest.model_copy(update={"request": tampered_request}))
     assert info.value.code == "digest_mismatch"
 

@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import AccountableParty, ContractualNecessity, IssuanceRequested, QuorumReached, Tier, digest_of
-from issuer.domain import EvidenceError
-from issuer.domain.evidence import PolicyFacts, VerifiedVote, check_quorum
+from contracts.directory import Approver
+from contracts.requirements import Requirements
+from issuer.domain import QuorumEvidenceError
+from issuer.domain.evidence import VerifiedVote, check_quorum
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 REQUEST = IssuanceRequested(
@@ -24,18 +26,32 @@ REQUEST = IssuanceRequested(
     requested_at=T0,
 )
 DIGEST = digest_of(REQUEST)
-POLICY = PolicyFacts(
-    tier=Tier.HIGH, approvals=2, eligible_groups=("manager", "compliance"), pending_seconds=3600, poa_ttl_seconds=120
+POLICY = Requirements(
+    tier=Tier.HIGH,
+    approvals=2,
+    ticket_required=False,
+    eligible_groups=("manager", "compliance"),
+    pending_seconds=3600,
+    poa_ttl_seconds=120,
+    policy_version="test",
 )
+
+
+def _approver(principal: str, kind: str, **changes: object) -> Approver:
+    fields: dict[str, object] = {
+        "principal": principal,
+        "type": kind,
+        "groups": frozenset({kind}),
+        "tiers": frozenset({Tier.MEDIUM, Tier.HIGH}),
+        "identities": frozenset({f"slack:{principal}"}),
+        **changes,
+    }
+    return Approver(**fields)  # type: ignore[arg-type]
 
 
 def _vote(principal: str, kind: str = "manager") -> VerifiedVote:
     return VerifiedVote(
-        principal=principal,
-        approver_type=kind,
-        groups=frozenset({kind}),
-        tiers=frozenset({Tier.MEDIUM, Tier.HIGH}),
-        is_requester=False,
+        approver=_approver(principal, kind),
         approves=True,
         request_id="req-1",
         digest=DIGEST,
@@ -62,6 +78,9 @@ def _quorum(**changes: object) -> QuorumReached:
 
 
 ALICE, BOB = _vote("alice"), _vote("bob", "compliance")
+BOB_THE_REQUESTER = replace(BOB, approver=_approver("bob", "compliance", identities=frozenset({"emp-200"})))
+BOB_MEDIUM_ONLY = replace(BOB, approver=_approver("bob", "compliance", tiers=frozenset({Tier.MEDIUM})))
+BOB_IN_SECURITY = replace(BOB, approver=_approver("bob", "compliance", groups=frozenset({"security"})))
 
 
 def test_two_distinct_eligible_approvers_make_a_high_quorum() -> None:
@@ -82,19 +101,31 @@ def test_two_distinct_eligible_approvers_make_a_high_quorum() -> None:
         (_quorum(), [ALICE, replace(BOB, claimed_principal="carol")], "evidence_mismatch"),
         (_quorum(), [ALICE, replace(BOB, claimed_type="security")], "evidence_mismatch"),
         (_quorum(), [ALICE, replace(BOB, claimed_vote_digest="sha256:" + "f" * 64)], "evidence_mismatch"),
-        (_quorum(), [ALICE, replace(BOB, is_requester=True)], "self_approval"),
-        (_quorum(), [ALICE, replace(BOB, tiers=frozenset({Tier.MEDIUM}))], "tier_not_allowed"),
-        (_quorum(), [ALICE, replace(BOB, groups=frozenset({"security"}))], "not_eligible"),
+        (
+            _quorum(),
+            [ALICE, BOB_THE_REQUESTER],
+            "self_approval",
+        ),
+        (
+            _quorum(),
+            [ALICE, BOB_MEDIUM_ONLY],
+            "tier_not_allowed",
+        ),
+        (
+            _quorum(),
+            [ALICE, BOB_IN_SECURITY],
+            "not_eligible",
+        ),
         (_quorum(), [ALICE, replace(BOB, received_at=T0 + timedelta(minutes=3))], "after_deadline"),
         (_quorum(decided_at=T0 + timedelta(hours=2)), [ALICE, BOB], "after_deadline"),
     ],
 )
 def test_each_broken_rule_is_refused_with_its_code(quorum: QuorumReached, votes: list[VerifiedVote], code: str) -> None:
-    with pytest.raises(EvidenceError) as refused:
+    with pytest.raises(QuorumEvidenceError) as refused:
         check_quorum(quorum, votes, POLICY)
     assert refused.value.code == code
 
 
 def test_a_low_quorum_needs_no_votes() -> None:
-    low = PolicyFacts(tier=Tier.LOW, approvals=0, eligible_groups=(), pending_seconds=0, poa_ttl_seconds=300)
+    low = Requirements(Tier.LOW, 0, False, (), 0, 300, "test")
     check_quorum(_quorum(tier=Tier.LOW, required_approvals=0, poa_ttl_seconds=300), [], low)

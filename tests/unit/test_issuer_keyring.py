@@ -7,21 +7,21 @@ from pathlib import Path
 
 from broker.adapters.keys import KeyRing as VerifierKeys
 from contracts import MAX_LIFETIME_SECONDS
-from issuer.adapters.keyring import RETIRE_LEEWAY, KeyRing
+from issuer.adapters.keyring import RETIRE_LEEWAY, SigningKeyRing
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def test_first_key_is_active_at_once_and_kept_0600(tmp_path: Path) -> None:
-    ring = KeyRing.ensure(tmp_path / "keys", now=T0)
+    ring = SigningKeyRing.ensure(tmp_path / "keys", now=T0)
     key = ring.current(T0)
     assert (tmp_path / "keys" / f"{key.kid}.pem").stat().st_mode & 0o777 == 0o600
     assert [e.key.kid for e in ring.published(T0)] == [key.kid]
-    assert KeyRing.ensure(tmp_path / "keys", now=T0).current(T0).kid == key.kid  # idempotent
+    assert SigningKeyRing.ensure(tmp_path / "keys", now=T0).current(T0).kid == key.kid  # idempotent
 
 
 def test_rotation_publishes_before_signing_and_retires_after_the_last_token(tmp_path: Path) -> None:
-    ring = KeyRing.ensure(tmp_path / "keys", now=T0)
+    ring = SigningKeyRing.ensure(tmp_path / "keys", now=T0)
     old = ring.current(T0)
     entry = ring.rotate(T0, activation_delay=timedelta(seconds=10))
     new = entry.key
@@ -39,14 +39,14 @@ def test_rotation_publishes_before_signing_and_retires_after_the_last_token(tmp_
 
 
 def test_another_process_sees_a_rotation_without_restart(tmp_path: Path) -> None:
-    issuer_view = KeyRing.ensure(tmp_path / "keys", now=T0)
+    issuer_view = SigningKeyRing.ensure(tmp_path / "keys", now=T0)
     before = issuer_view.current(T0).kid
-    KeyRing(tmp_path / "keys").rotate(T0, activation_delay=timedelta(seconds=0))
+    SigningKeyRing(tmp_path / "keys").rotate(T0, activation_delay=timedelta(seconds=0))
     assert issuer_view.current(T0 + timedelta(seconds=1)).kid != before
 
 
 def test_a_verifier_refuses_a_retired_key(tmp_path: Path) -> None:
-    ring = KeyRing.ensure(tmp_path / "keys", now=T0)
+    ring = SigningKeyRing.ensure(tmp_path / "keys", now=T0)
     old = ring.current(T0)
     ring.rotate(T0)
     entry = next(e for e in ring.entries() if e.key.kid == old.kid)

@@ -1,17 +1,24 @@
 """The chat service's errors.
 
     ChatError
-    └── InteractionRejectedError      a request to /slack/interactions is not authentic or not usable
-        ├── SignatureError            missing headers, stale timestamp, bad signature (HTTP 401)
-        ├── MalformedInteractionError the body is not a Slack block_actions payload we understand (HTTP 400)
-        └── ReplayError               this Slack interaction (trigger_id) was already received (HTTP 409)
+    ├── InteractionRejectedError      a request to /slack/interactions is not authentic or not usable
+    │   ├── SignatureError            missing headers, stale timestamp, bad signature (HTTP 401)
+    │   ├── MalformedInteractionError the body is not a Slack block_actions payload we understand (HTTP 400)
+    │   └── InteractionReplayError    this Slack interaction (trigger_id) was already received (HTTP 409)
+    └── SlackCallError                a Slack Web API call failed (chat/adapters/slack.py)
 
 Each carries a stable snake_case `code` for the audit event and the HTTP answer.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChatError", "InteractionRejectedError", "MalformedInteractionError", "ReplayError", "SignatureError"]
+__all__ = [
+    "ChatError",
+    "InteractionRejectedError",
+    "InteractionReplayError",
+    "MalformedInteractionError",
+    "SignatureError",
+]
 
 
 class ChatError(Exception):
@@ -34,5 +41,5 @@ class MalformedInteractionError(InteractionRejectedError):
     status = 400
 
 
-class ReplayError(InteractionRejectedError):
+class InteractionReplayError(InteractionRejectedError):
     status = 409

@@ -47,7 +47,7 @@ from chat.domain import (
     render_card,
     request_id_of,
 )
-from chat.errors import InteractionRejectedError, ReplayError
+from chat.errors import InteractionRejectedError, InteractionReplayError
 from chat.settings import ChatSettings
 from contracts import EventPayload, JsonObject, VoteCast, make_envelope, topic_name
 from contracts.directory import Directory
@@ -154,7 +154,7 @@ class ChatService:
             verify_slack_request(headers, body, self._secret, now=now)
             click = parse_interaction(body)
             if not self._store.first_interaction(click.trigger_id, now):
-                raise ReplayError("replay", f"interaction {click.trigger_id} was already received")
+                raise InteractionReplayError("replay", f"interaction {click.trigger_id} was already received")
         except InteractionRejectedError as exc:
             INTERACTIONS.labels(exc.code).inc()
             await self._audit(

@@ -30,7 +30,7 @@
     │   ├── IssuerMismatchError             issuer_mismatch
     │   ├── BadCertificateSignatureError    bad_certificate_signature
     │   └── UntrustedIssuerError            untrusted_issuer
-    ├── ProofError                          an event's proof of origin does not hold
+    ├── OriginProofError                    an event's proof of origin does not hold
     │   ├── MissingProofError               missing_proof
     │   ├── MalformedX5cError               malformed_x5c
     │   ├── MalformedSignatureError         malformed_signature
@@ -77,9 +77,9 @@ __all__ = [
     "MultipleUriSansError",
     "NoUriSanError",
     "NotSpiffeSchemeError",
+    "OriginProofError",
     "PathLengthExceededError",
     "PkiError",
-    "ProofError",
     "RootExpiredError",
     "RootNotYetValidError",
     "SourceMismatchError",
@@ -239,33 +239,33 @@ class UntrustedIssuerError(SvidError):
 # --- event proofs (proof.py) ----------------------------------------------------------
 
 
-class ProofError(IdentityError):
+class OriginProofError(IdentityError):
     """An event's proof of origin is missing or does not hold."""
 
     code = "invalid_proof"
 
 
-class MissingProofError(ProofError):
+class MissingProofError(OriginProofError):
     code = "missing_proof"
 
 
-class MalformedX5cError(ProofError):
+class MalformedX5cError(OriginProofError):
     code = "malformed_x5c"
 
 
-class MalformedSignatureError(ProofError):
+class MalformedSignatureError(OriginProofError):
     code = "malformed_signature"
 
 
-class UnsupportedAlgorithmError(ProofError):
+class UnsupportedAlgorithmError(OriginProofError):
     code = "unsupported_algorithm"
 
 
-class BadSignatureError(ProofError):
+class BadSignatureError(OriginProofError):
     code = "bad_signature"
 
 
-class SourceMismatchError(ProofError):
+class SourceMismatchError(OriginProofError):
     code = "source_mismatch"
 
 
@@ -290,7 +290,7 @@ class PkiError(IdentityError):
     code = "pki_state"
 
 
-class ClaimNotProvenError(ProofError):
+class ClaimNotProvenError(OriginProofError):
     """The proof is valid, but by someone who neither is the claimed identity nor may attest it."""
 
     code = "claim_not_proven"

@@ -33,7 +33,7 @@ from contracts import (
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey
 from issuer.adapters.signer import PoaSigner
-from issuer.domain import EvidenceError, build_claims, check_evidence
+from issuer.domain import QuorumEvidenceError, build_claims, check_evidence
 from issuer.domain.evidence import DEADLINE_SLACK, MAX_QUORUM_AGE, check_fresh
 from issuer.settings import IssuerSettings
 
@@ -137,7 +137,7 @@ class IssuerService:
             check_evidence(payload)
             check_fresh(payload, datetime.now(UTC))
             await self._evidence.verify(payload)
-        except EvidenceError as exc:
+        except QuorumEvidenceError as exc:
             return self._refuse(payload, exc)
         self._issued[payload.request_id] = (record.partition, datetime.now(UTC))
         return self._issue(payload)
@@ -217,7 +217,7 @@ class IssuerService:
             ),
         ]
 
-    def _refuse(self, quorum: QuorumReached, exc: EvidenceError) -> list[Outgoing]:
+    def _refuse(self, quorum: QuorumReached, exc: QuorumEvidenceError) -> list[Outgoing]:
         denied = RequestDenied(
             request_id=quorum.request_id,
             code=exc.code,
@@ -234,6 +234,6 @@ class IssuerService:
                 outcome="denied",
                 request_id=quorum.request_id,
                 reason=exc.reason,
-                details={"code": exc.code},
+                details={"code": exc.code.value},
             ),
         ]

@@ -4,7 +4,8 @@ The answer depends only on (action, tenant, target tenant, the agent's registere
 tenants), so a short cache saves the OPA round trip for every request of a burst
 (the round trip dominated the approvals hot path in bench/e2e.py). A policy
 change takes effect within `cache_seconds`. Approvals decides with it; the
-issuer re-checks with it.
+issuer re-checks with it; both get `contracts.requirements.Requirements`, whose
+constructor refuses an answer under a tier floor.
 
 The agent's tenants come from the agent registry, never from the request
 (docs/tenants.md): the policy finds a request cross-tenant, hence critical, when
@@ -15,25 +16,14 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from pydantic import JsonValue
 
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
-from contracts import IssuanceRequested, Tier
+from contracts import IssuanceRequested
 from contracts.agents import AgentRegistry
+from contracts.requirements import Requirements, RequirementsError
 
-__all__ = ["PolicyAnswer", "RequirementsClient"]
-
-
-class PolicyAnswer(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    tier: Tier
-    approvals: int
-    ticket_required: bool
-    eligible_groups: tuple[str, ...]
-    pending_seconds: int
-    poa_ttl_seconds: int
-    policy_version: str
+__all__ = ["RequirementsClient"]
 
 
 class RequirementsClient:
@@ -43,9 +33,9 @@ class RequirementsClient:
         self._opa = opa
         self._ttl = cache_seconds
         self._agents = agents
-        self._cache: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[float, PolicyAnswer]] = {}
+        self._cache: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[float, Requirements]] = {}
 
-    async def for_request(self, request: IssuanceRequested) -> PolicyAnswer:
+    async def for_request(self, request: IssuanceRequested) -> Requirements:
         tenants = tuple(sorted(self._agents.tenants_of(request.agent_id)))
         key = (request.action, request.tenant, request.target_tenant, tenants)
         now = time.monotonic()
@@ -60,9 +50,10 @@ class RequirementsClient:
         }
         result = await self._opa.evaluate(self.PATH, policy_input)
         try:
-            answer = PolicyAnswer.model_validate(result)
-        except ValidationError as exc:
-            raise PolicyUnavailableError(f"policy answer malformed: {exc.error_count()} errors") from exc
+            answer = Requirements.from_policy(result)
+        except RequirementsError as exc:
+            # A malformed answer, or one under a tier floor: nobody can decide with it (fail closed).
+            raise PolicyUnavailableError(str(exc)) from exc
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[key] = (now, answer)

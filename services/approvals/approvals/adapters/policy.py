@@ -1,12 +1,12 @@
-"""The policy's requirements for a request, as the approvals domain's `Requirements`."""
+"""The policy's requirements for a request (`contracts.requirements.Requirements`)."""
 
 from __future__ import annotations
 
-from approvals.domain import Requirements
 from atb_runtime import OpaClient
 from atb_runtime.policy import RequirementsClient
 from contracts import IssuanceRequested
 from contracts.agents import AgentRegistry
+from contracts.requirements import Requirements
 
 __all__ = ["PolicyRequirements"]
 
@@ -16,4 +16,4 @@ class PolicyRequirements:
         self._client = RequirementsClient(opa, cache_seconds, agents=agents)
 
     async def for_request(self, request: IssuanceRequested) -> Requirements:
-        return Requirements(**(await self._client.for_request(request)).model_dump())
+        return await self._client.for_request(request)

@@ -1,6 +1,7 @@
 """What happens when a request arrives: approve at once, ask humans, or refuse.
 
-Pure: the policy's answer (`Requirements`) is an input, so is the clock. Tier
+Pure: the policy's answer (`contracts.requirements.Requirements`, which holds the
+tier floors) is an input, so is the clock. Tier
 low needs no human (docs/architecture.md §2.5): a QuorumReached with zero votes. Every other tier
 gets an ApprovalRequired naming who must approve and until when. A critical
 request without a well-formed external ticket reference is refused at intake,
@@ -20,39 +21,11 @@ from contracts import (
     IssuanceRequested,
     QuorumReached,
     RequestDenied,
-    Tier,
     digest_of,
 )
+from contracts.requirements import Requirements
 
 __all__ = ["IntakeResult", "Requirements", "decide_intake", "digest_of"]
-
-
-_MIN_APPROVALS = {Tier.LOW: 0, Tier.MEDIUM: 1, Tier.HIGH: 2, Tier.CRITICAL: 2}
-"""The tier floors of docs/architecture.md §2.5; the policy may ask for more, never for less."""
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """The policy's answer to "what does this request need"."""
-
-    tier: Tier
-    approvals: int
-    ticket_required: bool
-    eligible_groups: tuple[str, ...]
-    pending_seconds: int
-    poa_ttl_seconds: int
-    policy_version: str
-
-    def __post_init__(self) -> None:
-        floor = _MIN_APPROVALS[self.tier]
-        if self.approvals < floor:
-            raise ValueError(f"tier {self.tier.value} needs at least {floor} approvals, not {self.approvals}")
-        if self.tier is Tier.CRITICAL and not self.ticket_required:
-            raise ValueError("tier critical always requires an external ticket reference (docs/architecture.md §2.5)")
-        if self.pending_seconds < 0 or (self.approvals > 0 and self.pending_seconds < 1):
-            raise ValueError(f"pending window of {self.pending_seconds}s leaves no time to vote")
-        if self.poa_ttl_seconds < 1 or self.poa_ttl_seconds > 300:
-            raise ValueError("PoA TTL must be between 1 s and 5 min (docs/architecture.md §5.4)")
 
 
 @dataclass(frozen=True)

@@ -111,27 +111,7 @@ def _close(state: ApprovalStateChanged, outcome: Outcome, now: datetime) -> Appr
 
 
 def requirements_of(record: RequirementsRecord) -> Requirements:
-    return Requirements(
-        tier=record.tier,
-        approvals=record.approvals,
-        ticket_required=record.ticket_required,
-        eligible_groups=record.eligible_groups,
-        pending_seconds=record.pending_seconds,
-        poa_ttl_seconds=record.poa_ttl_seconds,
-        policy_version=record.policy_version,
-    )
-
-
-def _requirements_record(req: Requirements) -> RequirementsRecord:
-    return RequirementsRecord(
-        tier=req.tier,
-        approvals=req.approvals,
-        ticket_required=req.ticket_required,
-        eligible_groups=req.eligible_groups,
-        pending_seconds=req.pending_seconds,
-        poa_ttl_seconds=req.poa_ttl_seconds,
-        policy_version=req.policy_version,
-    )
+    return Requirements.from_record(record)
 
 
 def on_request(
@@ -163,7 +143,7 @@ def on_request(
         outcome=outcome,
         request=request,
         request_event=request_event,
-        requirements=_requirements_record(requirements),
+        requirements=requirements.record(),
         digest=digest,
         deadline=now + timedelta(seconds=requirements.pending_seconds),
         ballots=tuple(_record(b) for b in held),

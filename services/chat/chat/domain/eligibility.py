@@ -4,7 +4,9 @@ Pure functions of the approver directory (`contracts.directory`), the request's
 ApprovalRequired and the configured chat tiers. The approvals service decides
 what counts; these rules only keep the chat service from publishing votes that
 must not exist (an unknown user, the requester's accountable party, a tier the
-approver may not approve, a tier that chat must not approve at all).
+approver may not approve, a tier that chat must not approve at all). Who may
+approve is `contracts.eligibility.ApproverRules`, the rules approvals counts with;
+chat adds only ``tier_requires_cli``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Collection
 
 from contracts import ApprovalRequired, Tier
 from contracts.directory import Approver, Directory, normalize
+from contracts.eligibility import ApproverRules
+from contracts.reasons import ReasonCode
 
 __all__ = [
     "NOT_ELIGIBLE",
@@ -22,36 +26,39 @@ __all__ = [
     "TIER_REQUIRES_CLI",
     "eligibility_refusal",
     "eligible_slack_users",
+    "rules_for",
     "slack_identity",
 ]
 
 SLACK_PREFIX = "slack:"
 """Directory identities of Slack users: `slack:<immutable user id>` (never an email or a name)."""
 
-TIER_REQUIRES_CLI = "tier_requires_cli"
-SELF_APPROVAL = "self_approval"
-TIER_NOT_ALLOWED = "tier_not_allowed"
-NOT_ELIGIBLE = "not_eligible"
+TIER_REQUIRES_CLI = ReasonCode.TIER_REQUIRES_CLI
+SELF_APPROVAL = ReasonCode.SELF_APPROVAL
+TIER_NOT_ALLOWED = ReasonCode.TIER_NOT_ALLOWED
+NOT_ELIGIBLE = ReasonCode.NOT_ELIGIBLE
 
 
 def slack_identity(user_id: str) -> str:
     return f"{SLACK_PREFIX}{user_id}"
 
 
+def rules_for(required: ApprovalRequired) -> ApproverRules:
+    """The approver rules of this request, as approvals will judge its votes."""
+    return ApproverRules.of(required.tier, required.eligible_groups, (required.agent_id, required.accountable_party_id))
+
+
 def eligibility_refusal(
     approver: Approver, required: ApprovalRequired, directory: Directory, chat_tiers: Collection[Tier]
-) -> str | None:
-    """The first rule the approver fails for this request, or None if chat may publish their vote."""
+) -> ReasonCode | None:
+    """The first rule the approver fails for this request, or None if chat may publish their vote.
+
+    `directory` is the one `approver` was resolved in: `Approver.keys` holds every
+    alias it knows, which is what the self-approval rule compares.
+    """
     if required.tier not in chat_tiers:
         return TIER_REQUIRES_CLI
-    requester = (required.agent_id, required.accountable_party_id)
-    if any(directory.same_person(approver.principal, r) for r in requester):
-        return SELF_APPROVAL
-    if required.tier not in approver.tiers:
-        return TIER_NOT_ALLOWED
-    if approver.groups.isdisjoint(required.eligible_groups):
-        return NOT_ELIGIBLE
-    return None
+    return rules_for(required).refusal(approver)
 
 
 def eligible_slack_users(required: ApprovalRequired, directory: Directory) -> tuple[str, ...]:

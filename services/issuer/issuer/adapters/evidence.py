@@ -4,7 +4,7 @@ For the embedded request and every counted vote: parse the exact envelope that
 was counted, verify its proof of origin (directly, or by a configured attester),
 check that the agent acts for the request's tenant (the agent registry,
 docs/tenants.md), resolve the approver in the directory, then hand the verified
-facts to the pure `check_quorum`. Any failure is an EvidenceError with a stable code.
+facts to the pure `check_quorum`. Any failure is a QuorumEvidenceError with a stable code.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from contracts import (
     payload_of,
 )
 from contracts.agents import AgentRegistry
-from contracts.directory import Directory, normalize
-from issuer.domain.claims import EvidenceError
-from issuer.domain.evidence import PolicyFacts, VerifiedVote, check_quorum
+from contracts.directory import Directory
+from contracts.reasons import ReasonCode
+from issuer.domain.evidence import VerifiedVote, check_quorum
+from issuer.errors import QuorumEvidenceError
 
 __all__ = ["EvidenceVerifier"]
 
@@ -54,31 +55,26 @@ class EvidenceVerifier:
         self._attester_tiers = {k: frozenset(v) for k, v in (vote_attester_tiers or {}).items()}
 
     async def verify(self, quorum: QuorumReached) -> None:
-        """Raise EvidenceError unless the request and every counted vote are proven and make the quorum."""
+        """Raise QuorumEvidenceError unless the request and every counted vote are proven and make the quorum."""
         self._check_request(quorum)
-        refusal = self._agents.refusal(quorum.request.agent_id, quorum.request.tenant)
+        refusal = self._agents.refusal_reason(quorum.request.agent_id, quorum.request.tenant)
         if refusal is not None:
-            raise EvidenceError("tenant_not_allowed", refusal.removeprefix("tenant_not_allowed: "))
+            raise QuorumEvidenceError(refusal.code, refusal.detail)
         # The policy is asked with the agent's registered tenants, as approvals asked it.
-        answer = await self._policy.for_request(quorum.request)
-        facts = PolicyFacts(
-            tier=answer.tier,
-            approvals=answer.approvals,
-            eligible_groups=answer.eligible_groups,
-            pending_seconds=answer.pending_seconds,
-            poa_ttl_seconds=answer.poa_ttl_seconds,
-        )
-        votes = [self._verified_vote(quorum, counted, answer.tier) for counted in quorum.votes]
-        check_quorum(quorum, votes, facts)
+        requirements = await self._policy.for_request(quorum.request)
+        votes = [self._verified_vote(counted, requirements.tier) for counted in quorum.votes]
+        check_quorum(quorum, votes, requirements)
 
     def _check_request(self, quorum: QuorumReached) -> None:
         try:
             envelope = decode_envelope(quorum.request_event.encode())
             embedded = payload_of(envelope)
         except EventDecodeError as exc:
-            raise EvidenceError("request_event_invalid", exc.reason) from exc
+            raise QuorumEvidenceError(ReasonCode.REQUEST_EVENT_INVALID, exc.reason) from exc
         if embedded != quorum.request:
-            raise EvidenceError("request_event_mismatch", "embedded request event differs from the request")
+            raise QuorumEvidenceError(
+                ReasonCode.REQUEST_EVENT_MISMATCH, "embedded request event differs from the request"
+            )
         try:
             verify_origin(
                 envelope,
@@ -88,19 +84,23 @@ class EvidenceVerifier:
                 at=datetime.now(UTC),
             )
         except IdentityError as exc:
-            raise EvidenceError("request_not_proven", f"{exc.code}: {exc}") from exc
+            raise QuorumEvidenceError(ReasonCode.REQUEST_NOT_PROVEN, f"{exc.code}: {exc}") from exc
 
-    def _verified_vote(self, quorum: QuorumReached, counted: CountedVote, tier: Tier) -> VerifiedVote:
+    def _verified_vote(self, counted: CountedVote, tier: Tier) -> VerifiedVote:
         try:
             envelope = decode_envelope(counted.vote_event.encode())
             vote = payload_of(envelope)
         except EventDecodeError as exc:
-            raise EvidenceError("vote_event_invalid", exc.reason) from exc
+            raise QuorumEvidenceError(ReasonCode.VOTE_EVENT_INVALID, exc.reason) from exc
         if not isinstance(vote, VoteCast):
-            raise EvidenceError("vote_event_invalid", f"counted evidence is a {type(vote).__name__}, not a vote")
+            raise QuorumEvidenceError(
+                ReasonCode.VOTE_EVENT_INVALID, f"counted evidence is a {type(vote).__name__}, not a vote"
+            )
         now = datetime.now(UTC)
         if counted.cast_at > now:
-            raise EvidenceError("vote_from_the_future", f"vote {vote.vote_id} counted at {counted.cast_at}")
+            raise QuorumEvidenceError(
+                ReasonCode.VOTE_FROM_THE_FUTURE, f"vote {vote.vote_id} counted at {counted.cast_at}"
+            )
         try:
             # The proof had to hold when the vote was received, not necessarily now
             # (SVIDs are short-lived); that time must not lie in the future.
@@ -108,26 +108,20 @@ class EvidenceVerifier:
                 envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=counted.cast_at
             )
         except IdentityError as exc:
-            raise EvidenceError("vote_not_proven", f"vote {vote.vote_id}: {exc.code}: {exc}") from exc
+            raise QuorumEvidenceError(ReasonCode.VOTE_NOT_PROVEN, f"vote {vote.vote_id}: {exc.code}: {exc}") from exc
         allowed = self._attester_tiers.get(origin.proven_by) if origin.attested else None
         if allowed is not None and tier not in allowed:
-            raise EvidenceError(
-                "attester_tier", f"vote {vote.vote_id}: {origin.proven_by} may not vouch for {tier.value} votes"
+            raise QuorumEvidenceError(
+                ReasonCode.ATTESTER_TIER,
+                f"vote {vote.vote_id}: {origin.proven_by} may not vouch for {tier.value} votes",
             )
         approver = self._directory.resolve(vote.approver_id)
         if approver is None:
-            raise EvidenceError("unknown_approver", f"{vote.approver_id} is not in the approver directory")
-        requester_ids = (quorum.request.agent_id, quorum.request.leg.accountable_party.id)
-        is_requester = any(
-            normalize(requester) in approver.keys or self._directory.same_person(vote.approver_id, requester)
-            for requester in requester_ids
-        )
+            raise QuorumEvidenceError(
+                ReasonCode.UNKNOWN_APPROVER, f"{vote.approver_id} is not in the approver directory"
+            )
         return VerifiedVote(
-            principal=approver.principal,
-            approver_type=approver.type,
-            groups=approver.groups,
-            tiers=approver.tiers,
-            is_requester=is_requester,
+            approver=approver,
             approves=vote.choice is VoteChoice.APPROVE,
             request_id=vote.request_id,
             digest=vote.request_digest,

@@ -25,7 +25,7 @@ from pathlib import Path
 from contracts import MAX_LIFETIME_SECONDS
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
-__all__ = ["RETIRE_LEEWAY", "KeyEntry", "KeyRing"]
+__all__ = ["RETIRE_LEEWAY", "KeyEntry", "KeyRing", "SigningKeyRing"]
 
 RETIRE_LEEWAY = timedelta(seconds=60)
 """Verifier leeway plus cache age (RFC 8725 practice: keep old keys TTL + leeway + cache age)."""
@@ -38,7 +38,9 @@ class KeyEntry:
     retire_after: datetime | None
 
 
-class KeyRing:
+class SigningKeyRing:
+    """The issuer's Ed25519 signing keys on disk (index.json + one PEM per key): which signs now, which retire."""
+
     def __init__(self, directory: Path) -> None:
         self._dir = directory
         self._index = directory / "index.json"
@@ -46,7 +48,7 @@ class KeyRing:
         self._entries: list[KeyEntry] = []
 
     @classmethod
-    def ensure(cls, directory: Path, now: datetime | None = None) -> KeyRing:
+    def ensure(cls, directory: Path, now: datetime | None = None) -> SigningKeyRing:
         """The keyring in `directory`, with a first key (active at once) if it has none."""
         ring = cls(directory)
         if not ring._index.exists():
@@ -123,3 +125,8 @@ def _reload(directory: Path, kid: str) -> SigningKey:
     if key.kid != kid:
         raise ValueError(f"{directory / kid}.pem holds key {key.kid}")
     return key
+
+
+KeyRing = SigningKeyRing
+"""The former name, kept while issuer/main.py still imports it; the broker's verifying ring is
+`broker.adapters.keys.KeyRing`, so new code says `SigningKeyRing`."""

@@ -1,5 +1,6 @@
 """Pure issuer rules: which evidence is enough, and which claims a PoA carries."""
 
-from issuer.domain.claims import EvidenceError, build_claims, check_evidence
+from issuer.domain.claims import build_claims, check_evidence
+from issuer.errors import QuorumEvidenceError
 
-__all__ = ["EvidenceError", "build_claims", "check_evidence"]
+__all__ = ["QuorumEvidenceError", "build_claims", "check_evidence"]

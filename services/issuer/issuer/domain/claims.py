@@ -20,8 +20,11 @@ from contracts import (
     Tier,
     digest_of,
 )
+from contracts.reasons import ReasonCode
+from contracts.requirements import tier_floor
+from issuer.errors import QuorumEvidenceError
 
-__all__ = ["MAX_TTL_SECONDS", "EvidenceError", "build_claims", "check_evidence", "principal_key"]
+__all__ = ["MAX_TTL_SECONDS", "QuorumEvidenceError", "build_claims", "check_evidence", "principal_key"]
 
 MAX_TTL_SECONDS = MAX_LIFETIME_SECONDS
 """PoAs live 5 minutes at most (docs/architecture.md §5.4); the policy may ask for less."""
@@ -32,38 +35,30 @@ def principal_key(identity: str) -> str:
     return unicodedata.normalize("NFKC", identity).casefold().strip()
 
 
-_REQUIRED = {Tier.LOW: 0, Tier.MEDIUM: 1, Tier.HIGH: 2, Tier.CRITICAL: 2}
-
-
-class EvidenceError(ValueError):
-    """The quorum's evidence does not hold. `code` is stable, `reason` human-readable."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
 def check_evidence(quorum: QuorumReached) -> None:
-    """Raise EvidenceError unless the quorum is consistent with its own request."""
+    """Raise QuorumEvidenceError unless the quorum is consistent with its own request."""
     request = quorum.request
     if request.request_id != quorum.request_id:
-        raise EvidenceError("request_mismatch", "embedded request has another request_id")
+        raise QuorumEvidenceError(ReasonCode.REQUEST_MISMATCH, "embedded request has another request_id")
     if digest_of(request) != quorum.request_digest:
-        raise EvidenceError("digest_mismatch", "request digest does not match the embedded request")
-    floor = _REQUIRED[quorum.tier]
+        raise QuorumEvidenceError(ReasonCode.DIGEST_MISMATCH, "request digest does not match the embedded request")
+    floor = tier_floor(quorum.tier)
     if quorum.required_approvals < floor:
-        raise EvidenceError("too_few_required", f"tier {quorum.tier.value} needs at least {floor} approvals")
+        raise QuorumEvidenceError(
+            ReasonCode.TOO_FEW_REQUIRED, f"tier {quorum.tier.value} needs at least {floor} approvals"
+        )
     approvers = {principal_key(vote.approver_id) for vote in quorum.votes}
     if len(approvers) != len(quorum.votes):
-        raise EvidenceError("duplicate_approver", "the same approver is counted twice")
+        raise QuorumEvidenceError(ReasonCode.DUPLICATE_APPROVER, "the same approver is counted twice")
     if len(approvers) < quorum.required_approvals:
-        raise EvidenceError("quorum_short", f"{len(approvers)} of {quorum.required_approvals} approvals")
+        raise QuorumEvidenceError(ReasonCode.QUORUM_SHORT, f"{len(approvers)} of {quorum.required_approvals} approvals")
     requesters = {principal_key(request.agent_id), principal_key(request.leg.accountable_party.id)}
     if approvers & requesters:
-        raise EvidenceError("self_approval", "the requester or its accountable party is among the approvers")
+        raise QuorumEvidenceError(
+            ReasonCode.SELF_APPROVAL, "the requester or its accountable party is among the approvers"
+        )
     if quorum.tier is Tier.CRITICAL and not request.leg.ticket_ref:
-        raise EvidenceError("ticket_missing", "critical request without an external ticket reference")
+        raise QuorumEvidenceError(ReasonCode.TICKET_MISSING, "critical request without an external ticket reference")
 
 
 def build_claims(
