@@ -26,7 +26,7 @@ from contracts.directory import Directory
 from issuer.adapters.announce import publish_keys
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.http import JWKS_PATH, jwks_handler
-from issuer.adapters.keyring import KeyEntry, KeyRing
+from issuer.adapters.keyring import KeyEntry, SigningKeyRing
 from issuer.adapters.keys import SigningKey, load_or_create_key
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
@@ -40,7 +40,7 @@ def key_source() -> tuple[Callable[[datetime], SigningKey], Callable[[datetime],
         single = load_or_create_key(settings.signing_key_path)
         entry = KeyEntry(single, datetime(1970, 1, 1, tzinfo=UTC), None)
         return (lambda _now: single), (lambda _now: [entry])
-    ring = KeyRing.ensure(settings.keyring_dir())
+    ring = SigningKeyRing.ensure(settings.keyring_dir())
     return ring.current, ring.published
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from contracts import MAX_LIFETIME_SECONDS
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
-__all__ = ["RETIRE_LEEWAY", "KeyEntry", "KeyRing", "SigningKeyRing"]
+__all__ = ["RETIRE_LEEWAY", "KeyEntry", "SigningKeyRing"]
 
 RETIRE_LEEWAY = timedelta(seconds=60)
 """Verifier leeway plus cache age (RFC 8725 practice: keep old keys TTL + leeway + cache age)."""
@@ -126,7 +126,3 @@ def _reload(directory: Path, kid: str) -> SigningKey:
         raise ValueError(f"{directory / kid}.pem holds key {key.kid}")
     return key
 
-
-KeyRing = SigningKeyRing
-"""The former name, kept while issuer/main.py still imports it; the broker's verifying ring is
-`broker.adapters.keys.KeyRing`, so new code says `SigningKeyRing`."""
