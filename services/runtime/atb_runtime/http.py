@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from atb_identity import IdentityError, SpiffeId, TrustBundle
 from atb_identity.tls import peer_certificate, peer_identity
-from atb_runtime.web import BodyTimeoutError, read_body_within
+from atb_runtime.web import MAX_JSON_DEPTH, BodyTimeoutError, json_depth, read_body_within
 from contracts import CanonicalJsonError, canonical_json
 from contracts.http import MAX_BODY_BYTES, HttpError
 
@@ -73,18 +73,27 @@ def agent_of(request: web.Request, bundle: TrustBundle) -> tuple[SpiffeId, x509.
     return spiffe_id, cert
 
 
+def _closing(response: web.Response) -> web.Response:
+    """Close the connection after this answer: the rest of the body is not read (aiohttp would linger on it)."""
+    response.force_close()
+    return response
+
+
 async def read_body(request: web.Request, model: type[M], *, canonical: bool = False) -> M | web.Response:
     """The JSON body as `model`, or the 4xx answer naming what is wrong (size, time, JSON, canonical form, field)."""
     try:
         raw = await read_body_within(request)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+        return _closing(error_response(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes"))
     except BodyTimeoutError as exc:
-        return error_response(408, "body_timeout", str(exc))
+        return _closing(error_response(408, "body_timeout", str(exc)))
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return error_response(400, "invalid_json", f"body is not JSON: {exc}")
+    if json_depth(document) > MAX_JSON_DEPTH:
+        # Before anything walks the document: a deep one would exhaust the recursion limit there.
+        return error_response(422, "too_deep", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     if canonical:
         try:
             canonical_json(document)

@@ -9,6 +9,9 @@ ports, chat's interactions port) is run by `app_runner`, which sets:
 - `keepalive_timeout` (`HttpLimits.idle_timeout_s`, 15 s by default): how long a
   connection may stay without a complete request, from its opening or its last
   answer. A client that sends its headers byte by byte is cut off then;
+- `lingering_time` (`LINGER_S`, 2 s): after an answer given before the body
+  was read to its end (413, 408), the rest is read and dropped for at most
+  this long, then the connection is closed;
 - `auto_decompress=False`: a `Content-Encoding: gzip` body is read as it came
   (and is then not JSON), so no body is ever inflated (no decompression bomb);
 - the body limit (`client_max_size`, `contracts.limits.HTTP_MAX_BODY_BYTES`) is
@@ -45,14 +48,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.http import HttpError
 
 __all__ = [
+    "LINGER_S",
     "MAX_FIELD_SIZE",
     "MAX_HEADERS",
+    "MAX_JSON_DEPTH",
     "MAX_LINE_SIZE",
     "BodyTimeoutError",
     "HttpLimits",
     "JsonErrorHandler",
     "app_runner",
     "http_limits",
+    "json_depth",
     "json_http_errors",
     "read_body_within",
 ]
@@ -63,6 +69,12 @@ MAX_FIELD_SIZE = 8 * 1024
 """One header line, in bytes."""
 MAX_HEADERS = 64
 """Header lines per request."""
+LINGER_S = 2.0
+"""After answering a request whose body was not read to its end (413, 408), how long the rest is read and
+dropped before the connection is closed (so the client can read the answer before a reset)."""
+MAX_JSON_DEPTH = 64
+"""How deeply a JSON body may nest arrays and objects (422 `too_deep` above): far more than any ATB body
+needs, far less than what would exhaust Python's recursion limit in code that walks a document."""
 
 
 class HttpLimits(BaseSettings):
@@ -96,6 +108,25 @@ async def read_body_within(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError as exc:
         raise BodyTimeoutError(f"the body did not arrive within {http_limits().body_timeout_s:g}s") from exc
+
+
+def json_depth(document: object, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply `document` nests (a scalar is 0), counted without recursion; stops once above `limit`."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: list[object] = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 _CODES = {
@@ -175,6 +206,7 @@ def app_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
         "max_field_size": MAX_FIELD_SIZE,
         "max_headers": MAX_HEADERS,
         "keepalive_timeout": limits.idle_timeout_s,
+        "lingering_time": LINGER_S,
         "auto_decompress": False,
     }
     settings.update(kwargs)

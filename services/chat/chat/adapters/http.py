@@ -61,14 +61,20 @@ def _refused(status: int, error: str, reason: str) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
+def _closing(response: web.Response) -> web.Response:
+    """Close the connection after this answer: the rest of the body is not read (aiohttp would linger on it)."""
+    response.force_close()
+    return response
+
+
 def build_app(handle: Handle) -> web.Application:
     async def interactions(request: web.Request) -> web.Response:
         try:
             body = await read_body_within(request)
         except web.HTTPRequestEntityTooLarge:
-            return _refused(413, "too_large", f"bodies are limited to {MAX_BODY} bytes")
+            return _closing(_refused(413, "too_large", f"bodies are limited to {MAX_BODY} bytes"))
         except BodyTimeoutError as exc:
-            return _refused(408, "body_timeout", str(exc))
+            return _closing(_refused(408, "body_timeout", str(exc)))
         try:
             answer = await handle(request.headers, body, request.remote or "")
         except Exception:

@@ -9,9 +9,10 @@ Anything else is a `MalformedInteractionError` with a code.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qs
+
+import orjson
 
 from chat.domain import APPROVE_ACTION, DENY_ACTION, Click
 from chat.errors import MalformedInteractionError
@@ -26,7 +27,8 @@ _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 def parse_interaction(body: bytes) -> Click:
     try:
         form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=4)
-        payload: Any = json.loads(form["payload"][0])
+        # orjson bounds nesting (1024 levels) and raises a ValueError; json.loads recursed until RecursionError.
+        payload: Any = orjson.loads(form["payload"][0])
     except (UnicodeDecodeError, ValueError, KeyError, IndexError) as exc:
         raise MalformedInteractionError("bad_body", f"expected a form field 'payload' holding JSON: {exc}") from exc
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
