@@ -53,6 +53,8 @@ RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-
 SpiffeIdText = Annotated[str, Field(min_length=10, max_length=2048, pattern=r"^spiffe://")]
 ActionName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")]
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+RequestDigest = Annotated[str, Field(pattern=r"^sha256(v2)?:[0-9a-f]{64}$")]
+"""A request digest names its version: `sha256v2:` (current) or `sha256:` (v1), see `contracts.poa`."""
 Reason = Annotated[str, Field(max_length=1024)]
 _PREFIX_B64_CHARS = 4 * -(-DEAD_LETTER_PREFIX_BYTES // 3)
 
@@ -123,7 +125,7 @@ class ApprovalRequired(EventPayload):
     eligible_groups: tuple[str, ...]
     ticket_required: bool
     deadline: AwareDatetime
-    request_digest: Digest
+    request_digest: RequestDigest
     agent_id: SpiffeIdText
     action: ActionName
     resource: str
@@ -140,7 +142,7 @@ class VoteCast(EventPayload):
     vote_id: Annotated[str, Field(min_length=1, max_length=128)]
     approver_id: Annotated[str, Field(min_length=1, max_length=256)]
     choice: VoteChoice
-    request_digest: Digest
+    request_digest: RequestDigest
     channel: Literal["cli", "slack", "teams"]
     cast_at: AwareDatetime
     reason: Reason = ""
@@ -167,7 +169,7 @@ class QuorumReached(EventPayload):
     request_id: RequestId
     tier: Tier
     required_approvals: Annotated[int, Field(ge=0, le=10)]
-    request_digest: Digest
+    request_digest: RequestDigest
     poa_ttl_seconds: Annotated[int, Field(ge=1, le=3600)]
     request: IssuanceRequested
     request_event: str
@@ -370,7 +372,7 @@ class BallotRecord(BaseModel):
     vote_id: str
     identity: str
     choice: VoteChoice
-    digest: Digest
+    digest: RequestDigest
     received_at: AwareDatetime
     channel: str
     vote_event: str
@@ -406,7 +408,7 @@ class ApprovalStateChanged(EventPayload):
     request: IssuanceRequested | None = None
     request_event: str | None = None
     requirements: RequirementsRecord | None = None
-    digest: Digest | None = None
+    digest: RequestDigest | None = None
     deadline: AwareDatetime | None = None
     held_until: AwareDatetime | None = None
     ballots: tuple[BallotRecord, ...] = ()

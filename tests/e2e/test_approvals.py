@@ -29,6 +29,7 @@ from contracts import (
     ContractualNecessity,
     CountedVote,
     Decision,
+    DigestFields,
     IssuanceRequested,
     LegitimateInterest,
     QuorumReached,
@@ -152,9 +153,18 @@ async def test_a_vote_before_its_request_is_held_and_counted(running_stack: Runn
     agent_svid = ensure_svid(running_stack.state_dir, AGENT)
     async with _agent(running_stack) as agent:
         # The approver saw the digest out of band (e.g. a ticket): the vote arrives first.
-        digest = request_digest(
-            action="crm.contact.update", resource="crm:contact/11", params={}, tenant="acme", target_tenant=None
+        fields = DigestFields(
+            request_id=request_id,
+            agent_id=str(agent_svid.spiffe_id),
+            tenant="acme",
+            target_tenant=None,
+            action="crm.contact.update",
+            resource="crm:contact/11",
+            params={},
+            leg=MEDIUM_LEG,
+            cnf=agent_svid.thumbprint(),
         )
+        digest = request_digest(fields)
         early = ApprovalRequired(
             request_id=request_id,
             tier=Tier.MEDIUM,

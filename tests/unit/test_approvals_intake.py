@@ -13,6 +13,7 @@ from approvals.domain.intake import IntakeResult, Requirements, decide_intake, d
 from approvals.settings import ApprovalsSettings
 from contracts import (
     ApprovalRequired,
+    DigestFields,
     IssuanceRequested,
     QuorumReached,
     RequestDenied,
@@ -42,6 +43,9 @@ BASE: dict[str, object] = {
     },
     "requested_at": "2024-01-15T09:59:00Z",
 }
+
+
+BASE_LEG: dict[str, object] = dict(BASE["leg"])  # type: ignore[call-overload]
 
 
 def make_request(ticket: str | None = None, overrides: dict[str, object] | None = None) -> IssuanceRequested:
@@ -84,17 +88,43 @@ def decide(
     )
 
 
-EXPECTED_DIGEST = request_digest(
-    action="crm.contact.update",
-    resource="crm:contact/42",
-    params={"email": "new@example.com", "n": 3},
-    tenant="acme",
-    target_tenant=None,
-)
+EXPECTED_DIGEST = "sha256v2:3da05c9822eadae183911aff9308dedbd6f759333e5a1df2cb9fe6ce97ebf5b6"
+"""Golden v2 vector for `make_request()`: pinned, so any change to the digest's input is seen."""
+EXPECTED_V1 = "sha256:3b94aed5d56d2d784404516a2950cd9acccd05afbd49c100f65051fcccd771da"
 
 
 def test_digest_of_is_the_contract_digest() -> None:
     assert digest_of(make_request()) == EXPECTED_DIGEST
+    assert (
+        "sha256v2:"
+        + sha256_digest(
+            {
+                "v": 2,
+                "request_id": "req-0001",
+                "agent_id": AGENT,
+                "action": "crm.contact.update",
+                "resource": "crm:contact/42",
+                "params": {"email": "new@example.com", "n": 3},
+                "tenant": "acme",
+                "target_tenant": "acme",
+                "leg": {
+                    "basis": "LI",
+                    "ref": "LI-2024-001",
+                    "description": "",
+                    "jurisdiction": "US",
+                    "accountable_party": {"type": "employee", "id": "emp-100"},
+                    "ticket_ref": None,
+                },
+                "cnf": None,
+            }
+        ).removeprefix("sha256:")
+        == EXPECTED_DIGEST
+    )
+
+
+def test_v1_stays_computable() -> None:
+    fields = DigestFields.of_request(make_request())
+    assert request_digest(fields, 1) == EXPECTED_V1
     assert (
         sha256_digest(
             {
@@ -105,8 +135,11 @@ def test_digest_of_is_the_contract_digest() -> None:
                 "target_tenant": "acme",
             }
         )
-        == EXPECTED_DIGEST
+        == EXPECTED_V1
     )
+    assert request_digest(fields, 2) == EXPECTED_DIGEST
+    with pytest.raises(ValueError, match="version 3"):
+        request_digest(fields, 3)
 
 
 @pytest.mark.parametrize("ttl", [1, 60, 300])
@@ -151,7 +184,7 @@ def test_medium_high_and_ticketed_critical_need_approval(
     assert required.eligible_groups == groups
     assert required.ticket_required is ticket_required
     assert required.deadline == NOW + timedelta(seconds=pending)
-    assert required.request_digest == EXPECTED_DIGEST
+    assert required.request_digest == (EXPECTED_DIGEST if ticket is None else digest_of(request))
     assert required.request_id == request.request_id
     assert required.agent_id == AGENT
     assert required.action == request.action
@@ -280,6 +313,16 @@ DIGEST_CHANGES: list[tuple[str, object]] = [
     ("params", {}),
     ("tenant", "acme2"),
     ("target_tenant", "other"),
+    ("request_id", "req-0002"),
+    ("agent_id", "spiffe://atb.example/agent/other-bot"),
+    ("agent_cert_thumbprint", "A" * 43),
+    ("leg", {**BASE_LEG, "accountable_party": {"type": "employee", "id": "emp-101"}}),
+    ("leg", {**BASE_LEG, "accountable_party": {"type": "contractor", "id": "emp-100"}}),
+    ("leg", {**BASE_LEG, "ref": "LI-2024-002"}),
+    ("leg", {**BASE_LEG, "jurisdiction": "DE"}),
+    ("leg", {**BASE_LEG, "description": "why"}),
+    ("leg", {**BASE_LEG, "ticket_ref": "CHG-1234"}),
+    ("leg", {**BASE_LEG, "basis": "CONTRACT"}),
 ]
 
 
@@ -295,7 +338,6 @@ def test_digest_changes_when_any_bound_field_changes(field: str, value: object) 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("request_id", "req-0002"),
         ("requested_at", "2024-01-15T09:00:00Z"),
         ("target_tenant", "acme"),  # the same tenant spelled out
         ("params", {"n": 3, "email": "new@example.com"}),  # key order

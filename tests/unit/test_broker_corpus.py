@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,7 +36,7 @@ from broker.adapters.spent import SpentStore
 from broker.adapters.verify import PoaVerifier
 from broker.domain import Connector, ConnectorRegistry, Outcome, Presentation
 from broker.service import Authorizer
-from contracts import ActionRequested, PoaClaims, PoaRevoked, Tier, digest_of
+from contracts import ActionRequested, DigestFields, PoaClaims, PoaRevoked, Tier, request_digest
 from contracts.agents import AgentRegistry, RegisteredAgent
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
@@ -65,6 +66,12 @@ def b64json(value: object) -> str:
     return b64url(json.dumps(value, separators=(",", ":")).encode())
 
 
+def digest_of(action: ActionRequested, body: dict[str, Any] | None = None) -> str:
+    """The v2 digest the issuer would have signed for `action` with the claims' `leg` and `cnf`."""
+    claims_of = PoaClaims.model_validate(body or claims())
+    return request_digest(DigestFields.of_presentation(action, claims_of))
+
+
 def claims(**changes: object) -> dict[str, Any]:
     now = int(time.time())
     body: dict[str, Any] = {
@@ -77,7 +84,7 @@ def claims(**changes: object) -> dict[str, Any]:
         "jti": "corpus-" + hashlib.sha256(str(time.perf_counter_ns()).encode()).hexdigest()[:24],
         "act": ACTION.action,
         "res": ACTION.resource,
-        "req_digest": digest_of(ACTION),
+        "req_digest": "sha256:" + "0" * 64,  # replaced below by the digest of this body
         "req_id": ACTION.request_id,
         "tier": "medium",
         "leg": {
@@ -90,6 +97,8 @@ def claims(**changes: object) -> dict[str, Any]:
         "cnf": {"x5t#S256": THUMB},
         "ver": 1,
     }
+    with contextlib.suppress(ValueError):  # a body that is not a valid claim set has no digest of its own
+        body["req_digest"] = request_digest(DigestFields.of_presentation(ACTION, PoaClaims.model_validate(body)))
     body.update(changes)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -390,7 +399,7 @@ def _cases() -> list[Case]:
     add(
         Case(
             "revoked request",
-            lambda k: good(k, req_id=REVOKED_REQUEST),
+            lambda k: good(k, req_id=REVOKED_REQUEST, req_digest=digest_of(_revoked_request_action())),
             "poa_revoked",
             lambda p: replace(p, action=_revoked_request_action()),
         )
@@ -635,7 +644,7 @@ def test_each_decision_records_the_policy_version_that_answered_its_batch(
     )
 
     other = ACTION.model_copy(update={"request_id": "req-corpus-2"})
-    other_token = good(key, req_id=other.request_id, req_digest=digest_of(other))
+    other_token = good(key, req_id=other.request_id, req_digest=digest_of(other, claims(req_id=other.request_id)))
 
     async def run() -> tuple[Outcome, Outcome]:
         first = asyncio.create_task(concurrent.decide_many([_present(ACTION, good(key), "http:a")]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from broker.domain.decision import Presentation, Verdict, check_bindings
-from contracts import ActionRequested, Decision, PoaClaims, request_digest
+from contracts import ActionRequested, Decision, DigestFields, LegitimateInterest, PoaClaims, request_digest
 
 AGENT = "spiffe://atb.example/agent/crm-bot"
 THUMB = "T" * 43
@@ -28,6 +28,11 @@ ACTION: dict[str, object] = {
     "requested_at": "2024-01-15T10:00:00Z",
 }
 
+LEG = LegitimateInterest.model_validate(
+    {"ref": "LI-2024-001", "jurisdiction": "US", "accountable_party": {"type": "employee", "id": "emp-100"}}
+)
+"""The leg as the request named it; the PoA's adds the approval evidence, which the digest leaves out."""
+
 CLAIMS = PoaClaims.model_validate(
     {
         "iss": "spiffe://atb.example/service/issuer",
@@ -40,11 +45,17 @@ CLAIMS = PoaClaims.model_validate(
         "act": "crm.contact.update",
         "res": "crm:contact/42",
         "req_digest": request_digest(
-            action="crm.contact.update",
-            resource="crm:contact/42",
-            params={"email": "new@example.com", "fields": ["email"], "n": 3},
-            tenant="acme",
-            target_tenant=None,
+            DigestFields(
+                request_id="req-0001",
+                agent_id=AGENT,
+                tenant="acme",
+                target_tenant=None,
+                action="crm.contact.update",
+                resource="crm:contact/42",
+                params={"email": "new@example.com", "fields": ["email"], "n": 3},
+                leg=LEG,
+                cnf=THUMB,
+            )
         ),
         "req_id": "req-0001",
         "tier": "medium",
@@ -88,8 +99,8 @@ def prefixes(reasons: tuple[str, ...]) -> tuple[str, ...]:
             (),
             id="fields outside the binding",
         ),
-        pytest.param({"agent_id": OTHER_AGENT}, ("sub_mismatch",), id="another agent"),
-        pytest.param({"agent_id": AGENT + "/x"}, ("sub_mismatch",), id="agent id extended"),
+        pytest.param({"agent_id": OTHER_AGENT}, ("sub_mismatch", "digest_mismatch"), id="another agent"),
+        pytest.param({"agent_id": AGENT + "/x"}, ("sub_mismatch", "digest_mismatch"), id="agent id extended"),
         pytest.param({"action": "crm.contact.delete"}, ("action_mismatch", "digest_mismatch"), id="another action"),
         pytest.param({"resource": "crm:contact/43"}, ("resource_mismatch", "digest_mismatch"), id="another resource"),
         pytest.param(
@@ -153,7 +164,8 @@ def test_verdict_is_frozen() -> None:
 
 
 def test_poa_of_another_request_is_denied() -> None:
-    assert prefixes(check_bindings(present(action(request_id="req-0002")), CLAIMS)) == ("request_mismatch",)
+    reasons = check_bindings(present(action(request_id="req-0002")), CLAIMS)
+    assert prefixes(reasons) == ("request_mismatch", "digest_mismatch")
 
 
 @pytest.mark.parametrize(
@@ -162,7 +174,7 @@ def test_poa_of_another_request_is_denied() -> None:
         pytest.param(THUMB, {"x5t#S256": THUMB}, (), id="same certificate"),
         pytest.param("U" * 43, {"x5t#S256": THUMB}, ("cnf_mismatch",), id="another certificate"),
         pytest.param(None, {"x5t#S256": THUMB}, ("cnf_unproven",), id="no certificate presented"),
-        pytest.param(THUMB, None, ("cnf_missing",), id="PoA without cnf"),
+        pytest.param(THUMB, None, ("cnf_missing", "digest_mismatch"), id="PoA without cnf"),
     ],
 )
 def test_the_poa_is_bound_to_the_presented_certificate(

@@ -92,16 +92,16 @@ GOLDEN_HIGH = (
     "eyJpc3MiOiJzcGlmZmU6Ly9hdGIubG9jYWwvc3ZjL2lzc3VlciIsInN1YiI6InNwaWZmZTovL2F0Yi5sb2NhbC9hZ2VudC9maW5h"
     "bmNlLWJvdCIsImF1ZCI6InNwaWZmZTovL2F0Yi5sb2NhbC9zdmMvYnJva2VyIiwiaWF0IjoxNzk1NjA4MzAwLCJuYmYiOjE3OTU2"
     "MDgzMDAsImV4cCI6MTc5NTYwODQyMCwianRpIjoiOGYxNGU0NWZjZWVhMTY3YTVhMzZkZWRkNGJlYTI1NDMiLCJhY3QiOiJzYXAu"
-    "cGF5bWVudC5leGVjdXRlIiwicmVzIjoic2FwOmludm9pY2UvNDcxMSIsInJlcV9kaWdlc3QiOiJzaGEyNTY6ODQ4MjdiYTI5YmM4"
-    "NzE3YWU5YzYwNjJhN2U0Y2M3MTA5ZGZiZWUyODQyZTcyMTg1NmYxNjA0NDgyY2RiZTY0OSIsInJlcV9pZCI6InJlcS1nb2xkZW4i"
-    "LCJ0aWVyIjoiaGlnaCIsImxlZyI6eyJqdXJpc2RpY3Rpb24iOiJFVSIsImFjY291bnRhYmxlX3BhcnR5Ijp7InR5cGUiOiJlbXBs"
-    "b3llZSIsImlkIjoiZW1wLTIwMCJ9LCJkdWFsX2NvbnRyb2wiOnsicmVxdWlyZWQiOnRydWUsImFwcHJvdmVycyI6W3siaWQiOiJh"
-    "bGljZSIsInR5cGUiOiJtYW5hZ2VyIiwidm90ZV9kaWdlc3QiOiJzaGEyNTY6YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"
-    "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYSJ9LHsiaWQiOiJib2IiLCJ0eXBlIjoiY29tcGxpYW5jZSIsInZvdGVf"
-    "ZGlnZXN0Ijoic2hhMjU2OmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJi"
-    "YmJiYmIifV19LCJiYXNpcyI6IkNPTlRSQUNUIiwicmVmIjoiTVNBLTEyMzQ1IiwiZGVzY3JpcHRpb24iOiJQYXkgaW52b2ljZSA0"
-    "NzExIn0sImNuZiI6eyJ4NXQjUzI1NiI6IjFuOG0yLWw1bDMzck1MeFpITW5jUlE5bWpHb3FqTlNUcGJ2bkVmVUZiUFEifSwidmVy"
-    "IjoxfQ.GAkWQV_gFogPPfdDEVCf_mhw5xji3V9RDHixal5bTW3W-tsBJ62r9dQuxPo7VrBA-TWmXxwSlI2XOqVxFUUrBA"
+    "cGF5bWVudC5leGVjdXRlIiwicmVzIjoic2FwOmludm9pY2UvNDcxMSIsInJlcV9kaWdlc3QiOiJzaGEyNTZ2MjoyMzA5ZmE1MzA0"
+    "YmFmOGRlYTdlZGVhYmJhNjRlNWVmZWYyZjEyZGU5NGVlMjNlNjIyMjBmNWU2ZmNlNThmYTlmIiwicmVxX2lkIjoicmVxLWdvbGRl"
+    "biIsInRpZXIiOiJoaWdoIiwibGVnIjp7Imp1cmlzZGljdGlvbiI6IkVVIiwiYWNjb3VudGFibGVfcGFydHkiOnsidHlwZSI6ImVt"
+    "cGxveWVlIiwiaWQiOiJlbXAtMjAwIn0sImR1YWxfY29udHJvbCI6eyJyZXF1aXJlZCI6dHJ1ZSwiYXBwcm92ZXJzIjpbeyJpZCI6"
+    "ImFsaWNlIiwidHlwZSI6Im1hbmFnZXIiLCJ2b3RlX2RpZ2VzdCI6InNoYTI1NjphYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"
+    "YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhIn0seyJpZCI6ImJvYiIsInR5cGUiOiJjb21wbGlhbmNlIiwidm90"
+    "ZV9kaWdlc3QiOiJzaGEyNTY6YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJi"
+    "YmJiYmJiYiJ9XX0sImJhc2lzIjoiQ09OVFJBQ1QiLCJyZWYiOiJNU0EtMTIzNDUiLCJkZXNjcmlwdGlvbiI6IlBheSBpbnZvaWNl"
+    "IDQ3MTEifSwiY25mIjp7Ing1dCNTMjU2IjoiMW44bTItbDVsMzNyTUx4WkhNbmNSUTltakdvcWpOU1RwYnZuRWZVRmJQUSJ9LCJ2"
+    "ZXIiOjF9.lmT22t-o_uEtJaxfi-rey0bJYGjYZNk4fmuCy4C2ChCepMVJ1MlLRogxDR1ZHctKPj-XAbddXu-BpwY47rqZBQ"
 )
 
 
@@ -125,6 +125,7 @@ def test_header_and_claims_of_the_golden_token() -> None:
     assert PoaClaims.model_validate(claims) == CLAIMS
     assert claims["cnf"] == {"x5t#S256": REQUEST.agent_cert_thumbprint}
     assert claims["exp"] - claims["iat"] == 120
+    assert claims["req_digest"].startswith("sha256v2:")
     assert claims["leg"]["dual_control"] == {
         "required": True,
         "approvers": [

@@ -3,17 +3,18 @@
 Pure: signature and expiry checks happened in the adapter; this module checks
 that the PoA was issued for *this* agent (proven by mTLS or the event proof),
 *this* certificate (`cnf`), *this* action and resource, and *this* exact request
-(the digest over action + parameters + tenants). Policy (tiers, approvals) is
-OPA's; single use is the spent store's.
+(the v2 request digest: request, agent, action, parameters, tenants, the PoA's `leg`
+and `cnf`). Policy (tiers, approvals) is OPA's; single use is the spent store's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from broker.domain.connectors import Connector
-from contracts import ActionRequested, Decision, PoaClaims, Tier, digest_of
+from contracts import ActionRequested, Decision, DigestFields, PoaClaims, Tier, digest_binds
 
 __all__ = ["Outcome", "Presentation", "Verdict", "check_bindings"]
 
@@ -88,6 +89,7 @@ def check_bindings(presentation: Presentation, claims: PoaClaims) -> tuple[str, 
         reasons.append("action_mismatch: PoA allows another action")
     if claims.res != action.resource:
         reasons.append("resource_mismatch: PoA allows another resource")
-    if claims.req_digest != digest_of(action):
+    at = datetime.fromtimestamp(claims.iat, UTC)  # signed by the issuer: v1 only inside the window
+    if not digest_binds(DigestFields.of_presentation(action, claims), claims.req_digest, at=at):
         reasons.append("digest_mismatch: parameters differ from what was approved")
     return tuple(reasons)

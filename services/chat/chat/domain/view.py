@@ -25,7 +25,7 @@ from contracts import (
     QuorumReached,
     RequestDenied,
     RequestExpired,
-    digest_of,
+    digest_binds,
 )
 
 __all__ = ["RequestView", "Resolution", "ResolutionKind", "evolve", "request_id_of"]
@@ -61,7 +61,7 @@ class RequestView:
         """The request's details, only if they hash to the digest votes bind to."""
         if self.request is None or self.required is None:
             return None
-        return self.request if digest_of(self.request) == self.required.request_digest else None
+        return self.request if digest_binds(self.request, self.required.request_digest, at=None) else None
 
 
 _Followed = ApprovalRequired | ApprovalStateChanged | QuorumReached | RequestDenied | RequestExpired | PoaIssued

@@ -18,7 +18,7 @@ from contracts import (
     PoaClaims,
     QuorumReached,
     Tier,
-    digest_of,
+    digest_binds,
 )
 from contracts.reasons import ReasonCode
 from contracts.requirements import tier_floor
@@ -40,7 +40,8 @@ def check_evidence(quorum: QuorumReached) -> None:
     request = quorum.request
     if request.request_id != quorum.request_id:
         raise QuorumEvidenceError(ReasonCode.REQUEST_MISMATCH, "embedded request has another request_id")
-    if digest_of(request) != quorum.request_digest:
+    # In the version the quorum names; v1 only for a request asked before the cut-over.
+    if not digest_binds(request, quorum.request_digest, at=quorum.decided_at):
         raise QuorumEvidenceError(ReasonCode.DIGEST_MISMATCH, "request digest does not match the embedded request")
     floor = tier_floor(quorum.tier)
     if quorum.required_approvals < floor:
