@@ -57,7 +57,8 @@ from broker.adapters.spent import SpentStore
 from broker.adapters.verify import LibraryPoaVerifier, PoaVerifier, TokenVerifier
 from broker.domain import Connector, ConnectorRegistry, Presentation
 from broker.service import Authorizer, DecisionQueue
-from contracts import ActionRequested, PoaClaims, digest_of
+from contracts import ActionRequested, PoaClaims
+from contracts.poa import DigestFields, request_digest
 from issuer.adapters.keys import load_or_create_key
 from issuer.adapters.signer import PoaSigner
 
@@ -100,7 +101,7 @@ def _token(signer: PoaSigner, action: ActionRequested) -> str:
             "jti": uuid.uuid4().hex,
             "act": action.action,
             "res": action.resource,
-            "req_digest": digest_of(action),
+            "req_digest": "sha256v2:" + "0" * 64,  # replaced below: the digest covers the leg and cnf too
             "req_id": action.request_id,
             "tier": "low",
             "leg": {
@@ -112,7 +113,8 @@ def _token(signer: PoaSigner, action: ActionRequested) -> str:
             "cnf": {"x5t#S256": THUMB},
         }
     )
-    return signer.sign(claims)
+    digest = request_digest(DigestFields.of_presentation(action, claims))
+    return signer.sign(claims.model_copy(update={"req_digest": digest}))
 
 
 def _presentations(signer: PoaSigner, n: int, offset: int) -> list[Presentation]:

@@ -124,4 +124,3 @@ async def test_sink_stores_every_record_once_through_sigkill_and_signs_checkpoin
     )
     assert shown == 2
     assert all(json.loads(line)["details"]["checkpoint"].startswith("atb.local/audit\n") for line in lines)
-

@@ -502,3 +502,13 @@ def test_the_policy_compares_normalised_directory_principals(
     else:
         assert not answer.allow
         assert [r.split(":", 1)[0] for r in answer.reasons] == [denial]
+
+
+def test_the_wal_checkpoint_runs_outside_a_transaction(tmp_path: Path) -> None:
+    """The relay's periodic checkpoint used to fail with "database table is locked" (after BEGIN IMMEDIATE)."""
+    store = SpentStore(f"sqlite:///{tmp_path / 'spent.db'}")
+    exp = int(time.time()) + 60
+    asyncio.run(store.spend_many([Spend("jti-checkpoint-00001", "p", "req-ckpt", "a", exp)]))
+    asyncio.run(store.checkpoint())
+    assert store.owner("jti-checkpoint-00001") == "p"
+    store.close()

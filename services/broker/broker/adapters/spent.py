@@ -280,8 +280,16 @@ class SpentStore:
             await loop.run_in_executor(self._executor, self._checkpoint)
 
     def _checkpoint(self) -> None:
-        with self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        # Outside any transaction: through SQLAlchemy the statement would run after the
+        # "begin" hook's BEGIN IMMEDIATE, and SQLite refuses a checkpoint there ("database
+        # table is locked"). The DBAPI connection is in autocommit (`_on_connect`).
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.close()
+        finally:
+            raw.close()
 
     async def unpublished(self, instance: str, limit: int = 200) -> list[OutboxRow]:
         """This instance's outbox rows not yet on Kafka, oldest first."""

@@ -125,4 +125,3 @@ def _reload(directory: Path, kid: str) -> SigningKey:
     if key.kid != kid:
         raise ValueError(f"{directory / kid}.pem holds key {key.kid}")
     return key
-
