@@ -11,6 +11,7 @@ from approvals.domain.directory import Approver, Directory
 from approvals.domain.intake import Requirements
 from approvals.domain.tally import Ballot, Counted, Refused, TallyResult, tally
 from contracts import Tier, VoteChoice
+from contracts.reasons import ReasonCode
 
 APPROVE, DENY = VoteChoice.APPROVE, VoteChoice.DENY
 DEADLINE = datetime(2024, 1, 15, 10, 5, tzinfo=UTC)
@@ -393,14 +394,14 @@ def test_counted_carries_principal_type_and_the_ballot_as_evidence() -> None:
 
 def test_refused_carries_the_ballot() -> None:
     stranger = vote("mallory")
-    assert run(Case("refused", (stranger,), False, ())).refused == (Refused(stranger, "unknown_approver"),)
+    assert run(Case("refused", (stranger,), False, ())).refused == (Refused(stranger, ReasonCode.UNKNOWN_APPROVER),)
 
 
 def test_denied_by_is_the_first_deny_with_its_type() -> None:
     first, second = vote("slack:UBOB", DENY), vote("carol", DENY)
     result = run(Case("deny", (vote("alice"), first, second), False, ()))
     assert result.denied_by == Counted("bob", "compliance", first)
-    assert result.refused == (Refused(second, "duplicate_deny"),)
+    assert result.refused == (Refused(second, ReasonCode.DUPLICATE_DENY),)
 
 
 @pytest.mark.parametrize(
@@ -420,7 +421,7 @@ def test_a_time_that_cannot_be_compared_fails_closed_without_raising(received_at
         directory=DIRECTORY,
         deadline=deadline,
     )
-    assert result.refused == (Refused(ballot, "after_deadline"),)
+    assert result.refused == (Refused(ballot, ReasonCode.AFTER_DEADLINE),)
     assert not result.verified
 
 
@@ -472,7 +473,11 @@ B = Counted("bob", "compliance", vote("bob"))
     ],
 )
 def test_result_missing_and_verified(
-    threshold: int, counted: tuple[Counted, ...], denied_by: Counted | None, missing: int, verified: bool
+    threshold: int,
+    counted: tuple[Counted[Ballot], ...],
+    denied_by: Counted[Ballot] | None,
+    missing: int,
+    verified: bool,
 ) -> None:
     result = TallyResult(threshold, counted, (), denied_by)
     assert (result.missing, result.verified) == (missing, verified)
@@ -485,6 +490,6 @@ def test_result_missing_and_verified(
         (2, (A, A), "distinct principals"),
     ],
 )
-def test_result_rejects_nonsense(threshold: int, counted: tuple[Counted, ...], message: str) -> None:
+def test_result_rejects_nonsense(threshold: int, counted: tuple[Counted[Ballot], ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TallyResult(threshold, counted, (), None)
