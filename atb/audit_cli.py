@@ -124,9 +124,10 @@ def verify(
             return
     except (EvidenceError, ValueError) as exc:
         raise AtbError(f"FAILED: {exc}") from exc
+    engine = _engine(db)  # the store first: a missing or unreachable one is what to fix first
     verifier = _key(key)
     outside = _outside(verifier.name, witness_key, witness_threshold, witness, trusted_checkpoint, kafka, no_kafka)
-    report = verify_store(_engine(db), verifier, strict=strict, outside=outside)
+    report = verify_store(engine, verifier, strict=strict, outside=outside)
     latest = f"size {report.latest.size}" if report.latest else "none"
     console.print(
         f"{report.leaves} leaves, {report.rows} rows, {report.purged} purged (tombstones), "

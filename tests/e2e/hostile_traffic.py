@@ -128,7 +128,7 @@ EXTRA_KINDS: dict[Topic, tuple[str, ...]] = {
     Topic.VOTES: ("keyless", "forged_vote", "misplaced"),
     Topic.OUTCOMES: ("keyless", "forged_quorum", "forged_required", "misplaced"),
     Topic.BROKER_ACTIONS: ("keyless", "tampered_action", "misplaced"),
-    # A well-formed key that is not Ed25519 is logged and ignored by the key ring.
+    # A well-formed key event nobody proved (here: not even Ed25519): the key ring refuses it.
     Topic.KEYS: ("ignored_key",),
 }
 """Per topic, the kinds besides COMMON_KINDS. Compacted topics refuse keyless records, so none go there."""
@@ -139,8 +139,6 @@ PASSES: dict[tuple[Topic, str], frozenset[str]] = {
     # Followers have no partitions to check: a well-formed, well-proven record on the wrong one is used.
     (Topic.POA_REQUESTS, "misplaced"): frozenset({GATEWAY}),
     (Topic.OUTCOMES, "misplaced"): frozenset({GATEWAY, CHAT}),
-    # A well-formed key that is not Ed25519 is logged and ignored.
-    (Topic.KEYS, "ignored_key"): frozenset({KEYRING}),
 }
 """Consumers that legitimately use a garbage record: no letter from them."""
 

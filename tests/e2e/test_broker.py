@@ -351,7 +351,8 @@ async def test_a_copied_token_is_useless_without_the_agents_key(env: BrokerEnv, 
             "crm.contact.read", "crm:contact/42", request_id=request_id, tenant="acme", poa=token
         )
     assert _codes(same_id) == ["cnf_mismatch"]
-    assert _codes(other_agent) == ["sub_mismatch", "cnf_mismatch"]
+    # The request digest (v2) covers the agent too: another agent's presentation cannot match it.
+    assert _codes(other_agent) == ["sub_mismatch", "cnf_mismatch", "digest_mismatch"]
     async with _broker(env) as owner:
         mine = await owner.authorize(
             "crm.contact.read", "crm:contact/42", request_id=request_id, tenant="acme", poa=token

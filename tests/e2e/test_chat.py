@@ -109,14 +109,14 @@ async def _card(chat: ChatStack, request_id: str, want: int = 1, contains: str =
         await asyncio.sleep(0.2)
 
 
-async def _audit_count(chat: ChatStack, audit_type: str, needle: str = "", want: int = 1) -> int:
+async def _audit_count(chat: ChatStack, audit_type: str, needle: str = "", want: int = 1, also: str = "") -> int:
     engine = make_engine(chat.running.db_url)
-    kind, wanted = f'"audit_type":"{audit_type}"'.encode(), needle.encode()
+    kind, wanted, more = f'"audit_type":"{audit_type}"'.encode(), needle.encode(), also.encode()
     deadline = time.monotonic() + 30
     while True:
         with engine.connect() as conn:
             rows = conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == AuditEvent.event_type))
-            count = sum(1 for (raw,) in rows if kind in raw and wanted in raw)
+            count = sum(1 for (raw,) in rows if kind in raw and wanted in raw and more in raw)
         if count >= want or time.monotonic() > deadline:
             return count
         await asyncio.sleep(0.3)
@@ -330,6 +330,7 @@ async def test_an_approval_required_not_proven_by_approvals_gets_no_card_but_a_d
             break
         await asyncio.sleep(0.3)
     assert [lt.consumer for lt in letters] == ["chat-cards@0"]
-    assert await _audit_count(chat, "identity_proof_rejected", request_id) == 1
+    # Chat's refusal (the gateway's request views refuse the same forgery under their own name).
+    assert await _audit_count(chat, "identity_proof_rejected", request_id, also='"consumer":"chat-cards@0"') == 1
     # The follower decides before it hands a batch to the cards: once lettered, never shown.
     assert chat.standin.cards_for(request_id) == []

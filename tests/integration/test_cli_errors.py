@@ -83,6 +83,8 @@ STACK_DOWN: dict[str, tuple[list[str], int]] = {
     "replay redrive": ([], ExitCode.UNAVAILABLE),
     "trace": (["req-x"], ExitCode.UNAVAILABLE),
     "vote": (["req-x", "approve", "--as", "alice", "--timeout", "5"], ExitCode.UNAVAILABLE),
+    "witness key": ([], ExitCode.OK),  # needs nothing but its state folder
+    "witness serve": ([], ExitCode.USAGE),  # no log to cosign for: refused before it serves
 }
 BAD_SETTING = {"demo", "dev tools", "dev up"}
 """Commands that start or build things: run with ATB_KAFKA_PORT=not-a-port so they refuse before doing so."""
