@@ -96,10 +96,13 @@ async def test_trace_reads_a_grown_topic_where_the_request_really_is(kafka_boots
     }
 
 
-async def _put(producer: AIOKafkaProducer, topic: str, partition: int, values: list[bytes]) -> list[int]:
+async def _put(
+    producer: AIOKafkaProducer, topic: str, partition: int, values: list[bytes], timestamp_ms: int | None = None
+) -> list[int]:
+    """Offsets of the records written; their timestamps are `timestamp_ms` when given (else the producer's clock)."""
     offsets = []
     for v in values:
-        meta = await producer.send_and_wait(topic, v, key=b"k", partition=partition)
+        meta = await producer.send_and_wait(topic, v, key=b"k", partition=partition, timestamp_ms=timestamp_ms)
         offsets.append(meta.offset)
     return offsets
 
@@ -108,10 +111,12 @@ async def test_read_to_the_end_taken_at_start_from_an_offset_a_time_or_the_begin
     kafka_bootstrap: str, namespace: str, producer: AIOKafkaProducer
 ) -> None:
     topic = topic_name(Topic.AUDIT, namespace)
-    await _put(producer, topic, 0, [b"a", b"b"])
-    await _put(producer, topic, 2, [b"c"])
-    middle = datetime.now(UTC)
-    await _put(producer, topic, 0, [b"d"])
+    # Explicit record times: a `since` in the same millisecond as a record would be a coin toss.
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    await _put(producer, topic, 0, [b"a", b"b"], timestamp_ms=now_ms - 20)
+    await _put(producer, topic, 2, [b"c"], timestamp_ms=now_ms - 10)
+    middle = datetime.fromtimestamp((now_ms - 5) / 1000, UTC)  # 5 ms from each side: no rounding decides
+    await _put(producer, topic, 0, [b"d"], timestamp_ms=now_ms)
 
     def values(records: list[StoredRecord]) -> set[tuple[int, bytes | None]]:
         return {(r.partition, r.value) for r in records}
