@@ -20,6 +20,8 @@ missing, so a database created that way is adopted as it is, rows included.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def _engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _wal(cursor)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -60,6 +62,24 @@ def _engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _wal(cursor: Any) -> None:
+    """Switch to WAL, waiting while another replica holds the database.
+
+    Changing the journal mode needs the database to itself, and SQLite answers "database
+    is locked" at once instead of waiting out the busy timeout (seen when five replicas
+    migrate a new file together).
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def upgrade(url: str, location: Path, *, lock: int, revision: str = "head") -> None:
