@@ -485,7 +485,7 @@ def test_the_policy_compares_normalised_directory_principals(
     from tests.unit.test_broker_corpus import ACTION, AGENT, THUMB
 
     if not (_OpaEval.ROOT / ".cache" / "bin" / "opa").exists():
-        pytest.skip("OPA is not built (.cache/bin/opa): run `atb dev up`")
+        pytest.fail("OPA is not built (.cache/bin/opa): run `atb dev up` (make test builds it)", pytrace=False)
     agents = AgentRegistry((RegisteredAgent(AGENT, frozenset({"acme"})),))
     gate = PolicyGate(
         _OpaEval(),  # type: ignore[arg-type]
