@@ -8,7 +8,7 @@
 
 Commands raise these; `describe()` also turns what libraries raise (aiokafka,
 aiohttp, SQLAlchemy, pydantic settings, the file system) into the same shape, so
-`atb/cli_errors.py` can print one line for any failure. The exit codes are
+`atb/cli/errors.py` can print one line for any failure. The exit codes are
 `ExitCode` and are listed in the README ("Exit codes").
 """
 

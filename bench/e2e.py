@@ -35,8 +35,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from atb.dev.launcher import ensure_infra
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.stack import ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Publisher, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, make_engine

@@ -38,8 +38,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from atb.dev.launcher import ensure_infra, infra_status
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.stack import ServiceStack, StackConfig
 from atb_identity import Svid, ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, make_engine, migrate

@@ -82,7 +82,7 @@ def up(
 
 
 async def _start_services(kafka: str, opa: str, state_dir: Path, instances: int, timeout: float) -> None:
-    from atb.stack import ServiceStack, StackConfig  # the services' stack: only when asked for
+    from atb.dev.stack import ServiceStack, StackConfig  # the services' stack: only when asked for
 
     stack = ServiceStack(StackConfig(kafka, opa, state_dir, exit_with_parent=False), instances=instances)
     _progress(f"starting {', '.join(stack.processes)} (logs in {_short(stack.config.run_dir())})")
@@ -97,7 +97,7 @@ def down(
     timeout: float = typer.Option(30.0, help="Seconds between SIGTERM and SIGKILL."),
 ) -> None:
     """Stop the processes `up` started (and nothing else), services first."""
-    from atb.stack import stop_recorded
+    from atb.dev.stack import stop_recorded
 
     config = _config()
     services = _run(stop_recorded(config.state_dir, min(timeout, 10.0)))

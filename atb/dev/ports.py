@@ -3,7 +3,7 @@
 `port_free` / `require_free_ports` are checked before starting a component with
 a fixed port (Kafka, OPA), so a foreign listener fails fast.
 
-`PortAllocator` is how `ServiceStack` (atb/stack.py) gives each service its ports
+`PortAllocator` is how `ServiceStack` (atb/dev/stack.py) gives each service its ports
 without a race. Picking a port by binding port 0 and releasing it leaves a window
 in which any other process may take it; the service then dies with EADDRINUSE
 while whoever took the port answers in its place. Here the allocator binds each

@@ -12,7 +12,7 @@ Readiness: `start` returns once the ready check answers True. While waiting, the
 process is watched: if it exits, `start` raises at once (within a poll interval,
 even while a check is still in flight) with its exit status and the tail of its
 log. The check itself decides what "ready" means; `ServiceStack` requires that the
-pid it started answers `/healthz` (atb/stack.py), so another process answering on
+pid it started answers `/healthz` (atb/dev/stack.py), so another process answering on
 the port is never taken for this one. `pass_fds` hands listening sockets down
 (atb/dev/ports.py).
 

@@ -99,7 +99,7 @@ class _Session:
         """Run the command; an interrupt says how to resume.
 
         A ReplayError (an AtbError) becomes one line and its exit code in AtbGroup
-        (atb/cli_errors.py), which also keeps aiokafka's retry warnings off the terminal.
+        (atb/cli/errors.py), which also keeps aiokafka's retry warnings off the terminal.
         """
         try:
             return asyncio.run(work())  # type: ignore[arg-type]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.stack import ServiceStack, StackConfig
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
-from atb.stack import ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine

@@ -17,8 +17,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
 
-from atb.audit_tail import follow
-from atb.stack import ServiceStack, StackConfig
+from atb.cli.audit_tail import follow
+from atb.dev.stack import ServiceStack, StackConfig
 from audit_sink.adapters.db import audit_events, make_engine
 from audit_sink.adapters.ledger import CHECKPOINT_AUDIT_TYPE
 from audit_sink.adapters.signing import load_verifier

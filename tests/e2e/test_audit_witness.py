@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from atb.audit_tail import checkpoint_notes
-from atb.stack import ServiceStack, StackConfig
+from atb.cli.audit_tail import checkpoint_notes
+from atb.dev.stack import ServiceStack, StackConfig
 from audit_sink.adapters.db import AuditStore, make_engine
 from audit_sink.adapters.signing import load_or_create_signer, verify_cosignature
 from audit_sink.domain.checkpoint import SignedNote

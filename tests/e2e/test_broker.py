@@ -20,11 +20,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from atb.cli.poa import RevokeError, revoke_poa
+from atb.dev.stack import ServiceStack, StackConfig
+from atb.dev.standins import SystemStandIn
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.poa_cli import RevokeError, revoke_poa
 from atb.sdk import AgentClient, ApproverClient, BrokerClient, GatewayError
-from atb.stack import ServiceStack, StackConfig
-from atb.standins import SystemStandIn
 from atb_identity import bundle_path, ensure_svid, issue_svid
 from atb_runtime.readback import read_committed
 from contracts import (

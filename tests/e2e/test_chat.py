@@ -23,10 +23,10 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from atb.dev.slack_standin import SlackClicker, SlackStandIn, click_body, signed_headers
+from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
-from atb.slack_standin import SlackClicker, SlackStandIn, click_body, signed_headers
-from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Publisher, outgoing_envelope
 from atb_runtime.readback import read_committed

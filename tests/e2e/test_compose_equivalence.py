@@ -54,9 +54,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from atb.dev.ports import PortAllocator
 from atb.dev.postgres import TempPostgres
 from atb.dev.procs import ManagedProcess
+from atb.dev.stack import healthz_ready
 from atb.dev.topics import delete_topics
 from atb.sdk import ApproverClient, BrokerClient, GatewayClient
-from atb.stack import healthz_ready
 from atb_identity import ensure_svid, init_ca, issue_svid
 from atb_runtime.ops import LISTEN_FDS_ENV
 from audit_sink.adapters.db import AuditStore, make_engine

@@ -74,9 +74,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
+from atb.dev.slack_standin import SlackStandIn
+from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.slack_standin import SlackStandIn
-from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb_identity import Svid, ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from audit_sink.adapters.db import audit_events, make_engine

@@ -48,9 +48,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from atb.dev.slack_standin import SlackStandIn
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.slack_standin import SlackStandIn
-from atb.stack import ServiceStack, StackConfig
 from atb_identity import ensure_svid
 from atb_identity.pki import bundle_path
 from atb_identity.tls import client_context

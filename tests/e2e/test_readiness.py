@@ -27,7 +27,7 @@ import pytest
 
 from atb.dev.errors import ProcessStartError
 from atb.dev.procs import ManagedProcess
-from atb.stack import ServiceStack, StackConfig, healthz_ready
+from atb.dev.stack import ServiceStack, StackConfig, healthz_ready
 from atb_identity import init_ca
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]

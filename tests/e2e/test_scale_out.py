@@ -38,8 +38,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.stack import ServiceStack, StackConfig
 from atb_identity import Svid, ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
 from atb_runtime.readback import iter_records

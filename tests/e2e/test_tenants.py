@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from atb.dev.stack import ServiceStack, StackConfig
+from atb.dev.standins import SystemStandIn
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, BrokerClient, GatewayClient, GatewayError, PoaDeniedError
-from atb.stack import ServiceStack, StackConfig
-from atb.standins import SystemStandIn
 from atb_identity import bundle_path, ensure_svid
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
 from contracts import AccountableParty, Decision, LegitimateInterest, RequestDenied, Tier

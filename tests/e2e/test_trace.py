@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from atb.cli import app
 from atb.sdk import AgentClient, ApproverClient, BrokerClient
-from atb.trace import build_timeline, read_request, resolve_request_id
-from atb.trace_audit import audit_records
+from atb.trace.audit import audit_records
+from atb.trace.timeline import build_timeline, read_request, resolve_request_id
 from atb_identity import bundle_path, ensure_svid
 from contracts import AccountableParty, ContractualNecessity, Decision, VoteChoice
 from tests.e2e.conftest import RunningStack

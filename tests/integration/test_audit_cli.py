@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from atb.audit_tail import follow
 from atb.cli import app
+from atb.cli.audit_tail import follow
 from audit_sink.adapters.db import make_engine, migrate
 from tests.audit_support import Filler, bypassing_triggers, rows
 

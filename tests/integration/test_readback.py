@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
-from atb.trace import find_poa, read_request, resolve_request_id
+from atb.trace.timeline import find_poa, read_request, resolve_request_id
 from atb_runtime import outgoing
 from atb_runtime.readback import StoredRecord, iter_records, partition_for, read_events, read_records
 from contracts import PoaIssued, RequestExpired, Tier, Topic, topic_name

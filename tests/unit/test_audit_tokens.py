@@ -6,7 +6,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from atb.audit_tail import _line
+from atb.cli.audit_tail import _line
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.retention import RetentionPolicy
 from audit_sink.domain.rows import RecordMeta, row_for

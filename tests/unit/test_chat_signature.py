@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from atb.slack_standin import click_body, signed_headers
+from atb.dev.slack_standin import click_body, signed_headers
 from chat.adapters.interaction import parse_interaction
 from chat.adapters.secret import ensure_signing_secret
 from chat.adapters.signature import verify_slack_request

@@ -162,7 +162,7 @@ def test_the_dev_registry_loads_and_covers_every_agent_the_demo_tests_and_benchm
             if "ATB_AGENT_REGISTRY_PATH" in text:
                 continue  # brings its own registry (tests/e2e/test_tenants.py)
             used.update(re.findall(r"spiffe://atb\.local/agent/[A-Za-z0-9._-]+", text))
-    used.discard("spiffe://atb.local/agent/my-bot")  # atb/sdk.py's docstring example
+    used.discard("spiffe://atb.local/agent/my-bot")  # atb/sdk/__init__.py's docstring example
     missing = sorted(a for a in used if not dev.is_registered(a))
     assert not missing, f"config/agents.json lacks {missing}"
     for agent in used:

@@ -4,7 +4,7 @@ Two `EvidenceError`s (issuer, audit sink) or two `KeyRing`s (issuer, broker) mak
 an `except` or an import mean something else depending on where it is written.
 Every package draws its error tree in one docstring (atb_identity/errors.py,
 contracts/errors.py, issuer/errors.py, chat/errors.py, atb/errors.py, the SDK's
-in atb/sdk.py); this test keeps the names apart.
+in atb/sdk/__init__.py); this test keeps the names apart.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 KNOWN_CLASS_TWINS = {
-    "RecordedCall": "the SAP and Slack stand-ins each record their own calls (atb/standins.py, atb/slack_standin.py)",
+    "RecordedCall": "the SAP and Slack stand-ins each record their own calls (atb/dev/standins.py, slack_standin.py)",
     "RequestView": "the gateway's and chat's views of a request hold different fields",
-    "Step": "a trace step (atb/trace.py) and a state-machine step (approvals)",
+    "Step": "a trace step (atb/trace/timeline.py) and a state-machine step (approvals)",
     "StoredEvent": "an audit-store row (audit sink) and a read-back record (atb_runtime)",
     "Verdict": "a witness's verdict on a checkpoint (atb/witness) and the broker's on a presentation",
 }

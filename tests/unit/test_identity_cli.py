@@ -1,4 +1,4 @@
-"""atb.pki_cli: `atb pki init|issue` against a temporary state folder (no network)."""
+"""atb.cli.pki: `atb pki init|issue` against a temporary state folder (no network)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from atb.pki_cli import pki_app
+from atb.cli.pki import pki_app
 from atb_identity import SpiffeId, TrustBundle, bundle_path, ca_paths, load_svid, svid_paths, validate_svid
 
 AGENT = "spiffe://atb.local/agent/crm-bot"

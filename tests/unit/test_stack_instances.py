@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from atb.cli import app
-from atb.stack import SCALABLE, ServiceStack, StackConfig
+from atb.dev.stack import SCALABLE, ServiceStack, StackConfig
 
 
 def _stack(tmp_path: Path, instances: int) -> ServiceStack:

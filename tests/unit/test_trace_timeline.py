@@ -1,10 +1,10 @@
-"""atb.trace: the timeline is built from events alone (pure), in time order, each event once."""
+"""atb.trace.timeline: the timeline is built from events alone (pure), in time order, each event once."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from atb.trace import TraceRecord, build_timeline, partition_for
+from atb.trace.timeline import TraceRecord, build_timeline, partition_for
 from contracts import AuditEvent, VoteCast, VoteChoice, make_envelope
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

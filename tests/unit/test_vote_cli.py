@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from atb.vote_cli import awaiting
+from atb.cli.vote import awaiting
 from contracts import (
     AccountableParty,
     ApprovalStateChanged,

@@ -1,7 +1,7 @@
 """Slack's Web API through the official `slack_sdk` AsyncWebClient.
 
 `base_url` is configurable (`ATB_SLACK_API_URL`): `https://slack.com/api/` in
-production, the local stand-in (`atb.slack_standin`) in tests and the demo.
+production, the local stand-in (`atb.dev.slack_standin`) in tests and the demo.
 Slack failures are wrapped as `SlackCallError`; the caller decides to retry.
 """
 

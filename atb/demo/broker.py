@@ -1,6 +1,6 @@
 """The broker part of `atb demo`: spend a PoA once through a connector, see the replay and a revocation refused.
 
-`ConnectorDemo` starts a stand-in for SAP (atb/standins.py) and writes a connector
+`ConnectorDemo` starts a stand-in for SAP (atb/dev/standins.py) and writes a connector
 registry that points the `sap` connector at it (egress: 127.0.0.1 only), so the
 broker's HTTP connector really calls something. The agent then uses its PoA over
 mTLS (`POST /v1/authorize`): the action runs once, the same PoA presented again
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from atb.cli.poa import revoke_poa
+from atb.dev.standins import SystemStandIn
 from atb.errors import AtbError
-from atb.poa_cli import revoke_poa
 from atb.sdk import BrokerClient, GatewayClient
-from atb.standins import SystemStandIn
 from atb_identity import Svid, bundle_path
 from broker.settings import DEFAULT_CONNECTORS
 from contracts import Decision, JsonObject, Leg

@@ -89,6 +89,6 @@ def revoke(
     settings = CommonSettings()
     done = asyncio.run(
         revoke_poa(target, reason=reason, bootstrap=kafka_bootstrap(), namespace=settings.topic_namespace)
-    )  # RevokeError, Kafka unreachable: one line (atb/cli_errors.py)
+    )  # RevokeError, Kafka unreachable: one line (atb/cli/errors.py)
     what = "every PoA of" if done.jti == "*" else f"PoA {done.jti} of"
     Console().print(f"revoked {what} request {done.request_id}: {done.reason}")

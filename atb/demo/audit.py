@@ -16,8 +16,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from atb.dev.stack import ServiceStack
 from atb.errors import AtbError
-from atb.stack import ServiceStack
 from audit_sink.adapters.db import make_engine
 from audit_sink.adapters.ledger import iter_rows
 from audit_sink.adapters.signing import load_verifier

@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from atb.slack_standin import SlackClicker, SlackStandIn
+from atb.dev.slack_standin import SlackClicker, SlackStandIn
 from atb_identity import bundle_path, ensure_svid
 from chat.adapters.secret import dev_secret_path, ensure_signing_secret
 

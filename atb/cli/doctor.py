@@ -193,7 +193,7 @@ def _audit_store() -> Check:
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
         return Check("audit store", "warn", f"{shown} does not exist yet: the audit sink creates it when it starts")
-    migrations = settings.audit_migrations_dir or Path(__file__).resolve().parents[1] / "migrations"
+    migrations = settings.audit_migrations_dir or Path(__file__).resolve().parents[2] / "migrations"
     head = ScriptDirectory(str(migrations)).get_current_head()
     engine = make_engine(url)
     try:

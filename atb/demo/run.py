@@ -18,16 +18,16 @@ import jwt
 from rich.console import Console
 from rich.table import Table
 
-from atb.demo_broker import ConnectorDemo, revoked_is_refused, spend_once_then_replay
-from atb.demo_chat import ChatDemo, medium_by_cli
+from atb.cli.trace import render
+from atb.demo.broker import ConnectorDemo, revoked_is_refused, spend_once_then_replay
+from atb.demo.chat import ChatDemo, medium_by_cli
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
+from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.errors import AtbError
 from atb.sdk import AgentClient, ApproverClient, GatewayClient
-from atb.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
-from atb.trace import build_timeline, read_request
-from atb.trace_audit import audit_records
-from atb.trace_cli import render
+from atb.trace.audit import audit_records
+from atb.trace.timeline import build_timeline, read_request
 from atb_identity import bundle_path, ensure_svid
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine, migrate
 from contracts import (
@@ -77,7 +77,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
         high_risk_request = await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
         await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
-        from atb.demo_audit import audit_ending  # the audit store verifies; a tampered copy does not
+        from atb.demo.audit import audit_ending  # the audit store verifies; a tampered copy does not
 
         await audit_ending(console, stack, db_url, config.state_dir)
         await _print_trace(console, infra.kafka_bootstrap, db_url, high_risk_request)

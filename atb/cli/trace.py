@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from atb.errors import AtbUsageError, kafka_bootstrap
-from atb.trace import Step, TraceRecord, build_timeline, follow_request, read_request, resolve_request_id, timeline_json
+from atb.trace.timeline import (
+    Step,
+    TraceRecord,
+    build_timeline,
+    follow_request,
+    read_request,
+    resolve_request_id,
+    timeline_json,
+)
 from atb_runtime.settings import CommonSettings
 
 __all__ = ["render", "trace"]
@@ -38,7 +46,7 @@ def render(request_id: str, steps: list[Step]) -> Table:
 
 def _audit_records(db_url: str, request_id: str) -> list[TraceRecord]:
     """The request's rows in the audit store (for requests older than Kafka's retention)."""
-    from atb.trace_audit import audit_records
+    from atb.trace.audit import audit_records
 
     return audit_records(db_url, request_id)
 

@@ -1,6 +1,6 @@
 """The `atb` command: local stack (`atb dev`), the end-to-end demo (`atb demo`), and the operator commands.
 
-Every failure is one line on stderr and an exit code (atb/cli_errors.py); `atb --debug <command>` shows tracebacks.
+Every failure is one line on stderr and an exit code (atb/cli/errors.py); `atb --debug <command>` shows tracebacks.
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import asyncio
 import typer
 from rich.console import Console
 
-from atb.audit_cli import audit_app
-from atb.cli_errors import AtbGroup, debug_option
+from atb.cli.audit import audit_app
+from atb.cli.doctor import doctor
+from atb.cli.errors import AtbGroup, debug_option
+from atb.cli.keys import keys_app
+from atb.cli.pki import pki_app
+from atb.cli.poa import poa_app
+from atb.cli.trace import trace
+from atb.cli.vote import pending, vote
 from atb.dev.cli import dev_app
-from atb.doctor import doctor
-from atb.keys_cli import keys_app
-from atb.pki_cli import pki_app
-from atb.poa_cli import poa_app
 from atb.replay.cli import replay_app
-from atb.trace_cli import trace
-from atb.vote_cli import pending, vote
 from atb.witness.cli import witness_app
 
 app = typer.Typer(cls=AtbGroup, no_args_is_help=True, help="ATB: signed, single-use Powers of Attorney for AI agents.")
@@ -48,7 +48,7 @@ def demo(
     keep_running: bool = typer.Option(False, "--keep-running", help="Leave Kafka, OPA and the services running."),
 ) -> None:
     """Start everything on the embedded defaults and run the end-to-end scenario."""
-    from atb.demo import run_demo  # imported late: pulls in every service
+    from atb.demo.run import run_demo  # imported late: pulls in every service
 
     console = Console()
     if not console.is_terminal:

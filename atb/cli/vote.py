@@ -43,7 +43,7 @@ from contracts.directory import Approver, Directory
 
 __all__ = ["awaiting", "pending", "vote"]
 
-_DIRECTORY = Path(__file__).resolve().parents[1] / "config" / "approvers.json"
+_DIRECTORY = Path(__file__).resolve().parents[2] / "config" / "approvers.json"
 
 AS_OPTION = typer.Option(None, "--as", envvar="ATB_APPROVER", help="Approver name: uses the SVID of .../user/<name>.")
 CERT_OPTION = typer.Option(None, "--svid-cert", envvar="ATB_SVID_CERT_PATH", help="SVID chain (PEM).")

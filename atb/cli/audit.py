@@ -9,7 +9,7 @@ append-only rows.
 
 Exit codes (atb/errors.py): 0 ok, 1 verification failed or refused, 2 bad input,
 4 the store (a missing SQLite file, an unreachable PostgreSQL) or Kafka cannot be used.
-Errors are one line on stderr (atb/cli_errors.py).
+Errors are one line on stderr (atb/cli/errors.py).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _outside(  # type: ignore[no-untyped-def]
             fetched.append((f"checkpoint from witness {url}", note))
     announced: list[str] = []
     if not no_kafka:
-        from atb.audit_tail import checkpoint_notes
+        from atb.cli.audit_tail import checkpoint_notes
 
         settings = _settings()
         bootstrap = kafka or settings.kafka_bootstrap_servers
@@ -266,7 +266,7 @@ def tail(
     timeout: float = typer.Option(0.0, "--timeout", help="Stop after this many seconds (0: never)."),
 ) -> None:
     """Follow the `atb.audit` topic, one JSON line per matching event."""
-    from atb.audit_tail import follow
+    from atb.cli.audit_tail import follow
 
     filters = {"request_id": request, "audit_type": audit_type, "outcome": outcome}
     settings = _settings()

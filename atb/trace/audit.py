@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import and_, func, select
 
-from atb.trace import TraceRecord
+from atb.trace.timeline import TraceRecord
 from audit_sink.adapters.db import audit_checkpoints, audit_events, audit_leaves, make_engine
 from contracts import EventDecodeError, decode_envelope, payload_of
 
