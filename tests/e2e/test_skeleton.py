@@ -20,6 +20,7 @@ from atb_identity import ensure_svid
 from atb_runtime import Incoming, Outgoing, Publisher, dead_letter
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
 from contracts import AccountableParty, DeadLetter, Decision, LegitimateInterest, Tier, Topic, topic_name
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -37,20 +38,10 @@ def _agent(stack: RunningStack, agent_id: str = AGENT) -> AgentClient:
     return AgentClient(svid=svid, tenant="acme", bootstrap=stack.kafka_bootstrap, namespace=stack.namespace)
 
 
-async def _audit_rows(db_url: str, request_id: str, expected: int, timeout: float = 30) -> list[StoredEvent]:
-    store = AuditStore(make_engine(db_url), "reader")
-    deadline = time.monotonic() + timeout
-    rows: list[StoredEvent] = []
-    while time.monotonic() < deadline:
-        try:
-            rows = await asyncio.to_thread(store.for_request, request_id)
-        except Exception:
-            rows = []
-        if len(rows) >= expected:
-            await asyncio.sleep(1.0)  # give a duplicate the chance to show up
-            return await asyncio.to_thread(store.for_request, request_id)
-        await asyncio.sleep(0.2)
-    return rows
+async def _audit_rows(stack: RunningStack, request_id: str) -> list[StoredEvent]:
+    """Every stored row of the request, once the sink has read to the end: a duplicate would be there."""
+    await caught_up(stack.kafka_bootstrap, stack.namespace, stack.db_url)
+    return await asyncio.to_thread(AuditStore(make_engine(stack.db_url), "reader").for_request, request_id)
 
 
 async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) -> None:
@@ -80,7 +71,7 @@ async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) ->
     assert decision.decision is Decision.ALLOW, decision.reasons
     assert decision.jti == claims["jti"]
 
-    rows = await _audit_rows(running_stack.db_url, request_id, expected=9)
+    rows = await _audit_rows(running_stack, request_id)
     # The audit store keeps the PoA event without its bearer token, only the token's hash.
     stored_poa = next(row for row in rows if row.event_type == "atb.poa.issued.v1")
     assert issued.token.encode() not in stored_poa.raw
