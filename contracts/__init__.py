@@ -27,6 +27,7 @@ from contracts.events import (
     AuditEvent,
     BallotRecord,
     BrokerDecision,
+    BrokerDecisionV1,
     CountedVote,
     DeadLetter,
     DeadLetterV1,
@@ -71,6 +72,7 @@ from contracts.poa import (
     digest_version,
     request_digest,
 )
+from contracts.reasons import Reason, ReasonCode
 from contracts.topics import CATALOGUE, Topic, TopicSpec, all_topics_pattern, spec_for, topic_name
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "AuditEvent",
     "BallotRecord",
     "BrokerDecision",
+    "BrokerDecisionV1",
     "CanonicalJsonError",
     "Confirmation",
     "Consent",
@@ -119,6 +122,8 @@ __all__ = [
     "PoaRevoked",
     "Proof",
     "QuorumReached",
+    "Reason",
+    "ReasonCode",
     "RequestDenied",
     "RequestExpired",
     "RequirementsRecord",

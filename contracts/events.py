@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.leg import Leg
 from contracts.limits import DEAD_LETTER_KEY_CHARS, DEAD_LETTER_PREFIX_BYTES
+from contracts.reasons import Reason, ReasonCode
 from contracts.topics import Topic
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "AuditEvent",
     "BallotRecord",
     "BrokerDecision",
+    "BrokerDecisionV1",
     "CountedVote",
     "DeadLetter",
     "DeadLetterV1",
@@ -55,7 +57,7 @@ ActionName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-z0
 Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 RequestDigest = Annotated[str, Field(pattern=r"^sha256(v2)?:[0-9a-f]{64}$")]
 """A request digest names its version: `sha256v2:` (current) or `sha256:` (v1), see `contracts.poa`."""
-Reason = Annotated[str, Field(max_length=1024)]
+ReasonText = Annotated[str, Field(max_length=1024)]
 _PREFIX_B64_CHARS = 4 * -(-DEAD_LETTER_PREFIX_BYTES // 3)
 
 
@@ -145,7 +147,7 @@ class VoteCast(EventPayload):
     request_digest: RequestDigest
     channel: Literal["cli", "slack", "teams"]
     cast_at: AwareDatetime
-    reason: Reason = ""
+    reason: ReasonText = ""
 
 
 class CountedVote(BaseModel):
@@ -186,7 +188,7 @@ class RequestDenied(EventPayload):
 
     request_id: RequestId
     code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
-    reason: Reason
+    reason: ReasonText
     denied_by: str
     decided_at: AwareDatetime
 
@@ -229,7 +231,7 @@ class PoaRevoked(EventPayload):
 
     request_id: RequestId
     jti: str
-    reason: Reason
+    reason: ReasonText
     revoked_by: str
     revoked_at: AwareDatetime
     expires_at: AwareDatetime | None = None
@@ -257,6 +259,38 @@ class ActionRequested(EventPayload):
 
 
 class BrokerDecision(EventPayload):
+    """What the broker decided for one ActionRequested (v2: reasons as data).
+
+    Each reason is a `contracts.reasons.Reason`: a code from `ReasonCode` and a
+    detail for humans, as two fields; readers compare codes, never the wording.
+    `action_tier` is the tier the policy gave the action when it answered for this
+    presentation (None when the broker decided before asking it: a bad token, a
+    mismatch, a revocation, a foreign tenant, the policy unreachable).
+    """
+
+    event_type: ClassVar[str] = "atb.broker.decision.v2"
+    topic: ClassVar[Topic] = Topic.BROKER_DECISIONS
+
+    request_id: RequestId
+    action_id: str
+    agent_id: str
+    action: str
+    decision: Decision
+    reasons: tuple[Reason, ...]
+    action_tier: Tier | None = None
+    policy_version: str
+    jti: str | None = None
+    decided_at: AwareDatetime
+
+    @property
+    def codes(self) -> tuple[ReasonCode, ...]:
+        return tuple(r.code for r in self.reasons)
+
+
+# Superseded by `BrokerDecision` (v2): its reasons were `code: text` strings that readers
+# had to split (reasons as data since v2). Kept, unchanged, so that decisions already on `atb.broker.decisions` and
+# in the audit store still decode; nothing produces it any more. Read it through `upcast()`.
+class BrokerDecisionV1(EventPayload):
     """What the broker decided for one ActionRequested."""
 
     event_type: ClassVar[str] = "atb.broker.decision.v1"
@@ -272,6 +306,24 @@ class BrokerDecision(EventPayload):
     jti: str | None = None
     decided_at: AwareDatetime
 
+    def upcast(self) -> BrokerDecision:
+        """The same decision as a v2 value: each `code: text` read once, here (`Reason.legacy`).
+
+        v1 did not record the action's tier, so `action_tier` is None. A code outside
+        `ReasonCode` raises ValueError (every code v1 producers wrote is in the enum).
+        """
+        return BrokerDecision(
+            request_id=self.request_id,
+            action_id=self.action_id,
+            agent_id=self.agent_id,
+            action=self.action,
+            decision=self.decision,
+            reasons=tuple(Reason.legacy(text) for text in self.reasons),
+            policy_version=self.policy_version,
+            jti=self.jti,
+            decided_at=self.decided_at,
+        )
+
 
 class AuditEvent(EventPayload):
     """A security-relevant fact, named as in docs/architecture.md §2.9 (`poa_issued`, ...)."""
@@ -283,7 +335,7 @@ class AuditEvent(EventPayload):
     request_id: str | None = None
     actor: str
     outcome: Literal["success", "failure", "denied", "info"]
-    reason: Reason = ""
+    reason: ReasonText = ""
     details: JsonObject = Field(default_factory=dict)
     occurred_at: AwareDatetime
 
@@ -324,7 +376,7 @@ class DeadLetterV1(EventPayload):
     original_value_b64: str
     consumer: str
     error_code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
-    reason: Reason
+    reason: ReasonText
     request_id: str | None = None
 
     def partition_key(self) -> str:
@@ -357,7 +409,7 @@ class DeadLetter(EventPayload):
     """The first `DEAD_LETTER_PREFIX_BYTES` (at most) of the original value, base64-encoded."""
     consumer: Annotated[str, Field(min_length=1, max_length=256)]
     error_code: Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)]
-    reason: Reason
+    reason: ReasonText
     request_id: Annotated[str, Field(max_length=128)] | None = None
 
     def partition_key(self) -> str:
@@ -427,6 +479,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         PoaIssued,
         PoaRevoked,
         ActionRequested,
+        BrokerDecisionV1,
         BrokerDecision,
         AuditEvent,
         SigningKeyPublished,

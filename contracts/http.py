@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from contracts.events import ActionName, Decision, JsonObject, RequestId, Tier
 from contracts.leg import Leg
 from contracts.limits import HTTP_MAX_BODY_BYTES
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -110,15 +111,22 @@ class ConnectorResult(BaseModel):
 
 
 class AuthorizeResponse(BaseModel):
-    """The decision (also published as BrokerDecision) and, on allow, what the connector returned."""
+    """The decision (also published as BrokerDecision) and, on allow, what the connector returned.
+
+    Each reason is `{"code", "detail"}` (`contracts.reasons.Reason`): compare the code.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     request_id: str
     action_id: str
     decision: Decision
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
     policy_version: str
     jti: str | None = None
     tier: Tier | None = None
     result: ConnectorResult | None = None
+
+    @property
+    def codes(self) -> tuple[ReasonCode, ...]:
+        return tuple(r.code for r in self.reasons)

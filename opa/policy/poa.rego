@@ -81,8 +81,17 @@ poa_required := false if {
 #    "allow_unmandated_low_risk": bool}
 # and `decisions` answers each, in order, with {allow, reasons, tier, policy_version}.
 # One HTTP round trip per batch keeps OPA off the broker's critical path.
+#
+# Each deny reason is data, {"code": ..., "detail": ...}: `code` is one of the
+# codes of contracts/reasons.py (ReasonCode; tests/unit/test_policy_reason_codes.py
+# checks every code literal below is in it), `detail` is for humans. Callers
+# compare codes, never the wording.
 
 tier_rank := {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+# One deny reason. Every code is a string literal at its call, so that the test of
+# contracts/reasons.py can read them all from this file.
+reason(code, detail) := {"code": code, "detail": detail}
 
 decisions := [broker_decision(item) | some item in input.batch]
 
@@ -116,7 +125,7 @@ principal_denials(item) := set() if {
 	}
 }
 
-else := {"principals_missing: the caller must send normalised, directory-resolved identities"}
+else := {reason("principals_missing", "the caller must send normalised, directory-resolved identities")}
 
 denials(item, t) := {r | some r in no_poa_denials(item, t)} if item.claims == null
 
@@ -127,22 +136,22 @@ no_poa_denials(item, t) := set() if {
 	object.get(item, "allow_unmandated_low_risk", false) == true
 }
 
-else := {"poa_required: this action needs a PoA"}
+else := {reason("poa_required", "this action needs a PoA")}
 
 poa_denials(item, t) := ((tier_denials(item, t) | approval_denials(item, t)) | ticket_denials(item, t)) | principal_denials(item)
 
-tier_denials(item, t) := {sprintf("tier_too_low: PoA was issued for %s, the action is %s", [item.claims.tier, t])} if {
+tier_denials(item, t) := {reason("tier_too_low", sprintf("PoA was issued for %s, the action is %s", [item.claims.tier, t]))} if {
 	tier_rank[item.claims.tier] < tier_rank[t]
 }
 
 else := set()
 
 # Medium: one approver, not the requester (docs/architecture.md §2.2).
-approval_denials(item, "medium") := {"approval_missing: medium risk needs leg.approval.approver_id"} if {
+approval_denials(item, "medium") := {reason("approval_missing", "medium risk needs leg.approval.approver_id")} if {
 	not item.claims.leg.approval.approver_id
 }
 
-else := {"self_approval: the approver is the requester"} if {
+else := {reason("self_approval", "the approver is the requester")} if {
 	some p in approver_principals(item)
 	p in requesters(item)
 }
@@ -154,23 +163,23 @@ approval_denials(item, t) := dual_control_denials(item) if t in {"high", "critic
 
 approval_denials(item, "low") := set()
 
-dual_control_denials(item) := {"dual_control_missing: high risk needs leg.dual_control.approvers"} if {
+dual_control_denials(item) := {reason("dual_control_missing", "high risk needs leg.dual_control.approvers")} if {
 	not item.claims.leg.dual_control.approvers
 }
 
-else := {"self_approval: an approver is the requester"} if {
+else := {reason("self_approval", "an approver is the requester")} if {
 	some p in approver_principals(item)
 	p in requesters(item)
 }
 
-else := {"dual_control_not_distinct: fewer than 2 distinct approvers"} if {
+else := {reason("dual_control_not_distinct", "fewer than 2 distinct approvers")} if {
 	count({p | some p in approver_principals(item)}) < 2
 }
 
 else := set()
 
 # Critical: plus an external ticket reference.
-ticket_denials(item, "critical") := {"ticket_missing: critical actions need an external ticket reference"} if {
+ticket_denials(item, "critical") := {reason("ticket_missing", "critical actions need an external ticket reference")} if {
 	object.get(item.claims.leg, "ticket_ref", "") in {"", null}
 }
 

@@ -129,14 +129,14 @@ test_medium_with_an_approver_is_allowed if {
 test_medium_without_approval_is_denied if {
 	d := one(item("crm.contact.update", claims("medium", {})))
 	not d.allow
-	d.reasons == ["approval_missing: medium risk needs leg.approval.approver_id"]
+	d.reasons == [{"code": "approval_missing", "detail": "medium risk needs leg.approval.approver_id"}]
 }
 
 test_medium_self_approved_by_the_accountable_party_is_denied if {
 	c := claims("medium", {"approval": {"approver_id": "EMP-100", "approved_at": "2026-01-01T00:00:00Z"}})
 	d := one(item("crm.contact.update", c))
 	not d.allow
-	startswith(d.reasons[0], "self_approval")
+	d.reasons[0].code == "self_approval"
 }
 
 test_medium_self_approved_by_the_agent_is_denied if {
@@ -148,7 +148,7 @@ test_high_needs_two_distinct_approvers if {
 	one(item("sap.vendor.change", dual(["alice", "bob"]))).allow
 	d := one(item("sap.vendor.change", dual(["alice", "ALICE"])))
 	not d.allow
-	startswith(d.reasons[0], "dual_control_not_distinct")
+	d.reasons[0].code == "dual_control_not_distinct"
 	not one(item("sap.vendor.change", dual(["alice"]))).allow
 	not one(item("sap.vendor.change", claims("high", {}))).allow
 }
@@ -156,21 +156,53 @@ test_high_needs_two_distinct_approvers if {
 test_high_approved_by_the_requester_is_denied if {
 	d := one(item("sap.vendor.change", dual(["alice", "emp-100"])))
 	not d.allow
-	startswith(d.reasons[0], "self_approval")
+	d.reasons[0].code == "self_approval"
 }
 
 test_a_medium_poa_cannot_run_a_high_action if {
 	d := one(item("sap.vendor.change", medium_ok))
 	not d.allow
-	some r in d.reasons
-	startswith(r, "tier_too_low")
+	{"code": "tier_too_low", "detail": "PoA was issued for medium, the action is high"} in d.reasons
+}
+
+# Every deny reason is data: exactly a code and a detail, both strings (the broker
+# refuses any other shape and fails closed). The codes are checked against
+# contracts/reasons.py by tests/unit/test_policy_reason_codes.py.
+test_every_deny_reason_is_a_code_and_a_detail if {
+	items := [
+		item("crm.contact.update", claims("medium", {})),
+		item("crm.contact.update", medium_by("emp-100")),
+		item("sap.vendor.change", medium_ok),
+		item("sap.vendor.change", claims("high", {})),
+		item("sap.vendor.change", dual(["alice", "emp-100"])),
+		item("sap.vendor.change", dual(["alice", "ALICE"])),
+		item("iam.admin.grant", object.union(dual(["alice", "bob"]), {"tier": "critical"})),
+		item("crm.contact.update", null),
+		bare_item("crm.contact.update", medium_ok),
+	]
+	ds := poa.decisions with input as {"batch": items}
+	count(ds) == count(items)
+	codes := {r.code | some d in ds; some r in d.reasons}
+	codes == {
+		"approval_missing", "self_approval", "tier_too_low", "dual_control_missing",
+		"dual_control_not_distinct", "ticket_missing", "poa_required", "principals_missing",
+	}
+	every d in ds {
+		not d.allow
+		count(d.reasons) > 0
+		every r in d.reasons {
+			object.keys(r) == {"code", "detail"}
+			regex.match(`^[a-z][a-z0-9_]*$`, r.code)
+			r.detail != ""
+		}
+	}
 }
 
 test_critical_needs_a_ticket if {
 	c := object.union(dual(["alice", "bob"]), {"tier": "critical"})
 	d := one(item("iam.admin.grant", c))
 	not d.allow
-	d.reasons == ["ticket_missing: critical actions need an external ticket reference"]
+	d.reasons == [{"code": "ticket_missing", "detail": "critical actions need an external ticket reference"}]
 	with_ticket := object.union(c, {"leg": object.union(c.leg, {"ticket_ref": "CHG-1"})})
 	one(item("iam.admin.grant", with_ticket)).allow
 }
@@ -207,7 +239,7 @@ test_self_approval_in_another_case_is_denied if {
 	i := with_principals(item("crm.contact.update", medium_by("Emp-100")), [agent, "emp-100"], ["emp-100"])
 	d := one(i)
 	not d.allow
-	startswith(d.reasons[0], "self_approval")
+	d.reasons[0].code == "self_approval"
 }
 
 test_self_approval_with_surrounding_whitespace_is_denied if {
@@ -215,7 +247,7 @@ test_self_approval_with_surrounding_whitespace_is_denied if {
 	i := with_principals(item("crm.contact.update", medium_by(" emp-100\t")), [agent, "emp-100"], ["emp-100"])
 	d := one(i)
 	not d.allow
-	startswith(d.reasons[0], "self_approval")
+	d.reasons[0].code == "self_approval"
 }
 
 test_self_approval_in_fullwidth_characters_is_denied if {
@@ -223,7 +255,7 @@ test_self_approval_in_fullwidth_characters_is_denied if {
 	i := with_principals(item("crm.contact.update", medium_by("ｅｍｐ－１００")), [agent, "emp-100"], ["emp-100"])
 	d := one(i)
 	not d.allow
-	startswith(d.reasons[0], "self_approval")
+	d.reasons[0].code == "self_approval"
 }
 
 test_self_approval_through_an_alias_is_denied if {
@@ -231,14 +263,14 @@ test_self_approval_through_an_alias_is_denied if {
 	c := object.union(dual(["alice", "slack:UDAVE004"]), {"leg": object.union(dual(["alice", "slack:UDAVE004"]).leg, {"accountable_party": {"type": "employee", "id": "emp-200"}})})
 	d := one(with_principals(item("sap.vendor.change", c), [agent, "dave"], ["alice", "dave"]))
 	not d.allow
-	startswith(d.reasons[0], "self_approval")
+	d.reasons[0].code == "self_approval"
 }
 
 test_two_spellings_of_one_approver_are_not_dual_control if {
 	c := dual(["alice", "spiffe://atb.local/user/alice"])
 	d := one(with_principals(item("sap.vendor.change", c), [agent, "emp-100"], ["alice", "alice"]))
 	not d.allow
-	startswith(d.reasons[0], "dual_control_not_distinct")
+	d.reasons[0].code == "dual_control_not_distinct"
 }
 
 test_distinct_principals_are_allowed_whatever_the_spelling if {
@@ -250,7 +282,7 @@ test_claims_without_principals_are_refused if {
 	d := one(bare_item("crm.contact.update", medium_ok))
 	not d.allow
 	some r in d.reasons
-	startswith(r, "principals_missing")
+	r.code == "principals_missing"
 	not one(with_principals(item("crm.contact.update", medium_ok), [], ["alice"])).allow
 	not one(with_principals(item("crm.contact.update", medium_ok), [agent, "emp-100"], [""])).allow
 }

@@ -109,7 +109,7 @@ test_broker_declared_foreign_tenant_is_critical if {
 	d.tier == "critical"
 	not d.allow
 	some r in d.reasons
-	startswith(r, "tier_too_low")
+	r.code == "tier_too_low"
 }
 
 test_broker_target_outside_the_registry_is_critical if {

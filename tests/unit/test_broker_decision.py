@@ -1,16 +1,26 @@
-"""broker.domain.decision.check_bindings: a verified PoA fits only the action, agent and certificate it was issued for.
+"""broker.domain.decision: the pure rules whose verdicts the broker hands out.
 
 `check_bindings` is what the broker calls for every presentation whose PoA verified
 (`Authorizer` in broker/service.py); an empty answer lets the presentation go on to
-revocation, policy and the spent store.
+revocation, policy and the spent store. `policy_verdict` is what it calls with the
+policy's answer for each presentation it asked about. Reasons are data: the tests
+compare codes, never text.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from broker.domain.decision import Presentation, Verdict, check_bindings
-from contracts import ActionRequested, Decision, DigestFields, LegitimateInterest, PoaClaims, request_digest
+from broker.domain.decision import (
+    ALLOWED,
+    PolicyDecision,
+    Presentation,
+    Verdict,
+    check_bindings,
+    policy_verdict,
+)
+from contracts import ActionRequested, Decision, DigestFields, LegitimateInterest, PoaClaims, Tier, request_digest
+from contracts.reasons import Reason, ReasonCode
 
 AGENT = "spiffe://atb.example/agent/crm-bot"
 THUMB = "T" * 43
@@ -80,8 +90,8 @@ def present(asked: ActionRequested, *, agent: str | None = None, thumb: str | No
     return Presentation(asked, agent or asked.agent_id, thumb, "http:1", "http")
 
 
-def prefixes(reasons: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(reason.split(":", 1)[0] for reason in reasons)
+def prefixes(reasons: tuple[Reason, ...]) -> tuple[str, ...]:
+    return tuple(reason.code.value for reason in reasons)
 
 
 @pytest.mark.parametrize(
@@ -141,7 +151,7 @@ def prefixes(reasons: tuple[str, ...]) -> tuple[str, ...]:
 def test_check_bindings(changes: dict[str, object], expected: tuple[str, ...]) -> None:
     reasons = check_bindings(present(action(**changes)), CLAIMS)
     assert prefixes(reasons) == expected
-    assert all(": " in reason for reason in reasons)
+    assert all(isinstance(reason.code, ReasonCode) and reason.detail for reason in reasons)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +168,7 @@ def test_each_claim_binding_is_checked(claim: str, value: str, expected: tuple[s
 
 
 def test_verdict_is_frozen() -> None:
-    verdict = Verdict(Decision.ALLOW, ("poa_valid",))
+    verdict = Verdict(Decision.ALLOW, (Reason(ReasonCode.POA_VALID),))
     with pytest.raises(AttributeError):
         verdict.decision = Decision.DENY  # type: ignore[misc]
 
@@ -187,3 +197,32 @@ def test_the_poa_is_bound_to_the_presented_certificate(
 def test_the_proven_agent_counts_not_the_named_one() -> None:
     """An action that names the PoA's agent but was proven by another is denied twice over."""
     assert prefixes(check_bindings(present(action(), agent=OTHER_AGENT), CLAIMS)) == ("sub_mismatch", "agent_mismatch")
+
+
+TOO_LOW = Reason(ReasonCode.TIER_TOO_LOW, "PoA was issued for medium, the action is high")
+
+
+@pytest.mark.parametrize("with_poa", [True, False])
+def test_a_policy_deny_is_final_with_the_policys_reasons(with_poa: bool) -> None:
+    answer = PolicyDecision(False, (TOO_LOW, Reason(ReasonCode.TICKET_MISSING, "x")), Tier.HIGH, "v7")
+    verdict = policy_verdict(answer, with_poa=with_poa)
+    assert verdict is not None
+    assert verdict.decision is Decision.DENY
+    assert verdict.codes == (ReasonCode.TIER_TOO_LOW, ReasonCode.TICKET_MISSING)
+    assert verdict.reasons[0] == TOO_LOW
+
+
+def test_a_policy_allow_with_a_poa_waits_for_the_spent_store() -> None:
+    assert policy_verdict(PolicyDecision(True, (), Tier.MEDIUM, "v7"), with_poa=True) is None
+
+
+def test_a_policy_allow_without_a_poa_is_the_unmandated_low_risk_path() -> None:
+    verdict = policy_verdict(PolicyDecision(True, (), Tier.LOW, "v7"), with_poa=False)
+    assert verdict is not None
+    assert verdict.allowed
+    assert verdict.codes == (ReasonCode.UNMANDATED_LOW_RISK,)
+
+
+def test_a_spent_poa_is_allowed_as_poa_valid() -> None:
+    assert ALLOWED.allowed
+    assert ALLOWED.codes == (ReasonCode.POA_VALID,)

@@ -62,7 +62,8 @@ def test_registry_routes_by_action_pattern() -> None:
 def test_registry_refuses(action: str, resource: str, named: str | None, code: str) -> None:
     route = ConnectorRegistry.from_json(REGISTRY).route(action, resource, named)
     assert isinstance(route, RouteRefused)
-    assert route.reason.startswith(f"{code}: ")
+    assert route.reason.code.value == code
+    assert route.reason.detail
 
 
 @pytest.mark.parametrize(
@@ -119,6 +120,21 @@ class _FakeOpa:
         [{"allow": "yes", "reasons": [], "tier": "low", "policy_version": "1"}],
         [{"allow": True, "reasons": [], "tier": "trivial", "policy_version": "1"}],
         [{"allow": True, "reasons": [], "tier": "low", "policy_version": "1"}] * 2,
+        # Reasons are data: text, an unknown code, a missing or extra field, a deny without a reason.
+        [{"allow": False, "reasons": ["tier_too_low: x"], "tier": "low", "policy_version": "1"}],
+        [{"allow": False, "reasons": [{"code": "tier_too_lo", "detail": "x"}], "tier": "low", "policy_version": "1"}],
+        [{"allow": False, "reasons": [{"code": "tier_too_low"}], "tier": "low", "policy_version": "1"}],
+        [{"allow": False, "reasons": [{"code": "tier_too_low", "detail": 3}], "tier": "low", "policy_version": "1"}],
+        [
+            {
+                "allow": False,
+                "reasons": [{"code": "tier_too_low", "detail": "x", "why": "y"}],
+                "tier": "low",
+                "policy_version": "1",
+            }
+        ],
+        [{"allow": False, "reasons": [], "tier": "low", "policy_version": "1"}],
+        [{"allow": True, "reasons": [{"code": "poa_valid", "detail": ""}], "tier": "low", "policy_version": "1"}],
     ],
 )
 def test_a_malformed_policy_answer_is_policy_unavailable(answer: Any) -> None:
@@ -129,6 +145,22 @@ def test_a_malformed_policy_answer_is_policy_unavailable(answer: Any) -> None:
     presentation = Presentation(ACTION, AGENT, THUMB, "http:1", "http")
     with pytest.raises(PolicyUnavailableError):
         asyncio.run(gate.decide([(presentation, None)]))
+
+
+def test_the_policys_deny_reasons_are_read_as_codes_and_details() -> None:
+    from broker.domain import Presentation
+    from contracts.reasons import Reason, ReasonCode
+    from tests.unit.test_broker_corpus import ACTION, AGENT, THUMB
+
+    reasons = [{"code": "ticket_missing", "detail": "no ticket"}, {"code": "tier_too_low", "detail": ""}]
+    answer = [{"allow": False, "reasons": reasons, "tier": "critical", "policy_version": "7"}]
+    gate = PolicyGate(_FakeOpa(answer), agents=AgentRegistry(()), allow_unmandated_low_risk=False)  # type: ignore[arg-type]
+    (decided,) = asyncio.run(gate.decide([(Presentation(ACTION, AGENT, THUMB, "http:1", "http"), None)]))
+    assert decided.reasons == (
+        Reason(ReasonCode.TICKET_MISSING, "no ticket"),
+        Reason(ReasonCode.TIER_TOO_LOW, ""),
+    )
+    assert (decided.allow, decided.tier.value, decided.policy_version) == (False, "critical", "7")
 
 
 def test_unknown_kid_refresh_is_rate_limited(tmp_path: Path) -> None:
@@ -501,7 +533,7 @@ def test_the_policy_compares_normalised_directory_principals(
         assert answer.allow, answer.reasons
     else:
         assert not answer.allow
-        assert [r.split(":", 1)[0] for r in answer.reasons] == [denial]
+        assert [r.code.value for r in answer.reasons] == [denial]
 
 
 def test_the_wal_checkpoint_runs_outside_a_transaction(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from contracts.events import (
     AuditEvent,
     BallotRecord,
     BrokerDecision,
+    BrokerDecisionV1,
     CountedVote,
     DeadLetter,
     DeadLetterV1,
@@ -48,6 +49,7 @@ from contracts.events import (
     VoteChoice,
 )
 from contracts.leg import LegitimateInterest
+from contracts.reasons import Reason, ReasonCode
 from contracts.topics import Topic
 
 NOW = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
@@ -173,6 +175,21 @@ def _decision() -> BrokerDecision:
         action_id="act-1",
         agent_id=AGENT,
         action="crm.contact.update",
+        decision=Decision.DENY,
+        reasons=(Reason(ReasonCode.TIER_TOO_LOW, "PoA was issued for low, the action is medium"),),
+        action_tier=Tier.MEDIUM,
+        policy_version="v1",
+        jti="0123456789abcdef",
+        decided_at=NOW,
+    )
+
+
+def _decision_v1() -> BrokerDecisionV1:
+    return BrokerDecisionV1(
+        request_id=REQ,
+        action_id="act-1",
+        agent_id=AGENT,
+        action="crm.contact.update",
         decision=Decision.ALLOW,
         reasons=("poa_valid",),
         policy_version="v1",
@@ -264,6 +281,7 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     PoaRevoked: _revoked,
     ActionRequested: _action,
     BrokerDecision: _decision,
+    BrokerDecisionV1: _decision_v1,
     AuditEvent: _audit,
     SigningKeyPublished: _key,
     DeadLetter: _dead,
@@ -623,3 +641,50 @@ def test_nested_params_are_not_shared_with_the_caller() -> None:
     envelope = _envelope(payload)
     params["a"] = "changed"
     assert envelope.data["params"] == {"a": {"b": 1}}
+
+
+# -- BrokerDecision: v2 carries reasons as data, v1 records still decode ----------------
+
+
+def test_a_v1_decision_on_the_topic_decodes_and_upcasts_to_reasons_as_data() -> None:
+    v1 = _decision_v1().model_copy(
+        update={
+            "decision": Decision.DENY,
+            "reasons": ("tier_too_low: PoA was issued for low, the action is medium", "ticket_missing"),
+        }
+    )
+    raw = encode_envelope(make_envelope(v1, source=SOURCE, event_id="evt-1", time=NOW))
+    read = payload_of(decode_envelope(raw))
+    assert isinstance(read, BrokerDecisionV1)
+    up = read.upcast()
+    assert isinstance(up, BrokerDecision)
+    assert up.reasons == (
+        Reason(ReasonCode.TIER_TOO_LOW, "PoA was issued for low, the action is medium"),
+        Reason(ReasonCode.TICKET_MISSING),
+    )
+    assert up.codes == (ReasonCode.TIER_TOO_LOW, ReasonCode.TICKET_MISSING)
+    assert up.action_tier is None  # v1 did not record it
+    assert (up.request_id, up.action_id, up.jti, up.decided_at) == (v1.request_id, v1.action_id, v1.jti, NOW)
+
+
+def test_a_v2_decision_carries_code_and_detail_as_fields() -> None:
+    data = json.loads(encode_envelope(make_envelope(_decision(), source=SOURCE, event_id="e", time=NOW)))["data"]
+    assert data["reasons"] == [{"code": "tier_too_low", "detail": "PoA was issued for low, the action is medium"}]
+    assert data["action_tier"] == "medium"
+
+
+@pytest.mark.parametrize(
+    "reasons",
+    [
+        pytest.param(["tier_too_low: x"], id="text, as v1 wrote it"),
+        pytest.param([{"code": "no_such_code", "detail": "x"}], id="a code outside the enum"),
+        pytest.param([{"code": "tier_too_low", "detail": "x", "extra": 1}], id="an unknown field"),
+        pytest.param([{"detail": "x"}], id="no code"),
+    ],
+)
+def test_a_v2_decision_with_reasons_not_as_data_is_refused(reasons: list[object]) -> None:
+    envelope = make_envelope(_decision(), source=SOURCE, event_id="e", time=NOW)
+    body = json.loads(encode_envelope(envelope))
+    body["data"]["reasons"] = reasons
+    with pytest.raises(EventDecodeError):
+        payload_of(decode_envelope(json.dumps(body).encode()))

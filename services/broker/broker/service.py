@@ -38,23 +38,34 @@ from broker.adapters.metrics import (
     VERIFY_SECONDS,
 )
 from broker.adapters.outbox import OutboxRelay, encode_outbox
-from broker.adapters.policy import PolicyDecision
 from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import Spend, SpendVerdict, SpentStore
 from broker.adapters.verify import PoaRejectedError, TokenVerifier
-from broker.domain import Connector, ConnectorRegistry, Outcome, Presentation, RouteRefused, Verdict, check_bindings
+from broker.domain import (
+    ALLOWED,
+    Connector,
+    ConnectorRegistry,
+    Outcome,
+    PolicyDecision,
+    Presentation,
+    RouteRefused,
+    Verdict,
+    check_bindings,
+    policy_verdict,
+)
 from contracts import (
     ActionRequested,
     BrokerDecision,
-    Decision,
     Envelope,
     EventDecodeError,
     PoaClaims,
+    Tier,
     decode_envelope,
     payload_of,
 )
 from contracts.agents import AgentRegistry
 from contracts.poa import x5t_s256
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = ["Authorizer", "BrokerService", "DecisionQueue", "outcome_events", "presentation_from_envelope"]
 
@@ -88,6 +99,8 @@ class _Pending:
     connector: Connector
     policy_version: str = ""
     """The revision of the policy that answered for this presentation (its batch's answer, not a shared field)."""
+    action_tier: Tier | None = None
+    """The tier that policy gave the action."""
 
 
 class Authorizer:
@@ -131,17 +144,18 @@ class Authorizer:
         DECISION_SECONDS.observe(time.perf_counter() - started)
         done = _complete(outcomes)
         for o in done:
-            first = o.verdict.reasons[0].split(":", 1)[0] if o.verdict.reasons else ""
+            first = o.verdict.reasons[0].code.value if o.verdict.reasons else ""
             DECISIONS.labels(o.verdict.decision.value, first, o.presentation.channel).inc()
         return Decided(done, recorded)
 
     def _deny(
         self,
         p: Presentation,
-        *reasons: str,
+        *reasons: Reason,
         claims: PoaClaims | None = None,
         audit_type: str = "",
         policy_version: str = "",
+        action_tier: Tier | None = None,
     ) -> Outcome:
         return Outcome(
             p,
@@ -150,11 +164,12 @@ class Authorizer:
             jti=claims.jti if claims else None,
             tier=claims.tier if claims else None,
             audit_type=audit_type or "broker_action_denied",
+            action_tier=action_tier,
         )
 
     async def _local_checks(self, p: Presentation) -> tuple[PoaClaims | None, Connector] | Outcome:
         # The presented tenant must be one the proven agent is registered for (docs/tenants.md).
-        refusal = self._agents.refusal(p.agent_id, p.action.tenant)
+        refusal = self._agents.refusal_reason(p.agent_id, p.action.tenant)
         if refusal is not None:
             return self._deny(p, refusal)
         route = self._registry.route(p.action.action, p.action.resource, p.connector)
@@ -166,7 +181,7 @@ class Authorizer:
         try:
             claims = await self._verify(p.action.poa)
         except PoaRejectedError as exc:
-            return self._deny(p, f"{exc.code}: {exc.reason}")
+            return self._deny(p, Reason(ReasonCode(exc.code), exc.reason))
         finally:
             VERIFY_SECONDS.observe(time.perf_counter() - t0)
         mismatches = check_bindings(p, claims)
@@ -174,7 +189,9 @@ class Authorizer:
             return self._deny(p, *mismatches, claims=claims)
         revoked = self._revocations.revoked(claims.jti, claims.req_id)
         if revoked is not None:
-            return self._deny(p, f"poa_revoked: {revoked}", claims=claims, audit_type="poa_revoked_presented")
+            return self._deny(
+                p, Reason(ReasonCode.POA_REVOKED, revoked), claims=claims, audit_type="poa_revoked_presented"
+            )
         return claims, route.connector
 
     async def _verify(self, token: str) -> PoaClaims:
@@ -197,7 +214,7 @@ class Authorizer:
             for q in pending:
                 outcomes[q.index] = self._deny(
                     q.presentation,
-                    f"policy_unavailable: {exc}",
+                    Reason(ReasonCode.POLICY_UNAVAILABLE, str(exc)),
                     claims=q.claims,
                     audit_type="broker_policy_unavailable",
                 )
@@ -208,28 +225,22 @@ class Authorizer:
         for q, answer in zip(pending, answers, strict=True):
             # Batches run concurrently: each presentation keeps the version that answered it.
             q.policy_version = answer.policy_version
+            q.action_tier = answer.tier
             self.policy_version = answer.policy_version
-            if not answer.allow:
-                outcomes[q.index] = Outcome(
-                    q.presentation,
-                    Verdict.deny(*answer.reasons),
-                    answer.policy_version,
-                    jti=q.claims.jti if q.claims else None,
-                    tier=answer.tier,
-                    audit_type="broker_action_denied",
-                )
+            settled = policy_verdict(answer, with_poa=q.claims is not None)
+            if settled is None:
+                still.append(q)
                 continue
-            if q.claims is None:
-                outcomes[q.index] = Outcome(
-                    q.presentation,
-                    Verdict(Decision.ALLOW, ("unmandated_low_risk: allowlisted, ALLOW_UNMANDATED_LOW_RISK=true",)),
-                    answer.policy_version,
-                    tier=answer.tier,
-                    connector=q.connector,
-                    audit_type="broker_action_allowed",
-                )
-                continue
-            still.append(q)
+            outcomes[q.index] = Outcome(
+                q.presentation,
+                settled,
+                answer.policy_version,
+                jti=q.claims.jti if q.claims else None,
+                tier=answer.tier,
+                connector=q.connector if settled.allowed else None,
+                audit_type="broker_action_allowed" if settled.allowed else "broker_action_denied",
+                action_tier=answer.tier,
+            )
         return still
 
     async def _spend(
@@ -274,9 +285,10 @@ class Authorizer:
             for q in pending:
                 outcomes[q.index] = self._deny(
                     q.presentation,
-                    f"spent_store_unavailable: {type(exc).__name__}",
+                    Reason(ReasonCode.SPENT_STORE_UNAVAILABLE, type(exc).__name__),
                     claims=q.claims,
                     policy_version=q.policy_version,
+                    action_tier=q.action_tier,
                 )
             return False
 
@@ -284,12 +296,13 @@ class Authorizer:
         assert q.claims is not None
         return Outcome(
             q.presentation,
-            Verdict(Decision.ALLOW, ("poa_valid",)),
+            ALLOWED,
             q.policy_version,
             jti=q.claims.jti,
             tier=q.claims.tier,
             connector=q.connector,
             audit_type="broker_action_allowed",
+            action_tier=q.action_tier,
         )
 
     def _settle(self, pending: list[_Pending], owned: list[SpendVerdict], outcomes: list[Outcome | None]) -> None:
@@ -306,10 +319,11 @@ class Authorizer:
             )
             outcomes[q.index] = self._deny(
                 q.presentation,
-                f"{verdict.value}: {why}",
+                Reason(ReasonCode(verdict.value), why),
                 claims=q.claims,
                 audit_type=verdict.value,
                 policy_version=q.policy_version,
+                action_tier=q.action_tier,
             )
 
 
@@ -330,6 +344,7 @@ def outcome_events(outcome: Outcome, *, source: str, namespace: str) -> list[Out
         action=action.action,
         decision=outcome.verdict.decision,
         reasons=outcome.verdict.reasons,
+        action_tier=outcome.action_tier,
         policy_version=outcome.policy_version,
         jti=outcome.jti,
         decided_at=datetime.now(UTC),
@@ -342,8 +357,9 @@ def outcome_events(outcome: Outcome, *, source: str, namespace: str) -> list[Out
             namespace=namespace,
             outcome="success" if outcome.allowed else "denied",
             request_id=action.request_id,
-            reason="; ".join(outcome.verdict.reasons)[:1024],
+            reason="; ".join(str(r) for r in outcome.verdict.reasons)[:1024],
             details={
+                "reason_codes": [r.code.value for r in outcome.verdict.reasons],
                 "action": action.action,
                 "resource": action.resource[:512],
                 "agent_id": p.agent_id,
@@ -417,7 +433,7 @@ class BrokerService:
             unproven = Presentation(payload, "unproven", None, presentation_id, "kafka")
             outcome = Outcome(
                 unproven,
-                Verdict.deny(f"identity_unproven: {exc.code}: {exc}"),
+                Verdict.deny(Reason(ReasonCode.IDENTITY_UNPROVEN, f"{exc.code}: {exc}")),
                 self._authorizer.policy_version,
                 audit_type="identity_proof_rejected",
             )

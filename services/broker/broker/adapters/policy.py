@@ -12,7 +12,9 @@ no NFKC; the policy refuses an item without them).
 The OPA client reuses one keep-alive connection pool; batching amortises the
 HTTP and JSON cost over every presentation that arrived together. Anything but a
 well-formed answer of the right length is `PolicyUnavailableError`: the caller
-denies (fail closed).
+denies (fail closed). Well-formed means each deny reason is an object
+`{"code", "detail"}` whose code is in `contracts.reasons.ReasonCode`, a deny
+has at least one and an allow none: the answer is read as data, never as text.
 """
 
 from __future__ import annotations
@@ -20,17 +22,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from pydantic import JsonValue
 
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
-from broker.domain import Presentation
+from broker.domain import PolicyDecision, Presentation
 from contracts import PoaClaims, Tier
 from contracts.agents import AgentRegistry
 from contracts.directory import Directory, normalize
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = ["DEFAULT_DIRECTORY", "PolicyDecision", "PolicyGate", "load_directory"]
 
@@ -44,14 +46,7 @@ def load_directory(path: Path | None = None) -> Directory:
 
 
 _TIERS: dict[str, Tier] = {t.value: t for t in Tier}
-
-
-@dataclass(frozen=True)
-class PolicyDecision:
-    allow: bool
-    reasons: tuple[str, ...]
-    tier: Tier
-    policy_version: str
+_CODES: dict[str, ReasonCode] = {c.value: c for c in ReasonCode}
 
 
 class PolicyGate:
@@ -166,4 +161,17 @@ def _parse(entry: JsonValue) -> PolicyDecision:
         raise PolicyUnavailableError("OPA decision lacks allow/reasons/policy_version")
     if not isinstance(tier, str) or tier not in _TIERS:
         raise PolicyUnavailableError(f"OPA decision has an unknown tier {tier!r}")
-    return PolicyDecision(allow, tuple(str(r) for r in reasons), _TIERS[tier], version)
+    parsed = tuple(_reason(r) for r in reasons)
+    if allow == bool(parsed):
+        raise PolicyUnavailableError("OPA decision must deny with reasons and allow without")
+    return PolicyDecision(allow, parsed, _TIERS[tier], version)
+
+
+def _reason(entry: JsonValue) -> Reason:
+    """One deny reason, `{"code": <ReasonCode>, "detail": <text>}`; anything else fails closed."""
+    if not isinstance(entry, dict) or set(entry) != {"code", "detail"}:
+        raise PolicyUnavailableError(f"OPA reason is not {{code, detail}}: {str(entry)[:200]}")
+    code, detail = entry["code"], entry["detail"]
+    if not isinstance(code, str) or code not in _CODES or not isinstance(detail, str):
+        raise PolicyUnavailableError(f"OPA reason has an unknown code {str(code)[:64]!r}")
+    return Reason(_CODES[code], detail)

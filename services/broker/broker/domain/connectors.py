@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from contracts.reasons import Reason, ReasonCode
+
 __all__ = ["Connector", "ConnectorRegistry", "RegistryError", "Route", "RouteRefused"]
 
 
@@ -53,7 +55,7 @@ class Route:
 
 @dataclass(frozen=True)
 class RouteRefused:
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,14 @@ class ConnectorRegistry:
     def route(self, action: str, resource: str, requested: str | None = None) -> Route | RouteRefused:
         serving = [c for c in self.connectors if c.serves(action)]
         if not serving:
-            return RouteRefused(f"connector_unknown: no connector serves {action}")
+            return RouteRefused(Reason(ReasonCode.CONNECTOR_UNKNOWN, f"no connector serves {action}"))
         connector = serving[0]
         if requested is not None and requested != connector.name:
-            return RouteRefused(f"connector_mismatch: {action} is served by {connector.name}, not {requested}")
+            return RouteRefused(
+                Reason(ReasonCode.CONNECTOR_MISMATCH, f"{action} is served by {connector.name}, not {requested}")
+            )
         if "://" in resource and not connector.may_reach(resource):
-            return RouteRefused(f"egress_denied: {connector.name} may not reach the host of {resource[:200]}")
+            return RouteRefused(
+                Reason(ReasonCode.EGRESS_DENIED, f"{connector.name} may not reach the host of {resource[:200]}")
+            )
         return Route(connector)
