@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
+
+from atb_runtime import Publisher
 from atb_runtime.app import Channel, service_app
+from atb_runtime.runner import ServiceRunner
+from atb_runtime.tracking import TrackingConfig, TrackingConsumer
 from audit_sink.adapters.db import AuditStore, make_engine, migrate
 from audit_sink.adapters.signing import load_or_create_signer
 from audit_sink.service import AuditIngest
 from audit_sink.settings import AuditSinkSettings
-from contracts import EVENT_TYPES
+from contracts import EVENT_TYPES, all_topics_pattern
 
 settings = AuditSinkSettings()
 
 
-async def build() -> AuditIngest:
+async def build() -> ServiceRunner:
     url = settings.db_url()
     migrate(url, settings.audit_migrations_dir)
-    group = f"{settings.group_id}.{settings.topic_namespace.rstrip('.') or 'default'}"
+    ns = settings.topic_namespace.rstrip(".") or "default"
+    group = f"{settings.group_id}.{ns}"
+    publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-audit-sink-{settings.instance}")
     signer = load_or_create_signer(settings.key_path(), settings.checkpoint_origin)
-    return AuditIngest(settings, AuditStore(make_engine(url), group), signer)
+    ingest = AuditIngest(settings, AuditStore(make_engine(url), group), signer, publisher)
+    loop = TrackingConsumer(
+        TrackingConfig(
+            bootstrap=settings.kafka_bootstrap_servers,
+            group_id=group,
+            member_id=f"atb-audit-sink-{ns}-{settings.instance}",
+            client_id=f"atb-audit-sink-{settings.instance}",
+            pattern=all_topics_pattern(settings.topic_namespace),
+            max_batch=settings.max_batch,
+            metadata_max_age_ms=settings.metadata_max_age_ms,
+        ),
+        ingest,
+        # A row of the batch is stored already (unique topic, partition, offset): go on from the stored positions.
+        already_recorded=(IntegrityError,),
+        progress=ingest.progress,
+    )
+    return ServiceRunner(settings, name="audit-sink", loop=loop, components=(publisher, ingest))
 
 
 app = service_app(

@@ -1,9 +1,11 @@
-"""Audit ingest: consume every `atb.*` topic, store each record exactly once.
+"""Audit ingest: store every record of every `atb.*` topic exactly once.
 
-Offsets live in the audit database, in the same transaction as the rows
-(docs/architecture.md §6.4). On (re)assignment the consumer seeks to the offsets stored
-there, so Kafka's own committed offsets are never used, and a SIGKILL at any
-point loses or duplicates nothing.
+The ingest is the tracker of `atb_runtime.tracking.TrackingConsumer`, which
+owns the consumer, its rebalances and the loop: each batch arrives here with
+the positions that follow it, and the rows and those positions are written in
+one database transaction (docs/architecture.md §6.4). On (re)assignment the
+loop seeks to the positions stored here, so Kafka's own committed offsets are
+never used, and a SIGKILL at any point loses or duplicates nothing.
 
 Every append also extends the Merkle tree (RFC 6962) the sink keeps in memory
 as its right edge (`LogHead`); at least every `checkpoint_interval_s` while
@@ -22,42 +24,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-
-from atb_runtime import Publisher
-from atb_runtime.ops import OpsServer
+from atb_runtime import Incoming
+from atb_runtime.publisher import RecordPublisher
 from atb_runtime.records import audit
-from audit_sink.adapters.db import AuditStore, SealedCheckpoint
+from audit_sink.adapters.db import SealedCheckpoint
 from audit_sink.adapters.ledger import CHECKPOINT_AUDIT_TYPE
 from audit_sink.adapters.signing import NoteSigner
 from audit_sink.domain import AuditRow, RecordMeta, RetentionPolicy, row_for
 from audit_sink.head import LogHead
 from audit_sink.lag import LagTracker
+from audit_sink.ports import AuditStorage
 from audit_sink.settings import AuditSinkSettings
 from audit_sink.witnessing import Witnessing
-from contracts import AuditEvent, all_topics_pattern
+from contracts import AuditEvent, JsonObject
 
 __all__ = ["AuditIngest"]
 
 log = logging.getLogger(__name__)
 
 
-class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
-    def __init__(self, ingest: AuditIngest) -> None:
-        self._ingest = ingest
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._ingest.seek_to_stored(assigned)
-
-
 class AuditIngest:
-    def __init__(self, settings: AuditSinkSettings, store: AuditStore, signer: NoteSigner) -> None:
+    def __init__(
+        self, settings: AuditSinkSettings, store: AuditStorage, signer: NoteSigner, publisher: RecordPublisher
+    ) -> None:
         self._settings = settings
         self._store = store
         self._head = LogHead(
@@ -66,18 +58,8 @@ class AuditIngest:
             interval_s=settings.checkpoint_interval_s,
             counts=lambda row: not self._own_announcement(row),
         )
-        self._publisher: Publisher | None = None
+        self._publisher = publisher
         self._retention = RetentionPolicy(settings.retention_years, settings.retention_days_by_event_type)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
-        self._running = False
-        self._ops = OpsServer(
-            settings.ops_port,
-            lambda: self._running,
-            settings.ops_host,
-            service="audit-sink",
-            instance=settings.instance,
-        )
         self.witnessing = Witnessing(
             settings.audit_witnesses,
             store,
@@ -87,72 +69,44 @@ class AuditIngest:
         )
         self.stored = 0
         self._lag = LagTracker()
-        self._lag_published = 0.0
+
+    # -- lifecycle (a component of the runner, beside the tracking loop) ---------------
 
     async def start(self) -> None:
-        ns = self._settings.topic_namespace
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            client_id=f"atb-audit-sink-{self._settings.instance}",
-            group_id=f"{self._settings.group_id}.{ns.rstrip('.') or 'default'}",
-            group_instance_id=f"atb-audit-sink-{ns.rstrip('.') or 'default'}-{self._settings.instance}",
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=self._settings.metadata_max_age_ms,
-        )
+        """Load the tree the store holds; start witnessing."""
         await asyncio.to_thread(self._load_tree)
-        self._publisher = Publisher(self._settings.kafka_bootstrap_servers, f"atb-audit-sink-{self._settings.instance}")
-        await self._publisher.start()
-        self._consumer.subscribe(pattern=all_topics_pattern(ns), listener=_SeekToStored(self))
-        await self._consumer.start()
         await self.witnessing.start()
-        await self._ops.start()
 
-    async def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        stored = await asyncio.to_thread(self._store.offsets)
-        for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
+    async def stop(self) -> None:
+        """After the loop stopped: sign what is not signed yet; stop witnessing."""
+        await self._maybe_checkpoint(force=True)
+        await self.witnessing.stop()
 
-    async def run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        self._running = True
-        try:
-            while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self._settings.max_batch)
-                if batches:
-                    await self._store_batch(batches)
-                await self._maybe_checkpoint()
-                await self._publish_lag()
-        finally:
-            self._running = False
+    # -- the tracker (atb_runtime.tracking.Tracker) -------------------------------------
 
-    async def _store_batch(self, batches: dict[TopicPartition, list[object]]) -> None:
+    async def positions(self) -> Mapping[tuple[str, int], int]:
+        return await asyncio.to_thread(self._store.offsets)
+
+    async def record(self, records: Sequence[Incoming], positions: Mapping[tuple[str, int], int]) -> None:
+        """Store the rows of `records` and `positions` in one transaction, then grow the tree."""
         now = datetime.now(UTC)
         rows = []
-        next_offsets: dict[tuple[str, int], int] = {}
-        for tp, messages in batches.items():
-            for msg in messages:
-                meta = RecordMeta(
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=getattr(msg, "offset"),  # noqa: B009 - aiokafka records are untyped
-                    key=getattr(msg, "key"),  # noqa: B009
-                    value=getattr(msg, "value"),  # noqa: B009
-                    timestamp_ms=getattr(msg, "timestamp", 0) or 0,
-                )
-                rows.append(row_for(meta, recorded_at=now, retention=self._retention))
-            if messages:
-                next_offsets[(tp.topic, tp.partition)] = getattr(messages[-1], "offset") + 1  # noqa: B009
-                self._lag.stored(tp.topic, tp.partition, getattr(messages[-1], "timestamp", 0) or 0)
-        result = await asyncio.to_thread(self._store.append, rows, next_offsets, self._head.seal)
+        for record in records:
+            meta = RecordMeta(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                timestamp_ms=record.timestamp_ms,
+            )
+            rows.append(row_for(meta, recorded_at=now, retention=self._retention))
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            last[(record.topic, record.partition)] = record.timestamp_ms
+        result = await asyncio.to_thread(self._store.append, rows, dict(positions), self._head.seal)
+        for (topic, partition), timestamp_ms in last.items():
+            self._lag.stored(topic, partition, timestamp_ms)
         missed: list[bytes] = []
         if result.first_index != self._head.frontier.size:
             # Another writer appended in between (several sink instances on one PostgreSQL store).
@@ -163,20 +117,15 @@ class AuditIngest:
         if result.checkpoint is not None:
             await self._announce(result.checkpoint)
 
-    async def _publish_lag(self) -> None:
-        """`atb_audit_sink_lag_seconds{topic}`, once a second (audit_sink/lag.py)."""
-        consumer = self._consumer
-        now = time.time()
-        if consumer is None or now - self._lag_published < 1.0:
-            return
-        self._lag_published = now
-        behind: dict[tuple[str, int], bool] = {}
-        for tp in consumer.assignment():
-            end = consumer.last_stable_offset(tp)  # read_committed: what the sink can read
-            if end is None:
-                continue
-            behind[(tp.topic, tp.partition)] = await consumer.position(tp) < end
-        self._lag.publish(behind, now)
+    async def tick(self) -> None:
+        """After every poll: sign a checkpoint when one is due."""
+        await self._maybe_checkpoint()
+
+    def progress(self, behind: Mapping[tuple[str, int], bool]) -> None:
+        """`atb_audit_sink_lag_seconds{topic}`, from which partitions still have records to store (lag.py)."""
+        self._lag.publish(behind)
+
+    # -- checkpoints ---------------------------------------------------------------------
 
     @property
     def checkpoints(self) -> int:
@@ -210,31 +159,19 @@ class AuditIngest:
 
     async def _announce(self, cp: SealedCheckpoint) -> None:
         self.witnessing.submit(cp)
-        details: dict[str, object] = {"checkpoint": cp.note, "tree_size": cp.size}
+        details: JsonObject = {"checkpoint": cp.note, "tree_size": cp.size}
         await self._announce_witnessing(CHECKPOINT_AUDIT_TYPE, "info", details)
 
-    async def _announce_witnessing(self, audit_type: str, outcome: str, details: dict[str, object]) -> None:
-        if self._publisher is None:
-            return
+    async def _announce_witnessing(self, audit_type: str, outcome: str, details: JsonObject) -> None:
         record = audit(
             audit_type,
             source=self._settings.service_id,
             namespace=self._settings.topic_namespace,
             outcome=outcome,
-            details={**details, "origin": self._head.origin},  # type: ignore[dict-item]
+            details={**details, "origin": self._head.origin},
         )
         try:
             await self._publisher.publish([record])
             await self._publisher.flush()
         except Exception as exc:  # the checkpoint is stored; the next one is announced again
             log.warning("audit sink: could not announce %s of checkpoint %s: %s", audit_type, details["tree_size"], exc)
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._consumer is not None:
-            await self._consumer.stop()
-        await self._maybe_checkpoint(force=True)
-        await self.witnessing.stop()
-        if self._publisher is not None:
-            await self._publisher.stop()
-        await self._ops.stop()

@@ -26,13 +26,15 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from audit_sink.adapters.db import AuditStore, SealedCheckpoint, StoredCosignature
+from audit_sink.adapters.db import SealedCheckpoint, StoredCosignature
 from audit_sink.adapters.signing import verify_cosignature
 from audit_sink.adapters.witnesses import post_checkpoint
 from audit_sink.domain.checkpoint import NoteError, SignedNote
 from audit_sink.domain.cosignature import SIZE_CONTENT_TYPE, AddCheckpoint, CosignerKey, parse_size
 from audit_sink.domain.merkle import MerkleTree
+from audit_sink.ports import CosignatureStore
 from audit_sink.settings import WitnessEndpoint
+from contracts import JsonObject
 
 __all__ = ["COSIGNED_AUDIT_TYPE", "REFUSED_AUDIT_TYPE", "Witnessing"]
 
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 COSIGNED_AUDIT_TYPE = "audit_checkpoint_cosigned"
 REFUSED_AUDIT_TYPE = "audit_checkpoint_witness_refused"
 
-Announce = Callable[[str, str, dict[str, object]], Awaitable[None]]
+Announce = Callable[[str, str, JsonObject], Awaitable[None]]
 """(audit type, outcome, details): publish an AuditEvent on atb.audit."""
 
 
@@ -60,7 +62,7 @@ class Witnessing:
     def __init__(
         self,
         endpoints: Sequence[WitnessEndpoint],
-        store: AuditStore,
+        store: CosignatureStore,
         announce: Announce,
         *,
         timeout_s: float = 10.0,

@@ -55,6 +55,7 @@ from prometheus_client import Counter
 
 from atb_runtime.partitioning import partition_for
 from atb_runtime.records import Incoming, Outgoing
+from atb_runtime.records import received as _incoming
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
 __all__ = [
@@ -621,16 +622,3 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
 
 def _tp_sort(tp: TopicPartition) -> tuple[str, int]:
     return (tp.topic, tp.partition)
-
-
-def _incoming(msg: object) -> Incoming:
-    headers = tuple((k, bytes(v)) for k, v in (getattr(msg, "headers", None) or ()))
-    return Incoming(
-        topic=getattr(msg, "topic"),  # noqa: B009 - aiokafka ConsumerRecord is untyped
-        partition=getattr(msg, "partition"),  # noqa: B009
-        offset=getattr(msg, "offset"),  # noqa: B009
-        key=getattr(msg, "key"),  # noqa: B009
-        value=getattr(msg, "value"),  # noqa: B009
-        headers=headers,
-        timestamp_ms=getattr(msg, "timestamp", 0) or 0,
-    )

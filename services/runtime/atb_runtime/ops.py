@@ -1,14 +1,20 @@
-"""`/healthz` and `/metrics` for every service, and how every server of a service gets its port.
+"""`/healthz` and `/metrics` for every service, and how every server of a service is run.
 
 Health is "the processing loop is alive"; metrics are prometheus-client's
 default registry. Nothing here touches Kafka.
 
-Ports (the readiness contract, README "Readiness"). Every listening site of a
-service — the ops port and the HTTPS sites of gateway, broker and chat — starts
+Sites. Every listening server of a service — the ops port (with the issuer's
+JWKS route), the gateway's and the broker's mTLS APIs, chat's interactions
+endpoint — is an `HttpSite`: the service builds the aiohttp application and its
+handlers, the site runs it (`web.app_runner`: limits, JSON errors) and the
+service runner (`runner.ServiceRunner`) starts and stops it. No service starts
+or stops a server itself.
+
+Ports (the readiness contract, README "Readiness"). Every site gets its port
 through `start_site`:
 
 - A supervisor that already holds a bound socket for the port (`ServiceStack`,
-  atb/stack.py) passes it down: its file descriptor is listed in
+  atb/dev/stack.py) passes it down: its file descriptor is listed in
   `ATB_LISTEN_FDS` (comma-separated), and the site whose configured port is
   that socket's port serves on it instead of binding. There is no window
   between choosing a port and binding it.
@@ -42,6 +48,7 @@ __all__ = [
     "LISTEN_FDS_ENV",
     "Handler",
     "Health",
+    "HttpSite",
     "OpsServer",
     "PortBindError",
     "bound_ports",
@@ -122,6 +129,52 @@ async def start_site(
     return port
 
 
+class HttpSite:
+    """`app` served on `host:port` under the site name `name` (`ops`, `gateway`, `broker`, `chat`).
+
+    `app` and `ssl_context` may be given as callables: they are then built on start.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        app: web.Application | Callable[[], web.Application],
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
+        backlog: int = 128,
+    ) -> None:
+        self.name = name
+        self._app = app
+        self._host = host
+        self._port = port
+        self._ssl = ssl_context
+        self._backlog = backlog
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        """The port served, once started."""
+
+    @property
+    def serving(self) -> bool:
+        return self.port is not None
+
+    async def start(self) -> None:
+        app = self._app if isinstance(self._app, web.Application) else self._app()
+        context = self._ssl() if callable(self._ssl) else self._ssl
+        self._runner = app_runner(app)
+        await self._runner.setup()
+        self.port = await start_site(
+            self._runner, self.name, self._host, self._port, ssl_context=context, backlog=self._backlog
+        )
+
+    async def stop(self) -> None:
+        self.port = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
 class Health(BaseModel):
     """`GET /healthz` on the ops port: 200 when the processing loop is alive, 503 otherwise."""
 
@@ -152,7 +205,7 @@ class OpsServer:
         self._healthy = healthy
         self._service = service
         self._instance = instance
-        self._runner: web.AppRunner | None = None
+        self._site: HttpSite | None = None
 
     def build_app(self) -> web.Application:
         """The ops routes: `/healthz`, `/metrics` and the service's own (docs/openapi/ops.json)."""
@@ -166,13 +219,12 @@ class OpsServer:
     async def start(self) -> None:
         if self._port == 0:
             return
-        self._runner = app_runner(self.build_app())
-        await self._runner.setup()
-        await start_site(self._runner, "ops", self._host, self._port)
+        self._site = HttpSite("ops", self.build_app(), self._host, self._port)
+        await self._site.start()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._site is not None:
+            await self._site.stop()
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         ok = self._healthy()

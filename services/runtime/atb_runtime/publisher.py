@@ -3,19 +3,37 @@
 Used where no input offset must commit with the output: the agent SDK, the CLI,
 the audit sink's checkpoints. Sends are pipelined: `publish` enqueues and returns
 a future; `flush` waits for every one of them.
+
+Services depend on `RecordPublisher`, the port `Publisher` implements, so a
+test hands them an in-memory one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
 from atb_runtime.records import Outgoing
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "RecordPublisher"]
+
+
+class RecordPublisher(Protocol):
+    """The port of every service that publishes outside a Kafka transaction."""
+
+    async def publish(self, records: Sequence[Outgoing]) -> None:
+        """Enqueue records; `flush()` waits until Kafka has them."""
+        ...
+
+    async def flush(self) -> None: ...
+
+    async def send_and_wait(self, records: Sequence[Outgoing]) -> None:
+        """Send records and wait until Kafka acknowledged these."""
+        ...
 
 
 class Publisher:

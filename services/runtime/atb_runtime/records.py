@@ -27,7 +27,17 @@ from contracts import (
 )
 from contracts.limits import DEAD_LETTER_KEY_CHARS, DEAD_LETTER_PREFIX_BYTES
 
-__all__ = ["DeadLetters", "Incoming", "Outgoing", "audit", "dead_letter", "letter_for", "outgoing", "outgoing_envelope"]
+__all__ = [
+    "DeadLetters",
+    "Incoming",
+    "Outgoing",
+    "audit",
+    "dead_letter",
+    "letter_for",
+    "outgoing",
+    "outgoing_envelope",
+    "received",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,20 @@ class Incoming:
     value: bytes | None
     headers: Headers = ()
     timestamp_ms: int = 0
+
+
+def received(msg: object) -> Incoming:
+    """An aiokafka `ConsumerRecord` as an `Incoming` (aiokafka's records are untyped)."""
+    headers = tuple((k, bytes(v)) for k, v in (getattr(msg, "headers", None) or ()))
+    return Incoming(
+        topic=getattr(msg, "topic"),  # noqa: B009
+        partition=getattr(msg, "partition"),  # noqa: B009
+        offset=getattr(msg, "offset"),  # noqa: B009
+        key=getattr(msg, "key"),  # noqa: B009
+        value=getattr(msg, "value"),  # noqa: B009
+        headers=headers,
+        timestamp_ms=getattr(msg, "timestamp", 0) or 0,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,23 @@
-"""A service runner: the transactional processor plus the ops endpoints.
+"""The service runner: one loop, the parts that live beside it, the HTTP sites and the ops endpoints.
 
-Every consume-transform-produce service (approvals, issuer, broker) is this
-runner around its own handler. With no topics it runs only its start/close
-steps and the ops endpoints (an HTTP-only broker replica).
+Every service is run by a `ServiceRunner`; `main.py` builds the service and its
+adapters and hands them here, and the runner owns every lifecycle:
+
+- the loop, one of
+  - the Kafka-transaction loop (`eos.TransactionalProcessor`), built here from
+    `topics` and `handler` (approvals, issuer, broker);
+  - a loop given as `loop`: the database-tracking loop
+    (`tracking.TrackingConsumer`, the audit sink) or a foreground follower
+    (`follow.TopicFollower.foreground`, chat);
+  - none: the runner waits for the stop (gateway, an HTTP-only broker replica);
+- `components`: what lives as long as the process beside the loop, started in
+  order before it and stopped in reverse order after it (a publisher, background
+  followers, a decision queue, the service's own start and close steps);
+- `sites`: the HTTP servers (`ops.HttpSite`), started once everything else runs
+  and stopped first;
+- the ops server (`/healthz`, `/metrics`, `routes` such as the issuer's JWKS).
+
+`/healthz` is 200 while the loop runs.
 
 The processor always has a poison hook: a service that gives none gets a dead
 letter under the runner's name. Without one, the processor would hand a record
@@ -14,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from atb_runtime.eos import (
     AssignHook,
@@ -25,11 +42,44 @@ from atb_runtime.eos import (
     TransactionalProcessor,
 )
 from atb_runtime.ops import Handler as HttpHandler
-from atb_runtime.ops import OpsServer
+from atb_runtime.ops import HttpSite, OpsServer
 from atb_runtime.records import DeadLetters
 from atb_runtime.settings import CommonSettings
 
-__all__ = ["ServiceRunner"]
+__all__ = ["Component", "Loop", "ServiceRunner", "Steps"]
+
+Step = Callable[[], Awaitable[None]]
+
+
+class Component(Protocol):
+    """Something that is started before the loop and stopped after it."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class Loop(Component, Protocol):
+    """A service's one loop: `run` returns when stopped (or raises, and the process exits)."""
+
+    async def run(self) -> None: ...
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A component made of a start step and a stop step (either may be left out)."""
+
+    on_start: Step = _nothing
+    on_stop: Step = _nothing
+
+    async def start(self) -> None:
+        await self.on_start()
+
+    async def stop(self) -> None:
+        await self.on_stop()
 
 
 class ServiceRunner:
@@ -38,39 +88,47 @@ class ServiceRunner:
         settings: CommonSettings,
         *,
         name: str,
-        group_id: str,
-        topics: tuple[str, ...],
-        handler: Handler,
+        group_id: str = "",
+        topics: tuple[str, ...] = (),
+        handler: Handler | None = None,
         on_rewind: RewindHook | None = None,
         on_assigned: AssignHook | None = None,
         tick: TickHook | None = None,
         poison: PoisonHook | None = None,
-        before_start: Sequence[Callable[[], Awaitable[None]]] = (),
-        closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        loop: Loop | None = None,
+        components: Sequence[Component] = (),
+        sites: Sequence[HttpSite] = (),
+        before_start: Sequence[Step] = (),
+        closers: Sequence[Step] = (),
         routes: Sequence[tuple[str, HttpHandler]] = (),
     ) -> None:
         ns = settings.topic_namespace.rstrip(".") or "default"
         self.poison: PoisonHook = poison or _dead_letters(name, settings)
         """What a record set aside by the processor costs: its dead letter and audit event."""
-        config = ProcessorConfig(
-            bootstrap=settings.kafka_bootstrap_servers,
-            topics=topics,
-            group_id=f"{group_id}.{ns}",
-            # One producer per partition, the same id on every instance: the one that
-            # owns a partition fences every other (docs/scaling.md).
-            transactional_prefix=f"atb-{name}-{ns}",
-            member_id=f"atb-{name}-{ns}-{settings.instance}",
-            client_id=f"atb-{name}-{settings.instance}",
-            service=name,
-        )
-        self.processor: TransactionalProcessor | None = (
-            TransactionalProcessor(config, handler, on_rewind, on_assigned=on_assigned, tick=tick, poison=self.poison)
-            if topics
-            else None
-        )
-        self._stopping = asyncio.Event()
-        self._before_start = before_start
+        self.processor: TransactionalProcessor | None = None
+        if topics:
+            if handler is None or loop is not None:
+                raise ValueError("a runner with topics runs the transactional processor over `handler`")
+            config = ProcessorConfig(
+                bootstrap=settings.kafka_bootstrap_servers,
+                topics=topics,
+                group_id=f"{group_id}.{ns}",
+                # One producer per partition, the same id on every instance: the one that
+                # owns a partition fences every other (docs/scaling.md).
+                transactional_prefix=f"atb-{name}-{ns}",
+                member_id=f"atb-{name}-{ns}-{settings.instance}",
+                client_id=f"atb-{name}-{settings.instance}",
+                service=name,
+            )
+            self.processor = TransactionalProcessor(
+                config, handler, on_rewind, on_assigned=on_assigned, tick=tick, poison=self.poison
+            )
+        self._loop: Loop | None = self.processor or loop
+        self._components = [*(Steps(step) for step in before_start), *components]
+        self._sites = tuple(sites)
         self._closers = closers
+        self._started: list[Component] = []
+        self._stopping = asyncio.Event()
         self._running = False
         self._ops = OpsServer(
             settings.ops_port,
@@ -81,18 +139,26 @@ class ServiceRunner:
             instance=settings.instance,
         )
 
+    @property
+    def running(self) -> bool:
+        """Whether the loop runs (what `/healthz` answers)."""
+        return self._running
+
     async def start(self) -> None:
-        for step in self._before_start:
-            await step()
-        if self.processor is not None:
-            await self.processor.start()
+        for component in self._components:
+            await component.start()
+            self._started.append(component)
+        if self._loop is not None:
+            await self._loop.start()
+        for site in self._sites:
+            await site.start()
         await self._ops.start()
 
     async def run(self) -> None:
         self._running = True
         try:
-            if self.processor is not None:
-                await self.processor.run()
+            if self._loop is not None:
+                await self._loop.run()
             else:
                 await self._stopping.wait()
         finally:
@@ -100,9 +166,13 @@ class ServiceRunner:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self.processor is not None:
-            await self.processor.stop()
+        for site in reversed(self._sites):
+            await site.stop()
+        if self._loop is not None:
+            await self._loop.stop()
         await self._ops.stop()
+        while self._started:
+            await self._started.pop().stop()
         for close in self._closers:
             await close()
 
