@@ -215,7 +215,7 @@ class Driver:
         if isinstance(decision := _payload(value), BrokerDecision):
             self.decided.setdefault(decision.request_id, time.perf_counter())
             if decision.decision is not Decision.ALLOW:
-                self.denied[decision.request_id] = decision.reasons
+                self.denied[decision.request_id] = tuple(r.code.value for r in decision.reasons)
 
     async def _present(self) -> None:
         async with Publisher(self.bootstrap, "bench-presenter") as publisher:

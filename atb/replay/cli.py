@@ -270,7 +270,7 @@ def _policy_table(report: WhatIfReport) -> Table:
         tier = f"{c.tier_before or '?'} → {c.tier_after}" if c.tier_before != c.tier_after else (c.tier_after or "")
         table.add_row(
             _KIND_STYLE[c.kind], c.request_id, c.action_id or "", c.action, c.recorded, c.candidate, tier,
-            "; ".join(c.reasons),
+            "; ".join(str(r) for r in c.reasons),
         )  # fmt: skip
     return table
 

@@ -58,6 +58,7 @@ from contracts import (
     ActionRequested,
     ApprovalRequired,
     BrokerDecision,
+    BrokerDecisionV1,
     EventDecodeError,
     EventPayload,
     IssuanceRequested,
@@ -70,6 +71,7 @@ from contracts import (
     topic_name,
 )
 from contracts.agents import AgentRegistry
+from contracts.reasons import ReasonCode
 
 __all__ = [
     "POLICY_TOPICS",
@@ -83,7 +85,6 @@ __all__ = [
 ]
 
 POLICY_TOPICS = (Topic.POA_REQUESTS, Topic.OUTCOMES, Topic.POA_ISSUED, Topic.BROKER_ACTIONS, Topic.BROKER_DECISIONS)
-_UNMANDATED = "unmandated_low_risk"
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class History:
     """By jti."""
     actions: dict[str, ActionRequested] = field(default_factory=dict)
     decisions: list[BrokerDecision] = field(default_factory=list)
+    """v2 decisions, and v1 ones upcast (`BrokerDecisionV1.upcast`: reasons as data)."""
+    unreadable: list[Skipped] = field(default_factory=list)
+    """v1 decisions with a reason code outside `ReasonCode`: reported, not compared."""
     context: dict[str, IssuanceRequested] = field(default_factory=dict)
     """Requests from before the range, looked up for decisions in it."""
     _ranks: dict[str, int] = field(default_factory=dict)
@@ -182,6 +186,12 @@ class History:
             self.actions[payload.action_id] = payload
         elif isinstance(payload, BrokerDecision):
             self.decisions.append(payload)
+        elif isinstance(payload, BrokerDecisionV1):
+            try:
+                self.decisions.append(payload.upcast())
+            except ValueError as exc:  # a code this version's ReasonCode does not hold
+                why = f"a v1 decision whose reasons this version cannot read: {exc}"
+                self.unreadable.append(Skipped("decision", payload.request_id, payload.action, why, payload.action_id))
 
     def _recorded(self, request_id: str, rank: int, requirement: Requirement) -> None:
         """Keep the most complete record (ApprovalRequired > QuorumReached > PoaIssued), in whatever order read."""
@@ -290,7 +300,11 @@ def _rebuild(history: History, decision: BrokerDecision) -> _Input | Skipped:
         decision.action,
         decision.decision,
         decision.reasons,
-        recorded_action_tier(decision.reasons, claims.tier.value if claims else None),
+        recorded_action_tier(
+            decision.action_tier.value if decision.action_tier else None,
+            decision.reasons,
+            claims.tier.value if claims else None,
+        ),
     )
     presentation = Presentation(
         action=action,
@@ -299,7 +313,7 @@ def _rebuild(history: History, decision: BrokerDecision) -> _Input | Skipped:
         presentation_id=decision.action_id,
         channel="kafka",
     )
-    unmandated = any(r.startswith(_UNMANDATED) for r in decision.reasons)
+    unmandated = ReasonCode.UNMANDATED_LOW_RISK in decision.codes
     return _Input(recorded, presentation, claims, unmandated)
 
 
@@ -383,6 +397,7 @@ async def what_if(
             rebuilt = [_rebuild(history, d) for d in history.decisions]
             inputs = [r for r in rebuilt if isinstance(r, _Input)]
             skipped += [r for r in rebuilt if isinstance(r, Skipped)]
+            skipped += history.unreadable
             answers = await _evaluate(candidate, inputs, allow_unmandated_low_risk, agents)
             version = await _version(candidate)
         except PolicyUnavailableError as exc:
@@ -393,7 +408,8 @@ async def what_if(
             changes.append(outcome)
         elif isinstance(outcome, Skipped):
             skipped.append(outcome)
-    return WhatIfReport(len(history.requests), len(history.decisions), tuple(changes), tuple(skipped), version)
+    decisions = len(history.decisions) + len(history.unreadable)
+    return WhatIfReport(len(history.requests), decisions, tuple(changes), tuple(skipped), version)
 
 
 async def _version(opa: OpaClient) -> str:

@@ -9,17 +9,21 @@ Two kinds of history are compared (docs/architecture.md §2.3, the "what-if" of 
   replayed PoA, a bad signature or a revoked token are denied before the policy
   is asked, whatever it says, so they are listed as not re-evaluated.
 
+Reasons are data (`contracts.reasons.Reason`): what the policy denied is told by
+the reason codes, and the action's tier by the decision's `action_tier`; no
+wording is read.
+
 No I/O here; `policy.py` gathers the history and asks OPA.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from contracts import Decision
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = [
     "POLICY_DENY_CODES",
@@ -32,49 +36,43 @@ __all__ = [
     "compare_decision",
     "compare_requirement",
     "is_policy_deny",
-    "reason_codes",
     "recorded_action_tier",
 ]
 
-POLICY_DENY_CODES = frozenset(
+POLICY_DENY_CODES: frozenset[ReasonCode] = frozenset(
     {
-        "poa_required",
-        "tier_too_low",
-        "approval_missing",
-        "self_approval",
-        "dual_control_missing",
-        "dual_control_not_distinct",
-        "ticket_missing",
+        ReasonCode.POA_REQUIRED,
+        ReasonCode.TIER_TOO_LOW,
+        ReasonCode.APPROVAL_MISSING,
+        ReasonCode.SELF_APPROVAL,
+        ReasonCode.DUAL_CONTROL_MISSING,
+        ReasonCode.DUAL_CONTROL_NOT_DISTINCT,
+        ReasonCode.TICKET_MISSING,
+        ReasonCode.PRINCIPALS_MISSING,
     }
 )
-"""The deny reasons opa/policy/poa.rego gives; every other deny happened before the policy was asked."""
+"""The codes opa/policy/poa.rego denies with (tests/unit/test_policy_reason_codes.py reads them from
+the policy); a deny with any other code happened before the policy was asked."""
 
 ChangeKind = Literal["would_deny", "would_allow", "tier_change", "requirements_change"]
 
 
-def reason_codes(reasons: Sequence[str]) -> tuple[str, ...]:
-    """`tier_too_low: PoA was ...` → `tier_too_low`."""
-    return tuple(r.split(":", 1)[0].strip() for r in reasons)
+def recorded_action_tier(action_tier: str | None, reasons: Sequence[Reason], poa_tier: str | None) -> str | None:
+    """The tier the policy gave the action when it decided, or None when unknown.
 
-
-_ACTION_TIER = re.compile(r"^tier_too_low:.*the action is ([a-z]+)\s*$")
-
-
-def recorded_action_tier(reasons: Sequence[str], poa_tier: str | None) -> str | None:
-    """The tier the policy gave the action when it decided.
-
-    A decision does not record it, but a `tier_too_low` deny names it; otherwise the
-    PoA's tier stands in (issued by the same policy for the same action).
+    A v2 decision records it (`action_tier`). A v1 decision did not: the PoA's tier
+    stands in (issued by the same policy for the same action), except after a
+    `tier_too_low` deny, which says the two differed.
     """
-    for reason in reasons:
-        if match := _ACTION_TIER.match(reason):
-            return match.group(1)
+    if action_tier is not None:
+        return action_tier
+    if any(r.code is ReasonCode.TIER_TOO_LOW for r in reasons):
+        return None
     return poa_tier
 
 
-def is_policy_deny(reasons: Sequence[str]) -> bool:
-    codes = reason_codes(reasons)
-    return bool(codes) and all(code in POLICY_DENY_CODES for code in codes)
+def is_policy_deny(reasons: Sequence[Reason]) -> bool:
+    return bool(reasons) and all(r.code in POLICY_DENY_CODES for r in reasons)
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,7 @@ class RecordedDecision:
     action_id: str
     action: str
     decision: Decision
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
     tier: str | None
     """The action's tier when it was decided (see `recorded_action_tier`); None when unknown."""
 
@@ -110,7 +108,7 @@ class Evaluated:
     """The candidate policy's answer to one broker input."""
 
     allow: bool
-    reasons: tuple[str, ...]
+    reasons: tuple[Reason, ...]
     tier: str
     policy_version: str
 
@@ -126,8 +124,8 @@ class Change:
     action_id: str | None = None
     tier_before: str | None = None
     tier_after: str | None = None
-    reasons: tuple[str, ...] = ()
-    """The candidate's deny reasons (would_deny) or what it no longer requires."""
+    reasons: tuple[Reason, ...] = ()
+    """The candidate's deny reasons (would_deny), or the recorded ones it no longer gives (would_allow)."""
 
 
 @dataclass(frozen=True)
@@ -178,14 +176,15 @@ def compare_decision(recorded: RecordedDecision, candidate: Evaluated) -> Change
     """A flip (allow ↔ deny), else a tier change of the action, else None; non-policy denies are Skipped."""
     did_allow = recorded.decision is Decision.ALLOW
     if not did_allow and not is_policy_deny(recorded.reasons):
-        codes = ", ".join(reason_codes(recorded.reasons)) or "no reason recorded"
+        codes = ", ".join(r.code.value for r in recorded.reasons) or "no reason recorded"
         why = f"denied before the policy was asked ({codes})"
         return Skipped("decision", recorded.request_id, recorded.action, why, recorded.action_id)
+    reasons: tuple[Reason, ...]
     if did_allow and not candidate.allow:
         kind: ChangeKind = "would_deny"
         reasons = candidate.reasons
     elif not did_allow and candidate.allow:
-        kind, reasons = "would_allow", reason_codes(recorded.reasons)
+        kind, reasons = "would_allow", recorded.reasons
     elif recorded.tier is not None and recorded.tier != candidate.tier:
         kind, reasons = "tier_change", ()
     else:

@@ -60,6 +60,7 @@ from contracts import (
     topic_name,
 )
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE, TOPIC_MAX_MESSAGE_BYTES
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = [
     "AGENT",
@@ -282,7 +283,7 @@ class GarbageMaker:
                 agent_id=AGENT,
                 action="crm.contact.read",
                 decision=Decision.DENY,
-                reasons=("junk",),
+                reasons=(Reason(ReasonCode.MALFORMED, "junk"),),
                 policy_version="junk",
                 decided_at=now,
             )

@@ -104,7 +104,8 @@ async def test_a_policy_what_if_reports_exactly_the_flipped_decisions(
     for c in report["changes"]:
         assert (c["tier_before"], c["tier_after"]) == ("low", "medium")
         if c["kind"] == "would_deny":
-            assert "tier_too_low" in {r.split(":")[0] for r in c["reasons"]}
+            assert "tier_too_low" in {r["code"] for r in c["reasons"]}
+            assert all(set(r) == {"code", "detail"} for r in c["reasons"])
     [(replay_rid, replay_aid)] = recorded["replay"]
     assert [(s["request_id"], s["action_id"]) for s in report["skipped"]] == [(replay_rid, replay_aid)]
     assert "poa_single_use_replay_blocked" in report["skipped"][0]["why"]

@@ -67,6 +67,7 @@ from contracts import (
     payload_of,
     topic_name,
 )
+from contracts.reasons import ReasonCode
 from tests.audit_db import new_database
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -291,7 +292,7 @@ class Tally:
     poas: Counter[str] = field(default_factory=Counter)
     decisions: Counter[str] = field(default_factory=Counter)
     allows: Counter[str] = field(default_factory=Counter)
-    denials: Counter[str] = field(default_factory=Counter)
+    denials: Counter[ReasonCode] = field(default_factory=Counter)
 
 
 def _tally(records: dict[tuple[str, int, int], bytes]) -> Tally:
@@ -308,7 +309,7 @@ def _tally(records: dict[tuple[str, int, int], bytes]) -> Tally:
             if payload.decision is Decision.ALLOW:
                 tally.allows[payload.request_id] += 1
             else:
-                tally.denials.update(payload.reasons)
+                tally.denials.update(payload.codes)
     return tally
 
 
