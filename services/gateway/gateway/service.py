@@ -1,119 +1,143 @@
-"""The gateway runner: HTTPS server + request-view follower + a publisher.
+"""Gateway application service: agents' requests in → attested IssuanceRequested out; request views.
+
+`issue` and `status` are what `POST /issue` and `GET /requests/{id}` do once
+the HTTP edge (adapters/http.py) has established the agent from its mTLS
+client certificate and parsed the body; `apply` folds the followed request,
+outcome and PoA events into the views (the follower's sink).
 
 Each accepted request is published as IssuanceRequested signed by the gateway's
 own SVID: the gateway attests which agent authenticated over mTLS, and the
 approvals service accepts that attestation only from configured attesters.
+Every refusal is audited (docs/architecture.md §2.2, §6.5); a request for a
+tenant the agent is not registered for is refused with `tenant_not_allowed`
+and audited as `request_tenant_refused` (docs/tenants.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from aiohttp import web
+from pydantic import JsonValue
 
-from atb_identity import Svid, TrustBundle, sign_envelope
-from atb_identity.tls import server_context
-from atb_runtime import DeadLetters, Publisher, audit, outgoing_envelope
-from atb_runtime.follow import FollowerDeadLetters, follower_consumer
-from atb_runtime.ops import OpsServer, start_site
-from atb_runtime.proofs import ProofCheck, outcome_rules
-from atb_runtime.web import app_runner
-from contracts import IssuanceRequested, JsonObject, make_envelope, topic_name
+from atb_identity import Svid, sign_envelope
+from atb_runtime import audit, outgoing_envelope
+from atb_runtime.publisher import RecordPublisher
+from contracts import EventPayload, IssuanceRequested, JsonObject, make_envelope, topic_name
 from contracts.agents import AgentRegistry
-from gateway.adapters.follower import ViewFollower
-from gateway.adapters.http import GatewayApp, build_app
-from gateway.domain import Views
-from gateway.settings import GatewaySettings
+from contracts.http import IssueAccepted, IssueRequest, RequestStatus
+from gateway.domain import Views, visible_to
 
-__all__ = ["GatewayRunner"]
+__all__ = ["GatewayRefusal", "GatewayService"]
 
 
-class GatewayRunner:
-    def __init__(self, settings: GatewaySettings, svid: Svid, bundle_path: Path, agents: AgentRegistry) -> None:
-        self._settings = settings
-        self._agents = agents
+@dataclass(frozen=True)
+class GatewayRefusal:
+    """Why a call is refused: the HTTP status, a stable code, a message for the client, the field at fault."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+
+class GatewayService:
+    def __init__(
+        self,
+        *,
+        svid: Svid,
+        publisher: RecordPublisher,
+        agents: AgentRegistry,
+        namespace: str,
+        views: Views | None = None,
+    ) -> None:
         self._svid = svid
-        self._bundle_path = bundle_path
-        self._bundle = TrustBundle.load(bundle_path, settings.trust_domain)
-        self._views = Views()
-        self._publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-gateway-{settings.instance}")
-        consumer = follower_consumer("gateway", "views", settings.instance)
-        self._follower = ViewFollower(
-            settings.kafka_bootstrap_servers,
-            settings.topic_namespace,
-            self._views,
-            dead_letters=FollowerDeadLetters(
-                DeadLetters(consumer, str(svid.spiffe_id), settings.topic_namespace),
-                self._publisher.send_and_wait,
-            ),
-            # The views report only what its producer proved (docs/architecture.md §3.1).
-            check=ProofCheck(
-                self._bundle,
-                outcome_rules(
-                    settings.outcome_producers, settings.issuers, request_attesters=settings.request_attesters
-                ),
-                source=str(svid.spiffe_id),
-                namespace=settings.topic_namespace,
-                consumer=consumer,
-            ),
+        self._source = str(svid.spiffe_id)
+        self._publisher = publisher
+        self._agents = agents
+        self._ns = namespace
+        self.views = views if views is not None else Views()
+
+    # -- the HTTP API ------------------------------------------------------------------
+
+    async def issue(self, agent_id: str, thumbprint: str, body: IssueRequest) -> IssueAccepted | GatewayRefusal:
+        """Accept a request of `agent_id` (whose certificate has `thumbprint`) and publish it, attested."""
+        refusal = self._agents.refusal(agent_id, body.tenant)
+        if refusal is not None:
+            # The tenant is the registry's word for this certificate, never the body's.
+            await self.audit(
+                "request_tenant_refused",
+                refusal,
+                {
+                    "code": "tenant_not_allowed",
+                    "presented": [agent_id],
+                    "tenant": body.tenant,
+                    "target_tenant": body.target_tenant,
+                    "registered": list[JsonValue](sorted(self._agents.tenants_of(agent_id))),
+                    "action": body.action,
+                },
+                body.request_id,
+            )
+            message = refusal.removeprefix("tenant_not_allowed: ")
+            return GatewayRefusal(403, "tenant_not_allowed", message, "tenant")
+        issuance = IssuanceRequested(
+            request_id=body.request_id or f"req-{uuid.uuid4().hex}",
+            agent_id=agent_id,
+            tenant=body.tenant,
+            target_tenant=body.target_tenant,
+            action=body.action,
+            resource=body.resource,
+            params=body.params,
+            leg=body.leg,
+            requested_at=datetime.now(UTC),
+            agent_cert_thumbprint=thumbprint,
         )
-        self._runner: web.AppRunner | None = None
-        self._stopping = asyncio.Event()
-        self._ops = OpsServer(
-            settings.ops_port,
-            lambda: self._runner is not None,
-            settings.ops_host,
-            service="gateway",
-            instance=settings.instance,
-        )
+        self.views.apply(issuance)
+        await self._submit(issuance)
+        return IssueAccepted(request_id=issuance.request_id, agent_id=agent_id)
+
+    async def status(self, agent_id: str, request_id: str) -> RequestStatus | GatewayRefusal:
+        """Where a request stands, for the agent that asked it only."""
+        view = self.views.get(request_id)
+        if view is None:
+            return GatewayRefusal(404, "unknown_request", f"no request {request_id!r} is known to this gateway")
+        if not visible_to(view, agent_id):
+            await self.audit(
+                "request_status_refused",
+                "another agent asked for this request",
+                {"request_id": request_id, "presented": [agent_id]},
+            )
+            return GatewayRefusal(403, "not_your_request", "only the agent that asked may see this request")
+        return view.as_status()
+
+    async def identity_refused(self, endpoint: str, rule: str, reason: str, presented: Sequence[str] | None) -> None:
+        """A client whose certificate is not an agent's we accept (audited as `identity_rejected`)."""
+        shown: list[JsonValue] | None = list(presented) if presented is not None else None
+        await self.audit("identity_rejected", reason, {"rule": rule, "presented": shown, "endpoint": endpoint})
+
+    # -- the views (the follower's sink) ---------------------------------------------------
+
+    async def apply(self, events: Sequence[EventPayload]) -> None:
+        for payload in events:
+            self.views.apply(payload)
+
+    # -- publishing --------------------------------------------------------------------------
 
     async def _submit(self, request: IssuanceRequested) -> None:
-        envelope = sign_envelope(make_envelope(request, source=self._svid_id()), self._svid)
-        record = outgoing_envelope(envelope, topic_name(request.topic, self._settings.topic_namespace))
-        await self._publisher.publish([record])
+        envelope = sign_envelope(make_envelope(request, source=self._source), self._svid)
+        await self._publisher.publish([outgoing_envelope(envelope, topic_name(request.topic, self._ns))])
         await self._publisher.flush()
 
-    async def _audit(self, audit_type: str, reason: str, details: JsonObject, request_id: str | None = None) -> None:
+    async def audit(self, audit_type: str, reason: str, details: JsonObject, request_id: str | None = None) -> None:
         record = audit(
             audit_type,
-            source=self._svid_id(),
-            namespace=self._settings.topic_namespace,
+            source=self._source,
+            namespace=self._ns,
             outcome="denied",
             request_id=request_id,
             reason=reason[:1024],
             details=details,
         )
         await self._publisher.publish([record])
-
-    def _svid_id(self) -> str:
-        return str(self._svid.spiffe_id)
-
-    async def start(self) -> None:
-        await self._publisher.start()
-        await self._follower.start()
-        app = build_app(
-            GatewayApp(
-                bundle=self._bundle, views=self._views, submit=self._submit, audit=self._audit, agents=self._agents
-            )
-        )
-        self._runner = app_runner(app)
-        await self._runner.setup()
-        assert self._svid.cert_path is not None
-        assert self._svid.key_path is not None
-        context = server_context(self._svid.cert_path, self._svid.key_path, self._bundle_path)
-        await start_site(
-            self._runner, "gateway", self._settings.gateway_host, self._settings.gateway_port, ssl_context=context
-        )
-        await self._ops.start()
-
-    async def run(self) -> None:
-        await self._stopping.wait()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self._ops.stop()
-        await self._follower.stop()
-        await self._publisher.stop()

@@ -1,4 +1,4 @@
-"""Follow the request, outcome and PoA topics into the gateway's request views.
+"""Follow the request, outcome and PoA topics into the gateway's request views (`GatewayService.apply`).
 
 No consumer group: every gateway replica reads everything from the beginning
 (of retention), so any replica can answer `GET /requests/{id}`. With
@@ -14,11 +14,8 @@ does not report it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from atb_runtime.follow import Check, FollowerDeadLetters, TopicFollower
-from contracts import EventPayload, Topic
-from gateway.domain import Views
+from atb_runtime.follow import Check, FollowerDeadLetters, Sink, TopicFollower
+from contracts import Topic
 
 __all__ = ["ViewFollower"]
 
@@ -30,17 +27,16 @@ class ViewFollower:
         self,
         bootstrap: str,
         namespace: str,
-        views: Views,
+        sink: Sink,
         *,
         dead_letters: FollowerDeadLetters | None = None,
         check: Check | None = None,
     ) -> None:
-        self._views = views
         self._follower = TopicFollower(
             bootstrap,
             namespace,
             _FOLLOWED,
-            self._apply,
+            sink,
             name="atb-gateway-views",
             dead_letters=dead_letters,
             check=check,
@@ -51,7 +47,3 @@ class ViewFollower:
 
     async def stop(self) -> None:
         await self._follower.stop()
-
-    async def _apply(self, events: Sequence[EventPayload]) -> None:
-        for payload in events:
-            self._views.apply(payload)
