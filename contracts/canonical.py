@@ -50,17 +50,25 @@ def _reject_floats(value: object) -> None:
 
 
 def _locate(value: object, path: str) -> None:
-    """Raise CanonicalJsonError naming the JSON path of the first fault in `value`."""
-    if isinstance(value, float):
-        raise CanonicalJsonError(f"float at {path}: encode numbers as integers or strings")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CanonicalJsonError(f"non-string key at {path}")
-            _locate(item, f"{path}.{key}")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _locate(item, f"{path}[{index}]")
+    """Raise CanonicalJsonError naming the JSON path of the first fault in `value`.
+
+    Iterative, depth first in document order: a hostile value nested thousands deep
+    is named like any other, never a RecursionError.
+    """
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float):
+            raise CanonicalJsonError(f"float at {where}: encode numbers as integers or strings")
+        if isinstance(item, dict):
+            children: list[tuple[object, str]] = []
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise CanonicalJsonError(f"non-string key at {where}")
+                children.append((child, f"{where}.{key}"))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([(child, f"{where}[{index}]") for index, child in enumerate(item)]))
 
 
 def canonical_json(value: object) -> bytes:

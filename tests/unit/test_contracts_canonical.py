@@ -131,3 +131,18 @@ def test_sha256_digest_stable_across_key_order_and_distinct_across_values() -> N
 def test_sha256_digest_rejects_floats() -> None:
     with pytest.raises(CanonicalJsonError):
         sha256_digest({"a": 0.5})
+
+
+def test_a_float_nested_thousands_deep_is_named_not_a_recursion_error() -> None:
+    value: object = 1.5
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(CanonicalJsonError, match=r"float at \$(\[0\]){5000}:"):
+        canonical_json(value)
+
+
+def test_the_first_fault_in_document_order_is_named() -> None:
+    with pytest.raises(CanonicalJsonError, match=r"float at \$\.a\[1\]\.b:"):
+        canonical_json({"a": [1, {"b": 2.5}], "z": 0.5})
+    with pytest.raises(CanonicalJsonError, match=r"non-string key at \$\.a"):
+        canonical_json({"a": {1: "x"}})
