@@ -26,6 +26,7 @@ from contracts import (
     topic_name,
 )
 from contracts.limits import DEAD_LETTER_KEY_CHARS, DEAD_LETTER_PREFIX_BYTES
+from contracts.redaction import mask_tokens
 
 __all__ = [
     "DeadLetters",
@@ -129,7 +130,7 @@ def letter_for(
         original_key=key,
         original_size=len(value),
         original_sha256="sha256:" + hashlib.sha256(value).hexdigest(),
-        original_prefix_b64=base64.b64encode(value[:DEAD_LETTER_PREFIX_BYTES]).decode(),
+        original_prefix_b64=base64.b64encode(mask_tokens(value[:DEAD_LETTER_PREFIX_BYTES])).decode(),
         consumer=consumer[:256],
         error_code=error_code[:64],
         reason=reason[:1024],
