@@ -1,0 +1,339 @@
+"""Everything the service tier's scenarios share: identities, the services as the runtime sees them, events.
+
+Identities are real: one dev CA per test (`atb_identity.ensure_svid`, as tests/e2e
+mint them), an X.509-SVID per service, agent and approver, and every event an
+agent or approver publishes carries a real proof by its SVID. The services are
+built as their `main.py` builds them, from the same classes, with three
+differences, each a stand-in for something outside the process:
+
+- OPA is `TableOpa` (tests/service/policy.py), behind the services' own policy adapters;
+- Kafka is the bus (tests/service/bus.py), including the state read-back;
+- the broker's verification keys and revocations are handed to its key ring and
+  revocation list (`trust_issuer_key`, `World.revoke`) instead of arriving
+  through their followers, which only run against a real broker.
+
+The spent store is the real one, on SQLite in the test's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from approvals.adapters.policy import PolicyRequirements
+from approvals.adapters.state import StateStore
+from approvals.service import ApprovalsService
+from approvals.settings import ApprovalsSettings
+from atb_identity import Svid, TrustBundle, bundle_path, cert_thumbprint, ensure_svid, sign_envelope
+from atb_runtime import DeadLetters, Outgoing, outgoing_envelope
+from atb_runtime.agents import load_agent_registry
+from atb_runtime.policy import RequirementsClient
+from broker.adapters.connectors import load_registry
+from broker.adapters.keys import KeyRing
+from broker.adapters.policy import PolicyGate, load_directory
+from broker.adapters.revocations import RevocationList
+from broker.adapters.spent import SpentStore
+from broker.adapters.verify import PoaVerifier
+from broker.service import Authorizer, BrokerService
+from broker.settings import BrokerSettings
+from contracts import (
+    AccountableParty,
+    ActionRequested,
+    ApprovalRequired,
+    EventPayload,
+    IssuanceRequested,
+    LegitimateInterest,
+    PoaClaims,
+    PoaIssued,
+    PoaRevoked,
+    Topic,
+    VoteCast,
+    VoteChoice,
+    digest_of,
+    make_envelope,
+    topic_name,
+)
+from contracts.agents import AgentRegistry
+from contracts.directory import Directory
+from issuer.adapters.evidence import EvidenceVerifier
+from issuer.adapters.keys import SigningKey, load_or_create_key
+from issuer.service import IssuerService
+from issuer.settings import IssuerSettings
+from tests.service.bus import ServiceUnderTest
+from tests.service.clock import Clock
+from tests.service.policy import TableOpa
+
+__all__ = ["AGENT", "APPROVALS", "BROKER", "ISSUER", "ClockedVerifier", "World", "approver_id"]
+
+ROOT = Path(__file__).resolve().parents[2]
+APPROVALS = "spiffe://atb.local/svc/approvals"
+ISSUER = "spiffe://atb.local/svc/issuer"
+BROKER = "spiffe://atb.local/svc/broker"
+AGENT = "spiffe://atb.local/agent/crm-bot"
+OTHER_AGENT = "spiffe://atb.local/agent/other-bot"
+
+
+def approver_id(name: str) -> str:
+    """The SVID identity of an approver of config/approvers.json (alice, bob, carol, dave, ...)."""
+    return f"spiffe://atb.local/user/{name}"
+
+
+class ClockedVerifier:
+    """The broker's real verifier, judging `exp`/`nbf`/`iat` by the test's clock (a `TokenVerifier`)."""
+
+    def __init__(self, inner: PoaVerifier, clock: Clock) -> None:
+        self._inner = inner
+        self._clock = clock
+
+    def verify(self, token: str) -> PoaClaims:
+        return self._inner.verify(token, now=self._clock.time())
+
+
+@dataclass
+class World:
+    """One test's identities, stand-ins and services, over one bus namespace."""
+
+    state: Path
+    clock: Clock
+    namespace: str
+    bootstrap: str = "memory.invalid:9092"
+    """Where the services' own Kafka clients would connect; only used on the real broker."""
+    opa: TableOpa = field(default_factory=TableOpa)
+    directory: Directory = field(
+        default_factory=lambda: Directory.from_mapping(
+            json.loads((ROOT / "config" / "approvers.json").read_text(encoding="utf-8"))
+        )
+    )
+    agents: AgentRegistry = field(default_factory=load_agent_registry)
+    _svids: dict[str, Svid] = field(default_factory=dict)
+    signing_key: SigningKey | None = None
+    keys: KeyRing | None = None
+    revocations: RevocationList | None = None
+    spent: SpentStore | None = None
+
+    # -- identities ------------------------------------------------------------------------
+
+    def svid(self, spiffe_id: str) -> Svid:
+        if spiffe_id not in self._svids:
+            self._svids[spiffe_id] = ensure_svid(self.state, spiffe_id)
+        return self._svids[spiffe_id]
+
+    @property
+    def bundle(self) -> TrustBundle:
+        self.svid(APPROVALS)  # the CA exists once any SVID does
+        return TrustBundle.load(bundle_path(self.state), "atb.local")
+
+    def topic(self, topic: Topic) -> str:
+        return topic_name(topic, self.namespace)
+
+    # -- services, as main.py builds them --------------------------------------------------
+
+    def approvals(self, **overrides: Any) -> tuple[ApprovalsService, ServiceUnderTest]:
+        settings = ApprovalsSettings(
+            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state, **overrides
+        )
+        service = ApprovalsService(
+            settings,
+            PolicyRequirements(self.opa, 0.0, agents=self.agents),
+            self.bundle,
+            self.directory,
+            StateStore(self.bootstrap, self.namespace, settings.service_id),
+            self.svid(APPROVALS),
+            self.agents,
+        )
+        sut = ServiceUnderTest(
+            name="approvals",
+            inputs=(Topic.POA_REQUESTS, Topic.VOTES),
+            handle=service.handle,
+            poison=service.set_aside,
+            on_assigned=service.on_assigned,
+            on_rewind=service.on_rewind,
+            tick=service.tick,
+        )
+        return service, sut
+
+    def issuer_key(self) -> SigningKey:
+        if self.signing_key is None:
+            self.signing_key = load_or_create_key(self.state / "issuer" / "signing.key")
+        return self.signing_key
+
+    def issuer(self) -> tuple[IssuerService, ServiceUnderTest]:
+        settings = IssuerSettings(
+            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
+        )
+        key = self.issuer_key()
+        evidence = EvidenceVerifier(
+            bundle=self.bundle,
+            directory=self.directory,
+            policy=RequirementsClient(self.opa, 0.0, agents=self.agents),
+            agents=self.agents,
+            request_attesters=settings.request_attesters,
+            vote_attesters=settings.vote_attesters,
+            vote_attester_tiers=settings.vote_attester_tiers,
+        )
+        service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER))
+        sut = ServiceUnderTest(
+            name="issuer",
+            inputs=(Topic.OUTCOMES,),
+            handle=service.handle,
+            poison=service.set_aside,
+            on_assigned=service.on_assigned,
+            on_rewind=service.on_rewind,
+        )
+        return service, sut
+
+    def broker(self) -> tuple[BrokerService, ServiceUnderTest]:
+        settings = BrokerSettings(
+            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
+        )
+        if self.keys is None:
+            self.keys = KeyRing(self.bootstrap, self.namespace)  # never started: keys are handed to it
+            self.trust_issuer_key()
+        if self.revocations is None:
+            self.revocations = RevocationList(
+                self.bootstrap, self.namespace, leeway_s=settings.leeway_seconds, clock=self.clock.time
+            )
+        if self.spent is None:
+            self.spent = SpentStore(f"sqlite:///{self.state / 'spent.db'}")
+        verifier = PoaVerifier(
+            self.keys, audience=settings.service_id, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds
+        )
+        authorizer = Authorizer(
+            verifier=ClockedVerifier(verifier, self.clock),
+            keys=self.keys,
+            revocations=self.revocations,
+            policy=PolicyGate(
+                self.opa,
+                agents=self.agents,
+                allow_unmandated_low_risk=False,
+                cache_seconds=0.0,
+                directory=load_directory(),
+            ),
+            spent=self.spent,
+            registry=load_registry(ROOT / "config" / "connectors.json"),
+            agents=self.agents,
+        )
+        service = BrokerService(authorizer, self.bundle, source=settings.service_id, namespace=self.namespace)
+        sut = ServiceUnderTest(
+            name="broker",
+            inputs=(Topic.BROKER_ACTIONS,),
+            handle=service.handle,
+            # The broker has no `set_aside`: its runner letters set-aside records with the runtime's default.
+            poison=DeadLetters(BrokerService.CONSUMER, settings.service_id, self.namespace),
+        )
+        return service, sut
+
+    def trust_issuer_key(self) -> None:
+        """What the broker's key follower does with the issuer's SigningKeyPublished."""
+        assert self.keys is not None
+        key = self.issuer_key()
+        self.keys.add(key.kid, key.jwk)
+
+    def close(self) -> None:
+        if self.spent is not None:
+            self.spent.close()
+
+    # -- what agents and approvers publish -------------------------------------------------
+
+    def signed(self, payload: EventPayload, by: str) -> Outgoing:
+        envelope = sign_envelope(make_envelope(payload, source=by), self.svid(by))
+        return outgoing_envelope(envelope, self.topic(payload.topic))
+
+    def request(
+        self,
+        request_id: str,
+        action: str,
+        *,
+        agent: str = AGENT,
+        resource: str = "crm:contact/42",
+        accountable: str = "emp-900",
+        requested_at: datetime | None = None,
+        thumbprint_of: str | None = None,
+    ) -> tuple[IssuanceRequested, Outgoing]:
+        """An IssuanceRequested the agent signs itself, bound to its certificate (`cnf`)."""
+        request = IssuanceRequested(
+            request_id=request_id,
+            agent_id=agent,
+            tenant="acme",
+            action=action,
+            resource=resource,
+            params={"reason": "service tier"},
+            leg=LegitimateInterest(
+                ref="LI-2024-001",
+                jurisdiction="US",
+                accountable_party=AccountableParty(type="employee", id=accountable),
+            ),
+            requested_at=requested_at or self.clock.now(),
+            agent_cert_thumbprint=cert_thumbprint(self.svid(thumbprint_of or agent).leaf),
+        )
+        return request, self.signed(request, agent)
+
+    def vote(
+        self,
+        target: ApprovalRequired | IssuanceRequested,
+        name: str,
+        choice: VoteChoice = VoteChoice.APPROVE,
+        *,
+        vote_id: str | None = None,
+        digest: str | None = None,
+    ) -> tuple[VoteCast, Outgoing]:
+        """A VoteCast an approver signs with their own SVID (as `atb vote` does), for the digest they were shown.
+
+        For an IssuanceRequested (a vote that arrives before its request's card), the digest is the request's own.
+        """
+        identity = approver_id(name)
+        shown = target.request_digest if isinstance(target, ApprovalRequired) else digest_of(target)
+        vote = VoteCast(
+            request_id=target.request_id,
+            vote_id=vote_id or f"vote-{name}-{uuid.uuid4().hex[:8]}",
+            approver_id=identity,
+            choice=choice,
+            request_digest=digest or shown,
+            channel="cli",
+            cast_at=self.clock.now(),
+        )
+        return vote, self.signed(vote, identity)
+
+    def action(
+        self,
+        poa: PoaIssued | None,
+        request: IssuanceRequested,
+        *,
+        action_id: str | None = None,
+        action: str | None = None,
+        resource: str | None = None,
+        agent: str | None = None,
+        token: str | None = None,
+    ) -> tuple[ActionRequested, Outgoing]:
+        """An ActionRequested the agent signs: the Kafka way into the broker."""
+        by = agent or request.agent_id
+        presented = ActionRequested(
+            request_id=request.request_id,
+            action_id=action_id or f"act-{uuid.uuid4().hex[:12]}",
+            agent_id=by,
+            tenant=request.tenant,
+            action=action or request.action,
+            resource=resource or request.resource,
+            params=request.params,
+            poa=token if token is not None else (poa.token if poa is not None else None),
+            requested_at=self.clock.now(),
+        )
+        return presented, self.signed(presented, by)
+
+    def revoke(self, poa: PoaIssued, reason: str = "incident INC-1") -> PoaRevoked:
+        """What `atb poa revoke` publishes, as the broker's revocation follower hands it over."""
+        assert self.revocations is not None
+        revoked = PoaRevoked(
+            request_id=poa.request_id,
+            jti=poa.jti,
+            reason=reason,
+            revoked_by="spiffe://atb.local/user/carol",
+            revoked_at=self.clock.now(),
+            expires_at=poa.expires_at,
+        )
+        self.revocations.add(revoked)
+        return revoked
