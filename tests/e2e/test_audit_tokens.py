@@ -45,7 +45,7 @@ async def test_a_presented_poa_is_stored_as_its_hash_only(running_stack: Running
     assert decision.decision is Decision.ALLOW, decision.reasons
     url = running_stack.db_url
     assert await _await_row(url, ActionRequested.event_type, request_id)
-    assert await _await_row(url, "atb.broker.decision.v1", request_id)
+    assert await _await_row(url, "atb.broker.decision.v2", request_id)
 
     rows = [row for _, row in iter_rows(make_engine(url))]
     token = issued.token.encode()

@@ -85,7 +85,7 @@ async def test_low_risk_request_flows_end_to_end(running_stack: RunningStack) ->
             "atb.approvals.request_state.v1": 1,
             "atb.poa.issued.v1": 1,
             "atb.broker.action_requested.v1": 1,
-            "atb.broker.decision.v1": 1,
+            "atb.broker.decision.v2": 1,
             "atb.audit.event.v1": 3,
         }
     ), types
