@@ -29,11 +29,12 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 
 from atb_identity import Svid, sign_envelope
-from atb_runtime import Outgoing, Publisher, audit, outgoing_envelope
+from atb_runtime import Outgoing, audit, outgoing_envelope
+from atb_runtime.publisher import RecordPublisher
 from chat.adapters.interaction import parse_interaction
 from chat.adapters.signature import verify_slack_request
-from chat.adapters.slack import SlackCallError, SlackClient
-from chat.adapters.store import ChatStore, PostedMessage
+from chat.adapters.slack import SlackCallError
+from chat.adapters.store import PostedMessage
 from chat.domain import (
     Card,
     CastVote,
@@ -48,6 +49,7 @@ from chat.domain import (
     request_id_of,
 )
 from chat.errors import InteractionRejectedError, InteractionReplayError
+from chat.ports import ChatStorage, SlackApi
 from chat.settings import ChatSettings
 from contracts import EventPayload, JsonObject, VoteCast, make_envelope, topic_name
 from contracts.directory import Directory
@@ -73,9 +75,9 @@ class ChatService:
         self,
         settings: ChatSettings,
         directory: Directory,
-        store: ChatStore,
-        slack: SlackClient | None,
-        publisher: Publisher,
+        store: ChatStorage,
+        slack: SlackApi | None,
+        publisher: RecordPublisher,
         svid: Svid,
         signing_secret: bytes,
     ) -> None:
@@ -256,6 +258,13 @@ class ChatService:
             await self._publish([record])
         except Exception as exc:
             log.error("audit event %s not published: %r", audit_type, exc)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        """Let the ephemeral messages under way finish."""
+        await self.close()
 
     async def close(self) -> None:
         for task in list(self._background):

@@ -3,7 +3,8 @@
 Reads the raw body (at most `HTTP_MAX_BODY_BYTES`, 64 KiB: Slack's payloads are
 far smaller; 413 with a JSON body above; 408 when it does not arrive within the
 body timeout, atb_runtime.web) and hands the exact bytes and the headers to the
-service; answers with its status and JSON. Never raises into aiohttp: an
+service (`ChatService.handle_interaction`); answers with its status and JSON. The site
+is run by the service runner (`atb_runtime.ops.HttpSite`). Never raises into aiohttp: an
 unexpected error is a 500 with a JSON body.
 
 `InteractionForm` and `InteractionAnswer` describe the request and every answer
@@ -18,12 +19,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from atb_runtime.ops import start_site
-from atb_runtime.web import BodyTimeoutError, app_runner, read_body_within
+from atb_runtime.web import BodyTimeoutError, read_body_within
 from chat.service import Answer
 from contracts.limits import HTTP_MAX_BODY_BYTES
 
-__all__ = ["INTERACTIONS_PATH", "MAX_BODY", "InteractionAnswer", "InteractionForm", "InteractionsServer", "build_app"]
+__all__ = ["INTERACTIONS_PATH", "MAX_BODY", "InteractionAnswer", "InteractionForm", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +85,3 @@ def build_app(handle: Handle) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post(INTERACTIONS_PATH, interactions)
     return app
-
-
-class InteractionsServer:
-    def __init__(self, host: str, port: int, handle: Handle) -> None:
-        self._host = host
-        self._port = port
-        self._handle = handle
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        self._runner = app_runner(build_app(self._handle))
-        await self._runner.setup()
-        await start_site(self._runner, "chat", self._host, self._port)
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

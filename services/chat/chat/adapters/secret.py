@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["dev_secret_path", "ensure_signing_secret", "read_secret"]
+__all__ = ["dev_secret_path", "ensure_signing_secret", "read_secret", "signing_secret"]
 
 
 def dev_secret_path(state_dir: Path) -> Path:
@@ -40,3 +40,12 @@ def read_secret(path: Path) -> bytes:
     if len(secret) < 16:
         raise ValueError(f"{path}: a Slack signing secret must have at least 16 characters")
     return secret
+
+
+def signing_secret(inline: str | None, file: Path | None, state_dir: Path) -> bytes:
+    """The configured secret (`ATB_SLACK_SIGNING_SECRET`, else `..._FILE`), else the dev one in the state folder."""
+    if inline is not None:
+        return inline.encode()
+    if file is not None:
+        return read_secret(file)
+    return ensure_signing_secret(dev_secret_path(state_dir))

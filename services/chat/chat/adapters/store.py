@@ -17,6 +17,7 @@ store opens, under a lock); the tables below describe it for queries.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ class ChatStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
     def messages(self, request_id: str) -> list[PostedMessage]:
         query = (
