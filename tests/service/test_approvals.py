@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from atb_runtime.partitioning import partition_for
 from contracts import QuorumReached, RequestDenied, RequestExpired, Tier, Topic, VoteChoice
 from tests.service.bus import Bus
 from tests.service.clock import Clock
@@ -183,8 +184,6 @@ async def test_garbage_and_forgeries_are_dead_lettered_and_a_bad_vote_fails_its_
     votes = world.topic(Topic.VOTES)
 
     # Not an event at all, keyed by a request id, on its key's partition.
-    from atb_runtime.partitioning import partition_for
-
     await bus.publish_raw(Topic.POA_REQUESTS, b"req-junk", b"{not json", partition_for(b"req-junk", 3))
     # A request on another partition than its key's.
     _, misplaced = world.request("req-misplaced", LOW)
