@@ -22,6 +22,7 @@ Ports and readiness (README "Readiness"):
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -82,6 +83,8 @@ class StackConfig:
     """Slack Web API base URL for the chat service (the local stand-in in tests and the demo)."""
     chat_port: int = 0
     """Port of the chat service's POST /slack/interactions; 0 lets the stack allocate one."""
+    witness: bool = False
+    """Also run an `atb witness` for this stack's audit log; the audit sink submits every checkpoint to it."""
 
     def run_dir(self) -> Path:
         return self.state_dir / "services" / (self.namespace.rstrip(".") or "default")
@@ -101,6 +104,11 @@ class ServiceStack:
         """HTTPS (mTLS) port of `POST /v1/authorize` per broker process name."""
         self.chat_port = config.chat_port or self._ports.allocate()
         self.processes: dict[str, ManagedProcess] = {}
+        self.witness_port = self._ports.allocate() if config.witness else 0
+        self.witness_vkey = self._witness_keys() if config.witness else ""
+        """The witness's verifier key (`--witness-key` of `atb audit verify`)."""
+        if config.witness:
+            self.processes["witness"] = self._witness_process()
         self.ops_ports: dict[str, int] = {name: self._ports.allocate() for name in services}
         for name in services:
             self.processes[name] = self._process(name, self.ops_ports[name])
@@ -125,7 +133,61 @@ class ServiceStack:
     def broker_url(self, name: str = "broker") -> str:
         return f"https://127.0.0.1:{self.broker_ports[name]}"
 
+    @property
+    def witness_url(self) -> str:
+        return f"http://127.0.0.1:{self.witness_port}"
+
+    def _witness_dir(self) -> Path:
+        # Its state is this stack's: a witness remembers the newest checkpoint per log origin, and
+        # another stack's audit store (another namespace) is another log under the same origin.
+        return self.config.run_dir() / "witness"
+
+    def _witness_keys(self) -> str:
+        """Create the audit log's key and the witness's key now: each side must know the other's at start."""
+        from atb.witness.adapters.keys import load_or_create_cosigner
+        from atb.witness.settings import WitnessSettings
+        from audit_sink.adapters.signing import load_or_create_signer
+        from audit_sink.settings import AuditSinkSettings
+
+        sink = AuditSinkSettings(state_dir=self.config.state_dir)
+        load_or_create_signer(sink.key_path(), sink.checkpoint_origin)
+        witness = WitnessSettings(state_dir=self.config.state_dir, witness_state_dir=self._witness_dir())
+        return str(load_or_create_cosigner(witness.key_path(), witness.witness_name).key)
+
+    def _witness_process(self) -> ManagedProcess:
+        cfg = self.config
+        env = {**os.environ, "ATB_STATE_DIR": str(cfg.state_dir), **cfg.extra_env}
+        held = self._ports.held([self.witness_port])
+        env[LISTEN_FDS_ENV] = ",".join(map(str, held))
+        argv = [sys.executable, "-m", "atb.witness", "serve", "--state-dir", str(self._witness_dir())]
+        argv += ["--port", str(self.witness_port)]
+        run_dir = cfg.run_dir()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        url = self.witness_url
+
+        async def ready() -> bool:
+            # The witness serves only POST /add-checkpoint and GET of cosigned checkpoints: any HTTP
+            # answer on its held socket means it is serving.
+            try:
+                timeout = aiohttp.ClientTimeout(total=1.0)
+                async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+                    return response.status > 0
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                return False
+
+        return ManagedProcess(
+            "witness",
+            argv,
+            env,
+            log_path=run_dir / "witness.log",
+            pid_path=run_dir / "witness.pid",
+            ready=ready,
+            pass_fds=held,
+        )
+
     def _service_env(self, name: str, process_name: str) -> dict[str, str]:
+        if name == "audit-sink" and self.config.witness:
+            return {"ATB_AUDIT_WITNESSES": json.dumps([{"url": self.witness_url, "vkey": self.witness_vkey}])}
         if name != "broker":
             return {}
         self.broker_ports[process_name] = self._ports.allocate()

@@ -66,6 +66,7 @@ async def _serve(settings) -> None:  # type: ignore[no-untyped-def]
     from atb.witness.adapters.keys import load_or_create_cosigner
     from atb.witness.adapters.state import StateBusyError, WitnessState
     from atb.witness.server import make_app
+    from atb_runtime.ops import start_site
     from audit_sink.adapters.signing import load_verifier
     from audit_sink.domain.checkpoint import NoteError
 
@@ -80,9 +81,9 @@ async def _serve(settings) -> None:  # type: ignore[no-untyped-def]
         raise AtbUsageError(str(exc)) from exc
     runner = web.AppRunner(make_app(cosigner, state, logs), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.witness_host, settings.witness_port)
-    await site.start()
-    bound = runner.addresses[0][1] if runner.addresses else settings.witness_port
+    # The socket a supervisor (ServiceStack) holds for the port, else a fresh bind (atb_runtime.ops).
+    port = await start_site(runner, "witness", settings.witness_host, settings.witness_port)
+    bound = runner.addresses[0][1] if runner.addresses else port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

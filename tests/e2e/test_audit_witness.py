@@ -22,6 +22,7 @@ from atb.dev.stack import ServiceStack, StackConfig
 from audit_sink.adapters.db import AuditStore, make_engine
 from audit_sink.adapters.signing import load_or_create_signer, verify_cosignature
 from audit_sink.domain.checkpoint import SignedNote
+from audit_sink.domain.cosignature import CosignerKey
 from audit_sink.evidence import OutsideCheckpoints, verify_store
 from tests.audit_db import AuditDb
 from tests.audit_support import ORIGIN, bypassing_triggers
@@ -97,3 +98,40 @@ async def test_the_sink_submits_and_stores_cosignatures(
             and p.endswith(f"commits to {newest} > {first}")
             for p in report.problems
         ), report.problems
+
+
+async def test_a_stack_with_a_witness_runs_it_and_the_sink_is_witnessed(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    """`StackConfig(witness=True)` (what `atb demo` runs): the stack's own witness cosigns its sink's checkpoints."""
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    env = {"ATB_CHECKPOINT_EVERY": "20", "ATB_CHECKPOINT_INTERVAL_S": "1"}
+    config = StackConfig(
+        kafka_bootstrap, "http://127.0.0.1:1", tmp_path, namespace=namespace, audit_db_url=db_url, extra_env=env
+    )
+    stack = ServiceStack(config, services=("audit-sink",))
+    assert "witness" not in stack.processes  # opt-in
+    await stack.stop()
+    stack = ServiceStack(StackConfig(**{**config.__dict__, "witness": True}), services=("audit-sink",))
+    key = CosignerKey.parse(stack.witness_vkey)
+    await stack.start(ready_timeout=90)
+    store = AuditStore(make_engine(db_url), "")
+    try:
+        await _publish(kafka_bootstrap, namespace, 0, 60)
+        deadline = time.monotonic() + 60
+        sizes: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            sizes = await asyncio.to_thread(store.cosigned_sizes)
+            if sizes.get(key.key_id.hex(), 0) >= 60:
+                break
+            await asyncio.sleep(0.3)  # polls the store until the witness's cosignature is there
+        else:
+            raise AssertionError(f"the stack's witness cosigned no checkpoint covering 60 events: {sizes}")
+    finally:
+        await stack.stop()
+    log_key = load_or_create_signer(tmp_path / "audit" / "checkpoint.key", ORIGIN).verifier
+    report = await asyncio.to_thread(
+        verify_store, make_engine(db_url), log_key, outside=OutsideCheckpoints([key], threshold=1)
+    )
+    assert report.ok, report.problems
+    assert max(a.checkpoint.size for a in report.anchors) >= 60
