@@ -24,6 +24,7 @@ from atb_identity import Svid, bundle_path
 from broker.settings import DEFAULT_CONNECTORS
 from contracts import Decision, JsonObject, Leg
 from contracts.http import AuthorizeResponse
+from contracts.reasons import ReasonCode
 
 __all__ = ["ConnectorDemo", "DemoStepError", "revoked_is_refused", "spend_once_then_replay"]
 
@@ -56,7 +57,7 @@ class ConnectorDemo:
 
 
 def _line(console: Console, label: str, answer: AuthorizeResponse) -> None:
-    reasons = ", ".join(answer.reasons)
+    reasons = ", ".join(map(str, answer.reasons))
     colour = "green" if answer.decision is Decision.ALLOW else "red"
     console.print(f"{label}: [{colour}][bold]{answer.decision.value}[/bold][/{colour}] ({reasons})")
 
@@ -89,7 +90,7 @@ async def spend_once_then_replay(
             action, resource, request_id=request_id, tenant="acme", poa=token, params=params
         )
         _line(console, "The same PoA again", second)
-    if second.decision is not Decision.DENY or not second.reasons[0].startswith("poa_single_use_replay_blocked"):
+    if second.decision is not Decision.DENY or second.reasons[0].code is not ReasonCode.POA_SINGLE_USE_REPLAY_BLOCKED:
         raise DemoStepError(f"a spent PoA was not blocked: {second.reasons}")
     if len(demo.sap.calls) != calls:
         raise DemoStepError("the connector was called for a replay")
@@ -117,5 +118,5 @@ async def revoked_is_refused(
     async with BrokerClient(svid=svid, bundle_path=bundle_path(state_dir), base_url=broker_url) as broker:
         answer = await broker.authorize(action, resource, request_id=request_id, tenant="acme", poa=status.poa.token)
     _line(console, "The revoked PoA, unexpired and unspent", answer)
-    if answer.decision is not Decision.DENY or not answer.reasons[0].startswith("poa_revoked"):
+    if answer.decision is not Decision.DENY or answer.reasons[0].code is not ReasonCode.POA_REVOKED:
         raise DemoStepError(f"a revoked PoA was not refused: {answer.reasons}")

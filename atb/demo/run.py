@@ -125,7 +125,7 @@ async def _scenario(console: Console, infra: Infra, db_url: str, state_dir: Path
     async with AgentClient(svid=svid, tenant="acme", bootstrap=infra.kafka_bootstrap) as agent:
         decision = await agent.invoke(action, resource, poa=token, request_id=request_id, params=params)
     console.print(
-        f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(decision.reasons)}) "
+        f"Broker decision: [bold]{decision.decision.value}[/bold] ({', '.join(map(str, decision.reasons))}) "
         f"after {1000 * (time.perf_counter() - got_poa):.0f} ms"
     )
     if decision.decision is not Decision.ALLOW:

@@ -188,8 +188,8 @@ def _describe(record: TraceRecord, verdicts: dict[str, str]) -> tuple[str, str, 
     if isinstance(p, BrokerDecision):
         return (
             "broker decision",
-            f"{p.decision.value}: {'; '.join(p.reasons)} (jti {p.jti}, policy {p.policy_version})",
-            {"action_id": p.action_id, "reasons": list(p.reasons)},
+            f"{p.decision.value}: {'; '.join(map(str, p.reasons))} (jti {p.jti}, policy {p.policy_version})",
+            {"action_id": p.action_id, "reasons": [{"code": r.code.value, "detail": r.detail} for r in p.reasons]},
         )
     if isinstance(p, AuditEvent):
         return f"audit: {p.audit_type}", f"{p.outcome}" + (f": {p.reason}" if p.reason else ""), dict(p.details)
