@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime
 
-from atb_runtime import OpaClient
+from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
@@ -23,29 +21,16 @@ from contracts import (
     topic_name,
 )
 from contracts.directory import Directory
-from issuer.adapters.announce import publish_keys
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.http import JWKS_PATH, jwks_handler
-from issuer.adapters.keyring import KeyEntry, SigningKeyRing
-from issuer.adapters.keys import SigningKey, load_or_create_key
+from issuer.adapters.keyring import open_keys
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
 settings = IssuerSettings()
 
 
-def key_source() -> tuple[Callable[[datetime], SigningKey], Callable[[datetime], list[KeyEntry]]]:
-    """A mounted key (production) is used alone; otherwise the rotating keyring in the state folder."""
-    if settings.signing_key_path is not None:
-        single = load_or_create_key(settings.signing_key_path)
-        entry = KeyEntry(single, datetime(1970, 1, 1, tzinfo=UTC), None)
-        return (lambda _now: single), (lambda _now: [entry])
-    ring = SigningKeyRing.ensure(settings.keyring_dir())
-    return ring.current, ring.published
-
-
 async def build() -> ServiceRunner:
-    current, published = key_source()
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     opa = OpaClient(settings.opa_url)
     agents = load_agent_registry(settings.agent_registry_path)
@@ -59,19 +44,9 @@ async def build() -> ServiceRunner:
         vote_attester_tiers=settings.vote_attester_tiers,
     )
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
-    service = IssuerService(settings, current, evidence, bundle, svid)
-
-    async def announce() -> None:
-        await publish_keys(
-            published(datetime.now(UTC)),
-            bootstrap=settings.kafka_bootstrap_servers,
-            namespace=settings.topic_namespace,
-            issuer=settings.service_id,
-            svid=svid,
-        )
-
-    jwks = jwks_handler(lambda: [e.key.jwk for e in published(datetime.now(UTC))])
-
+    keys = open_keys(settings.signing_key_path, settings.keyring_dir())
+    publisher = Publisher(settings.kafka_bootstrap_servers, "atb-issuer-keys")
+    service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher)
     return ServiceRunner(
         settings,
         name="issuer",
@@ -81,9 +56,9 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         on_rewind=service.on_rewind,
         poison=service.set_aside,
-        before_start=(announce,),
+        components=(publisher, service),  # the service announces its keys on start, before it signs
         closers=(opa.close,),
-        routes=((JWKS_PATH, jwks),),
+        routes=((JWKS_PATH, jwks_handler(service.jwks)),),
     )
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from atb_identity import ClaimNotProvenError, IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
 from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing_envelope
 from atb_runtime.identity import service_svid
+from atb_runtime.publisher import RecordPublisher
 from atb_runtime.readback import read_records
 from contracts import (
     EventDecodeError,
@@ -30,11 +31,13 @@ from contracts import (
     payload_of,
     topic_name,
 )
-from issuer.adapters.evidence import EvidenceVerifier
+from issuer.adapters.announce import key_records
+from issuer.adapters.keyring import KeyEntry
 from issuer.adapters.keys import SigningKey
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import QuorumEvidenceError, build_claims, check_evidence
 from issuer.domain.evidence import DEADLINE_SLACK, MAX_QUORUM_AGE, check_fresh
+from issuer.ports import KeySource, QuorumEvidence
 from issuer.settings import IssuerSettings
 
 __all__ = ["ISSUED_MEMORY", "IssuerService"]
@@ -51,11 +54,15 @@ class IssuerService:
     def __init__(
         self,
         settings: IssuerSettings,
-        keys: Callable[[datetime], SigningKey],
-        evidence: EvidenceVerifier,
+        keys: KeySource | Callable[[datetime], SigningKey],
+        evidence: QuorumEvidence,
         bundle: TrustBundle,
         svid: Svid | None = None,
+        *,
+        publisher: RecordPublisher | None = None,
     ) -> None:
+        """`keys`: the key source; a bare function giving the current key signs but publishes no key.
+        `publisher`: where the keys are announced on start (none: not announced)."""
         self._settings = settings
         self._bundle = bundle
         self._svid = svid
@@ -66,10 +73,32 @@ class IssuerService:
         """Request id → (partition, when) of the PoAs issued within ISSUED_MEMORY."""
         self._pruned_at = datetime.now(UTC)
         self._evidence = evidence
-        self._keys = keys
+        self._keys: KeySource = keys if not callable(keys) else _Signing(keys)
+        self._publisher = publisher
         self._source = settings.service_id
         self._ns = settings.topic_namespace
         self._dead = DeadLetters(self.CONSUMER, self._source, self._ns)
+
+    # -- keys --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Announce every published key on `atb.keys` before anything is signed (docs/architecture.md §5.5)."""
+        if self._publisher is None:
+            return
+        published = self._keys.published(datetime.now(UTC))
+        await self._publisher.publish(
+            key_records(published, namespace=self._ns, issuer=self._source, svid=self._identity())
+        )
+        await self._publisher.flush()
+
+    async def stop(self) -> None:
+        return None
+
+    def jwks(self) -> list[dict[str, str]]:
+        """The public keys published now, as JWKs (`GET /.well-known/jwks.json`)."""
+        return [entry.key.jwk for entry in self._keys.published(datetime.now(UTC))]
+
+    # -- outcomes ------------------------------------------------------------------------
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
         return await each_record(records, self._handle_one, self._dead.crashed)
@@ -144,11 +173,14 @@ class IssuerService:
 
     def _signed(self, event: EventPayload) -> Outgoing:
         """PoaIssued and RequestDenied carry the issuer's proof: views and waiters use only proven ones."""
+        envelope = sign_envelope(make_envelope(event, source=self._source), self._identity())
+        return outgoing_envelope(envelope, topic_name(event.topic, self._ns))
+
+    def _identity(self) -> Svid:
         if self._svid is None:
             s = self._settings
             self._svid = service_svid(s.state_dir, s.service_id, s.svid_cert_path, s.svid_key_path)
-        envelope = sign_envelope(make_envelope(event, source=self._source), self._svid)
-        return outgoing_envelope(envelope, topic_name(event.topic, self._ns))
+        return self._svid
 
     def _proof_refused(self, quorum: QuorumReached, presented: str, exc: IdentityError) -> Outgoing:
         return audit(
@@ -182,7 +214,7 @@ class IssuerService:
             jti=uuid.uuid4().hex,
             cnf_thumbprint=quorum.request.agent_cert_thumbprint,
         )
-        signer = PoaSigner(self._keys(datetime.now(UTC)))
+        signer = PoaSigner(self._keys.current(datetime.now(UTC)))
         token = signer.sign(claims)
         issued = PoaIssued(
             request_id=quorum.request_id,
@@ -237,3 +269,13 @@ class IssuerService:
                 details={"code": exc.code.value},
             ),
         ]
+
+
+class _Signing:
+    """A key source from a function giving the current key: it publishes no key."""
+
+    def __init__(self, current: Callable[[datetime], SigningKey]) -> None:
+        self.current = current
+
+    def published(self, now: datetime) -> list[KeyEntry]:
+        return []

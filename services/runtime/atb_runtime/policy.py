@@ -15,6 +15,7 @@ its tenant or target tenant is not one of them.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from pydantic import JsonValue
 
@@ -23,7 +24,14 @@ from contracts import IssuanceRequested
 from contracts.agents import AgentRegistry
 from contracts.requirements import Requirements, RequirementsError
 
-__all__ = ["RequirementsClient"]
+__all__ = ["RequirementsClient", "RequirementsSource"]
+
+
+class RequirementsSource(Protocol):
+    """The port of the services that ask what a request requires (approvals, issuer); `RequirementsClient`
+    implements it over OPA. Raises `PolicyUnavailableError` when no answer can be had (fail closed)."""
+
+    async def for_request(self, request: IssuanceRequested) -> Requirements: ...
 
 
 class RequirementsClient:

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
-from atb_runtime.policy import RequirementsClient
+from atb_runtime.policy import RequirementsSource
 from contracts import (
     CountedVote,
     EventDecodeError,
@@ -40,7 +40,7 @@ class EvidenceVerifier:
         *,
         bundle: TrustBundle,
         directory: Directory,
-        policy: RequirementsClient,
+        policy: RequirementsSource,
         agents: AgentRegistry,
         request_attesters: Collection[str],
         vote_attesters: Collection[str],

@@ -25,7 +25,7 @@ from pathlib import Path
 from contracts import MAX_LIFETIME_SECONDS
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
-__all__ = ["RETIRE_LEEWAY", "KeyEntry", "SigningKeyRing"]
+__all__ = ["RETIRE_LEEWAY", "KeyEntry", "MountedKey", "SigningKeyRing", "open_keys"]
 
 RETIRE_LEEWAY = timedelta(seconds=60)
 """Verifier leeway plus cache age (RFC 8725 practice: keep old keys TTL + leeway + cache age)."""
@@ -118,6 +118,26 @@ class SigningKeyRing:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(body, handle, indent=2)
         tmp.replace(self._index)
+
+
+class MountedKey:
+    """A key given as a mounted secret (`ATB_SIGNING_KEY_PATH`, production): it alone signs and is published."""
+
+    def __init__(self, path: Path) -> None:
+        self._entry = KeyEntry(load_or_create_key(path), datetime(1970, 1, 1, tzinfo=UTC), None)
+
+    def current(self, now: datetime) -> SigningKey:
+        return self._entry.key
+
+    def published(self, now: datetime) -> list[KeyEntry]:
+        return [self._entry]
+
+
+def open_keys(signing_key_path: Path | None, keyring_dir: Path) -> MountedKey | SigningKeyRing:
+    """A mounted key (production) is used alone; otherwise the rotating keyring in the state folder."""
+    if signing_key_path is not None:
+        return MountedKey(signing_key_path)
+    return SigningKeyRing.ensure(keyring_dir)
 
 
 def _reload(directory: Path, kid: str) -> SigningKey:
