@@ -22,7 +22,8 @@ from audit_sink.adapters.db import make_engine
 from audit_sink.adapters.ledger import iter_rows
 from audit_sink.adapters.signing import load_verifier
 from audit_sink.domain.checkpoint import VerifierKey
-from audit_sink.evidence import check_proof, prove, verify_store
+from audit_sink.domain.cosignature import CosignerKey
+from audit_sink.evidence import OutsideCheckpoints, check_proof, prove, verify_store
 
 __all__ = ["AuditDemoError", "audit_ending"]
 
@@ -44,6 +45,16 @@ async def audit_ending(console: Console, stack: ServiceStack, db_url: str, state
         f"atb audit verify --strict: [green]OK[/green] — {report.rows} rows, {report.leaves} Merkle leaves, "
         f"{report.checkpoints} signed checkpoints (latest size {latest}), key {key}"
     )
+    if stack.witness_vkey:
+        witness = CosignerKey.parse(stack.witness_vkey)
+        witnessed = await asyncio.to_thread(verify_store, engine, key, outside=OutsideCheckpoints([witness]))
+        if not witnessed.ok:
+            raise AuditDemoError(f"the store does not verify against its witness: {witnessed.problems[:3]}")
+        size = max((a.checkpoint.size for a in witnessed.anchors), default=0)
+        console.print(
+            f"atb audit verify --witness-key {witness.name}: [green]OK[/green] — the witness cosigned the log "
+            f"up to size {size}; a rollback below it would be named even if the DBA rewrote the checkpoints"
+        )
     event_id = next(row.event_id for _, row in iter_rows(engine) if row.event_type != "undecodable")
     proof = await asyncio.to_thread(prove, engine, key, event_id)
     checkpoint = check_proof(proof, key)

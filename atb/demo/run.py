@@ -10,6 +10,7 @@ failure.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +69,12 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         audit_db_url=db_url,
         slack_api_url=chat.standin.api_url,
         extra_env={"ATB_CONNECTORS_PATH": str(connectors.registry_path)},
+        witness=True,
     )
+    if not (config.state_dir / "audit" / "audit.db").exists():
+        # A new audit log: the demo's witness starts over with it (a witness that remembered a
+        # larger earlier log under the same origin would rightly refuse to cosign this one).
+        shutil.rmtree(stack_config.run_dir() / "witness", ignore_errors=True)
     stack = ServiceStack(stack_config, services=(*DEFAULT_SERVICES, "chat"))
     chat.interactions_url = stack.interactions_url
     try:
