@@ -34,10 +34,21 @@ from broker.adapters.revocations import RevocationList
 from broker.adapters.spent import SpentStore
 from broker.adapters.verify import PoaVerifier
 from broker.domain import Connector, ConnectorRegistry, Outcome, PolicyDecision, Presentation
-from broker.service import Authorizer
-from contracts import ActionRequested, DigestFields, PoaClaims, PoaRevoked, Tier, request_digest
+from broker.service import Authorizer, outcome_events
+from contracts import (
+    ActionRequested,
+    AuditEvent,
+    BrokerDecision,
+    DigestFields,
+    PoaClaims,
+    PoaRevoked,
+    Tier,
+    decode_envelope,
+    payload_of,
+    request_digest,
+)
 from contracts.agents import AgentRegistry, RegisteredAgent
-from contracts.reasons import ReasonCode
+from contracts.reasons import Reason, ReasonCode
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
 ISSUER = "spiffe://atb.local/svc/issuer"
@@ -656,3 +667,60 @@ def test_each_decision_records_the_policy_version_that_answered_its_batch(
     assert one.allowed
     assert two.allowed
     assert (one.policy_version, two.policy_version) == ("v1", "v2")
+
+
+class _DenyHigh:
+    """The policy says the action is high and the PoA's evidence falls short."""
+
+    async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]:
+        too_low = Reason(ReasonCode.TIER_TOO_LOW, "PoA was issued for medium, the action is high")
+        return [PolicyDecision(False, (too_low,), Tier.HIGH, "v9") for _ in items]
+
+
+def _with_policy(authorizer: Authorizer, policy: Any) -> Authorizer:
+    return Authorizer(
+        verifier=authorizer._verifier,
+        keys=authorizer._keys,
+        revocations=authorizer._revocations,
+        policy=policy,
+        spent=authorizer._spent,
+        registry=authorizer._registry,
+        agents=authorizer._agents,
+    )
+
+
+def _published(outcome: Outcome) -> tuple[BrokerDecision, AuditEvent]:
+    decision, audit = (payload_of(decode_envelope(o.value)) for o in outcome_events(outcome, source=SRC, namespace=""))
+    assert isinstance(decision, BrokerDecision)
+    assert isinstance(audit, AuditEvent)
+    return decision, audit
+
+
+SRC = "spiffe://atb.local/service/broker"
+
+
+def test_an_allow_is_published_with_its_code_and_the_policys_tier(key: SigningKey, authorizer: Authorizer) -> None:
+    outcome = _decide(authorizer, _present(ACTION, good(key)))
+    decision, audit = _published(outcome)
+    assert decision.reasons == (Reason(ReasonCode.POA_VALID),)
+    assert decision.action_tier is Tier.MEDIUM  # AllowPolicy's tier for the action
+    assert audit.audit_type == "broker_action_allowed"
+    assert audit.details["reason_codes"] == ["poa_valid"]
+
+
+def test_a_policy_deny_is_published_as_data_with_the_policys_tier(key: SigningKey, authorizer: Authorizer) -> None:
+    outcome = _decide(_with_policy(authorizer, _DenyHigh()), _present(ACTION, good(key)))
+    decision, audit = _published(outcome)
+    assert decision.codes == (ReasonCode.TIER_TOO_LOW,)
+    assert decision.reasons[0].detail == "PoA was issued for medium, the action is high"
+    assert (decision.action_tier, decision.policy_version) == (Tier.HIGH, "v9")
+    assert audit.details["reason_codes"] == ["tier_too_low"]
+    assert audit.reason == "tier_too_low: PoA was issued for medium, the action is high"
+
+
+def test_a_deny_before_the_policy_records_no_action_tier(key: SigningKey, authorizer: Authorizer) -> None:
+    outcome = _decide(authorizer, _present(ACTION.model_copy(update={"resource": "crm:contact/other"}), good(key)))
+    decision, audit = _published(outcome)
+    assert ReasonCode.RESOURCE_MISMATCH in decision.codes
+    assert decision.action_tier is None
+    assert audit.details["reason_codes"] == [c.value for c in decision.codes]
