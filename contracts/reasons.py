@@ -6,11 +6,15 @@ never the wording. `ReasonCode` also holds every audit name of
 docs/architecture.md §2.9 (`AuditEvent.audit_type`), so one enum names every
 fact ATB reports; `AUDIT_NAMES` is that subset.
 
-`Reason(code, detail)` is the value; `str(reason)` is the `code: detail` text
-that published events carried before codes were fields (BrokerDecision v1, the
-HTTP answer's `reasons`). That text is written from the value, never read back
-into one: `Reason.legacy` is the one exception, for records published before
-the code was a field (BrokerDecision v1, decoded by `BrokerDecisionV1.upcast`).
+`Reason(code, detail)` is the value, and also the wire form: pydantic models
+carry it as `{"code": ..., "detail": ...}` (BrokerDecision v2, the broker's HTTP
+answer), with a code outside the enum or an unknown field refused. The policy
+answers the same shape (opa/policy/poa.rego, `reason(code, detail)`; every code
+it can give is checked to be here by tests/unit/test_policy_reason_codes.py).
+`str(reason)` is the `code: detail` text for humans (logs, `AuditEvent.reason`,
+tables). That text is written from the value, never read back into one:
+`Reason.legacy` is the one exception, for records published before the code
+was a field (BrokerDecision v1, decoded by `BrokerDecisionV1.upcast`).
 
 Pure: no I/O.
 """
