@@ -9,6 +9,7 @@ hermetic tier).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,25 @@ from tests.service.clock import install as install_clock
 from tests.service.world import World
 
 ON_BOTH_BUSES = pytest.mark.parametrize(
-    "bus", ["memory", pytest.param("kafka", marks=pytest.mark.kafka)], indirect=True
+    "bus_target", ["memory", pytest.param("kafka", marks=pytest.mark.kafka)], indirect=True
 )
+
+
+@dataclass(frozen=True)
+class BusTarget:
+    kind: str
+    bootstrap: str = ""
+    namespace: str = ""
+
+
+@pytest.fixture
+def bus_target(request: pytest.FixtureRequest) -> BusTarget:
+    """In memory, unless parametrised with "kafka": then the session's broker and a fresh namespace."""
+    kind = getattr(request, "param", "memory")
+    if kind == "memory":
+        return BusTarget(kind)
+    # Resolved here, outside the event loop: an async fixture cannot ask for another one by name.
+    return BusTarget(kind, request.getfixturevalue("kafka_bootstrap"), request.getfixturevalue("namespace"))
 
 
 @pytest.fixture
@@ -29,16 +47,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-async def bus(request: pytest.FixtureRequest, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bus]:
-    kind = getattr(request, "param", "memory")
-    if kind == "memory":
+async def bus(bus_target: BusTarget, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bus]:
+    if bus_target.kind == "memory":
         memory = MemoryBus(clock)
         install(monkeypatch, memory)
         yield memory
         return
-    namespace: str = request.getfixturevalue("namespace")
-    bootstrap: str = request.getfixturevalue("kafka_bootstrap")
-    kafka = KafkaBus(bootstrap, namespace)
+    kafka = KafkaBus(bus_target.bootstrap, bus_target.namespace)
     await kafka.start()
     try:
         yield kafka
