@@ -3,7 +3,9 @@
 * `java` (17+) runs the broker; `mvn` resolves the broker's jars from Maven Central
   into `<cache>/kafka-jars` by the project's own `infra/pom.xml`, with a pinned
   maven-dependency-plugin; a stamp holds the pom's hash so a pom change re-resolves.
-* `go` builds OPA (`go install` of the pinned `OPA_VERSION`) into `<cache>/bin`.
+* `go` builds OPA (`go install` of the pinned `OPA_VERSION`) into `<cache>/bin`, and
+  the S3-compatible server with Object Lock the audit archive is tested against
+  (versitygw, Apache-2.0, pinned `VERSITYGW_VERSION`, `build_versitygw`).
 
 A tool is asked for only when it is needed: with warm caches only `java` is.
 This module never downloads anything except through Maven and the Go module proxy.
@@ -28,8 +30,11 @@ __all__ = [
     "MIN_JAVA",
     "OPA_MODULE",
     "OPA_VERSION",
+    "VERSITYGW_MODULE",
+    "VERSITYGW_VERSION",
     "Progress",
     "build_opa",
+    "build_versitygw",
     "jars_fresh",
     "jars_stamp",
     "opa_fresh",
@@ -37,12 +42,15 @@ __all__ = [
     "require_tools",
     "resolve_kafka_jars",
     "run_logged",
+    "versitygw_fresh",
 ]
 
 Progress = Callable[[str], None]
 
 OPA_MODULE = "github.com/open-policy-agent/opa"
 OPA_VERSION = "v1.10.1"
+VERSITYGW_MODULE = "github.com/versity/versitygw"
+VERSITYGW_VERSION = "v1.8.0"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 MIN_JAVA = 17
 
@@ -182,3 +190,49 @@ async def build_opa(config: DevConfig, progress: Progress | None = None) -> Path
     if not opa_fresh(config):
         raise ToolError(f"go install did not produce OPA {OPA_VERSION} at {_opa_path(config)}")
     return _opa_path(config)
+
+
+# -- versitygw (S3 with Object Lock, for the audit archive's tests) ---------------------------
+
+
+def _versitygw_path(config: DevConfig) -> Path:
+    return config.bin_dir / "versitygw"
+
+
+def _versitygw_stamp(config: DevConfig) -> Path:
+    return config.bin_dir / ".versitygw.version"
+
+
+def versitygw_fresh(config: DevConfig) -> bool:
+    """True when `<cache>/bin/versitygw` exists and was built from `VERSITYGW_VERSION`.
+
+    Its `--version` says only "git" when built by `go install`, so the version is in a stamp
+    written after a successful build.
+    """
+    if not os.access(_versitygw_path(config), os.X_OK):
+        return False
+    try:
+        return _versitygw_stamp(config).read_text().strip() == f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}"
+    except OSError:
+        return False
+
+
+async def build_versitygw(config: DevConfig, progress: Progress | None = None) -> Path:
+    """`go install` the pinned versitygw into `<cache>/bin` unless that exact version is there."""
+    if versitygw_fresh(config):
+        return _versitygw_path(config)
+    go = require_tools(["go"])["go"]
+    if progress:
+        progress(f"building versitygw {VERSITYGW_VERSION} with go install (first run only, about 1.5 min cold)")
+    config.bin_dir.mkdir(parents=True, exist_ok=True)
+    _versitygw_stamp(config).unlink(missing_ok=True)
+    env = {**os.environ, "GOBIN": str(config.bin_dir)}
+    await run_logged(
+        [go, "install", f"{VERSITYGW_MODULE}/cmd/versitygw@{VERSITYGW_VERSION}"],
+        config.cache_dir / "logs" / "go-install-versitygw.log",
+        env,
+    )
+    if not os.access(_versitygw_path(config), os.X_OK):
+        raise ToolError(f"go install did not produce versitygw at {_versitygw_path(config)}")
+    _versitygw_stamp(config).write_text(f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}\n")
+    return _versitygw_path(config)

@@ -1,0 +1,258 @@
+"""Where segments and manifests are kept: S3-compatible object storage with Object Lock.
+
+`S3Archive` writes every object once, in Object Lock **COMPLIANCE** mode with a
+retain-until date: until then the server refuses to overwrite or delete it, for
+every user, the account's root included, and the date can only be extended.
+A legal hold on the audit store maps to the object's legal hold (`set_legal_hold`).
+The bucket must have been created with Object Lock enabled (`create_bucket`
+does that); `require_object_lock` refuses to archive into any other.
+
+The URL is `s3://<bucket>/<prefix>`. The endpoint and the credentials come from
+the usual AWS settings (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, a profile...) unless given.
+`DirArchive` reads a local copy of an archive (`file:///path/to/copy`, laid out
+as the bucket: `<prefix>manifests/...`), for verification away from the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+__all__ = [
+    "ArchiveObjects",
+    "ArchiveRefusedError",
+    "ArchiveUnavailableError",
+    "ArchiveUrlError",
+    "DirArchive",
+    "Lock",
+    "S3Archive",
+    "open_archive",
+]
+
+
+class ArchiveUrlError(ValueError):
+    """An archive URL this module cannot use."""
+
+
+class ArchiveUnavailableError(RuntimeError):
+    """The object store did not answer, or refused the credentials."""
+
+
+class ArchiveRefusedError(RuntimeError):
+    """The object store refused a write: `code` and `message` are the server's."""
+
+    def __init__(self, key: str, operation: str, code: str, message: str) -> None:
+        super().__init__(f"{operation} {key}: refused by the object store: {code}: {message}")
+        self.key, self.operation, self.code, self.server_message = key, operation, code, message
+
+
+@dataclass(frozen=True)
+class Lock:
+    """An object's Object Lock state as the server reports it."""
+
+    mode: str | None
+    retain_until: datetime | None
+    legal_hold: bool
+
+
+class ArchiveObjects(Protocol):
+    """What reading an archive needs."""
+
+    @property
+    def location(self) -> str: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def lock(self, key: str) -> Lock | None:
+        """None where the copy cannot say (a local folder)."""
+        ...
+
+
+def _error_code(exc: Exception) -> tuple[str, str]:
+    response: dict[str, Any] = getattr(exc, "response", {}) or {}
+    error = response.get("Error", {})
+    return str(error.get("Code", type(exc).__name__)), str(error.get("Message", exc))
+
+
+class S3Archive:
+    """An archive in an S3 bucket (any S3-compatible server with Object Lock)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self._s3 = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    @classmethod
+    def connect(
+        cls,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str | None = None,
+    ) -> S3Archive:
+        import boto3  # imported late: only the archive paths need it
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"max_attempts": 4, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        )
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint or None,
+            aws_access_key_id=access_key or None,
+            aws_secret_access_key=secret_key or None,
+            region_name=region or None,
+            config=config,
+        )
+        return cls(client, bucket, prefix)
+
+    @property
+    def client(self) -> Any:
+        return self._s3
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _call(self, operation: str, key: str, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._s3, operation)(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            code, message = _error_code(exc)
+            if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}:
+                raise ArchiveUnavailableError(f"{self.location}: {code}: {message}") from exc
+            raise ArchiveRefusedError(key, operation, code, message) from exc
+        except BotoCoreError as exc:
+            raise ArchiveUnavailableError(f"{self.location}: {exc}") from exc
+
+    def create_bucket(self) -> None:
+        """Create the bucket with Object Lock enabled (a no-op if this caller owns it already)."""
+        try:
+            self._call("create_bucket", self.bucket, ObjectLockEnabledForBucket=True)
+        except ArchiveRefusedError as exc:
+            if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
+
+    def require_object_lock(self) -> None:
+        """ArchiveRefusedError unless the bucket has Object Lock enabled."""
+        try:
+            answer = self._call("get_object_lock_configuration", self.bucket)
+        except ArchiveRefusedError as exc:
+            raise ArchiveRefusedError(
+                self.bucket, "archive into", exc.code, f"the bucket has no Object Lock ({exc.server_message})"
+            ) from exc
+        if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise ArchiveRefusedError(self.bucket, "archive into", "ObjectLockNotEnabled", "Object Lock is disabled")
+
+    def put_locked(self, key: str, data: bytes, retain_until: datetime, *, legal_hold: bool = False) -> None:
+        """Write `data` once, locked in COMPLIANCE mode until `retain_until` (refused if the key exists)."""
+        self._call(
+            "put_object",
+            key,
+            Key=key,
+            Body=data,
+            ContentType="application/json",
+            ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate=retain_until.astimezone(UTC),
+            ObjectLockLegalHoldStatus="ON" if legal_hold else "OFF",
+        )
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            answer = self._call("get_object", key, Key=key)
+        except ArchiveRefusedError as exc:
+            if exc.code in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        body: bytes = answer["Body"].read()
+        return body
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            answer = self._call("list_objects_v2", prefix, Prefix=self.prefix + prefix, **extra)
+            keys += [str(item["Key"]) for item in answer.get("Contents", [])]
+            if not answer.get("IsTruncated"):
+                return sorted(keys)
+            token = answer.get("NextContinuationToken")
+
+    def lock(self, key: str) -> Lock:
+        try:
+            retention = self._call("get_object_retention", key, Key=key).get("Retention", {})
+        except ArchiveRefusedError as exc:
+            if exc.code not in {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"}:
+                raise
+            retention = {}
+        try:
+            hold = self._call("get_object_legal_hold", key, Key=key).get("LegalHold", {}).get("Status") == "ON"
+        except ArchiveRefusedError as exc:
+            if exc.code not in {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"}:
+                raise
+            hold = False
+        until = retention.get("RetainUntilDate")
+        return Lock(retention.get("Mode"), until.astimezone(UTC) if until is not None else None, hold)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        self._call("put_object_legal_hold", key, Key=key, LegalHold={"Status": "ON" if on else "OFF"})
+
+
+class DirArchive:
+    """A local copy of an archive, read only."""
+
+    def __init__(self, root: Path, prefix: str = "") -> None:
+        self.root = root
+        self.prefix = prefix
+
+    @property
+    def location(self) -> str:
+        return f"file://{self.root}/{self.prefix}"
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / (self.prefix + prefix)
+        if not base.is_dir():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+
+    def get(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+    def lock(self, key: str) -> Lock | None:
+        return None
+
+
+def open_archive(url: str, *, endpoint: str | None = None) -> S3Archive | DirArchive:
+    """`s3://bucket/prefix` or `file:///path/to/copy` (a prefix inside the copy: `file:///copy#prefix/`)."""
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ArchiveUrlError(f"{url!r}: no bucket (s3://<bucket>/<prefix>)")
+        prefix = parts.path.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return S3Archive.connect(parts.netloc, prefix, endpoint=endpoint)
+    if parts.scheme == "file":
+        root = Path(parts.path)
+        if not root.is_dir():
+            raise ArchiveUrlError(f"{url!r}: no folder {root}")
+        prefix = parts.fragment
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return DirArchive(root, prefix)
+    raise ArchiveUrlError(f"{url!r}: an archive URL is s3://<bucket>/<prefix> or file:///<folder>")
