@@ -1,0 +1,67 @@
+"""The OPA configuration that polls the signed bundle and verifies it (`atb policy opa-config`).
+
+The same document serves the dev stack's bundle mode (atb/dev/opa.py), a
+docker-compose OPA (`opa run --server --config-file /config/opa.json`) and a
+Kubernetes sidecar (the file from a ConfigMap); docs/policy.md shows each.
+
+    services.atb-bundles.url         the bundle store (atb/policy/publish.py)
+    bundles.atb.resource             bundles/atb.tar.gz
+    bundles.atb.polling              min/max delay between polls (OPA's long-polling off)
+    bundles.atb.signing.keyid        the key every bundle must be signed with: a bundle
+                                     without `.signatures.json`, or whose signature does
+                                     not verify with that key, is refused and the last
+                                     good bundle stays active
+    keys.<keyid>                     the public key (PEM) and its algorithm
+    status.prometheus                OPA's bundle metrics on /metrics and /v1/status
+                                     (deploy/prometheus/alerts.yml alerts on them)
+
+`signing.keyid` is always written: OPA before 1.21.3 required the signature only
+when a key id was configured (GHSA-g2pf-6v5v-qcc8).
+"""
+
+from __future__ import annotations
+
+from pydantic import JsonValue
+
+from atb.policy.keys import DEFAULT_KEY_ID
+from atb.policy.publish import SERVED_NAME
+
+__all__ = ["BUNDLE_NAME", "BUNDLE_SERVICE", "opa_config"]
+
+BUNDLE_NAME = "atb"
+"""The bundle's name in OPA: `data.system.bundles.atb`, the `name` label of OPA's bundle metrics."""
+
+BUNDLE_SERVICE = "atb-bundles"
+
+
+def opa_config(
+    *,
+    service_url: str,
+    public_pem: str,
+    algorithm: str,
+    key_id: str = DEFAULT_KEY_ID,
+    resource: str = SERVED_NAME,
+    min_delay_s: int = 10,
+    max_delay_s: int = 30,
+    persistence_dir: str | None = None,
+) -> dict[str, JsonValue]:
+    """OPA's configuration document (JSON, which OPA reads as YAML too)."""
+    if not 0 < min_delay_s <= max_delay_s:
+        raise ValueError(f"polling delays must satisfy 0 < min ({min_delay_s}) <= max ({max_delay_s})")
+    bundle: dict[str, JsonValue] = {
+        "service": BUNDLE_SERVICE,
+        "resource": resource,
+        "polling": {"min_delay_seconds": min_delay_s, "max_delay_seconds": max_delay_s},
+        "signing": {"keyid": key_id},
+    }
+    config: dict[str, JsonValue] = {
+        "services": {BUNDLE_SERVICE: {"url": service_url.rstrip("/")}},
+        "bundles": {BUNDLE_NAME: bundle},
+        "keys": {key_id: {"algorithm": algorithm, "key": public_pem}},
+        "status": {"prometheus": True},
+    }
+    if persistence_dir is not None:
+        # A restarted OPA starts from the last verified bundle when the store is down.
+        bundle["persist"] = True
+        config["persistence_directory"] = persistence_dir
+    return config
