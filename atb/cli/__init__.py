@@ -19,6 +19,7 @@ from atb.cli.poa import poa_app
 from atb.cli.trace import trace
 from atb.cli.vote import pending, vote
 from atb.dev.cli import dev_app
+from atb.policy.cli import policy_app
 from atb.replay.cli import replay_app
 from atb.witness.cli import witness_app
 
@@ -35,6 +36,7 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(keys_app, name="keys")
 app.add_typer(poa_app, name="poa")
 app.add_typer(replay_app, name="replay")
+app.add_typer(policy_app, name="policy")
 app.command()(vote)
 app.command()(pending)
 app.command()(trace)
