@@ -64,14 +64,14 @@ class GatewayService:
 
     async def issue(self, agent_id: str, thumbprint: str, body: IssueRequest) -> IssueAccepted | GatewayRefusal:
         """Accept a request of `agent_id` (whose certificate has `thumbprint`) and publish it, attested."""
-        refusal = self._agents.refusal(agent_id, body.tenant)
+        refusal = self._agents.refusal_reason(agent_id, body.tenant)
         if refusal is not None:
             # The tenant is the registry's word for this certificate, never the body's.
             await self.audit(
                 "request_tenant_refused",
-                refusal,
+                str(refusal),
                 {
-                    "code": "tenant_not_allowed",
+                    "code": refusal.code.value,
                     "presented": [agent_id],
                     "tenant": body.tenant,
                     "target_tenant": body.target_tenant,
@@ -80,8 +80,7 @@ class GatewayService:
                 },
                 body.request_id,
             )
-            message = refusal.removeprefix("tenant_not_allowed: ")
-            return GatewayRefusal(403, "tenant_not_allowed", message, "tenant")
+            return GatewayRefusal(403, refusal.code.value, refusal.detail, "tenant")
         issuance = IssuanceRequested(
             request_id=body.request_id or f"req-{uuid.uuid4().hex}",
             agent_id=agent_id,
