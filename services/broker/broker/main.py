@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import gc
-import time
-
-from atb_identity import bundle_path
-from atb_identity.tls import server_context
-from atb_runtime import DeadLetters, OpaClient, Publisher, audit
+from atb_identity import TrustBundle
+from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
-from atb_runtime.follow import FollowerDeadLetters, follower_consumer
-from atb_runtime.identity import load_bundle, service_svid
+from atb_runtime.follow import FollowerDeadLetters, follower_consumer, follower_dead_letters
+from atb_runtime.identity import load_bundle, server_tls, service_svid
+from atb_runtime.ops import HttpSite
 from atb_runtime.proofs import ProofCheck, ProofRules
-from atb_runtime.runner import ServiceRunner
+from atb_runtime.publisher import AuditTrail
+from atb_runtime.runner import ServiceRunner, Steps
 from broker.adapters.connectors import HttpConnector, load_registry
-from broker.adapters.http import AuthorizeApp, HttpsServer, build_app
+from broker.adapters.http import AuthorizeApp, build_app
 from broker.adapters.keys import KeyRing
 from broker.adapters.outbox import OutboxRelay
 from broker.adapters.policy import PolicyGate, load_directory
@@ -29,7 +27,6 @@ from contracts import (
     AuditEvent,
     BrokerDecision,
     DeadLetter,
-    JsonObject,
     PoaRevoked,
     SigningKeyPublished,
     Topic,
@@ -40,43 +37,67 @@ settings = BrokerSettings()
 
 
 async def build() -> ServiceRunner:
-    ns = settings.topic_namespace
-    source = settings.service_id
+    ns, source = settings.topic_namespace, settings.service_id
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-broker-http-{settings.instance}", linger_ms=0)
+    keys, revocations = _followers(bundle, publisher)
+    opa = OpaClient(settings.opa_url)
+    spent = SpentStore(
+        settings.spent_url(), synchronous=settings.spent_sqlite_synchronous, migrations=settings.spent_migrations_dir
+    )
+    authorizer = _authorizer(keys, revocations, opa, spent)
+    relay = OutboxRelay(spent, publisher.send_and_wait, settings.instance)
+    queue = DecisionQueue(
+        authorizer, relay, source=source, namespace=ns, instance=settings.instance, max_batch=settings.max_batch
+    )
+    invoker = HttpConnector()
+    sites = _https(bundle, queue, invoker, AuditTrail(publisher, source=source, namespace=ns))
+    service = BrokerService(authorizer, bundle, source=source, namespace=ns)
+    return ServiceRunner(
+        settings,
+        name="broker",
+        group_id=settings.group_id,
+        topics=(topic_name(Topic.BROKER_ACTIONS, ns),) if settings.consume_actions else (),
+        handler=service.handle,
+        # The publisher starts before and stops after the key and revocation followers: they publish dead letters.
+        components=(publisher, spent, keys, revocations, relay, *([Steps(queue.start, queue.stop)] if sites else [])),
+        sites=sites,
+        closers=(invoker.close, opa.close),
+        freeze_gc=True,
+    )
 
-    def dead_letters(role: str) -> FollowerDeadLetters:
-        consumer = follower_consumer("broker", role, settings.instance)
-        return FollowerDeadLetters(DeadLetters(consumer, source, ns), publisher.send_and_wait)
 
+def _followers(bundle: TrustBundle, publisher: Publisher) -> tuple[KeyRing, RevocationList]:
+    """The key ring and the revocation list: followers of `atb.keys` and `atb.poa.revoked`."""
+    ns, source, instance = settings.topic_namespace, settings.service_id, settings.instance
+
+    def letters(role: str) -> FollowerDeadLetters:
+        return follower_dead_letters(
+            "broker", role, instance, source=source, namespace=ns, publish=publisher.send_and_wait
+        )
+
+    # Only the issuer may add a key the broker trusts (issuer/adapters/announce.py).
+    issuer_only = ProofRules({SigningKeyPublished: frozenset({settings.poa_issuer})})
     keys = KeyRing(
         settings.kafka_bootstrap_servers,
         ns,
         jwks_url=settings.jwks_url,
         refresh_interval_s=settings.jwks_refresh_seconds,
-        dead_letters=dead_letters("keys"),
-        # Only the issuer may add a key the broker trusts (issuer/adapters/announce.py).
+        dead_letters=letters("keys"),
         check=ProofCheck(
-            bundle,
-            ProofRules({SigningKeyPublished: frozenset({settings.poa_issuer})}),
-            source=source,
-            namespace=ns,
-            consumer=follower_consumer("broker", "keys", settings.instance),
+            bundle, issuer_only, source=source, namespace=ns, consumer=follower_consumer("broker", "keys", instance)
         ),
     )
     revocations = RevocationList(
-        settings.kafka_bootstrap_servers,
-        ns,
-        dead_letters=dead_letters("revocations"),
-        leeway_s=settings.leeway_seconds,
+        settings.kafka_bootstrap_servers, ns, dead_letters=letters("revocations"), leeway_s=settings.leeway_seconds
     )
-    opa = OpaClient(settings.opa_url)
-    spent = SpentStore(
-        settings.spent_url(), synchronous=settings.spent_sqlite_synchronous, migrations=settings.spent_migrations_dir
-    )
+    return keys, revocations
+
+
+def _authorizer(keys: KeyRing, revocations: RevocationList, opa: OpaClient, spent: SpentStore) -> Authorizer:
     agents = load_agent_registry(settings.agent_registry_path)
-    await spent.forget_expired(int(time.time()) - 3600)
-    authorizer = Authorizer(
+    source = settings.service_id
+    return Authorizer(
         verifier=PoaVerifier(keys, audience=source, issuer=settings.poa_issuer, leeway_s=settings.leeway_seconds),
         keys=keys,
         revocations=revocations,
@@ -91,71 +112,20 @@ async def build() -> ServiceRunner:
         registry=load_registry(settings.registry_path()),
         agents=agents,
     )
-    relay = OutboxRelay(spent, publisher.send_and_wait, settings.instance)
 
-    async def audit_http(kind: str, reason: str, details: JsonObject, request_id: str | None) -> None:
-        await publisher.send_and_wait(
-            [
-                audit(
-                    kind,
-                    source=source,
-                    namespace=ns,
-                    outcome="denied",
-                    reason=reason[:1024],
-                    request_id=request_id,
-                    details=details,
-                )
-            ]
-        )
 
-    queue = DecisionQueue(
-        authorizer, relay, source=source, namespace=ns, instance=settings.instance, max_batch=settings.max_batch
+def _https(bundle: TrustBundle, queue: DecisionQueue, invoker: HttpConnector, trail: AuditTrail) -> list[HttpSite]:
+    """`POST /v1/authorize` on its mTLS port; none with `ATB_BROKER_PORT=0` (a Kafka-only broker)."""
+    if not settings.broker_port:
+        return []
+    svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
+    api = AuthorizeApp(
+        bundle=bundle, decide=queue.submit, invoker=invoker, audit=trail, new_presentation_id=http_presentation_id
     )
-    invoker = HttpConnector()
-    # The publisher starts before and stops after the key and revocation followers: they publish dead letters.
-    starters = [publisher.start, keys.start, revocations.start, relay.start]
-    closers = [queue.stop, relay.stop, keys.stop, revocations.stop, publisher.stop, invoker.close, opa.close]
-    if settings.broker_port:
-        svid = service_svid(settings.state_dir, source, settings.svid_cert_path, settings.svid_key_path)
-        assert svid.cert_path is not None
-        assert svid.key_path is not None
-        context = server_context(
-            svid.cert_path, svid.key_path, settings.trust_bundle_path or bundle_path(settings.state_dir)
-        )
-        api = AuthorizeApp(
-            bundle=bundle,
-            decide=queue.submit,
-            invoker=invoker,
-            audit=audit_http,
-            new_presentation_id=http_presentation_id,
-        )
-        server = HttpsServer(build_app(api), settings.broker_host, settings.broker_port, context)
-
-        async def start_http() -> None:
-            queue.start()
-            await server.start()
-
-        starters.append(start_http)
-        closers.insert(0, server.stop)
-
-    async def close_spent() -> None:
-        spent.close()
-
-    closers.append(close_spent)
-    service = BrokerService(authorizer, bundle, source=source, namespace=ns)
-    # Everything built so far lives as long as the process: out of the cyclic GC, whose
-    # full collections over it would otherwise show in the decision latency's tail.
-    gc.collect()
-    gc.freeze()
-    return ServiceRunner(
-        settings,
-        name="broker",
-        group_id=settings.group_id,
-        topics=(topic_name(Topic.BROKER_ACTIONS, ns),) if settings.consume_actions else (),
-        handler=service.handle,
-        before_start=starters,
-        closers=closers,
-    )
+    tls = server_tls(svid, settings.trust_bundle_path, settings.state_dir)
+    return [
+        HttpSite("broker", build_app(api), settings.broker_host, settings.broker_port, ssl_context=tls, backlog=1024)
+    ]
 
 
 app = service_app(

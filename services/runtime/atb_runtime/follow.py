@@ -44,7 +44,15 @@ from contracts import (
 )
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
-__all__ = ["Check", "FollowerDeadLetters", "Refused", "Sink", "TopicFollower", "follower_consumer"]
+__all__ = [
+    "Check",
+    "FollowerDeadLetters",
+    "Refused",
+    "Sink",
+    "TopicFollower",
+    "follower_consumer",
+    "follower_dead_letters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +82,19 @@ class FollowerDeadLetters:
 def follower_consumer(service: str, role: str, instance: str) -> str:
     """A follower's consumer name in its dead letters: `<service>-<role>@<instance>`."""
     return f"{service}-{role}@{instance}"
+
+
+def follower_dead_letters(
+    service: str,
+    role: str,
+    instance: str,
+    *,
+    source: str,
+    namespace: str,
+    publish: Callable[[Sequence[Outgoing]], Awaitable[None]],
+) -> FollowerDeadLetters:
+    """Dead letters of the follower `role` of `service`, under its consumer name (`follower_consumer`)."""
+    return FollowerDeadLetters(DeadLetters(follower_consumer(service, role, instance), source, namespace), publish)
 
 
 class TopicFollower:

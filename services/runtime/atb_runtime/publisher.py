@@ -16,10 +16,11 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from atb_runtime.records import Outgoing
+from atb_runtime.records import Outgoing, audit
+from contracts import JsonObject
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
-__all__ = ["Publisher", "RecordPublisher"]
+__all__ = ["AuditTrail", "Publisher", "RecordPublisher"]
 
 
 class RecordPublisher(Protocol):
@@ -82,3 +83,35 @@ class Publisher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class AuditTrail:
+    """The audit events a service publishes outside a transaction (refusals at its HTTP edge).
+
+    Called as `trail(audit_type, reason, details, request_id)`; the reason is cut to 1 KiB.
+    With `wait`, each call returns once Kafka has the event; otherwise it is enqueued.
+    """
+
+    def __init__(
+        self, publisher: RecordPublisher, *, source: str, namespace: str, outcome: str = "denied", wait: bool = True
+    ) -> None:
+        self._publisher = publisher
+        self._source = source
+        self._ns = namespace
+        self._outcome = outcome
+        self._wait = wait
+
+    async def __call__(self, audit_type: str, reason: str, details: JsonObject, request_id: str | None = None) -> None:
+        record = audit(
+            audit_type,
+            source=self._source,
+            namespace=self._ns,
+            outcome=self._outcome,
+            request_id=request_id,
+            reason=reason[:1024],
+            details=details,
+        )
+        if self._wait:
+            await self._publisher.send_and_wait([record])
+        else:
+            await self._publisher.publish([record])

@@ -4,12 +4,13 @@ The agent is the SPIFFE ID of its client certificate, and the certificate's
 thumbprint is what the PoA's `cnf` must name: a copied token is useless without
 the agent's key. Identity refusals and malformed bodies get a JSON `HttpError`
 and are audited; every well-formed call gets a decision (200 with allow, 403
-with deny), whose BrokerDecision is in the outbox before the answer leaves.
+with deny), whose BrokerDecision is in the outbox before the answer leaves. The
+site (its own mTLS port; the ops port stays plain HTTP for scrapers) is run by
+the service runner (`atb_runtime.ops.HttpSite`).
 """
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -18,14 +19,12 @@ from pydantic import JsonValue
 
 from atb_identity import TrustBundle, cert_thumbprint
 from atb_runtime.http import Refusal, agent_of, error_response, read_body
-from atb_runtime.ops import start_site
-from atb_runtime.web import app_runner
 from broker.adapters.connectors import ConnectorCall, ConnectorError, Invoker
 from broker.domain import Outcome, Presentation
 from contracts import ActionRequested, JsonObject
 from contracts.http import MAX_BODY_BYTES, AuthorizeRequest, AuthorizeResponse, ConnectorResult
 
-__all__ = ["AuthorizeApp", "HttpsServer", "build_app"]
+__all__ = ["AuthorizeApp", "build_app"]
 
 Audit = Callable[[str, str, JsonObject, str | None], Awaitable[None]]
 
@@ -118,22 +117,3 @@ def build_app(api: AuthorizeApp) -> web.Application:
     app.router.add_post("/v1/authorize", api.authorize)
     return app
 
-
-class HttpsServer:
-    """`POST /v1/authorize` on its own mTLS port (the ops port stays plain HTTP for scrapers)."""
-
-    def __init__(self, app: web.Application, host: str, port: int, context: ssl.SSLContext) -> None:
-        self._app = app
-        self._host = host
-        self._port = port
-        self._context = context
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        self._runner = app_runner(self._app)
-        await self._runner.setup()
-        await start_site(self._runner, "broker", self._host, self._port, ssl_context=self._context, backlog=1024)
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

@@ -88,6 +88,8 @@ __all__ = [
 REQUEST_MEMORY_S = 15 * 60
 """How long a spent request is remembered after its PoA expired: longer than any second PoA of
 the same request could live (the issuer signs only within 10 minutes of the quorum)."""
+STARTUP_PURGE_S = 3600
+"""On start, the store forgets PoAs that expired longer ago than this."""
 
 metadata = MetaData()
 
@@ -206,6 +208,13 @@ class SpentStore:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._engine.dispose()
+
+    async def start(self) -> None:
+        """On start, forget the PoAs that expired over an hour ago (and what goes with them)."""
+        await self.forget_expired(int(time.time()) - STARTUP_PURGE_S)
+
+    async def stop(self) -> None:
+        self.close()
 
     async def spend_many(self, spends: Sequence[Spend]) -> list[SpendVerdict]:
         """For each spend, OWNED when this presentation owns its `jti` and its request, else why not."""
