@@ -142,11 +142,6 @@ class AgentRegistry:
             )
         return Reason(ReasonCode.TENANT_NOT_ALLOWED, f"agent {shown} does not act for tenant {tenant!r}")
 
-    def refusal(self, agent_id: str, tenant: str) -> str | None:
-        """`refusal_reason` as `tenant_not_allowed: ...` text, for answers that carry text only."""
-        reason = self.refusal_reason(agent_id, tenant)
-        return None if reason is None else str(reason)
-
     @classmethod
     def from_mapping(cls, data: Mapping[str, object]) -> AgentRegistry:
         """Parse ``{"agents": [{"agent": "spiffe://...", "tenants": ["acme"]}]}``."""

@@ -12,6 +12,7 @@ import pytest
 from atb_identity import SpiffeId
 from atb_runtime.agents import DEFAULT_AGENT_REGISTRY, load_agent_registry
 from contracts.agents import AgentRegistry, AgentRegistryError, RegisteredAgent
+from contracts.reasons import ReasonCode
 
 ROOT = Path(__file__).parents[2]
 CRM = "spiffe://atb.local/agent/crm-assistant"
@@ -32,11 +33,11 @@ def test_an_agent_acts_for_its_registered_tenants_only() -> None:
     assert REGISTRY.tenants_of(CRM) == frozenset({"acme"})
     assert REGISTRY.allows(CRM, "acme")
     assert not REGISTRY.allows(CRM, "globex")
-    assert REGISTRY.refusal(CRM, "acme") is None
-    refusal = REGISTRY.refusal(CRM, "globex")
+    assert REGISTRY.refusal_reason(CRM, "acme") is None
+    refusal = REGISTRY.refusal_reason(CRM, "globex")
     assert refusal is not None
-    assert refusal.startswith("tenant_not_allowed: ")
-    assert "globex" in refusal
+    assert refusal.code is ReasonCode.TENANT_NOT_ALLOWED
+    assert "globex" in refusal.detail
 
 
 def test_an_agent_with_two_tenants_acts_for_both() -> None:
@@ -51,9 +52,10 @@ def test_an_unregistered_agent_acts_for_no_tenant() -> None:
     assert REGISTRY.tenants_of(stranger) == frozenset()
     assert not REGISTRY.is_registered(stranger)
     assert not REGISTRY.allows(stranger, "acme")
-    refusal = REGISTRY.refusal(stranger, "acme")
+    refusal = REGISTRY.refusal_reason(stranger, "acme")
     assert refusal is not None
-    assert "not in the agent registry" in refusal
+    assert refusal.code is ReasonCode.TENANT_NOT_ALLOWED
+    assert "not in the agent registry" in refusal.detail
     assert AgentRegistry(()).tenants_of(CRM) == frozenset()
 
 
@@ -71,9 +73,9 @@ def test_tenants_are_compared_exactly() -> None:
 
 
 def test_a_refusal_of_a_huge_agent_id_stays_short() -> None:
-    refusal = REGISTRY.refusal("spiffe://atb.local/agent/" + "a" * 2000, "acme")
+    refusal = REGISTRY.refusal_reason("spiffe://atb.local/agent/" + "a" * 2000, "acme")
     assert refusal is not None
-    assert len(refusal) < 512
+    assert len(refusal.detail) < 512
 
 
 @pytest.mark.parametrize(
