@@ -43,6 +43,18 @@ else := "high"
 
 tier := tier_of(input)
 
+# The revision every answer names (`policy_version`): the signed bundle's when OPA
+# loaded this policy from one (`atb policy build` sets it to the policy's git
+# commit, or to its content hash; OPA keeps each bundle's manifest under
+# data.system.bundles, and the bundle is named "atb" in the configuration
+# `atb policy opa-config` writes), otherwise the data's `version` (a policy read
+# from files: `opa run --watch` in development, `opa test`). See docs/policy.md.
+policy_version := rev if {
+	rev := data.system.bundles.atb.manifest.revision
+	is_string(rev)
+	rev != ""
+} else := policy.version
+
 # What does this request need? Answered for the approvals service and the issuer.
 requirements := {
 	"tier": tier,
@@ -51,7 +63,7 @@ requirements := {
 	"eligible_groups": params.eligible_groups,
 	"pending_seconds": params.pending_seconds,
 	"poa_ttl_seconds": params.poa_ttl_seconds,
-	"policy_version": policy.version,
+	"policy_version": policy_version,
 	"cross_tenant": cross_tenant_flag,
 } if {
 	params := policy.tiers[tier]
@@ -99,7 +111,7 @@ broker_decision(item) := {
 	"allow": count(reasons) == 0,
 	"reasons": sort(reasons),
 	"tier": t,
-	"policy_version": policy.version,
+	"policy_version": policy_version,
 } if {
 	t := tier_of(item.request)
 	reasons := denials(item, t)

@@ -286,3 +286,24 @@ test_claims_without_principals_are_refused if {
 	not one(with_principals(item("crm.contact.update", medium_ok), [], ["alice"])).allow
 	not one(with_principals(item("crm.contact.update", medium_ok), [agent, "emp-100"], [""])).allow
 }
+
+# policy_version: the signed bundle's revision when OPA loaded one (docs/policy.md),
+# otherwise the data's version.
+test_policy_version_is_the_bundle_revision if {
+	bundles := {"atb": {"manifest": {"revision": "0123abc", "roots": [""]}}}
+	r := poa.requirements with input as req("crm.contact.read") with data.system.bundles as bundles
+	r.policy_version == "0123abc"
+	d := one(item("crm.contact.update", medium_ok)) with data.system.bundles as bundles
+	d.policy_version == "0123abc"
+}
+
+test_policy_version_without_a_bundle_is_the_data_version if {
+	r := poa.requirements with input as req("crm.contact.read")
+	r.policy_version == data.atb_policy.version
+}
+
+test_policy_version_ignores_an_empty_bundle_revision if {
+	bundles := {"atb": {"manifest": {"revision": "", "roots": [""]}}}
+	r := poa.requirements with input as req("crm.contact.read") with data.system.bundles as bundles
+	r.policy_version == data.atb_policy.version
+}
