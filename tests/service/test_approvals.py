@@ -15,7 +15,7 @@ from tests.service.clock import Clock
 from tests.service.look import audits, dead_letters, kinds, one, outcomes, required
 from tests.service.world import AGENT, OTHER_AGENT, World, approver_id
 
-LOW, MEDIUM, HIGH = "crm.contact.read", "crm.contact.update", "sap.payment.execute"
+LOW, MEDIUM, HIGH, CRITICAL = "crm.contact.read", "crm.contact.update", "sap.payment.execute", "iam.admin.grant"
 
 
 async def _start(bus: Bus, world: World) -> None:
@@ -233,3 +233,58 @@ async def test_a_restarted_instance_restores_its_state_and_judges_each_request_o
     assert kinds(events) == ["ApprovalRequired", "QuorumReached"]
     assert sorted(v.approver_id for v in one(events, QuorumReached).votes) == ["alice", "bob"]
     assert ("approval_duplicate_request", "denied") in await audits(bus, "req-restart")
+
+
+async def test_a_chat_attested_vote_counts_for_the_person_behind_the_slack_id(bus: Bus, world: World) -> None:
+    await _start(bus, world)
+    _, record = world.request("req-slack", MEDIUM)
+    await bus.publish([record])
+    await bus.settle()
+    asked = await required(bus, "req-slack")
+    await bus.publish([world.vote(asked, "alice", via_chat="UALICE01")[1]])
+    await bus.settle()
+    events = await outcomes(bus, "req-slack")
+    assert kinds(events) == ["ApprovalRequired", "QuorumReached"]
+    assert [v.approver_id for v in one(events, QuorumReached).votes] == ["alice"]
+
+
+async def test_critical_needs_a_ticket_and_votes_chat_may_not_vouch_for(bus: Bus, world: World) -> None:
+    await _start(bus, world)
+    _, unticketed = world.request("req-crit-no-ticket", CRITICAL)
+    _, record = world.request("req-crit", CRITICAL, ticket="CHG-4711")
+    await bus.publish([unticketed, record])
+    await bus.settle()
+    refused = await outcomes(bus, "req-crit-no-ticket")
+    assert kinds(refused) == ["RequestDenied"]
+    assert one(refused, RequestDenied).code == "ticket_required"
+
+    asked = await required(bus, "req-crit")
+    assert (asked.tier, asked.required_approvals, asked.ticket_required) == (Tier.CRITICAL, 2, True)
+    # A compromised chat service vouching for bob and carol: chat may not vouch for critical.
+    await bus.publish(
+        [world.vote(asked, "bob", via_chat="UBOB0002")[1], world.vote(asked, "carol", via_chat="UCAROL03")[1]]
+    )
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-crit")) == ["ApprovalRequired"]
+    assert [t for t, _ in await audits(bus, "req-crit")] == [
+        "approval_required",
+        "approval_vote_refused",
+        "approval_vote_refused",
+    ]
+    # alice may not approve critical at all; bob and carol with their own SVIDs may.
+    await bus.publish([world.vote(asked, "alice")[1], world.vote(asked, "bob")[1], world.vote(asked, "carol")[1]])
+    await bus.settle()
+    events = await outcomes(bus, "req-crit")
+    assert kinds(events) == ["ApprovalRequired", "QuorumReached"]
+    assert sorted(v.approver_id for v in one(events, QuorumReached).votes) == ["bob", "carol"]
+
+
+async def test_a_request_for_another_tenant_is_denied_at_intake(bus: Bus, world: World) -> None:
+    await _start(bus, world)
+    request, _ = world.request("req-tenant", LOW)
+    foreign = request.model_copy(update={"tenant": "globex"})
+    await bus.publish([world.signed(foreign, AGENT)])
+    await bus.settle()
+    events = await outcomes(bus, "req-tenant")
+    assert kinds(events) == ["RequestDenied"]
+    assert one(events, RequestDenied).code == "tenant_not_allowed"

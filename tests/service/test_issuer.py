@@ -19,7 +19,7 @@ from tests.service.clock import Clock
 from tests.service.look import audit_events, audits, dead_letters, kinds, one, outcomes, poas, quorum, required
 from tests.service.world import AGENT, APPROVALS, ISSUER, World
 
-LOW, HIGH = "crm.contact.read", "sap.payment.execute"
+LOW, HIGH, CRITICAL = "crm.contact.read", "sap.payment.execute", "iam.admin.grant"
 
 
 async def _start(bus: Bus, world: World) -> None:
@@ -200,3 +200,55 @@ async def test_a_stale_quorum_gets_no_poa(bus: Bus, world: World, clock: Clock) 
     await bus.settle()
     assert await poas(bus, "req-stale") == []
     assert one(await outcomes(bus, "req-stale"), RequestDenied).code == "stale_quorum"
+
+
+async def test_a_critical_poa_carries_the_ticket_and_lives_sixty_seconds(bus: Bus, world: World) -> None:
+    await _start(bus, world)
+    _, record = world.request("req-i-crit", CRITICAL, ticket="CHG-4711")
+    await bus.publish([record])
+    await bus.settle()
+    asked = await required(bus, "req-i-crit")
+    await bus.publish([world.vote(asked, "bob")[1], world.vote(asked, "carol")[1]])
+    await bus.settle()
+    [poa] = await poas(bus, "req-i-crit")
+    claims = jwt.decode(poa.token, options={"verify_signature": False})
+    assert (claims["tier"], claims["leg"]["ticket_ref"], claims["exp"] - claims["iat"]) == ("critical", "CHG-4711", 60)
+
+
+async def test_the_issuer_refuses_chat_attested_votes_on_a_critical_quorum(bus: Bus, world: World) -> None:
+    """A compromised approvals service counting chat-attested votes for a critical request (tests/e2e twin)."""
+    await _start(bus, world)
+    request, record = world.request("req-i-chat", CRITICAL, ticket="CHG-4712")
+    await bus.publish([record])
+    await bus.settle()
+    asked = await required(bus, "req-i-chat")
+    counted = []
+    for name, slack, kind in (("bob", "UBOB0002", "compliance"), ("carol", "UCAROL03", "security")):
+        _, vote = world.vote(asked, name, via_chat=slack)
+        assert vote.value is not None
+        counted.append(
+            CountedVote(
+                approver_id=name,
+                approver_type=kind,
+                vote_digest="sha256:" + hashlib.sha256(vote.value).hexdigest(),
+                cast_at=world.clock.now(),
+                vote_event=vote.value.decode(),
+            )
+        )
+    assert record.value is not None
+    forged = QuorumReached(
+        request_id="req-i-chat",
+        tier=Tier.CRITICAL,
+        required_approvals=2,
+        request_digest=asked.request_digest,
+        poa_ttl_seconds=60,
+        request=request,
+        request_event=record.value.decode(),
+        votes=tuple(counted),
+        decided_at=world.clock.now(),
+    )
+    await bus.publish([world.signed(forged, APPROVALS)])
+    await bus.settle()
+    assert await poas(bus, "req-i-chat") == []
+    refused = [e for e in await audit_events(bus, "req-i-chat") if e.audit_type == "poa_issuance_refused"]
+    assert [e.details["code"] for e in refused] == ["attester_tier"]

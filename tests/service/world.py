@@ -67,7 +67,7 @@ from tests.service.bus import ServiceUnderTest
 from tests.service.clock import Clock
 from tests.service.policy import TableOpa
 
-__all__ = ["AGENT", "APPROVALS", "BROKER", "ISSUER", "ClockedVerifier", "World", "approver_id"]
+__all__ = ["AGENT", "APPROVALS", "BROKER", "CHAT", "ISSUER", "OTHER_AGENT", "ClockedVerifier", "World", "approver_id"]
 
 ROOT = Path(__file__).resolve().parents[2]
 APPROVALS = "spiffe://atb.local/svc/approvals"
@@ -75,6 +75,7 @@ ISSUER = "spiffe://atb.local/svc/issuer"
 BROKER = "spiffe://atb.local/svc/broker"
 AGENT = "spiffe://atb.local/agent/crm-bot"
 OTHER_AGENT = "spiffe://atb.local/agent/other-bot"
+CHAT = "spiffe://atb.local/svc/chat"
 
 
 def approver_id(name: str) -> str:
@@ -253,6 +254,7 @@ class World:
         accountable: str = "emp-900",
         requested_at: datetime | None = None,
         thumbprint_of: str | None = None,
+        ticket: str | None = None,
     ) -> tuple[IssuanceRequested, Outgoing]:
         """An IssuanceRequested the agent signs itself, bound to its certificate (`cnf`)."""
         request = IssuanceRequested(
@@ -266,6 +268,7 @@ class World:
                 ref="LI-2024-001",
                 jurisdiction="US",
                 accountable_party=AccountableParty(type="employee", id=accountable),
+                ticket_ref=ticket,
             ),
             requested_at=requested_at or self.clock.now(),
             agent_cert_thumbprint=cert_thumbprint(self.svid(thumbprint_of or agent).leaf),
@@ -280,12 +283,14 @@ class World:
         *,
         vote_id: str | None = None,
         digest: str | None = None,
+        via_chat: str | None = None,
     ) -> tuple[VoteCast, Outgoing]:
         """A VoteCast an approver signs with their own SVID (as `atb vote` does), for the digest they were shown.
 
         For an IssuanceRequested (a vote that arrives before its request's card), the digest is the request's own.
+        With `via_chat` (a Slack user id), the chat service attests the vote instead, as after a click on a card.
         """
-        identity = approver_id(name)
+        identity = f"slack:{via_chat}" if via_chat else approver_id(name)
         shown = target.request_digest if isinstance(target, ApprovalRequired) else digest_of(target)
         vote = VoteCast(
             request_id=target.request_id,
@@ -293,10 +298,10 @@ class World:
             approver_id=identity,
             choice=choice,
             request_digest=digest or shown,
-            channel="cli",
+            channel="slack" if via_chat else "cli",
             cast_at=self.clock.now(),
         )
-        return vote, self.signed(vote, identity)
+        return vote, self.signed(vote, CHAT if via_chat else identity)
 
     def action(
         self,
