@@ -28,7 +28,6 @@ from typing import Protocol
 from atb_identity import IdentityError, TrustBundle, verify_envelope
 from atb_runtime import DeadLetters, Incoming, Outgoing, audit, outgoing
 from atb_runtime.opa import PolicyUnavailableError
-from broker.adapters.keys import KeyRing
 from broker.adapters.metrics import (
     DECISION_SECONDS,
     DECISIONS,
@@ -37,9 +36,8 @@ from broker.adapters.metrics import (
     REPLAYS_BLOCKED,
     VERIFY_SECONDS,
 )
-from broker.adapters.outbox import OutboxRelay, encode_outbox
-from broker.adapters.revocations import RevocationList
-from broker.adapters.spent import Spend, SpendVerdict, SpentStore
+from broker.adapters.outbox import encode_outbox
+from broker.adapters.spent import Spend, SpendVerdict
 from broker.adapters.verify import PoaRejectedError, TokenVerifier
 from broker.domain import (
     ALLOWED,
@@ -53,6 +51,7 @@ from broker.domain import (
     check_bindings,
     policy_verdict,
 )
+from broker.ports import DecisionRelay, KeyRefresh, Revocations, SpentLedger
 from contracts import (
     ActionRequested,
     BrokerDecision,
@@ -108,10 +107,10 @@ class Authorizer:
         self,
         *,
         verifier: TokenVerifier,
-        keys: KeyRing,
-        revocations: RevocationList,
+        keys: KeyRefresh,
+        revocations: Revocations,
         policy: Policy,
-        spent: SpentStore,
+        spent: SpentLedger,
         registry: ConnectorRegistry,
         agents: AgentRegistry,
     ) -> None:
@@ -454,7 +453,7 @@ class DecisionQueue:
     def __init__(
         self,
         authorizer: Authorizer,
-        relay: OutboxRelay,
+        relay: DecisionRelay,
         *,
         source: str,
         namespace: str,

@@ -116,4 +116,3 @@ def build_app(api: AuthorizeApp) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/authorize", api.authorize)
     return app
-
