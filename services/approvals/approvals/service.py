@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from approvals.adapters.policy import PolicyRequirements
-from approvals.adapters.state import StateStore
 from approvals.domain import decide_intake
 from approvals.domain.directory import Directory
 from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
 from approvals.domain.tally import Ballot
+from approvals.ports import RequirementsSource, StateLog
 from approvals.settings import ApprovalsSettings
 from atb_identity import IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
 from atb_runtime import (
@@ -62,10 +61,10 @@ class ApprovalsService:
     def __init__(
         self,
         settings: ApprovalsSettings,
-        policy: PolicyRequirements,
+        policy: RequirementsSource,
         bundle: TrustBundle,
         directory: Directory,
-        store: StateStore,
+        store: StateLog,
         svid: Svid,
         agents: AgentRegistry,
     ) -> None:
