@@ -12,6 +12,7 @@ from atb_runtime.partitioning import partition_for
 from contracts import QuorumReached, RequestDenied, RequestExpired, Tier, Topic, VoteChoice
 from tests.service.bus import Bus
 from tests.service.clock import Clock
+from tests.service.conftest import ON_BOTH_BUSES
 from tests.service.look import audits, dead_letters, kinds, one, outcomes, required
 from tests.service.world import AGENT, OTHER_AGENT, World, approver_id
 
@@ -23,6 +24,7 @@ async def _start(bus: Bus, world: World) -> None:
     await bus.attach(sut)
 
 
+@ON_BOTH_BUSES
 async def test_low_risk_reaches_quorum_at_once_with_no_votes(bus: Bus, world: World) -> None:
     await _start(bus, world)
     request, record = world.request("req-low", LOW)
@@ -59,6 +61,7 @@ async def test_medium_risk_needs_one_approver_who_is_not_the_requester(bus: Bus,
     ]
 
 
+@ON_BOTH_BUSES
 async def test_high_risk_needs_two_distinct_people_and_refuses_self_approval(bus: Bus, world: World) -> None:
     """alice is the accountable party (emp-101 is one of her identities): her vote is refused; a repeat counts once."""
     await _start(bus, world)
@@ -172,6 +175,7 @@ async def test_a_vote_before_its_request_is_held_then_counted(bus: Bus, world: W
     ]
 
 
+@ON_BOTH_BUSES
 async def test_garbage_and_forgeries_are_dead_lettered_and_a_bad_vote_fails_its_request_closed(
     bus: Bus, world: World
 ) -> None:
@@ -214,6 +218,7 @@ async def test_garbage_and_forgeries_are_dead_lettered_and_a_bad_vote_fails_its_
     assert one(events, RequestDenied).code == "vote_unverifiable"
 
 
+@ON_BOTH_BUSES
 async def test_a_restarted_instance_restores_its_state_and_judges_each_request_once(bus: Bus, world: World) -> None:
     await _start(bus, world)
     _, record = world.request("req-restart", HIGH)

@@ -14,6 +14,7 @@ from contracts import Decision, IssuanceRequested, PoaIssued, Topic
 from contracts.reasons import ReasonCode
 from tests.service.bus import Bus
 from tests.service.clock import Clock
+from tests.service.conftest import ON_BOTH_BUSES
 from tests.service.look import audits, dead_letters, decisions, poas, required
 from tests.service.world import OTHER_AGENT, World
 
@@ -38,6 +39,7 @@ async def _verdicts(bus: Bus, request_id: str) -> list[tuple[str, Decision, tupl
     return [(d.action_id, d.decision, d.codes) for d in await decisions(bus, request_id)]
 
 
+@ON_BOTH_BUSES
 async def test_a_valid_poa_is_allowed_once_and_its_replay_is_blocked(bus: Bus, world: World) -> None:
     request, poa = await _poa(bus, world, "req-b-once")
     await bus.publish([world.action(poa, request, action_id="act-1")[1]])
@@ -140,6 +142,7 @@ async def test_policy_unavailable_denies_without_spending(bus: Bus, world: World
     ]
 
 
+@ON_BOTH_BUSES
 async def test_garbage_on_the_actions_topic_is_dead_lettered(bus: Bus, world: World) -> None:
     await bus.attach(world.broker()[1])
     home = partition_for(b"req-b-junk", 3)

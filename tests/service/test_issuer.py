@@ -16,6 +16,7 @@ from atb_runtime import Outgoing, outgoing_envelope
 from contracts import CountedVote, QuorumReached, RequestDenied, Tier, Topic, make_envelope
 from tests.service.bus import Bus
 from tests.service.clock import Clock
+from tests.service.conftest import ON_BOTH_BUSES
 from tests.service.look import audit_events, audits, dead_letters, kinds, one, outcomes, poas, quorum, required
 from tests.service.world import AGENT, APPROVALS, ISSUER, World
 
@@ -83,6 +84,7 @@ async def test_a_high_risk_quorum_gets_a_dual_control_poa_naming_both_approvers(
     assert [e.details["approver_ids"] for e in issued] == [["alice", "bob"]]
 
 
+@ON_BOTH_BUSES
 async def test_a_duplicate_quorum_gets_no_second_poa_even_after_a_restart(bus: Bus, world: World) -> None:
     await _start(bus, world)
     _, record = world.request("req-i-dup", LOW)
@@ -165,6 +167,7 @@ async def test_a_compromised_approvals_service_cannot_mint_a_poa(
     assert [e.details["code"] for e in refused] == [code]
 
 
+@ON_BOTH_BUSES
 async def test_a_quorum_without_the_approvals_proof_is_dead_lettered(bus: Bus, world: World) -> None:
     await bus.attach(world.approvals()[1])
     await _approved_high(bus, world, "req-f-unsigned")
