@@ -16,8 +16,9 @@ run in memory or against the real broker:
   together with the new offsets (the transaction of `atb_runtime.eos`). A record
   on another partition than its key's is set aside with the service's `poison`
   hook before `handle` sees it, as the processor does; a batch whose handler
-  raises is retried record by record and the failing record is set aside.
-  `tick` runs the services' time-driven step. State read-back
+  raises is retried record by record and a record that fails alone is set aside
+  at once (the processor first retries it `max_record_attempts` times). `tick`
+  runs the services' time-driven step; time moves only with the test's clock. State read-back
   (`atb_runtime.readback.read_records`, used by the approvals changelog and the
   issuer's memory) reads this bus (`install`).
 - `KafkaBus`: the same calls on the real broker, in a test namespace. Each
@@ -25,7 +26,8 @@ run in memory or against the real broker:
   (Kafka transactions, fencing, read-back from Kafka); `settle` waits until
   every attached group has committed past the last committed record of each of
   its input partitions, so "nothing else was produced" is proven by reading to
-  the end offsets, never by sleeping.
+  the end offsets, never by sleeping. The processor ticks by itself, so
+  deadline scenarios (clock moves and `tick`) run in memory only.
 """
 
 from __future__ import annotations
@@ -99,11 +101,14 @@ class Bus(Protocol):
         ...
 
     async def settle(self) -> None:
-        """Return once every attached service has handled every record on its inputs, transitively."""
+        """Return once every attached service has handled every record on its inputs, transitively.
+
+        The services are checked in the order they were attached: attach upstream services first.
+        """
         ...
 
     async def tick(self) -> None:
-        """Run every attached service's time-driven step, then settle."""
+        """Run every attached service's time-driven step, then settle (in memory only)."""
         ...
 
     async def records(self, topic: Topic) -> list[StoredRecord]:
@@ -269,7 +274,8 @@ class MemoryBus:
                 try:
                     outputs.extend(await service.handle([record]))
                 except Exception as exc:
-                    outputs.extend(service.poison(record, "poison", f"{type(exc).__name__}: {exc}"))
+                    reason = f"failed alone: {type(exc).__name__}: {exc}"
+                    outputs.extend(service.poison(record, "poison_record", reason))
         return outputs
 
     async def settle(self) -> None:
