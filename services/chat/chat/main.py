@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from atb_runtime import DeadLetters, Publisher
+from atb_runtime import Publisher
 from atb_runtime.app import Channel, service_app
-from atb_runtime.follow import FollowerDeadLetters, follower_consumer
+from atb_runtime.follow import follower_consumer, follower_dead_letters
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.ops import HttpSite
 from atb_runtime.runner import ServiceRunner
@@ -43,13 +43,15 @@ async def build() -> ServiceRunner:
     secret = signing_secret(inline, settings.slack_signing_secret_file, settings.state_dir)
     service = ChatService(settings, directory, store, slack, publisher, svid, secret)
     consumer = follower_consumer("chat", "cards", settings.instance)
-    ns = settings.topic_namespace
+    ns, source = settings.topic_namespace, settings.service_id
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     follower = EventFollower(
         settings.kafka_bootstrap_servers,
         ns,
         service.on_events,
-        dead_letters=FollowerDeadLetters(DeadLetters(consumer, settings.service_id, ns), publisher.send_and_wait),
+        dead_letters=follower_dead_letters(
+            "chat", "cards", settings.instance, source=source, namespace=ns, publish=publisher.send_and_wait
+        ),
         check=OutcomeProofCheck(
             bundle, settings.outcome_producers, source=settings.service_id, namespace=ns, consumer=consumer
         ),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from atb_runtime import DeadLetters, Publisher
+from atb_runtime import Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
-from atb_runtime.follow import FollowerDeadLetters, follower_consumer
+from atb_runtime.follow import follower_consumer, follower_dead_letters
 from atb_runtime.identity import load_bundle, server_tls, service_svid
 from atb_runtime.ops import HttpSite
 from atb_runtime.proofs import ProofCheck, outcome_rules
@@ -33,7 +33,9 @@ async def build() -> ServiceRunner:
         settings.kafka_bootstrap_servers,
         ns,
         service.apply,
-        dead_letters=FollowerDeadLetters(DeadLetters(consumer, source, ns), publisher.send_and_wait),
+        dead_letters=follower_dead_letters(
+            "gateway", "views", settings.instance, source=source, namespace=ns, publish=publisher.send_and_wait
+        ),
         check=ProofCheck(bundle, rules, source=source, namespace=ns, consumer=consumer),
     )
     site = HttpSite(

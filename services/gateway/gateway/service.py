@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pydantic import JsonValue
 
 from atb_identity import Svid, sign_envelope
-from atb_runtime import audit, outgoing_envelope
-from atb_runtime.publisher import RecordPublisher
+from atb_runtime import outgoing_envelope
+from atb_runtime.publisher import AuditTrail, RecordPublisher
 from contracts import EventPayload, IssuanceRequested, JsonObject, make_envelope, topic_name
 from contracts.agents import AgentRegistry
 from contracts.http import IssueAccepted, IssueRequest, RequestStatus
@@ -58,6 +58,7 @@ class GatewayService:
         self._publisher = publisher
         self._agents = agents
         self._ns = namespace
+        self._trail = AuditTrail(publisher, source=self._source, namespace=namespace, wait=False)
         self.views = views if views is not None else Views()
 
     # -- the HTTP API ------------------------------------------------------------------
@@ -130,13 +131,5 @@ class GatewayService:
         await self._publisher.flush()
 
     async def audit(self, audit_type: str, reason: str, details: JsonObject, request_id: str | None = None) -> None:
-        record = audit(
-            audit_type,
-            source=self._source,
-            namespace=self._ns,
-            outcome="denied",
-            request_id=request_id,
-            reason=reason[:1024],
-            details=details,
-        )
-        await self._publisher.publish([record])
+        """A refusal, audited (enqueued: the answer does not wait for it)."""
+        await self._trail(audit_type, reason, details, request_id)
