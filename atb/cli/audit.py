@@ -1,4 +1,4 @@
-"""`atb audit ...`: verify, prove, export, tail, hold, purge — the compliance side of the audit store.
+"""`atb audit ...`: verify, prove, export, tail, hold, purge, archive — the compliance side of the audit store.
 
 Reads the store the audit sink writes (`ATB_AUDIT_DB_URL`, default the SQLite
 file in the state folder) and trusts only the verifier key it is given (`--key`,
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from atb.cli.audit_archive import ARCHIVE_OPTION, ENDPOINT_OPTION, archive, verify_archive_command
 from atb.errors import AtbError, AtbUsageError, UnavailableError, describe
 
 if TYPE_CHECKING:
@@ -31,7 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["audit_app"]
 
-audit_app = typer.Typer(no_args_is_help=True, help="Audit store: verify, prove, export, tail, legal hold, purge.")
+audit_app = typer.Typer(
+    no_args_is_help=True, help="Audit store: verify, prove, export, tail, legal hold, purge, archive."
+)
+audit_app.command("archive")(archive)
 console = Console()
 
 _DB = typer.Option(
@@ -106,11 +110,14 @@ def verify(
     ),
     kafka: str = typer.Option("", "--kafka", help="Kafka bootstrap for the atb.audit cross-check (default settings)."),
     no_kafka: bool = typer.Option(False, "--no-kafka", help="Do not cross-check the checkpoints on atb.audit."),
+    archive: str = ARCHIVE_OPTION,
+    endpoint: str = ENDPOINT_OPTION,
 ) -> None:
     """Recompute every leaf, the Merkle tree, every checkpoint signature and consistency proof.
 
     With --witness-key / --trusted-checkpoint (and the checkpoints announced on atb.audit), also fail
     when the store is smaller than, or inconsistent with, a checkpoint vouched for outside it (a rollback).
+    With --archive URL, verify the archived history instead, from the archive alone (docs/archive.md).
     """
     from audit_sink.evidence import EvidenceError, check_bundle, check_proof, verify_store
 
@@ -124,6 +131,11 @@ def verify(
             return
     except (EvidenceError, ValueError) as exc:
         raise AtbError(f"FAILED: {exc}") from exc
+    if archive:  # the archived history, from the archive alone: no store
+        verify_archive_command(
+            archive, endpoint, _key(key), witness_key, witness_threshold, witness, trusted_checkpoint
+        )
+        return
     engine = _engine(db)  # the store first: a missing or unreachable one is what to fix first
     verifier = _key(key)
     outside = _outside(verifier.name, witness_key, witness_threshold, witness, trusted_checkpoint, kafka, no_kafka)

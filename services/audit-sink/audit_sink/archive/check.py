@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from audit_sink.adapters.signing import verify_cosignature, verify_note
 from audit_sink.archive.format import ArchiveFormatError, Chain, Manifest, Segment, seq_of
@@ -145,7 +144,7 @@ def verify_archive(
             lock = archive.lock(object_key)
             if lock is None:
                 continue
-            promised = parse_time(manifest.retain_until) - timedelta(seconds=1)  # servers keep whole seconds
+            promised = parse_time(manifest.retain_until)
             if lock.mode != "COMPLIANCE" or lock.retain_until is None or lock.retain_until < promised:
                 problems.append(
                     f"{object_key}: not locked in COMPLIANCE mode until {manifest.retain_until} "

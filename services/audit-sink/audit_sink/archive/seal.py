@@ -85,7 +85,9 @@ def retain_until(now: datetime, retention: timedelta | None = None, rows_until: 
         raise ValueError(f"archive retention must be between {MIN_RETENTION} and {MAX_RETENTION}, not {retention}")
     else:
         until = as_utc(now) + retention
-    return max(until, as_utc(rows_until)) if rows_until is not None else until
+    until = max(until, as_utc(rows_until)) if rows_until is not None else until
+    # Whole seconds, rounded up: S3 keeps retain-until dates to the second.
+    return until.replace(microsecond=0) + timedelta(seconds=1) if until.microsecond else until
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,8 @@ class Sealer:
     # -- writing ----------------------------------------------------------------------------
 
     def _put_or_adopt(self, key: str, data: bytes, until: datetime, hold: bool) -> tuple[bytes, bool]:
-        """Write `data` at `key`; if the key is taken, the bytes already there (and False)."""
+        """Write `data` at `key`; if the key is taken, the bytes already there (and False), their lock
+        extended to `until` if it ends sooner (the caller verifies them)."""
         existing = self._archive.get(key)
         if existing is None:
             try:
@@ -302,6 +305,11 @@ class Sealer:
                     raise
             else:
                 return data, True
+        lock = self._archive.lock(key)
+        if lock.mode != "COMPLIANCE" or lock.retain_until is None or lock.retain_until < until:
+            self._archive.extend_retention(key, until)
+        if hold and not lock.legal_hold:
+            self._archive.set_legal_hold(key, True)
         return existing, False
 
     def _seal_one(self, tip: _Tip, end: int, note: str) -> tuple[_Tip, SealOutcome]:
