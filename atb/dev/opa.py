@@ -1,12 +1,22 @@
-"""The OPA server of the dev stack: `opa run --server --watch` over `opa/policy`.
+"""The OPA server of the dev stack: `opa run --server --watch` over `opa/policy`, or bundle mode.
 
-`--watch` reloads the policy and its data when a file in the folder changes, so
-editing `poa.rego` needs no restart. Readiness is OPA's own `GET /health`. This
-module does not evaluate policies; the broker service does.
+Default (`--watch`): OPA reloads the policy and its data when a file in the
+folder changes, so editing `poa.rego` needs no restart.
+
+Bundle mode (opt-in, `ATB_OPA_CONFIG_FILE=<file>` or `config_file=`): OPA runs
+with that configuration instead of the folder: it polls a signed bundle from a
+bundle store and verifies its signature, as in production (docs/policy.md;
+`atb policy opa-config` writes the file, `atb policy serve` serves the store).
+A refused bundle is logged at level error, which this process keeps.
+
+Readiness is OPA's own `GET /health` (it answers before any bundle is active:
+an OPA without a bundle has no decision, and ATB fails closed on that). This
+module does not evaluate policies; the services do.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +24,10 @@ import aiohttp
 from atb.dev.config import HOST, DevConfig
 from atb.dev.procs import ManagedProcess
 
-__all__ = ["opa_process", "opa_ready"]
+__all__ = ["OPA_CONFIG_ENV", "opa_process", "opa_ready"]
+
+OPA_CONFIG_ENV = "ATB_OPA_CONFIG_FILE"
+"""Set to an OPA configuration file to run the dev OPA in bundle mode instead of `--watch`."""
 
 
 async def opa_ready(url: str) -> bool:
@@ -24,8 +37,14 @@ async def opa_ready(url: str) -> bool:
         return response.status == 200
 
 
-def opa_process(config: DevConfig, opa: Path | None = None) -> ManagedProcess:
-    """The OPA server as a ManagedProcess (the policy folder is created if missing)."""
+def _config_file_from_env() -> Path | None:
+    raw = os.environ.get(OPA_CONFIG_ENV, "").strip()
+    return Path(raw).expanduser().resolve() if raw else None
+
+
+def opa_process(config: DevConfig, opa: Path | None = None, *, config_file: Path | None = None) -> ManagedProcess:
+    """The OPA server as a ManagedProcess: `--watch` over the policy folder, or bundle mode with `config_file`."""
+    config_file = config_file or _config_file_from_env()
     argv = [
         str(opa or config.bin_dir / "opa"),
         "run",
@@ -35,9 +54,11 @@ def opa_process(config: DevConfig, opa: Path | None = None) -> ManagedProcess:
         "--log-level",
         "error",
         "--disable-telemetry",
-        "--watch",
-        str(config.policy_dir),
     ]
+    if config_file is None:
+        argv += ["--watch", str(config.policy_dir)]
+    else:
+        argv += ["--config-file", str(config_file)]
     url = config.opa_url
 
     async def ready() -> bool:

@@ -1,0 +1,364 @@
+"""Signed policy bundles against a real OPA (the pinned binary), started by each test (docs/policy.md).
+
+Every test runs its own OPA (own port, own state folder, own configuration from
+`atb.policy.opa_config`) that polls a bundle store served by the development
+bundle server (`atb.policy.server`) in this process. Revisions are built from
+copies of `opa/policy` outside git, so they are `sha256:<content>`; revision B
+takes `crm.contact.read` off the low-risk allowlist, so B's answers differ from
+A's. Every wait is on OPA's own report (`GET /v1/status`): its active revision,
+or the error it gives for the bundle it last refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import socket
+import tarfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from typer.testing import CliRunner
+
+from atb.cli import app as atb_app
+from atb.dev.config import HOST, DevConfig
+from atb.dev.opa import opa_process
+from atb.dev.procs import ManagedProcess
+from atb.dev.toolchain import build_opa
+from atb.policy.bundle import build_bundle, read_bundle, revision_of
+from atb.policy.errors import PolicyBundleUsageError
+from atb.policy.keys import BundleSigningKey, ensure_dev_key, load_signing_key
+from atb.policy.opa_config import BUNDLE_NAME, opa_config
+from atb.policy.publish import SERVED_NAME, http_publish, publish_to_dir, rollback_dir, served_revision
+from atb.policy.server import bundle_server_app
+from atb.policy.status import OpaBundleReport, opa_bundle_reports, wait_for_revision
+from atb_runtime.opa import OpaClient, PolicyUnavailableError
+
+pytestmark = pytest.mark.opa
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 60.0
+LOW_READ = {"action": "crm.contact.read", "tenant": "acme", "target_tenant": None, "agent_tenants": ["acme"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+async def opa_bin() -> Path:
+    return await build_opa(DevConfig.from_env())
+
+
+@dataclass
+class Policies:
+    """Two policy folders (A: as in the repository; B: crm.contact.read is no longer low) and their bundles."""
+
+    a_dir: Path
+    b_dir: Path
+    key: BundleSigningKey
+    other_key: BundleSigningKey
+    opa: Path
+    out: Path
+
+    def build(self, folder: Path, key: BundleSigningKey | None = None) -> Path:
+        built = build_bundle(self.opa, folder, self.out / f"{folder.name}.tar.gz", key or self.key, run_tests=False)
+        return built.path
+
+
+@pytest.fixture
+def policies(tmp_path: Path, opa_bin: Path) -> Policies:
+    a_dir = tmp_path / "policy-a"
+    shutil.copytree(REPO / "opa" / "policy", a_dir)
+    b_dir = tmp_path / "policy-b"
+    shutil.copytree(REPO / "opa" / "policy", b_dir)
+    data = json.loads((b_dir / "data.json").read_text())
+    data["atb_policy"]["low_risk_allowlist"].remove("crm.contact.read")
+    (b_dir / "data.json").write_text(json.dumps(data, indent=2))
+    for name in b_dir.glob("*_test.rego"):  # B's behaviour differs on purpose; its tests are A's
+        name.unlink()
+    key = load_signing_key(ensure_dev_key(tmp_path / "keys" / "signing.pem"))
+    other = load_signing_key(ensure_dev_key(tmp_path / "keys" / "other.pem"))
+    return Policies(a_dir, b_dir, key, other, opa_bin, tmp_path / "built")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[tuple[Path, str]]:
+    """A bundle store folder and the URL the development bundle server serves it on."""
+    root = tmp_path / "store"
+    root.mkdir()
+    runner = web.AppRunner(bundle_server_app(root, upload_token="s3cret-upload-token"))
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind((HOST, 0))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    try:
+        yield root, f"http://{HOST}:{sock.getsockname()[1]}"
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+@dataclass
+class RunningOpa:
+    url: str
+    proc: ManagedProcess
+    log: Path
+    client: OpaClient
+
+    async def report(self) -> OpaBundleReport:
+        reports = [r for r in await opa_bundle_reports([self.url]) if r.bundle == BUNDLE_NAME]
+        assert len(reports) == 1, reports
+        return reports[0]
+
+    async def until(self, predicate: Callable[[OpaBundleReport], bool]) -> OpaBundleReport:
+        return await wait_for_revision(self.url, BUNDLE_NAME, predicate, timeout_s=WAIT_S)
+
+    async def serves(self, revision: str) -> OpaBundleReport:
+        return await self.until(lambda r: r.revision == revision and r.error is None)
+
+    async def refused(self, fragment: str) -> OpaBundleReport:
+        return await self.until(lambda r: r.error is not None and fragment in r.error)
+
+    async def requirements(self) -> dict[str, object]:
+        result = await self.client.evaluate("atb/poa/requirements", dict(LOW_READ))
+        assert isinstance(result, dict)
+        return result
+
+
+@pytest.fixture
+async def opa(tmp_path: Path, policies: Policies, store: tuple[Path, str]) -> AsyncIterator[RunningOpa]:
+    """The pinned OPA in bundle mode (atb/dev/opa.py), polling the store every second, verifying signatures."""
+    _, url = store
+    config_file = tmp_path / "opa-config.json"
+    document = opa_config(
+        service_url=url,
+        public_pem=policies.key.public_pem,
+        algorithm=policies.key.algorithm,
+        min_delay_s=1,
+        max_delay_s=1,
+    )
+    config_file.write_text(json.dumps(document))
+    port = _free_port()
+    dev = DevConfig.from_env()
+    config = DevConfig(
+        repo=dev.repo,
+        state_dir=tmp_path / "state",
+        cache_dir=dev.cache_dir,
+        kafka_port=dev.kafka_port,
+        controller_port=dev.controller_port,
+        opa_port=port,
+    )
+    proc = opa_process(config, policies.opa, config_file=config_file)
+    assert "--config-file" in proc.argv
+    assert "--watch" not in proc.argv
+    await proc.start(ready_timeout=60.0)
+    client = OpaClient(config.opa_url)
+    try:
+        yield RunningOpa(config.opa_url, proc, config.opa_dir / "opa.log", client)
+    finally:
+        await client.close()
+        await proc.stop(10.0)
+
+
+def _plant(store_root: Path, bundle: Path) -> None:
+    """Put a bundle where OPA downloads it, bypassing `atb policy publish` (an attacker with store access)."""
+    target = store_root / SERVED_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(".planted")
+    tmp.write_bytes(bundle.read_bytes())
+    tmp.replace(target)
+
+
+def _unsigned(policies: Policies, folder: Path) -> Path:
+    out = policies.out / f"{folder.name}-unsigned.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import subprocess
+
+    subprocess.run(
+        [str(policies.opa), "build", "-b", ".", "--ignore", "*_test.rego", "--revision", "unsigned-1", "-o", str(out)],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
+    assert not read_bundle(out).signed
+    return out
+
+
+def _tampered(signed: Path, out: Path) -> Path:
+    """The signed bundle with data.json changed after signing (signatures kept as they were)."""
+    buf = io.BytesIO()
+    with tarfile.open(signed, "r:gz") as src, tarfile.open(fileobj=buf, mode="w:gz") as dst:
+        for member in src.getmembers():
+            extracted = src.extractfile(member)
+            assert extracted is not None
+            content = extracted.read()
+            if member.name.lstrip("/") == "data.json":
+                data = json.loads(content)
+                data["atb_policy"]["critical_actions"] = []
+                content = json.dumps(data).encode()
+            member.size = len(content)
+            dst.addfile(member, io.BytesIO(content))
+    out.write_bytes(buf.getvalue())
+    return out
+
+
+async def test_signed_bundle_activates_and_every_answer_carries_its_revision(
+    policies: Policies, store: tuple[Path, str], opa: RunningOpa
+) -> None:
+    root, _ = store
+    bundle = policies.build(policies.a_dir)
+    revision = read_bundle(bundle).revision
+    assert revision == revision_of(policies.a_dir)
+    assert revision.startswith("sha256:")  # outside git
+    publish_to_dir(bundle, root)
+    assert served_revision(root) == revision
+
+    report = await opa.serves(revision)
+    assert report.activated_at is not None
+    requirements = await opa.requirements()
+    assert requirements["tier"] == "low"
+    assert requirements["policy_version"] == revision
+    decisions = await opa.client.evaluate(
+        "atb/poa/decisions", {"batch": [{"request": LOW_READ, "claims": None, "agent_id": "spiffe://x/agent"}]}
+    )
+    assert isinstance(decisions, list)
+    assert decisions[0]["policy_version"] == revision
+
+
+async def test_publish_then_rollback_serves_the_earlier_revision_again(
+    policies: Policies, store: tuple[Path, str], opa: RunningOpa
+) -> None:
+    root, _ = store
+    rev_a = publish_to_dir(policies.build(policies.a_dir), root).revision
+    await opa.serves(rev_a)
+    assert (await opa.requirements())["tier"] == "low"
+
+    rev_b = publish_to_dir(policies.build(policies.b_dir), root).revision
+    assert rev_b != rev_a
+    await opa.serves(rev_b)
+    after = await opa.requirements()
+    assert (after["tier"], after["policy_version"]) == ("high", rev_b)
+
+    stored_a = (root / "revisions" / f"{rev_a.replace(':', '-')}.tar.gz").read_bytes()
+    rollback_dir(root, rev_a)
+    assert (root / SERVED_NAME).read_bytes() == stored_a  # the earlier signed bundle, unchanged
+    await opa.serves(rev_a)
+    back = await opa.requirements()
+    assert (back["tier"], back["policy_version"]) == ("low", rev_a)
+
+    # `atb policy status` reads the same from OPA: not stale against the store, stale against B.
+    runner = CliRunner()
+    fresh = await asyncio.to_thread(
+        runner.invoke, atb_app, ["policy", "status", "--opa", opa.url, "--dir", str(root), "--json"]
+    )
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads(fresh.output)["instances"][0]["revision"] == rev_a
+    stale = await asyncio.to_thread(
+        runner.invoke, atb_app, ["policy", "status", "--opa", opa.url, "--expect", rev_b, "--json"]
+    )
+    assert stale.exit_code == 1, stale.output
+    assert json.loads(stale.output)["instances"][0]["stale"] is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("bad signature", "failed to verify JWT signature"),
+        ("unsigned", "bundle missing .signatures.json file"),
+        ("content changed after signing", "digest mismatch"),
+    ],
+)
+async def test_a_refused_bundle_leaves_the_last_good_revision_deciding(
+    policies: Policies, store: tuple[Path, str], opa: RunningOpa, kind: str, error: str
+) -> None:
+    root, _ = store
+    good = policies.build(policies.a_dir)
+    rev_a = publish_to_dir(good, root).revision
+    await opa.serves(rev_a)
+
+    if kind == "bad signature":
+        bad = policies.build(policies.b_dir, key=policies.other_key)  # signed, with a key OPA does not trust
+    elif kind == "unsigned":
+        bad = _unsigned(policies, policies.b_dir)
+    else:
+        bad = _tampered(good, policies.out / "tampered.tar.gz")
+    _plant(root, bad)
+
+    refused = await opa.refused(error)  # OPA downloaded it and said why it refused it
+    assert refused.revision == rev_a
+    answer = await opa.requirements()
+    assert (answer["tier"], answer["policy_version"]) == ("low", rev_a)
+    log = opa.log.read_text()
+    assert "Bundle load failed" in log
+    assert error in log
+
+    # The store can still move on: a good bundle activates after the refused one.
+    rev_b = publish_to_dir(policies.build(policies.b_dir), root).revision
+    await opa.serves(rev_b)
+    assert (await opa.requirements())["policy_version"] == rev_b
+
+
+async def test_without_any_bundle_the_client_fails_closed(
+    policies: Policies, store: tuple[Path, str], opa: RunningOpa
+) -> None:
+    root, _ = store
+    await opa.refused("server replied with Not Found")  # OPA polled an empty store
+    with pytest.raises(PolicyUnavailableError, match="no decision"):
+        await opa.requirements()
+
+    _plant(root, _unsigned(policies, policies.a_dir))  # an unsigned bundle does not count as one
+    await opa.refused("bundle missing .signatures.json file")
+    assert (await opa.report()).revision is None
+    with pytest.raises(PolicyUnavailableError, match="no decision"):
+        await opa.requirements()
+
+
+async def test_bundle_server_etag_and_http_publish(policies: Policies, store: tuple[Path, str]) -> None:
+    root, url = store
+    bundle = policies.build(policies.a_dir)
+    revision = read_bundle(bundle).revision
+    with pytest.raises(Exception, match="401"):
+        await http_publish(bundle, url, token="wrong")
+    assert not (root / SERVED_NAME).exists()
+    await http_publish(bundle, url, token="s3cret-upload-token")
+    assert served_revision(root) == revision
+    assert (root / "revisions" / f"{revision.replace(':', '-')}.tar.gz").read_bytes() == bundle.read_bytes()
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/{SERVED_NAME}") as first:
+            assert first.status == 200
+            etag = first.headers["ETag"]
+            assert await first.read() == bundle.read_bytes()
+        async with session.get(f"{url}/{SERVED_NAME}", headers={"If-None-Match": etag}) as again:
+            assert again.status == 304
+        publish_to_dir(policies.build(policies.b_dir), root)
+        async with session.get(f"{url}/{SERVED_NAME}", headers={"If-None-Match": etag}) as changed:
+            assert changed.status == 200
+            assert changed.headers["ETag"] != etag
+        async with session.get(f"{url}/bundles/..%2F..%2Fetc%2Fpasswd") as traversal:
+            assert traversal.status == 404
+
+
+def test_a_revision_is_immutable_and_only_signed_bundles_are_published(policies: Policies, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    bundle = policies.build(policies.a_dir)
+    publish_to_dir(bundle, root)
+    publish_to_dir(bundle, root)  # the same bytes again: idempotent
+    other = policies.build(policies.a_dir, key=policies.other_key)  # same revision, other signature
+    with pytest.raises(PolicyBundleUsageError, match="immutable"):
+        publish_to_dir(other, root)
+    with pytest.raises(PolicyBundleUsageError, match="not signed"):
+        publish_to_dir(_unsigned(policies, policies.b_dir), root)
+    with pytest.raises(PolicyBundleUsageError, match="never published"):
+        rollback_dir(root, "sha256:" + "0" * 64)
