@@ -15,6 +15,7 @@ BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.atb-installed
 CACHE_DIR := $(or $(ATB_CACHE_DIR),$(CURDIR)/.cache)
 OPA := $(CACHE_DIR)/bin/opa
+AMTOOL := $(CACHE_DIR)/bin/amtool
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # mypy refuses a folder without Python files: pass only the ones that have some.
 MYPY_TARGETS = $(shell for d in contracts atb services tests bench; do \
@@ -57,7 +58,7 @@ test: venv infra ## run every test except the soak tests against the local stack
 soak: venv infra ## run the large-scale fault-injection tests
 	@$(call run_pytest,-m soak -s $(PYTEST_ARGS))
 
-lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rule tests, compose file check
+lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rules and routes, compose file check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_TARGETS)
@@ -67,6 +68,14 @@ lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rule tests
 	@command -v promtool >/dev/null || { echo "lint: promtool not found (apt-get install prometheus)" >&2; exit 2; }
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
+	promtool check config deploy/prometheus/prometheus.yml
+	$(AMTOOL) check-config deploy/alertmanager/alertmanager.yml
+	@grep -v '^#' deploy/alertmanager/routes_test.txt | while read -r receivers labels; do \
+		[ -n "$$receivers" ] || continue; \
+		$(AMTOOL) config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+			--verify.receivers="$$receivers" $$labels >/dev/null \
+			|| { echo "lint: alert route of '$$labels' is not $$receivers" >&2; exit 1; }; \
+	done; echo "deploy/alertmanager/routes_test.txt: every route as expected"
 	@if [ -f docker-compose.yml ]; then \
 		command -v docker-compose >/dev/null || { echo "lint: docker-compose not found (apt-get install docker-compose)" >&2; exit 2; }; \
 		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: ok"; fi

@@ -20,18 +20,22 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from atb.dev.config import DevConfig
 from atb.dev.errors import ToolchainMissingError, ToolError
 
 __all__ = [
+    "AMTOOL",
     "DEPENDENCY_PLUGIN",
+    "LINT_TOOLS",
     "MIN_JAVA",
     "OPA_MODULE",
     "OPA_VERSION",
     "VERSITYGW_MODULE",
     "VERSITYGW_VERSION",
+    "GoTool",
     "Progress",
     "build_opa",
     "build_versitygw",
@@ -236,3 +240,64 @@ async def build_versitygw(config: DevConfig, progress: Progress | None = None) -
         raise ToolError(f"go install did not produce versitygw at {_versitygw_path(config)}")
     _versitygw_stamp(config).write_text(f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}\n")
     return _versitygw_path(config)
+
+
+# -- Pinned Go tools, one way -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A command `go install`ed from the Go module proxy at a pinned version into `<cache>/bin`."""
+
+    name: str
+    """The binary's name."""
+    package: str
+    """The package path `go install` builds (the module path, or a command inside it)."""
+    version: str
+    cold: str
+    """How long a cold build takes here, for the progress line."""
+
+    def path(self, config: DevConfig) -> Path:
+        return config.bin_dir / self.name
+
+    def _stamp(self, config: DevConfig) -> Path:
+        return config.bin_dir / f".{self.name}.version"
+
+    def fresh(self, config: DevConfig) -> bool:
+        """True when the binary exists and a stamp written after its build names this exact version.
+
+        Go tools built by `go install` often report no exact version (a `git` or major.minor
+        string), so the stamp is what proves which one it is.
+        """
+        if not os.access(self.path(config), os.X_OK):
+            return False
+        try:
+            return self._stamp(config).read_text().strip() == f"{self.package}@{self.version}"
+        except OSError:
+            return False
+
+    async def build(self, config: DevConfig, progress: Progress | None = None) -> Path:
+        """`go install` it unless that exact version is there; the path of the binary."""
+        if self.fresh(config):
+            return self.path(config)
+        go = require_tools(["go"])["go"]
+        if progress:
+            progress(f"building {self.name} {self.version} with go install (first run only, {self.cold})")
+        config.bin_dir.mkdir(parents=True, exist_ok=True)
+        self._stamp(config).unlink(missing_ok=True)
+        env = {**os.environ, "GOBIN": str(config.bin_dir)}
+        log = config.cache_dir / "logs" / f"go-install-{self.name}.log"
+        await run_logged([go, "install", f"{self.package}@{self.version}"], log, env)
+        if not os.access(self.path(config), os.X_OK):
+            raise ToolError(f"go install did not produce {self.name} at {self.path(config)} (log: {log})")
+        self._stamp(config).write_text(f"{self.package}@{self.version}\n")
+        return self.path(config)
+
+
+AMTOOL = GoTool(
+    "amtool", "github.com/prometheus/alertmanager/cmd/amtool", "v0.35.0", "about 2 min cold, 5 on a busy machine"
+)
+"""Alertmanager's CLI: `make lint` and the tests check deploy/alertmanager/ routes with it."""
+
+LINT_TOOLS: tuple[GoTool, ...] = (AMTOOL,)
+"""What `atb dev tools` (and so `make lint`) builds besides Kafka's jars and OPA."""

@@ -78,7 +78,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
-NOT_ATB = ("kafka", "postgres", "opa", "topics")
+NOT_ATB = ("kafka", "postgres", "opa", "topics", "prometheus", "alertmanager", "grafana")
 SITE = "usr/local/lib/python3.11/site-packages"
 """Where the image's pip installs the wheel (python:3.11-slim)."""
 BASE_IMAGE_ENV = {
