@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import JsonValue
 from typer.testing import CliRunner
 
 from atb.cli import app as atb_app
@@ -44,7 +45,12 @@ pytestmark = pytest.mark.opa
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0
-LOW_READ = {"action": "crm.contact.read", "tenant": "acme", "target_tenant": None, "agent_tenants": ["acme"]}
+LOW_READ: dict[str, JsonValue] = {
+    "action": "crm.contact.read",
+    "tenant": "acme",
+    "target_tenant": None,
+    "agent_tenants": ["acme"],
+}
 
 
 def _free_port() -> int:
@@ -130,7 +136,7 @@ class RunningOpa:
     async def refused(self, fragment: str) -> OpaBundleReport:
         return await self.until(lambda r: r.error is not None and fragment in r.error)
 
-    async def requirements(self) -> dict[str, object]:
+    async def requirements(self) -> dict[str, JsonValue]:
         result = await self.client.evaluate("atb/poa/requirements", dict(LOW_READ))
         assert isinstance(result, dict)
         return result
@@ -233,6 +239,7 @@ async def test_signed_bundle_activates_and_every_answer_carries_its_revision(
         "atb/poa/decisions", {"batch": [{"request": LOW_READ, "claims": None, "agent_id": "spiffe://x/agent"}]}
     )
     assert isinstance(decisions, list)
+    assert isinstance(decisions[0], dict)
     assert decisions[0]["policy_version"] == revision
 
 
