@@ -55,6 +55,7 @@ from contracts import (
     ActionRequested,
     ApprovalRequired,
     BrokerDecision,
+    BrokerDecisionV1,
     EventPayload,
     IssuanceRequested,
     JsonObject,
@@ -227,7 +228,8 @@ class AgentClient:
             _await_first(
                 self._bootstrap,
                 (topic_name(Topic.BROKER_DECISIONS, self._ns),),
-                lambda p: isinstance(p, BrokerDecision) and p.action_id == requested.action_id,
+                # A broker not yet upgraded answers with v1 during a rolling upgrade.
+                lambda p: isinstance(p, BrokerDecision | BrokerDecisionV1) and p.action_id == requested.action_id,
                 timeout,
                 self._bundle,
                 self._rules,
@@ -236,6 +238,8 @@ class AgentClient:
         await asyncio.sleep(0)
         await self._publish_signed(requested)
         found = await waiter
+        if isinstance(found, BrokerDecisionV1):
+            return found.upcast()
         assert isinstance(found, BrokerDecision)
         return found
 

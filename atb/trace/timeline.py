@@ -32,6 +32,7 @@ from contracts import (
     ApprovalStateChanged,
     AuditEvent,
     BrokerDecision,
+    BrokerDecisionV1,
     DeadLetter,
     DeadLetterV1,
     Envelope,
@@ -185,6 +186,12 @@ def _describe(record: TraceRecord, verdicts: dict[str, str]) -> tuple[str, str, 
             f"{_short(p.agent_id)}: {p.action} on {p.resource} (Kafka)",
             {"action_id": p.action_id},
         )
+    if isinstance(p, BrokerDecisionV1):
+        v1 = p
+        try:
+            p = v1.upcast()
+        except ValueError:  # a reason code this version does not know: shown as it was recorded
+            return "broker decision", f"{v1.decision.value}: {'; '.join(v1.reasons)} (v1)", {"action_id": v1.action_id}
     if isinstance(p, BrokerDecision):
         return (
             "broker decision",

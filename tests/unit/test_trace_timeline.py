@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from atb.trace.timeline import TraceRecord, build_timeline, partition_for
-from contracts import AuditEvent, VoteCast, VoteChoice, make_envelope
+from contracts import AuditEvent, BrokerDecisionV1, Decision, VoteCast, VoteChoice, make_envelope
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -80,3 +80,30 @@ def test_partition_matches_the_java_default_partitioner() -> None:
     for key, hashed in java.items():
         for partitions in (3, 6, 7):
             assert partition_for(key, partitions) == (hashed & 0x7FFFFFFF) % partitions, (key, partitions)
+
+
+def _v1_decision(reasons: tuple[str, ...]) -> BrokerDecisionV1:
+    return BrokerDecisionV1(
+        request_id="req-1",
+        action_id="a-1",
+        agent_id="spiffe://atb.local/agent/a",
+        action="crm.contact.read",
+        decision=Decision.DENY,
+        reasons=reasons,
+        policy_version="p1",
+        jti="j-1",
+        decided_at=T0,
+    )
+
+
+def test_a_v1_broker_decision_is_shown_with_its_reasons_as_data() -> None:
+    steps = build_timeline(
+        [
+            _record(_v1_decision(("poa_revoked: agent compromised",)), "spiffe://atb.local/svc/broker", T0, 1),
+            _record(_v1_decision(("no_such_code: from the future",)), "spiffe://atb.local/svc/broker", T0, 2),
+        ]
+    )
+    assert [s.kind for s in steps] == ["broker decision", "broker decision"]
+    assert steps[0].summary == "deny: poa_revoked: agent compromised (jti j-1, policy p1)"
+    assert steps[0].details["reasons"] == [{"code": "poa_revoked", "detail": "agent compromised"}]
+    assert steps[1].summary == "deny: no_such_code: from the future (v1)"
