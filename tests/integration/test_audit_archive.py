@@ -39,6 +39,7 @@ from audit_sink.adapters.ledger import HoldScope, place_hold, release_hold
 from audit_sink.archive.check import ArchiveReport, verify_archive
 from audit_sink.archive.format import Manifest, manifest_key, segment_key
 from audit_sink.archive.objects import DirArchive, S3Archive
+from audit_sink.archive.schedule import ArchiveSchedule, ArchiveSettings
 from audit_sink.archive.seal import ArchiveStateError, Sealer
 from audit_sink.domain.checkpoint import Checkpoint, SignedNote, VerifierKey
 from audit_sink.settings import WitnessEndpoint
@@ -381,3 +382,20 @@ def test_archive_cli_seals_with_progress_and_refuses_a_bucket_without_object_loc
     )
     assert refused.exit_code == 1, refused.output
     assert "Object Lock" in refused.output
+
+
+async def test_the_sinks_schedule_seals_closed_segments_each_round(archive: S3Archive, tmp_path: Path) -> None:
+    url = _sqlite(tmp_path)
+    filler = Filler(url, tmp_path)
+    filler.fill(600, every=300)
+    assert ArchiveSchedule.from_settings(make_engine(url), filler.signer.verifier, ArchiveSettings(url="")) is None
+    schedule = ArchiveSchedule(_sealer(url, archive, filler.signer.verifier, max_leaves=300), interval_s=3600)
+    assert await schedule.run_once() == 2
+    assert await schedule.run_once() == 0
+    filler.append(rows(600, 10))
+    filler.checkpoint()
+    assert await schedule.run_once() == 1
+    assert schedule.sealed == 3
+    report = verify_archive(archive, filler.signer.verifier)
+    assert report.ok, _problems(report)
+    assert report.leaves == 610

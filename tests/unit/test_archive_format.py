@@ -1,0 +1,127 @@
+"""The archive's pure parts: segment and manifest round trips, the chain's checks, retention, legal holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from audit_sink.archive.format import (
+    ArchiveFormatError,
+    Chain,
+    Entry,
+    Manifest,
+    Segment,
+    hold_covers,
+    manifest_key,
+    segment_key,
+    seq_of,
+    sha256_hex,
+)
+from audit_sink.archive.seal import retain_until
+from audit_sink.domain import RecordMeta, RetentionPolicy, row_for
+from audit_sink.domain.checkpoint import Checkpoint
+from audit_sink.domain.leaf import leaf_bytes
+from audit_sink.domain.merkle import Frontier, leaf_hash
+
+ORIGIN = "atb.local/audit"
+NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def _entries(start: int, count: int, request_id: str = "req-1") -> tuple[Entry, ...]:
+    out = []
+    for i in range(start, start + count):
+        raw = b'{"not": "an event"}' if i % 2 else b"\x00garbage"
+        meta = RecordMeta("atb.audit", i % 3, i, f"k{i}".encode(), raw, int(NOW.timestamp() * 1000))
+        row = row_for(meta, recorded_at=NOW, retention=RetentionPolicy())._replace(request_id=request_id)
+        out.append(Entry(i, leaf_bytes(row), row, seq=i + 1))
+    return tuple(out)
+
+
+def _link(
+    prev: bytes | None, seq: int, frontier: Frontier, entries: tuple[Entry, ...]
+) -> tuple[bytes, Manifest, bytes]:
+    after = frontier.extend([leaf_hash(e.leaf) for e in entries])
+    note = Checkpoint(ORIGIN, after.size, after.root()).body()  # signatures are the caller's: not checked here
+    segment = Segment(ORIGIN, seq, frontier.size, after.size, frontier.peaks, entries, note)
+    data = segment.encode()
+    ids, first, last = segment.hold_scope()
+    manifest = Manifest(
+        ORIGIN,
+        seq,
+        frontier.size,
+        after.size,
+        after.root(),
+        segment_key("", seq),
+        sha256_hex(data),
+        len(data),
+        note,
+        None if prev is None else sha256_hex(prev),
+        "2026-03-01T12:00:00.000000Z",
+        "2033-03-01T12:00:00Z",
+        ids,
+        first,
+        last,
+    )
+    return manifest.encode(), manifest, data
+
+
+def test_segment_and_manifest_round_trip_byte_for_byte() -> None:
+    manifest_bytes, manifest, data = _link(None, 0, Frontier(), _entries(0, 5))
+    assert Segment.decode(data).encode() == data
+    assert Segment.decode(data).entries[1].row == _entries(0, 5)[1].row
+    assert Manifest.decode(manifest_bytes) == manifest
+    with pytest.raises(ArchiveFormatError, match="not a segment"):
+        Segment.decode(manifest_bytes)
+    with pytest.raises(ArchiveFormatError, match="not JSON"):
+        Manifest.decode(b"\xff")
+
+
+def test_keys_sort_in_sequence_and_refuse_anything_else() -> None:
+    assert manifest_key("p/", 12) == "p/manifests/000000000012.json"
+    assert seq_of(segment_key("p/", 7)) == 7
+    with pytest.raises(ArchiveFormatError):
+        seq_of("p/manifests/7.json")
+
+
+def test_the_chain_accepts_links_in_order_and_names_a_reordered_segment() -> None:
+    m0, man0, s0 = _link(None, 0, Frontier(), _entries(0, 4))
+    frontier = Frontier().extend([leaf_hash(e.leaf) for e in _entries(0, 4)])
+    m1, man1, s1 = _link(m0, 1, frontier, _entries(4, 3))
+    chain = Chain(ORIGIN)
+    for mb, man, sb in ((m0, man0, s0), (m1, man1, s1)):
+        chain.link(mb, man, sb, Segment.decode(sb), Checkpoint.parse(man.checkpoint))
+    assert chain.finish() == []
+    assert (chain.leaves, chain.rows, chain.frontier.size) == (7, 7, 7)
+
+    swapped = Segment.decode(s1)
+    entries = swapped.entries
+    reordered = Segment(**{**swapped.__dict__, "entries": (entries[1], entries[0], entries[2])})
+    chain = Chain(ORIGIN)
+    chain.link(m0, man0, s0, Segment.decode(s0), Checkpoint.parse(man0.checkpoint))
+    chain.link(m1, man1, reordered.encode(), reordered, Checkpoint.parse(man1.checkpoint))
+    problems = "\n".join(chain.finish())
+    assert "segment 1 was altered" in problems
+    assert "not exactly 4..6 in order" in problems
+    assert "not the signed checkpoint's" in problems
+
+
+def test_retention_is_seven_calendar_years_in_whole_seconds_and_bounded() -> None:
+    assert retain_until(NOW) == datetime(2033, 3, 1, 12, 0, 1, tzinfo=UTC)
+    assert retain_until(datetime(2028, 2, 29, tzinfo=UTC)) == datetime(2035, 2, 28, tzinfo=UTC)
+    later = datetime(2040, 1, 1, tzinfo=UTC)
+    assert retain_until(NOW, rows_until=later) == later  # never before a row's own retain_until
+    assert retain_until(NOW, timedelta(days=1)) == datetime(2026, 3, 2, 12, 0, 1, tzinfo=UTC)
+    for wrong in (timedelta(hours=1), timedelta(days=20 * 366)):
+        with pytest.raises(ValueError, match="archive retention must be between"):
+            retain_until(NOW, wrong)
+
+
+def test_legal_holds_cover_a_segment_by_request_or_by_overlapping_range() -> None:
+    _, manifest, _ = _link(None, 0, Frontier(), _entries(0, 3, request_id="req-9"))
+    day = timedelta(days=1)
+    assert hold_covers([("req-9", None, None)], manifest)
+    assert not hold_covers([("req-8", None, None)], manifest)
+    assert hold_covers([(None, NOW - day, NOW + day)], manifest)
+    assert not hold_covers([(None, NOW + day, NOW + 2 * day)], manifest)
+    assert not hold_covers([(None, NOW - day, NOW - day / 2)], manifest)
