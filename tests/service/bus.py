@@ -44,8 +44,9 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from atb_runtime import Incoming, Outgoing, ProcessorConfig, Publisher, TransactionalProcessor
+from atb_runtime import DeadLetters, Incoming, Outgoing, ProcessorConfig, Publisher, TransactionalProcessor
 from atb_runtime.eos import AssignHook, PoisonHook, RewindHook, TickHook
+from atb_runtime.follow import Check, Refused, Sink
 from atb_runtime.partitioning import partition_for
 from atb_runtime.readback import StoredRecord, iter_records, read_records
 from contracts import (
@@ -61,7 +62,7 @@ from contracts import (
 )
 from tests.service.clock import Clock
 
-__all__ = ["Bus", "KafkaBus", "MemoryBus", "ServiceUnderTest", "events_of", "install"]
+__all__ = ["Bus", "BusPublisher", "KafkaBus", "MemoryBus", "ServiceUnderTest", "events_of", "install"]
 
 READBACK_USERS = ("approvals.adapters.state", "issuer.service")
 """Modules that read committed records back from Kafka (`read_records`) to restore their state."""
@@ -140,6 +141,17 @@ class _Member:
 
 
 @dataclass
+class _Follower:
+    """A group-less follower (`atb_runtime.follow.TopicFollower`): decoded, checked events into a sink."""
+
+    topics: tuple[Topic, ...]
+    sink: Sink
+    check: Check | None
+    dead: DeadLetters | None
+    position: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+@dataclass
 class _Log:
     partitions: list[list[tuple[int, StoredRecord]]]
     """Per partition, (append sequence, record); the sequence orders records across topics."""
@@ -156,6 +168,7 @@ class MemoryBus:
     _topics: dict[str, Topic] = field(default_factory=dict)
     _groups: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     _members: dict[str, _Member] = field(default_factory=dict)
+    _followers: dict[str, _Follower] = field(default_factory=dict)
     _headers: dict[tuple[str, int, int], Headers] = field(default_factory=dict)
     _seq: int = 0
 
@@ -278,9 +291,58 @@ class MemoryBus:
                     outputs.extend(service.poison(record, "poison_record", reason))
         return outputs
 
+    def follow(
+        self,
+        name: str,
+        topics: tuple[Topic, ...],
+        sink: Sink,
+        *,
+        check: Check | None = None,
+        dead: DeadLetters | None = None,
+    ) -> None:
+        """Follow topics from their beginning, as a view does; `settle` feeds the sink too."""
+        self._followers[name] = _Follower(topics, sink, check, dead)
+
+    async def _feed(self, follower: _Follower) -> bool:
+        """What `TopicFollower` does with one fetch: decode, refuse (and letter) what it cannot use, sink the rest."""
+        fresh: list[tuple[int, StoredRecord, Topic]] = []
+        for topic in follower.topics:
+            name = topic_name(topic, self.namespace)
+            for partition, records in enumerate(self._logs[name].partitions):
+                start = follower.position.get((name, partition), 0)
+                fresh.extend((seq, record, topic) for seq, record in records[start:])
+                follower.position[(name, partition)] = len(records)
+        if not fresh:
+            return False
+        events: list[EventPayload] = []
+        letters: list[Outgoing] = []
+        for _, record, topic in sorted(fresh, key=lambda entry: entry[0]):
+            refused: Refused
+            try:
+                envelope = decode_envelope(record.value)
+                payload = payload_of(envelope)
+            except EventDecodeError as exc:
+                refused = Refused(exc.code, exc.reason)
+            else:
+                if payload.topic is not topic:
+                    refused = Refused("unexpected_type", f"{envelope.type} does not belong on {record.topic}")
+                elif (verdict := follower.check(envelope, payload) if follower.check else None) is None:
+                    events.append(payload)
+                    continue
+                else:
+                    refused = verdict
+            if follower.dead is not None:
+                letters.extend(follower.dead(self._incoming(record), refused.code, refused.reason))
+                letters.extend(refused.extra)
+        await self.publish(letters)
+        if events:
+            await follower.sink(events)
+        return True
+
     async def settle(self) -> None:
         for _ in range(self.max_rounds):
             worked = [await self._step(member) for member in list(self._members.values())]
+            worked += [await self._feed(follower) for follower in list(self._followers.values())]
             if not any(worked):
                 return
         raise AssertionError(f"the services did not settle within {self.max_rounds} rounds")
@@ -318,6 +380,22 @@ class MemoryBus:
                 if since_ms is None or record.timestamp_ms >= since_ms:
                     out.append(record)
         return out
+
+
+@dataclass
+class BusPublisher:
+    """`atb_runtime.publisher.RecordPublisher` onto a bus: what a service publishes outside a transaction."""
+
+    bus: Bus
+
+    async def publish(self, records: Sequence[Outgoing]) -> None:
+        await self.bus.publish(records)
+
+    async def flush(self) -> None:
+        return None
+
+    async def send_and_wait(self, records: Sequence[Outgoing]) -> None:
+        await self.bus.publish(records)
 
 
 def install(monkeypatch: pytest.MonkeyPatch, bus: MemoryBus) -> None:

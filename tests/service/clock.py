@@ -1,11 +1,12 @@
 """An injectable clock for the service tier: every "now" a service reads comes from one `Clock`.
 
 The services read the time as `datetime.now(UTC)` (approvals, issuer, the
-evidence verifier, envelopes, audit events, the broker's key ring) and the
-broker's verifier as `time.time()`. None of them takes a clock argument yet, so
-`install` replaces the module-level name `datetime` in exactly the modules
-listed in `CLOCKED_MODULES` with `ClockedDatetime`, whose `now()` asks the
-clock. `ClockedDatetime` is still the real class for everything else
+evidence verifier, envelopes, audit events, proof checks, the broker's key ring,
+chat) and as `time.time()` (the broker's verifier, chat's Slack timestamp
+check). None of them takes a clock argument yet, so `install` replaces the
+module-level name `datetime` in exactly the modules listed in `CLOCKED_MODULES`
+with `ClockedDatetime`, whose `now()` asks the clock, and the name `time` in
+`CLOCKED_TIME_MODULES` with `ClockedTime`. `ClockedDatetime` is still the real class for everything else
 (construction, `fromtimestamp`, `isinstance` checks against it). The verifier
 and the revocation list take the clock as an argument (`ClockedVerifier`,
 `RevocationList(clock=...)`).
@@ -17,12 +18,13 @@ by advancing past it and ticking.
 from __future__ import annotations
 
 import importlib
+import time
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, ClassVar, Self
 
 import pytest
 
-__all__ = ["CLOCKED_MODULES", "Clock", "ClockedDatetime", "install"]
+__all__ = ["CLOCKED_MODULES", "CLOCKED_TIME_MODULES", "Clock", "ClockedDatetime", "ClockedTime", "install"]
 
 CLOCKED_MODULES = (
     "approvals.service",
@@ -32,8 +34,13 @@ CLOCKED_MODULES = (
     "broker.adapters.keys",
     "atb_runtime.records",
     "contracts.envelope",
+    "atb_runtime.proofs",
+    "chat.service",
 )
 """Every module whose `datetime.now(UTC)` a service's decisions or outputs depend on."""
+
+CLOCKED_TIME_MODULES = ("chat.service",)
+"""Modules whose `time.time()` (the Slack request timestamp check) is the clock's."""
 
 
 class Clock:
@@ -104,12 +111,30 @@ def _plain(value: datetime) -> Any:
     )
 
 
+class ClockedTime:
+    """The `time` module with `time()` from the clock; everything else (monotonic, perf_counter) is the real one."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    def time(self) -> float:
+        return self._clock.time()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def install(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Clock:
-    """Make every module of `CLOCKED_MODULES` read `clock`; undone with the monkeypatch."""
+    """Make every module of `CLOCKED_MODULES` and `CLOCKED_TIME_MODULES` read `clock`; undone with the monkeypatch."""
     monkeypatch.setattr(ClockedDatetime, "clock", clock)
     for name in CLOCKED_MODULES:
         module = importlib.import_module(name)
         if getattr(module, "datetime", None) is not datetime:
             raise AssertionError(f"{name} no longer imports datetime by name: update tests/service/clock.py")
         monkeypatch.setattr(module, "datetime", ClockedDatetime)
+    for name in CLOCKED_TIME_MODULES:
+        module = importlib.import_module(name)
+        if getattr(module, "time", None) is not time:
+            raise AssertionError(f"{name} no longer imports the time module: update tests/service/clock.py")
+        monkeypatch.setattr(module, "time", ClockedTime(clock))
     return clock

@@ -10,15 +10,18 @@ differences, each a stand-in for something outside the process:
 - Kafka is the bus (tests/service/bus.py), including the state read-back;
 - the broker's verification keys and revocations are handed to its key ring and
   revocation list (`trust_issuer_key`, `World.revoke`) instead of arriving
-  through their followers, which only run against a real broker.
+  through their followers, which only run against a real broker;
+- Slack is `RecordingSlack` (`chat.ports.SlackApi`), and chat publishes through
+  `BusPublisher` (`RecordPublisher`); its card follower is the bus's.
 
-The spent store is the real one, on SQLite in the test's directory.
+The spent store and the chat store are the real ones, on SQLite in the test's directory.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +34,7 @@ from approvals.settings import ApprovalsSettings
 from atb_identity import Svid, TrustBundle, bundle_path, cert_thumbprint, ensure_svid, sign_envelope
 from atb_runtime import DeadLetters, Outgoing, outgoing_envelope
 from atb_runtime.agents import load_agent_registry
+from atb_runtime.follow import follower_consumer
 from atb_runtime.policy import RequirementsClient
 from broker.adapters.connectors import load_registry
 from broker.adapters.keys import KeyRing
@@ -40,6 +44,11 @@ from broker.adapters.spent import SpentStore
 from broker.adapters.verify import PoaVerifier
 from broker.service import Authorizer, BrokerService
 from broker.settings import BrokerSettings
+from chat.adapters.follower import FOLLOWED, OutcomeProofCheck
+from chat.adapters.store import ChatStore
+from chat.domain import Card
+from chat.service import ChatService
+from chat.settings import ChatSettings
 from contracts import (
     AccountableParty,
     ActionRequested,
@@ -63,11 +72,23 @@ from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey, load_or_create_key
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
-from tests.service.bus import ServiceUnderTest
+from tests.service.bus import BusPublisher, MemoryBus, ServiceUnderTest
 from tests.service.clock import Clock
 from tests.service.policy import TableOpa
 
-__all__ = ["AGENT", "APPROVALS", "BROKER", "CHAT", "ISSUER", "OTHER_AGENT", "ClockedVerifier", "World", "approver_id"]
+__all__ = [
+    "AGENT",
+    "APPROVALS",
+    "BROKER",
+    "CHAT",
+    "ISSUER",
+    "OTHER_AGENT",
+    "SLACK_SECRET",
+    "ClockedVerifier",
+    "RecordingSlack",
+    "World",
+    "approver_id",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 APPROVALS = "spiffe://atb.local/svc/approvals"
@@ -76,6 +97,34 @@ BROKER = "spiffe://atb.local/svc/broker"
 AGENT = "spiffe://atb.local/agent/crm-bot"
 OTHER_AGENT = "spiffe://atb.local/agent/other-bot"
 CHAT = "spiffe://atb.local/svc/chat"
+SLACK_SECRET = b"service-tier-slack-signing-secret"
+
+
+@dataclass
+class RecordingSlack:
+    """`chat.ports.SlackApi` in memory: every call recorded; the channel `#atb-approvals` is CATBAPPROVA."""
+
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    """(method, channel, text) in call order."""
+    cards: dict[tuple[str, str], Card] = field(default_factory=dict)
+    """(channel, ts) → the card shown there now."""
+
+    async def post(self, channel: str, card: Card) -> tuple[str, str]:
+        where = "CATBAPPROVA" if channel == "#atb-approvals" else channel
+        ts = f"{len(self.calls) + 1}.000001"
+        self.calls.append(("post", where, card.text))
+        self.cards[(where, ts)] = card
+        return where, ts
+
+    async def update(self, channel: str, ts: str, card: Card) -> None:
+        self.calls.append(("update", channel, card.text))
+        self.cards[(channel, ts)] = card
+
+    async def ephemeral(self, channel: str, user: str, text: str) -> None:
+        self.calls.append(("ephemeral", user, text))
+
+    async def open_dm(self, user: str) -> str:
+        return f"D{user}"
 
 
 def approver_id(name: str) -> str:
@@ -115,6 +164,7 @@ class World:
     keys: KeyRing | None = None
     revocations: RevocationList | None = None
     spent: SpentStore | None = None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     # -- identities ------------------------------------------------------------------------
 
@@ -228,6 +278,26 @@ class World:
         )
         return service, sut
 
+    def chat(self, bus: MemoryBus, slack: RecordingSlack) -> ChatService:
+        """The chat service as chat/main.py wires it: its card follower on the bus, clicks by `handle_interaction`."""
+        settings = ChatSettings(
+            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
+        )
+        store = ChatStore(settings.db_url())
+        self._closers.append(store.close)
+        service = ChatService(settings, self.directory, store, slack, BusPublisher(bus), self.svid(CHAT), SLACK_SECRET)
+        consumer = follower_consumer("chat", "cards", settings.instance)
+        bus.follow(
+            consumer,
+            FOLLOWED,
+            service.on_events,
+            check=OutcomeProofCheck(
+                self.bundle, settings.outcome_producers, source=CHAT, namespace=self.namespace, consumer=consumer
+            ),
+            dead=DeadLetters(consumer, CHAT, self.namespace),
+        )
+        return service
+
     def trust_issuer_key(self) -> None:
         """What the broker's key follower does with the issuer's SigningKeyPublished."""
         assert self.keys is not None
@@ -237,6 +307,8 @@ class World:
     def close(self) -> None:
         if self.spent is not None:
             self.spent.close()
+        for close in self._closers:
+            close()
 
     # -- what agents and approvers publish -------------------------------------------------
 
