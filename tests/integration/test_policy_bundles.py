@@ -309,6 +309,12 @@ async def test_a_refused_bundle_leaves_the_last_good_revision_deciding(
     log = opa.log.read_text()
     assert "Bundle load failed" in log
     assert error in log
+    # The metrics deploy/prometheus/alerts.yml alerts on, as OPA exports them.
+    async with aiohttp.ClientSession() as session, session.get(f"{opa.url}/metrics") as response:
+        metrics = await response.text()
+    refusals = [ln for ln in metrics.splitlines() if ln.startswith("bundle_failed_load_counter{")]
+    assert any(error in ln and 'name="atb"' in ln for ln in refusals), refusals
+    assert any(ln.startswith('last_success_bundle_request{name="atb"}') for ln in metrics.splitlines())
 
     # The store can still move on: a good bundle activates after the refused one.
     rev_b = publish_to_dir(policies.build(policies.b_dir), root).revision
