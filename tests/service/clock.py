@@ -36,6 +36,7 @@ CLOCKED_MODULES = (
     "contracts.envelope",
     "atb_runtime.proofs",
     "chat.service",
+    "gateway.service",
 )
 """Every module whose `datetime.now(UTC)` a service's decisions or outputs depend on."""
 

@@ -12,7 +12,9 @@ differences, each a stand-in for something outside the process:
   revocation list (`trust_issuer_key`, `World.revoke`) instead of arriving
   through their followers, which only run against a real broker;
 - Slack is `RecordingSlack` (`chat.ports.SlackApi`), and chat publishes through
-  `BusPublisher` (`RecordPublisher`); its card follower is the bus's.
+  `BusPublisher` (`RecordPublisher`); its card follower is the bus's, and so is
+  the gateway's view follower (the gateway's HTTP edge is not here: its calls
+  are made on `GatewayService` directly).
 
 The spent store and the chat store are the real ones, on SQLite in the test's directory.
 """
@@ -36,6 +38,7 @@ from atb_runtime import DeadLetters, Outgoing, outgoing_envelope
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.follow import follower_consumer
 from atb_runtime.policy import RequirementsClient
+from atb_runtime.proofs import ProofCheck, outcome_rules
 from broker.adapters.connectors import load_registry
 from broker.adapters.keys import KeyRing
 from broker.adapters.policy import PolicyGate, load_directory
@@ -68,6 +71,8 @@ from contracts import (
 )
 from contracts.agents import AgentRegistry
 from contracts.directory import Directory
+from gateway.service import GatewayService
+from gateway.settings import GatewaySettings
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey, load_or_create_key
 from issuer.service import IssuerService
@@ -97,6 +102,7 @@ BROKER = "spiffe://atb.local/svc/broker"
 AGENT = "spiffe://atb.local/agent/crm-bot"
 OTHER_AGENT = "spiffe://atb.local/agent/other-bot"
 CHAT = "spiffe://atb.local/svc/chat"
+GATEWAY = "spiffe://atb.local/svc/gateway"
 SLACK_SECRET = b"service-tier-slack-signing-secret"
 
 
@@ -295,6 +301,27 @@ class World:
                 self.bundle, settings.outcome_producers, source=CHAT, namespace=self.namespace, consumer=consumer
             ),
             dead=DeadLetters(consumer, CHAT, self.namespace),
+        )
+        return service
+
+    def gateway(self, bus: MemoryBus) -> GatewayService:
+        """The gateway as gateway/main.py wires it: its view follower on the bus, the HTTP edge's calls direct."""
+        settings = GatewaySettings(
+            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
+        )
+        service = GatewayService(
+            svid=self.svid(GATEWAY), publisher=BusPublisher(bus), agents=self.agents, namespace=self.namespace
+        )
+        consumer = follower_consumer("gateway", "views", settings.instance)
+        rules = outcome_rules(
+            settings.outcome_producers, settings.issuers, request_attesters=settings.request_attesters
+        )
+        bus.follow(
+            consumer,
+            (Topic.POA_REQUESTS, Topic.OUTCOMES, Topic.POA_ISSUED),
+            service.apply,
+            check=ProofCheck(self.bundle, rules, source=GATEWAY, namespace=self.namespace, consumer=consumer),
+            dead=DeadLetters(consumer, GATEWAY, self.namespace),
         )
         return service
 
