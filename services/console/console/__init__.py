@@ -1,0 +1,1 @@
+"""ATB console: passkey sign-in, the approver inbox, device-bound votes."""

@@ -1,0 +1,414 @@
+"""The console's web edge (aiohttp, Jinja2 with autoescape): pages, the WebAuthn JSON calls, live updates.
+
+Every answer carries a strict CSP (`default-src 'self'`, no inline script: the
+only script is /static/console.js), `X-Content-Type-Options: nosniff`,
+`Referrer-Policy: no-referrer`, `frame-ancestors 'none'` and `Cache-Control:
+no-store`; HSTS when the request came over TLS.
+
+Sessions: the cookie `__Host-atb-console` (HttpOnly, Secure, SameSite=Strict,
+Path=/) names a server-side session (console.adapters.store) that ends after
+`console_session_idle_s` without use. Every state-changing request is a POST
+that must come from the console's own origin (`Origin`, `Sec-Fetch-Site`); once
+signed in, it must also carry the session's CSRF token (form field `csrf` or
+header `X-CSRF-Token`), else 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from atb_runtime.web import BodyTimeoutError, read_body_within
+from console.adapters.store import ConsoleStore, Session
+from console.domain import RequestView, explain
+from console.domain.view import RESULT_CODES as RESULTS
+from console.service import ConsoleError, ConsoleService
+from contracts import VoteChoice
+from contracts.limits import HTTP_MAX_BODY_BYTES
+
+__all__ = ["COOKIE", "CSP", "build_app"]
+
+log = logging.getLogger(__name__)
+
+COOKIE = "__Host-atb-console"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+HSTS = "max-age=31536000; includeSubDomains"
+HERE = Path(__file__).resolve().parent.parent
+_SESSION = web.AppKey("session", object)
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return env
+
+
+def build_app(
+    service: ConsoleService, store: ConsoleStore, *, idle_s: float, tls: bool, trust_forwarded_proto: bool = False
+) -> web.Application:
+    env = _templates()
+    origin = service.origin
+
+    def secure(request: web.Request) -> bool:
+        if request.secure:
+            return True
+        return trust_forwarded_proto and request.headers.get("X-Forwarded-Proto", "") == "https"
+
+    @web.middleware
+    async def headers(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        if not response.prepared:
+            response.headers["Content-Security-Policy"] = CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+            response.headers.setdefault("Cache-Control", "no-store")
+            if tls or secure(request):
+                response.headers["Strict-Transport-Security"] = HSTS
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    def page(name: str, status: int = 200, **context: Any) -> web.Response:
+        text = env.get_template(name).render(**context)
+        return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+    def current(request: web.Request) -> tuple[str, Session] | None:
+        sid = request.cookies.get(COOKIE)
+        if not sid:
+            return None
+        session = store.session(sid, now=_now(), idle_s=idle_s)
+        return None if session is None else (sid, session)
+
+    def same_origin(request: web.Request) -> bool:
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in {"same-origin", "none"}:
+            return False
+        sent = request.headers.get("Origin")
+        return sent is None or sent == origin
+
+    def refuse(request: web.Request, code: str, message: str, status: int = 403) -> web.Response:
+        if (
+            request.headers.get("Accept", "").startswith("application/json")
+            or request.content_type == "application/json"
+        ):
+            return web.json_response({"ok": False, "error": code, "message": message}, status=status)
+        return page("message.html", status, title="Refused", message=message, code=code, session=None)
+
+    def csrf_ok(request: web.Request, session: Session, form: dict[str, str]) -> bool:
+        token = request.headers.get("X-CSRF-Token") or form.get("csrf", "")
+        return bool(token) and hmac.compare_digest(token.encode(), session.csrf.encode())
+
+    async def body_json(request: web.Request) -> dict[str, Any]:
+        try:
+            raw = await read_body_within(request)
+            data = json.loads(raw or b"{}")
+        except (BodyTimeoutError, ValueError) as exc:
+            raise ConsoleError("bad_request", "the body is not JSON", 400) from exc
+        if not isinstance(data, dict):
+            raise ConsoleError("bad_request", "the body is not a JSON object", 400)
+        return data
+
+    async def body_form(request: web.Request) -> dict[str, str]:
+        try:
+            async with asyncio.timeout(10):
+                form = await request.post()
+        except TimeoutError as exc:
+            raise ConsoleError("bad_request", "the form did not arrive in time", 408) from exc
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    def cookie(response: web.StreamResponse, sid: str) -> None:
+        response.set_cookie(COOKIE, sid, path="/", secure=True, httponly=True, samesite="Strict")
+
+    # -- pages ---------------------------------------------------------------------------
+
+    async def root(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPSeeOther("/inbox" if current(request) else "/signin")
+
+    async def signin_page(request: web.Request) -> web.StreamResponse:
+        return page("signin.html", session=None)
+
+    async def enroll_page(request: web.Request) -> web.StreamResponse:
+        token = request.match_info["token"]
+        try:
+            principal = service.enrollment_principal(token)
+        except ConsoleError as exc:
+            return page("message.html", exc.status, title="Enrollment", message=str(exc), code=exc.code, session=None)
+        return page("enroll.html", principal=principal, token=token, session=None)
+
+    async def inbox(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        approver = service.approver(session.principal)
+        rows = [_row(v, service) for v in service.inbox(approver)]
+        return page("inbox.html", session=session, rows=rows, version=service.version, now=_utc())
+
+    async def request_page(
+        request: web.Request, *, message: str = "", code: str = "", status: int = 200
+    ) -> web.Response:
+        found = current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        view = service.view(request.match_info["request_id"])
+        if view is None or view.required is None:
+            return page(
+                "message.html",
+                404,
+                title="Not found",
+                message="No such request awaits approval.",
+                code="unknown_request",
+                session=session,
+            )
+        approver = service.approver(session.principal)
+        rules = view.rules()
+        refusal = rules.refusal(approver) if rules else None
+        return page(
+            "request.html",
+            status,
+            session=session,
+            view=view,
+            row=_row(view, service),
+            verified=view.verified_request,
+            refusal=refusal.value if refusal else None,
+            step_up=view.required.tier in service_step_up,
+            open=view.open_at(_utc()),
+            message=message,
+            code=code,
+            version=service.version,
+        )
+
+    service_step_up = frozenset(service._step_up)
+
+    async def request_get(request: web.Request) -> web.StreamResponse:
+        code = request.query.get("result", "")
+        if code and code in RESULTS:
+            return await request_page(
+                request, message=explain(code) if code != "vote_cast" else "Your vote was recorded.", code=code
+            )
+        return await request_page(request)
+
+    # -- WebAuthn calls ------------------------------------------------------------------
+
+    async def enroll_options(request: web.Request) -> web.StreamResponse:
+        if not same_origin(request):
+            return refuse(request, "cross_origin", "cross-origin requests are refused")
+        try:
+            return web.Response(
+                text=service.enrollment_options(request.match_info["token"]), content_type="application/json"
+            )
+        except ConsoleError as exc:
+            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
+
+    async def enroll_finish(request: web.Request) -> web.StreamResponse:
+        if not same_origin(request):
+            return refuse(request, "cross_origin", "cross-origin requests are refused")
+        try:
+            data = await body_json(request)
+            credential = data.get("credential")
+            if not isinstance(credential, dict) or not isinstance(data.get("nonce"), str):
+                raise ConsoleError("bad_request", "credential and nonce are required", 400)
+            record = await service.enroll(request.match_info["token"], data["nonce"], credential)
+        except ConsoleError as exc:
+            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
+        return web.json_response({"ok": True, "principal": record.principal, "credential_id": record.credential_id})
+
+    async def signin_options(request: web.Request) -> web.StreamResponse:
+        if not same_origin(request):
+            return refuse(request, "cross_origin", "cross-origin requests are refused")
+        return web.Response(text=service.signin_options(), content_type="application/json")
+
+    async def signin_finish(request: web.Request) -> web.StreamResponse:
+        if not same_origin(request):
+            return refuse(request, "cross_origin", "cross-origin requests are refused")
+        try:
+            data = await body_json(request)
+            credential = data.get("credential")
+            if not isinstance(credential, dict) or not isinstance(data.get("nonce"), str):
+                raise ConsoleError("bad_request", "credential and nonce are required", 400)
+            signed = await service.sign_in(data["nonce"], credential)
+        except ConsoleError as exc:
+            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
+        response = web.json_response({"ok": True, "principal": signed.principal, "next": "/inbox"})
+        cookie(response, signed.session_id)
+        return response
+
+    async def signout(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        form = await body_form(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        sid, session = found
+        if not same_origin(request) or not csrf_ok(request, session, form):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        store.end_session(sid, now=_now())
+        response = web.HTTPSeeOther("/signin")
+        response.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
+        raise response
+
+    async def vote_options(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        if found is None:
+            return web.json_response({"ok": False, "error": "signed_out", "message": "Sign in again."}, status=401)
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, {}):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        try:
+            data = await body_json(request)
+            choice = VoteChoice(str(data.get("choice", "")))
+            text = service.vote_options(session.principal, request.match_info["request_id"], choice)
+        except ValueError:
+            return web.json_response(
+                {"ok": False, "error": "bad_request", "message": "choice must be approve or deny"}, status=400
+            )
+        except ConsoleError as exc:
+            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
+        return web.Response(text=text, content_type="application/json")
+
+    async def vote(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        form = await body_form(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, form):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        try:
+            choice = VoteChoice(form.get("choice", ""))
+        except ValueError:
+            return await request_page(request, message="Choose approve or deny.", code="bad_request", status=400)
+        credential: dict[str, Any] | None = None
+        if form.get("assertion"):
+            try:
+                parsed = json.loads(form["assertion"])
+            except ValueError:
+                parsed = None
+            credential = parsed if isinstance(parsed, dict) else {"malformed": True}
+        request_id = request.match_info["request_id"]
+        outcome = await service.vote(session.principal, request_id, choice, form.get("reason", ""), credential)
+        raise web.HTTPSeeOther(f"/requests/{quote(request_id, safe='')}?result={outcome.code}")
+
+    async def updates(request: web.Request) -> web.StreamResponse:
+        """Server-sent events: `changed` whenever the views change (the page then reloads what it shows)."""
+        if current(request) is None:
+            return web.json_response({"ok": False, "error": "signed_out"}, status=401)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        since = int(request.query.get("since", "0") or 0) if request.query.get("since", "0").isdigit() else 0
+        try:
+            while True:
+                version = await service.changed(since, 15.0)
+                if version != since:
+                    await response.write(f"event: changed\ndata: {version}\n\n".encode())
+                    since = version
+                else:
+                    await response.write(b": keep-alive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+    async def script(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(
+            HERE / "static" / "console.js", headers={"Content-Type": "text/javascript", "Cache-Control": "no-cache"}
+        )
+
+    async def style(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(
+            HERE / "static" / "console.css", headers={"Content-Type": "text/css", "Cache-Control": "no-cache"}
+        )
+
+    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            result: web.StreamResponse = await handler(request)
+            return result
+        except ConsoleError as exc:
+            return refuse(request, exc.code, str(exc), exc.status)
+
+    app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES, middlewares=[headers, web.middleware(errors)])
+    app.router.add_get("/", root)
+    app.router.add_get("/signin", signin_page)
+    app.router.add_post("/signin/options", signin_options)
+    app.router.add_post("/signin/finish", signin_finish)
+    app.router.add_post("/signout", signout)
+    app.router.add_get("/enroll/{token}", enroll_page)
+    app.router.add_post("/enroll/{token}/options", enroll_options)
+    app.router.add_post("/enroll/{token}/finish", enroll_finish)
+    app.router.add_get("/inbox", inbox)
+    app.router.add_get("/requests/{request_id}", request_get)
+    app.router.add_post("/requests/{request_id}/options", vote_options)
+    app.router.add_post("/requests/{request_id}/vote", vote)
+    app.router.add_get("/updates", updates)
+    app.router.add_get("/static/console.js", script)
+    app.router.add_get("/static/console.css", style)
+    return app
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _person(service: ConsoleService, identity: str) -> str:
+    approver = service.directory.resolve(identity)
+    return identity if approver is None else approver.principal
+
+
+def _row(view: RequestView, service: ConsoleService) -> dict[str, Any]:
+    required = view.required
+    assert required is not None
+    approvals = [b for b in view.ballots if b.choice is VoteChoice.APPROVE]
+    people = {_person(service, b.identity) for b in approvals}
+    remaining = int((required.deadline - _utc()).total_seconds())
+    return {
+        "request_id": view.request_id,
+        "tier": required.tier.value,
+        "action": required.action,
+        "resource": required.resource,
+        "agent": required.agent_id,
+        "accountable": required.accountable_party_id,
+        "deadline": required.deadline.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "deadline_iso": required.deadline.isoformat(),
+        "remaining": max(0, remaining),
+        "required": required.required_approvals,
+        "approvals": len(people),
+        "ballots": [
+            {
+                "identity": b.identity,
+                "choice": b.choice.value,
+                "channel": b.channel,
+                "at": b.received_at.strftime("%H:%M:%S"),
+            }
+            for b in view.ballots
+        ],
+        "console_votes": service.console_votes(view.request_id),
+        "digest": required.request_digest,
+        "resolution": view.resolution,
+        "ticket_required": required.ticket_required,
+    }

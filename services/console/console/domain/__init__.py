@@ -1,0 +1,28 @@
+"""Pure rules of the console: what it knows about each request, whom it shows it to, whose vote it publishes.
+
+No I/O, no clock reads, no crypto, no frameworks (import-linter: domain/ stays pure).
+"""
+
+from console.domain.view import (
+    RequestView,
+    Resolution,
+    VoteDecision,
+    VoteRefused,
+    decide_vote,
+    eligible,
+    evolve,
+    explain,
+    request_id_of,
+)
+
+__all__ = [
+    "RequestView",
+    "Resolution",
+    "VoteDecision",
+    "VoteRefused",
+    "decide_vote",
+    "eligible",
+    "evolve",
+    "explain",
+    "request_id_of",
+]

@@ -1,0 +1,127 @@
+"""Wiring only: `faststream run console.main:app`."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from pathlib import Path
+
+from atb_runtime import DeadLetters, Publisher
+from atb_runtime.app import Channel, service_app
+from atb_runtime.follow import FollowerDeadLetters, TopicFollower, follower_consumer
+from atb_runtime.identity import load_bundle, service_svid
+from atb_runtime.ops import HttpSite
+from atb_runtime.proofs import ProofCheck, ProofRules, outcome_rules
+from atb_runtime.runner import ServiceRunner
+from console.adapters.http import build_app
+from console.adapters.store import ConsoleStore
+from console.service import ConsoleService
+from console.settings import ConsoleSettings
+from contracts import (
+    ApprovalRequired,
+    ApprovalStateChanged,
+    AuditEvent,
+    PoaIssued,
+    QuorumReached,
+    RequestDenied,
+    RequestExpired,
+    Topic,
+)
+from contracts.console_events import PasskeyEnrolled, PasskeyRevoked, VoteCastV2
+from contracts.directory import Directory
+
+settings = ConsoleSettings()
+
+FOLLOWED = (Topic.OUTCOMES, Topic.APPROVALS_STATE, Topic.POA_ISSUED)
+
+
+async def build() -> ServiceRunner:
+    directory = Directory.from_mapping(json.loads(settings.directory_path().read_text(encoding="utf-8")))
+    store = ConsoleStore(settings.db_url(), migrations=settings.console_migrations_dir)
+    publisher = Publisher(settings.kafka_bootstrap_servers, client_id="atb-console")
+    svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
+    service = ConsoleService(settings, directory, store, publisher, svid)
+    consumer = follower_consumer("console", "views", settings.instance)
+    ns = settings.topic_namespace
+    bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
+    producers = frozenset(settings.outcome_producers)
+    base = outcome_rules(producers)
+    rules = ProofRules({**base.producers, ApprovalStateChanged: producers})
+    follower = TopicFollower(
+        settings.kafka_bootstrap_servers,
+        ns,
+        FOLLOWED,
+        service.on_events,
+        name="atb-console",
+        max_records=500,
+        dead_letters=FollowerDeadLetters(DeadLetters(consumer, settings.service_id, ns), publisher.send_and_wait),
+        check=ProofCheck(bundle, rules, source=settings.service_id, namespace=ns, consumer=consumer),
+    )
+    tls = None
+    if settings.console_tls:
+        if svid.cert_path is None or svid.key_path is None:
+            raise ValueError("ATB_CONSOLE_TLS needs the console's SVID as files")
+        cert, key = svid.cert_path, svid.key_path
+        tls = lambda: _browser_tls(cert, key)  # noqa: E731
+    app = build_app(
+        service,
+        store,
+        idle_s=settings.console_session_idle_s,
+        tls=settings.console_tls,
+        trust_forwarded_proto=settings.console_trust_forwarded_proto,
+    )
+    site = HttpSite("console", app, settings.console_host, settings.console_port, ssl_context=tls)
+    return ServiceRunner(
+        settings,
+        name="console",
+        loop=_Loop(follower),
+        components=(publisher, service),
+        sites=(site,),
+        closers=(store.aclose,),
+    )
+
+
+def _browser_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """HTTPS for browsers with the console's SVID: no client certificate is asked for."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class _Loop:
+    """The follower in the foreground: the console's views follow the topics."""
+
+    def __init__(self, follower: TopicFollower) -> None:
+        self._follower = follower
+
+    async def start(self) -> None:
+        await self._follower.start(background=False)
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def run(self) -> None:
+        await self._follower.run()
+
+
+app = service_app(
+    title="ATB console",
+    description="Web console for approvers: passkey sign-in, the inbox of requests they may approve, and votes "
+    "(device-bound for high and critical) published as VoteCastV2 attested by the console's SVID.",
+    group="atb-console",
+    channels=(
+        Channel("consumes", ApprovalRequired),
+        Channel("consumes", QuorumReached),
+        Channel("consumes", RequestDenied),
+        Channel("consumes", RequestExpired),
+        Channel("consumes", ApprovalStateChanged),
+        Channel("consumes", PoaIssued),
+        Channel("produces", VoteCastV2),
+        Channel("produces", PasskeyEnrolled),
+        Channel("produces", PasskeyRevoked),
+        Channel("produces", AuditEvent),
+    ),
+    build=build,
+    bootstrap=settings.kafka_bootstrap_servers,
+)

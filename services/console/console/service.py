@@ -1,0 +1,514 @@
+"""Console application service: passkey enrollment and sign-in, the approver inbox, device-bound votes.
+
+Enrollment: `atb console enroll <principal>` stores a one-time link (15 min);
+its page asks the browser for a new passkey; the attestation is checked by the
+`webauthn` package (challenge, origin, RP id, UP, UV), the link is used once,
+the credential stored, audited (`console_passkey_enrolled`) and announced
+(`PasskeyEnrolled`, signed with the console's SVID).
+
+Sign-in: a discoverable-credential assertion over a random, single-use challenge
+(`atb_identity.passkey.verify_assertion`, user verification required); the
+session is server-side (console.adapters.store).
+
+Votes: the events followed from Kafka are folded into views
+(`console.domain.evolve`); `decide_vote` judges the signed-in approver. An
+approval on a step-up tier (default high and critical) needs an assertion of
+the approver's own active passkey over `vote_challenge(digest, choice, nonce)`
+with a nonce the console handed out for this approver, request and decision,
+used once. The vote is published as a `VoteCastV2` (channel `console`,
+carrying the assertion) signed by the console's SVID; every refusal and every
+cast vote is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_registration_response,
+)
+from webauthn.helpers.exceptions import InvalidRegistrationResponse
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from atb_identity import Svid, sign_envelope
+from atb_identity.passkey import (
+    EnrolledPasskey,
+    PasskeyAssertionError,
+    b64url,
+    b64url_decode,
+    verify_assertion,
+    verify_vote_assertion,
+)
+from atb_runtime import Outgoing, audit, outgoing_envelope
+from atb_runtime.publisher import RecordPublisher
+from console.adapters.store import ConsoleStore, Credential
+from console.domain import RequestView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
+from console.settings import ConsoleSettings
+from contracts import EventPayload, JsonObject, VoteChoice, make_envelope, topic_name
+from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
+from contracts.directory import Approver, Directory
+
+__all__ = ["ConsoleError", "ConsoleService", "SignedIn", "VoteOutcome"]
+
+log = logging.getLogger(__name__)
+
+
+class ConsoleError(Exception):
+    """A refused console operation: `code` is stable, the message is for the person."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session_id: str
+    csrf: str
+    principal: str
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    ok: bool
+    code: str
+    message: str
+    vote_id: str | None = None
+
+
+class ConsoleService:
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        directory: Directory,
+        store: ConsoleStore,
+        publisher: RecordPublisher,
+        svid: Svid,
+    ) -> None:
+        self._settings = settings
+        self._directory = directory
+        self._store = store
+        self._publisher = publisher
+        self._svid = svid
+        self._source = settings.service_id
+        self._ns = settings.topic_namespace
+        self._origin = settings.origin()
+        self._rp_id = settings.console_rp_id
+        self._step_up = frozenset(settings.step_up_tiers)
+        self._views: dict[str, RequestView] = {}
+        self._changed = asyncio.Event()
+        self.version = 0
+        """Goes up whenever a view changes (the live updates wait on `changed`)."""
+
+    @property
+    def directory(self) -> Directory:
+        return self._directory
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    # -- views ---------------------------------------------------------------------------
+
+    async def on_events(self, events: Iterable[EventPayload]) -> None:
+        touched = False
+        for event in events:
+            request_id = request_id_of(event)
+            if request_id is None:
+                continue
+            view = evolve(self._views.get(request_id), event)
+            if view is not None:
+                self._views[request_id] = view
+                touched = True
+        if touched:
+            self.version += 1
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def changed(self, since: int, timeout: float) -> int:
+        """Wait until the views change after version `since` (or `timeout`); the current version."""
+        if self.version == since:
+            waiter = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), timeout)
+        return self.version
+
+    def view(self, request_id: str) -> RequestView | None:
+        return self._views.get(request_id)
+
+    def inbox(self, approver: Approver) -> list[RequestView]:
+        """Open requests this approver may approve, soonest deadline first."""
+        now = datetime.now(UTC)
+        mine = [v for v in self._views.values() if v.open_at(now) and eligible(v, approver)]
+        return sorted(mine, key=lambda v: v.required.deadline if v.required else now)
+
+    def console_votes(self, request_id: str) -> dict[str, str]:
+        return self._store.votes_on(request_id)
+
+    def approver(self, principal: str) -> Approver:
+        approver = self._directory.resolve(principal)
+        if approver is None:
+            raise ConsoleError("unknown_approver", explain("unknown_approver"), 403)
+        return approver
+
+    # -- enrollment ----------------------------------------------------------------------
+
+    def enrollment_principal(self, token: str) -> str:
+        principal = self._store.enrollment(token, now=time.time())
+        if principal is None:
+            raise ConsoleError("link_invalid", "This enrollment link is unknown, used or expired.", 404)
+        return principal
+
+    def enrollment_options(self, token: str) -> str:
+        principal = self.enrollment_principal(token)
+        existing = [
+            PublicKeyCredentialDescriptor(id=b64url_decode(c.credential_id))
+            for c in self._store.credentials_of(principal, include_revoked=False)
+        ]
+        options = generate_registration_options(
+            rp_id=self._rp_id,
+            rp_name=self._settings.console_rp_name,
+            user_name=principal,
+            user_id=hashlib.sha256(f"atb-console:{principal}".encode()).digest()[:16],
+            exclude_credentials=existing,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED,
+                user_verification=UserVerificationRequirement.REQUIRED,
+            ),
+            timeout=120_000,
+        )
+        now = time.time()
+        nonce = self._store.put_challenge(
+            "enroll", options.challenge, token, now=now, ttl_s=self._settings.console_challenge_ttl_s
+        )
+        body = json.loads(options_to_json(options))
+        return json.dumps({"nonce": nonce, "publicKey": body})
+
+    async def enroll(self, token: str, nonce: str, credential: JsonObject) -> Credential:
+        now = time.time()
+        challenge = self._store.take_challenge(nonce, "enroll", now=now)
+        if challenge is None or challenge.subject != token:
+            raise ConsoleError("challenge_invalid", "The enrollment took too long or was already finished.", 400)
+        try:
+            verified = verify_registration_response(
+                credential=credential,
+                expected_challenge=challenge.challenge,
+                expected_rp_id=self._rp_id,
+                expected_origin=self._origin,
+                require_user_verification=True,
+            )
+        except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
+            await self._audit("console_passkey_enroll_refused", "denied", None, str(exc)[:300], {})
+            raise ConsoleError("registration_invalid", "The passkey could not be verified.", 400) from exc
+        principal = self._store.use_enrollment(token, now=now)
+        if principal is None:
+            raise ConsoleError("link_invalid", "This enrollment link is unknown, used or expired.", 404)
+        record = Credential(
+            credential_id=b64url(verified.credential_id),
+            principal=principal,
+            public_key=verified.credential_public_key,
+            sign_count=verified.sign_count,
+            rp_id=self._rp_id,
+            user_verified=verified.user_verified,
+            created_at=now,
+            revoked_at=None,
+            revoked_by=None,
+        )
+        self._store.add_credential(record)
+        announced = PasskeyEnrolled(
+            principal=principal,
+            credential_id=record.credential_id,
+            public_key=b64url(record.public_key),
+            sign_count=record.sign_count,
+            rp_id=self._rp_id,
+            origins=(self._origin,),
+            user_verified=record.user_verified,
+            enrolled_at=datetime.fromtimestamp(now, UTC),
+        )
+        details: JsonObject = {"principal": principal, "credential_id": record.credential_id, "aaguid": verified.aaguid}
+        await self._publish(
+            [
+                self._signed(announced),
+                self._audit_record("console_passkey_enrolled", "success", None, principal, details),
+            ]
+        )
+        return record
+
+    # -- sign-in -------------------------------------------------------------------------
+
+    def signin_options(self) -> str:
+        options = generate_authentication_options(
+            rp_id=self._rp_id, user_verification=UserVerificationRequirement.REQUIRED, timeout=120_000
+        )
+        nonce = self._store.put_challenge(
+            "signin", options.challenge, "", now=time.time(), ttl_s=self._settings.console_challenge_ttl_s
+        )
+        return json.dumps({"nonce": nonce, "publicKey": json.loads(options_to_json(options))})
+
+    async def sign_in(self, nonce: str, credential: JsonObject) -> SignedIn:
+        now = time.time()
+        challenge = self._store.take_challenge(nonce, "signin", now=now)
+        if challenge is None:
+            raise ConsoleError("challenge_invalid", "The sign-in took too long or was already finished.", 400)
+        try:
+            assertion = _assertion(credential, nonce="n" * 22)
+        except ConsoleError:
+            await self._audit("console_signin_refused", "denied", None, "malformed", {})
+            raise
+        stored = self._store.credential(assertion.credential_id)
+        if stored is None or not stored.active:
+            await self._audit("console_signin_refused", "denied", None, "unknown_credential", {})
+            raise ConsoleError("unknown_credential", "This passkey is not enrolled (or was revoked).", 403)
+        try:
+            verified = verify_assertion(assertion, self._enrolled(stored), challenge.challenge)
+        except PasskeyAssertionError as exc:
+            details: JsonObject = {"principal": stored.principal, "rule": exc.rule}
+            await self._audit("console_signin_refused", "denied", None, str(exc)[:300], details)
+            raise ConsoleError("assertion_invalid", "The passkey's answer could not be verified.", 403) from exc
+        self._store.advance_counter(stored.credential_id, stored.sign_count, verified.sign_count)
+        sid, csrf = self._store.create_session(stored.principal, now=now)
+        await self._audit("console_signin", "success", None, stored.principal, {"credential_id": stored.credential_id})
+        return SignedIn(sid, csrf, stored.principal)
+
+    # -- votes ---------------------------------------------------------------------------
+
+    def vote_options(self, principal: str, request_id: str, choice: VoteChoice) -> str:
+        """The WebAuthn request options of a vote: the challenge binds digest, decision and a fresh nonce."""
+        approver = self.approver(principal)
+        view = self._views.get(request_id)
+        decision = decide_vote(
+            view,
+            approver,
+            choice,
+            reason="-",
+            already_voted=self._store.has_voted(request_id, approver.principal),
+            now=datetime.now(UTC),
+            step_up_tiers=self._step_up,
+            has_assertion=True,
+        )
+        if isinstance(decision, VoteRefused):
+            raise ConsoleError(decision.code, explain(decision.code), 409)
+        nonce = b64url(secrets.token_bytes(16))
+        challenge = vote_challenge(decision.request_digest, choice, nonce)
+        subject = _vote_subject(approver.principal, request_id, choice)
+        self._store.put_challenge(
+            "vote", challenge, subject, now=time.time(), ttl_s=self._settings.console_challenge_ttl_s, nonce=nonce
+        )
+        allowed = [
+            PublicKeyCredentialDescriptor(id=b64url_decode(c.credential_id))
+            for c in self._store.credentials_of(approver.principal, include_revoked=False)
+        ]
+        options = generate_authentication_options(
+            rp_id=self._rp_id,
+            challenge=challenge,
+            allow_credentials=allowed,
+            user_verification=UserVerificationRequirement.REQUIRED,
+            timeout=120_000,
+        )
+        return json.dumps({"nonce": nonce, "publicKey": json.loads(options_to_json(options))})
+
+    async def vote(
+        self, principal: str, request_id: str, choice: VoteChoice, reason: str, credential: JsonObject | None
+    ) -> VoteOutcome:
+        approver = self.approver(principal)
+        view = self._views.get(request_id)
+        decision = decide_vote(
+            view,
+            approver,
+            choice,
+            reason=reason,
+            already_voted=self._store.has_voted(request_id, approver.principal),
+            now=datetime.now(UTC),
+            step_up_tiers=self._step_up,
+            has_assertion=credential is not None,
+        )
+        if isinstance(decision, VoteRefused):
+            return await self._refuse(request_id, decision.code, approver.principal, choice)
+        assertion: PasskeyAssertion | None = None
+        if credential is not None and decision.step_up:
+            checked = await self._check_vote_assertion(
+                approver.principal, request_id, choice, decision.request_digest, credential
+            )
+            if isinstance(checked, VoteOutcome):
+                return checked
+            assertion = checked
+        vote_id = f"console-{secrets.token_hex(12)}"
+        now = time.time()
+        if not self._store.claim_vote(request_id, approver.principal, choice.value, vote_id, now=now):
+            return await self._refuse(request_id, "duplicate", approver.principal, choice)
+        event = VoteCastV2(
+            request_id=request_id,
+            vote_id=vote_id,
+            approver_id=approver.principal,
+            choice=choice,
+            request_digest=decision.request_digest,
+            channel="console",
+            cast_at=datetime.fromtimestamp(now, UTC),
+            reason=reason[:1024],
+            assertion=assertion,
+        )
+        details: JsonObject = {
+            "principal": approver.principal,
+            "vote_id": vote_id,
+            "choice": choice.value,
+            "device_bound": assertion is not None,
+            **({"credential_id": assertion.credential_id} if assertion else {}),
+        }
+        try:
+            await asyncio.wait_for(
+                self._publish(
+                    [
+                        self._signed(event),
+                        self._audit_record("console_vote_cast", "success", request_id, choice.value, details),
+                    ]
+                ),
+                5.0,
+            )
+        except Exception as exc:
+            self._store.release_vote(request_id, approver.principal)
+            log.error("vote %s not published: %r", vote_id, exc)
+            return VoteOutcome(False, "publish_failed", explain("publish_failed"))
+        bound = " with your passkey" if assertion is not None else ""
+        return VoteOutcome(True, "vote_cast", f"Your {choice.value} vote was recorded{bound}.", vote_id)
+
+    async def _check_vote_assertion(
+        self, principal: str, request_id: str, choice: VoteChoice, digest: str, credential: JsonObject
+    ) -> PasskeyAssertion | VoteOutcome:
+        nonce = credential.get("nonce")
+        if not isinstance(nonce, str):
+            return await self._refuse(request_id, "assertion_invalid", principal, choice, "no nonce")
+        challenge = self._store.take_challenge(nonce, "vote", now=time.time())
+        if challenge is None or challenge.subject != _vote_subject(principal, request_id, choice):
+            return await self._refuse(
+                request_id, "assertion_invalid", principal, choice, "unknown, used or other nonce"
+            )
+        try:
+            assertion = _assertion(credential, nonce=nonce)
+        except ConsoleError:
+            return await self._refuse(request_id, "assertion_invalid", principal, choice, "malformed")
+        stored = self._store.credential(assertion.credential_id)
+        if stored is None or not stored.active or stored.principal != principal:
+            return await self._refuse(
+                request_id, "assertion_invalid", principal, choice, "not an active passkey of yours"
+            )
+        try:
+            verified = verify_vote_assertion(assertion, self._enrolled(stored), request_digest=digest, choice=choice)
+        except PasskeyAssertionError as exc:
+            return await self._refuse(request_id, "assertion_invalid", principal, choice, exc.rule)
+        if not self._store.advance_counter(stored.credential_id, stored.sign_count, verified.sign_count):
+            return await self._refuse(request_id, "assertion_invalid", principal, choice, "counter race")
+        return assertion
+
+    async def _refuse(
+        self, request_id: str, code: str, principal: str, choice: VoteChoice, detail: str = ""
+    ) -> VoteOutcome:
+        details: JsonObject = {"principal": principal, "choice": choice.value, **({"rule": detail} if detail else {})}
+        await self._audit("console_vote_refused", "denied", request_id, code, details)
+        return VoteOutcome(False, code, explain(code))
+
+    # -- credentials (operators) ----------------------------------------------------------
+
+    async def revoke(self, credential_id: str, *, by: str, reason: str = "") -> Credential:
+        stored = self._store.credential(credential_id)
+        now = time.time()
+        if stored is None or not self._store.revoke(credential_id, by=by, now=now):
+            raise ConsoleError("unknown_credential", f"no active credential {credential_id}", 404)
+        self._store.end_sessions_of(stored.principal, now=now)
+        event = PasskeyRevoked(
+            principal=stored.principal,
+            credential_id=credential_id,
+            revoked_by=by,
+            reason=reason,
+            revoked_at=datetime.fromtimestamp(now, UTC),
+        )
+        details: JsonObject = {"principal": stored.principal, "credential_id": credential_id, "revoked_by": by}
+        await self._publish(
+            [
+                self._signed(event),
+                self._audit_record("console_passkey_revoked", "success", None, reason or "revoked", details),
+            ]
+        )
+        return stored
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _enrolled(self, stored: Credential) -> EnrolledPasskey:
+        return EnrolledPasskey(
+            stored.principal, stored.credential_id, stored.public_key, stored.rp_id, (self._origin,), stored.sign_count
+        )
+
+    def _signed(self, event: EventPayload) -> Outgoing:
+        envelope = sign_envelope(make_envelope(event, source=self._source), self._svid)
+        return outgoing_envelope(envelope, topic_name(event.topic, self._ns))
+
+    def _audit_record(
+        self, audit_type: str, outcome: str, request_id: str | None, reason: str, details: JsonObject
+    ) -> Outgoing:
+        return audit(
+            audit_type,
+            source=self._source,
+            namespace=self._ns,
+            outcome=outcome,
+            request_id=request_id,
+            reason=reason[:1024],
+            details=details,
+        )
+
+    async def _audit(
+        self, audit_type: str, outcome: str, request_id: str | None, reason: str, details: JsonObject
+    ) -> None:
+        try:
+            await self._publish([self._audit_record(audit_type, outcome, request_id, reason, details)])
+        except Exception as exc:
+            log.error("audit event %s not published: %r", audit_type, exc)
+
+    async def _publish(self, records: list[Outgoing]) -> None:
+        await self._publisher.publish(records)
+        await self._publisher.flush()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def _vote_subject(principal: str, request_id: str, choice: VoteChoice) -> str:
+    return f"{principal}\n{request_id}\n{choice.value}"
+
+
+def _assertion(credential: JsonObject, *, nonce: str) -> PasskeyAssertion:
+    """A browser's `PublicKeyCredential` (JSON, base64url fields) as a PasskeyAssertion."""
+    response = credential.get("response")
+    if not isinstance(response, dict):
+        raise ConsoleError("malformed", "the passkey's answer is malformed", 400)
+    try:
+        return PasskeyAssertion(
+            credential_id=credential.get("id"),  # type: ignore[arg-type]  # validated by the model
+            authenticator_data=response.get("authenticatorData"),  # type: ignore[arg-type]
+            client_data_json=response.get("clientDataJSON"),  # type: ignore[arg-type]
+            signature=response.get("signature"),  # type: ignore[arg-type]
+            user_handle=response.get("userHandle") or None,  # type: ignore[arg-type]
+            nonce=nonce,
+        )
+    except ValidationError as exc:
+        raise ConsoleError("malformed", "the passkey's answer is malformed", 400) from exc
