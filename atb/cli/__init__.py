@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from atb.cli.audit import audit_app
+from atb.cli.console import console_app
 from atb.cli.doctor import doctor
 from atb.cli.errors import AtbGroup, debug_option
 from atb.cli.keys import keys_app
@@ -42,6 +43,7 @@ app.command()(pending)
 app.command()(trace)
 app.add_typer(audit_app, name="audit")
 app.add_typer(witness_app, name="witness")
+app.add_typer(console_app, name="console")
 app.command()(doctor)
 
 
