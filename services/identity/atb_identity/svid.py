@@ -143,6 +143,7 @@ class Svid:
     chain: tuple[x509.Certificate, ...]
     cert_path: Path | None = None
     key_path: Path | None = None
+    _x5c: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         if not self.chain:
@@ -152,6 +153,9 @@ class Svid:
             raise CredentialError(f"the private key of {self.spiffe_id} does not belong to its leaf certificate")
         if spiffe_id_of(self.chain[0]) != self.spiffe_id:
             raise CredentialError(f"the leaf certificate does not name {self.spiffe_id}")
+        # Every signed event carries it: encoded once per SVID, not once per event.
+        x5c = tuple(base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode() for cert in self.chain)
+        object.__setattr__(self, "_x5c", x5c)
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -159,7 +163,7 @@ class Svid:
 
     def x5c(self) -> tuple[str, ...]:
         """The chain as RFC 7515 §4.1.6 `x5c`: standard base64 of each DER, leaf first."""
-        return tuple(base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode() for cert in self.chain)
+        return self._x5c
 
     def thumbprint(self) -> str:
         """RFC 8705 §3.1 `x5t#S256` of the leaf."""
