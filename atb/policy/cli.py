@@ -72,7 +72,9 @@ JSON_OUT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 STORE_URL = typer.Option(..., "--url", help="Base URL of the bundle store OPA polls.")
 MIN_DELAY = typer.Option(10, "--min-delay", min=1, help="Minimum seconds between polls.")
 MAX_DELAY = typer.Option(30, "--max-delay", min=1, help="Maximum seconds between polls.")
-PERSIST_DIR = typer.Option(None, "--persist-dir", help="Keep the last good bundle here (a folder on OPA's side).")
+PERSIST_DIR = typer.Option(
+    None, "--persist-dir", help="Where OPA keeps the last verified bundle (writable; default: OPA's ./.opa)."
+)
 CONFIG_OUT = typer.Option(None, "--out", help="Write the configuration to this file.")
 
 

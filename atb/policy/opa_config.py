@@ -12,11 +12,21 @@ Kubernetes sidecar (the file from a ConfigMap); docs/policy.md shows each.
                                      not verify with that key, is refused and the last
                                      good bundle stays active
     keys.<keyid>                     the public key (PEM) and its algorithm
+    bundles.atb.persist              keep the last verified bundle on disk (see below)
     status.prometheus                OPA's bundle metrics on /metrics and /v1/status
                                      (deploy/prometheus/alerts.yml alerts on them)
 
 `signing.keyid` is always written: OPA before 1.21.3 required the signature only
 when a key id was configured (GHSA-g2pf-6v5v-qcc8).
+
+`bundles.atb.persist` is always on, for two reasons. A restarted OPA starts from
+the last bundle it verified when the store is down. And the pinned OPA (v1.10.1)
+checks no signature at all on a *delta* bundle (a `patch.json` instead of
+policy files): with persistence on, OPA refuses every delta bundle ("persisting
+delta bundle to disk is not supported"), so an unsigned patch to the policy's
+data cannot be slipped in (tests/integration/test_policy_bundles.py proves
+both). OPA writes the bundle under `persistence_directory` (default: `.opa` in
+its working directory), which must be writable.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ def opa_config(
         "resource": resource,
         "polling": {"min_delay_seconds": min_delay_s, "max_delay_seconds": max_delay_s},
         "signing": {"keyid": key_id},
+        "persist": True,  # also makes OPA 1.10 refuse delta bundles, which it would not verify
     }
     config: dict[str, JsonValue] = {
         "services": {BUNDLE_SERVICE: {"url": service_url.rstrip("/")}},
@@ -61,7 +72,5 @@ def opa_config(
         "status": {"prometheus": True},
     }
     if persistence_dir is not None:
-        # A restarted OPA starts from the last verified bundle when the store is down.
-        bundle["persist"] = True
         config["persistence_directory"] = persistence_dir
     return config

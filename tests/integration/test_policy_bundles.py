@@ -153,6 +153,7 @@ async def opa(tmp_path: Path, policies: Policies, store: tuple[Path, str]) -> As
         algorithm=policies.key.algorithm,
         min_delay_s=1,
         max_delay_s=1,
+        persistence_dir=str(tmp_path / "opa-persist"),
     )
     config_file.write_text(json.dumps(document))
     port = _free_port()
@@ -198,6 +199,26 @@ def _unsigned(policies: Policies, folder: Path) -> Path:
         capture_output=True,
     )
     assert not read_bundle(out).signed
+    return out
+
+
+def _delta(out: Path) -> Path:
+    """An unsigned delta bundle: a JSON patch that makes a critical action low risk."""
+    patch = {
+        "data": [
+            {"op": "upsert", "path": "/atb_policy/critical_actions", "value": []},
+            {"op": "upsert", "path": "/atb_policy/low_risk_allowlist/-", "value": "iam.admin.grant"},
+        ]
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in ((".manifest", {"revision": "delta-1", "roots": [""]}), ("patch.json", patch)):
+            data = json.dumps(content).encode()
+            info = tarfile.TarInfo(f"/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(buf.getvalue())
     return out
 
 
@@ -284,6 +305,8 @@ async def test_publish_then_rollback_serves_the_earlier_revision_again(
         ("bad signature", "failed to verify JWT signature"),
         ("unsigned", "bundle missing .signatures.json file"),
         ("content changed after signing", "digest mismatch"),
+        # OPA 1.10 verifies no signature on a delta bundle; `persist` (always on) makes it refuse them.
+        ("unsigned delta bundle", "persisting delta bundle to disk is not supported"),
     ],
 )
 async def test_a_refused_bundle_leaves_the_last_good_revision_deciding(
@@ -298,6 +321,8 @@ async def test_a_refused_bundle_leaves_the_last_good_revision_deciding(
         bad = policies.build(policies.b_dir, key=policies.other_key)  # signed, with a key OPA does not trust
     elif kind == "unsigned":
         bad = _unsigned(policies, policies.b_dir)
+    elif kind == "unsigned delta bundle":
+        bad = _delta(policies.out / "delta.tar.gz")
     else:
         bad = _tampered(good, policies.out / "tampered.tar.gz")
     _plant(root, bad)
@@ -306,6 +331,9 @@ async def test_a_refused_bundle_leaves_the_last_good_revision_deciding(
     assert refused.revision == rev_a
     answer = await opa.requirements()
     assert (answer["tier"], answer["policy_version"]) == ("low", rev_a)
+    critical = await opa.client.evaluate("atb/poa/requirements", {**LOW_READ, "action": "iam.admin.grant"})
+    assert isinstance(critical, dict)
+    assert (critical["tier"], critical["approvals"], critical["policy_version"]) == ("critical", 2, rev_a)
     log = opa.log.read_text()
     assert "Bundle load failed" in log
     assert error in log
@@ -320,6 +348,22 @@ async def test_a_refused_bundle_leaves_the_last_good_revision_deciding(
     rev_b = publish_to_dir(policies.build(policies.b_dir), root).revision
     await opa.serves(rev_b)
     assert (await opa.requirements())["policy_version"] == rev_b
+
+
+async def test_a_restarted_opa_decides_with_the_persisted_bundle_while_the_store_is_empty(
+    policies: Policies, store: tuple[Path, str], opa: RunningOpa
+) -> None:
+    root, _ = store
+    rev_a = publish_to_dir(policies.build(policies.a_dir), root).revision
+    await opa.serves(rev_a)
+    await opa.proc.stop(10.0)
+    (root / SERVED_NAME).unlink()  # the store lost its bundle (or is down) while OPA restarts
+
+    await opa.proc.start(ready_timeout=60.0)
+    report = await opa.refused("server replied with Not Found")  # it polled the empty store...
+    assert report.revision == rev_a  # ...and kept the bundle it had verified before
+    answer = await opa.requirements()
+    assert (answer["tier"], answer["policy_version"]) == ("low", rev_a)
 
 
 async def test_without_any_bundle_the_client_fails_closed(
