@@ -49,6 +49,7 @@ from atb_runtime.eos import AssignHook, PoisonHook, RewindHook, TickHook
 from atb_runtime.follow import Check, Refused, Sink
 from atb_runtime.partitioning import partition_for
 from atb_runtime.readback import StoredRecord, iter_records, read_records
+from atb_runtime.tracking import Tracker
 from contracts import (
     CONTENT_TYPE,
     CONTENT_TYPE_HEADER,
@@ -152,6 +153,16 @@ class _Follower:
 
 
 @dataclass
+class _Tracked:
+    """A tracking loop (`atb_runtime.tracking.TrackingConsumer`): positions kept by the tracker, not the bus."""
+
+    tracker: Tracker
+    topics: tuple[Topic, ...]
+    already: tuple[type[BaseException], ...]
+    already_recorded: int = 0
+
+
+@dataclass
 class _Log:
     partitions: list[list[tuple[int, StoredRecord]]]
     """Per partition, (append sequence, record); the sequence orders records across topics."""
@@ -169,6 +180,7 @@ class MemoryBus:
     _groups: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     _members: dict[str, _Member] = field(default_factory=dict)
     _followers: dict[str, _Follower] = field(default_factory=dict)
+    _tracked: dict[str, _Tracked] = field(default_factory=dict)
     _headers: dict[tuple[str, int, int], Headers] = field(default_factory=dict)
     _seq: int = 0
 
@@ -242,7 +254,8 @@ class MemoryBus:
         waiting.sort(key=lambda entry: entry[0])
         return waiting[: self.max_batch]
 
-    def _incoming(self, record: StoredRecord) -> Incoming:
+    def incoming(self, record: StoredRecord) -> Incoming:
+        """A stored record as a consumer receives it (`Incoming`, headers included)."""
         return Incoming(
             topic=record.topic,
             partition=record.partition,
@@ -257,7 +270,7 @@ class MemoryBus:
         """One batch per partition index with input waiting; False when there was none."""
         worked = False
         for partition in range(self._width(member.service)):
-            batch = [self._incoming(record) for _, record in self._pending(member, partition)]
+            batch = [self.incoming(record) for _, record in self._pending(member, partition)]
             if not batch:
                 continue
             worked = True
@@ -332,17 +345,54 @@ class MemoryBus:
                 else:
                     refused = verdict
             if follower.dead is not None:
-                letters.extend(follower.dead(self._incoming(record), refused.code, refused.reason))
+                letters.extend(follower.dead(self.incoming(record), refused.code, refused.reason))
                 letters.extend(refused.extra)
         await self.publish(letters)
         if events:
             await follower.sink(events)
         return True
 
+    def track(
+        self,
+        name: str,
+        tracker: Tracker,
+        *,
+        topics: tuple[Topic, ...] = tuple(Topic),
+        already_recorded: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        """Feed `tracker` as `TrackingConsumer` does: from the positions it stores, the rows and the next positions
+        in one call; a batch it says it recorded already makes the loop re-read the positions."""
+        self._tracked[name] = _Tracked(tracker, topics, already_recorded)
+
+    def untrack(self, name: str) -> None:
+        del self._tracked[name]
+
+    async def _track(self, tracked: _Tracked) -> bool:
+        stored = await tracked.tracker.positions()
+        batch: list[tuple[int, StoredRecord]] = []
+        for topic in tracked.topics:
+            name = topic_name(topic, self.namespace)
+            for partition, records in enumerate(self._logs[name].partitions):
+                batch.extend(records[stored.get((name, partition), 0) :])
+        batch = sorted(batch, key=lambda entry: entry[0])[: self.max_batch]
+        if not batch:
+            await tracked.tracker.tick()
+            return False
+        positions: dict[tuple[str, int], int] = {}
+        for _, record in batch:
+            positions[(record.topic, record.partition)] = record.offset + 1
+        try:
+            await tracked.tracker.record([self.incoming(r) for _, r in batch], positions)
+        except tracked.already:
+            tracked.already_recorded += 1  # the next round starts from the stored positions
+        await tracked.tracker.tick()
+        return True
+
     async def settle(self) -> None:
         for _ in range(self.max_rounds):
             worked = [await self._step(member) for member in list(self._members.values())]
             worked += [await self._feed(follower) for follower in list(self._followers.values())]
+            worked += [await self._track(tracked) for tracked in list(self._tracked.values())]
             if not any(worked):
                 return
         raise AssertionError(f"the services did not settle within {self.max_rounds} rounds")

@@ -37,6 +37,7 @@ CLOCKED_MODULES = (
     "atb_runtime.proofs",
     "chat.service",
     "gateway.service",
+    "audit_sink.service",
 )
 """Every module whose `datetime.now(UTC)` a service's decisions or outputs depend on."""
 

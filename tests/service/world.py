@@ -14,9 +14,11 @@ differences, each a stand-in for something outside the process:
 - Slack is `RecordingSlack` (`chat.ports.SlackApi`), and chat publishes through
   `BusPublisher` (`RecordPublisher`); its card follower is the bus's, and so is
   the gateway's view follower (the gateway's HTTP edge is not here: its calls
-  are made on `GatewayService` directly).
+  are made on `GatewayService` directly);
+- the audit sink's tracking loop is the bus's (`MemoryBus.track`).
 
-The spent store and the chat store are the real ones, on SQLite in the test's directory.
+The spent store, the chat store and the audit store are the real ones, on
+SQLite in the test's directory, migrated by their alembic histories.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from atb_runtime.agents import load_agent_registry
 from atb_runtime.follow import follower_consumer
 from atb_runtime.policy import RequirementsClient
 from atb_runtime.proofs import ProofCheck, outcome_rules
+from audit_sink.adapters.db import AuditStore, make_engine, migrate
+from audit_sink.adapters.signing import NoteSigner, load_or_create_signer
+from audit_sink.service import AuditIngest
+from audit_sink.settings import AuditSinkSettings
 from broker.adapters.connectors import load_registry
 from broker.adapters.keys import KeyRing
 from broker.adapters.policy import PolicyGate, load_directory
@@ -77,7 +83,7 @@ from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey, load_or_create_key
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
-from tests.service.bus import BusPublisher, MemoryBus, ServiceUnderTest
+from tests.service.bus import Bus, BusPublisher, MemoryBus, ServiceUnderTest
 from tests.service.clock import Clock
 from tests.service.policy import TableOpa
 
@@ -324,6 +330,18 @@ class World:
             dead=DeadLetters(consumer, GATEWAY, self.namespace),
         )
         return service
+
+    def audit_sink(self, bus: Bus, **overrides: Any) -> tuple[AuditIngest, AuditStore, NoteSigner]:
+        """The audit sink as audit_sink/main.py wires it, on SQLite; the caller tracks it on the bus."""
+        settings = AuditSinkSettings(
+            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state, **overrides
+        )
+        url = settings.db_url()
+        migrate(url, settings.audit_migrations_dir)
+        store = AuditStore(make_engine(url), f"{settings.group_id}.{self.namespace.rstrip('.')}")
+        self._closers.append(store.engine.dispose)
+        signer = load_or_create_signer(settings.key_path(), settings.checkpoint_origin)
+        return AuditIngest(settings, store, signer, BusPublisher(bus)), store, signer
 
     def trust_issuer_key(self) -> None:
         """What the broker's key follower does with the issuer's SigningKeyPublished."""
