@@ -14,6 +14,8 @@ import asyncio
 import hashlib
 import os
 import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from atb.dev.config import DevConfig
@@ -21,9 +23,11 @@ from atb.dev.errors import ToolError
 from atb.dev.toolchain import Progress, require_tools, run_logged
 
 __all__ = [
+    "CHART_TOOLS",
     "HELM_MODULE",
     "HELM_VERSION",
     "VALIDATOR",
+    "ChartTool",
     "build_chart_tools",
     "build_helm",
     "build_validator",
@@ -136,3 +140,29 @@ async def build_validator(config: DevConfig, progress: Progress | None = None) -
 async def build_chart_tools(config: DevConfig, progress: Progress | None = None) -> tuple[Path, Path]:
     """Helm and the validator, each built only when missing or stale: (helm, validator)."""
     return await build_helm(config, progress), await build_validator(config, progress)
+
+
+@dataclass(frozen=True)
+class ChartTool:
+    """One of the chart's tools, by name: what `atb dev tools` can build beside the others."""
+
+    name: str
+    builder: Callable[[DevConfig, Progress | None], Awaitable[Path]]
+    is_fresh: Callable[[DevConfig], bool]
+    locate: Callable[[DevConfig], Path]
+
+    async def build(self, config: DevConfig, progress: Progress | None = None) -> Path:
+        return await self.builder(config, progress)
+
+    def fresh(self, config: DevConfig) -> bool:
+        return self.is_fresh(config)
+
+    def path(self, config: DevConfig) -> Path:
+        return self.locate(config)
+
+
+CHART_TOOLS: tuple[ChartTool, ...] = (
+    ChartTool("helm", build_helm, helm_fresh, helm_path),
+    ChartTool(VALIDATOR, build_validator, validator_fresh, validator_path),
+)
+"""Helm and the strict validator, in build order."""

@@ -124,8 +124,13 @@ func checkSelector(p *problems, field string, selector *metav1.LabelSelector, po
 
 var envName = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
 
-func checkPod(p *problems, field string, spec *corev1.PodSpec) {
+// checkPod checks a pod template; claims are the StatefulSet's volumeClaimTemplates, which a
+// container mounts by name like a volume.
+func checkPod(p *problems, field string, spec *corev1.PodSpec, claims ...string) {
 	volumes := map[string]bool{}
+	for _, claim := range claims {
+		volumes[claim] = true
+	}
 	for _, v := range spec.Volumes {
 		p.all(field+".volumes "+v.Name, validation.IsDNS1123Label(v.Name))
 		if volumes[v.Name] {
@@ -224,7 +229,11 @@ func check(obj any) []string {
 		if o.Spec.Replicas != nil && *o.Spec.Replicas < 0 {
 			p.add("spec.replicas: negative")
 		}
-		checkPod(p, "spec.template.spec", &o.Spec.Template.Spec)
+		var claims []string
+		for _, t := range o.Spec.VolumeClaimTemplates {
+			claims = append(claims, t.Name)
+		}
+		checkPod(p, "spec.template.spec", &o.Spec.Template.Spec, claims...)
 	case *batchv1.Job:
 		checkMeta(p, "Job", &o.ObjectMeta)
 		checkPod(p, "spec.template.spec", &o.Spec.Template.Spec)

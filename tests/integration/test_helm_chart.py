@@ -1,0 +1,565 @@
+"""The Helm chart (deploy/helm/atb), rendered by the pinned Helm and checked offline.
+
+Helm and the strict validator are built into `<cache>/bin` on first use (atb/dev/gotools.py; a
+cold Helm build takes minutes, hence the longer timeout). Each values variant is rendered with
+`helm template`, checked by `helm lint --strict` and by atb-kube-validate (strict decode into the
+pinned k8s.io/api types), then read here:
+
+* every workload: non-root, read-only root filesystem, no privilege escalation, all capabilities
+  dropped, RuntimeDefault seccomp (every container, init and sidecars too), probes on /healthz of
+  the ops port, requests and limits, a PodDisruptionBudget, the replicas asked for;
+* every service container's ATB_* environment against the service's settings class: each variable
+  is a setting of that service, every setting the image cannot default is set, and the settings
+  load from it (with the SPIFFE IDs derived from the trust domain);
+* the OPA sidecar exactly where a service asks policy, with the repository's policy; the Strimzi
+  topics against contracts/topics.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+from pydantic_settings import BaseSettings
+
+from atb.dev.config import DevConfig
+from atb.dev.gotools import build_chart_tools
+from atb.dev.toolchain import OPA_VERSION
+from atb_runtime.settings import CommonSettings
+from contracts.topics import CATALOGUE
+
+pytestmark = [pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "atb"
+STRIMZI = REPO / "deploy" / "helm" / "strimzi"
+SERVICES = ("gateway", "approvals", "issuer", "broker", "chat", "audit-sink")
+VALUES_KEY = {s: "auditSink" if s == "audit-sink" else s for s in SERVICES}
+PACKAGE = {s: s.replace("-", "_") for s in SERVICES}
+OPS = "ops"
+
+
+@dataclass(frozen=True)
+class Tools:
+    helm: Path
+    validator: Path
+
+
+@pytest.fixture(scope="session")
+async def tools() -> Tools:
+    helm, validator = await build_chart_tools(DevConfig.from_env())
+    return Tools(helm, validator)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    docs: list[dict[str, Any]]
+
+    def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] in kinds]
+
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind} {name}: {len(found)} rendered"
+        return found[0]
+
+    def workload(self, service: str) -> dict[str, Any]:
+        return next(
+            d
+            for d in self.of_kind("Deployment", "StatefulSet")
+            if d["metadata"]["labels"]["app.kubernetes.io/component"] == service
+        )
+
+
+def helm_args(values: Mapping[str, Any] | None = None, files: tuple[Path, ...] = ()) -> list[str]:
+    args: list[str] = []
+    for file in files:
+        args += ["-f", str(file)]
+    for key, value in (values or {}).items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    return args
+
+
+_RENDERED: dict[str, Rendered] = {}
+
+
+def render(tools: Tools, values: Mapping[str, Any] | None = None, files: tuple[Path, ...] = ()) -> Rendered:
+    """`helm template` (lint --strict first) and the strict validator over the output; once per values."""
+    args = helm_args(values, files)
+    key = json.dumps(args)
+    if key not in _RENDERED:
+        _RENDERED[key] = _render(tools, args)
+    return _RENDERED[key]
+
+
+def _render(tools: Tools, args: list[str]) -> Rendered:
+    lint = subprocess.run(
+        [str(tools.helm), "lint", "--strict", str(CHART), *args], capture_output=True, text=True, timeout=120
+    )
+    assert lint.returncode == 0, f"helm lint --strict: {lint.stdout}{lint.stderr}"
+    done = subprocess.run(
+        [str(tools.helm), "template", "atb", str(CHART), "--namespace", "atb", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"helm template: {done.stderr}"
+    checked = subprocess.run(
+        [str(tools.validator), "-"], input=done.stdout, capture_output=True, text=True, timeout=120
+    )
+    assert checked.returncode == 0, f"atb-kube-validate:\n{checked.stderr}"
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    return Rendered(done.stdout, docs)
+
+
+VARIANTS: dict[str, tuple[dict[str, Any], tuple[Path, ...]]] = {
+    "defaults": ({}, ()),
+    "production": ({}, (CHART / "examples" / "values-production.yaml",)),
+    "single-sqlite-secret-identity-hostpath": (
+        {
+            "identity.mode": "secret",
+            "broker.replicas": 1,
+            "auditSink.replicas": 1,
+            "postgres.spent.store": "sqlite",
+            "postgres.audit.store": "sqlite",
+            "broker.persistence.enabled": True,
+            "auditSink.persistence.enabled": True,
+            "chat.persistence.enabled": True,
+            "gateway.pdb.enabled": False,
+        },
+        (),
+    ),
+    "scaled-bundle-hostpath": (
+        {
+            "gateway.replicas": 4,
+            "approvals.replicas": 3,
+            "issuer.replicas": 3,
+            "broker.replicas": 5,
+            "auditSink.replicas": 3,
+            "identity.spiffe.workloadApi": "hostPath",
+            "opa.source": "bundle",
+            "opa.bundle.url": "https://bundles.example.com",
+            "opa.bundle.tokenSecret": "atb-bundle-token",
+            "opa.bundle.signing.publicKey": "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
+            "trustDomain": "prod.example.com",
+            "kafka.topicNamespace": "blue.",
+        },
+        (),
+    ),
+}
+
+
+@pytest.fixture(scope="session", params=sorted(VARIANTS))
+def variant(request: pytest.FixtureRequest, tools: Tools) -> tuple[str, dict[str, Any], Rendered]:
+    name: str = request.param
+    values, files = VARIANTS[name]
+    merged: dict[str, Any] = {}
+    for file in files:
+        merged |= _flatten(yaml.safe_load(file.read_text()))
+    merged |= values
+    return name, merged, render(tools, values, files)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and key != "config":
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _defaults() -> dict[str, Any]:
+    return _flatten(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+def value(values: Mapping[str, Any], key: str) -> Any:
+    return values[key] if key in values else _defaults()[key]
+
+
+def containers(pod: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from pod.get("initContainers", [])
+    yield from pod["containers"]
+
+
+# --- workloads -----------------------------------------------------------------------------------
+
+
+def test_every_workload_is_hardened_probed_budgeted_and_scaled(variant: tuple[str, dict[str, Any], Rendered]) -> None:
+    name, values, rendered = variant
+    workloads = rendered.of_kind("Deployment", "StatefulSet")
+    assert sorted(w["metadata"]["labels"]["app.kubernetes.io/component"] for w in workloads) == sorted(SERVICES)
+    pdbs = {p["metadata"]["name"]: p for p in rendered.of_kind("PodDisruptionBudget")}
+    for service in SERVICES:
+        w = rendered.workload(service)
+        where = f"{name}: {service}"
+        key = VALUES_KEY[service]
+        assert w["spec"]["replicas"] == value(values, f"{key}.replicas"), where
+        assert w["kind"] == ("Deployment" if service in ("gateway", "chat") else "StatefulSet"), where
+        pod = w["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, where
+        assert pod["securityContext"]["runAsNonRoot"] is True, where
+        assert pod["securityContext"]["runAsUser"] != 0, where
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for c in containers(pod):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, (where, c["name"])
+            assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
+            assert sc["runAsNonRoot"] is True, (where, c["name"])
+            assert sc["capabilities"] == {"drop": ["ALL"]}, (where, c["name"])
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, (where, c["name"])
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][kind]), (where, c["name"], kind)
+        main = pod["containers"]
+        assert [c["name"] for c in main] == [service], where
+        env = {e["name"]: e.get("value") for e in main[0]["env"]}
+        ops = next(p for p in main[0]["ports"] if p["name"] == OPS)
+        assert str(ops["containerPort"]) == env["ATB_OPS_PORT"], where
+        assert env["ATB_OPS_HOST"] == "0.0.0.0", where  # noqa: S104 - the kubelet probes the pod's address
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert main[0][probe]["httpGet"] == {"path": "/healthz", "port": OPS}, (where, probe)
+        # Writable scratch only where mounted: /tmp and the state folder.
+        mounts = {m["mountPath"]: m for m in main[0]["volumeMounts"]}
+        assert {"/tmp", "/var/lib/atb"} <= set(mounts), where
+        writable = {p for p, m in mounts.items() if not m.get("readOnly")}
+        assert writable == {"/tmp", "/var/lib/atb"}, (where, writable)
+        assert env["ATB_STATE_DIR"] == "/var/lib/atb", where
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        persistent = value(values, f"{key}.persistence.enabled") if service != "gateway" else False
+        state_claim = any(t["metadata"]["name"] == "state" for t in w["spec"].get("volumeClaimTemplates", []))
+        if persistent:
+            assert state_claim or "persistentVolumeClaim" in volumes["state"], where
+        else:
+            assert "emptyDir" in volumes["state"], where
+            assert not state_claim, where
+        # The PodDisruptionBudget selects exactly this workload's pods.
+        pdb = pdbs.get(w["metadata"]["name"])
+        if value(values, f"{key}.pdb.enabled"):
+            assert pdb is not None, f"{where}: no PodDisruptionBudget"
+            assert pdb["spec"]["selector"]["matchLabels"] == w["spec"]["selector"]["matchLabels"], where
+            assert pdb["spec"]["maxUnavailable"] >= 1, where
+        else:
+            assert pdb is None, where
+
+
+def test_opa_sidecar_exactly_where_policy_is_asked(variant: tuple[str, dict[str, Any], Rendered]) -> None:
+    name, values, rendered = variant
+    asks = {s for s in SERVICES if "settings.opa_url" in _main_source(s)}
+    assert asks == {"approvals", "issuer", "broker"}, asks
+    for service in SERVICES:
+        pod = rendered.workload(service)["spec"]["template"]["spec"]
+        sidecars = [c for c in pod.get("initContainers", []) if c["name"] == "opa"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        if service not in asks:
+            assert not sidecars, (name, service)
+            assert "ATB_OPA_URL" not in env, (name, service)
+            continue
+        assert len(sidecars) == 1, (name, service)
+        opa = sidecars[0]
+        assert opa["restartPolicy"] == "Always", "a native sidecar: started before the service"
+        assert opa["image"].endswith(f":{OPA_VERSION.removeprefix('v')}"), opa["image"]
+        addr = next(a for a in opa["args"] if a.startswith("--addr="))
+        assert addr == f"--addr={env['ATB_OPA_URL'].removeprefix('http://')}", (addr, env["ATB_OPA_URL"])
+        assert addr.startswith("--addr=127.0.0.1:"), "the policy API stays inside the pod"
+        if value(values, "opa.source") == "bundle":
+            assert "--config-file=/config/opa.yaml" in opa["args"]
+            assert opa["readinessProbe"]["httpGet"]["path"] == "/health?bundles=true"
+        else:
+            assert opa["args"][-1] == "/policy"
+
+
+def test_the_policy_configmap_is_the_repository_policy(tools: Tools) -> None:
+    rendered = render(tools)
+    data = rendered.named("ConfigMap", "atb-policy")["data"]
+    policy = REPO / "opa" / "policy"
+    want = {p.name: p.read_text().rstrip("\n") for p in policy.iterdir() if not p.name.endswith("_test.rego")}
+    assert {k: v.rstrip("\n") for k, v in data.items()} == want
+
+
+def test_bundle_mode_verifies_signatures(tools: Tools) -> None:
+    key = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----\n"
+    values = {
+        "opa.source": "bundle",
+        "opa.bundle.url": "https://bundles.example.com",
+        "opa.bundle.signing.publicKey": key,
+    }
+    rendered = render(tools, values)
+    config = yaml.safe_load(rendered.named("ConfigMap", "atb-opa")["data"]["opa.yaml"])
+    assert config["bundles"]["atb"]["signing"] == {"keyid": "atb-policy"}
+    assert config["keys"]["atb-policy"] == {"algorithm": "RS256", "key": key}
+    assert config["services"]["policy"]["url"] == "https://bundles.example.com"
+    assert not rendered.of_kind("ConfigMap") or all(
+        c["metadata"]["name"] != "atb-policy" for c in rendered.of_kind("ConfigMap")
+    )
+    # Signing on (the default) without a key, or a bundle without a URL, does not render.
+    for broken in ({"opa.source": "bundle", "opa.bundle.url": "https://b"}, {"opa.source": "bundle"}):
+        refused = _template(tools, broken)
+        assert refused.returncode != 0, broken
+        assert "opa.bundle" in refused.stderr, refused.stderr
+
+
+def _template(tools: Tools, values: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools.helm), "template", "atb", str(CHART), *helm_args(values)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"broker.replicas": 2, "postgres.spent.store": "sqlite"}, "broker.replicas=1"),
+        ({"auditSink.replicas": 2, "postgres.audit.store": "sqlite"}, "auditSink.replicas=1"),
+        ({"identity.mode": "files"}, "identity.mode"),
+    ],
+)
+def test_unsafe_or_unknown_choices_do_not_render(tools: Tools, values: dict[str, Any], message: str) -> None:
+    refused = _template(tools, values)
+    assert refused.returncode != 0, f"{values} rendered"
+    assert message in refused.stderr, refused.stderr
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+
+def test_identity_modes(tools: Tools) -> None:
+    for mode, api in (("spiffe", "csi"), ("spiffe", "hostPath"), ("secret", "csi")):
+        rendered = render(tools, {"identity.mode": mode, "identity.spiffe.workloadApi": api})
+        for service in SERVICES:
+            pod = rendered.workload(service)["spec"]["template"]["spec"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+            inits = [c["name"] for c in pod.get("initContainers", [])]
+            if service == "audit-sink":
+                assert "svid" not in volumes
+                assert "ATB_SVID_CERT_PATH" not in env
+                continue
+            assert env["ATB_SVID_CERT_PATH"] == "/run/atb/svid/svid.pem"
+            assert env["ATB_SVID_KEY_PATH"] == "/run/atb/svid/svid_key.pem"
+            assert env["ATB_TRUST_BUNDLE_PATH"] == "/run/atb/svid/bundle.pem"
+            if mode == "secret":
+                sources = volumes["svid"]["projected"]["sources"]
+                paths = sorted(i["path"] for s in sources for i in s["secret"]["items"])
+                assert paths == ["bundle.pem", "svid.pem", "svid_key.pem"], (service, paths)
+                assert sources[0]["secret"]["name"] == f"atb-svid-{service}"
+                assert "spiffe-helper" not in inits
+                continue
+            assert volumes["svid"]["emptyDir"]["medium"] == "Memory"
+            assert inits[:2] == ["spiffe-helper-init", "spiffe-helper"], inits
+            socket = volumes["spiffe-workload-api"]
+            if api == "csi":
+                assert socket["csi"] == {"driver": "csi.spiffe.io", "readOnly": True}
+            else:
+                assert socket["hostPath"]["path"] == "/run/spire/agent-sockets"
+        if mode == "spiffe":
+            conf = rendered.named("ConfigMap", "atb-spiffe-helper")["data"]["helper.conf"]
+            assert 'cert_dir = "/run/atb/svid"' in conf
+            assert 'svid_file_name = "svid.pem"' in conf
+
+
+# --- environment against the settings -------------------------------------------------------------
+
+
+def _main_source(service: str) -> str:
+    return (REPO / "services" / service / PACKAGE[service] / "main.py").read_text()
+
+
+def _settings_class(service: str) -> type[CommonSettings]:
+    module = __import__(f"{PACKAGE[service]}.settings", fromlist=["settings"])
+    classes = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type) and issubclass(v, CommonSettings) and v is not CommonSettings
+    ]
+    assert len(classes) == 1, classes
+    return classes[0]
+
+
+def _image_env(service: str) -> dict[str, str]:
+    """The ENV lines of the root Dockerfile for this service's image (the migrations folders)."""
+    env: dict[str, str] = {}
+    stage = ""
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("FROM "):
+            stage = line.split()[-1]
+        elif line.startswith("ENV ") and stage in ("runtime", f"svc-{service}"):
+            for pair in re.findall(r"(\w+)=(\S+)", line):
+                env[pair[0]] = pair[1]
+    return env
+
+
+def _required(service: str, cls: type[BaseSettings]) -> set[str]:
+    """The settings the deployment must set: paths whose default is unset or in a checkout (not in an
+    image), addresses whose default is this machine, and the OPA URL where policy is asked."""
+    required: set[str] = set()
+    for field, info in cls.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        annotation = str(info.annotation)
+        if "Path" in annotation and (default is None or str(REPO) in str(default)):
+            required.add(f"ATB_{field.upper()}")
+        if isinstance(default, str) and re.search(r"(127\.0\.0\.1|localhost)", default):
+            required.add(f"ATB_{field.upper()}")
+    if "settings.opa_url" not in _main_source(service):
+        required.discard("ATB_OPA_URL")
+    # Inside the state folder (a pod volume), so a default is fine.
+    required -= {"ATB_CHECKPOINT_KEY_PATH", "ATB_CHAT_DB_PATH", "ATB_STATE_DIR"}
+    # The SQLite spent store / audit store stay possible for one replica: the chart still sets them.
+    return required - set(_image_env(service))
+
+
+def _container_env(rendered: Rendered, service: str) -> dict[str, str | None]:
+    main = rendered.workload(service)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in main["env"]}
+
+
+def test_each_container_env_is_exactly_what_its_settings_need(variant: tuple[str, dict[str, Any], Rendered]) -> None:
+    name, values, rendered = variant
+    trust_domain = value(values, "trustDomain")
+    for service in SERVICES:
+        cls = _settings_class(service)
+        env = _container_env(rendered, service)
+        atb = {k for k in env if k.startswith("ATB_")}
+        known = {f"ATB_{f.upper()}" for f in cls.model_fields}
+        assert not atb - known, f"{name}: {service} gets {sorted(atb - known)}, which {cls.__name__} does not read"
+        missing = _required(service, cls) - atb
+        assert not missing, f"{name}: {service} lacks {sorted(missing)}"
+        # The settings load from exactly this environment (lists and maps as JSON), with no path
+        # left to a default in a checkout.
+        loaded = _load(cls, {k: v or "" for k, v in env.items() if k in atb})
+        assert loaded.service_id == f"spiffe://{trust_domain}/svc/{service}"  # type: ignore[attr-defined]
+        ids = [v for k, v in env.items() if v and "spiffe://" in v]
+        assert ids, service
+        assert all(f"spiffe://{trust_domain}/" in v for v in ids), (service, ids)
+        if trust_domain == "atb.local":
+            # The derived lists are the services' own defaults in the default trust domain.
+            for field in ("request_attesters", "vote_attesters", "vote_attester_tiers", "quorum_producers", "issuers"):
+                if f"ATB_{field.upper()}" in atb:
+                    assert getattr(loaded, field) == cls.model_fields[field].get_default(call_default_factory=True)
+        assert loaded.kafka_bootstrap_servers == value(values, "kafka.bootstrapServers")
+        assert loaded.topic_namespace == value(values, "kafka.topicNamespace")
+
+
+def _load(cls: type[CommonSettings], env: Mapping[str, str]) -> CommonSettings:
+    """The settings as the container loads them: from the environment only (`ATB_INSTANCE=auto`)."""
+    probe = textwrap.dedent(
+        f"""
+        import json, os, sys
+        from {cls.__module__} import {cls.__name__} as S
+        s = S()
+        print(s.model_dump_json())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
+    assert done.returncode == 0, f"{cls.__name__} does not load from the chart's env: {done.stderr[-1500:]}"
+    return cls.model_validate_json(done.stdout)
+
+
+def test_the_broker_reads_the_issuer_keys_from_the_issuer_service(tools: Tools) -> None:
+    rendered = render(tools)
+    env = _container_env(rendered, "broker")
+    issuer = rendered.named("Service", "atb-issuer")
+    port = next(p["port"] for p in issuer["spec"]["ports"] if p["name"] == OPS)
+    assert env["ATB_JWKS_URL"] == f"http://atb-issuer:{port}/.well-known/jwks.json"
+
+
+def test_the_registries_in_values_load_with_the_services_loaders(tools: Tools, tmp_path: Path) -> None:
+    from atb_runtime.agents import load_agent_registry
+    from broker.adapters.connectors import load_registry
+    from broker.adapters.policy import load_directory
+
+    for files in ((), (CHART / "examples" / "values-production.yaml",)):
+        data = render(tools, files=files).named("ConfigMap", "atb-config")["data"]
+        for file, text in data.items():
+            (tmp_path / file).write_text(text)
+        load_agent_registry(tmp_path / "agents.json")
+        load_directory(tmp_path / "approvers.json")
+        load_registry(tmp_path / "connectors.json")
+
+
+# --- the validator can fail ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0].update(imagePullPolice="x"),
+            'unknown field "imagePullPolice"',
+        ),
+        (lambda d: d["spec"]["selector"]["matchLabels"].update(extra="x"), "does not match the pod template"),
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].append(
+                {"name": "nowhere", "mountPath": "/x"}
+            ),
+            'volumeMounts "nowhere": no volume',
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+                {"name": "ATB_OPS_PORT", "value": "1"}
+            ),
+            "set twice",
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"].update(
+                requests={"memory": "2Gi"}, limits={"memory": "1Gi"}
+            ),
+            "above its limit",
+        ),
+        (lambda d: d["spec"].update(replicas="two"), "cannot unmarshal"),
+    ],
+)
+def test_the_validator_refuses_what_the_api_server_would(tools: Tools, edit: Any, message: str) -> None:
+    rendered = render(tools)
+    workload = json.loads(json.dumps(rendered.workload("issuer")))
+    edit(workload)
+    done = subprocess.run(
+        [str(tools.validator), "-"], input=yaml.safe_dump(workload), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout
+    assert message in done.stderr, done.stderr
+
+
+# --- Kafka topics --------------------------------------------------------------------------------
+
+
+def test_the_strimzi_topics_are_the_catalogue() -> None:
+    docs = [d for d in yaml.safe_load_all((STRIMZI / "topics.yaml").read_text()) if d]
+    topics = {d["spec"]["topicName"]: d for d in docs}
+    assert sorted(topics) == sorted(spec.topic.value for spec in CATALOGUE)
+    kafka = next(d for d in yaml.safe_load_all((STRIMZI / "kafka.yaml").read_text()) if d and d["kind"] == "Kafka")
+    cluster = kafka["metadata"]["name"]
+    for spec in CATALOGUE:
+        doc = topics[spec.topic.value]
+        assert doc["kind"] == "KafkaTopic"
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert doc["metadata"]["labels"]["strimzi.io/cluster"] == cluster
+        assert doc["spec"]["partitions"] == spec.partitions, spec.topic
+        assert doc["spec"]["config"] == spec.configs(), spec.topic
+        assert doc["spec"]["replicas"] > kafka["spec"]["kafka"]["config"]["min.insync.replicas"] - 1
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["auto.create.topics.enable"] is False
+    assert config["transaction.state.log.min.isr"] <= config["transaction.state.log.replication.factor"]
+    # The chart's default bootstrap is this cluster's.
+    assert (
+        _defaults()["kafka.bootstrapServers"] == f"{cluster}-kafka-bootstrap.{kafka['metadata']['namespace']}.svc:9092"
+    )
