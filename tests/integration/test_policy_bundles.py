@@ -16,6 +16,7 @@ import io
 import json
 import shutil
 import socket
+import subprocess
 import tarfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import JsonValue
 from typer.testing import CliRunner
 
@@ -32,8 +35,8 @@ from atb.dev.config import HOST, DevConfig
 from atb.dev.opa import opa_process
 from atb.dev.procs import ManagedProcess
 from atb.dev.toolchain import build_opa
-from atb.policy.bundle import build_bundle, read_bundle, revision_of
-from atb.policy.errors import PolicyBundleUsageError
+from atb.policy.bundle import build_bundle, read_bundle, revision_of, verify_bundle
+from atb.policy.errors import PolicyBuildError, PolicyBundleUsageError
 from atb.policy.keys import BundleSigningKey, ensure_dev_key, load_signing_key
 from atb.policy.opa_config import BUNDLE_NAME, opa_config
 from atb.policy.publish import SERVED_NAME, http_publish, publish_to_dir, rollback_dir, served_revision
@@ -190,8 +193,6 @@ def _plant(store_root: Path, bundle: Path) -> None:
 def _unsigned(policies: Policies, folder: Path) -> Path:
     out = policies.out / f"{folder.name}-unsigned.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    import subprocess
-
     subprocess.run(
         [str(policies.opa), "build", "-b", ".", "--ignore", "*_test.rego", "--revision", "unsigned-1", "-o", str(out)],
         cwd=folder,
@@ -419,3 +420,124 @@ def test_a_revision_is_immutable_and_only_signed_bundles_are_published(policies:
         publish_to_dir(_unsigned(policies, policies.b_dir), root)
     with pytest.raises(PolicyBundleUsageError, match="never published"):
         rollback_dir(root, "sha256:" + "0" * 64)
+
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.email=policy@test", "-c", "user.name=policy test", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_the_revision_is_the_policy_commit_dirty_when_a_bundled_file_changed(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    policy = repo / "opa" / "policy"
+    shutil.copytree(REPO / "opa" / "policy", policy)
+    (repo / "README").write_text("x\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "policy")
+    policy_commit = _git(repo, "rev-parse", "HEAD")
+    assert revision_of(policy) == policy_commit
+
+    (repo / "README").write_text("y\n")
+    _git(repo, "commit", "-q", "-am", "not the policy")
+    assert revision_of(policy) == policy_commit  # the policy's commit, not HEAD
+
+    (policy / "poa_test.rego").write_text((policy / "poa_test.rego").read_text() + "\n# note\n")
+    assert revision_of(policy) == policy_commit  # tests are not in the bundle
+
+    data = policy / "data.json"
+    data.write_text(data.read_text().replace('"2026', '"2027', 1))
+    dirty = revision_of(policy)
+    assert dirty.startswith(f"{policy_commit}-dirty-")
+    data.write_text(data.read_text().replace('"2027', '"2028', 1))
+    assert revision_of(policy) not in (dirty, policy_commit)  # another content, another revision
+
+    _git(repo, "checkout", "-q", "--", ".")
+    (policy / "extra.rego").write_text("package atb.extra\n")
+    assert revision_of(policy).startswith(f"{policy_commit}-dirty-")  # untracked bundled file
+
+
+def test_signing_keys_es256_rs256_and_no_eddsa(policies: Policies, tmp_path: Path) -> None:
+    rsa_path = tmp_path / "rsa.pem"
+    rsa_path.write_bytes(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    rsa_key = load_signing_key(rsa_path)
+    assert rsa_key.algorithm == "RS256"
+    assert policies.key.algorithm == "ES256"
+    bundle = build_bundle(policies.opa, policies.a_dir, tmp_path / "rsa.tar.gz", rsa_key, run_tests=False).path
+    assert verify_bundle(policies.opa, bundle, rsa_key.public_pem, "RS256").signed
+    with pytest.raises(PolicyBuildError, match="signature check"):
+        verify_bundle(policies.opa, bundle, policies.key.public_pem, "ES256")
+
+    ed_path = tmp_path / "ed25519.pem"
+    ed_path.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with pytest.raises(PolicyBundleUsageError, match="no EdDSA"):
+        load_signing_key(ed_path)
+
+
+def test_a_policy_whose_tests_fail_is_not_built(policies: Policies) -> None:
+    broken = policies.a_dir / "poa_test.rego"
+    broken.write_text(broken.read_text() + "\ntest_always_fails if { false }\n")
+    out = policies.out / "never.tar.gz"
+    with pytest.raises(PolicyBuildError, match="opa test failed"):
+        build_bundle(policies.opa, policies.a_dir, out, policies.key)
+    assert not out.exists()
+
+
+def test_the_cli_builds_publishes_lists_rolls_back_and_configures_opa(
+    policies: Policies, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("ATB_POLICY_SIGNING_KEY", raising=False)
+    runner = CliRunner()
+    store = tmp_path / "store"
+
+    def atb(*args: str) -> str:
+        result = runner.invoke(atb_app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    built_a = atb("policy", "build", "--policy-dir", str(policies.a_dir), "--out", str(tmp_path / "a.tar.gz"))
+    rev_a = revision_of(policies.a_dir)
+    assert f"revision {rev_a}" in built_a
+    assert (tmp_path / "state" / "policy" / "signing-key.pem").stat().st_mode & 0o077 == 0  # the dev key, 0600
+    public = atb("policy", "key", "--out", str(tmp_path / "public.pem"))
+    assert "BEGIN PUBLIC KEY" in public
+    atb("policy", "publish", str(tmp_path / "a.tar.gz"), "--to", str(store))
+    atb("policy", "build", "--policy-dir", str(policies.b_dir), "--out", str(tmp_path / "b.tar.gz"))
+    atb("policy", "publish", str(tmp_path / "b.tar.gz"), "--to", str(store))
+    rev_b = revision_of(policies.b_dir)
+    assert atb("policy", "revisions", "--dir", str(store)).splitlines() == [f"  {rev_a}", f"* {rev_b}"]
+    atb("policy", "rollback", rev_a, "--to", str(store))
+    assert served_revision(store) == rev_a
+
+    # A bundle signed with another key is not published.
+    foreign = policies.build(policies.b_dir, key=policies.other_key)
+    refused = runner.invoke(atb_app, ["policy", "publish", str(foreign), "--to", str(tmp_path / "other-store")])
+    assert refused.exit_code == 1, refused.output
+    assert "signature check" in refused.output
+    assert not (tmp_path / "other-store").exists()
+
+    atb("policy", "opa-config", "--url", "http://store:8282", "--out", str(tmp_path / "opa.json"))
+    document = json.loads((tmp_path / "opa.json").read_text())
+    assert document["bundles"]["atb"]["signing"] == {"keyid": "atb-policy"}
+    assert document["bundles"]["atb"]["persist"] is True
+    assert document["keys"]["atb-policy"] == {
+        "algorithm": "ES256",
+        "key": (tmp_path / "public.pem").read_text(),
+    }
+    # The same document the OPA of the other tests runs with (opa_config), for this key and store.
+    public_pem = (tmp_path / "public.pem").read_text()
+    assert document == opa_config(service_url="http://store:8282", public_pem=public_pem, algorithm="ES256")
