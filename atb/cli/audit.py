@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from atb.cli.audit_archive import ARCHIVE_OPTION, ENDPOINT_OPTION, archive, verify_archive_command
+from atb.cli.audit_archive import ARCHIVE_OPTION, ENDPOINT_OPTION, archive, purge_hot, verify_archive_command
 from atb.errors import AtbError, AtbUsageError, UnavailableError, describe
 
 if TYPE_CHECKING:
@@ -331,17 +331,33 @@ def purge(
     yes: bool = typer.Option(False, "--yes", help="Really delete (otherwise: say what would go)."),
     actor: str = typer.Option(os.environ.get("USER", "compliance"), "--actor"),
     db: str = typer.Option("", "--db", help="Privileged URL (purger role); default ATB_AUDIT_PURGE_DB_URL."),
+    archive: str = typer.Option(
+        "", "--archive", help="Hot retention: also remove rows archived here (s3://...), once it verifies."
+    ),
+    hot_days: float = typer.Option(
+        -1.0, "--hot-days", help="With --archive: keep archived rows this many days in the store (hot)."
+    ),
+    endpoint: str = ENDPOINT_OPTION,
 ) -> None:
-    """Delete rows past retain_until and not under legal hold; record them in a signed purge record."""
+    """Delete rows past retain_until and not under legal hold; record them in a signed purge record.
+
+    With --archive and --hot-days, also the rows older than that which are in the archive: the whole
+    archive is verified first, and must hold the store's history (docs/archive.md, "Hot retention").
+    """
     from audit_sink.adapters.ledger import PURGE_AUDIT_TYPE
     from audit_sink.adapters.ledger import purge as run_purge
     from audit_sink.adapters.signing import load_or_create_signer
 
     if not yes:
         raise AtbUsageError("nothing purged: pass --yes to purge (rows past retain_until, not under legal hold)")
+    if bool(archive) != (hot_days >= 0):
+        raise AtbUsageError("hot retention takes both --archive URL and --hot-days N (N ≥ 0)")
     settings = _settings()
     signer = load_or_create_signer(settings.key_path(), settings.checkpoint_origin)
-    outcome = run_purge(_engine(db, purge=True), signer, actor=actor)
+    if archive:
+        outcome = purge_hot(_engine(db, purge=True), signer, archive, endpoint, hot_days, actor)
+    else:
+        outcome = run_purge(_engine(db, purge=True), signer, actor=actor)
     details = {"purge_id": outcome.purge_id, "removed": outcome.removed, "held_back": outcome.held_back}
     _publish(PURGE_AUDIT_TYPE, None, {**details, "record": outcome.note, "actor": actor})
     console.print(f"purge {outcome.purge_id}: {outcome.removed} rows removed, {outcome.held_back} kept by legal holds")

@@ -27,10 +27,14 @@ from rich.console import Console
 from atb.errors import AtbError, AtbUsageError, UnavailableError, describe
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from audit_sink.adapters.ledger import PurgeOutcome
+    from audit_sink.adapters.signing import NoteSigner
     from audit_sink.archive.objects import DirArchive, S3Archive
     from audit_sink.domain.checkpoint import VerifierKey
 
-__all__ = ["ARCHIVE_OPTION", "ENDPOINT_OPTION", "archive", "verify_archive_command"]
+__all__ = ["ARCHIVE_OPTION", "ENDPOINT_OPTION", "archive", "purge_hot", "verify_archive_command"]
 
 console = Console()
 
@@ -165,3 +169,19 @@ def verify_archive_command(
     if not report.ok:
         raise AtbError(f"FAILED: {len(report.problems)} problem(s), listed above")
     console.print("[green]OK[/green]: every manifest, segment, leaf, root and checkpoint of the archive verifies")
+
+
+def purge_hot(engine: Engine, signer: NoteSigner, url: str, endpoint: str, hot_days: float, actor: str) -> PurgeOutcome:
+    """`atb audit purge --archive URL --hot-days N`: retention's purge plus the archived rows older than N days."""
+    from audit_sink.archive.hot import hot_purge
+
+    source = _open(url, endpoint)
+    console.print(f"verifying the archive {source.location} before anything leaves the store", markup=False)
+    with _archive_errors():
+        outcome, report = hot_purge(engine, signer, source, keep=timedelta(days=hot_days), actor=actor)
+    console.print(
+        f"archive verified: {report.segments} segment(s), {report.leaves} leaves; rows below leaf "
+        f"{report.leaves} recorded more than {hot_days:g} day(s) ago may leave the store",
+        markup=False,
+    )
+    return outcome

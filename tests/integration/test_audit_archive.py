@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from atb.cli import app
@@ -38,10 +39,12 @@ from audit_sink.adapters.db import AuditStore, SealedCheckpoint, make_engine, mi
 from audit_sink.adapters.ledger import HoldScope, place_hold, release_hold
 from audit_sink.archive.check import ArchiveReport, verify_archive
 from audit_sink.archive.format import Manifest, manifest_key, segment_key
+from audit_sink.archive.hot import hot_purge
 from audit_sink.archive.objects import DirArchive, S3Archive
 from audit_sink.archive.schedule import ArchiveSchedule, ArchiveSettings
 from audit_sink.archive.seal import ArchiveStateError, Sealer
 from audit_sink.domain.checkpoint import Checkpoint, SignedNote, VerifierKey
+from audit_sink.evidence import verify_store
 from audit_sink.settings import WitnessEndpoint
 from audit_sink.witnessing import Witnessing
 from contracts import JsonObject
@@ -399,3 +402,87 @@ async def test_the_sinks_schedule_seals_closed_segments_each_round(archive: S3Ar
     report = verify_archive(archive, filler.signer.verifier)
     assert report.ok, _problems(report)
     assert report.leaves == 610
+
+
+def _leaf_rows(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return {int(i) for (i,) in conn.execute(text("SELECT leaf_idx FROM audit_events WHERE leaf_idx IS NOT NULL"))}
+
+
+def test_hot_retention_removes_only_rows_archived_and_verified(
+    audit_db: AuditDb, archive: S3Archive, s3_server: LocalS3, tmp_path: Path
+) -> None:
+    filler = Filler(audit_db.writer, tmp_path)
+    key = filler.signer.verifier
+    filler.fill(900, every=300)
+    purger, owner = make_engine(audit_db.purger), make_engine(audit_db.owner)
+    with pytest.raises(ArchiveStateError, match="holds no segment yet"):
+        hot_purge(purger, filler.signer, archive, keep=timedelta(0), actor="compliance")
+
+    # The database itself refuses to let a young row go while nothing is archived.
+    with pytest.raises(DBAPIError, match="refused"), purger.begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO audit_tombstones (leaf_idx, purge_id, topic, "partition", "offset", leaf)'
+                ' SELECT leaf_idx, \'p\', topic, "partition", "offset", raw FROM audit_events WHERE leaf_idx = 10'
+            )
+        )
+
+    assert len(_sealer(audit_db.writer, archive, key, max_leaves=300).run(limit=2)) == 2  # leaves 0..599
+    held = place_hold(purger, HoldScope(request_id="req-0005"), reason="litigation", actor="legal")
+    outcome, report = hot_purge(purger, filler.signer, archive, keep=timedelta(0), actor="compliance")
+    assert (report.ok, report.leaves) == (True, 600)
+    held_rows = {i for i in range(600) if i % 37 == 5 and i % 50 != 49}
+    assert _leaf_rows(owner) == held_rows | set(range(600, 900))  # archived rows gone, held and newer ones stay
+    assert outcome.removed == 600 - len(held_rows)
+    assert outcome.held_back == len(held_rows)
+    assert "\narchived 600 " in outcome.note
+
+    # The store still verifies: the purge record names the verified archive the tombstones rely on.
+    assert verify_store(owner, key, strict=True).problems == ()
+    # A young row that is not archived still cannot go, by the database's own rule.
+    with pytest.raises(DBAPIError, match="refused"), purger.begin() as conn:
+        conn.execute(text("DELETE FROM audit_events WHERE leaf_idx = 700"))
+
+    # An archive that no longer verifies stops the hot purge before any delete.
+    release_hold(purger, held, reason="settled", actor="legal")
+    stored = s3_server.data_dir / archive.bucket / segment_key(PREFIX, 1)
+    stored.write_bytes(stored.read_bytes().replace(b'"offset":301', b'"offset":302', 1))
+    with pytest.raises(ArchiveStateError, match="does not verify"):
+        hot_purge(purger, filler.signer, archive, keep=timedelta(0), actor="compliance")
+    assert _leaf_rows(owner) == held_rows | set(range(600, 900))
+
+
+def test_purge_cli_hot_retention_needs_a_verified_archive(
+    archive: S3Archive,
+    aws_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kafka_bootstrap: str,
+    namespace: str,
+) -> None:
+    url = _sqlite(tmp_path)
+    monkeypatch.setenv("ATB_AUDIT_DB_URL", url)
+    monkeypatch.setenv("ATB_CHECKPOINT_KEY_PATH", str(tmp_path / "checkpoint.key"))
+    monkeypatch.setenv("ATB_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("ATB_TOPIC_NAMESPACE", namespace)
+    filler = Filler(url, tmp_path)
+    filler.fill(600, every=300)
+    purge = ["audit", "purge", "--yes", "--actor", "compliance"]
+    lonely = CliRunner().invoke(app, [*purge, "--hot-days", "0"])
+    assert lonely.exit_code == 2
+    assert "both --archive URL and --hot-days" in lonely.output
+    _sealer(url, archive, filler.signer.verifier, max_leaves=300).run(limit=1)
+    hot = [*purge, "--archive", archive.location]
+    kept = CliRunner().invoke(app, [*hot, "--hot-days", "30"])  # archived, but recorded within the hot window
+    assert kept.exit_code == 0, kept.output
+    assert "0 rows removed" in kept.output
+    result = CliRunner().invoke(app, [*hot, "--hot-days", "0"])
+    assert result.exit_code == 0, result.output
+    assert "archive verified: 1 segment(s), 300 leaves" in result.output
+    assert "300 rows removed, 0 kept by legal holds" in result.output
+    assert _leaf_rows(make_engine(url)) == set(range(300, 600))
+    verified = CliRunner().invoke(
+        app, ["audit", "verify", "--strict", "--no-kafka", "--key", str(filler.signer.verifier)]
+    )
+    assert verified.exit_code == 0, verified.output

@@ -20,7 +20,7 @@ from audit_sink.archive.format import (
 )
 from audit_sink.archive.seal import retain_until
 from audit_sink.domain import RecordMeta, RetentionPolicy, row_for
-from audit_sink.domain.checkpoint import Checkpoint
+from audit_sink.domain.checkpoint import Checkpoint, NoteError, PurgeRecord
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import Frontier, leaf_hash
 
@@ -125,3 +125,14 @@ def test_legal_holds_cover_a_segment_by_request_or_by_overlapping_range() -> Non
     assert hold_covers([(None, NOW - day, NOW + day)], manifest)
     assert not hold_covers([(None, NOW + day, NOW + 2 * day)], manifest)
     assert not hold_covers([(None, NOW - day, NOW - day / 2)], manifest)
+
+
+def test_a_hot_purge_record_names_the_archive_and_old_records_keep_their_bytes() -> None:
+    plain = PurgeRecord(ORIGIN, "purge-1", NOW.isoformat(), 900, b"\x01" * 32, 3, "ab" * 32)
+    assert PurgeRecord.parse(plain.body()) == plain
+    assert plain.body().count("\n") == 6  # the bytes signed before hot retention existed
+    hot = PurgeRecord(ORIGIN, "purge-2", NOW.isoformat(), 900, b"\x01" * 32, 3, "ab" * 32, 600, "cd" * 32)
+    assert hot.body().endswith(f"\narchived 600 {'cd' * 32}\n")
+    assert PurgeRecord.parse(hot.body()) == hot
+    with pytest.raises(NoteError, match="archive line"):
+        PurgeRecord.parse(hot.body().replace("archived 600", "archived six"))

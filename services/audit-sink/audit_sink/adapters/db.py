@@ -61,6 +61,7 @@ __all__ = [
     "SealedCheckpoint",
     "StoredCosignature",
     "StoredEvent",
+    "audit_archive_seals",
     "audit_checkpoints",
     "audit_cosignatures",
     "audit_events",
@@ -173,6 +174,18 @@ audit_cosignatures = Table(
     Column("cosigned_at", BigInteger, nullable=False),
     Column("note", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_archive_seals = Table(
+    "audit_archive_seals",  # migration 0008: each verification of the archive by the hot purge, append-only
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("location", String(1024), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("tree_end", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("verified_at", DateTime(timezone=True), nullable=False),
 )
 
 audit_legal_holds = Table(

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, and_, exists, not_, or_, select
 
 from audit_sink.adapters.db import (
+    audit_archive_seals,
     audit_checkpoints,
     audit_events,
     audit_leaves,
@@ -44,6 +45,7 @@ __all__ = [
     "HOLD_AUDIT_TYPE",
     "PURGE_AUDIT_TYPE",
     "RELEASE_AUDIT_TYPE",
+    "ArchiveSeal",
     "HoldScope",
     "PurgeOutcome",
     "active_holds",
@@ -307,16 +309,51 @@ def _purgeable(now: datetime):  # type: ignore[no-untyped-def]  # a SQLAlchemy c
     return audit_events.c.retain_until < now, held
 
 
-def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | None = None) -> PurgeOutcome:
+@dataclass(frozen=True)
+class ArchiveSeal:
+    """The archive a hot purge verified: its first `tree_end` leaves have `root` (docs/archive.md)."""
+
+    location: str
+    seq: int
+    """Its newest segment."""
+    tree_end: int
+    root: bytes
+    manifest_sha256: str
+    """Of its newest manifest: the head of its hash chain."""
+    hot_before: datetime
+    """Archived rows recorded before this leave the store; later ones stay hot."""
+
+
+def purge(
+    engine: Engine,
+    signer: NoteSigner,
+    *,
+    actor: str,
+    now: datetime | None = None,
+    archived: ArchiveSeal | None = None,
+) -> PurgeOutcome:
     """Delete the rows past `retain_until` not under a legal hold; tombstones and a signed record first.
 
     One transaction: the purge record, a tombstone per row (its leaf text, so the
     leaf hash stays recomputable), the leaf of each row that carries its own into
     `audit_leaves` (so the tree keeps it), then the deletes. The database refuses
     the tombstone and the delete of any row that does not qualify.
+
+    With `archived` (hot retention), also the rows whose leaves are in that verified
+    archive and that were recorded before `archived.hot_before`: the seal is recorded
+    first (`audit_archive_seals`, what the database's triggers check) and named in the
+    signed purge record.
     """
     now = as_utc(now or datetime.now(UTC))
     expired, held = _purgeable(now)
+    if archived is not None:
+        expired = or_(
+            expired,
+            and_(
+                audit_events.c.leaf_idx < archived.tree_end,
+                audit_events.c.recorded_at < as_utc(archived.hot_before),
+            ),
+        )
     purge_id = f"purge-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     joined = audit_events.join(
         audit_tree,
@@ -356,8 +393,22 @@ def purge(engine: Engine, signer: NoteSigner, *, actor: str, now: datetime | Non
             root=Frontier.of(leaf_hashes).root(),
             count=len(removed),
             digest=PurgeRecord.digest_of([(i, leaf_hashes[i]) for i, _ in removed]),
+            archived_end=archived.tree_end if archived is not None else None,
+            archive_head=archived.manifest_sha256 if archived is not None else None,
         )
         note = signer.sign(record.body()).render()
+        if archived is not None:
+            conn.execute(
+                audit_archive_seals.insert(),
+                {
+                    "location": archived.location,
+                    "seq": archived.seq,
+                    "tree_end": archived.tree_end,
+                    "root_hash": archived.root,
+                    "manifest_sha256": archived.manifest_sha256,
+                    "verified_at": now,
+                },
+            )
         conn.execute(
             audit_purges.insert(),
             {"id": purge_id, "purged_at": now, "purged_by": actor, "removed": len(removed), "note": note},

@@ -38,6 +38,8 @@ class ArchiveReport:
     witnessed: int
     """The largest archived tree size whose checkpoint enough of the given witnesses cosigned (0: none)."""
     problems: tuple[str, ...]
+    head: str | None = None
+    """SHA-256 of the newest manifest: the head of the hash chain."""
 
     @property
     def ok(self) -> bool:
@@ -163,5 +165,5 @@ def verify_archive(
             f"no archived checkpoint carries cosignatures by {threshold} of the {len(witness_keys)} witnesses given"
         )
     return ArchiveReport(
-        archive.location, len(keys), chain.leaves, chain.rows, chain.latest, witnessed, tuple(problems)
+        archive.location, len(keys), chain.leaves, chain.rows, chain.latest, witnessed, tuple(problems), chain.prev
     )

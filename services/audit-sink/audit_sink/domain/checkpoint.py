@@ -163,6 +163,10 @@ class PurgeRecord:
 
     `digest` is SHA-256 over `<index> <leaf hash hex>\\n` of every purged leaf in
     index order, so the signed text stays small whatever the purge removed.
+    `archived_end` / `archive_head`: set by a hot purge (docs/archive.md) — the first
+    `archived_end` leaves were verified in the archive whose newest manifest has that
+    SHA-256; rows below it may go before their `retain_until`. An extra line, so
+    records without it keep their bytes.
     """
 
     origin: str
@@ -172,23 +176,42 @@ class PurgeRecord:
     root: bytes
     count: int
     digest: str
+    archived_end: int | None = None
+    archive_head: str | None = None
 
     def body(self) -> str:
+        archived = f"archived {self.archived_end} {self.archive_head}\n" if self.archived_end is not None else ""
         return (
             f"{self.origin}\natb-audit-purge {self.purge_id}\n{self.purged_at}\n"
-            f"{self.tree_size}\n{base64.b64encode(self.root).decode()}\n{self.count} {self.digest}\n"
+            f"{self.tree_size}\n{base64.b64encode(self.root).decode()}\n{self.count} {self.digest}\n{archived}"
         )
 
     @classmethod
     def parse(cls, text: str) -> PurgeRecord:
         lines = text.split("\n")
-        if len(lines) != 7 or not lines[1].startswith("atb-audit-purge ") or lines[-1]:
+        if len(lines) not in (7, 8) or not lines[1].startswith("atb-audit-purge ") or lines[-1]:
             raise NoteError("not a purge record")
         count, _, digest = lines[5].partition(" ")
         if not lines[3].isdigit() or not count.isdigit():
             raise NoteError("purge record sizes must be decimal")
         root = _b64(lines[4], "root hash")
-        return cls(lines[0], lines[1].split(" ", 1)[1], lines[2], int(lines[3]), root, int(count), digest)
+        archived_end, archive_head = None, None
+        if len(lines) == 8:
+            word, end, head = [*lines[6].split(" "), "", ""][:3]
+            if word != "archived" or not end.isdigit() or not head:
+                raise NoteError("a purge record's archive line is `archived <leaves> <manifest sha256>`")
+            archived_end, archive_head = int(end), head
+        return cls(
+            lines[0],
+            lines[1].split(" ", 1)[1],
+            lines[2],
+            int(lines[3]),
+            root,
+            int(count),
+            digest,
+            archived_end,
+            archive_head,
+        )
 
     @staticmethod
     def digest_of(leaves: list[tuple[int, bytes]]) -> str:
