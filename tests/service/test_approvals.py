@@ -16,7 +16,7 @@ from tests.service.conftest import ON_BOTH_BUSES
 from tests.service.look import audits, dead_letters, kinds, one, outcomes, required
 from tests.service.world import AGENT, OTHER_AGENT, World, approver_id
 
-LOW, MEDIUM, HIGH, CRITICAL = "crm.contact.read", "crm.contact.update", "sap.payment.execute", "iam.admin.grant"
+LOW, MEDIUM, HIGH, CRITICAL = "crm.contact.read", "crm.contact.update", "iam.role.assign", "iam.admin.grant"
 
 
 async def _start(bus: Bus, world: World) -> None:
