@@ -37,6 +37,7 @@ __all__ = [
     "bundled_files",
     "content_hash",
     "read_bundle",
+    "read_bundle_bytes",
     "revision_of",
     "run_opa_tests",
     "verify_bundle",
@@ -188,7 +189,17 @@ def build_bundle(
 def read_bundle(path: Path) -> BundleInfo:
     """The revision in the bundle's `.manifest` and whether it carries `.signatures.json`."""
     try:
-        with tarfile.open(path, "r:gz") as tar:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PolicyBundleUsageError(f"cannot read the bundle {path}: {exc.strerror or exc}") from exc
+    return read_bundle_bytes(data, str(path))
+
+
+def read_bundle_bytes(data: bytes, name: str = "the bundle") -> BundleInfo:
+    """`read_bundle` of bytes (a bundle fetched from a store); `name` says which in errors."""
+    path = name
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             members = {m.name.lstrip("/"): m for m in tar.getmembers() if m.isfile()}
             manifest_member = members.get(".manifest")
             manifest: object = {}

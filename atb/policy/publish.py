@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
-from atb.policy.bundle import REVISION_RE, BundleInfo, read_bundle
+from atb.policy.bundle import REVISION_RE, BundleInfo, read_bundle, read_bundle_bytes
 from atb.policy.errors import PolicyBundleUsageError, PolicyEndpointError
 
 __all__ = [
@@ -186,6 +186,12 @@ async def http_rollback(base_url: str, revision: str, token: str | None = None) 
             data = await _get(session, f"{base}/{revision_path(revision)}", token)
             if data is None:
                 raise PolicyBundleUsageError(f"revision {revision} was never published to {base}")
+            info = read_bundle_bytes(data, f"{base}/{revision_path(revision)}")
+            if info.revision != revision or not info.signed:
+                raise PolicyBundleUsageError(
+                    f"{base}/{revision_path(revision)} holds revision {info.revision} (signed: {info.signed}), "
+                    f"not a signed {revision}"
+                )
             await _put(session, f"{base}/{SERVED_NAME}", data, token)
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise PolicyEndpointError(f"bundle store {base} did not answer: {exc}") from exc

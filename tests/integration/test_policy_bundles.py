@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -39,7 +38,14 @@ from atb.policy.bundle import build_bundle, read_bundle, revision_of, verify_bun
 from atb.policy.errors import PolicyBuildError, PolicyBundleUsageError
 from atb.policy.keys import BundleSigningKey, ensure_dev_key, load_signing_key
 from atb.policy.opa_config import BUNDLE_NAME, opa_config
-from atb.policy.publish import SERVED_NAME, http_publish, publish_to_dir, rollback_dir, served_revision
+from atb.policy.publish import (
+    SERVED_NAME,
+    http_publish,
+    http_rollback,
+    publish_to_dir,
+    rollback_dir,
+    served_revision,
+)
 from atb.policy.server import bundle_server_app
 from atb.policy.status import OpaBundleReport, opa_bundle_reports, wait_for_revision
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
@@ -84,12 +90,27 @@ class Policies:
         return built.path
 
 
+def _committed_policy(target: Path) -> None:
+    """opa/policy as committed (HEAD), not the working tree: a change in progress there is not this test's."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", "HEAD", "opa/policy"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar.getmembers():
+            if member.isfile() and member.name.startswith("opa/policy/"):
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                path = target / member.name.removeprefix("opa/policy/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(extracted.read())
+
+
 @pytest.fixture
 def policies(tmp_path: Path, opa_bin: Path) -> Policies:
     a_dir = tmp_path / "policy-a"
-    shutil.copytree(REPO / "opa" / "policy", a_dir)
+    _committed_policy(a_dir)
     b_dir = tmp_path / "policy-b"
-    shutil.copytree(REPO / "opa" / "policy", b_dir)
+    _committed_policy(b_dir)
     data = json.loads((b_dir / "data.json").read_text())
     data["atb_policy"]["low_risk_allowlist"].remove("crm.contact.read")
     (b_dir / "data.json").write_text(json.dumps(data, indent=2))
@@ -406,6 +427,11 @@ async def test_bundle_server_etag_and_http_publish(policies: Policies, store: tu
             assert changed.headers["ETag"] != etag
         async with session.get(f"{url}/bundles/..%2F..%2Fetc%2Fpasswd") as traversal:
             assert traversal.status == 404
+    assert served_revision(root) != revision
+    await http_rollback(url, revision, token="s3cret-upload-token")
+    assert (root / SERVED_NAME).read_bytes() == bundle.read_bytes()
+    with pytest.raises(PolicyBundleUsageError, match="never published"):
+        await http_rollback(url, "sha256:" + "0" * 64, token="s3cret-upload-token")
 
 
 def test_a_revision_is_immutable_and_only_signed_bundles_are_published(policies: Policies, tmp_path: Path) -> None:
@@ -435,7 +461,7 @@ def _git(repo: Path, *args: str) -> str:
 def test_the_revision_is_the_policy_commit_dirty_when_a_bundled_file_changed(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     policy = repo / "opa" / "policy"
-    shutil.copytree(REPO / "opa" / "policy", policy)
+    _committed_policy(policy)
     (repo / "README").write_text("x\n")
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
