@@ -477,10 +477,10 @@ def test_the_revision_is_the_policy_commit_dirty_when_a_bundled_file_changed(tmp
     assert revision_of(policy) == policy_commit  # tests are not in the bundle
 
     data = policy / "data.json"
-    data.write_text(data.read_text().replace('"2026', '"2027', 1))
+    data.write_text(data.read_text() + "\n")
     dirty = revision_of(policy)
     assert dirty.startswith(f"{policy_commit}-dirty-")
-    data.write_text(data.read_text().replace('"2027', '"2028', 1))
+    data.write_text(data.read_text() + "\n")
     assert revision_of(policy) not in (dirty, policy_commit)  # another content, another revision
 
     _git(repo, "checkout", "-q", "--", ".")
