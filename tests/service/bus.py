@@ -17,7 +17,9 @@ run in memory or against the real broker:
   on another partition than its key's is set aside with the service's `poison`
   hook before `handle` sees it, as the processor does; a batch whose handler
   raises is retried record by record and a record that fails alone is set aside
-  at once (the processor first retries it `max_record_attempts` times). `tick`
+  at once (the processor first retries it `max_record_attempts` times); a
+  `TransientError` (a dependency down) commits nothing, and the batch is handled
+  again by a later `settle`. `tick`
   runs the services' time-driven step; time moves only with the test's clock. State read-back
   (`atb_runtime.readback.read_records`, used by the approvals changelog and the
   issuer's memory) reads this bus (`install`).
@@ -44,7 +46,15 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from atb_runtime import DeadLetters, Incoming, Outgoing, ProcessorConfig, Publisher, TransactionalProcessor
+from atb_runtime import (
+    DeadLetters,
+    Incoming,
+    Outgoing,
+    ProcessorConfig,
+    Publisher,
+    TransactionalProcessor,
+    TransientError,
+)
 from atb_runtime.eos import AssignHook, PoisonHook, RewindHook, TickHook
 from atb_runtime.follow import Check, Refused, Sink
 from atb_runtime.partitioning import partition_for
@@ -139,6 +149,8 @@ class _Member:
     service: ServiceUnderTest
     group: dict[tuple[str, int], int]
     """The group's committed offsets: (topic, partition) → next offset to read."""
+    transient: int = 0
+    """Batches given back because the handler raised a TransientError (retried on a later settle)."""
 
 
 @dataclass
@@ -273,8 +285,13 @@ class MemoryBus:
             batch = [self.incoming(record) for _, record in self._pending(member, partition)]
             if not batch:
                 continue
+            try:
+                outputs = await self._handled(member.service, batch)
+            except TransientError:
+                # A dependency is down: nothing commits, the batch is read again on a later settle.
+                member.transient += 1
+                continue
             worked = True
-            outputs = await self._handled(member.service, batch)
             # The transaction: outputs and the new offsets together.
             await self.publish(outputs)
             for record in batch:
@@ -294,11 +311,15 @@ class MemoryBus:
             letters.extend(service.poison(record, "wrong_partition", reason))
         try:
             return [*letters, *(await service.handle(usable) if usable else [])]
+        except TransientError:
+            raise
         except Exception:  # as the processor: one record at a time, and the one that fails alone is set aside
             outputs = letters
             for record in usable:
                 try:
                     outputs.extend(await service.handle([record]))
+                except TransientError:
+                    raise
                 except Exception as exc:
                     reason = f"failed alone: {type(exc).__name__}: {exc}"
                     outputs.extend(service.poison(record, "poison_record", reason))
@@ -363,6 +384,10 @@ class MemoryBus:
         """Feed `tracker` as `TrackingConsumer` does: from the positions it stores, the rows and the next positions
         in one call; a batch it says it recorded already makes the loop re-read the positions."""
         self._tracked[name] = _Tracked(tracker, topics, already_recorded)
+
+    def given_back(self, name: str) -> int:
+        """How many batches the service gave back with a TransientError."""
+        return self._members[name].transient
 
     def untrack(self, name: str) -> None:
         del self._tracked[name]

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from atb_runtime.partitioning import partition_for
 from contracts import QuorumReached, RequestDenied, RequestExpired, Tier, Topic, VoteChoice
-from tests.service.bus import Bus
+from tests.service.bus import Bus, MemoryBus
 from tests.service.clock import Clock
 from tests.service.conftest import ON_BOTH_BUSES
 from tests.service.look import audits, dead_letters, kinds, one, outcomes, required
@@ -293,3 +293,21 @@ async def test_a_request_for_another_tenant_is_denied_at_intake(bus: Bus, world:
     events = await outcomes(bus, "req-tenant")
     assert kinds(events) == ["RequestDenied"]
     assert one(events, RequestDenied).code == "tenant_not_allowed"
+
+
+async def test_with_the_policy_unreachable_a_request_waits_and_is_judged_once_it_answers(
+    bus: Bus, world: World
+) -> None:
+    """Fail closed (docs/architecture.md §6.7): nothing is decided without the policy, nothing is lost either."""
+    assert isinstance(bus, MemoryBus)
+    await _start(bus, world)
+    world.opa.down = True
+    _, record = world.request("req-opa-down", MEDIUM)
+    await bus.publish([record])
+    await bus.settle()
+    assert (await outcomes(bus, "req-opa-down"), await dead_letters(bus)) == ([], [])
+    assert bus.given_back("approvals") == 1
+
+    world.opa.down = False
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-opa-down")) == ["ApprovalRequired"]
