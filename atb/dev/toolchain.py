@@ -33,6 +33,8 @@ __all__ = [
     "MIN_JAVA",
     "OPA_MODULE",
     "OPA_VERSION",
+    "TEST_TOOLS",
+    "VERSITYGW",
     "VERSITYGW_MODULE",
     "VERSITYGW_VERSION",
     "GoTool",
@@ -199,47 +201,14 @@ async def build_opa(config: DevConfig, progress: Progress | None = None) -> Path
 # -- versitygw (S3 with Object Lock, for the audit archive's tests) ---------------------------
 
 
-def _versitygw_path(config: DevConfig) -> Path:
-    return config.bin_dir / "versitygw"
-
-
-def _versitygw_stamp(config: DevConfig) -> Path:
-    return config.bin_dir / ".versitygw.version"
-
-
 def versitygw_fresh(config: DevConfig) -> bool:
-    """True when `<cache>/bin/versitygw` exists and was built from `VERSITYGW_VERSION`.
-
-    Its `--version` says only "git" when built by `go install`, so the version is in a stamp
-    written after a successful build.
-    """
-    if not os.access(_versitygw_path(config), os.X_OK):
-        return False
-    try:
-        return _versitygw_stamp(config).read_text().strip() == f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}"
-    except OSError:
-        return False
+    """True when `<cache>/bin/versitygw` exists and was built from `VERSITYGW_VERSION` (its stamp says so)."""
+    return VERSITYGW.fresh(config)
 
 
 async def build_versitygw(config: DevConfig, progress: Progress | None = None) -> Path:
     """`go install` the pinned versitygw into `<cache>/bin` unless that exact version is there."""
-    if versitygw_fresh(config):
-        return _versitygw_path(config)
-    go = require_tools(["go"])["go"]
-    if progress:
-        progress(f"building versitygw {VERSITYGW_VERSION} with go install (first run only, about 1.5 min cold)")
-    config.bin_dir.mkdir(parents=True, exist_ok=True)
-    _versitygw_stamp(config).unlink(missing_ok=True)
-    env = {**os.environ, "GOBIN": str(config.bin_dir)}
-    await run_logged(
-        [go, "install", f"{VERSITYGW_MODULE}/cmd/versitygw@{VERSITYGW_VERSION}"],
-        config.cache_dir / "logs" / "go-install-versitygw.log",
-        env,
-    )
-    if not os.access(_versitygw_path(config), os.X_OK):
-        raise ToolError(f"go install did not produce versitygw at {_versitygw_path(config)}")
-    _versitygw_stamp(config).write_text(f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}\n")
-    return _versitygw_path(config)
+    return await VERSITYGW.build(config, progress)
 
 
 # -- Pinned Go tools, one way -----------------------------------------------------------------
@@ -301,3 +270,14 @@ AMTOOL = GoTool(
 
 LINT_TOOLS: tuple[GoTool, ...] = (AMTOOL,)
 """What `atb dev tools` (and so `make lint`) builds besides Kafka's jars and OPA."""
+
+VERSITYGW = GoTool(
+    "versitygw",
+    f"{VERSITYGW_MODULE}/cmd/versitygw",
+    VERSITYGW_VERSION,
+    "about 1.5 min cold, up to 7 on a busy machine",
+)
+"""The S3-compatible server with Object Lock (Apache-2.0) the audit archive's tests run (atb/dev/s3.py)."""
+
+TEST_TOOLS: tuple[GoTool, ...] = (VERSITYGW,)
+"""What `atb dev tools` also builds for the tests (they build it themselves on first use otherwise)."""
