@@ -51,7 +51,7 @@ from atb.dev.postgres import TempPostgres
 from atb.dev.procs import ManagedProcess
 from atb.dev.stack import healthz_ready
 from atb.dev.toolchain import build_opa
-from atb.dev.topics import delete_topics, ensure_topics
+from atb.dev.topics import delete_topics
 from atb.sdk import ApproverClient, BrokerClient, GatewayClient
 from atb_identity import bundle_path, ensure_svid, init_ca, issue_svid
 from atb_runtime.ops import LISTEN_FDS_ENV
@@ -87,6 +87,7 @@ def render(helm: Path, namespace: str, pg_port: int) -> list[dict[str, Any]]:
         "identity.mode": "secret",
         "kafka.bootstrapServers": KAFKA_HOST,
         "kafka.topicNamespace": namespace,
+        "kafka.topicsJob.enabled": True,
         "gateway.replicas": 1,
         "approvals.replicas": 1,
         "issuer.replicas": 1,
@@ -272,7 +273,7 @@ async def helm_stack(
     state = tmp_path / "operator"
     made = operator_secrets(values, state)
     create_databases(values, postgres_server, made)
-    await ensure_topics(kafka_bootstrap, namespace)
+    await run_topics_job(docs, {KAFKA_HOST: kafka_bootstrap}, tmp_path)
     ports = PortAllocator()
     workloads = {
         d["metadata"]["labels"]["app.kubernetes.io/component"]: d
@@ -417,6 +418,31 @@ def opa_sidecar(
         ready=ready,
     )
     return process, api
+
+
+async def run_topics_job(docs: list[dict[str, Any]], hosts: Mapping[str, str], work: Path) -> None:
+    """The pre-install hook Job that creates the topics, run from the broker image it names."""
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert "pre-install" in job["metadata"]["annotations"]["helm.sh/hook"]
+    (spec,) = job["spec"]["template"]["spec"]["containers"]
+    assert spec["image"].split("/")[-1].startswith("broker:"), spec["image"]
+    stages = parse_dockerfile({"SERVICE": "broker"})
+    root = work / "images" / "topics-job"
+    build_image(stages, root)
+    env = {e["name"]: map_hosts(e["value"], hosts) for e in spec["env"]}
+    env |= {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{root / SITE}:{sysconfig.get_paths()['purelib']}"}
+    argv = spec["command"]
+    assert argv[0] in CONSOLE, argv
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*CONSOLE[argv[0]], *argv[1:]],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"the topics Job failed: {done.stderr[-2000:]}"
 
 
 def run_init(spec: Mapping[str, Any], c: Container) -> None:

@@ -153,6 +153,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], tuple[Path, ...]]] = {
             "opa.bundle.signing.publicKey": "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n",
             "trustDomain": "prod.example.com",
             "kafka.topicNamespace": "blue.",
+            "kafka.topicsJob.enabled": True,
         },
         (),
     ),
@@ -251,6 +252,24 @@ def test_every_workload_is_hardened_probed_budgeted_and_scaled(variant: tuple[st
             assert pdb["spec"]["maxUnavailable"] >= 1, where
         else:
             assert pdb is None, where
+
+
+def test_the_topics_job_only_when_asked_and_hardened(variant: tuple[str, dict[str, Any], Rendered]) -> None:
+    name, values, rendered = variant
+    jobs = rendered.of_kind("Job")
+    if not value(values, "kafka.topicsJob.enabled"):
+        assert not jobs, name
+        return
+    (job,) = jobs
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["ATB_TOPIC_NAMESPACE"] == value(values, "kafka.topicNamespace")
+    assert "ensure_topics" in container["command"][-1]
 
 
 def test_opa_sidecar_exactly_where_policy_is_asked(variant: tuple[str, dict[str, Any], Rendered]) -> None:
