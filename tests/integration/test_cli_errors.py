@@ -61,6 +61,7 @@ def commands() -> list[tuple[str, ...]]:
 # What each command is given with the stack down, and the exit code it must give.
 # `{state}` is the temporary state folder, `{missing}` a database file that does not exist.
 STACK_DOWN: dict[str, tuple[list[str], int]] = {
+    "audit archive": (["s3://atb-archive/audit", "--db", "{missing}"], ExitCode.UNAVAILABLE),
     "audit export": (["--since", "2020-01-01", "--until", "2030-01-01", "--db", "{missing}"], ExitCode.UNAVAILABLE),
     "audit hold": (["req-x", "--reason", "case 1", "--db", "sqlite:///{state}/hold.db"], ExitCode.UNAVAILABLE),
     "audit prove": (["evt-1", "--db", "{missing}"], ExitCode.UNAVAILABLE),
