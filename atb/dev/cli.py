@@ -18,6 +18,7 @@ from rich.table import Table
 
 from atb.dev.config import DevConfig
 from atb.dev.errors import DevError
+from atb.dev.gotools import CHART_TOOLS
 from atb.dev.launcher import ensure_infra, ensure_tools, infra_status, stop_infra
 from atb.dev.toolchain import LINT_TOOLS, TEST_TOOLS
 
@@ -137,8 +138,8 @@ def status() -> None:
 
 @dev_app.command()
 def tools() -> None:
-    """Resolve the Kafka jars, build OPA (what `up` does first), the lint and test tools; start nothing."""
+    """Resolve the Kafka jars, build OPA (what `up` does first), the lint, test and chart tools; start nothing."""
     jars, opa = _run(ensure_tools(_config(), _progress))
-    lint = {tool.name: _run(tool.build(_config(), _progress)) for tool in (*LINT_TOOLS, *TEST_TOOLS)}
+    lint = {tool.name: _run(tool.build(_config(), _progress)) for tool in (*LINT_TOOLS, *TEST_TOOLS, *CHART_TOOLS)}
     lines = [f"kafka jars: {jars}", f"opa: {opa}", *(f"{name}: {path}" for name, path in lint.items())]
     _out.print("\n".join(lines), markup=False, highlight=False)
