@@ -69,6 +69,7 @@ lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rules and 
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 	promtool check config deploy/prometheus/prometheus.yml
+	$(CACHE_DIR)/bin/helm lint --strict deploy/helm/atb && for v in deploy/helm/atb/values.yaml deploy/helm/atb/examples/values-production.yaml; do $(CACHE_DIR)/bin/helm template atb deploy/helm/atb -f $$v | $(CACHE_DIR)/bin/atb-kube-validate - || exit 1; done
 	$(AMTOOL) check-config deploy/alertmanager/alertmanager.yml
 	@grep -v '^#' deploy/alertmanager/routes_test.txt | while read -r receivers labels; do \
 		[ -n "$$receivers" ] || continue; \
