@@ -22,6 +22,9 @@ is a deny, and the first eligible deny is `denied_by` (later ones:
 ``duplicate_deny``). The result, `ThresholdResult`, says the threshold, who
 counted, who was refused and why, `.missing` and `.verified`; its constructor
 refuses a result that cannot exist (a negative threshold, one person counted twice).
+When the policy asks for a composition of groups (``all_of`` / ``any_of``), the
+result's `.quorum` is `contracts.quorum.assign` over the counted people: who
+fills which group, and what is missing; `.verified` needs it satisfied.
 
 Checks that belong to one caller (a deadline, a request digest, a vote's proof)
 are that caller's: it refuses the ballot with `Count.refuse` before or after
@@ -39,6 +42,7 @@ from typing import Generic, TypeVar
 from contracts.directory import Approver, Directory, normalize
 from contracts.errors import ThresholdError
 from contracts.events import Tier
+from contracts.quorum import Composition, Member, QuorumResult, assign
 from contracts.reasons import ReasonCode
 
 __all__ = ["ApproverRules", "Count", "Counted", "RefusedBallot", "ThresholdResult"]
@@ -94,6 +98,8 @@ class Counted(Generic[B]):
     principal: str
     approver_type: str
     ballot: B
+    groups: frozenset[str] = frozenset()
+    """The approver's groups, as the directory had them when the ballot was counted."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,9 @@ class ThresholdResult(Generic[B]):
     counted: tuple[Counted[B], ...]
     refused: tuple[RefusedBallot[B], ...] = ()
     denied_by: Counted[B] | None = None
+    composition: Composition = field(default_factory=Composition)
+    quorum: QuorumResult = field(init=False, repr=False, compare=False)
+    """`contracts.quorum.assign` over the counted people: the threshold and the composition, judged together."""
 
     def __post_init__(self) -> None:
         if self.threshold < 0:
@@ -122,16 +131,22 @@ class ThresholdResult(Generic[B]):
         principals = [normalize(c.principal) for c in self.counted]
         if len(set(principals)) != len(principals):
             raise ThresholdError("counted approvals must come from distinct principals")
+        members = (Member(c.principal, c.groups) for c in self.counted)
+        object.__setattr__(self, "quorum", assign(self.threshold, self.composition, members))
 
     @property
     def missing(self) -> int:
-        """How many more distinct approvals the threshold needs."""
-        return max(0, self.threshold - len(self.counted))
+        """How many more distinct approvals the threshold and the composition need, at least."""
+        return self.quorum.missing
 
     @property
     def verified(self) -> bool:
-        """No deny and the threshold is met (threshold 0: met with no votes)."""
-        return self.denied_by is None and self.missing == 0
+        """No deny, the threshold is met and the composition satisfied (threshold 0: met with no votes)."""
+        return self.denied_by is None and self.quorum.satisfied
+
+    def group_of(self, counted: Counted[B]) -> str:
+        """The group a counted approval fills: its assigned requirement, else the approver's directory type."""
+        return self.quorum.group_of(counted.principal) or counted.approver_type
 
     @property
     def principals(self) -> tuple[str, ...]:
@@ -144,6 +159,7 @@ class Count(Generic[B]):
     """Counts ballots in arrival order; `result()` is the ThresholdResult. Never raises on any ballots."""
 
     threshold: int
+    composition: Composition = field(default_factory=Composition)
     _counted: dict[str, Counted[B]] = field(default_factory=dict)
     _refused: list[RefusedBallot[B]] = field(default_factory=list)
     _denied_by: Counted[B] | None = None
@@ -153,7 +169,7 @@ class Count(Generic[B]):
 
     def add(self, approver: Approver, ballot: B, *, approves: bool) -> None:
         """An eligible approver's ballot: counted once per person; a deny is a deny."""
-        vote = Counted(approver.principal, approver.type, ballot)
+        vote = Counted(approver.principal, approver.type, ballot, approver.groups)
         if not approves:
             # Fail safe: anything but an approval is a deny, and the first eligible deny
             # wins, even over the denier's own earlier approval (docs/architecture.md §2.2).
@@ -170,4 +186,6 @@ class Count(Generic[B]):
             self._counted[key] = vote
 
     def result(self) -> ThresholdResult[B]:
-        return ThresholdResult(self.threshold, tuple(self._counted.values()), tuple(self._refused), self._denied_by)
+        return ThresholdResult(
+            self.threshold, tuple(self._counted.values()), tuple(self._refused), self._denied_by, self.composition
+        )

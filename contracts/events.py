@@ -30,11 +30,13 @@ __all__ = [
     "BallotRecord",
     "BrokerDecision",
     "BrokerDecisionV1",
+    "CompositionRecord",
     "CountedVote",
     "DeadLetter",
     "DeadLetterV1",
     "Decision",
     "EventPayload",
+    "GroupCountRecord",
     "IssuanceRequested",
     "JsonObject",
     "PoaIssued",
@@ -115,6 +117,24 @@ class IssuanceRequested(EventPayload):
     """base64url SHA-256 of the agent certificate (DER): becomes `cnf.x5t#S256`."""
 
 
+class GroupCountRecord(BaseModel):
+    """``count`` distinct approvers of ``group`` (contracts/quorum.py `GroupCount`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: Annotated[str, Field(min_length=1, max_length=64)]
+    count: Annotated[int, Field(ge=1, le=10)]
+
+
+class CompositionRecord(BaseModel):
+    """The groups a quorum must be made of (contracts/quorum.py `Composition`); empty: only the total counts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    all_of: tuple[GroupCountRecord, ...] = ()
+    any_of: tuple[GroupCountRecord, ...] = ()
+
+
 class ApprovalRequired(EventPayload):
     """The policy says humans must approve: who, how many, until when."""
 
@@ -132,6 +152,8 @@ class ApprovalRequired(EventPayload):
     action: ActionName
     resource: str
     accountable_party_id: str
+    composition: CompositionRecord = CompositionRecord()
+    """The groups the approvers must come from, besides the count (empty: any of `eligible_groups`)."""
 
 
 class VoteCast(EventPayload):
@@ -157,9 +179,12 @@ class CountedVote(BaseModel):
 
     approver_id: str
     approver_type: str
+    """The group this approval fills in the policy's composition, else the approver's directory type."""
     vote_digest: Digest
     cast_at: AwareDatetime
     vote_event: str
+    approver_groups: tuple[str, ...] = ()
+    """The approver's groups as the approvals service resolved them in the directory, sorted."""
 
 
 class QuorumReached(EventPayload):
@@ -442,6 +467,7 @@ class RequirementsRecord(BaseModel):
     pending_seconds: Annotated[int, Field(ge=0)]
     poa_ttl_seconds: Annotated[int, Field(ge=1, le=300)]
     policy_version: str
+    composition: CompositionRecord = CompositionRecord()
 
 
 class ApprovalStateChanged(EventPayload):

@@ -52,6 +52,7 @@ class ReasonCode(StrEnum):
     DUPLICATE_DENY = "duplicate_deny"
     DUPLICATE = "duplicate"
     TIER_REQUIRES_CLI = "tier_requires_cli"
+    COMPOSITION_NOT_MET = "composition_not_met"  # contracts/quorum.py; also a policy deny
 
     # -- a chat click that casts no vote (chat/domain/click.py) -----------------------------
     WRONG_WORKSPACE = "wrong_workspace"
@@ -117,6 +118,7 @@ class ReasonCode(StrEnum):
     DUAL_CONTROL_MISSING = "dual_control_missing"
     DUAL_CONTROL_NOT_DISTINCT = "dual_control_not_distinct"
     PRINCIPALS_MISSING = "principals_missing"
+    APPROVER_GROUP_MISMATCH = "approver_group_mismatch"
 
     # -- audit names (docs/architecture.md §2.9) --------------------------------------------
     POA_ISSUED = "poa_issued"

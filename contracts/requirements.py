@@ -5,7 +5,10 @@
 replay compares with it. Its constructor enforces the rules of
 docs/architecture.md §2.5 and §5.4, so a policy that asks for less than a tier
 floor, a critical request without a ticket, or a PoA lifetime outside 1 to 300 s
-never becomes a value anyone decides with.
+never becomes a value anyone decides with. It carries the composition of groups
+the quorum must have (`contracts.quorum.Composition`, docs/quorum-and-risk.md);
+a composition naming a group that is not eligible, or needing more people than
+`approvals`, is refused too.
 
 `RequirementsRecord` (contracts/events.py) is its wire form inside
 ApprovalStateChanged, a published event: `record()` and `from_record()` convert,
@@ -17,16 +20,17 @@ Pure: no I/O; `from_policy` parses an answer something else fetched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from contracts.errors import RequirementsError
-from contracts.events import RequirementsRecord, Tier
+from contracts.events import CompositionRecord, GroupCountRecord, RequirementsRecord, Tier
 from contracts.poa import MAX_LIFETIME_SECONDS
+from contracts.quorum import Composition, GroupCount
 
-__all__ = ["TIER_FLOORS", "Requirements", "RequirementsError", "tier_floor"]
+__all__ = ["TIER_FLOORS", "Requirements", "RequirementsError", "composition_of", "composition_record", "tier_floor"]
 
 TIER_FLOORS: Mapping[Tier, int] = MappingProxyType({Tier.LOW: 0, Tier.MEDIUM: 1, Tier.HIGH: 2, Tier.CRITICAL: 2})
 """Distinct approvals each tier needs at least (docs/architecture.md §2.5); the policy may ask for more, never less."""
@@ -47,10 +51,19 @@ class Requirements:
     pending_seconds: int
     poa_ttl_seconds: int
     policy_version: str
+    composition: Composition = field(default_factory=Composition)
+    """Which groups the distinct approvers must come from (empty: any eligible group)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
         object.__setattr__(self, "eligible_groups", tuple(self.eligible_groups))
+        stray = sorted(self.composition.groups - set(self.eligible_groups))
+        if stray:
+            raise RequirementsError(f"the composition names groups that are not eligible: {', '.join(stray)}")
+        if self.composition.minimum > self.approvals:
+            raise RequirementsError(
+                f"the composition ({self.composition.describe()}) needs more than the {self.approvals} approvals asked"
+            )
         floor = TIER_FLOORS[self.tier]
         if self.approvals < floor:
             raise RequirementsError(f"tier {self.tier.value} needs at least {floor} approvals, not {self.approvals}")
@@ -72,7 +85,8 @@ class Requirements:
             parsed = _PolicyAnswer.model_validate(answer)
         except ValidationError as exc:
             raise RequirementsError(f"policy answer malformed: {exc.error_count()} errors") from exc
-        return cls(**parsed.model_dump())
+        fields = parsed.model_dump(exclude={"composition"})
+        return cls(**fields, composition=Composition.from_json(parsed.composition))
 
     @classmethod
     def from_record(cls, record: RequirementsRecord) -> Requirements:
@@ -84,6 +98,7 @@ class Requirements:
             pending_seconds=record.pending_seconds,
             poa_ttl_seconds=record.poa_ttl_seconds,
             policy_version=record.policy_version,
+            composition=composition_of(record.composition),
         )
 
     def record(self) -> RequirementsRecord:
@@ -96,7 +111,24 @@ class Requirements:
             pending_seconds=self.pending_seconds,
             poa_ttl_seconds=self.poa_ttl_seconds,
             policy_version=self.policy_version,
+            composition=composition_record(self.composition),
         )
+
+
+def composition_of(record: CompositionRecord) -> Composition:
+    """The composition of its wire form (`RequirementsRecord.composition`, `ApprovalRequired.composition`)."""
+    return Composition(
+        tuple(GroupCount(e.group, e.count) for e in record.all_of),
+        tuple(GroupCount(e.group, e.count) for e in record.any_of),
+    )
+
+
+def composition_record(composition: Composition) -> CompositionRecord:
+    """The wire form of a composition."""
+    return CompositionRecord(
+        all_of=tuple(GroupCountRecord(group=e.group, count=e.count) for e in composition.all_of),
+        any_of=tuple(GroupCountRecord(group=e.group, count=e.count) for e in composition.any_of),
+    )
 
 
 class _PolicyAnswer(BaseModel):
@@ -111,3 +143,5 @@ class _PolicyAnswer(BaseModel):
     pending_seconds: int
     poa_ttl_seconds: int
     policy_version: str
+    composition: JsonValue = None
+    """``{"all_of": [...], "any_of": [...]}``; absent: the empty composition."""

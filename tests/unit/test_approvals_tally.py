@@ -388,7 +388,10 @@ def test_case_names_are_unique() -> None:
 def test_counted_carries_principal_type_and_the_ballot_as_evidence() -> None:
     ballots = (vote("slack:UALICE", channel="slack"), vote("bob"))
     result = run(Case("evidence", ballots, True, ()))
-    assert result.counted == (Counted("alice", "manager", ballots[0]), Counted("bob", "compliance", ballots[1]))
+    assert result.counted == (
+        Counted("alice", "manager", ballots[0], frozenset({"manager"})),
+        Counted("bob", "compliance", ballots[1], frozenset({"compliance"})),
+    )
     assert result.counted[0].ballot.vote_event == '{"vote":"slack:UALICE"}'
 
 
@@ -400,7 +403,7 @@ def test_refused_carries_the_ballot() -> None:
 def test_denied_by_is_the_first_deny_with_its_type() -> None:
     first, second = vote("slack:UBOB", DENY), vote("carol", DENY)
     result = run(Case("deny", (vote("alice"), first, second), False, ()))
-    assert result.denied_by == Counted("bob", "compliance", first)
+    assert result.denied_by == Counted("bob", "compliance", first, frozenset({"compliance"}))
     assert result.refused == (Refused(second, ReasonCode.DUPLICATE_DENY),)
 
 

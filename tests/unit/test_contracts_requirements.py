@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from contracts import RequirementsRecord, Tier
+from contracts.quorum import Composition
 from contracts.requirements import TIER_FLOORS, Requirements, RequirementsError, tier_floor
 
 
@@ -83,4 +84,8 @@ def test_the_record_round_trips_and_keeps_its_wire_format() -> None:
         "pending_seconds",
         "poa_ttl_seconds",
         "policy_version",
+        "composition",
     }
+    # `composition` was added with a default: a record written before it still reads, as no composition.
+    old = record.model_dump(mode="json", exclude={"composition"})
+    assert Requirements.from_record(RequirementsRecord.model_validate(old)).composition == Composition()

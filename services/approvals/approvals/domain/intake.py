@@ -23,7 +23,7 @@ from contracts import (
     RequestDenied,
     digest_of,
 )
-from contracts.requirements import Requirements
+from contracts.requirements import Requirements, composition_record
 
 __all__ = ["IntakeResult", "Requirements", "decide_intake", "digest_of"]
 
@@ -107,6 +107,7 @@ def decide_intake(
         action=request.action,
         resource=request.resource,
         accountable_party_id=request.leg.accountable_party.id,
+        composition=composition_record(requirements.composition),
     )
     return IntakeResult((required,), "approval_required", "info", f"tier {requirements.tier.value}")
 

@@ -304,23 +304,29 @@ def _decide(
             poa_ttl_seconds=requirements.poa_ttl_seconds,
             request=request,
             request_event=state.request_event or "",
-            votes=tuple(_counted_vote(c.principal, c.approver_type, c.ballot) for c in result.counted),
+            votes=tuple(_counted_vote(c.principal, result.group_of(c), c.groups, c.ballot) for c in result.counted),
             decided_at=now,
         )
         note = AuditNote(
             "approval_quorum_reached",
             "success",
             f"{len(result.counted)} of {requirements.approvals} distinct approvers",
-            {"approvers": [c.principal for c in result.counted], "tier": requirements.tier.value},
+            {
+                "approvers": [c.principal for c in result.counted],
+                "groups": {c.principal: result.group_of(c) for c in result.counted},
+                "tier": requirements.tier.value,
+            },
         )
         return Step(_close(state, "quorum_reached", now), events=(quorum,), audits=(*audits, note))
     return Step(state, audits=audits)
 
 
-def _counted_vote(principal: str, approver_type: str, ballot: Ballot) -> CountedVote:
+def _counted_vote(principal: str, approver_type: str, groups: frozenset[str], ballot: Ballot) -> CountedVote:
+    """The evidence of one counted vote: `approver_type` is the group it fills in the composition."""
     return CountedVote(
         approver_id=principal,
         approver_type=approver_type,
+        approver_groups=tuple(sorted(groups)),
         vote_digest="sha256:" + hashlib.sha256(ballot.vote_event.encode()).hexdigest(),
         cast_at=ballot.received_at,
         vote_event=ballot.vote_event,

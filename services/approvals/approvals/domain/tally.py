@@ -5,9 +5,11 @@ returns a `TallyResult` in the python-tuf manner: the threshold, what counted,
 what was refused and why, and `.verified` / `.missing`. Only eligible signers
 count, so duplicates, strangers, the requester and ineligible approvers cannot
 inflate it. The rules of who may approve, and the counting, are
-`contracts.eligibility`'s (shared with the issuer, chat and replay); the deadline
-and the digest are this module's. A single eligible deny denies, whatever came
-before (docs/architecture.md §2.2).
+`contracts.eligibility`'s (shared with the issuer, chat and replay), and so is
+the composition of groups the policy may ask for (`contracts.quorum`: who fills
+which group, as a maximum matching); the deadline and the digest are this
+module's. A single eligible deny denies, whatever came before
+(docs/architecture.md §2.2).
 
 Each ballot is judged by the first rule it fails, in this order:
 
@@ -110,7 +112,7 @@ def tally(
 ) -> TallyResult:
     """Judge every ballot in arrival order; never raises on any ballots."""
     rules = ApproverRules.of(requirements.tier, requirements.eligible_groups, requester_ids)
-    count: Count[Ballot] = Count(requirements.approvals)
+    count: Count[Ballot] = Count(requirements.approvals, requirements.composition)
     for ballot in ballots:
         if _late(ballot.received_at, deadline):
             count.refuse(ballot, AFTER_DEADLINE)

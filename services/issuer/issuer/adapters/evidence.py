@@ -130,4 +130,5 @@ class EvidenceVerifier:
             claimed_principal=counted.approver_id,
             claimed_type=counted.approver_type,
             claimed_vote_digest=counted.vote_digest,
+            claimed_groups=counted.approver_groups,
         )

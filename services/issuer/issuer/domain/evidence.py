@@ -5,9 +5,13 @@ has already verified the vote's proof of origin and resolved the approver in the
 directory; this module checks, purely, that those verified votes really make the
 quorum the policy asks for: the policy's tier and count, the exact request digest,
 distinct eligible approvers, none of them the requester or its accountable party,
-all cast before the request's window closed. Who may approve, and the counting,
-are `contracts.eligibility`'s, the rules approvals counted with; the policy's
-answer is `contracts.requirements.Requirements`, the shape approvals decided with.
+all cast before the request's window closed, and, when the policy asks for a
+composition of groups (one manager and one compliance, say), that the verified
+approvers make it, each in one group only (`contracts.quorum`, the matching
+approvals assigned them with; a vote's claimed group must be the one the issuer
+assigns it). Who may approve, and the counting, are `contracts.eligibility`'s,
+the rules approvals counted with; the policy's answer is
+`contracts.requirements.Requirements`, the shape approvals decided with.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class VerifiedVote:
     claimed_principal: str
     claimed_type: str
     claimed_vote_digest: str
+    claimed_groups: tuple[str, ...] = ()
+    """The groups the evidence says the directory gave the approver; empty: not stated."""
 
     @property
     def principal(self) -> str:
@@ -59,7 +65,7 @@ def check_quorum(
     request = quorum.request
     rules = ApproverRules.of(policy.tier, policy.eligible_groups, (request.agent_id, request.leg.accountable_party.id))
     closes = request.requested_at + timedelta(seconds=policy.pending_seconds) + DEADLINE_SLACK
-    count: Count[VerifiedVote] = Count(policy.approvals)
+    count: Count[VerifiedVote] = Count(policy.approvals, policy.composition)
     for vote in votes:
         _check_vote(quorum, vote)
         refusal = rules.refusal(vote.approver)
@@ -76,9 +82,19 @@ def check_quorum(
             ReasonCode.DUPLICATE_APPROVER, f"{result.refused[0].ballot.principal} is counted twice"
         )
     if not result.verified:
+        shortfall = result.quorum.shortfalls[0]
         raise QuorumEvidenceError(
-            ReasonCode.QUORUM_SHORT, f"{len(result.counted)} of {policy.approvals} distinct eligible approvers"
+            shortfall.code,
+            f"{len(result.counted)} of {policy.approvals} distinct eligible approvers"
+            f" ({policy.composition.describe() or 'any eligible group'}): {result.quorum.describe()}",
         )
+    for counted in result.counted:
+        if counted.ballot.claimed_type != result.group_of(counted):
+            raise QuorumEvidenceError(
+                ReasonCode.EVIDENCE_MISMATCH,
+                f"the evidence puts {counted.principal} in {counted.ballot.claimed_type!r},"
+                f" the quorum's assignment is {result.group_of(counted)!r}",
+            )
     return result
 
 
@@ -120,9 +136,9 @@ def _check_vote(quorum: QuorumReached, vote: VerifiedVote) -> None:
         )
     if not vote.approves:
         raise QuorumEvidenceError(ReasonCode.VOTE_NOT_APPROVE, f"{vote.principal}'s counted vote is not an approval")
-    if (vote.claimed_principal, vote.claimed_type, vote.claimed_vote_digest) != (
-        vote.principal,
-        vote.approver.type,
-        vote.vote_digest,
-    ):
+    if (vote.claimed_principal, vote.claimed_vote_digest) != (vote.principal, vote.vote_digest):
         raise QuorumEvidenceError(ReasonCode.EVIDENCE_MISMATCH, f"the evidence misdescribes {vote.principal}'s vote")
+    if vote.claimed_groups and set(vote.claimed_groups) != vote.approver.groups:
+        raise QuorumEvidenceError(
+            ReasonCode.EVIDENCE_MISMATCH, f"the evidence gives {vote.principal} other groups than the directory"
+        )
