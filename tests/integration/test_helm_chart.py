@@ -154,6 +154,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], tuple[Path, ...]]] = {
             "trustDomain": "prod.example.com",
             "kafka.topicNamespace": "blue.",
             "kafka.topicsJob.enabled": True,
+            "monitoring.serviceMonitor.enabled": True,
+            "monitoring.prometheusRule.enabled": True,
         },
         (),
     ),
@@ -556,6 +558,50 @@ def test_the_validator_refuses_what_the_api_server_would(tools: Tools, edit: Any
     )
     assert done.returncode == 1, done.stdout
     assert message in done.stderr, done.stderr
+
+
+# --- monitoring ------------------------------------------------------------------------------------
+
+
+def test_the_service_monitor_scrapes_every_service_once_and_the_rules_are_the_tested_ones(
+    variant: tuple[str, dict[str, Any], Rendered],
+) -> None:
+    name, values, rendered = variant
+    monitors, rules = rendered.of_kind("ServiceMonitor"), rendered.of_kind("PrometheusRule")
+    if not value(values, "monitoring.serviceMonitor.enabled"):
+        assert not monitors, name
+    else:
+        (monitor,) = monitors
+        selector = monitor["spec"]["selector"]
+        assert monitor["spec"]["endpoints"] == [
+            {"port": OPS, "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+        ]
+        scraped = [s for s in rendered.of_kind("Service") if _selects(selector, s["metadata"]["labels"])]
+        assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == sorted(SERVICES)
+        for service in scraped:
+            assert OPS in {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"]
+    if not value(values, "monitoring.prometheusRule.enabled"):
+        assert not rules, name
+    else:
+        (rule,) = rules
+        alerts = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())
+        assert rule["spec"]["groups"] == alerts["groups"]
+
+
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present = expression["key"] in labels
+        if expression["operator"] == "DoesNotExist" and present:
+            return False
+        if expression["operator"] == "Exists" and not present:
+            return False
+        if expression["operator"] == "In" and labels.get(expression["key"]) not in expression["values"]:
+            return False
+        if expression["operator"] == "NotIn" and labels.get(expression["key"]) in expression["values"]:
+            return False
+    return True
 
 
 # --- Kafka topics --------------------------------------------------------------------------------

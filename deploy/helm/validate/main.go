@@ -66,6 +66,10 @@ func newObject(apiVersion, kind string) any {
 		return &rbacv1.Role{}
 	case "rbac.authorization.k8s.io/v1/RoleBinding":
 		return &rbacv1.RoleBinding{}
+	case "monitoring.coreos.com/v1/ServiceMonitor":
+		return &serviceMonitor{}
+	case "monitoring.coreos.com/v1/PrometheusRule":
+		return &prometheusRule{}
 	}
 	return nil
 }
@@ -270,6 +274,8 @@ func check(obj any) []string {
 		checkMeta(p, "Role", &o.ObjectMeta)
 	case *rbacv1.RoleBinding:
 		checkMeta(p, "RoleBinding", &o.ObjectMeta)
+	default:
+		checkMonitoring(p, obj)
 	}
 	return p.list
 }
