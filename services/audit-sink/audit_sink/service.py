@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from atb_runtime import Incoming
 from atb_runtime.publisher import RecordPublisher
@@ -159,16 +160,17 @@ class AuditIngest:
 
     async def _announce(self, cp: SealedCheckpoint) -> None:
         self.witnessing.submit(cp)
-        details: JsonObject = {"checkpoint": cp.note, "tree_size": cp.size}
+        details: dict[str, object] = {"checkpoint": cp.note, "tree_size": cp.size}
         await self._announce_witnessing(CHECKPOINT_AUDIT_TYPE, "info", details)
 
-    async def _announce_witnessing(self, audit_type: str, outcome: str, details: JsonObject) -> None:
+    async def _announce_witnessing(self, audit_type: str, outcome: str, details: dict[str, object]) -> None:
         record = audit(
             audit_type,
             source=self._settings.service_id,
             namespace=self._settings.topic_namespace,
             outcome=outcome,
-            details={**details, "origin": self._head.origin},
+            # Every value witnessing announces is a JSON value (notes, sizes, names, times).
+            details=cast("JsonObject", {**details, "origin": self._head.origin}),
         )
         try:
             await self._publisher.publish([record])

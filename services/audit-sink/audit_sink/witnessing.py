@@ -34,7 +34,6 @@ from audit_sink.domain.cosignature import SIZE_CONTENT_TYPE, AddCheckpoint, Cosi
 from audit_sink.domain.merkle import MerkleTree
 from audit_sink.ports import CosignatureStore
 from audit_sink.settings import WitnessEndpoint
-from contracts import JsonObject
 
 __all__ = ["COSIGNED_AUDIT_TYPE", "REFUSED_AUDIT_TYPE", "Witnessing"]
 
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 COSIGNED_AUDIT_TYPE = "audit_checkpoint_cosigned"
 REFUSED_AUDIT_TYPE = "audit_checkpoint_witness_refused"
 
-Announce = Callable[[str, str, JsonObject], Awaitable[None]]
+Announce = Callable[[str, str, dict[str, object]], Awaitable[None]]
 """(audit type, outcome, details): publish an AuditEvent on atb.audit."""
 
 
