@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from atb.cli import app as atb_app
 from atb.dev.config import HOST, DevConfig
-from atb.dev.opa import opa_process
+from atb.dev.opa import OPA_CONFIG_ENV, opa_process
 from atb.dev.procs import ManagedProcess
 from atb.dev.toolchain import build_opa
 from atb.policy.bundle import build_bundle, read_bundle, revision_of, verify_bundle
@@ -567,3 +567,15 @@ def test_the_cli_builds_publishes_lists_rolls_back_and_configures_opa(
     # The same document the OPA of the other tests runs with (opa_config), for this key and store.
     public_pem = (tmp_path / "public.pem").read_text()
     assert document == opa_config(service_url="http://store:8282", public_pem=public_pem, algorithm="ES256")
+
+
+def test_the_dev_opa_runs_in_bundle_mode_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = DevConfig.from_env()
+    monkeypatch.delenv(OPA_CONFIG_ENV, raising=False)
+    default = opa_process(config).argv
+    assert default[-2:] == ("--watch", str(config.policy_dir))
+    monkeypatch.setenv(OPA_CONFIG_ENV, str(tmp_path / "opa.json"))
+    bundle_mode = opa_process(config).argv
+    assert bundle_mode[-2:] == ("--config-file", str((tmp_path / "opa.json").resolve()))
+    assert "--watch" not in bundle_mode
+    assert default[:-2] == bundle_mode[:-2]  # same binary, address and flags otherwise
