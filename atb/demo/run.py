@@ -160,7 +160,8 @@ async def _high_risk(
         accountable_party=AccountableParty(type="employee", id="emp-200"),  # dave, in config/approvers.json
     )
     action, resource = "sap.payment.execute", "sap:invoice/4711"
-    params: JsonObject = {"amount_cents": 1_250_000, "currency": "EUR", "vendor": "V-100"}
+    # Under 1,000,000 cents: high, manager + compliance; from there on critical (docs/quorum-and-risk.md).
+    params: JsonObject = {"amount_cents": 125_000, "currency": "EUR", "vendor": "V-100"}
     svid = ensure_svid(state_dir, AGENT)
     async with GatewayClient(svid=svid, bundle_path=bundle_path(state_dir), base_url=gateway_url) as gateway:
         request_id = await gateway.request_poa(action, resource, tenant="acme", leg=leg, params=params)

@@ -49,6 +49,8 @@ POLICY_DENY_CODES: frozenset[ReasonCode] = frozenset(
         ReasonCode.DUAL_CONTROL_NOT_DISTINCT,
         ReasonCode.TICKET_MISSING,
         ReasonCode.PRINCIPALS_MISSING,
+        ReasonCode.COMPOSITION_NOT_MET,
+        ReasonCode.APPROVER_GROUP_MISMATCH,
     }
 )
 """The codes opa/policy/poa.rego denies with (tests/unit/test_policy_reason_codes.py reads them from

@@ -28,8 +28,14 @@ cross_tenant_of(req) if {
 
 cross_tenant if cross_tenant_of(input)
 
+# The tier of a request: its action's listed tier, raised by thresholds on its
+# parameters (docs/quorum-and-risk.md). Rank 0..3 is low..critical.
+tier_of(req) := tier_names[max({tier_rank[listed_tier_of(req)]} | param_ranks(req))]
+
+tier_names := ["low", "medium", "high", "critical"]
+
 # Fail safe: an action on no list is high, never low (docs/architecture.md §2.5).
-tier_of(req) := "critical" if cross_tenant_of(req)
+listed_tier_of(req) := "critical" if cross_tenant_of(req)
 
 else := "critical" if req.action in policy.critical_actions
 
@@ -40,6 +46,34 @@ else := "medium" if req.action in policy.medium_risk_actions
 else := "low" if req.action in policy.low_risk_allowlist
 
 else := "high"
+
+# Risk from parameters: data.atb_policy.param_tiers lists, per action, rules
+# {param, at_least, max, tier}: a parameter at or above `at_least` raises the
+# request to `tier`. A parameter is read only as an integer from 0 to `max`;
+# missing, malformed (not an integer, params not an object) or out of range, it
+# raises the request to the highest tier any of the action's rules gives (fail
+# closed). Amounts are compared whatever their currency: there is no FX yet.
+param_rules(req) := object.get(object.get(policy, "param_tiers", {}), req.action, [])
+
+param_valid(req, rule) if {
+	v := object.get(object.get(req, "params", {}), rule.param, null)
+	is_number(v)
+	floor(v) == v
+	v >= 0
+	v <= rule.max
+}
+
+param_invalid(req) if {
+	some rule in param_rules(req)
+	not param_valid(req, rule)
+}
+
+param_ranks(req) := {tier_rank[rule.tier] | some rule in param_rules(req)} if param_invalid(req)
+
+else := {tier_rank[rule.tier] |
+	some rule in param_rules(req)
+	req.params[rule.param] >= rule.at_least
+}
 
 tier := tier_of(input)
 
@@ -65,9 +99,24 @@ requirements := {
 	"poa_ttl_seconds": params.poa_ttl_seconds,
 	"policy_version": policy_version,
 	"cross_tenant": cross_tenant_flag,
+	"listed_tier": listed_tier_of(input),
+	"composition": composition_of(input.action, tier),
 } if {
 	params := policy.tiers[tier]
 }
+
+# Quorum by groups (docs/quorum-and-risk.md): which groups the distinct approvers
+# must come from, besides the count: per action and tier
+# (data.atb_policy.action_compositions), else per tier (tiers.<tier>.composition),
+# else none. {"all_of": [{group, count}], "any_of": [{group, count}]}; one person
+# fills one entry only (contracts/quorum.py assigns them).
+empty_composition := {"all_of": [], "any_of": []}
+
+composition_of(action, t) := c if {
+	c := policy.action_compositions[action][t]
+} else := c if {
+	c := policy.tiers[t].composition
+} else := empty_composition
 
 cross_tenant_flag if cross_tenant
 
@@ -170,8 +219,9 @@ else := {reason("self_approval", "the approver is the requester")} if {
 
 else := set()
 
-# High and critical: at least two distinct approvers, none of them the requester.
-approval_denials(item, t) := dual_control_denials(item) if t in {"high", "critical"}
+# High and critical: at least two distinct approvers, none of them the requester,
+# making the composition the policy asks for.
+approval_denials(item, t) := dual_control_denials(item) | composition_denials(item, t) if t in {"high", "critical"}
 
 approval_denials(item, "low") := set()
 
@@ -189,6 +239,43 @@ else := {reason("dual_control_not_distinct", "fewer than 2 distinct approvers")}
 }
 
 else := set()
+
+# The composition, checked on the PoA's evidence: each dual-control approver's
+# `type` is the group the issuer assigned them to, and must be one of their groups
+# in the approver directory; the caller sends principals.dual_control as
+# [{principal, type, groups}] (broker/adapters/policy.py). With each person
+# listed once, counting distinct principals per type checks the assignment.
+dual_control_entries(item) := object.get(object.get(item, "principals", {}), "dual_control", [])
+
+composition_required(c) if count(object.get(c, "all_of", [])) + count(object.get(c, "any_of", [])) > 0
+
+composition_denials(item, t) := set() if {
+	not composition_required(composition_of(item.request.action, t))
+} else := {reason("approver_group_mismatch", "a dual-control approver's type is not one of their groups")} if {
+	some e in dual_control_entries(item)
+	not e.type in {g | some g in e.groups}
+} else := {reason("dual_control_not_distinct", "an approver is listed twice")} if {
+	ps := [e.principal | some e in dual_control_entries(item)]
+	count({p | some p in ps}) != count(ps)
+} else := {reason("composition_not_met", sprintf("the approvers do not make %v", [composition_of(item.request.action, t)]))} if {
+	not composition_met(item, composition_of(item.request.action, t))
+} else := set()
+
+composition_met(item, c) if {
+	count(object.get(c, "any_of", [])) == 0
+	groups_met(item, object.get(c, "all_of", []))
+}
+
+composition_met(item, c) if {
+	some alternative in object.get(c, "any_of", [])
+	groups_met(item, array.concat(object.get(c, "all_of", []), [alternative]))
+}
+
+groups_met(item, needs) if {
+	every g in {n.group | some n in needs} {
+		count({e.principal | some e in dual_control_entries(item); e.type == g}) >= sum([n.count | some n in needs; n.group == g])
+	}
+}
 
 # Critical: plus an external ticket reference.
 ticket_denials(item, "critical") := {reason("ticket_missing", "critical actions need an external ticket reference")} if {

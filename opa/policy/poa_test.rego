@@ -4,7 +4,11 @@ import rego.v1
 
 import data.atb.poa
 
-req(action) := {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}
+# Parameters under every threshold of data.atb_policy.param_tiers, so that each action
+# keeps its listed tier (risk_test.rego tests the thresholds).
+small := {"amount_cents": 1, "row_count": 1, "employee_count": 1}
+
+req(action) := {"action": action, "tenant": "acme", "agent_tenants": ["acme"], "params": small}
 
 test_allowlisted_read_is_low if {
 	r := poa.requirements with input as req("crm.contact.read")
@@ -97,7 +101,7 @@ item(action, c) := object.union(bare_item(action, c), {"principals": principals_
 
 else := bare_item(action, c)
 
-bare_item(action, c) := {"request": {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}, "claims": c, "agent_id": agent}
+bare_item(action, c) := {"request": {"action": action, "tenant": "acme", "agent_tenants": ["acme"], "params": small}, "claims": c, "agent_id": agent}
 
 # What the broker sends for plain ASCII identities outside the directory: lower case, trimmed.
 fold(x) := lower(trim_space(x))

@@ -252,7 +252,9 @@ async def test_the_issuer_refuses_a_forged_quorum(running_stack: RunningStack, f
     compromised): the issuer's independent re-check still refuses them.
     """
     async with _agent(running_stack) as agent:
-        request_id = await agent.request_poa("sap.payment.execute", f"sap:invoice/{forgery}", leg=HIGH_LEG)
+        request_id = await agent.request_poa(
+            "sap.payment.execute", f"sap:invoice/{forgery}", leg=HIGH_LEG, params={"amount_cents": 120000}
+        )
         async with _approver(running_stack, "alice") as alice:
             required = await alice.approval_required(request_id)
             vote = await alice.vote(required, VoteChoice.APPROVE)

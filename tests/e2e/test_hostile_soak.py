@@ -4,7 +4,7 @@ Six services run as real processes (gateway, approvals, issuer, broker, audit si
 and chat with a Slack stand-in), on the real Kafka and OPA. For a bounded time:
 
 - valid requests at a steady rate, the three tiers in turn (low `crm.contact.read`;
-  medium `crm.contact.update` with one approver vote; high `sap.payment.execute`
+  medium `crm.contact.update` with one approver vote; high `sap.vendor.change`
   with two), signed by `fault-bot` (registered for `acme`); every PoA issued is
   presented to the broker on `atb.broker.actions` as soon as it is committed;
 - garbage on **every** catalogue topic, kept at ≥ 15% of what the topic holds
@@ -128,7 +128,7 @@ TIERS = (
     # (action, accountable party, approvers who approve)
     ("crm.contact.read", "svc-1", ()),
     ("crm.contact.update", "emp-300", ("alice",)),
-    ("sap.payment.execute", "emp-301", ("alice", "bob")),
+    ("sap.vendor.change", "emp-301", ("alice", "bob")),  # high; a payment would need its amount
 )
 FINALS = (QuorumReached, RequestDenied, RequestExpired)
 LARGE_SIZES = (70 * 1024, 300 * 1024, 600 * 1024, TOPIC_MAX_MESSAGE_BYTES - 1024)

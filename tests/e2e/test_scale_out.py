@@ -79,7 +79,7 @@ TIERS = (
     # (action, accountable party, approvers who approve)
     ("crm.contact.read", "svc-1", ()),
     ("crm.contact.update", "emp-300", ("alice",)),
-    ("sap.payment.execute", "emp-301", ("alice", "bob")),
+    ("sap.vendor.change", "emp-301", ("alice", "bob")),  # high; a payment would need its amount
 )
 SESSION_TIMEOUT_S = 10.0
 

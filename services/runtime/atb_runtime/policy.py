@@ -1,7 +1,8 @@
 """Ask OPA what a request needs (`data.atb.poa.requirements`), with a short cache.
 
 The answer depends only on (action, tenant, target tenant, the agent's registered
-tenants), so a short cache saves the OPA round trip for every request of a burst
+tenants, the request's parameters: a threshold on a parameter may raise the
+tier, docs/quorum-and-risk.md), so a short cache saves the OPA round trip for every request of a burst
 (the round trip dominated the approvals hot path in bench/e2e.py). A policy
 change takes effect within `cache_seconds`. Approvals decides with it; the
 issuer re-checks with it; both get `contracts.requirements.Requirements`, whose
@@ -17,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+import orjson
 from pydantic import JsonValue
 
 from atb_runtime.opa import OpaClient, PolicyUnavailableError
@@ -41,11 +43,13 @@ class RequirementsClient:
         self._opa = opa
         self._ttl = cache_seconds
         self._agents = agents
-        self._cache: dict[tuple[str, str, str | None, tuple[str, ...]], tuple[float, Requirements]] = {}
+        self._cache: dict[tuple[str, str, str | None, tuple[str, ...], bytes], tuple[float, Requirements]] = {}
 
     async def for_request(self, request: IssuanceRequested) -> Requirements:
         tenants = tuple(sorted(self._agents.tenants_of(request.agent_id)))
-        key = (request.action, request.tenant, request.target_tenant, tenants)
+        # The parameters are part of the question: the policy may raise the tier on a threshold.
+        params = orjson.dumps(request.params, option=orjson.OPT_SORT_KEYS)
+        key = (request.action, request.tenant, request.target_tenant, tenants, params)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self._ttl:
@@ -55,6 +59,7 @@ class RequirementsClient:
             "tenant": key[1],
             "target_tenant": key[2],
             "agent_tenants": list(tenants),
+            "params": request.params,
         }
         result = await self._opa.evaluate(self.PATH, policy_input)
         try:

@@ -8,7 +8,11 @@ accountable party) and the approvers named by the PoA, each normalised the way
 the issuer does (`contracts.directory.normalize`: NFKC, case fold, trim) and
 resolved through the approver directory to its principal, so that the policy's
 self-approval and distinctness checks compare people, not spellings (Rego has
-no NFKC; the policy refuses an item without them).
+no NFKC; the policy refuses an item without them). `principals.dual_control`
+lists each dual-control approver as {principal, type, groups}: the group the
+PoA says they fill and their groups in the directory, for the policy's check of
+the quorum's composition (docs/quorum-and-risk.md). The request carries the
+presented parameters, from which the policy re-derives the tier.
 The OPA client reuses one keep-alive connection pool; batching amortises the
 HTTP and JSON cost over every presentation that arrived together. Anything but a
 well-formed answer of the right length is `PolicyUnavailableError`: the caller
@@ -81,7 +85,9 @@ class PolicyGate:
 
     def _item(self, presentation: Presentation, claims: PoaClaims | None) -> dict[str, JsonValue]:
         action = presentation.action
-        request: dict[str, JsonValue] = {"action": action.action, "tenant": action.tenant}
+        # The presented parameters (bound into the PoA's digest, check_bindings): the policy
+        # re-derives the tier from them and denies a PoA issued for a lower one.
+        request: dict[str, JsonValue] = {"action": action.action, "tenant": action.tenant, "params": action.params}
         if action.target_tenant is not None:
             request["target_tenant"] = action.target_tenant
         # The registry's word on the proven agent, never the presentation's.
@@ -109,7 +115,16 @@ class PolicyGate:
         if leg.dual_control is not None:
             approvers.extend(self.principal(a.id) for a in leg.dual_control.approvers)
         requesters = sorted({self.principal(agent_id), self.principal(leg.accountable_party.id)})
-        return {"requesters": list[JsonValue](requesters), "approvers": approvers}
+        dual_control: list[JsonValue] = []
+        if leg.dual_control is not None:
+            dual_control.extend(self._dual_control_entry(a.id, a.type) for a in leg.dual_control.approvers)
+        return {"requesters": list[JsonValue](requesters), "approvers": approvers, "dual_control": dual_control}
+
+    def _dual_control_entry(self, identity: str, group: str) -> JsonValue:
+        """One dual-control approver for the composition check: the group the PoA puts them in, and their groups."""
+        approver = self._directory.resolve(identity)
+        groups = sorted(approver.groups) if approver is not None else []
+        return {"principal": self.principal(identity), "type": group, "groups": list[JsonValue](groups)}
 
     async def decide(self, items: Sequence[tuple[Presentation, PoaClaims | None]]) -> list[PolicyDecision]:
         if not items:
