@@ -2,8 +2,9 @@
 
 Every answer carries a strict CSP (`default-src 'self'`, no inline script: the
 only script is /static/console.js), `X-Content-Type-Options: nosniff`,
-`Referrer-Policy: no-referrer`, `frame-ancestors 'none'` and `Cache-Control:
-no-store`; HSTS when the request came over TLS.
+`Referrer-Policy: same-origin` (so that a form's POST carries its `Origin`),
+`frame-ancestors 'none'` and `Cache-Control: no-store`; HSTS when the request
+came over TLS.
 
 Sessions: the cookie `__Host-atb-console` (HttpOnly, Secure, SameSite=Strict,
 Path=/) names a server-side session (console.adapters.store) that ends after
@@ -80,7 +81,7 @@ def build_app(
         if not response.prepared:
             response.headers["Content-Security-Policy"] = CSP
             response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["Referrer-Policy"] = "same-origin"
             response.headers["X-Frame-Options"] = "DENY"
             response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
             response.headers.setdefault("Cache-Control", "no-store")
@@ -195,6 +196,7 @@ def build_app(
             refusal=refusal.value if refusal else None,
             step_up=view.required.tier in service_step_up,
             open=view.open_at(_utc()),
+            voted=service.console_votes(view.request_id).get(approver.principal),
             message=message,
             code=code,
             version=service.version,

@@ -1,0 +1,656 @@
+"""The approver console in a real browser: Debian's Chromium driven by Playwright, passkeys from Chromium's
+virtual authenticator (DevTools `WebAuthn.addVirtualAuthenticator`: CTAP2, internal, user verification).
+
+The console runs as its own process (`faststream run console.main:app`) on the real Kafka of the dev stack,
+in a fresh topic namespace. The approvals service's outcomes it follows are published here, signed with the
+approvals SVID of the same dev CA (the console refuses any other producer). What the console publishes is
+read back from Kafka and verified on its own: the VoteCastV2's proof against the trust bundle, and its passkey
+assertion with `atb_identity.passkey` against the public key the console announced (PasskeyEnrolled), as
+approvals and the issuer will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope, verify_envelope
+from atb_identity.passkey import EnrolledPasskey, PasskeyAssertionError, b64url_decode, verify_vote_assertion
+from atb_runtime import Publisher, outgoing_envelope
+from console.adapters.store import ConsoleStore
+from contracts import (
+    ApprovalRequired,
+    ApprovalStateChanged,
+    EventPayload,
+    IssuanceRequested,
+    LegitimateInterest,
+    Tier,
+    Topic,
+    digest_of,
+    make_envelope,
+    spec_for,
+    topic_name,
+)
+from contracts.console_events import PasskeyEnrolled, VoteCastV2
+
+pytest.importorskip("playwright.async_api")
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+APPROVALS = "spiffe://atb.local/svc/approvals"
+CONSOLE = "spiffe://atb.local/svc/console"
+AGENT = "spiffe://atb.local/agent/pay-bot"
+SHOTS = REPO / "docs" / "console"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@dataclass(frozen=True)
+class Console:
+    url: str
+    port: int
+    state: Path
+    namespace: str
+    bootstrap: str
+    db: Path
+    env: dict[str, str]
+    pid: int = 0
+
+    def enroll_link(self, principal: str) -> str:
+        """`atb console enroll <principal>`, as an operator runs it: the printed link."""
+        out = subprocess.run(
+            [sys.executable, "-c", "from atb.cli import main; main()", "console", "enroll", principal],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        links = [line for line in out.splitlines() if line.startswith(self.url + "/enroll/")]
+        assert len(links) == 1, out
+        return links[0]
+
+
+@pytest.fixture(scope="module")
+def _free_socket() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+async def console(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, _free_socket: socket.socket
+) -> AsyncIterator[Console]:
+    from atb.dev.topics import delete_topics, ensure_topics
+
+    ns = f"c{os.urandom(4).hex()}."
+    await ensure_topics(kafka_bootstrap, ns)
+    state = tmp_path_factory.mktemp("console")
+    port = _free_socket.getsockname()[1]
+    url = f"http://localhost:{port}"
+    db = state / "console.db"
+    ensure_svid(state, APPROVALS)
+    env = {
+        **os.environ,
+        "ATB_STATE_DIR": str(state),
+        "ATB_TOPIC_NAMESPACE": ns,
+        "ATB_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ATB_CONSOLE_PORT": str(port),
+        "ATB_CONSOLE_RP_ID": "localhost",
+        "ATB_CONSOLE_ORIGIN": url,
+        "ATB_CONSOLE_DB_PATH": str(db),
+        "ATB_LISTEN_FDS": str(_free_socket.fileno()),
+    }
+    log = (state / "console.log").open("wb")
+    process = subprocess.Popen(  # noqa: ASYNC220  # started once per module; nothing to await
+        [sys.executable, "-m", "faststream", "run", "console.main:app"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        pass_fds=(_free_socket.fileno(),),
+    )
+    try:
+        await _until_serving(f"http://127.0.0.1:{port}/signin", process, state / "console.log")
+        yield Console(
+            url,
+            port,
+            state,
+            ns,
+            kafka_bootstrap,
+            db,
+            {k: v for k, v in env.items() if k != "ATB_LISTEN_FDS"},
+            process.pid,
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        await delete_topics(kafka_bootstrap, ns)
+
+
+async def _until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """The console answers on the socket handed to it (it is bound already: requests wait for the process)."""
+    deadline = time.monotonic() + 90
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"the console exited: {log.read_text()[-3000:]}")  # noqa: ASYNC240
+            try:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.2)  # the process is still importing: poll again (readiness, not ordering)
+    raise AssertionError(f"the console did not serve in time: {log.read_text()[-3000:]}")  # noqa: ASYNC240
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+DIALOGS: list[str] = []
+"""Every alert/confirm/prompt any page opened: an XSS payload that ran would open one."""
+
+
+async def _device(browser: Browser) -> tuple[BrowserContext, Page]:
+    """A browser profile of its own with a platform passkey authenticator that verifies its user."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    await cdp.send("WebAuthn.enable")
+    await cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    page.on("dialog", lambda dialog: DIALOGS.append(dialog.message))
+    page.set_default_timeout(30_000)
+    return context, page
+
+
+async def _enroll_and_sign_in(console: Console, page: Page, principal: str) -> None:
+    await page.goto(console.enroll_link(principal))
+    assert await page.text_content("#enroll-principal") == principal
+    await page.click("#enroll")
+    await page.locator("#status", has_text="Passkey enrolled").wait_for()
+    await page.goto(f"{console.url}/signin")
+    await page.click("#signin")
+    await page.wait_for_url(f"{console.url}/inbox")
+    assert await page.text_content("#principal") == principal
+
+
+def _request(request_id: str, *, params: dict[str, Any], resource: str, accountable: str) -> IssuanceRequested:
+    leg = {
+        "basis": "LI",
+        "ref": "LI-2026-7",
+        "description": "Quarterly supplier payment",
+        "jurisdiction": "DE",
+        "accountable_party": {"type": "employee", "id": accountable},
+    }
+    return IssuanceRequested(
+        request_id=request_id,
+        agent_id=AGENT,
+        tenant="acme",
+        action="sap.payment.execute",
+        resource=resource,
+        params=params,
+        leg=LegitimateInterest.model_validate(leg),
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def _ask(console: Console, request: IssuanceRequested, *, tier: Tier = Tier.HIGH) -> ApprovalRequired:
+    """What the approvals service publishes when humans must approve: the outcome and its changelog record."""
+    now = datetime.now(UTC)
+    required = ApprovalRequired(
+        request_id=request.request_id,
+        tier=tier,
+        required_approvals=2,
+        eligible_groups=("manager", "security", "compliance"),
+        ticket_required=False,
+        deadline=now + timedelta(minutes=10),
+        request_digest=digest_of(request),
+        agent_id=request.agent_id,
+        action=request.action,
+        resource=request.resource,
+        accountable_party_id=request.leg.accountable_party.id,
+    )
+    state = ApprovalStateChanged(
+        request_id=request.request_id,
+        status="open",
+        request=request,
+        digest=required.request_digest,
+        deadline=required.deadline,
+        updated_at=now,
+    )
+    await _publish(console, APPROVALS, required, state)
+    return required
+
+
+async def _publish(console: Console, source: str, *events: EventPayload) -> None:
+    svid = ensure_svid(console.state, source)
+    records = [
+        outgoing_envelope(sign_envelope(make_envelope(e, source=source), svid), topic_name(e.topic, console.namespace))
+        for e in events
+    ]
+    async with Publisher(console.bootstrap, "atb-test-console") as publisher:
+        await publisher.send_and_wait(records)
+
+
+async def _read(console: Console, topic: Topic) -> list[tuple[Any, dict[str, Any]]]:
+    """Every record on `topic` up to its end offsets: (envelope, payload as JSON)."""
+    name = topic_name(topic, console.namespace)
+    consumer = AIOKafkaConsumer(bootstrap_servers=console.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(name, p) for p in range(spec_for(topic).partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out: list[tuple[Any, dict[str, Any]]] = []
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for message in batch.get(tp, []):
+                    if message.offset < ends[tp]:
+                        raw = json.loads(message.value)
+                        out.append((raw, raw["data"]))
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _console_records(console: Console, topic: Topic, model: type[EventPayload]) -> list[tuple[Any, Any]]:
+    """The records of one console event type on `topic`: (envelope as JSON, payload)."""
+    return [
+        (raw, model.model_validate(data))
+        for raw, data in await _read(console, topic)
+        if raw["type"] == model.event_type
+    ]
+
+
+def _bundle(console: Console) -> TrustBundle:
+    return TrustBundle.load(bundle_path(console.state), "atb.local")
+
+
+async def _announced(console: Console) -> dict[str, PasskeyEnrolled]:
+    return {e.credential_id: e for _, e in await _console_records(console, Topic.KEYS, PasskeyEnrolled)}
+
+
+async def _votes(console: Console, request_id: str) -> list[tuple[Any, VoteCastV2]]:
+    return [
+        (raw, v) for raw, v in await _console_records(console, Topic.VOTES, VoteCastV2) if v.request_id == request_id
+    ]
+
+
+def _verify_proof(console: Console, raw: dict[str, Any]) -> str:
+    """The console's signature on a record, checked against the trust bundle (the envelope as sent)."""
+    from contracts.envelope import Envelope
+
+    envelope = Envelope.model_validate(raw)
+    return str(verify_envelope(envelope, _bundle(console), at=datetime.now(UTC)))
+
+
+async def _post_vote(page: Page, request_id: str, choice: str) -> str:
+    """POST a vote from the signed-in page (with its CSRF token), as a hand-made form would: the final URL."""
+    csrf = await page.get_attribute("body", "data-csrf")
+    url: str = await page.evaluate(
+        """async ([csrf, requestId, choice]) => {
+            const body = new URLSearchParams({csrf, choice, reason: "by hand"});
+            const r = await fetch("/requests/" + requestId + "/vote", {method: "POST", body});
+            return r.url;
+        }""",
+        [csrf, request_id, choice],
+    )
+    return url
+
+
+async def _screenshot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+# -- the scenario --------------------------------------------------------------------------------
+
+
+async def test_two_approvers_enroll_sign_in_and_approve_with_their_passkeys(console: Console, browser: Browser) -> None:
+    alice_ctx, alice = await _device(browser)
+    carol_ctx, carol = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, alice, "alice")
+        await _enroll_and_sign_in(console, carol, "carol")
+        announced = await _announced(console)
+        assert {e.principal for e in announced.values()} == {"alice", "carol"}
+        assert all(e.user_verified and e.rp_id == "localhost" for e in announced.values())
+
+        request = _request(
+            "req-console-1",
+            params={"amount": 125000, "currency": "EUR"},
+            resource="sap:vendor/4711",
+            accountable="emp-200",
+        )
+        required = await _ask(console, request)
+        # Live: both inboxes show it without anyone reloading (server-sent events).
+        for page in (alice, carol):
+            await page.wait_for_selector('tr[data-request-id="req-console-1"]')
+        await _screenshot(alice, "inbox.png")
+
+        await alice.click('tr[data-request-id="req-console-1"] a')
+        assert await alice.text_content("#digest") == required.request_digest
+        assert await alice.is_visible("#verified")
+        assert json.loads(await alice.text_content("#params") or "") == {"amount": 125000, "currency": "EUR"}
+        assert await alice.text_content("#tier") == "high"
+        await alice.click("#approve")
+        await alice.wait_for_selector('#message[data-code="vote_cast"]')
+        await _screenshot(alice, "request.png")
+
+        await carol.goto(f"{console.url}/requests/req-console-1")
+        await carol.click("#approve")
+        await carol.wait_for_selector('#message[data-code="vote_cast"]')
+
+        votes = await _votes(console, "req-console-1")
+        assert sorted(v.approver_id for _, v in votes) == ["alice", "carol"]
+        for raw, vote in votes:
+            assert _verify_proof(console, raw) == CONSOLE
+            assert vote.channel == "console"
+            assert vote.request_digest == required.request_digest
+            assert vote.assertion is not None
+            enrolled = announced[vote.assertion.credential_id]
+            assert enrolled.principal == vote.approver_id
+            passkey = EnrolledPasskey(
+                enrolled.principal,
+                enrolled.credential_id,
+                b64url_decode(enrolled.public_key),
+                enrolled.rp_id,
+                enrolled.origins,
+                enrolled.sign_count,
+            )
+            verified = verify_vote_assertion(
+                vote.assertion, passkey, request_digest=vote.request_digest, choice="approve"
+            )
+            assert verified.user_verified
+            # The same browser-made assertion binds nothing else: another request, the other decision.
+            with pytest.raises(PasskeyAssertionError) as other:
+                verify_vote_assertion(vote.assertion, passkey, request_digest="sha256v2:" + "0" * 64, choice="approve")
+            assert other.value.rule == "challenge"
+            with pytest.raises(PasskeyAssertionError) as flipped:
+                verify_vote_assertion(vote.assertion, passkey, request_digest=vote.request_digest, choice="deny")
+            assert flipped.value.rule == "challenge"
+            # Replayed after it was counted: its counter is not above the last one seen.
+            seen = dataclasses.replace(passkey, sign_count=verified.sign_count)
+            with pytest.raises(PasskeyAssertionError) as replay:
+                verify_vote_assertion(vote.assertion, seen, request_digest=vote.request_digest, choice="approve")
+            assert replay.value.rule == "counter"
+        alice_vote = next(v for _, v in votes if v.approver_id == "alice")
+        carol_key = next(e for e in announced.values() if e.principal == "carol")
+        with pytest.raises(PasskeyAssertionError) as other_credential:
+            verify_vote_assertion(
+                alice_vote.assertion,  # type: ignore[arg-type]
+                EnrolledPasskey(
+                    "carol",
+                    carol_key.credential_id,
+                    b64url_decode(carol_key.public_key),
+                    "localhost",
+                    carol_key.origins,
+                ),
+                request_digest=alice_vote.request_digest,
+                choice="approve",
+            )
+        assert other_credential.value.rule == "credential"
+
+        # A second vote by the same approver: the page offers none; one posted anyway is refused, nothing published.
+        await alice.goto(f"{console.url}/requests/req-console-1")
+        assert await alice.get_attribute("#voted", "data-choice") == "approve"
+        assert await alice.query_selector("#approve") is None
+        assert (await _post_vote(alice, "req-console-1", "deny")).endswith("result=duplicate")
+        assert len(await _votes(console, "req-console-1")) == 2
+        assert DIALOGS == []
+    finally:
+        await alice_ctx.close()
+        await carol_ctx.close()
+
+
+async def test_the_accountable_party_cannot_approve(console: Console, browser: Browser) -> None:
+    context, dave = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, dave, "dave")  # dave is emp-200, the accountable party below
+        request = _request("req-console-self", params={"amount": 10}, resource="sap:vendor/1", accountable="emp-200")
+        await _ask(console, request)
+        other = _request("req-console-other", params={"amount": 11}, resource="sap:vendor/2", accountable="emp-101")
+        await _ask(console, other)
+        await dave.wait_for_selector('tr[data-request-id="req-console-other"]')
+        assert await dave.query_selector('tr[data-request-id="req-console-self"]') is None
+        await dave.goto(f"{console.url}/requests/req-console-self")
+        assert await dave.get_attribute("#ineligible", "data-code") == "self_approval"
+        assert await dave.query_selector("#approve") is None
+        # A vote posted anyway (the form is not shown, so post it from the page) is refused and audited.
+        status = await _post_vote(dave, "req-console-self", "deny")
+        assert status.endswith("result=self_approval")
+        assert await _votes(console, "req-console-self") == []
+        audits = [d for _, d in await _read(console, Topic.AUDIT) if d.get("audit_type") == "console_vote_refused"]
+        assert any(a["request_id"] == "req-console-self" and a["reason"] == "self_approval" for a in audits)
+    finally:
+        await context.close()
+
+
+XSS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "<svg onload=alert(1)>",
+    '"><script>alert(1)</script>',
+    "'><img src=x onerror=alert(1)>",
+    "<iframe src=javascript:alert(1)>",
+    "<body onload=alert(1)>",
+    "<a href=javascript:alert(1)>x</a>",
+    "javascript:alert(1)",
+    "<details open ontoggle=alert(1)>",
+    "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+    "{{7*7}}",
+    "{% raw %}{{ config }}{% endraw %}",
+    "<scr<script>ipt>alert(1)</scr</script>ipt>",
+    "<input autofocus onfocus=alert(1)>",
+    "<video><source onerror=alert(1)>",
+    "<object data=javascript:alert(1)>",
+    "<embed src=javascript:alert(1)>",
+    "<form action=javascript:alert(1)><button>x</button></form>",
+    "<meta http-equiv=refresh content='0;url=javascript:alert(1)'>",
+    "<style>@import 'javascript:alert(1)';</style>",
+    "<link rel=stylesheet href=javascript:alert(1)>",
+    "<base href=javascript:alert(1)//>",
+    "<textarea autofocus onfocus=alert(1)>",
+    "<marquee onstart=alert(1)>",
+    "<select autofocus onfocus=alert(1)>",
+    "<keygen autofocus onfocus=alert(1)>",
+    "<isindex action=javascript:alert(1) type=image>",
+    '<div style="background:url(javascript:alert(1))">',
+    '<img src="x" onerror="&#97;lert(1)">',
+    "&lt;script&gt;alert(1)&lt;/script&gt;",
+    "%3Cscript%3Ealert(1)%3C/script%3E",
+    "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e",
+    "<svg><script>alert(1)</script></svg>",
+    "<svg><animate onbegin=alert(1) attributeName=x dur=1s>",
+    "<audio src=x onerror=alert(1)>",
+    "<img src=x:alert(alt) onerror=eval(src) alt=0>",
+    "<x onclick=alert(1)>click</x>",
+    "</script><script>alert(1)</script>",
+    "</title><script>alert(1)</script>",
+    "</textarea><script>alert(1)</script>",
+    "</pre><script>alert(1)</script>",
+    "<!--<img src=--><img src=x onerror=alert(1)//>",
+    "<![CDATA[<script>alert(1)</script>]]>",
+    "<template><script>alert(1)</script></template>",
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
+    '<a href="&#106;avascript:alert(1)">x</a>',
+    "<img srcset=x onerror=alert(1)>",
+    "<portal src=javascript:alert(1)>",
+    "<frameset onload=alert(1)>",
+    "<table background=javascript:alert(1)>",
+    "\u202e<script>alert(1)</script>",
+]
+
+
+async def test_agent_supplied_fields_render_as_inert_text(console: Console, browser: Browser) -> None:
+    assert len(XSS) >= 50
+    context, bob = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, bob, "bob")
+        params = {f"p{i:02d}": payload for i, payload in enumerate(XSS)}
+        params["description"] = XSS[0]
+        request = _request("req-console-xss", params=params, resource="sap:" + XSS[1], accountable="emp-101")
+        await _ask(console, request)
+        await bob.wait_for_selector('tr[data-request-id="req-console-xss"]')
+        assert await bob.text_content('tr[data-request-id="req-console-xss"] .resource') == "sap:" + XSS[1]
+        await bob.goto(f"{console.url}/requests/req-console-xss")
+        assert json.loads(await bob.text_content("#params") or "") == params
+        assert await bob.text_content("#resource") == "sap:" + XSS[1]
+        # Nothing the agent wrote became markup: no element, no handler ran, no dialog opened.
+        injected = await bob.evaluate(
+            "document.querySelectorAll('main img, main svg, main iframe, main video, main audio, main object,"
+            " main embed, main details, main marquee, main x, main template, main input[autofocus]').length"
+        )
+        assert injected == 0
+        assert await bob.evaluate("document.scripts.length") == 1  # /static/console.js only
+        assert DIALOGS == []
+    finally:
+        await context.close()
+
+
+async def test_headers_cookie_and_csrf(console: Console, browser: Browser) -> None:
+    context, page = await _device(browser)
+    other_ctx, other = await _device(browser)
+    try:
+        response = await page.goto(f"{console.url}/signin")
+        assert response is not None
+        headers = response.headers
+        assert headers["content-security-policy"].startswith("default-src 'self'")
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert "unsafe-inline" not in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "strict-transport-security" not in headers  # plain HTTP here; HSTS only over TLS
+        await _enroll_and_sign_in(console, page, "alice")
+        await _enroll_and_sign_in(console, other, "carol")
+        cookies = {c["name"]: c for c in await context.cookies()}
+        cookie = cookies["__Host-atb-console"]
+        assert cookie["httpOnly"]
+        assert cookie["secure"]
+        assert cookie["sameSite"] == "Strict"
+        assert cookie["path"] == "/"
+        assert "domain" not in cookie or cookie["domain"] in {"localhost", ""}
+        assert await page.evaluate("document.cookie") == ""  # HttpOnly: not readable by script
+
+        sid = cookie["value"]
+        mine = await page.get_attribute("body", "data-csrf")
+        theirs = await other.get_attribute("body", "data-csrf")
+        assert mine
+        assert theirs
+        assert mine != theirs
+        base = f"http://127.0.0.1:{console.port}"
+        async with aiohttp.ClientSession() as http:
+
+            async def post(path: str, data: dict[str, str], **headers: str) -> int:
+                sent = {"Cookie": f"__Host-atb-console={sid}", **headers}
+                async with http.post(base + path, data=data, headers=sent, allow_redirects=False) as r:
+                    return r.status
+
+            vote = {"choice": "deny", "reason": "x"}
+            assert await post("/requests/req-console-1/vote", vote) == 403  # no token
+            assert await post("/requests/req-console-1/vote", {**vote, "csrf": theirs}) == 403  # another session's
+            cross = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+            assert await post("/requests/req-console-1/vote", {**vote, "csrf": mine}, **cross) == 403  # cross-origin
+            assert await post("/signout", {}) == 403
+            # With the token, the same request is taken (and judged on its merits: already voted here).
+            assert await post("/requests/req-console-1/vote", {**vote, "csrf": mine}, Origin=console.url) == 303
+            async with http.post(
+                base + "/signin/options", headers={"Origin": "https://evil.example"}, allow_redirects=False
+            ) as r:
+                assert r.status == 403
+    finally:
+        await context.close()
+        await other_ctx.close()
+
+
+async def test_enrollment_links_are_single_use_and_expire(console: Console, browser: Browser) -> None:
+    context, page = await _device(browser)
+    try:
+        link = console.enroll_link("bob")
+        await page.goto(link)
+        await page.click("#enroll")
+        await page.locator("#status", has_text="Passkey enrolled").wait_for()
+        response = await page.goto(link)
+        assert response is not None
+        assert response.status == 404
+        assert await page.get_attribute("#message", "data-code") == "link_invalid"
+
+        store = ConsoleStore(console.db)
+        try:
+            expired = store.create_enrollment("bob", now=time.time() - 901, ttl_s=900)
+        finally:
+            store.close()
+        response = await page.goto(f"{console.url}/enroll/{expired}")
+        assert response is not None
+        assert response.status == 404
+        response = await page.goto(f"{console.url}/enroll/not-a-token")
+        assert response is not None
+        assert response.status == 404
+    finally:
+        await context.close()
+
+
+async def test_sign_out_and_idle_expiry(console: Console, browser: Browser) -> None:
+    context, page = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, page, "carol")
+        await page.click("#signout")
+        await page.wait_for_url(f"{console.url}/signin")
+        await page.goto(f"{console.url}/inbox")
+        assert page.url == f"{console.url}/signin"
+
+        await page.click("#signin")
+        await page.wait_for_url(f"{console.url}/inbox")
+        # Idle: the session's last use is moved back past the idle timeout (900 s), as if time had passed.
+        with sqlite3.connect(console.db) as db:
+            db.execute("UPDATE sessions SET last_seen = last_seen - 1000 WHERE principal = 'carol'")
+        await page.goto(f"{console.url}/inbox")
+        assert page.url == f"{console.url}/signin"
+    finally:
+        await context.close()
