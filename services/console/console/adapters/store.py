@@ -29,6 +29,7 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Index,
     LargeBinary,
     MetaData,
     Table,
@@ -72,6 +73,7 @@ credentials = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
     Column("revoked_by", Text, nullable=True),
+    Index("credentials_principal", "principal"),
 )
 enrollments = Table(
     "enrollments",

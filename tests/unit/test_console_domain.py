@@ -1,0 +1,203 @@
+"""console.domain: the views the console folds from the outcomes, whom it shows a request to, and whose vote
+it may publish (the one eligibility rule, then the console's own: closed, late, duplicate, reason, step-up)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from console.domain import RequestView, VoteDecision, VoteRefused, decide_vote, eligible, evolve, explain
+from console.domain.view import RESULT_CODES
+from contracts import (
+    ApprovalRequired,
+    ApprovalStateChanged,
+    IssuanceRequested,
+    JsonObject,
+    LegitimateInterest,
+    PoaIssued,
+    QuorumReached,
+    RequestDenied,
+    Tier,
+    VoteChoice,
+    digest_of,
+)
+from contracts.directory import Approver, Directory
+
+NOW = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
+AGENT = "spiffe://atb.local/agent/pay-bot"
+STEP_UP = frozenset({Tier.HIGH, Tier.CRITICAL})
+DIRECTORY = Directory.from_mapping(
+    {
+        "approvers": [
+            {"principal": "alice", "type": "manager", "groups": ["manager"], "tiers": ["medium", "high"],
+             "identities": ["emp-101"]},
+            {"principal": "carol", "type": "security", "groups": ["security"], "tiers": ["medium", "high", "critical"],
+             "identities": ["emp-103"]},
+            {"principal": "dave", "type": "manager", "groups": ["manager"], "tiers": ["medium", "high"],
+             "identities": ["emp-200"]},
+            {"principal": "erin", "type": "finance", "groups": ["finance"], "tiers": ["medium", "high"],
+             "identities": ["emp-300"]},
+        ]
+    }
+)  # fmt: skip
+
+
+def _approver(name: str) -> Approver:
+    approver = DIRECTORY.resolve(name)
+    assert approver is not None
+    return approver
+
+
+def _request(params: JsonObject | None = None) -> IssuanceRequested:
+    leg = {
+        "basis": "LI",
+        "ref": "LI-1",
+        "description": "payment",
+        "jurisdiction": "DE",
+        "accountable_party": {"type": "employee", "id": "emp-200"},
+    }
+    return IssuanceRequested(
+        request_id="req-1",
+        agent_id=AGENT,
+        tenant="acme",
+        action="sap.payment.execute",
+        resource="sap:vendor/1",
+        params=params if params is not None else {"amount": 5},
+        leg=LegitimateInterest.model_validate(leg),
+        requested_at=NOW,
+    )
+
+
+def _required(tier: Tier = Tier.HIGH, request: IssuanceRequested | None = None) -> ApprovalRequired:
+    request = request or _request()
+    return ApprovalRequired(
+        request_id="req-1",
+        tier=tier,
+        required_approvals=2,
+        eligible_groups=("manager", "security"),
+        ticket_required=False,
+        deadline=NOW + timedelta(minutes=10),
+        request_digest=digest_of(request),
+        agent_id=AGENT,
+        action=request.action,
+        resource=request.resource,
+        accountable_party_id="emp-200",
+    )
+
+
+def _view(tier: Tier = Tier.HIGH) -> RequestView:
+    view = evolve(None, _required(tier))
+    view = evolve(view, ApprovalStateChanged(request_id="req-1", status="open", request=_request(), updated_at=NOW))
+    assert view is not None
+    return view
+
+
+def _decide(view: RequestView | None, who: str, choice: VoteChoice = VoteChoice.APPROVE, **kw: object) -> object:
+    options: dict[str, object] = {
+        "reason": "",
+        "already_voted": False,
+        "now": NOW,
+        "step_up_tiers": STEP_UP,
+        "has_assertion": True,
+    }
+    options.update(kw)
+    return decide_vote(view, _approver(who), choice, **options)  # type: ignore[arg-type]
+
+
+def test_the_details_are_shown_only_when_they_hash_to_the_digest() -> None:
+    view = _view()
+    assert view.verified_request == _request()
+    other = ApprovalStateChanged(request_id="req-1", status="open", request=_request({"amount": 9}), updated_at=NOW)
+    swapped = evolve(view, other)
+    assert swapped is not None
+    assert swapped.verified_request is None
+
+
+def test_the_inbox_rule_is_the_eligibility_rule() -> None:
+    view = _view()
+    assert eligible(view, _approver("alice"))
+    assert eligible(view, _approver("carol"))
+    assert not eligible(view, _approver("dave"))  # the accountable party (emp-200)
+    assert not eligible(view, _approver("erin"))  # no eligible group
+    assert not eligible(_view(Tier.CRITICAL), _approver("alice"))  # may not approve critical
+
+
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [("dave", "self_approval"), ("erin", "not_eligible")],
+)
+def test_ineligible_approvers_are_refused(who: str, code: str) -> None:
+    assert _decide(_view(), who) == VoteRefused(code, who)
+
+
+def test_tier_not_allowed() -> None:
+    assert _decide(_view(Tier.CRITICAL), "alice") == VoteRefused("tier_not_allowed", "alice")
+
+
+def test_unknown_closed_and_late_requests_are_refused() -> None:
+    assert _decide(None, "alice") == VoteRefused("unknown_request", "alice")
+    denied = evolve(_view(), RequestDenied(request_id="req-1", code="vote_deny", reason="no", denied_by="carol",
+                                           decided_at=NOW))  # fmt: skip
+    assert _decide(denied, "alice") == VoteRefused("closed", "alice")
+    assert _decide(_view(), "alice", now=NOW + timedelta(minutes=11)) == VoteRefused("late", "alice")
+
+
+def test_second_votes_and_reasonless_denies_are_refused() -> None:
+    assert _decide(_view(), "alice", already_voted=True) == VoteRefused("duplicate", "alice")
+    assert _decide(_view(), "alice", VoteChoice.DENY, reason="  ") == VoteRefused("reason_required", "alice")
+    deny = _decide(_view(), "alice", VoteChoice.DENY, reason="wrong vendor", has_assertion=False)
+    assert isinstance(deny, VoteDecision)
+    assert not deny.step_up
+
+
+def test_approvals_on_step_up_tiers_need_an_assertion() -> None:
+    assert _decide(_view(), "alice", has_assertion=False) == VoteRefused("step_up_required", "alice")
+    approve = _decide(_view(), "alice")
+    assert isinstance(approve, VoteDecision)
+    assert approve.step_up
+    assert approve.request_digest == digest_of(_request())
+    medium = _decide(_view(Tier.MEDIUM), "alice", has_assertion=False)
+    assert isinstance(medium, VoteDecision)
+    assert not medium.step_up
+
+
+def test_outcomes_and_the_poa_close_the_view() -> None:
+    view = _view()
+    quorum = QuorumReached(
+        request_id="req-1",
+        tier=Tier.HIGH,
+        required_approvals=2,
+        request_digest=digest_of(_request()),
+        poa_ttl_seconds=60,
+        request=_request(),
+        request_event="{}",
+        decided_at=NOW,
+    )
+    approved = evolve(view, quorum)
+    assert approved is not None
+    assert approved.resolution is not None
+    assert approved.resolution.kind == "approved"
+    poa = PoaIssued(
+        request_id="req-1",
+        jti="jti-1",
+        kid="k1",
+        agent_id=AGENT,
+        action="sap.payment.execute",
+        tier=Tier.HIGH,
+        issued_at=NOW,
+        expires_at=NOW + timedelta(minutes=1),
+        token="t",
+        token_sha256="sha256:" + "0" * 64,
+    )
+    issued = evolve(evolve(approved, poa), quorum)  # a redelivered quorum does not undo the PoA
+    assert issued is not None
+    assert issued.resolution is not None
+    assert (issued.resolution.kind, issued.resolution.poa_jti) == ("issued", "jti-1")
+    assert not issued.open_at(NOW)
+
+
+def test_every_code_is_explained() -> None:
+    fallback = {code for code in RESULT_CODES if explain(code) == f"The vote was refused ({code})."}
+    assert fallback == {"vote_cast"}
+    assert explain("something_new") == "The vote was refused (something_new)."
