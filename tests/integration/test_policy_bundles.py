@@ -579,3 +579,20 @@ def test_the_dev_opa_runs_in_bundle_mode_only_when_asked(tmp_path: Path, monkeyp
     assert bundle_mode[-2:] == ("--config-file", str((tmp_path / "opa.json").resolve()))
     assert "--watch" not in bundle_mode
     assert default[:-2] == bundle_mode[:-2]  # same binary, address and flags otherwise
+
+
+async def test_status_of_an_opa_without_bundles_and_of_one_that_does_not_answer(opa_url: str) -> None:
+    """The dev stack's OPA (`--watch`, no status plugin) has no bundle; a closed port is unreachable."""
+    [report] = await opa_bundle_reports([opa_url])
+    assert (report.bundle, report.revision, report.error) == (None, None, "no bundle loaded")
+    assert report.stale("sha256:" + "0" * 64) is True
+
+    runner = CliRunner()
+    closed = f"http://{HOST}:{_free_port()}"
+    result = await asyncio.to_thread(
+        runner.invoke, atb_app, ["policy", "status", "--opa", opa_url, "--opa", closed, "--json"]
+    )
+    assert result.exit_code == 4, result.output
+    rows = json.loads(result.output.split("\natb policy status: error")[0])["instances"]
+    assert [r["opa"] for r in rows] == [opa_url, closed]
+    assert rows[1]["error"].startswith("unreachable")
