@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 
-from chat.domain.eligibility import eligibility_refusal
+from chat.domain.eligibility import eligibility_refusal, quorum_hint
 from chat.domain.view import RequestView
 from contracts import ApprovalRequired, JsonObject, Tier, VoteChoice
-from contracts.directory import Directory
+from contracts.directory import Approver, Directory
+from contracts.requirements import composition_of
 
 __all__ = ["APPROVE_ACTION", "DENY_ACTION", "Card", "TallyView", "render_card", "tally_view"]
 
@@ -49,6 +50,8 @@ class TallyView:
     approvals: tuple[str, ...]
     denials: tuple[str, ...]
     required: int
+    still_needed: str = ""
+    """What the quorum lacks beyond the count, e.g. ``1 more from compliance`` (contracts.quorum); empty when met."""
 
 
 def escape(text: str) -> str:
@@ -62,6 +65,7 @@ def tally_view(view: RequestView, directory: Directory) -> TallyView:
     if required is None:
         return TallyView((), (), 0)
     approvals: list[str] = []
+    approvers: list[Approver] = []
     denials: list[str] = []
     every_tier = frozenset(Tier) - {Tier.LOW}
     for ballot in view.ballots:
@@ -73,7 +77,11 @@ def tally_view(view: RequestView, directory: Directory) -> TallyView:
         bucket = approvals if ballot.choice is VoteChoice.APPROVE else denials
         if approver.principal not in bucket:
             bucket.append(approver.principal)
-    return TallyView(tuple(approvals), tuple(denials), required.required_approvals)
+            if bucket is approvals:
+                approvers.append(approver)
+    hint = quorum_hint(required, approvers)
+    still_needed = "" if hint.satisfied or not any(s.kind != "total" for s in hint.shortfalls) else hint.describe()
+    return TallyView(tuple(approvals), tuple(denials), required.required_approvals, still_needed)
 
 
 def render_card(view: RequestView, directory: Directory, chat_tiers: Collection[Tier]) -> Card:
@@ -101,7 +109,7 @@ def _fields(view: RequestView, required: ApprovalRequired) -> list[JsonValue]:
         ("Accountable party", required.accountable_party_id),
         ("Action", f"{required.action} on {required.resource}"),
         ("Tier", required.tier.value),
-        ("Approvals required", f"{required.required_approvals} distinct, of {', '.join(required.eligible_groups)}"),
+        ("Approvals required", _required_text(required)),
         ("Deadline", f"{required.deadline:%Y-%m-%d %H:%M:%S} UTC"),
         ("Legal basis", f"{leg.basis} {leg.ref} ({leg.jurisdiction})" if leg is not None else "(not yet known)"),
         ("Request", view.request_id),
@@ -109,6 +117,12 @@ def _fields(view: RequestView, required: ApprovalRequired) -> list[JsonValue]:
     if required.ticket_required:
         rows.append(("Ticket", (leg.ticket_ref or "(missing)") if leg is not None else "(not yet known)"))
     return [_mrkdwn(f"*{name}*\n{escape(value)}") for name, value in rows]
+
+
+def _required_text(required: ApprovalRequired) -> str:
+    text = f"{required.required_approvals} distinct, of {', '.join(required.eligible_groups)}"
+    composition = composition_of(required.composition)
+    return f"{text}: {composition.describe()}" if not composition.empty else text
 
 
 def _params_block(view: RequestView) -> JsonObject:
@@ -127,6 +141,8 @@ def _tally_text(tally: TallyView) -> str:
     text = f"Approvals: *{len(tally.approvals)} of {tally.required}*"
     if tally.approvals:
         text += " — " + ", ".join(escape(p) for p in tally.approvals)
+    if tally.still_needed:
+        text += " · Still needed: " + escape(tally.still_needed)
     if tally.denials:
         text += " · Denied by " + ", ".join(escape(p) for p in tally.denials)
     return text

@@ -6,17 +6,21 @@ what counts; these rules only keep the chat service from publishing votes that
 must not exist (an unknown user, the requester's accountable party, a tier the
 approver may not approve, a tier that chat must not approve at all). Who may
 approve is `contracts.eligibility.ApproverRules`, the rules approvals counts with;
-chat adds only ``tier_requires_cli``.
+chat adds only ``tier_requires_cli``. What a quorum still lacks (one compliance
+approver, say) is `contracts.quorum.assign`, the assignment approvals and the
+issuer judge with (`quorum_hint`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from contracts import ApprovalRequired, Tier
 from contracts.directory import Approver, Directory, normalize
 from contracts.eligibility import ApproverRules
+from contracts.quorum import Member, QuorumResult, assign
 from contracts.reasons import ReasonCode
+from contracts.requirements import composition_of
 
 __all__ = [
     "NOT_ELIGIBLE",
@@ -26,6 +30,7 @@ __all__ = [
     "TIER_REQUIRES_CLI",
     "eligibility_refusal",
     "eligible_slack_users",
+    "quorum_hint",
     "rules_for",
     "slack_identity",
 ]
@@ -76,3 +81,9 @@ def eligible_slack_users(required: ApprovalRequired, directory: Directory) -> tu
         prefix = normalize(SLACK_PREFIX)
         users.extend(i[len(prefix) :].upper() for i in sorted(approver.identities) if i.startswith(prefix))
     return tuple(users)
+
+
+def quorum_hint(required: ApprovalRequired, approvers: Iterable[Approver]) -> QuorumResult:
+    """Who of these eligible approvers fills which group, and what the quorum still lacks (for the card)."""
+    members = (Member(a.principal, a.groups) for a in approvers)
+    return assign(required.required_approvals, composition_of(required.composition), members)
