@@ -11,7 +11,7 @@ from contracts import BallotRecord, VoteChoice
 from contracts.events import CompositionRecord, GroupCountRecord
 from tests.unit.test_chat_domain import CHAT_TIERS, DIRECTORY, NOW, _required
 
-COMPOSED = _required().model_copy(
+COMPOSED = _required(party="emp-300").model_copy(  # dave (emp-200) may vote here
     update={
         "composition": CompositionRecord(
             all_of=(GroupCountRecord(group="manager", count=1), GroupCountRecord(group="compliance", count=1))
