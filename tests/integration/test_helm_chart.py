@@ -176,7 +176,7 @@ def variant(request: pytest.FixtureRequest, tools: Tools) -> tuple[str, dict[str
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        if isinstance(value, Mapping) and key != "config":
+        if isinstance(value, Mapping) and key not in ("config", "connectorEgress"):
             out |= _flatten(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
@@ -345,6 +345,15 @@ def _template(tools: Tools, values: Mapping[str, Any]) -> subprocess.CompletedPr
         ({"broker.replicas": 2, "postgres.spent.store": "sqlite"}, "broker.replicas=1"),
         ({"auditSink.replicas": 2, "postgres.audit.store": "sqlite"}, "auditSink.replicas=1"),
         ({"identity.mode": "files"}, "identity.mode"),
+        (
+            {
+                "networkPolicy.enabled": True,
+                "networkPolicy.postgres.to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+                "config.connectors": {"connectors": [{"name": "sap", "actions": ["sap.*"], "egress": ["sap.example"]}]},
+            },
+            'no entry for connector "sap"',
+        ),
+        ({"networkPolicy.enabled": True}, "networkPolicy.postgres.to"),
     ],
 )
 def test_unsafe_or_unknown_choices_do_not_render(tools: Tools, values: dict[str, Any], message: str) -> None:
@@ -558,6 +567,53 @@ def test_the_validator_refuses_what_the_api_server_would(tools: Tools, edit: Any
     )
     assert done.returncode == 1, done.stdout
     assert message in done.stderr, done.stderr
+
+
+# --- network policies ----------------------------------------------------------------------------
+
+
+def test_network_policies_allow_only_the_flows_each_service_needs(
+    variant: tuple[str, dict[str, Any], Rendered],
+) -> None:
+    name, values, rendered = variant
+    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in rendered.of_kind("NetworkPolicy")}
+    if not value(values, "networkPolicy.enabled"):
+        assert not policies, name
+        return
+    assert sorted(policies) == sorted(SERVICES)
+    merged = {**_defaults(), **values}
+    np = {k.removeprefix("networkPolicy."): v for k, v in merged.items() if k.startswith("networkPolicy.")}
+    connectors = merged["config"]["connectors"]["connectors"]
+    assert connectors or name == "defaults", "the variant onboards no connector: nothing to check for the broker"
+    for service, policy in policies.items():
+        spec = policy["spec"]
+        assert spec["podSelector"]["matchLabels"] == rendered.workload(service)["spec"]["selector"]["matchLabels"]
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        # No rule is open to everything: every egress rule names its peers and its ports.
+        for rule in spec["egress"]:
+            assert rule.get("to"), (service, rule)
+            assert rule.get("ports"), (service, rule)
+        egress = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+        assert {(53, "UDP"), (53, "TCP"), (np["kafka.port"], "TCP")} <= egress, service
+        uses_pg = (service, "postgres") in {
+            ("audit-sink", value(values, "postgres.audit.store")),
+            ("broker", value(values, "postgres.spent.store")),
+        }
+        assert ((np["postgres.port"], "TCP") in egress) == uses_pg, service
+        ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+        api = {"gateway": {"https"}, "broker": {"https"}, "chat": {"http"}}.get(service, set())
+        assert ingress_ports == {OPS, *api}, (service, ingress_ports)
+    # The broker reaches each connector of the registry through exactly its configured peers.
+    broker_rules = policies["broker"]["spec"]["egress"]
+    for connector in connectors:
+        wanted = np["connectorEgress"][connector["name"]]
+        assert any(
+            r["to"] == wanted["to"] and [p["port"] for p in r["ports"]] == wanted["ports"] for r in broker_rules
+        ), connector["name"]
+    # Only the brokers may read the issuer's keys besides the scrapers.
+    issuer_from = [rule.get("from") for rule in policies["issuer"]["spec"]["ingress"]]
+    broker_pods = rendered.workload("broker")["spec"]["selector"]
+    assert [{"podSelector": broker_pods}] in issuer_from, issuer_from
 
 
 # --- monitoring ------------------------------------------------------------------------------------
