@@ -91,7 +91,7 @@ class Validator:
 
 
 VALIDATOR = Validator()
-"""The strict offline validator of rendered manifests (docs/deploy-kubernetes.md §5)."""
+"""The strict offline validator of rendered manifests (docs/deploy-kubernetes.md §6)."""
 
 CHART_TOOLS: tuple[GoTool | Validator, ...] = (HELM, VALIDATOR)
 """Helm and the validator, in build order."""
