@@ -24,7 +24,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -71,7 +71,9 @@ from contracts import (
     topic_name,
 )
 from contracts.agents import AgentRegistry
+from contracts.quorum import Member
 from contracts.reasons import ReasonCode
+from contracts.requirements import composition_of
 
 __all__ = [
     "POLICY_TOPICS",
@@ -169,16 +171,23 @@ class History:
     """v1 decisions with a reason code outside `ReasonCode`: reported, not compared."""
     context: dict[str, IssuanceRequested] = field(default_factory=dict)
     """Requests from before the range, looked up for decisions in it."""
+    quorums: dict[str, tuple[Member, ...]] = field(default_factory=dict)
+    """A recorded quorum's counted approvers with their groups, by request."""
     _ranks: dict[str, int] = field(default_factory=dict)
 
     def add(self, payload: EventPayload) -> None:
         if isinstance(payload, IssuanceRequested):
             self.requests.setdefault(payload.request_id, payload)
         elif isinstance(payload, ApprovalRequired):
-            req = Requirement(payload.tier.value, payload.required_approvals, payload.ticket_required)
+            composition = composition_of(payload.composition)
+            req = Requirement(payload.tier.value, payload.required_approvals, payload.ticket_required, composition)
             self._recorded(payload.request_id, 3, req)
         elif isinstance(payload, QuorumReached):
             self._recorded(payload.request_id, 2, Requirement(payload.tier.value, payload.required_approvals))
+            # Votes counted before approvals recorded the groups cannot be re-judged by group.
+            if payload.votes and all(v.approver_groups for v in payload.votes):
+                members = tuple(Member(v.approver_id, frozenset(v.approver_groups)) for v in payload.votes)
+                self.quorums[payload.request_id] = members
         elif isinstance(payload, PoaIssued):
             self.poas[payload.jti] = payload
             self._recorded(payload.request_id, 1, Requirement(payload.tier.value))
@@ -340,7 +349,7 @@ async def _evaluate(
 
 async def _requirement(client: RequirementsClient, request: IssuanceRequested) -> Requirement:
     answer = await client.for_request(request)
-    return Requirement(answer.tier.value, answer.approvals, answer.ticket_required)
+    return Requirement(answer.tier.value, answer.approvals, answer.ticket_required, answer.composition)
 
 
 async def _request_changes(
@@ -359,6 +368,7 @@ async def _request_changes(
         if recorded is None:
             skipped.append(Skipped("request", request.request_id, request.action, "its requirements were not recorded"))
             continue
+        recorded = replace(recorded, approvers=history.quorums.get(request.request_id))
         change = compare_requirement(
             request.request_id, request.action, recorded, await _requirement(candidate, request)
         )

@@ -2,8 +2,11 @@
 
 Two kinds of history are compared (docs/architecture.md §2.3, the "what-if" of a policy PR):
 
-* a request's requirements (tier, approvals, ticket) as recorded when it arrived,
-  against the candidate's `requirements`;
+* a request's requirements (tier, approvals, ticket, composition of groups) as
+  recorded when it arrived, against the candidate's `requirements`; and a
+  recorded quorum (its counted approvers with the groups approvals resolved)
+  against the candidate's composition, by `contracts.quorum.assign`, the rule
+  approvals and the issuer judge with;
 * a broker decision as recorded, against the candidate's `decisions` for the
   same input. A recorded deny is comparable only when the policy made it: a
   replayed PoA, a bad signature or a revoked token are denied before the policy
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from contracts import Decision
+from contracts.quorum import Composition, Member, assign
 from contracts.reasons import Reason, ReasonCode
 
 __all__ = [
@@ -84,11 +88,16 @@ class Requirement:
     tier: str
     approvals: int | None = None
     ticket_required: bool | None = None
+    composition: Composition | None = None
+    approvers: tuple[Member, ...] | None = None
+    """The recorded quorum's counted approvers and their groups; None when no quorum (with groups) was recorded."""
 
     def describe(self) -> str:
         parts = [self.tier]
         if self.approvals is not None:
             parts.append(f"{self.approvals} approval{'s' if self.approvals != 1 else ''}")
+        if self.composition is not None and not self.composition.empty:
+            parts.append(self.composition.describe())
         if self.ticket_required:
             parts.append("ticket")
         return ", ".join(parts)
@@ -153,11 +162,19 @@ class WhatIfReport:
 
 
 def compare_requirement(request_id: str, action: str, recorded: Requirement, candidate: Requirement) -> Change | None:
-    """A tier change, else a change of approvals or ticket where both are known, else None."""
+    """A tier change, else a change of approvals, ticket or composition where both are known, else None.
+
+    A recorded quorum that the candidate's count and composition would not accept is a
+    requirements change too, with what it lacks.
+    """
+    short = _quorum_short(recorded, candidate)
     if recorded.tier != candidate.tier:
         kind: ChangeKind = "tier_change"
-    elif (recorded.approvals is not None and recorded.approvals != candidate.approvals) or (
-        recorded.ticket_required is not None and recorded.ticket_required != candidate.ticket_required
+    elif (
+        (recorded.approvals is not None and recorded.approvals != candidate.approvals)
+        or (recorded.ticket_required is not None and recorded.ticket_required != candidate.ticket_required)
+        or (recorded.composition is not None and recorded.composition != candidate.composition)
+        or short
     ):
         kind = "requirements_change"
     else:
@@ -168,10 +185,18 @@ def compare_requirement(request_id: str, action: str, recorded: Requirement, can
         request_id,
         action,
         recorded=recorded.describe(),
-        candidate=candidate.describe(),
+        candidate=candidate.describe() + (f"; the recorded quorum lacks {short}" if short else ""),
         tier_before=recorded.tier,
         tier_after=candidate.tier,
     )
+
+
+def _quorum_short(recorded: Requirement, candidate: Requirement) -> str:
+    """What the recorded quorum lacks under the candidate's count and composition; "" when it makes it or is unknown."""
+    if recorded.approvers is None or candidate.approvals is None:
+        return ""
+    result = assign(candidate.approvals, candidate.composition or Composition(), recorded.approvers)
+    return "" if result.satisfied else result.describe()
 
 
 def compare_decision(recorded: RecordedDecision, candidate: Evaluated) -> Change | Skipped | None:
