@@ -111,6 +111,8 @@ async def console(
     url = f"http://localhost:{port}"
     db = state / "console.db"
     ensure_svid(state, APPROVALS)
+    audit_url = f"sqlite:///{state / 'audit.db'}"
+    _stored_audit_events(audit_url)
     env = {
         **os.environ,
         "ATB_STATE_DIR": str(state),
@@ -121,6 +123,7 @@ async def console(
         "ATB_CONSOLE_ORIGIN": url,
         "ATB_CONSOLE_DB_PATH": str(db),
         "ATB_LISTEN_FDS": str(_free_socket.fileno()),
+        "ATB_CONSOLE_AUDIT_DB_URL": audit_url,
     }
     log = (state / "console.log").open("wb")
     process = subprocess.Popen(  # noqa: ASYNC220  # started once per module; nothing to await
@@ -150,6 +153,34 @@ async def console(
             process.kill()
         log.close()
         await delete_topics(kafka_bootstrap, ns)
+
+
+AUDITED = "req-audit-1"
+
+
+def _stored_audit_events(url: str) -> None:
+    """An audit store as the sink leaves it: 60 events of one request, 5 of another (one holds markup)."""
+    from audit_sink.adapters.db import AuditStore, make_engine, migrate
+    from audit_sink.domain.rows import AuditRow
+
+    migrate(url)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rows = []
+    for i in range(65):
+        request_id = AUDITED if i < 60 else "req-audit-2"
+        raw = json.dumps({"type": "atb.audit.event.v1", "data": {"n": i, "note": "<script>alert(1)</script>"}})
+        at = start + timedelta(seconds=i)
+        rows.append(
+            AuditRow(
+                "atb.audit", 0, i, f"evt-{i}", "atb.audit.event.v1", request_id, "spiffe://atb.local/svc/approvals",
+                at, at, at + timedelta(days=90), None, raw.encode(), None, audit_type="approval_vote_counted",
+            )
+        )  # fmt: skip
+    engine = make_engine(url)
+    try:
+        AuditStore(engine, "audit-sink").append(rows, {("atb.audit", 0): 65})
+    finally:
+        engine.dispose()
 
 
 async def _until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -654,3 +685,41 @@ async def test_sign_out_and_idle_expiry(console: Console, browser: Browser) -> N
         assert page.url == f"{console.url}/signin"
     finally:
         await context.close()
+
+
+async def test_compliance_search_and_timeline_are_for_the_compliance_group(console: Console, browser: Browser) -> None:
+    context, bob = await _device(browser)
+    other_ctx, alice = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, bob, "bob")  # group compliance
+        await bob.goto(f"{console.url}/compliance?request_id={AUDITED}")
+        seqs = [int(s or 0) for s in await bob.eval_on_selector_all("tr.event", "rows => rows.map(r => r.dataset.seq)")]
+        assert len(seqs) == 50
+        assert seqs == sorted(seqs, reverse=True)  # newest first, one page
+        await _screenshot(bob, "compliance.png")
+        await bob.click("#next")
+        older = [
+            int(s or 0) for s in await bob.eval_on_selector_all("tr.event", "rows => rows.map(r => r.dataset.seq)")
+        ]
+        assert len(older) == 10
+        assert max(older) < min(seqs)
+        assert await bob.query_selector("#next") is None
+        await bob.goto(f"{console.url}/compliance?request_id=req-audit-2&since=2000-01-01T00:00:00%2B00:00")
+        assert len(await bob.query_selector_all("tr.event")) == 5
+        await bob.goto(f"{console.url}/compliance/requests/req-audit-2")
+        assert len(await bob.query_selector_all("#timeline li.event")) == 5
+        assert "<script>alert(1)</script>" in (await bob.text_content("#timeline") or "")
+        assert await bob.evaluate("document.scripts.length") == 1
+        response = await bob.goto(f"{console.url}/compliance?since=yesterday")
+        assert response is not None
+        assert response.status == 400
+
+        await _enroll_and_sign_in(console, alice, "alice")  # group manager
+        response = await alice.goto(f"{console.url}/compliance")
+        assert response is not None
+        assert response.status == 403
+        assert await alice.get_attribute("#message", "data-code") == "not_compliance"
+        assert DIALOGS == []
+    finally:
+        await context.close()
+        await other_ctx.close()

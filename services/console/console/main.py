@@ -13,6 +13,7 @@ from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.ops import HttpSite
 from atb_runtime.proofs import ProofCheck, ProofRules, outcome_rules
 from atb_runtime.runner import ServiceRunner
+from console.adapters.audit import AuditReader
 from console.adapters.http import build_app
 from console.adapters.store import ConsoleStore
 from console.service import ConsoleService
@@ -63,9 +64,12 @@ async def build() -> ServiceRunner:
             raise ValueError("ATB_CONSOLE_TLS needs the console's SVID as files")
         cert, key = svid.cert_path, svid.key_path
         tls = lambda: _browser_tls(cert, key)  # noqa: E731
+    audit = AuditReader(settings.console_audit_db_url) if settings.console_audit_db_url else None
     app = build_app(
         service,
         store,
+        audit=audit,
+        compliance_group=settings.compliance_group,
         idle_s=settings.console_session_idle_s,
         tls=settings.console_tls,
         trust_forwarded_proto=settings.console_trust_forwarded_proto,
@@ -77,7 +81,7 @@ async def build() -> ServiceRunner:
         loop=_Loop(follower),
         components=(publisher, service),
         sites=(site,),
-        closers=(store.aclose,),
+        closers=(store.aclose, *((audit.aclose,) if audit is not None else ())),
     )
 
 

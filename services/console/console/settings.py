@@ -48,6 +48,10 @@ class ConsoleSettings(CommonSettings):
     console_db_url: str = ""
     """SQLAlchemy URL of the console store (e.g. PostgreSQL); when set, `console_db_path` is not used."""
     console_migrations_dir: Path | None = None
+    console_audit_db_url: str = ""
+    """The audit store, read only, for the compliance view (a read-only role on PostgreSQL); empty: no view."""
+    compliance_group: str = "compliance"
+    """Directory group whose members may use the compliance view."""
 
     def directory_path(self) -> Path:
         return self.approver_directory_path or DEFAULT_DIRECTORY

@@ -23,12 +23,13 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from atb_runtime.web import BodyTimeoutError, read_body_within
+from console.adapters.audit import AuditQuery, AuditReader
 from console.adapters.store import ConsoleStore, Session
 from console.domain import RequestView, explain
 from console.domain.view import RESULT_CODES as RESULTS
@@ -62,7 +63,14 @@ def _templates() -> Environment:
 
 
 def build_app(
-    service: ConsoleService, store: ConsoleStore, *, idle_s: float, tls: bool, trust_forwarded_proto: bool = False
+    service: ConsoleService,
+    store: ConsoleStore,
+    *,
+    idle_s: float,
+    tls: bool,
+    trust_forwarded_proto: bool = False,
+    audit: AuditReader | None = None,
+    compliance_group: str = "compliance",
 ) -> web.Application:
     env = _templates()
     origin = service.origin
@@ -341,6 +349,47 @@ def build_app(
             HERE / "static" / "console.css", headers={"Content-Type": "text/css", "Cache-Control": "no-cache"}
         )
 
+    def compliance_session(request: web.Request) -> Session:
+        found = current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        if compliance_group not in service.approver(session.principal).groups:
+            raise ConsoleError("not_compliance", f"The compliance view is for the {compliance_group} group.", 403)
+        if audit is None:
+            raise ConsoleError(
+                "no_audit_store", "The compliance view is not configured (ATB_CONSOLE_AUDIT_DB_URL).", 404
+            )
+        return session
+
+    async def compliance(request: web.Request) -> web.StreamResponse:
+        session = compliance_session(request)
+        assert audit is not None
+        q = request.query
+        try:
+            query = AuditQuery(
+                request_id=q.get("request_id", "").strip()[:255],
+                event_type=q.get("event_type", "").strip()[:128],
+                audit_type=q.get("audit_type", "").strip()[:64],
+                producer=q.get("producer", "").strip()[:2048],
+                since=_when(q.get("since", "")),
+                until=_when(q.get("until", "")),
+                before=int(q["before"]) if q.get("before", "").isdigit() else None,
+            )
+        except ValueError:
+            raise ConsoleError("bad_query", "Times are ISO 8601 (2026-12-05T10:00:00+00:00).", 400) from None
+        rows = await asyncio.to_thread(audit.search, query)
+        following = {k: v for k, v in q.items() if k != "before" and v}
+        next_page = urlencode({**following, "before": rows[-1].seq}) if len(rows) == 50 else ""
+        return page("compliance.html", session=session, rows=rows, query=query, next_page=next_page)
+
+    async def compliance_timeline(request: web.Request) -> web.StreamResponse:
+        session = compliance_session(request)
+        assert audit is not None
+        request_id = request.match_info["request_id"]
+        rows = await asyncio.to_thread(audit.timeline, request_id)
+        return page("timeline.html", session=session, rows=rows, request_id=request_id)
+
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             result: web.StreamResponse = await handler(request)
@@ -362,9 +411,18 @@ def build_app(
     app.router.add_post("/requests/{request_id}/options", vote_options)
     app.router.add_post("/requests/{request_id}/vote", vote)
     app.router.add_get("/updates", updates)
+    app.router.add_get("/compliance", compliance)
+    app.router.add_get("/compliance/requests/{request_id}", compliance_timeline)
     app.router.add_get("/static/console.js", script)
     app.router.add_get("/static/console.css", style)
     return app
+
+
+def _when(text: str) -> datetime | None:
+    if not text.strip():
+        return None
+    when = datetime.fromisoformat(text.strip())
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _now() -> float:

@@ -1,0 +1,163 @@
+"""Read-only search of the audit store for the compliance view.
+
+The audit sink writes `audit_events` (migrations/versions); the console only
+reads it, through its own description of the columns it needs, on a URL that
+should be a read-only role on PostgreSQL (`ATB_CONSOLE_AUDIT_DB_URL`). Searches
+filter on indexed columns (request id, event type, audit name, producer) and a
+time range, newest first, and page by the primary key (`seq`): a page is
+`seq < before`, never an OFFSET, so every page costs the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+)
+
+__all__ = ["AuditQuery", "AuditReader", "AuditRow"]
+
+_metadata = MetaData()
+audit_events = Table(
+    "audit_events",
+    _metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("topic", String(255)),
+    Column("partition", Integer),
+    Column("offset", BigInteger),
+    Column("event_id", String(255)),
+    Column("event_type", String(128)),
+    Column("request_id", String(255)),
+    Column("producer", String(2048)),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("recorded_at", DateTime(timezone=True)),
+    Column("raw", LargeBinary),
+    Column("audit_type", String(64)),
+)
+
+_SHOWN = tuple(
+    audit_events.c[name]
+    for name in (
+        "seq",
+        "topic",
+        "event_type",
+        "request_id",
+        "producer",
+        "audit_type",
+        "occurred_at",
+        "recorded_at",
+        "raw",
+    )
+)
+PAGE = 50
+RAW_SHOWN = 4096
+"""How much of a stored record a result row shows (the store keeps it whole)."""
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    request_id: str = ""
+    event_type: str = ""
+    audit_type: str = ""
+    producer: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    before: int | None = None
+    """Page: only rows with `seq` below this (the previous page's last seq)."""
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    topic: str
+    event_type: str
+    request_id: str | None
+    producer: str | None
+    audit_type: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    raw: str
+
+
+class AuditReader:
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def search(self, query: AuditQuery, *, limit: int = PAGE) -> list[AuditRow]:
+        c = audit_events.c
+        statement = select(*_SHOWN)
+        for column, value in (
+            (c.request_id, query.request_id),
+            (c.event_type, query.event_type),
+            (c.audit_type, query.audit_type),
+            (c.producer, query.producer),
+        ):
+            if value:
+                statement = statement.where(column == value)
+        if query.since is not None:
+            statement = statement.where(c.occurred_at >= query.since)
+        if query.until is not None:
+            statement = statement.where(c.occurred_at < query.until)
+        if query.before is not None:
+            statement = statement.where(c.seq < query.before)
+        statement = statement.order_by(c.seq.desc()).limit(max(1, min(limit, 500)))
+        with self._engine.connect() as conn:
+            return [_row(r) for r in conn.execute(statement)]
+
+    def timeline(self, request_id: str, *, limit: int = 1000) -> list[AuditRow]:
+        """Every stored event of one request, oldest first (what `atb trace` reads)."""
+        c = audit_events.c
+        statement = (
+            select(
+                c.seq,
+                c.topic,
+                c.event_type,
+                c.request_id,
+                c.producer,
+                c.audit_type,
+                c.occurred_at,
+                c.recorded_at,
+                c.raw,
+            )
+            .where(c.request_id == request_id)
+            .order_by(c.seq)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [_row(r) for r in conn.execute(statement)]
+
+
+def _row(r: Any) -> AuditRow:
+    m = r._mapping
+    text = bytes(m["raw"][:RAW_SHOWN]).decode("utf-8", errors="replace")
+    return AuditRow(
+        int(m["seq"]),
+        str(m["topic"]),
+        str(m["event_type"]),
+        m["request_id"],
+        m["producer"],
+        m["audit_type"],
+        m["occurred_at"],
+        m["recorded_at"],
+        text,
+    )
