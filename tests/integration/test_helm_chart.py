@@ -308,6 +308,27 @@ def test_the_policy_configmap_is_the_repository_policy(tools: Tools) -> None:
     assert {k: v.rstrip("\n") for k, v in data.items()} == want
 
 
+def test_the_packaged_chart_renders_the_same(tools: Tools, tmp_path: Path) -> None:
+    """`helm package` resolves the links (files/policy, files/prometheus-alerts.yml) into files."""
+    done = subprocess.run(
+        [str(tools.helm), "package", str(CHART), "-d", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    (package,) = tmp_path.glob("atb-*.tgz")
+    listed = subprocess.run(["tar", "tzf", str(package)], capture_output=True, text=True, check=True).stdout.split()
+    assert "atb/files/policy/poa.rego" in listed
+    assert not [f for f in listed if f.endswith("_test.rego")], listed
+    values = {"monitoring.prometheusRule.enabled": True}
+    from_package = subprocess.run(
+        [str(tools.helm), "template", "atb", str(package), "--namespace", "atb", *helm_args(values)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert from_package.returncode == 0, from_package.stderr
+    assert [d for d in yaml.safe_load_all(from_package.stdout) if d] == render(tools, values).docs
+
+
 def test_bundle_mode_verifies_signatures(tools: Tools) -> None:
     key = "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----\n"
     values = {
