@@ -243,6 +243,8 @@ def test_every_workload_is_hardened_probed_budgeted_and_scaled(variant: tuple[st
         state_claim = any(t["metadata"]["name"] == "state" for t in w["spec"].get("volumeClaimTemplates", []))
         if persistent:
             assert state_claim or "persistentVolumeClaim" in volumes["state"], where
+            if w["kind"] == "Deployment":
+                assert w["spec"]["strategy"] == {"type": "Recreate"}, "a second pod could not mount the claim"
         else:
             assert "emptyDir" in volumes["state"], where
             assert not state_claim, where
