@@ -31,11 +31,14 @@ from atb.policy.errors import PolicyBundleUsageError, PolicyEndpointError
 from atb.policy.keys import DEFAULT_KEY_ID, SIGNING_KEY_ENV, resolve_signing_key
 from atb.policy.opa_config import opa_config
 from atb.policy.publish import (
+    SERVED_NAME,
     http_publish,
     http_rollback,
     publish_to_dir,
     published_revisions,
     rollback_dir,
+    s3_publish,
+    s3_rollback,
     served_revision,
 )
 from atb.policy.server import bundle_server_app
@@ -56,7 +59,7 @@ REVISION = typer.Option(None, "--revision", help="Override the revision (default
 SKIP_TESTS = typer.Option(False, "--skip-tests", help="Do not run `opa test` first.")
 PUBLIC_OUT = typer.Option(None, "--out", help="Write the public key (PEM) to this file.")
 BUNDLE_ARG = typer.Argument(..., help="A bundle built by `atb policy build`.")
-STORE = typer.Option(..., "--to", help="Bundle store: a folder, or an http(s) URL that takes PUT.")
+STORE = typer.Option(..., "--to", help="Bundle store: a folder, an http(s) URL that takes PUT, or s3://bucket/prefix.")
 VERIFICATION_KEY = typer.Option(
     None, "--verification-key", help="Public key (PEM) to verify with. Default: the signing key's public half."
 )
@@ -76,6 +79,8 @@ PERSIST_DIR = typer.Option(
     None, "--persist-dir", help="Where OPA keeps the last verified bundle (writable; default: OPA's ./.opa)."
 )
 CONFIG_OUT = typer.Option(None, "--out", help="Write the configuration to this file.")
+RESOURCE = typer.Option(SERVED_NAME, "--resource", help="Path of the served bundle under --url (<prefix>bundles/...).")
+S3_SIGNING = typer.Option(False, "--s3-signing", help="The store is an S3 bucket: OPA signs its requests (AWS env).")
 
 
 def _opa(config: DevConfig) -> Path:
@@ -174,6 +179,8 @@ def publish(
     info = verify_bundle(_opa(config), bundle, public_pem, algorithm, key_id)
     if _is_url(to):
         asyncio.run(http_publish(bundle, to, _token(token_file)))
+    elif to.startswith("s3://"):
+        s3_publish(bundle, to)
     else:
         publish_to_dir(bundle, Path(to))
     Console().print(f"published revision {info.revision} to {to}")
@@ -188,6 +195,8 @@ def rollback(
     """Serve an earlier signed bundle again, unchanged (OPA picks it up on its next poll)."""
     if _is_url(to):
         asyncio.run(http_rollback(to, revision, _token(token_file)))
+    elif to.startswith("s3://"):
+        s3_rollback(to, revision)
     else:
         rollback_dir(Path(to), revision)
     Console().print(f"serving revision {revision} from {to}")
@@ -269,6 +278,8 @@ def opa_config_command(
     max_delay: int = MAX_DELAY,
     persist_dir: str | None = PERSIST_DIR,
     out: Path | None = CONFIG_OUT,
+    resource: str = RESOURCE,
+    s3_signing: bool = S3_SIGNING,
 ) -> None:
     """Write OPA's configuration: poll the bundle store and verify every bundle's signature."""
     if min_delay > max_delay:
@@ -282,6 +293,8 @@ def opa_config_command(
         min_delay_s=min_delay,
         max_delay_s=max_delay,
         persistence_dir=persist_dir,
+        resource=resource,
+        s3_signing=s3_signing,
     )
     text = json.dumps(document, indent=2) + "\n"
     if out is None:

@@ -4,7 +4,8 @@ The same document serves the dev stack's bundle mode (atb/dev/opa.py), a
 docker-compose OPA (`opa run --server --config-file /config/opa.json`) and a
 Kubernetes sidecar (the file from a ConfigMap); docs/policy.md shows each.
 
-    services.atb-bundles.url         the bundle store (atb/policy/publish.py)
+    services.atb-bundles.url         the bundle store (atb/policy/publish.py); for a bucket, with
+                                     `credentials.s3_signing` (AWS settings from OPA's environment)
     bundles.atb.resource             bundles/atb.tar.gz
     bundles.atb.polling              min/max delay between polls (OPA's long-polling off)
     bundles.atb.signing.keyid        the key every bundle must be signed with: a bundle
@@ -54,6 +55,7 @@ def opa_config(
     min_delay_s: int = 10,
     max_delay_s: int = 30,
     persistence_dir: str | None = None,
+    s3_signing: bool = False,
 ) -> dict[str, JsonValue]:
     """OPA's configuration document (JSON, which OPA reads as YAML too)."""
     if not 0 < min_delay_s <= max_delay_s:
@@ -65,8 +67,13 @@ def opa_config(
         "signing": {"keyid": key_id},
         "persist": True,  # also makes OPA 1.10 refuse delta bundles, which it would not verify
     }
+    service: dict[str, JsonValue] = {"url": service_url.rstrip("/")}
+    if s3_signing:
+        # An S3 bucket as the store: OPA signs its GETs (SigV4) with AWS_ACCESS_KEY_ID,
+        # AWS_SECRET_ACCESS_KEY and AWS_REGION from its environment.
+        service["credentials"] = {"s3_signing": {"environment_credentials": {}}}
     config: dict[str, JsonValue] = {
-        "services": {BUNDLE_SERVICE: {"url": service_url.rstrip("/")}},
+        "services": {BUNDLE_SERVICE: service},
         "bundles": {BUNDLE_NAME: bundle},
         "keys": {key_id: {"algorithm": algorithm, "key": public_pem}},
         "status": {"prometheus": True},

@@ -1,8 +1,11 @@
 """Put signed bundles where OPA polls them, and point the served name at one of them.
 
 A bundle store is a folder (served by `atb policy serve`, nginx, or synced to an
-object store) or an HTTP endpoint that takes PUT (`atb policy serve
---upload-token-file`, or any store with the same two paths):
+object store), an HTTP endpoint that takes PUT (`atb policy serve
+--upload-token-file`, or any store with the same two paths), or an S3-compatible
+bucket (`s3://<bucket>/<prefix>`, credentials and endpoint from the usual AWS
+settings: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+`AWS_ENDPOINT_URL`), which OPA polls with its own S3 signing:
 
     revisions/<revision>.tar.gz   every published bundle, immutable (a second,
                                   different bundle under the same revision is refused)
@@ -23,6 +26,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,6 +43,8 @@ __all__ = [
     "published_revisions",
     "revision_path",
     "rollback_dir",
+    "s3_publish",
+    "s3_rollback",
     "served_revision",
 ]
 
@@ -195,3 +202,82 @@ async def http_rollback(base_url: str, revision: str, token: str | None = None) 
             await _put(session, f"{base}/{SERVED_NAME}", data, token)
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise PolicyEndpointError(f"bundle store {base} did not answer: {exc}") from exc
+
+
+# -- S3 -------------------------------------------------------------------------------------------
+
+
+def _s3(url: str) -> tuple[Any, str, str]:
+    """(client, bucket, prefix) of `s3://<bucket>/<prefix>`; the client reads the usual AWS settings."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise PolicyBundleUsageError(f"{url!r} is not s3://<bucket>/<prefix>")
+    import boto3  # imported late: only S3 stores need it
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"})
+    prefix = parts.path.strip("/")
+    return boto3.client("s3", config=config), parts.netloc, f"{prefix}/" if prefix else ""
+
+
+def _s3_get(client: Any, bucket: str, key: str) -> bytes | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return body
+
+
+def _s3_call(url: str, work: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return work()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise PolicyEndpointError(f"bundle store {url}: {error.get('Code')}: {error.get('Message')}") from exc
+    except BotoCoreError as exc:
+        raise PolicyEndpointError(f"bundle store {url} did not answer: {exc}") from exc
+
+
+def s3_publish(bundle: Path, url: str) -> BundleInfo:
+    """Store the bundle as `<prefix>revisions/<rev>.tar.gz` and serve it as `<prefix>bundles/atb.tar.gz`."""
+    info = read_bundle(bundle)
+    _refuse_unsigned(bundle, info)
+    data = bundle.read_bytes()
+    client, bucket, prefix = _s3(url)
+
+    def work() -> None:
+        stored_key = prefix + revision_path(info.revision)
+        existing = _s3_get(client, bucket, stored_key)
+        if existing is not None and existing != data:
+            raise PolicyBundleUsageError(
+                f"revision {info.revision} is already published at {url} with other content; revisions are immutable"
+            )
+        if existing is None:
+            client.put_object(Bucket=bucket, Key=stored_key, Body=data, ContentType="application/gzip")
+        client.put_object(Bucket=bucket, Key=prefix + SERVED_NAME, Body=data, ContentType="application/gzip")
+
+    _s3_call(url, work)
+    return info
+
+
+def s3_rollback(url: str, revision: str) -> BundleInfo:
+    """Serve `<prefix>revisions/<revision>.tar.gz` again as `<prefix>bundles/atb.tar.gz` (same bytes)."""
+    client, bucket, prefix = _s3(url)
+    stored_key = prefix + revision_path(revision)
+    data = _s3_call(url, lambda: _s3_get(client, bucket, stored_key))
+    if data is None:
+        raise PolicyBundleUsageError(f"revision {revision} was never published to {url}")
+    info = read_bundle_bytes(data, f"{url}/{revision_path(revision)}")
+    if info.revision != revision or not info.signed:
+        raise PolicyBundleUsageError(f"{stored_key} holds revision {info.revision}, not a signed {revision}")
+    _s3_call(
+        url,
+        lambda: client.put_object(Bucket=bucket, Key=prefix + SERVED_NAME, Body=data, ContentType="application/gzip"),
+    )
+    return info

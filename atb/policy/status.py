@@ -40,6 +40,11 @@ class OpaBundleReport:
         return self.revision != expected
 
 
+def _time(value: object) -> str | None:
+    """OPA's timestamp, or None for none (OPA writes Go's zero time, 0001-01-01, for "never")."""
+    return value if isinstance(value, str) and value and not value.startswith("0001-01-01") else None
+
+
 async def _get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, object]:
     async with session.get(url) as response:
         return response.status, orjson.loads(await response.read() or b"null")
@@ -59,7 +64,7 @@ async def _reports_of(session: aiohttp.ClientSession, base: str) -> list[OpaBund
                         opa=base,
                         bundle=name,
                         revision=st.get("active_revision") or None,
-                        activated_at=st.get("last_successful_activation") or None,
+                        activated_at=_time(st.get("last_successful_activation")),
                         error=str(message) if message else None,
                     )
                 )

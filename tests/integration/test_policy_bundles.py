@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import secrets
 import socket
 import subprocess
 import tarfile
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,7 +36,8 @@ from atb.cli import app as atb_app
 from atb.dev.config import HOST, DevConfig
 from atb.dev.opa import OPA_CONFIG_ENV, opa_process
 from atb.dev.procs import ManagedProcess
-from atb.dev.toolchain import build_opa
+from atb.dev.s3 import LocalS3
+from atb.dev.toolchain import build_opa, build_versitygw
 from atb.policy.bundle import build_bundle, read_bundle, revision_of, verify_bundle
 from atb.policy.errors import PolicyBuildError, PolicyBundleUsageError
 from atb.policy.keys import BundleSigningKey, ensure_dev_key, load_signing_key
@@ -44,6 +48,8 @@ from atb.policy.publish import (
     http_rollback,
     publish_to_dir,
     rollback_dir,
+    s3_publish,
+    s3_rollback,
     served_revision,
 )
 from atb.policy.server import bundle_server_app
@@ -170,14 +176,20 @@ class RunningOpa:
 async def opa(tmp_path: Path, policies: Policies, store: tuple[Path, str]) -> AsyncIterator[RunningOpa]:
     """The pinned OPA in bundle mode (atb/dev/opa.py), polling the store every second, verifying signatures."""
     _, url = store
+    async with _bundle_mode_opa(tmp_path, policies, service_url=url) as running:
+        yield running
+
+
+@asynccontextmanager
+async def _bundle_mode_opa(tmp_path: Path, policies: Policies, **options: Any) -> AsyncIterator[RunningOpa]:
     config_file = tmp_path / "opa-config.json"
     document = opa_config(
-        service_url=url,
         public_pem=policies.key.public_pem,
         algorithm=policies.key.algorithm,
         min_delay_s=1,
         max_delay_s=1,
         persistence_dir=str(tmp_path / "opa-persist"),
+        **options,
     )
     config_file.write_text(json.dumps(document))
     port = _free_port()
@@ -398,7 +410,8 @@ async def test_without_any_bundle_the_client_fails_closed(
 
     _plant(root, _unsigned(policies, policies.a_dir))  # an unsigned bundle does not count as one
     await opa.refused("bundle missing .signatures.json file")
-    assert (await opa.report()).revision is None
+    never = await opa.report()
+    assert (never.revision, never.activated_at) == (None, None)
     with pytest.raises(PolicyUnavailableError, match="no decision"):
         await opa.requirements()
 
@@ -596,3 +609,41 @@ async def test_status_of_an_opa_without_bundles_and_of_one_that_does_not_answer(
     rows = json.loads(result.output.split("\natb policy status: error")[0])["instances"]
     assert [r["opa"] for r in rows] == [opa_url, closed]
     assert rows[1]["error"].startswith("unreachable")
+
+
+async def test_an_s3_bucket_as_the_bundle_store(
+    policies: Policies, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publish and roll back in an S3-compatible bucket (versitygw); OPA polls it with S3 signing."""
+    import boto3
+
+    binary = await build_versitygw(DevConfig.from_env())
+    with LocalS3(binary, tmp_path / "s3") as s3:
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", s3.access_key),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key),
+            ("AWS_REGION", s3.region),
+            ("AWS_ENDPOINT_URL", s3.endpoint),
+        ):
+            monkeypatch.setenv(name, value)  # read by the publisher's client and by OPA (started below)
+        bucket = f"policy-{secrets.token_hex(4)}"
+        boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket=bucket)
+        url = f"s3://{bucket}/atb"
+        rev_a = s3_publish(policies.build(policies.a_dir), url).revision
+
+        resource = f"atb/{SERVED_NAME}"
+        async with _bundle_mode_opa(
+            tmp_path, policies, service_url=f"{s3.endpoint}/{bucket}", resource=resource, s3_signing=True
+        ) as opa:
+            await opa.serves(rev_a)
+            rev_b = s3_publish(policies.build(policies.b_dir), url).revision
+            await opa.serves(rev_b)
+            assert (await opa.requirements())["tier"] == "high"
+            s3_rollback(url, rev_a)
+            await opa.serves(rev_a)
+            assert (await opa.requirements())["policy_version"] == rev_a
+
+        with pytest.raises(PolicyBundleUsageError, match="immutable"):
+            s3_publish(policies.build(policies.a_dir, key=policies.other_key), url)
+        with pytest.raises(PolicyBundleUsageError, match="never published"):
+            s3_rollback(url, "sha256:" + "0" * 64)
