@@ -73,16 +73,20 @@ class Console:
     env: dict[str, str]
     pid: int = 0
 
-    def enroll_link(self, principal: str) -> str:
-        """`atb console enroll <principal>`, as an operator runs it: the printed link."""
-        out = subprocess.run(
-            [sys.executable, "-c", "from atb.cli import main; main()", "console", "enroll", principal],
+    def atb(self, *args: str) -> str:
+        """An `atb` command as an operator runs it, against this console's store and Kafka: its output."""
+        return subprocess.run(
+            [sys.executable, "-c", "from atb.cli import main; main()", *args],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
         ).stdout
+
+    def enroll_link(self, principal: str) -> str:
+        """`atb console enroll <principal>`: the printed link."""
+        out = self.atb("console", "enroll", principal)
         links = [line for line in out.splitlines() if line.startswith(self.url + "/enroll/")]
         assert len(links) == 1, out
         return links[0]
@@ -723,3 +727,50 @@ async def test_compliance_search_and_timeline_are_for_the_compliance_group(conso
     finally:
         await context.close()
         await other_ctx.close()
+
+
+async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(console: Console, browser: Browser) -> None:
+    context, erin_page = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, erin_page, "carol")
+        request = _request("req-console-deny", params={"amount": 7}, resource="sap:vendor/7", accountable="emp-101")
+        await _ask(console, request, tier=Tier.CRITICAL)
+        await erin_page.wait_for_selector('tr[data-request-id="req-console-deny"]')
+        await erin_page.goto(f"{console.url}/requests/req-console-deny")
+        assert await erin_page.get_attribute("#reason", "required") is not None  # the browser asks first
+        assert (await _post_vote(erin_page, "req-console-deny", "deny")).endswith("result=vote_cast")
+        votes = await _votes(console, "req-console-deny")
+        assert [(v.approver_id, v.choice.value, v.reason, v.assertion) for _, v in votes] == [
+            ("carol", "deny", "by hand", None)
+        ]
+        await erin_page.goto(f"{console.url}/inbox")
+        await _ask(console, _request("req-console-deny-2", params={}, resource="sap:vendor/8", accountable="emp-101"))
+        await erin_page.wait_for_selector('tr[data-request-id="req-console-deny-2"]')
+        empty = await erin_page.evaluate(
+            """async (csrf) => {
+                const body = new URLSearchParams({csrf, choice: "deny", reason: " "});
+                return (await fetch("/requests/req-console-deny-2/vote", {method: "POST", body})).url;
+            }""",
+            await erin_page.get_attribute("body", "data-csrf"),
+        )
+        assert empty.endswith("result=reason_required")
+
+        audits = [d for _, d in await _read(console, Topic.AUDIT)]
+        names = {a["audit_type"] for a in audits}
+        assert {"console_enrollment_link_created", "console_passkey_enrolled", "console_signin"} <= names
+
+        revoked = console.atb("console", "credentials", "revoke", "carol", "--reason", "device lost")
+        assert revoked.count("revoked ") >= 1
+        await erin_page.goto(f"{console.url}/inbox")
+        assert erin_page.url == f"{console.url}/signin"  # the sessions ended with the credentials
+        await erin_page.click("#signin")
+        await erin_page.locator("#status", has_text="not enrolled").wait_for()
+        listed = console.atb("console", "credentials", "list", "carol")
+        assert "revoked by operator" in listed
+        assert "active" not in listed
+        events = [(raw["type"], data) for raw, data in await _read(console, Topic.KEYS)]
+        assert any(t == "atb.console.passkey_revoked.v1" and d["principal"] == "carol" for t, d in events)
+        audits = [d for _, d in await _read(console, Topic.AUDIT) if d["audit_type"] == "console_passkey_revoked"]
+        assert {a["details"]["principal"] for a in audits} == {"carol"}
+    finally:
+        await context.close()
