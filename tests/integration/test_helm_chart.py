@@ -17,23 +17,32 @@ pinned k8s.io/api types), then read here:
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import http.server
 import json
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic_settings import BaseSettings
 
 from atb.dev.config import DevConfig
 from atb.dev.gotools import build_chart_tools
-from atb.dev.toolchain import OPA_VERSION
+from atb.dev.toolchain import OPA_VERSION, build_opa
 from atb_runtime.settings import CommonSettings
 from contracts.topics import CATALOGUE
 
@@ -351,6 +360,118 @@ def test_bundle_mode_verifies_signatures(tools: Tools) -> None:
         refused = _template(tools, broken)
         assert refused.returncode != 0, broken
         assert "opa.bundle" in refused.stderr, refused.stderr
+
+
+def _rsa_pair(folder: Path, name: str) -> tuple[Path, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = folder / f"{name}.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
+@contextmanager
+def _bundle_server(folder: Path) -> Iterator[str]:
+    """A local HTTP bundle service for `folder` (as the bundle service the values name)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _run_sidecar(opa: Path, sidecar: Mapping[str, Any], config: str, work: Path, until: str) -> tuple[int, str]:
+    """The rendered OPA sidecar's own arguments over its rendered config: (/health?bundles=true
+    status, OPA's log) once its log shows `until`."""
+    (work / "config").mkdir()
+    (work / "config" / "opa.yaml").write_text(config)
+    diagnostic = _free_port()
+    args = []
+    for arg in sidecar["args"]:
+        if arg.startswith("--addr="):
+            arg = f"--addr=127.0.0.1:{_free_port()}"
+        elif arg.startswith("--diagnostic-addr="):
+            arg = f"--diagnostic-addr=127.0.0.1:{diagnostic}"
+        elif arg.startswith("--config-file=/config/"):
+            arg = f"--config-file={work / 'config' / arg.rsplit('/', 1)[1]}"
+        args.append(arg)
+    log = work / "opa.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(str(opa), *args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while until not in log.read_text():
+            assert proc.returncode is None, f"OPA exited: {log.read_text()[-2000:]}"
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"OPA never logged {until!r}: {log.read_text()[-2000:]}"
+            )
+            await asyncio.sleep(0.2)
+        probe = sidecar["readinessProbe"]["httpGet"]["path"]
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{diagnostic}{probe}") as response:
+            return response.status, log.read_text()
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_bundle_mode_activates_only_a_bundle_signed_with_the_configured_key(tools: Tools, tmp_path: Path) -> None:
+    """Real OPA, started as the rendered sidecar with the rendered config, polling a local bundle
+    service: a bundle signed with the configured key is activated (the pod turns Ready), one signed
+    with another key or not signed at all never is."""
+    opa = await build_opa(DevConfig.from_env())
+    signer, public = _rsa_pair(tmp_path, "signer")
+    other, _ = _rsa_pair(tmp_path, "other")
+    served = tmp_path / "served"
+    (served / "bundles").mkdir(parents=True)
+    cases = [
+        ("signed", signer, 200, "Bundle loaded and activated successfully"),
+        ("other key", other, 500, "failed to verify JWT signature"),
+        ("unsigned", None, 500, "Bundle load failed"),
+    ]
+    with _bundle_server(served) as url:
+        values = {
+            "opa.source": "bundle",
+            "opa.bundle.url": url,
+            "opa.bundle.signing.publicKey": public,
+            "opa.bundle.minDelaySeconds": 1,
+            "opa.bundle.maxDelaySeconds": 2,
+        }
+        rendered = render(tools, values)
+        config = rendered.named("ConfigMap", "atb-opa")["data"]["opa.yaml"]
+        sidecar = next(
+            c for c in rendered.workload("broker")["spec"]["template"]["spec"]["initContainers"] if c["name"] == "opa"
+        )
+        for name, key, status, logged in cases:
+            bundle = served / "bundles" / "atb.tar.gz"
+            sign = ["--signing-key", str(key)] if key else []
+            built = await asyncio.to_thread(
+                subprocess.run,
+                [str(opa), "build", "-b", ".", "--ignore", "*_test.rego", *sign, "-o", str(bundle)],
+                cwd=REPO / "opa" / "policy",
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert built.returncode == 0, built.stderr
+            work = tmp_path / name.replace(" ", "-")
+            work.mkdir()
+            got, log = await _run_sidecar(opa, sidecar, config, work, logged)
+            assert got == status, (name, log[-1500:])
+            if status != 200:
+                assert "activated successfully" not in log, name
 
 
 def _template(tools: Tools, values: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
