@@ -34,6 +34,7 @@ from audit_sink.domain.cosignature import SIZE_CONTENT_TYPE, AddCheckpoint, Cosi
 from audit_sink.domain.merkle import MerkleTree
 from audit_sink.ports import CosignatureStore
 from audit_sink.settings import WitnessEndpoint
+from contracts import JsonObject
 
 __all__ = ["COSIGNED_AUDIT_TYPE", "REFUSED_AUDIT_TYPE", "Witnessing"]
 
@@ -42,8 +43,9 @@ log = logging.getLogger(__name__)
 COSIGNED_AUDIT_TYPE = "audit_checkpoint_cosigned"
 REFUSED_AUDIT_TYPE = "audit_checkpoint_witness_refused"
 
-Announce = Callable[[str, str, dict[str, object]], Awaitable[None]]
-"""(audit type, outcome, details): publish an AuditEvent on atb.audit."""
+Announce = Callable[[str, str, dict[str, object]], Awaitable[None]] | Callable[[str, str, JsonObject], Awaitable[None]]
+"""(audit type, outcome, details): publish an AuditEvent on atb.audit. The details are JSON values;
+an announcer may take them as either type."""
 
 
 @dataclass
