@@ -223,7 +223,7 @@ else := set()
 # making the composition the policy asks for.
 approval_denials(item, t) := dual_control_denials(item) | composition_denials(item, t) if t in {"high", "critical"}
 
-approval_denials(item, "low") := set()
+approval_denials(_, "low") := set()
 
 dual_control_denials(item) := {reason("dual_control_missing", "high risk needs leg.dual_control.approvers")} if {
 	not item.claims.leg.dual_control.approvers
@@ -284,4 +284,4 @@ ticket_denials(item, "critical") := {reason("ticket_missing", "critical actions 
 
 else := set()
 
-ticket_denials(item, t) := set() if t != "critical"
+ticket_denials(_, t) := set() if t != "critical"
