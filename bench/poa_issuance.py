@@ -113,7 +113,7 @@ async def main() -> None:
         evidence = EvidenceVerifier(
             bundle=bundle,
             directory=directory,
-            policy=_CachedPolicy(),  # type: ignore[arg-type]
+            policy=_CachedPolicy(),
             agents=load_agent_registry(),
             request_attesters=(),
             vote_attesters=(),

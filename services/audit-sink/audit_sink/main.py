@@ -10,6 +10,7 @@ from atb_runtime.runner import ServiceRunner
 from atb_runtime.tracking import TrackingConfig, TrackingConsumer
 from audit_sink.adapters.db import AuditStore, make_engine, migrate
 from audit_sink.adapters.signing import load_or_create_signer
+from audit_sink.archive.schedule import ArchiveSchedule
 from audit_sink.service import AuditIngest
 from audit_sink.settings import AuditSinkSettings
 from contracts import EVENT_TYPES, all_topics_pattern
@@ -24,7 +25,10 @@ async def build() -> ServiceRunner:
     group = f"{settings.group_id}.{ns}"
     publisher = Publisher(settings.kafka_bootstrap_servers, f"atb-audit-sink-{settings.instance}")
     signer = load_or_create_signer(settings.key_path(), settings.checkpoint_origin)
-    ingest = AuditIngest(settings, AuditStore(make_engine(url), group), signer, publisher)
+    engine = make_engine(url)
+    ingest = AuditIngest(settings, AuditStore(engine, group), signer, publisher)
+    # Sealing to the immutable archive every interval, when ATB_AUDIT_ARCHIVE_URL is set (docs/archive.md).
+    archive = ArchiveSchedule.from_settings(engine, signer.verifier)
     loop = TrackingConsumer(
         TrackingConfig(
             bootstrap=settings.kafka_bootstrap_servers,
@@ -40,7 +44,8 @@ async def build() -> ServiceRunner:
         already_recorded=(IntegrityError,),
         progress=ingest.progress,
     )
-    return ServiceRunner(settings, name="audit-sink", loop=loop, components=(publisher, ingest))
+    components = (publisher, ingest) if archive is None else (publisher, ingest, archive)
+    return ServiceRunner(settings, name="audit-sink", loop=loop, components=components)
 
 
 app = service_app(
