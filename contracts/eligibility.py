@@ -145,8 +145,18 @@ class ThresholdResult(Generic[B]):
         return self.denied_by is None and self.quorum.satisfied
 
     def group_of(self, counted: Counted[B]) -> str:
-        """The group a counted approval fills: its assigned requirement, else the approver's directory type."""
-        return self.quorum.group_of(counted.principal) or counted.approver_type
+        """The group a counted approval fills: its assigned requirement, else the approver's directory type.
+
+        A directory type that is none of the approver's groups is replaced by the first of
+        them, so that the evidence always names one of the approver's own groups (the
+        broker's policy refuses any other, docs/quorum-and-risk.md §1.4).
+        """
+        assigned = self.quorum.group_of(counted.principal)
+        if assigned is not None:
+            return assigned
+        if counted.groups and counted.approver_type not in counted.groups:
+            return min(counted.groups)
+        return counted.approver_type
 
     @property
     def principals(self) -> tuple[str, ...]:

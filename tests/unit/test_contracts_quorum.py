@@ -198,3 +198,14 @@ def test_the_issuer_refuses_evidence_with_other_groups_than_the_directory() -> N
 def test_a_higher_tier_keeps_its_floor_with_a_composition() -> None:
     with pytest.raises(RequirementsError):
         Requirements(Tier.HIGH, 1, False, ("manager",), 60, 60, "v", Composition((GroupCount("manager", 1),)))
+
+
+def test_an_extra_approver_is_typed_by_one_of_their_own_groups() -> None:
+    count: Count[str] = Count(2, MANAGER_AND_COMPLIANCE)
+    odd = replace(ALICE.approver, principal="otto", type="finance", groups=frozenset({"security", "manager"}))
+    for approver, ballot in ((ALICE.approver, "a"), (BOB.approver, "b"), (odd, "o")):
+        count.add(approver, ballot, approves=True)
+    result = count.result()
+    assert result.verified
+    # otto fills nothing (alice is the manager); his directory type is none of his groups.
+    assert [result.group_of(c) for c in result.counted] == ["manager", "compliance", "manager"]
