@@ -56,7 +56,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 APPROVALS = "spiffe://atb.local/svc/approvals"
 CONSOLE = "spiffe://atb.local/svc/console"
-AGENT = "spiffe://atb.local/agent/pay-bot"
+AGENT = "spiffe://atb.local/agent/finance-bot"
 SHOTS = REPO / "docs" / "console"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")

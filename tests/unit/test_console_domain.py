@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from console.domain import RequestView, VoteDecision, VoteRefused, decide_vote, eligible, evolve, explain
+from console.domain import ApprovalView, VoteDecision, VoteRefused, decide_vote, eligible, evolve, explain
 from console.domain.view import RESULT_CODES
 from contracts import (
     ApprovalRequired,
@@ -25,7 +25,7 @@ from contracts import (
 from contracts.directory import Approver, Directory
 
 NOW = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
-AGENT = "spiffe://atb.local/agent/pay-bot"
+AGENT = "spiffe://atb.local/agent/finance-bot"
 STEP_UP = frozenset({Tier.HIGH, Tier.CRITICAL})
 DIRECTORY = Directory.from_mapping(
     {
@@ -86,14 +86,14 @@ def _required(tier: Tier = Tier.HIGH, request: IssuanceRequested | None = None) 
     )
 
 
-def _view(tier: Tier = Tier.HIGH) -> RequestView:
+def _view(tier: Tier = Tier.HIGH) -> ApprovalView:
     view = evolve(None, _required(tier))
     view = evolve(view, ApprovalStateChanged(request_id="req-1", status="open", request=_request(), updated_at=NOW))
     assert view is not None
     return view
 
 
-def _decide(view: RequestView | None, who: str, choice: VoteChoice = VoteChoice.APPROVE, **kw: object) -> object:
+def _decide(view: ApprovalView | None, who: str, choice: VoteChoice = VoteChoice.APPROVE, **kw: object) -> object:
     options: dict[str, object] = {
         "reason": "",
         "already_voted": False,

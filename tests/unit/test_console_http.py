@@ -28,7 +28,7 @@ from tests.unit.test_passkey import SoftAuthenticator, cose_p256
 
 ORIGIN = "https://console.atb.test"
 RP_ID = "console.atb.test"
-AGENT = "spiffe://atb.local/agent/pay-bot"
+AGENT = "spiffe://atb.local/agent/finance-bot"
 
 
 class Recorder:

@@ -60,7 +60,7 @@ from atb_identity.passkey import (
 from atb_runtime import Outgoing, audit, outgoing_envelope
 from atb_runtime.publisher import RecordPublisher
 from console.adapters.store import ConsoleStore, Credential
-from console.domain import RequestView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
+from console.domain import ApprovalView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
 from console.settings import ConsoleSettings
 from contracts import EventPayload, JsonObject, VoteChoice, make_envelope, topic_name
 from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
@@ -114,7 +114,7 @@ class ConsoleService:
         self._origin = settings.origin()
         self._rp_id = settings.console_rp_id
         self._step_up = frozenset(settings.step_up_tiers)
-        self._views: dict[str, RequestView] = {}
+        self._views: dict[str, ApprovalView] = {}
         self._changed = asyncio.Event()
         self.version = 0
         """Goes up whenever a view changes (the live updates wait on `changed`)."""
@@ -152,10 +152,10 @@ class ConsoleService:
                 await asyncio.wait_for(waiter.wait(), timeout)
         return self.version
 
-    def view(self, request_id: str) -> RequestView | None:
+    def view(self, request_id: str) -> ApprovalView | None:
         return self._views.get(request_id)
 
-    def inbox(self, approver: Approver) -> list[RequestView]:
+    def inbox(self, approver: Approver) -> list[ApprovalView]:
         """Open requests this approver may approve, soonest deadline first."""
         now = datetime.now(UTC)
         mine = [v for v in self._views.values() if v.open_at(now) and eligible(v, approver)]

@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
 )
 
-__all__ = ["AuditQuery", "AuditReader", "AuditRow"]
+__all__ = ["AuditHit", "AuditQuery", "AuditReader"]
 
 _metadata = MetaData()
 audit_events = Table(
@@ -81,7 +81,7 @@ class AuditQuery:
 
 
 @dataclass(frozen=True)
-class AuditRow:
+class AuditHit:
     seq: int
     topic: str
     event_type: str
@@ -103,7 +103,7 @@ class AuditReader:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
 
-    def search(self, query: AuditQuery, *, limit: int = PAGE) -> list[AuditRow]:
+    def search(self, query: AuditQuery, *, limit: int = PAGE) -> list[AuditHit]:
         c = audit_events.c
         statement = select(*_SHOWN)
         for column, value in (
@@ -124,7 +124,7 @@ class AuditReader:
         with self._engine.connect() as conn:
             return [_row(r) for r in conn.execute(statement)]
 
-    def timeline(self, request_id: str, *, limit: int = 1000) -> list[AuditRow]:
+    def timeline(self, request_id: str, *, limit: int = 1000) -> list[AuditHit]:
         """Every stored event of one request, oldest first (what `atb trace` reads)."""
         c = audit_events.c
         statement = (
@@ -147,10 +147,10 @@ class AuditReader:
             return [_row(r) for r in conn.execute(statement)]
 
 
-def _row(r: Any) -> AuditRow:
+def _row(r: Any) -> AuditHit:
     m = r._mapping
     text = bytes(m["raw"][:RAW_SHOWN]).decode("utf-8", errors="replace")
-    return AuditRow(
+    return AuditHit(
         int(m["seq"]),
         str(m["topic"]),
         str(m["event_type"]),

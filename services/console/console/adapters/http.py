@@ -31,7 +31,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from atb_runtime.web import BodyTimeoutError, read_body_within
 from console.adapters.audit import AuditQuery, AuditReader
 from console.adapters.store import ConsoleStore, Session
-from console.domain import RequestView, explain
+from console.domain import ApprovalView, explain
 from console.domain.view import RESULT_CODES as RESULTS
 from console.service import ConsoleError, ConsoleService
 from contracts import VoteChoice
@@ -440,7 +440,7 @@ def _person(service: ConsoleService, identity: str) -> str:
     return identity if approver is None else approver.principal
 
 
-def _row(view: RequestView, service: ConsoleService) -> dict[str, Any]:
+def _row(view: ApprovalView, service: ConsoleService) -> dict[str, Any]:
     required = view.required
     assert required is not None
     approvals = [b for b in view.ballots if b.choice is VoteChoice.APPROVE]

@@ -4,8 +4,8 @@ No I/O, no clock reads, no crypto, no frameworks (import-linter: domain/ stays p
 """
 
 from console.domain.view import (
-    RequestView,
-    Resolution,
+    ApprovalView,
+    Closure,
     VoteDecision,
     VoteRefused,
     decide_vote,
@@ -16,8 +16,8 @@ from console.domain.view import (
 )
 
 __all__ = [
-    "RequestView",
-    "Resolution",
+    "ApprovalView",
+    "Closure",
     "VoteDecision",
     "VoteRefused",
     "decide_vote",

@@ -4,7 +4,7 @@
 (ApprovalRequired, QuorumReached, RequestDenied, RequestExpired), its changelog
 (ApprovalStateChanged: the request and the ballots so far) and PoaIssued into one
 view per request. The request's details are shown only when they hash to the
-digest votes bind to (`RequestView.verified_request`).
+digest votes bind to (`ApprovalView.verified_request`).
 
 `eligible` and `decide_vote` judge the signed-in approver under the one
 eligibility rule (`contracts.eligibility.ApproverRules`), then the console's own
@@ -47,8 +47,8 @@ from contracts.directory import Approver
 from contracts.eligibility import ApproverRules
 
 __all__ = [
-    "RequestView",
-    "Resolution",
+    "ApprovalView",
+    "Closure",
     "VoteDecision",
     "VoteRefused",
     "decide_vote",
@@ -60,7 +60,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Resolution:
+class Closure:
     kind: Literal["approved", "issued", "denied", "expired"]
     detail: str
     approvers: tuple[str, ...] = ()
@@ -69,12 +69,12 @@ class Resolution:
 
 
 @dataclass(frozen=True)
-class RequestView:
+class ApprovalView:
     request_id: str
     required: ApprovalRequired | None = None
     request: IssuanceRequested | None = None
     ballots: tuple[BallotRecord, ...] = ()
-    resolution: Resolution | None = None
+    resolution: Closure | None = None
 
     @property
     def verified_request(self) -> IssuanceRequested | None:
@@ -102,11 +102,11 @@ def request_id_of(event: EventPayload) -> str | None:
     return event.request_id if isinstance(event, _Followed) else None
 
 
-def evolve(view: RequestView | None, event: EventPayload) -> RequestView | None:
+def evolve(view: ApprovalView | None, event: EventPayload) -> ApprovalView | None:
     """The view after `event`; events the console does not follow change nothing."""
     if not isinstance(event, _Followed):
         return view
-    current = view or RequestView(request_id=event.request_id)
+    current = view or ApprovalView(request_id=event.request_id)
     match event:
         case ApprovalRequired():
             return replace(current, required=event)
@@ -116,22 +116,22 @@ def evolve(view: RequestView | None, event: EventPayload) -> RequestView | None:
             approvers = tuple(v.approver_id for v in event.votes)
             if current.resolution is not None and current.resolution.kind == "issued":
                 return current
-            resolution = Resolution("approved", "quorum reached", approvers, event.decided_at)
+            resolution = Closure("approved", "quorum reached", approvers, event.decided_at)
             return replace(current, request=current.request or event.request, resolution=resolution)
         case RequestDenied():
             detail = f"{event.code}: {event.reason} (by {event.denied_by})"
-            return replace(current, resolution=Resolution("denied", detail, (), event.decided_at))
+            return replace(current, resolution=Closure("denied", detail, (), event.decided_at))
         case RequestExpired():
             detail = f"{event.approvals_counted} of {event.required_approvals} approvals before the deadline"
-            return replace(current, resolution=Resolution("expired", detail, (), event.deadline))
+            return replace(current, resolution=Closure("expired", detail, (), event.deadline))
         case PoaIssued():
             approvers = current.resolution.approvers if current.resolution else ()
             detail = f"PoA {event.jti} valid until {event.expires_at:%Y-%m-%d %H:%M:%S} UTC"
-            return replace(current, resolution=Resolution("issued", detail, approvers, event.issued_at, event.jti))
+            return replace(current, resolution=Closure("issued", detail, approvers, event.issued_at, event.jti))
     return current  # pragma: no cover - the match is exhaustive over _Followed
 
 
-def eligible(view: RequestView, approver: Approver) -> bool:
+def eligible(view: ApprovalView, approver: Approver) -> bool:
     """Whether `approver` may approve this request (the one eligibility rule)."""
     rules = view.rules()
     return rules is not None and rules.refusal(approver) is None
@@ -157,7 +157,7 @@ class VoteRefused:
 
 
 def decide_vote(
-    view: RequestView | None,
+    view: ApprovalView | None,
     approver: Approver,
     choice: VoteChoice,
     *,
