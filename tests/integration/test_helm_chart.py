@@ -123,8 +123,11 @@ def _render(tools: Tools, args: list[str]) -> Rendered:
         timeout=120,
     )
     assert done.returncode == 0, f"helm template: {done.stderr}"
+    # A PodDisruptionBudget switched off on purpose is a choice the practices would refuse.
+    no_budget = any(a.endswith("pdb.enabled=false") for a in args)
+    practices = ["-practices=false"] if no_budget else []
     checked = subprocess.run(
-        [str(tools.validator), "-"], input=done.stdout, capture_output=True, text=True, timeout=120
+        [str(tools.validator), *practices, "-"], input=done.stdout, capture_output=True, text=True, timeout=120
     )
     assert checked.returncode == 0, f"atb-kube-validate:\n{checked.stderr}"
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
@@ -705,12 +708,85 @@ def test_the_registries_in_values_load_with_the_services_loaders(tools: Tools, t
 def test_the_validator_refuses_what_the_api_server_would(tools: Tools, edit: Any, message: str) -> None:
     rendered = render(tools)
     workload = json.loads(json.dumps(rendered.workload("issuer")))
+    unchanged = subprocess.run(
+        [str(tools.validator), "-practices=false", "-"], input=yaml.safe_dump(workload), capture_output=True, text=True
+    )
+    assert unchanged.returncode == 0, unchanged.stderr
     edit(workload)
     done = subprocess.run(
-        [str(tools.validator), "-"], input=yaml.safe_dump(workload), capture_output=True, text=True, timeout=60
+        [str(tools.validator), "-practices=false", "-"],
+        input=yaml.safe_dump(workload),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1, done.stdout
     assert message in done.stderr, done.stderr
+
+
+def _container(d: dict[str, Any], name: str) -> dict[str, Any]:
+    pod = d["spec"]["template"]["spec"]
+    found: dict[str, Any] = next(c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == name)
+    return found
+
+
+def _sc(d: dict[str, Any], name: str) -> dict[str, Any]:
+    context: dict[str, Any] = _container(d, name)["securityContext"]
+    return context
+
+
+def _root_allowed(d: dict[str, Any]) -> None:
+    """Neither the pod nor the service container says runAsNonRoot (the sidecars still do)."""
+    d["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")
+    _sc(d, "issuer").pop("runAsNonRoot")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: _container(d, "issuer")["securityContext"].update(readOnlyRootFilesystem=False),
+            "root filesystem writable",
+        ),
+        (
+            lambda d: _container(d, "opa")["securityContext"].update(allowPrivilegeEscalation=True),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            lambda d: _container(d, "spiffe-helper")["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
+            "drop ALL",
+        ),
+        (lambda d: _container(d, "issuer").update(image="atb/issuer:latest"), "no pinned tag"),
+        (lambda d: _container(d, "issuer").update(image="atb/issuer"), "no pinned tag"),
+        (lambda d: _container(d, "issuer")["resources"].pop("limits"), "no memory limit"),
+        (lambda d: _container(d, "issuer").pop("readinessProbe"), "needs liveness and readiness probes"),
+        (lambda d: _container(d, "spiffe-helper").pop("livenessProbe"), "needs liveness and readiness probes"),
+        (lambda d: d["spec"]["template"]["spec"].update(hostNetwork=True), "host namespace"),
+        (lambda d: d["spec"]["template"]["spec"].pop("automountServiceAccountToken"), "automountServiceAccountToken"),
+        (_root_allowed, "issuer]: may run as root"),
+    ],
+)
+def test_the_validator_holds_the_chart_to_its_practices(tools: Tools, edit: Any, message: str) -> None:
+    rendered = render(tools)
+    workload = json.loads(json.dumps(rendered.workload("issuer")))
+    budget = rendered.named("PodDisruptionBudget", workload["metadata"]["name"])
+    docs = [workload, budget]
+    unchanged = subprocess.run(
+        [str(tools.validator), "-"], input=yaml.safe_dump_all(docs), capture_output=True, text=True, timeout=60
+    )
+    assert unchanged.returncode == 0, unchanged.stderr
+    edit(workload)
+    done = subprocess.run(
+        [str(tools.validator), "-"], input=yaml.safe_dump_all(docs), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout
+    assert "practice: " in done.stderr, done.stderr
+    assert message in done.stderr, done.stderr
+    # Without its PodDisruptionBudget the workload is refused too.
+    alone = subprocess.run(
+        [str(tools.validator), "-"], input=yaml.safe_dump(rendered.workload("issuer")), capture_output=True, text=True
+    )
+    assert "no PodDisruptionBudget selects its pods" in alone.stderr, alone.stderr
 
 
 # --- network policies ----------------------------------------------------------------------------

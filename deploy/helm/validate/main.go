@@ -3,6 +3,7 @@
 //
 //	helm template deploy/helm/atb | atb-kube-validate -
 //	atb-kube-validate rendered.yaml other.yaml
+//	atb-kube-validate -practices=false -     # the API checks only
 //
 // Every document is decoded into its Go type from k8s.io/api with sigs.k8s.io/yaml's strict
 // decoder: an unknown or misspelt field, a duplicate key, a wrong type or an unparsable quantity
@@ -11,6 +12,9 @@
 // and values, env var names, container and port names, volume mounts that name no volume,
 // probes on a port the container does not declare, requests above limits, workload selectors
 // that do not match their pod template, and PodDisruptionBudgets with both or neither bound.
+// Then, unless -practices=false comes first, the best practices of practices.go (non-root,
+// read-only root, no escalation, capabilities dropped, resources, pinned images, probes, no
+// host namespaces or service account token, a PodDisruptionBudget for every workload).
 //
 // Exit status: 0 when every document passes, 1 when any fails (one line per problem on
 // stderr), 2 on a usage or read error.
@@ -327,8 +331,12 @@ func source(doc []byte) string {
 	return ""
 }
 
+var checkPractices = true
+
 func validate(name string, data []byte) (int, []string) {
 	var failures []string
+	var workloads []workloadRef
+	var budgets []*metav1.LabelSelector
 	docs := documents(data)
 	for i, doc := range docs {
 		where := fmt.Sprintf("%s: document %d", name, i+1)
@@ -359,6 +367,16 @@ func validate(name string, data []byte) (int, []string) {
 		for _, problem := range check(obj) {
 			failures = append(failures, fmt.Sprintf("%s: %s", where, problem))
 		}
+		if checkPractices {
+			for _, problem := range practices(obj, where, &workloads, &budgets) {
+				failures = append(failures, fmt.Sprintf("%s: practice: %s", where, problem))
+			}
+		}
+	}
+	if checkPractices {
+		for _, problem := range unbudgeted(workloads, budgets) {
+			failures = append(failures, "practice: "+problem)
+		}
 	}
 	return len(docs), failures
 }
@@ -377,8 +395,11 @@ func apiVersion() string {
 
 func main() {
 	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "-practices=false" {
+		checkPractices, args = false, args[1:]
+	}
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") || len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: atb-kube-validate FILE... (- reads stdin)")
+		fmt.Fprintln(os.Stderr, "usage: atb-kube-validate [-practices=false] FILE... (- reads stdin)")
 		os.Exit(2)
 	}
 	if len(args) == 1 && args[0] == "--version" {
