@@ -774,3 +774,47 @@ async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(consol
         assert {a["details"]["principal"] for a in audits} == {"carol"}
     finally:
         await context.close()
+
+
+async def test_keyboard_and_labels(console: Console, browser: Browser) -> None:
+    """Accessibility basics without a scanner: sign-in and voting work from the keyboard; every visible
+    control is labelled; the focus is visible (a focus outline is styled)."""
+    context, page = await _device(browser)
+    try:
+        await page.goto(console.enroll_link("alice"))
+        await page.focus("#enroll")
+        await page.keyboard.press("Enter")
+        await page.locator("#status", has_text="Passkey enrolled").wait_for()
+        await page.goto(f"{console.url}/signin")
+        for _ in range(10):  # Tab through the header to the sign-in button
+            await page.keyboard.press("Tab")
+            if await page.evaluate("document.activeElement && document.activeElement.id") == "signin":
+                break
+        else:
+            raise AssertionError("the sign-in button is not reachable with Tab")
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{console.url}/inbox")
+        await _ask(
+            console, _request("req-console-keys", params={"n": 1}, resource="sap:vendor/9", accountable="emp-103")
+        )
+        await page.wait_for_selector('tr[data-request-id="req-console-keys"]')
+        await page.goto(f"{console.url}/requests/req-console-keys")
+        unlabelled = await page.evaluate(
+            """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
+                .filter(el => !el.id || !document.querySelector(`label[for="${el.id}"]`)).length"""
+        )
+        assert unlabelled == 0
+        nameless = await page.evaluate(
+            "() => [...document.querySelectorAll('button')].filter(b => !b.textContent.trim()).length"
+        )
+        assert nameless == 0
+        await page.focus("#reason")
+        outline = await page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+        assert outline not in {"", "none"}
+        await page.keyboard.type("vendor not on the approved list")
+        await page.keyboard.press("Enter")  # submits the deny form
+        await page.wait_for_selector('#message[data-code="vote_cast"]')
+        [(_, vote)] = await _votes(console, "req-console-keys")
+        assert (vote.choice.value, vote.reason) == ("deny", "vendor not on the approved list")
+    finally:
+        await context.close()
