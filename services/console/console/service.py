@@ -59,7 +59,7 @@ from atb_identity.passkey import (
 )
 from atb_runtime import Outgoing, audit, outgoing_envelope
 from atb_runtime.publisher import RecordPublisher
-from console.adapters.store import ConsoleStore, Credential
+from console.adapters.store import ConsoleStore, Credential, token_hash
 from console.domain import ApprovalView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
 from console.settings import ConsoleSettings
 from contracts import EventPayload, JsonObject, VoteChoice, make_envelope, topic_name
@@ -198,7 +198,7 @@ class ConsoleService:
         )
         now = time.time()
         nonce = self._store.put_challenge(
-            "enroll", options.challenge, token, now=now, ttl_s=self._settings.console_challenge_ttl_s
+            "enroll", options.challenge, token_hash(token), now=now, ttl_s=self._settings.console_challenge_ttl_s
         )
         body = json.loads(options_to_json(options))
         return json.dumps({"nonce": nonce, "publicKey": body})
@@ -206,7 +206,7 @@ class ConsoleService:
     async def enroll(self, token: str, nonce: str, credential: JsonObject) -> Credential:
         now = time.time()
         challenge = self._store.take_challenge(nonce, "enroll", now=now)
-        if challenge is None or challenge.subject != token:
+        if challenge is None or challenge.subject != token_hash(token):
             raise ConsoleError("challenge_invalid", "The enrollment took too long or was already finished.", 400)
         try:
             verified = verify_registration_response(
