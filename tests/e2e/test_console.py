@@ -40,6 +40,8 @@ from contracts import (
     EventPayload,
     IssuanceRequested,
     LegitimateInterest,
+    PoaIssued,
+    QuorumReached,
     Tier,
     Topic,
     digest_of,
@@ -56,6 +58,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 APPROVALS = "spiffe://atb.local/svc/approvals"
 CONSOLE = "spiffe://atb.local/svc/console"
+ISSUER = "spiffe://atb.local/svc/issuer"
 AGENT = "spiffe://atb.local/agent/finance-bot"
 SHOTS = REPO / "docs" / "console"
 
@@ -479,6 +482,39 @@ async def test_two_approvers_enroll_sign_in_and_approve_with_their_passkeys(cons
         assert await alice.query_selector("#approve") is None
         assert (await _post_vote(alice, "req-console-1", "deny")).endswith("result=duplicate")
         assert len(await _votes(console, "req-console-1")) == 2
+
+        # The outcome and the PoA arrive (from approvals and the issuer): the open page shows them live.
+        await alice.goto(f"{console.url}/requests/req-console-1")
+        now = datetime.now(UTC)
+        quorum = QuorumReached(
+            request_id="req-console-1",
+            tier=Tier.HIGH,
+            required_approvals=2,
+            request_digest=required.request_digest,
+            poa_ttl_seconds=60,
+            request=request,
+            request_event="{}",
+            decided_at=now,
+        )
+        poa = PoaIssued(
+            request_id="req-console-1",
+            jti="jti-console-1",
+            kid="k1",
+            agent_id=AGENT,
+            action=request.action,
+            tier=Tier.HIGH,
+            issued_at=now,
+            expires_at=now + timedelta(seconds=60),
+            token="not-shown",
+            token_sha256="sha256:" + "0" * 64,
+        )
+        await _publish(console, APPROVALS, quorum)
+        await _publish(console, ISSUER, poa)
+        await alice.wait_for_selector('#resolution[data-kind="issued"]')
+        assert "jti-console-1" in (await alice.text_content("#resolution") or "")
+        assert "not-shown" not in await alice.content()  # the PoA itself is never shown
+        await alice.goto(f"{console.url}/inbox")
+        assert await alice.query_selector('tr[data-request-id="req-console-1"]') is None
         assert DIALOGS == []
     finally:
         await alice_ctx.close()
