@@ -54,7 +54,7 @@ __all__ = [
 Progress = Callable[[str], None]
 
 OPA_MODULE = "github.com/open-policy-agent/opa"
-OPA_VERSION = "v1.10.1"
+OPA_VERSION = "v1.22.4"
 VERSITYGW_MODULE = "github.com/versity/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"

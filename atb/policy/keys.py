@@ -2,7 +2,7 @@
 
 OPA verifies a bundle's `.signatures.json` (a JWT over every file's SHA-256) with
 the key its configuration names (`bundles.<name>.signing.keyid` → `keys.<id>`).
-OPA 1.10 signs and verifies RS*, PS*, ES* and HS*; it has no EdDSA, so ATB signs
+The pinned OPA signs and verifies RS*, PS*, ES* and HS*; it has no EdDSA, so ATB signs
 with ES256 (an EC P-256 key) or RS256 (an RSA key of at least 2048 bits), chosen
 from the key itself.
 

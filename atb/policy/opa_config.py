@@ -21,8 +21,8 @@ Kubernetes sidecar (the file from a ConfigMap); docs/policy.md shows each.
 when a key id was configured (GHSA-g2pf-6v5v-qcc8).
 
 `bundles.atb.persist` is always on, for two reasons. A restarted OPA starts from
-the last bundle it verified when the store is down. And the pinned OPA (v1.10.1)
-checks no signature at all on a *delta* bundle (a `patch.json` instead of
+the last bundle it verified when the store is down. And OPA before 1.21.3
+checked no signature at all on a *delta* bundle (a `patch.json` instead of
 policy files): with persistence on, OPA refuses every delta bundle ("persisting
 delta bundle to disk is not supported"), so an unsigned patch to the policy's
 data cannot be slipped in (tests/integration/test_policy_bundles.py proves
@@ -65,7 +65,7 @@ def opa_config(
         "resource": resource,
         "polling": {"min_delay_seconds": min_delay_s, "max_delay_seconds": max_delay_s},
         "signing": {"keyid": key_id},
-        "persist": True,  # also makes OPA 1.10 refuse delta bundles, which it would not verify
+        "persist": True,  # also made OPA before 1.21.3 refuse delta bundles, which it would not verify
     }
     service: dict[str, JsonValue] = {"url": service_url.rstrip("/")}
     if s3_signing:
