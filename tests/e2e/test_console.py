@@ -257,8 +257,11 @@ async def _enroll_and_sign_in(console: Console, page: Page, principal: str) -> N
     assert await page.text_content("#principal") == principal
 
 
-def _request(request_id: str, *, params: dict[str, Any], resource: str, accountable: str) -> IssuanceRequested:
+def _request(
+    request_id: str, *, params: dict[str, Any], resource: str, accountable: str, ticket: str | None = None
+) -> IssuanceRequested:
     leg = {
+        "ticket_ref": ticket,
         "basis": "LI",
         "ref": "LI-2026-7",
         "description": "Quarterly supplier payment",
@@ -277,7 +280,9 @@ def _request(request_id: str, *, params: dict[str, Any], resource: str, accounta
     )
 
 
-async def _ask(console: Console, request: IssuanceRequested, *, tier: Tier = Tier.HIGH) -> ApprovalRequired:
+async def _ask(
+    console: Console, request: IssuanceRequested, *, tier: Tier = Tier.HIGH, ticket: bool = False
+) -> ApprovalRequired:
     """What the approvals service publishes when humans must approve: the outcome and its changelog record."""
     now = datetime.now(UTC)
     required = ApprovalRequired(
@@ -285,7 +290,7 @@ async def _ask(console: Console, request: IssuanceRequested, *, tier: Tier = Tie
         tier=tier,
         required_approvals=2,
         eligible_groups=("manager", "security", "compliance"),
-        ticket_required=False,
+        ticket_required=ticket,
         deadline=now + timedelta(minutes=10),
         request_digest=digest_of(request),
         agent_id=request.agent_id,
@@ -769,11 +774,14 @@ async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(consol
     context, erin_page = await _device(browser)
     try:
         await _enroll_and_sign_in(console, erin_page, "carol")
-        request = _request("req-console-deny", params={"amount": 7}, resource="sap:vendor/7", accountable="emp-101")
-        await _ask(console, request, tier=Tier.CRITICAL)
+        request = _request(
+            "req-console-deny", params={"amount": 7}, resource="sap:vendor/7", accountable="emp-101", ticket="CHG-1234"
+        )
+        await _ask(console, request, tier=Tier.CRITICAL, ticket=True)
         await erin_page.wait_for_selector('tr[data-request-id="req-console-deny"]')
         await erin_page.goto(f"{console.url}/requests/req-console-deny")
         assert await erin_page.get_attribute("#reason", "required") is not None  # the browser asks first
+        assert await erin_page.text_content("#ticket") == "CHG-1234"
         assert (await _post_vote(erin_page, "req-console-deny", "deny")).endswith("result=vote_cast")
         votes = await _votes(console, "req-console-deny")
         assert [(v.approver_id, v.choice.value, v.reason, v.assertion) for _, v in votes] == [
