@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from approvals.adapters.metrics import VOTES_REFUSED, count_outcomes, set_pending
 from approvals.domain import decide_intake
 from approvals.domain.directory import Directory
 from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
@@ -122,7 +123,9 @@ class ApprovalsService:
     # -- inputs --------------------------------------------------------------------------
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
-        return await each_record(records, self._handle_one, self._failed)
+        out = await each_record(records, self._handle_one, self._failed)
+        set_pending(self._states.values())
+        return out
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
         self._partition = record.partition
@@ -191,6 +194,7 @@ class ApprovalsService:
         try:
             origin = verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=now)
         except IdentityError as exc:
+            VOTES_REFUSED.labels(exc.code).inc()
             out = self._identity_refused(record, envelope.source, exc, vote.request_id, vote.approver_id)
             return out + self._apply(vote.request_id, on_bad_vote(self._states.get(vote.request_id), exc.code, now))
         if origin.attested and (refusal := self._attester_refusal(origin.proven_by, vote.request_id)):
@@ -199,7 +203,9 @@ class ApprovalsService:
                 "denied",
                 refusal,
                 {"vote_id": vote.vote_id, "identity": vote.approver_id, "attested_by": origin.proven_by},
+                code="attester_not_allowed",
             )
+            VOTES_REFUSED.labels(note.code).inc()
             return [self._audit(vote.request_id, note, {"channel": vote.channel})]
         ballot = Ballot(
             vote_id=vote.vote_id,
@@ -258,6 +264,7 @@ class ApprovalsService:
             step = on_tick(state, directory=self._directory, now=now)
             if step is not None:
                 out.extend(self._apply(request_id, step))
+        set_pending(self._states.values())
         return out
 
     def _forget(self, request_id: str) -> Outgoing:
@@ -275,6 +282,10 @@ class ApprovalsService:
             self._home.setdefault(request_id, self._partition)
             out.append(self._store.record(step.state))
         out.extend(self._audit(request_id, note, extra) for note in step.audits)
+        count_outcomes(step.events)
+        for note in step.audits:
+            if note.code and note.audit_type.endswith("vote_refused"):
+                VOTES_REFUSED.labels(note.code).inc()
         return out
 
     def _signed(self, event: EventPayload) -> Outgoing:

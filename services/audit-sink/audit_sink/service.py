@@ -33,6 +33,7 @@ from atb_runtime.publisher import RecordPublisher
 from atb_runtime.records import audit
 from audit_sink.adapters.db import SealedCheckpoint
 from audit_sink.adapters.ledger import CHECKPOINT_AUDIT_TYPE
+from audit_sink.adapters.metrics import ROWS_STORED, checkpoint_signed
 from audit_sink.adapters.signing import NoteSigner
 from audit_sink.domain import AuditRow, RecordMeta, RetentionPolicy, row_for
 from audit_sink.head import LogHead
@@ -115,6 +116,7 @@ class AuditIngest:
             log.warning("audit sink: %d leaves appended by another writer", len(missed))
         self._head.grow(result, missed)
         self.stored += len(result.rows)
+        ROWS_STORED.inc(len(result.rows))
         if result.checkpoint is not None:
             await self._announce(result.checkpoint)
 
@@ -135,6 +137,8 @@ class AuditIngest:
 
     def _load_tree(self) -> None:
         self._head.load(self._store.leaf_hashes(), self._store.checkpoint_notes())
+        if (latest := self._store.latest_checkpoint_at()) is not None:
+            checkpoint_signed(latest)
 
     def _own_announcement(self, row: AuditRow) -> bool:
         """Our own checkpoint events (signed, cosigned, refused by a witness) do not by themselves call for
@@ -159,6 +163,7 @@ class AuditIngest:
         return cp
 
     async def _announce(self, cp: SealedCheckpoint) -> None:
+        checkpoint_signed(cp.created_at)
         self.witnessing.submit(cp)
         details: dict[str, object] = {"checkpoint": cp.note, "tree_size": cp.size}
         await self._announce_witnessing(CHECKPOINT_AUDIT_TYPE, "info", details)

@@ -34,6 +34,7 @@ from contracts import (
 from issuer.adapters.announce import key_records
 from issuer.adapters.keyring import KeyEntry
 from issuer.adapters.keys import SigningKey
+from issuer.adapters.metrics import REFUSED, count_issued
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import QuorumEvidenceError, build_claims, check_evidence
 from issuer.domain.evidence import DEADLINE_SLACK, MAX_QUORUM_AGE, check_fresh
@@ -229,6 +230,7 @@ class IssuerService:
             token_sha256="sha256:" + hashlib.sha256(token.encode()).hexdigest(),
         )
         dual = quorum.tier in (Tier.HIGH, Tier.CRITICAL)
+        count_issued(quorum, issued, datetime.now(UTC))
         return [
             self._signed(issued),
             audit(
@@ -250,6 +252,7 @@ class IssuerService:
         ]
 
     def _refuse(self, quorum: QuorumReached, exc: QuorumEvidenceError) -> list[Outgoing]:
+        REFUSED.labels(exc.code.value).inc()
         denied = RequestDenied(
             request_id=quorum.request_id,
             code=exc.code,

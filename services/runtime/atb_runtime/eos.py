@@ -53,6 +53,7 @@ from aiokafka.errors import (
 )
 from prometheus_client import Counter
 
+from atb_runtime.lag import LagReporter
 from atb_runtime.partitioning import partition_for
 from atb_runtime.records import Incoming, Outgoing
 from atb_runtime.records import received as _incoming
@@ -160,6 +161,7 @@ class TransactionalProcessor:
         poison: PoisonHook | None = None,
     ) -> None:
         self._config = config
+        self._lag = LagReporter(config.group_id)
         self._handler = handler
         self._on_rewind = on_rewind
         self._on_assigned = on_assigned
@@ -235,6 +237,7 @@ class TransactionalProcessor:
             batches = await consumer.getmany(
                 timeout_ms=self._config.poll_timeout_ms, max_records=self._config.max_batch
             )
+            await self._lag.report(consumer)
             async with self._lock:
                 if self._pending_assignment is not None:
                     await self._restore()

@@ -31,6 +31,7 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from atb_runtime.lag import LagReporter
 from atb_runtime.records import DeadLetters, Incoming, Outgoing
 from contracts import (
     Envelope,
@@ -120,6 +121,7 @@ class TopicFollower:
         self._topics = {topic_name(topic, namespace): topic for topic in topics}
         self._sink = sink
         self._name = name
+        self._lag = LagReporter(name)
         self._wait = fetch_max_wait_ms
         self._max_records = max_records
         self._dead_letters = dead_letters
@@ -160,6 +162,7 @@ class TopicFollower:
         assert consumer is not None, "start() first"
         while True:
             batches = await consumer.getmany(timeout_ms=self._wait, max_records=self._max_records)
+            await self._lag.report(consumer)
             events: list[EventPayload] = []
             letters: list[Outgoing] = []
             for messages in batches.values():

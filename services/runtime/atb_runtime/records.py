@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from prometheus_client import Counter
+
 from contracts import (
     CONTENT_TYPE,
     CONTENT_TYPE_HEADER,
@@ -117,10 +119,19 @@ def audit(
     return outgoing(event, source=source, namespace=namespace)
 
 
+DEAD_LETTERS = Counter(
+    "atb_dead_letters_total",
+    "Records set aside to the dead-letter topic, by consumer and error code (counted when the letter is made: "
+    "a letter of a batch whose transaction aborts and is retried is counted again)",
+    ["consumer", "error_code"],
+)
+
+
 def letter_for(
     record: Incoming, *, consumer: str, error_code: str, reason: str, request_id: str | None = None
 ) -> DeadLetter:
     """The DeadLetter of a record, by reference: bounded whatever the record's size (contracts/limits.py)."""
+    DEAD_LETTERS.labels(consumer[:256], error_code[:64]).inc()
     value = record.value or b""
     key = record.key.decode("utf-8", "replace")[:DEAD_LETTER_KEY_CHARS] if record.key is not None else None
     return DeadLetter(

@@ -35,6 +35,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
+from atb_runtime.lag import LagReporter
 from atb_runtime.records import Incoming, received
 
 __all__ = ["AlreadyRecordedError", "Position", "Tracker", "TrackingConfig", "TrackingConsumer"]
@@ -95,6 +96,7 @@ class TrackingConsumer:
         if bool(config.topics) == bool(config.pattern):
             raise ValueError("a tracking loop reads either named topics or a pattern")
         self._config = config
+        self._lag = LagReporter(config.group_id)
         self._tracker = tracker
         self._already: tuple[type[BaseException], ...] = (AlreadyRecordedError, *already_recorded)
         self._progress = progress
@@ -134,6 +136,7 @@ class TrackingConsumer:
         while not self._stopping.is_set():
             config = self._config
             batches = await consumer.getmany(timeout_ms=config.poll_timeout_ms, max_records=config.max_batch)
+            await self._lag.report(consumer)
             if batches:
                 await self._record(batches)
             await self._tracker.tick()

@@ -62,6 +62,8 @@ class AuditNote:
     outcome: str
     reason: str = ""
     details: JsonObject = field(default_factory=dict)
+    code: str = ""
+    """Why, as data (a refused vote's code: metrics count by it; nothing parses `reason`)."""
 
 
 @dataclass(frozen=True)
@@ -181,12 +183,18 @@ def on_ballot(
     details: JsonObject = {"vote_id": ballot.vote_id, "identity": ballot.identity, "channel": ballot.channel}
     if directory.resolve(ballot.identity) is None:
         # Not an approver: refused before it takes any room (no flooding a request's state).
-        note = AuditNote("approval_vote_refused", "denied", "unknown_approver", details)
+        note = AuditNote("approval_vote_refused", "denied", "unknown_approver", details, code="unknown_approver")
         return Step(state, audits=(note,), changed=False)
     if state is None or state.status == "held":
         held = state.ballots if state is not None else ()
         if len(held) >= MAX_HELD_BALLOTS:
-            note = AuditNote("approval_vote_refused", "denied", "too many votes held for an unknown request", details)
+            note = AuditNote(
+                "approval_vote_refused",
+                "denied",
+                "too many votes held for an unknown request",
+                details,
+                code="too_many_held_votes",
+            )
             return Step(state, audits=(note,), changed=False)
         held_state = ApprovalStateChanged(
             request_id=request_id,
@@ -198,13 +206,23 @@ def on_ballot(
         note = AuditNote("approval_vote_held", "info", "vote arrived before its request; held", details)
         return Step(held_state, audits=(note,))
     if state.status == "closed":
-        note = AuditNote("approval_vote_refused", "denied", f"after_outcome: request already {state.outcome}", details)
+        note = AuditNote(
+            "approval_vote_refused",
+            "denied",
+            f"after_outcome: request already {state.outcome}",
+            details,
+            code="after_outcome",
+        )
         return Step(state, audits=(note,), changed=False)
     if any(record.vote_id == ballot.vote_id for record in state.ballots):
-        note = AuditNote("approval_vote_refused", "denied", "duplicate: this vote was already received", details)
+        note = AuditNote(
+            "approval_vote_refused", "denied", "duplicate: this vote was already received", details, code="duplicate"
+        )
         return Step(state, audits=(note,), changed=False)
     if len(state.ballots) >= MAX_BALLOTS:
-        note = AuditNote("approval_vote_refused", "denied", "too_many_votes for one request", details)
+        note = AuditNote(
+            "approval_vote_refused", "denied", "too_many_votes for one request", details, code="too_many_votes"
+        )
         return Step(state, audits=(note,), changed=False)
     grown = state.model_copy(update={"ballots": (*state.ballots, _record(ballot)), "updated_at": now})
     return _decide(grown, directory=directory, now=now, decided_by=decided_by, new=(ballot,))
@@ -360,6 +378,7 @@ def _vote_notes(result: TallyResult, new: tuple[Ballot, ...]) -> tuple[AuditNote
                     "denied",
                     refused.reason,
                     {"vote_id": refused.ballot.vote_id, "identity": refused.ballot.identity},
+                    code=refused.reason,
                 )
             )
     return tuple(notes)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -388,6 +388,14 @@ class AuditStore:
     def add_checkpoint(self, size: int, root: bytes, note: str, created_at: datetime) -> None:
         with self._engine.begin() as conn:
             conn.execute(audit_checkpoints.insert(), _checkpoint_values(SealedCheckpoint(size, root, note, created_at)))
+
+    def latest_checkpoint_at(self) -> datetime | None:
+        """When the newest stored checkpoint was signed (None: none yet)."""
+        with self._engine.connect() as conn:
+            latest = conn.execute(select(func.max(audit_checkpoints.c.created_at))).scalar()
+        if not isinstance(latest, datetime):
+            return None
+        return latest if latest.tzinfo is not None else latest.replace(tzinfo=UTC)  # SQLite keeps no zone
 
     def checkpoint_notes(self) -> list[str]:
         """Every stored checkpoint note, oldest first."""

@@ -1,0 +1,31 @@
+"""The issuer's Prometheus metrics (`/metrics` on the ops port; docs/observability.md).
+
+Counted when the service produces its outputs; a batch retried after an aborted
+transaction is counted again (the audit store holds the exact history).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import Counter, Histogram
+
+from contracts import PoaIssued, QuorumReached
+
+__all__ = ["ISSUED", "REFUSED", "REQUEST_TO_POA", "count_issued"]
+
+ISSUED = Counter("atb_issuer_poas_issued_total", "PoAs issued, by tier", ["tier"])
+REFUSED = Counter("atb_issuer_refusals_total", "Quorums refused by the issuer's re-check, by code", ["code"])
+REQUEST_TO_POA = Histogram(
+    "atb_issuer_request_to_poa_seconds",
+    "From the request's time to the PoA's issue, by tier: the approvers' time included (low: the pipeline alone)",
+    ["tier"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 14400),
+)
+
+
+def count_issued(quorum: QuorumReached, issued: PoaIssued, at: datetime) -> None:
+    """`at`: when it was issued, to the microsecond (the PoA's own `issued_at` is whole seconds)."""
+    ISSUED.labels(issued.tier.value).inc()
+    waited = (at - quorum.request.requested_at).total_seconds()
+    REQUEST_TO_POA.labels(issued.tier.value).observe(max(0.0, waited))
