@@ -5,7 +5,8 @@
   maven-dependency-plugin; a stamp holds the pom's hash so a pom change re-resolves.
 * `go` builds OPA (`go install` of the pinned `OPA_VERSION`) into `<cache>/bin`, and
   the S3-compatible server with Object Lock the audit archive is tested against
-  (versitygw, Apache-2.0, pinned `VERSITYGW_VERSION`, `build_versitygw`).
+  (versitygw, Apache-2.0, pinned `VERSITYGW_VERSION`, `build_versitygw`), and the lint
+  tools (`LINT_TOOLS`: amtool, the Regal Rego linter) as `GoTool`s.
 
 A tool is asked for only when it is needed: with warm caches only `java` is.
 This module never downloads anything except through Maven and the Go module proxy.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -33,6 +35,7 @@ __all__ = [
     "MIN_JAVA",
     "OPA_MODULE",
     "OPA_VERSION",
+    "REGAL",
     "TEST_TOOLS",
     "VERSITYGW",
     "VERSITYGW_MODULE",
@@ -225,6 +228,12 @@ class GoTool:
     version: str
     cold: str
     """How long a cold build takes here, for the progress line."""
+    in_module: bool = False
+    """Build with `go build` inside the module as `go mod download` fetched it, instead of
+    `go install package@version`. For a module whose version list the Go module proxy does
+    not serve: `go install m@v` looks the list up for deprecation notices and fails on it,
+    while the exact version downloads. The module's own go.mod and go.sum then pin every
+    dependency, as `go install m@v` would; `package` is the module path."""
 
     def path(self, config: DevConfig) -> Path:
         return config.bin_dir / self.name
@@ -251,16 +260,31 @@ class GoTool:
             return self.path(config)
         go = require_tools(["go"])["go"]
         if progress:
-            progress(f"building {self.name} {self.version} with go install (first run only, {self.cold})")
+            progress(f"building {self.name} {self.version} with go (first run only, {self.cold})")
         config.bin_dir.mkdir(parents=True, exist_ok=True)
         self._stamp(config).unlink(missing_ok=True)
         env = {**os.environ, "GOBIN": str(config.bin_dir)}
         log = config.cache_dir / "logs" / f"go-install-{self.name}.log"
-        await run_logged([go, "install", f"{self.package}@{self.version}"], log, env)
+        if self.in_module:
+            await self._build_in_module(go, log, env)
+        else:
+            await run_logged([go, "install", f"{self.package}@{self.version}"], log, env)
         if not os.access(self.path(config), os.X_OK):
             raise ToolError(f"go install did not produce {self.name} at {self.path(config)} (log: {log})")
         self._stamp(config).write_text(f"{self.package}@{self.version}\n")
         return self.path(config)
+
+    async def _build_in_module(self, go: str, log: Path, env: dict[str, str]) -> None:
+        """`go mod download -json package@version`, then `go build` in the folder it names."""
+        listing = log.with_name(f"{log.stem}-download.json")
+        await run_logged([go, "mod", "download", "-json", f"{self.package}@{self.version}"], listing, env)
+        try:
+            folder = json.loads(listing.read_text())["Dir"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ToolError(f"go mod download named no folder for {self.package}@{self.version} ({listing})") from exc
+        target = str(Path(env["GOBIN"]) / self.name)
+        argv = [go, "-C", folder, "build", "-trimpath", "-o", target, "."]
+        await run_logged(argv, log, env)
 
 
 AMTOOL = GoTool(
@@ -268,7 +292,18 @@ AMTOOL = GoTool(
 )
 """Alertmanager's CLI: `make lint` and the tests check deploy/alertmanager/ routes with it."""
 
-LINT_TOOLS: tuple[GoTool, ...] = (AMTOOL,)
+REGAL = GoTool(
+    "regal",
+    "github.com/styrainc/regal",
+    "v0.35.1",
+    "about 1.2 min cold (71 s measured on 2 cores, empty module and build caches)",
+    in_module=True,
+)
+"""The Rego linter (Apache-2.0): `make lint` runs `regal lint opa/policy` with .regal/config.yaml.
+The Go module proxy serves this exact version but not the module's version list, hence
+`in_module`."""
+
+LINT_TOOLS: tuple[GoTool, ...] = (AMTOOL, REGAL)
 """What `atb dev tools` (and so `make lint`) builds besides Kafka's jars and OPA."""
 
 VERSITYGW = GoTool(

@@ -118,9 +118,9 @@ composition_of(action, t) := c if {
 	c := policy.tiers[t].composition
 } else := empty_composition
 
-cross_tenant_flag if cross_tenant
+default cross_tenant_flag := false
 
-else := false
+cross_tenant_flag if cross_tenant
 
 # docs/architecture.md §2.5: with ALLOW_UNMANDATED_LOW_RISK=true (passed by the caller as
 # input.allow_unmandated_low_risk), an allowlisted low-risk action needs no PoA;
