@@ -65,6 +65,9 @@ lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rules and 
 	$(BIN)/lint-imports
 	@if compgen -G "opa/policy/*.rego" >/dev/null; then $(OPA) test -v opa/policy; \
 	else echo "lint: no .rego files in opa/policy yet"; fi
+	$(OPA) check --strict opa/policy
+	$(CACHE_DIR)/bin/regal lint --config-file .regal/config.yaml opa/policy
+	$(BIN)/atb policy coverage --policy-dir opa/policy --threshold 90
 	@command -v promtool >/dev/null || { echo "lint: promtool not found (apt-get install prometheus)" >&2; exit 2; }
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
