@@ -8,6 +8,7 @@
     atb policy serve --dir DIR --port P                 a development bundle server (ETag)
     atb policy status --opa URL [...]                   the revision each OPA serves; stale or not
     atb policy opa-config --url URL [--out FILE]        OPA's configuration: poll and verify
+    atb policy coverage [--threshold 90]                the CI gate: the policy's line coverage
 
 OPA is the pinned one (`<cache>/bin/opa`, atb/dev/toolchain.py), built on first use.
 """
@@ -27,6 +28,7 @@ from rich.table import Table
 from atb.dev.config import HOST, DevConfig
 from atb.dev.toolchain import build_opa, opa_fresh
 from atb.policy.bundle import build_bundle, revision_of, verify_bundle
+from atb.policy.coverage import policy_coverage
 from atb.policy.errors import PolicyBundleUsageError, PolicyEndpointError
 from atb.policy.keys import DEFAULT_KEY_ID, SIGNING_KEY_ENV, resolve_signing_key
 from atb.policy.opa_config import opa_config
@@ -305,3 +307,21 @@ def opa_config_command(
         tmp.write_text(text)
         os.replace(tmp, out)
         Console(stderr=True).print(f"wrote {out}")
+
+
+THRESHOLD = typer.Option(90.0, "--threshold", min=0.0, max=100.0, help="Least share of the policy's lines covered (%).")
+
+
+@policy_app.command()
+def coverage(policy_dir: Path | None = POLICY_DIR, threshold: float = THRESHOLD) -> None:
+    """Run the policy's tests with coverage; exit 1 when under the threshold (the policy files, not the tests)."""
+    config = DevConfig.from_env()
+    report = policy_coverage(_opa(config), (policy_dir or config.policy_dir).resolve())
+    for item in report.files:
+        gaps = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in item.not_covered)
+        total = item.covered_lines + item.not_covered_lines
+        typer.echo(f"{item.path}: {item.covered_lines}/{total} lines" + (f"; not covered: rows {gaps}" if gaps else ""))
+    verdict = "ok" if report.percent >= threshold else "FAILED"
+    typer.echo(f"policy coverage {report.percent:.2f}% (threshold {threshold:g}%): {verdict}")
+    if report.percent < threshold:
+        raise typer.Exit(1)
