@@ -16,7 +16,7 @@ from pathlib import Path
 
 from atb.policy.errors import PolicyBuildError
 
-__all__ = ["CoverageReport", "FileCoverage", "policy_coverage"]
+__all__ = ["CoverageReport", "FileCoverage", "parse_report", "policy_coverage"]
 
 
 @dataclass(frozen=True)
