@@ -73,5 +73,10 @@ COPY migrations/chat/ /opt/atb/migrations/chat/
 ENV ATB_CHAT_MIGRATIONS_DIR=/opt/atb/migrations/chat
 CMD ["faststream", "run", "chat.main:app"]
 
+FROM runtime AS svc-console
+COPY migrations/console/ /opt/atb/migrations/console/
+ENV ATB_CONSOLE_MIGRATIONS_DIR=/opt/atb/migrations/console
+CMD ["faststream", "run", "console.main:app"]
+
 # The image: the stage of the service asked for.
 FROM svc-${SERVICE}

@@ -55,11 +55,13 @@ SERVICES: dict[str, str] = {
     "broker": "broker.main:app",
     "audit-sink": "audit_sink.main:app",
     "chat": "chat.main:app",
+    "console": "console.main:app",
 }
 DEFAULT_SERVICES = ("gateway", "approvals", "issuer", "broker", "audit-sink")
 SCALABLE = ("approvals", "issuer", "broker", "audit-sink")
 """Services that scale out as more instances of one consumer group (docs/scaling.md)."""
-"""chat is opt-in (`services=(*DEFAULT_SERVICES, "chat")`): it talks to a Slack API (`StackConfig.slack_api_url`)."""
+"""chat is opt-in (`services=(*DEFAULT_SERVICES, "chat")`): it talks to a Slack API (`StackConfig.slack_api_url`).
+The console is opt-in too (`"console"`): a browser signs in to it with a passkey (docs/console.md)."""
 
 
 class NotReadyError(Exception):
@@ -103,6 +105,7 @@ class ServiceStack:
         self.broker_ports: dict[str, int] = {}
         """HTTPS (mTLS) port of `POST /v1/authorize` per broker process name."""
         self.chat_port = config.chat_port or self._ports.allocate()
+        self.console_port = self._ports.allocate() if "console" in services else 0
         self.processes: dict[str, ManagedProcess] = {}
         self.witness_port = self._ports.allocate() if config.witness else 0
         self.witness_vkey = self._witness_keys() if config.witness else ""
@@ -185,7 +188,21 @@ class ServiceStack:
             pass_fds=held,
         )
 
+    @property
+    def console_url(self) -> str:
+        """The console as a browser reaches it: `localhost` is the passkeys' relying party id."""
+        return f"http://localhost:{self.console_port}"
+
     def _service_env(self, name: str, process_name: str) -> dict[str, str]:
+        if name == "console":
+            env = {
+                "ATB_CONSOLE_PORT": str(self.console_port),
+                "ATB_CONSOLE_RP_ID": "localhost",
+                "ATB_CONSOLE_ORIGIN": self.console_url,
+            }
+            if self.config.audit_db_url:
+                env["ATB_CONSOLE_AUDIT_DB_URL"] = self.config.audit_db_url
+            return env
         if name == "audit-sink" and self.config.witness:
             return {"ATB_AUDIT_WITNESSES": json.dumps([{"url": self.witness_url, "vkey": self.witness_vkey}])}
         if name != "broker":
@@ -231,7 +248,12 @@ class ServiceStack:
         }
         # The sites this process serves, by the name its /healthz reports them under (atb_runtime.ops).
         sites = {"ops": int(env["ATB_OPS_PORT"])}
-        site_env = {"gateway": "ATB_GATEWAY_PORT", "broker": "ATB_BROKER_PORT", "chat": "ATB_CHAT_PORT"}
+        site_env = {
+            "gateway": "ATB_GATEWAY_PORT",
+            "broker": "ATB_BROKER_PORT",
+            "chat": "ATB_CHAT_PORT",
+            "console": "ATB_CONSOLE_PORT",
+        }
         if name in site_env and int(env.get(site_env[name]) or 0):
             sites[name] = int(env[site_env[name]])
         self.ops_ports[process_name] = sites["ops"]  # ATB_OPS_PORT in extra_env / env fixes it

@@ -89,9 +89,15 @@ BASE_IMAGE_ENV = {
 PY = sys.executable
 CONSOLE = {"faststream": [PY, "-S", "-m", "faststream"], "python": [PY, "-S"]}
 """The image's programs: the same interpreter, without the checkout's editable install (-S)."""
-STATE_DEFAULTS = {"checkpoint_key_path", "chat_db_path"}
+STATE_DEFAULTS = {"checkpoint_key_path", "chat_db_path", "console_db_path"}
 """Path settings whose default is inside the state folder (a volume), so they may stay unset."""
-PORT_VARS = {"ATB_OPS_PORT": "ops", "ATB_GATEWAY_PORT": "gateway", "ATB_BROKER_PORT": "broker", "ATB_CHAT_PORT": "chat"}
+PORT_VARS = {
+    "ATB_OPS_PORT": "ops",
+    "ATB_GATEWAY_PORT": "gateway",
+    "ATB_BROKER_PORT": "broker",
+    "ATB_CHAT_PORT": "chat",
+    "ATB_CONSOLE_PORT": "console",
+}
 DUMP_ENV = "import json, os; print(json.dumps(dict(os.environ)))"
 
 AGENT = "spiffe://atb.local/agent/crm-assistant"
@@ -580,7 +586,7 @@ async def compose_stack(
     config = render_compose()
     services = config["services"]
     atb = [name for name in services if name not in NOT_ATB]
-    assert set(atb) == {"gateway", "approvals", "issuer", "broker", "audit-sink", "chat"}, atb
+    assert set(atb) == {"gateway", "approvals", "issuer", "broker", "audit-sink", "chat", "console"}, atb
     secret_files = create_secrets(config, tmp_path / "project")
     create_audit_database(config, postgres_server, secret_files)
     namespace = f"c{secrets.token_hex(4)}."
