@@ -9,9 +9,9 @@ import pytest
 from audit_sink.archive.format import (
     ArchiveFormatError,
     Chain,
-    Entry,
     Manifest,
     Segment,
+    SegmentEntry,
     hold_covers,
     manifest_key,
     segment_key,
@@ -28,18 +28,18 @@ ORIGIN = "atb.local/audit"
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def _entries(start: int, count: int, request_id: str = "req-1") -> tuple[Entry, ...]:
+def _entries(start: int, count: int, request_id: str = "req-1") -> tuple[SegmentEntry, ...]:
     out = []
     for i in range(start, start + count):
         raw = b'{"not": "an event"}' if i % 2 else b"\x00garbage"
         meta = RecordMeta("atb.audit", i % 3, i, f"k{i}".encode(), raw, int(NOW.timestamp() * 1000))
         row = row_for(meta, recorded_at=NOW, retention=RetentionPolicy())._replace(request_id=request_id)
-        out.append(Entry(i, leaf_bytes(row), row, seq=i + 1))
+        out.append(SegmentEntry(i, leaf_bytes(row), row, seq=i + 1))
     return tuple(out)
 
 
 def _link(
-    prev: bytes | None, seq: int, frontier: Frontier, entries: tuple[Entry, ...]
+    prev: bytes | None, seq: int, frontier: Frontier, entries: tuple[SegmentEntry, ...]
 ) -> tuple[bytes, Manifest, bytes]:
     after = frontier.extend([leaf_hash(e.leaf) for e in entries])
     note = Checkpoint(ORIGIN, after.size, after.root()).body()  # signatures are the caller's: not checked here

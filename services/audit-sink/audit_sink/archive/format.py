@@ -50,9 +50,9 @@ __all__ = [
     "SEGMENT_FORMAT",
     "ArchiveFormatError",
     "Chain",
-    "Entry",
     "Manifest",
     "Segment",
+    "SegmentEntry",
     "hold_covers",
     "manifest_key",
     "row_from_json",
@@ -184,7 +184,7 @@ def row_from_json(data: Mapping[str, Any]) -> tuple[int | None, AuditRow]:
 
 
 @dataclass(frozen=True)
-class Entry:
+class SegmentEntry:
     """One leaf of a segment: its text, and the stored row (None when it was purged before archiving)."""
 
     idx: int
@@ -204,7 +204,7 @@ class Entry:
         }
 
     @classmethod
-    def from_json(cls, data: object) -> Entry:
+    def from_json(cls, data: object) -> SegmentEntry:
         if not isinstance(data, dict):
             raise ArchiveFormatError("a segment entry is not an object")
         try:
@@ -241,7 +241,7 @@ class Segment:
     end: int
     frontier: tuple[bytes, ...]
     """The peaks of the tree of `start` leaves, largest first (merkle.Frontier)."""
-    entries: tuple[Entry, ...]
+    entries: tuple[SegmentEntry, ...]
     checkpoint: str
     """The signed checkpoint note of size `end`."""
     cosigned: tuple[str, ...] = ()
@@ -279,7 +279,7 @@ class Segment:
                 start=_int(value["start"], "start"),
                 end=_int(value["end"], "end"),
                 frontier=tuple(bytes.fromhex(_str(p, "frontier peak")) for p in frontier),
-                entries=tuple(Entry.from_json(e) for e in entries),
+                entries=tuple(SegmentEntry.from_json(e) for e in entries),
                 checkpoint=_str(value["checkpoint"], "checkpoint"),
                 cosigned=tuple(_str(c, "cosigned note") for c in cosigned),
             )
@@ -378,7 +378,7 @@ class Manifest:
             raise ArchiveFormatError(f"manifest is malformed: {exc}") from exc
 
 
-def _entry_problem(entry: Entry) -> str | None:
+def _entry_problem(entry: SegmentEntry) -> str | None:
     """'' when the row is the leaf's, None when only a redaction record can tell, else the problem."""
     if entry.row is None:
         return "" if entry.purge_id else f"leaf {entry.idx}: no row and no purge that removed it"
@@ -399,7 +399,7 @@ class Chain:
     leaves: int = 0
     rows: int = 0
     latest: Checkpoint | None = None
-    _pending: list[Entry] = field(default_factory=list)
+    _pending: list[SegmentEntry] = field(default_factory=list)
     _records: dict[int, bytes] = field(default_factory=dict)
 
     def link(

@@ -36,9 +36,9 @@ from audit_sink.adapters.ledger import active_holds, redactions, stored_leaf
 from audit_sink.adapters.signing import verify_note
 from audit_sink.archive.format import (
     ArchiveFormatError,
-    Entry,
     Manifest,
     Segment,
+    SegmentEntry,
     hold_covers,
     manifest_key,
     segment_key,
@@ -228,7 +228,7 @@ class Sealer:
         beyond = [s for s in sizes if s > start]
         return min(beyond) if beyond else None
 
-    def _entries(self, start: int, end: int) -> tuple[list[Entry], list[bytes]]:
+    def _entries(self, start: int, end: int) -> tuple[list[SegmentEntry], list[bytes]]:
         row_columns = [audit_events.c[name] for name in _ROW_FIELDS]
         joined = audit_tree.outerjoin(
             audit_events,
@@ -251,7 +251,7 @@ class Sealer:
             .where(audit_tree.c.idx >= start, audit_tree.c.idx < end)
             .order_by(audit_tree.c.idx)
         )
-        entries: list[Entry] = []
+        entries: list[SegmentEntry] = []
         hashes: list[bytes] = []
         with self._engine.connect() as conn:
             redacted = redactions(conn)
@@ -260,9 +260,9 @@ class Sealer:
                 if seq is not None:
                     row = _row(tuple(values[5:]))
                     leaf = stored_leaf(row, redacted.get(idx))
-                    entry = Entry(idx, leaf, row, int(seq))
+                    entry = SegmentEntry(idx, leaf, row, int(seq))
                 elif stone is not None:
-                    entry = Entry(idx, bytes(stone), None, None, str(purge_id))
+                    entry = SegmentEntry(idx, bytes(stone), None, None, str(purge_id))
                 else:
                     raise ArchiveStateError(f"leaf {idx} has neither a row nor a tombstone: its leaf text is lost")
                 if leaf_hash(entry.leaf) != digest:
