@@ -4,8 +4,10 @@
     ├── InteractionRejectedError      a request to /slack/interactions is not authentic or not usable
     │   ├── SignatureError            missing headers, stale timestamp, bad signature (HTTP 401)
     │   ├── MalformedInteractionError the body is not a Slack block_actions payload we understand (HTTP 400)
-    │   └── InteractionReplayError    this Slack interaction (trigger_id) was already received (HTTP 409)
-    └── SlackCallError                a Slack Web API call failed (chat/adapters/slack.py)
+    │   ├── InteractionReplayError    a Slack trigger_id or a Teams activity id seen before (HTTP 409)
+    │   └── TokenError                a Teams activity's Bot Framework bearer token is refused (HTTP 401)
+    ├── SlackCallError                a Slack Web API call failed (chat/adapters/slack.py)
+    └── TeamsCallError                a Bot Connector or token call failed (chat/adapters/teams_connector.py)
 
 Each carries a stable snake_case `code` for the audit event and the HTTP answer.
 """
@@ -18,6 +20,8 @@ __all__ = [
     "InteractionReplayError",
     "MalformedInteractionError",
     "SignatureError",
+    "TeamsCallError",
+    "TokenError",
 ]
 
 
@@ -43,3 +47,11 @@ class MalformedInteractionError(InteractionRejectedError):
 
 class InteractionReplayError(InteractionRejectedError):
     status = 409
+
+
+class TokenError(InteractionRejectedError):
+    status = 401
+
+
+class TeamsCallError(ChatError):
+    """A Bot Connector REST call or the bot token request failed (HTTP error, unreachable)."""

@@ -15,8 +15,11 @@ from chat.adapters.http import build_app
 from chat.adapters.secret import signing_secret
 from chat.adapters.slack import SlackClient
 from chat.adapters.store import ChatStore
+from chat.adapters.teams_auth import TokenValidator
+from chat.adapters.teams_connector import TeamsConnector
 from chat.service import ChatService
 from chat.settings import ChatSettings
+from chat.teams_service import TeamsService
 from contracts import (
     ApprovalRequired,
     ApprovalStateChanged,
@@ -41,7 +44,18 @@ async def build() -> ServiceRunner:
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
     inline = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     secret = signing_secret(inline, settings.slack_signing_secret_file, settings.state_dir)
-    service = ChatService(settings, directory, store, slack, publisher, svid, secret)
+    teams, connector = None, None
+    if settings.teams_app_id:
+        validator = TokenValidator(
+            settings.teams_app_id,
+            settings.teams_openid_metadata_url,
+            issuer=settings.teams_issuer,
+            leeway_seconds=settings.teams_token_leeway_seconds,
+        )
+        password = settings.teams_password()
+        connector = TeamsConnector(settings.teams_app_id, password, settings.teams_token_url) if password else None
+        teams = TeamsService(settings, directory, store, connector, publisher, svid, validator)
+    service = ChatService(settings, directory, store, slack, publisher, svid, secret, teams=teams)
     consumer = follower_consumer("chat", "cards", settings.instance)
     ns, source = settings.topic_namespace, settings.service_id
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
@@ -56,21 +70,27 @@ async def build() -> ServiceRunner:
             bundle, settings.outcome_producers, source=settings.service_id, namespace=ns, consumer=consumer
         ),
     )
-    site = HttpSite("chat", build_app(service.handle_interaction), settings.chat_host, settings.chat_port)
+    app = build_app(service.handle_interaction, service.handle_activity if teams is not None else None)
+    site = HttpSite("chat", app, settings.chat_host, settings.chat_port)
     return ServiceRunner(
         settings,
         name="chat",
         loop=follower,  # the cards follow the topics in the foreground: the follower is the service's loop
         components=(publisher, service),
         sites=(site,),
-        closers=(*((slack.close,) if slack is not None else ()), store.aclose),
+        closers=(
+            *((slack.close,) if slack is not None else ()),
+            *((connector.close,) if connector is not None else ()),
+            store.aclose,
+        ),
     )
 
 
 app = service_app(
     title="ATB chat",
-    description="Posts an approval card to Slack for each ApprovalRequired, keeps it up to date, and turns "
-    "signed Slack button clicks (POST /slack/interactions) into VoteCast events it attests with its SVID.",
+    description="Posts an approval card to Slack (and Teams) for each ApprovalRequired, keeps it up to date, and "
+    "turns signed Slack button clicks (POST /slack/interactions) and Teams Action.Execute invokes with a verified "
+    "Bot Framework token (POST /api/messages) into VoteCast events it attests with its SVID.",
     group="atb-chat",
     channels=(
         Channel("consumes", ApprovalRequired),

@@ -1,7 +1,7 @@
-"""What the chat service depends on, as `Protocol`s: its store and Slack.
+"""What the chat service depends on, as `Protocol`s: its store, Slack and the Teams Bot Connector.
 
-`adapters.store.ChatStore` (SQL, alembic) and `adapters.slack.SlackClient`
-(the Web API) implement them; a test may hand the service in-memory ones.
+`adapters.store.ChatStore` (SQL, alembic), `adapters.slack.SlackClient`
+(the Web API) and `adapters.teams_connector.TeamsConnector` implement them; a test may hand the service in-memory ones.
 Publishing goes through `atb_runtime.publisher.RecordPublisher`.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from chat.adapters.store import PostedMessage
+from chat.adapters.store import PostedMessage, TeamsCard
 from chat.domain import Card
+from contracts import JsonObject
 
-__all__ = ["ChatStorage", "SlackApi"]
+__all__ = ["ChatStorage", "SlackApi", "TeamsApi", "TeamsStorage"]
 
 
 class ChatStorage(Protocol):
@@ -51,3 +52,25 @@ class SlackApi(Protocol):
     async def open_dm(self, user: str) -> str:
         """The direct-message channel with `user`."""
         ...
+
+
+class TeamsStorage(ChatStorage, Protocol):
+    """The chat store's Teams tables besides: activity ids seen, cards posted."""
+
+    def first_activity(self, activity_id: str, received_at: float) -> bool:
+        """True the first time this Teams activity id is seen (a replayed activity is refused after)."""
+        ...
+
+    def teams_cards(self, request_id: str) -> list[TeamsCard]: ...
+
+    def save_teams_card(self, request_id: str, card: TeamsCard) -> None: ...
+
+
+class TeamsApi(Protocol):
+    """The Bot Connector calls; each raises `TeamsCallError` when the connector refuses or is unreachable."""
+
+    async def post(self, service_url: str, conversation_id: str, card: JsonObject) -> str:
+        """Post a card; returns the activity id."""
+        ...
+
+    async def update(self, service_url: str, conversation_id: str, activity_id: str, card: JsonObject) -> None: ...

@@ -1,4 +1,4 @@
-"""Chat application service: events in → Slack cards; Slack clicks in → signed votes.
+"""Chat application service: events in → Slack (and Teams) cards; clicks in → signed votes.
 
 Cards: every followed event is folded into the request's view
 (`domain.evolve`); after each batch, the card of every touched request is
@@ -22,9 +22,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from prometheus_client import Counter
 
@@ -54,12 +55,22 @@ from chat.settings import ChatSettings
 from contracts import EventPayload, JsonObject, VoteCast, make_envelope, topic_name
 from contracts.directory import Directory
 
-__all__ = ["Answer", "ChatService"]
+__all__ = ["Answer", "ChatService", "TeamsCards"]
 
 log = logging.getLogger(__name__)
 
 INTERACTIONS = Counter("atb_chat_interactions_total", "Slack interactions by result", ["result"])
 SLACK_FAILURES = Counter("atb_chat_slack_call_failures_total", "Slack Web API calls that failed")
+
+
+class TeamsCards(Protocol):
+    """The Teams side (chat.teams_service.TeamsService), fed the views this service folds."""
+
+    async def sync(self, view: RequestView, is_open: bool) -> None: ...
+
+    async def handle_activity(
+        self, headers: Mapping[str, str], body: bytes, view_of: Callable[[str], RequestView | None], remote: str = ""
+    ) -> Answer: ...
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,7 @@ class ChatService:
         publisher: RecordPublisher,
         svid: Svid,
         signing_secret: bytes,
+        teams: TeamsCards | None = None,
     ) -> None:
         self._settings = settings
         self._directory = directory
@@ -93,6 +105,7 @@ class ChatService:
         self._tiers = frozenset(settings.chat_tiers)
         self._views: dict[str, RequestView] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._teams = teams
 
     # -- cards ---------------------------------------------------------------------------
 
@@ -108,7 +121,16 @@ class ChatService:
                 self._views[request_id] = view
                 touched[request_id] = None
         for request_id in touched:
-            await self._sync_card(self._views[request_id])
+            view = self._views[request_id]
+            await self._sync_card(view)
+            if self._teams is not None:
+                await self._teams.sync(view, self._open(view))
+
+    async def handle_activity(self, headers: Mapping[str, str], body: bytes, remote: str = "") -> Answer:
+        """`POST /api/messages`: a Teams activity (chat.teams_service); 404 when Teams is not configured."""
+        if self._teams is None:
+            return Answer(404, {"ok": False, "error": "teams_disabled", "reason": "Teams is not configured"})
+        return await self._teams.handle_activity(headers, body, self._views.get, remote)
 
     async def _sync_card(self, view: RequestView) -> None:
         if self._slack is None or not view.shown:

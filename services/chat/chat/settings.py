@@ -38,6 +38,23 @@ class ChatSettings(CommonSettings):
     """Also send each eligible approver (with a Slack id in the directory) the card directly."""
     slack_team_id: str = ""
     """If set, clicks from any other Slack workspace are refused."""
+    teams_app_id: str = ""
+    """The bot's Microsoft app id (Entra app registration): the audience of inbound tokens. Empty: Teams is off."""
+    teams_app_password: SecretStr | None = None
+    """The app registration's client secret, for the bot token (outgoing card posts and updates)."""
+    teams_app_password_file: Path | None = None
+    teams_tenant_id: str = ""
+    """If set, actions from any other Microsoft Entra tenant are refused (`wrong_tenant`)."""
+    teams_openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    teams_issuer: str = "https://api.botframework.com"
+    teams_token_url: str = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"  # noqa: S105
+    """Where the bot token is requested (single-tenant bots: .../<tenant id>/oauth2/v2.0/token)."""
+    teams_token_leeway_seconds: int = Field(default=60, ge=0, le=300)
+    """Clock skew allowed on an inbound token's exp / nbf."""
+    teams_service_url: str = ""
+    """The Bot Connector serviceUrl new cards are posted at (e.g. https://smba.trafficmanager.net/emea/)."""
+    teams_conversation_id: str = ""
+    """The Teams conversation (a channel the bot is installed in) cards are posted to; empty: none posted."""
     outcome_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
     """Whose proof an ApprovalRequired must carry to get a card (as the issuer's ATB_QUORUM_PRODUCERS)."""
     trust_bundle_path: Path | None = None
@@ -48,6 +65,13 @@ class ChatSettings(CommonSettings):
     """SQLAlchemy URL of the chat store (e.g. PostgreSQL); when set, `chat_db_path` is not used."""
     chat_migrations_dir: Path | None = None
     """The chat store's alembic migrations, run on start; default the checkout's `migrations/chat/`."""
+
+    def teams_password(self) -> str:
+        if self.teams_app_password is not None:
+            return self.teams_app_password.get_secret_value()
+        if self.teams_app_password_file is not None:
+            return self.teams_app_password_file.read_text(encoding="utf-8").strip()
+        return ""
 
     def directory_path(self) -> Path:
         return self.approver_directory_path or DEFAULT_DIRECTORY

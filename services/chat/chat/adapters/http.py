@@ -1,4 +1,4 @@
-"""`POST /slack/interactions`: the HTTP edge of the chat service (aiohttp).
+"""`POST /slack/interactions` and `POST /api/messages` (Teams): the HTTP edge of the chat service (aiohttp).
 
 Reads the raw body (at most `HTTP_MAX_BODY_BYTES`, 64 KiB: Slack's payloads are
 far smaller; 413 with a JSON body above; 408 when it does not arrive within the
@@ -23,13 +23,15 @@ from atb_runtime.web import BodyTimeoutError, read_body_within
 from chat.service import Answer
 from contracts.limits import HTTP_MAX_BODY_BYTES
 
-__all__ = ["INTERACTIONS_PATH", "MAX_BODY", "InteractionAnswer", "InteractionForm", "build_app"]
+__all__ = ["INTERACTIONS_PATH", "MAX_BODY", "MESSAGES_PATH", "InteractionAnswer", "InteractionForm", "build_app"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = HTTP_MAX_BODY_BYTES
 """Slack's payloads are far smaller; the limit is the one every ATB HTTP body has (contracts/limits.py)."""
 INTERACTIONS_PATH = "/slack/interactions"
+MESSAGES_PATH = "/api/messages"
+"""The Teams bot endpoint (the messaging endpoint of the Azure Bot resource)."""
 
 Handle = Callable[[Mapping[str, str], bytes, str], Awaitable[Answer]]
 
@@ -67,21 +69,32 @@ def _closing(response: web.Response) -> web.Response:
     return response
 
 
-def build_app(handle: Handle) -> web.Application:
-    async def interactions(request: web.Request) -> web.Response:
-        try:
-            body = await read_body_within(request)
-        except web.HTTPRequestEntityTooLarge:
-            return _closing(_refused(413, "too_large", f"bodies are limited to {MAX_BODY} bytes"))
-        except BodyTimeoutError as exc:
-            return _closing(_refused(408, "body_timeout", str(exc)))
-        try:
-            answer = await handle(request.headers, body, request.remote or "")
-        except Exception:
-            log.exception("interaction handling failed")
-            return _refused(500, "internal_error", "the interaction could not be handled")
-        return web.json_response(answer.body, status=answer.status)
+def build_app(handle: Handle, teams: Handle | None = None) -> web.Application:
+    """`POST /slack/interactions` calls `handle`; `POST /api/messages` (Teams activities) calls `teams`."""
+
+    def endpoint(call: Handle) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def serve(request: web.Request) -> web.Response:
+            return await _serve(call, request)
+
+        return serve
 
     app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_post(INTERACTIONS_PATH, interactions)
+    app.router.add_post(INTERACTIONS_PATH, endpoint(handle))
+    if teams is not None:
+        app.router.add_post(MESSAGES_PATH, endpoint(teams))
     return app
+
+
+async def _serve(handle: Handle, request: web.Request) -> web.Response:
+    try:
+        body = await read_body_within(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _closing(_refused(413, "too_large", f"bodies are limited to {MAX_BODY} bytes"))
+    except BodyTimeoutError as exc:
+        return _closing(_refused(408, "body_timeout", str(exc)))
+    try:
+        answer = await handle(request.headers, body, request.remote or "")
+    except Exception:
+        log.exception("interaction handling failed")
+        return _refused(500, "internal_error", "the interaction could not be handled")
+    return web.json_response(answer.body, status=answer.status)

@@ -9,7 +9,9 @@ they are rebuilt from Kafka (outcomes, the approvals changelog, PoAs) on start.
 - `messages`: the Slack message (channel, ts) of each request's card, and the
   hash of what it shows, so a restart neither reposts cards nor rewrites them.
 - `interactions`: every Slack `trigger_id` received: a replayed request counts once.
-- `votes`: one published chat vote per (request, approver principal).
+- `votes`: one published chat vote per (request, approver principal), Slack and Teams alike.
+- `teams_activities`: every Teams activity id received: a replayed activity counts once.
+- `teams_cards`: the Teams card (conversation, activity id, serviceUrl) of each request, and its hash.
 
 The schema is the alembic history in `migrations/chat/` (`migrate`, run when the
 store opens, under a lock); the tables below describe it for queries.
@@ -32,11 +34,14 @@ __all__ = [
     "MIGRATION_LOCK",
     "ChatStore",
     "PostedMessage",
+    "TeamsCard",
     "interactions",
     "messages",
     "metadata",
     "migrate",
     "store_url",
+    "teams_activities",
+    "teams_cards",
     "votes",
 ]
 
@@ -70,6 +75,23 @@ votes = Table(
     Column("vote_id", Text, nullable=False),
 )
 
+teams_activities = Table(
+    "teams_activities",
+    metadata,
+    Column("activity_id", Text, primary_key=True),
+    Column("received_at", Float, nullable=False),
+)
+
+teams_cards = Table(
+    "teams_cards",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("conversation_id", Text, primary_key=True),
+    Column("activity_id", Text, nullable=False),
+    Column("service_url", Text, nullable=False),
+    Column("card_hash", Text, nullable=False),
+)
+
 
 def store_url(where: str | Path) -> str:
     """A SQLAlchemy URL as is; a path is a SQLite file."""
@@ -97,6 +119,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class PostedMessage:
     channel: str
     ts: str
+    card_hash: str
+
+
+@dataclass(frozen=True)
+class TeamsCard:
+    conversation_id: str
+    activity_id: str
+    service_url: str
     card_hash: str
 
 
@@ -148,6 +178,41 @@ class ChatStore:
         row = {"trigger_id": trigger_id, "received_at": received_at}
         statement = self._insert(interactions).values(row).on_conflict_do_nothing()
         return self._insert_once(statement.returning(interactions.c.trigger_id))
+
+    def first_activity(self, activity_id: str, received_at: float) -> bool:
+        """Record a Teams activity id; False if it was already received (a replay)."""
+        row = {"activity_id": activity_id, "received_at": received_at}
+        statement = self._insert(teams_activities).values(row).on_conflict_do_nothing()
+        return self._insert_once(statement.returning(teams_activities.c.activity_id))
+
+    def teams_cards(self, request_id: str) -> list[TeamsCard]:
+        c = teams_cards.c
+        query = (
+            select(c.conversation_id, c.activity_id, c.service_url, c.card_hash)
+            .where(c.request_id == request_id)
+            .order_by(c.conversation_id)
+        )
+        with self._engine.connect() as conn:
+            return [TeamsCard(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in conn.execute(query)]
+
+    def save_teams_card(self, request_id: str, card: TeamsCard) -> None:
+        upsert = self._insert(teams_cards).values(
+            request_id=request_id,
+            conversation_id=card.conversation_id,
+            activity_id=card.activity_id,
+            service_url=card.service_url,
+            card_hash=card.card_hash,
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["request_id", "conversation_id"],
+            set_={
+                "activity_id": upsert.excluded.activity_id,
+                "service_url": upsert.excluded.service_url,
+                "card_hash": upsert.excluded.card_hash,
+            },
+        )
+        with self._engine.begin() as conn:
+            conn.execute(upsert)
 
     def has_voted(self, request_id: str, principal: str) -> bool:
         query = select(votes.c.vote_id).where(votes.c.request_id == request_id, votes.c.principal == principal)

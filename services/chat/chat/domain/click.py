@@ -17,7 +17,7 @@ from chat.domain.view import RequestView
 from contracts import Tier, VoteChoice
 from contracts.directory import Directory
 
-__all__ = ["CastVote", "Click", "ClickRefused", "decide_click", "explain"]
+__all__ = ["CastVote", "Click", "ClickRefused", "decide_click", "decide_vote", "explain"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ _EXPLANATIONS = {
     "tier_not_allowed": "You are not allowed to approve requests of this risk tier.",
     "not_eligible": "None of your approver groups is eligible for this request.",
     "duplicate": "You already voted on this request; your vote counts once.",
+    "unknown_teams_user": "Your Microsoft Entra account is not in the ATB approver directory: your vote cannot count.",
+    "wrong_tenant": "Votes are accepted only from the configured Microsoft Entra tenant.",
+    "reason_required": "A deny needs a reason: write it in the card's reason field.",
 }
 
 
@@ -84,6 +87,31 @@ def decide_click(
     """The vote this click casts, or why it casts none (first failing rule wins)."""
     if team_id and click.team_id != team_id:
         return ClickRefused("wrong_workspace")
+    return decide_vote(
+        slack_identity(click.user_id),
+        click.request_id,
+        click.choice,
+        view,
+        directory,
+        chat_tiers=chat_tiers,
+        already_voted=already_voted,
+        now=now,
+    )
+
+
+def decide_vote(
+    identity: str,
+    request_id: str,
+    choice: VoteChoice,
+    view: RequestView | None,
+    directory: Directory,
+    *,
+    chat_tiers: Collection[Tier],
+    already_voted: bool,
+    now: datetime,
+    unknown_user: str = "unknown_user",
+) -> CastVote | ClickRefused:
+    """The vote a chat user (`identity`, as the directory spells it) casts, or why none: Slack and Teams alike."""
     required = view.required if view is not None else None
     if view is None or required is None:
         return ClickRefused("unknown_request")
@@ -91,13 +119,12 @@ def decide_click(
         return ClickRefused("request_closed")
     if now > required.deadline:
         return ClickRefused("after_deadline")
-    identity = slack_identity(click.user_id)
     approver = directory.resolve(identity)
     if approver is None:
-        return ClickRefused("unknown_user")
+        return ClickRefused(unknown_user)
     refusal = eligibility_refusal(approver, required, directory, chat_tiers)
     if refusal is not None:
         return ClickRefused(refusal, approver.principal)
     if already_voted:
         return ClickRefused("duplicate", approver.principal)
-    return CastVote(click.request_id, identity, approver.principal, click.choice, required.request_digest)
+    return CastVote(request_id, identity, approver.principal, choice, required.request_digest)
