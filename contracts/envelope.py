@@ -9,6 +9,14 @@ attribute inside the bytes the audit store keeps and the proof signs.
 `proof` is an extension attribute carrying the producer's signature over the
 canonical bytes of the envelope *without* `proof` (see `signing_bytes`).
 
+`traceparent` and `tracestate` are the extension attributes of the CloudEvents
+distributed-tracing extension: the W3C trace context of the span that produced
+the event, so a request can be followed across every Kafka hop. Both are
+optional (events without them, older ones included, stay valid) and both are
+left out of the signing bytes, like `proof`: they are telemetry, never an input
+to a decision, so a hop may carry a record's context on without re-signing it,
+and a proof never depends on whether tracing was on (docs/observability.md).
+
 This module parses and builds envelopes; it does not verify proofs.
 """
 
@@ -31,6 +39,8 @@ __all__ = [
     "CONTENT_TYPE",
     "CONTENT_TYPE_HEADER",
     "MAX_EVENT_BYTES",
+    "TRACEPARENT_PATTERN",
+    "UNSIGNED_ATTRIBUTES",
     "Envelope",
     "EnvelopeHeader",
     "EventDecodeError",
@@ -45,6 +55,13 @@ __all__ = [
 
 CONTENT_TYPE = "application/cloudevents+json"
 CONTENT_TYPE_HEADER = "content-type"
+
+TRACEPARENT_PATTERN = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+"""A W3C `traceparent` (version-format-00 layout: version, trace id, parent span id, flags)."""
+TRACESTATE_MAX = 512
+"""The longest `tracestate` carried (W3C: vendors' entries may be cut above 512 characters)."""
+UNSIGNED_ATTRIBUTES = ("proof", "traceparent", "tracestate")
+"""Attributes outside the bytes a proof signs (`signing_bytes`)."""
 
 
 class Proof(BaseModel):
@@ -72,6 +89,10 @@ class Envelope(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     data: JsonObject
     proof: Proof | None = None
+    traceparent: Annotated[str, Field(pattern=TRACEPARENT_PATTERN)] | None = None
+    """W3C trace context of the producing span (CloudEvents distributed-tracing extension); not signed."""
+    tracestate: Annotated[str, Field(max_length=TRACESTATE_MAX, pattern=r"^[ -~]*$")] | None = None
+    """Vendor-specific trace state that goes with `traceparent`; not signed."""
 
 
 def make_envelope(
@@ -101,10 +122,10 @@ def make_envelope(
 
 def _envelope_json(envelope: Envelope) -> JsonObject:
     body = envelope.model_dump(mode="json")
-    if body.get("proof") is None:
-        body.pop("proof", None)
-    if body.get("subject") is None:
-        body.pop("subject", None)
+    # Absent optional attributes are left out, so an envelope without them has the bytes it always had.
+    for name in ("proof", "subject", "traceparent", "tracestate"):
+        if body.get(name) is None:
+            body.pop(name, None)
     return body
 
 
@@ -114,9 +135,10 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 
 def signing_bytes(envelope: Envelope) -> bytes:
-    """The canonical bytes a proof signs: the envelope without its `proof`."""
+    """The canonical bytes a proof signs: the envelope without `proof`, `traceparent` and `tracestate`."""
     body = _envelope_json(envelope)
-    body.pop("proof", None)
+    for name in UNSIGNED_ATTRIBUTES:
+        body.pop(name, None)
     return canonical_json(body)
 
 
@@ -190,6 +212,8 @@ class _PlainEnvelope(msgspec.Struct, forbid_unknown_fields=True):
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     proof: _PlainProof | None = None
+    traceparent: Annotated[str, msgspec.Meta(pattern=TRACEPARENT_PATTERN.replace("$", r"\Z"))] | None = None
+    tracestate: Annotated[str, msgspec.Meta(max_length=TRACESTATE_MAX, pattern=r"^[ -~]*\Z")] | None = None
 
 
 def _no_float(text: str) -> object:

@@ -51,6 +51,7 @@ from atb_identity.tls import client_context
 from atb_runtime import Publisher, outgoing_envelope
 from atb_runtime.proofs import APPROVALS, ISSUER, ProofRules, outcome_rules
 from atb_runtime.readback import decode, iter_records
+from atb_runtime.tracing import current_carrier
 from contracts import (
     ActionRequested,
     ApprovalRequired,
@@ -321,6 +322,7 @@ class _MtlsClient:
     async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         assert self._session is not None, f"use `async with {type(self).__name__}(...)`"
         headers = {"content-type": "application/json"} if body is not None else {}
+        headers.update(current_carrier() or {})  # the caller's W3C trace context, if it is in a span
         try:
             async with self._session.request(
                 method, self._base + path, data=body, headers=headers, ssl=self._ssl

@@ -14,6 +14,7 @@ Everything waits on events (a line from a process, an exit, an HTTP answer), not
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -130,8 +131,9 @@ async def test_a_taken_port_makes_the_service_exit_71_at_once_with_one_line_nami
     assert proc.returncode == EXIT_PORT_UNAVAILABLE, output.decode()[-2000:]
     naming = [line for line in output.decode().splitlines() if f"127.0.0.1:{foreign.port}" in line]
     assert len(naming) == 1, output.decode()[-2000:]
-    assert "CRITICAL" in naming[0]
-    assert f"cannot bind the gateway port 127.0.0.1:{foreign.port}: address already in use" in naming[0]
+    line = json.loads(naming[0])  # a JSON log line (ATB_LOG_FORMAT's default)
+    assert line["log.level"] == "critical"
+    assert f"cannot bind the gateway port 127.0.0.1:{foreign.port}: address already in use" in line["message"]
 
 
 async def test_a_fixed_port_answered_by_a_foreign_process_fails_the_start_at_once(

@@ -25,12 +25,18 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
+from atb_runtime.logs import configure_logging
 from atb_runtime.ops import EXIT_PORT_UNAVAILABLE, PortBindError
+from atb_runtime.settings import CommonSettings
+from atb_runtime.tracing import configure_tracing
 from contracts import EventPayload, topic_name
 
-__all__ = ["Channel", "Runner", "service_app"]
+__all__ = ["EXIT_START_FAILED", "Channel", "Runner", "service_app", "service_name"]
 
 log = logging.getLogger(__name__)
+
+EXIT_START_FAILED = 1
+"""Exit status of a service whose build or start raised (the error is logged first)."""
 
 
 class Runner(Protocol):
@@ -79,13 +85,13 @@ def service_app(
 ) -> FastStream:
     """A FastStream app whose lifespan builds, starts and runs the service until shutdown."""
 
+    service = service_name(build)
+
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        logging.basicConfig(
-            level=os.environ.get("ATB_LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        instance = _instance()
+        configure_logging(service, instance)  # ATB_LOG_FORMAT: json (default) or text (docs/observability.md)
+        flush_spans = configure_tracing(service, instance)  # exported only when asked (OTEL_EXPORTER_OTLP_ENDPOINT)
         faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)  # ... and USR2 every task's
         try:
@@ -97,6 +103,11 @@ def service_app(
             log.critical("%s; exiting", exc)
             logging.shutdown()
             os._exit(EXIT_PORT_UNAVAILABLE)
+        except Exception:
+            # Logged in the process's format (a JSON line with error.*), not as the CLI's traceback page.
+            log.critical("%s failed to start; exiting", service, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_START_FAILED)
         task = asyncio.create_task(runner.run(), name=f"{title}-loop")
         task.add_done_callback(_exit_on_crash)
         watchdog = _watch_parent()
@@ -110,10 +121,25 @@ def service_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await runner.stop()
+            flush_spans()
 
     # FastStream needs a broker to run; ours declares nothing, so it consumes nothing.
     idle = KafkaBroker(bootstrap)
-    return FastStream(idle, lifespan=lifespan, specification=_specification(title, description, channels, group))
+    return FastStream(
+        idle, lifespan=lifespan, logger=log, specification=_specification(title, description, channels, group)
+    )
+
+
+def service_name(build: Callable[..., object]) -> str:
+    """The service a `main.build` belongs to, by its package: `gateway`, ..., `audit-sink`."""
+    return build.__module__.split(".", 1)[0].replace("_", "-")
+
+
+def _instance() -> str:
+    try:
+        return CommonSettings().instance
+    except ValueError:
+        return os.environ.get("ATB_INSTANCE", "0")  # refused again, with its reason, when the service is built
 
 
 def _dump_tasks() -> None:

@@ -57,6 +57,7 @@ from atb_runtime.lag import LagReporter
 from atb_runtime.partitioning import partition_for
 from atb_runtime.records import Incoming, Outgoing
 from atb_runtime.records import received as _incoming
+from atb_runtime.tracing import consuming
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
 __all__ = [
@@ -348,7 +349,9 @@ class TransactionalProcessor:
         usable, outputs = self._misplaced(records)
         task.in_transaction = False
         try:
-            outputs += list(await self._handler(usable)) if usable else []
+            # A consumer span per traced record; what the handler produces for its request carries it on.
+            with consuming(self._config.service, usable):
+                outputs += list(await self._handler(usable)) if usable else []
         except TransientError as exc:
             task.last_error, task.verdict = f"{exc}", _Verdict.TRANSIENT
             return None
@@ -419,7 +422,9 @@ class TransactionalProcessor:
     async def _set_aside(self, task: _Task, tp: TopicPartition, msg: ConsumerRecord[bytes, bytes], error: str) -> None:
         """Commit a dead letter for one record with its offset; if even that fails, skip it loudly."""
         reason = f"failed alone {self._config.max_record_attempts} times: {error}"
-        letters = list(self._poison(_incoming(msg), "poison_record", reason)) if self._poison is not None else []
+        record = _incoming(msg)
+        with consuming(self._config.service, [record]):
+            letters = list(self._poison(record, "poison_record", reason)) if self._poison is not None else []
         if letters and await self._commit(task, letters, {tp: msg.offset + 1}) is _Verdict.OK:
             PROCESSOR_EVENTS.labels(self._config.service, "poison_dead_lettered").inc()
             self.dead_lettered += 1

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 
 from atb_runtime.lag import LagReporter
 from atb_runtime.records import DeadLetters, Incoming, Outgoing
+from atb_runtime.tracing import consuming
 from contracts import (
     Envelope,
     EventDecodeError,
@@ -164,17 +165,20 @@ class TopicFollower:
             batches = await consumer.getmany(timeout_ms=self._wait, max_records=self._max_records)
             await self._lag.report(consumer)
             events: list[EventPayload] = []
+            used: list[ConsumerRecord[bytes, bytes]] = []
             letters: list[Outgoing] = []
             for messages in batches.values():
                 for message in messages:
                     event = self._usable(message, letters)
                     if event is not None:
                         events.append(event)
+                        used.append(message)
             if letters:
                 await self._publish(letters)
             if events:
                 try:
-                    await self._sink(events)
+                    with consuming(self._name, used):  # a span per traced record the view takes in
+                        await self._sink(events)
                 except (ValueError, KeyError) as exc:
                     log.warning("%s: a batch of %d events was refused: %s", self._name, len(events), exc)
 

@@ -132,7 +132,8 @@ async def start_site(
 class HttpSite:
     """`app` served on `host:port` under the site name `name` (`ops`, `gateway`, `broker`, `chat`).
 
-    `app` and `ssl_context` may be given as callables: they are then built on start.
+    `app` and `ssl_context` may be given as callables: they are then built on start. Every site but the
+    ops port is an `edge` (ECS access log and a server span per request, `web.app_runner`).
     """
 
     def __init__(
@@ -144,8 +145,10 @@ class HttpSite:
         *,
         ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         backlog: int = 128,
+        edge: bool | None = None,
     ) -> None:
         self.name = name
+        self._edge = name != "ops" if edge is None else edge
         self._app = app
         self._host = host
         self._port = port
@@ -162,7 +165,7 @@ class HttpSite:
     async def start(self) -> None:
         app = self._app if isinstance(self._app, web.Application) else self._app()
         context = self._ssl() if callable(self._ssl) else self._ssl
-        self._runner = app_runner(app)
+        self._runner = app_runner(app, edge=self._edge)
         await self._runner.setup()
         self.port = await start_site(
             self._runner, self.name, self._host, self._port, ssl_context=context, backlog=self._backlog

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter
 
+from atb_runtime.tracing import stamped
 from contracts import (
     CONTENT_TYPE,
     CONTENT_TYPE_HEADER,
@@ -87,6 +88,8 @@ class Outgoing:
 
 def outgoing_envelope(envelope: Envelope, topic: str) -> Outgoing:
     """An already-built envelope (e.g. one carrying a proof) as a record."""
+    # With the trace context of the record it answers, or of the current span (atb_runtime.tracing).
+    envelope = stamped(envelope)
     return Outgoing(topic=topic, key=envelope.partitionkey.encode(), value=encode_envelope(envelope))
 
 
@@ -168,7 +171,7 @@ def dead_letter(
         ("atb-dlq-original-offset", str(record.offset).encode()),
         ("atb-dlq-error", letter.error_code.encode()),
     )
-    envelope = make_envelope(letter, source=source)
+    envelope = stamped(make_envelope(letter, source=source))
     letter_record = Outgoing(
         topic=topic_name(letter.topic, namespace),
         key=envelope.partitionkey.encode(),

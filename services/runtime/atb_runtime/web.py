@@ -28,6 +28,11 @@ over the limit, too many headers, a broken chunked encoding) and any exception
 a handler lets out are answered by `JsonErrorHandler`: the status aiohttp chose
 with an `HttpError` JSON body, instead of aiohttp's text/plain page.
 
+Sites that face clients (every site but the ops port) are run with `edge=True`:
+one ECS access line per answered request (`logs.EcsAccessLogger`, logger
+`atb.access`) and a server span continuing the request's W3C trace context
+(`tracing.http_tracing`); see docs/observability.md.
+
 The timeouts can be tightened per process with `ATB_HTTP_IDLE_TIMEOUT_S` and
 `ATB_HTTP_BODY_TIMEOUT_S` (the tests do, to stay fast). See docs/hostile-input.md.
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -45,6 +51,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from atb_runtime.logs import ACCESS_LOGGER, EcsAccessLogger
+from atb_runtime.tracing import http_tracing
 from contracts.http import HttpError
 
 __all__ = [
@@ -195,13 +203,24 @@ class _Runner(web.AppRunner):
         )
 
 
-def app_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """An `AppRunner` for `app` with the limits above and JSON protocol errors (no access log)."""
+def app_runner(app: web.Application, *, edge: bool = False, **kwargs: Any) -> web.AppRunner:
+    """An `AppRunner` for `app` with the limits above and JSON protocol errors.
+
+    With `edge` (a site that faces clients), also an ECS access line per request and a server span per
+    request (outermost, so both see the final status); without, no access log (the ops port, scraped often).
+    """
     if json_http_errors not in app.middlewares:
         app.middlewares.append(json_http_errors)
+    if edge and http_tracing not in app.middlewares:
+        app.middlewares.insert(0, http_tracing)
     limits = http_limits()
+    access: dict[str, Any] = (
+        {"access_log": logging.getLogger(ACCESS_LOGGER), "access_log_class": EcsAccessLogger}
+        if edge
+        else {"access_log": None}
+    )
     settings: dict[str, Any] = {
-        "access_log": None,
+        **access,
         "max_line_size": MAX_LINE_SIZE,
         "max_field_size": MAX_FIELD_SIZE,
         "max_headers": MAX_HEADERS,
