@@ -101,9 +101,19 @@ requirements := {
 	"cross_tenant": cross_tenant_flag,
 	"listed_tier": listed_tier_of(input),
 	"composition": composition_of(input.action, tier),
+	"justification": justification_of(tier),
 } if {
 	params := policy.tiers[tier]
 }
+
+# Justification (contracts/justification.py): which votes on a request of this
+# tier need a written reason: "none", "approve", "deny" or "both"
+# (data.atb_policy.justification, per tier; a tier it does not name: "none").
+# The approvals service refuses a vote without the reason it needs (reason_required);
+# a value it does not know makes the answer malformed: the request is denied.
+justification_of(t) := policy.justification[t] if {
+	policy.justification[t]
+} else := "none"
 
 # Quorum by groups (docs/quorum-and-risk.md): which groups the distinct approvers
 # must come from, besides the count: per action and tier
