@@ -21,7 +21,7 @@ from rich.table import Table
 
 from atb.cli.trace import render
 from atb.demo.broker import ConnectorDemo, revoked_is_refused, spend_once_then_replay
-from atb.demo.chat import ChatDemo, medium_by_cli
+from atb.demo.chat import ChatDemo, medium_by_cli, medium_by_teams
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
@@ -68,7 +68,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         config.state_dir,
         audit_db_url=db_url,
         slack_api_url=chat.standin.api_url,
-        extra_env={"ATB_CONNECTORS_PATH": str(connectors.registry_path)},
+        extra_env={"ATB_CONNECTORS_PATH": str(connectors.registry_path), **chat.teams_env()},
         witness=True,
     )
     if not (config.state_dir / "audit" / "audit.db").exists():
@@ -83,6 +83,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         await _scenario(console, infra, db_url, config.state_dir, stack.gateway_url)
         high_risk_request = await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
         await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
+        await medium_by_teams(console, config.state_dir, stack.gateway_url, chat)
         from atb.demo.audit import audit_ending  # the audit store verifies; a tampered copy does not
 
         await audit_ending(console, stack, db_url, config.state_dir)
