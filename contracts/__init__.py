@@ -4,6 +4,7 @@ Everything two services must agree on lives here, and nothing else does. The
 package has no I/O beyond reading its own generated schemas.
 """
 
+from contracts.approval_events import APPROVAL_EVENT_TYPES
 from contracts.canonical import CanonicalJsonError, canonical_json, sha256_digest
 from contracts.envelope import (
     CONTENT_TYPE,
@@ -74,6 +75,8 @@ from contracts.poa import (
 )
 from contracts.reasons import Reason, ReasonCode
 from contracts.topics import CATALOGUE, Topic, TopicSpec, all_topics_pattern, spec_for, topic_name
+
+EVENT_TYPES.update(APPROVAL_EVENT_TYPES)  # delegation events (contracts/approval_events.py) decode like the others
 
 __all__ = [
     "CATALOGUE",

@@ -51,6 +51,8 @@ class Approval(_Frozen):
 
     approver_id: Annotated[str, Field(min_length=1, max_length=256)]
     approved_at: AwareDatetime
+    delegate: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Set when the approval was cast on behalf of `approver_id` by this delegate (contracts/delegation.py)."""
 
 
 class DualControlApprover(_Frozen):
@@ -59,6 +61,8 @@ class DualControlApprover(_Frozen):
     id: Annotated[str, Field(min_length=1, max_length=256)]
     type: Annotated[str, Field(min_length=1, max_length=64)]
     vote_digest: str | None = None
+    delegate: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Set when the approval was cast on behalf of `id` by this delegate (contracts/delegation.py)."""
 
 
 class DualControl(_Frozen):

@@ -53,6 +53,8 @@ class ReasonCode(StrEnum):
     DUPLICATE = "duplicate"
     TIER_REQUIRES_CLI = "tier_requires_cli"
     COMPOSITION_NOT_MET = "composition_not_met"  # contracts/quorum.py; also a policy deny
+    DELEGATION_NOT_IN_FORCE = "delegation_not_in_force"  # contracts/delegation.py
+    DELEGATION_INVALID = "delegation_invalid"
 
     # -- a chat click that casts no vote (chat/domain/click.py) -----------------------------
     WRONG_WORKSPACE = "wrong_workspace"

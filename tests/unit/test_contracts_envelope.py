@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
 from contracts.canonical import canonical_json, sha256_digest
 from contracts.envelope import (
     MAX_EVENT_BYTES,
@@ -270,6 +271,37 @@ def _state() -> ApprovalStateChanged:
     )
 
 
+def _granted() -> DelegationGranted:
+    return DelegationGranted(
+        delegation_id="dlg-1",
+        delegator="spiffe://atb.example/user/alice",
+        delegate="spiffe://atb.example/user/dave",
+        tiers=(Tier.HIGH,),
+        not_before=NOW,
+        until=NOW + timedelta(days=7),
+        granted_at=NOW,
+    )
+
+
+def _delegation_revoked() -> DelegationRevoked:
+    alice = "spiffe://atb.example/user/alice"
+    return DelegationRevoked(delegation_id="dlg-1", delegator=alice, revoked_by=alice, revoked_at=NOW)
+
+
+def _on_behalf() -> VoteOnBehalf:
+    return VoteOnBehalf(
+        request_id=REQ,
+        vote_id="vote-2",
+        approver_id="spiffe://atb.example/user/dave",
+        on_behalf_of="spiffe://atb.example/user/alice",
+        choice=VoteChoice.APPROVE,
+        request_digest=DIGEST,
+        channel="cli",
+        cast_at=NOW,
+        delegation_event=encode_envelope(make_envelope(_granted(), source=SOURCE)).decode(),
+    )
+
+
 FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     IssuanceRequested: _issuance,
     ApprovalRequired: _approval_required,
@@ -287,6 +319,9 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     DeadLetter: _dead,
     DeadLetterV1: _dead_v1,
     ApprovalStateChanged: _state,
+    DelegationGranted: _granted,
+    DelegationRevoked: _delegation_revoked,
+    VoteOnBehalf: _on_behalf,
 }
 ALL_TYPES = sorted(EVENT_TYPES.items())
 
@@ -334,11 +369,16 @@ def test_round_trip_every_event_type(event_type: str, model: type[EventPayload])
 @pytest.mark.parametrize(("event_type", "model"), ALL_TYPES, ids=[t for t, _ in ALL_TYPES])
 def test_partition_key_and_subject(event_type: str, model: type[EventPayload]) -> None:
     payload = FACTORIES[model]()
-    expected = KID if model is SigningKeyPublished else REQ
+    keyed_otherwise = {
+        SigningKeyPublished: KID,
+        DelegationGranted: "delegation:dlg-1",
+        DelegationRevoked: "delegation:dlg-1",
+    }
+    expected = keyed_otherwise.get(model, REQ)
     assert payload.partition_key() == expected
     envelope = _envelope(payload)
     assert envelope.partitionkey == expected
-    assert envelope.subject == (None if model is SigningKeyPublished else REQ)
+    assert envelope.subject == (None if model in keyed_otherwise else REQ)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,108 @@
+"""Delegation, reminder and escalation events of the approvals area.
+
+- `DelegationGranted` (`atb.approvals.delegation_granted.v1`): a delegator lets a
+  delegate vote in their place from `not_before` to `until`, for some tiers (none
+  listed: every tier). Published with the delegator's own SVID proof of origin
+  (`atb delegate`), on the compacted keys topic, keyed `delegation:<id>`.
+- `DelegationRevoked` (`atb.approvals.delegation_revoked.v1`): the delegation is no
+  longer in force from `revoked_at` on; same key, so the latest record of a
+  delegation says whether it is in force.
+- `VoteOnBehalf` (`atb.approvals.vote_on_behalf.v1`): a delegate's vote in the
+  delegator's place. It is signed by the delegate and embeds the exact signed
+  `DelegationGranted` envelope, so approvals and the issuer can verify both
+  proofs on their own. The rule it is judged by is `contracts.delegation`'s.
+
+Models only: no Kafka, no crypto, no policy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, Field
+
+from contracts.events import EventPayload, RequestDigest, RequestId, Tier, VoteChoice
+from contracts.topics import Topic
+
+__all__ = [
+    "APPROVAL_EVENT_TYPES",
+    "DelegationGranted",
+    "DelegationRevoked",
+    "VoteOnBehalf",
+    "delegation_key",
+]
+
+Principal = Annotated[str, Field(min_length=1, max_length=256)]
+DelegationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+MAX_DELEGATION_EVENT_CHARS = 12 * 1024
+"""A signed DelegationGranted envelope (payload, proof and certificate chain) fits in this."""
+
+
+def delegation_key(delegation_id: str) -> str:
+    """The Kafka key of a delegation's records."""
+    return f"delegation:{delegation_id}"
+
+
+class DelegationGranted(EventPayload):
+    """`delegator` lets `delegate` vote in their place within the window and tiers."""
+
+    event_type: ClassVar[str] = "atb.approvals.delegation_granted.v1"
+    topic: ClassVar[Topic] = Topic.KEYS
+
+    delegation_id: DelegationId
+    delegator: Principal
+    """The identity that signs this event (its SVID's SPIFFE ID)."""
+    delegate: Principal
+    tiers: tuple[Tier, ...] = ()
+    """The tiers the delegate may vote on in the delegator's place; empty: every tier."""
+    not_before: AwareDatetime
+    until: AwareDatetime
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    granted_at: AwareDatetime
+
+    def partition_key(self) -> str:
+        return delegation_key(self.delegation_id)
+
+
+class DelegationRevoked(EventPayload):
+    """The delegation is no longer in force from `revoked_at` on."""
+
+    event_type: ClassVar[str] = "atb.approvals.delegation_revoked.v1"
+    topic: ClassVar[Topic] = Topic.KEYS
+
+    delegation_id: DelegationId
+    delegator: Principal
+    revoked_by: Principal
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    revoked_at: AwareDatetime
+
+    def partition_key(self) -> str:
+        return delegation_key(self.delegation_id)
+
+
+class VoteOnBehalf(EventPayload):
+    """A delegate's vote in the delegator's place, bound to the digest of the exact request.
+
+    `approver_id` is the delegate (who signs it); `on_behalf_of` the delegator;
+    `delegation_event` the exact signed DelegationGranted envelope that allows it.
+    """
+
+    event_type: ClassVar[str] = "atb.approvals.vote_on_behalf.v1"
+    topic: ClassVar[Topic] = Topic.VOTES
+
+    request_id: RequestId
+    vote_id: Annotated[str, Field(min_length=1, max_length=128)]
+    approver_id: Principal
+    on_behalf_of: Principal
+    choice: VoteChoice
+    request_digest: RequestDigest
+    channel: Literal["cli", "slack", "teams", "console"]
+    cast_at: AwareDatetime
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    delegation_event: Annotated[str, Field(min_length=1, max_length=MAX_DELEGATION_EVENT_CHARS)]
+
+
+APPROVAL_EVENT_TYPES: dict[str, type[EventPayload]] = {
+    cls.event_type: cls for cls in (DelegationGranted, DelegationRevoked, VoteOnBehalf)
+}
+"""This module's event types, by CloudEvents `type` (merged into `contracts.events.EVENT_TYPES`)."""
