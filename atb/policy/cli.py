@@ -9,6 +9,7 @@
     atb policy status --opa URL [...]                   the revision each OPA serves; stale or not
     atb policy opa-config --url URL [--out FILE]        OPA's configuration: poll and verify
     atb policy coverage [--threshold 90]                the CI gate: the policy's line coverage
+    atb policy decision-log-receiver [--port 8383]      OPA's decision logs into atb.audit
 
 OPA is the pinned one (`<cache>/bin/opa`, atb/dev/toolchain.py), built on first use.
 """
@@ -31,7 +32,7 @@ from atb.policy.bundle import build_bundle, revision_of, verify_bundle
 from atb.policy.coverage import policy_coverage
 from atb.policy.errors import PolicyBundleUsageError, PolicyEndpointError
 from atb.policy.keys import DEFAULT_KEY_ID, SIGNING_KEY_ENV, resolve_signing_key
-from atb.policy.opa_config import opa_config
+from atb.policy.opa_config import DecisionLogUpload, opa_config
 from atb.policy.publish import (
     SERVED_NAME,
     http_publish,
@@ -83,6 +84,16 @@ PERSIST_DIR = typer.Option(
 CONFIG_OUT = typer.Option(None, "--out", help="Write the configuration to this file.")
 RESOURCE = typer.Option(SERVED_NAME, "--resource", help="Path of the served bundle under --url (<prefix>bundles/...).")
 S3_SIGNING = typer.Option(False, "--s3-signing", help="The store is an S3 bucket: OPA signs its requests (AWS env).")
+DL_URL = typer.Option(
+    None, "--decision-log-url", help="Upload every decision to this receiver (atb policy decision-log-receiver)."
+)
+DL_TOKEN_PATH = typer.Option(
+    None, "--decision-log-token-path", help="File (as OPA sees it) holding the receiver's bearer token."
+)
+DL_BUFFER = typer.Option(
+    64 * 1024 * 1024, "--decision-log-buffer-bytes", min=32 * 1024, help="OPA's in-memory decision-log buffer."
+)
+DL_MAX_DELAY = typer.Option(10, "--decision-log-max-delay", min=1, help="Longest wait between two uploads (s).")
 
 
 def _opa(config: DevConfig) -> Path:
@@ -282,8 +293,12 @@ def opa_config_command(
     out: Path | None = CONFIG_OUT,
     resource: str = RESOURCE,
     s3_signing: bool = S3_SIGNING,
+    decision_log_url: str | None = DL_URL,
+    decision_log_token_path: str | None = DL_TOKEN_PATH,
+    decision_log_buffer_bytes: int = DL_BUFFER,
+    decision_log_max_delay: int = DL_MAX_DELAY,
 ) -> None:
-    """Write OPA's configuration: poll the bundle store and verify every bundle's signature."""
+    """Write OPA's configuration: poll the bundle store and verify every bundle's signature; upload decisions."""
     if min_delay > max_delay:
         raise PolicyBundleUsageError(f"--min-delay {min_delay} is above --max-delay {max_delay}")
     public_pem, algorithm = _public_key(verification_key, signing_key, DevConfig.from_env())
@@ -297,6 +312,14 @@ def opa_config_command(
         persistence_dir=persist_dir,
         resource=resource,
         s3_signing=s3_signing,
+        decision_logs=None
+        if decision_log_url is None
+        else DecisionLogUpload(
+            url=decision_log_url,
+            buffer_bytes=decision_log_buffer_bytes,
+            max_delay_s=decision_log_max_delay,
+            token_path=decision_log_token_path,
+        ),
     )
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
@@ -325,3 +348,41 @@ def coverage(policy_dir: Path | None = POLICY_DIR, threshold: float = THRESHOLD)
     typer.echo(f"policy coverage {report.percent:.2f}% (threshold {threshold:g}%): {verdict}")
     if report.percent < threshold:
         raise typer.Exit(1)
+
+
+RECEIVER_PORT = typer.Option(8383, "--port", min=0, max=65535)
+RECEIVER_TOKEN = typer.Option(None, "--token-file", help="Accept only uploads carrying this bearer token.")
+SVID_CERT = typer.Option(None, "--svid-cert", help="The receiver's SVID chain (PEM); default: one from the dev CA.")
+SVID_KEY = typer.Option(None, "--svid-key", help="The SVID's private key (PEM).")
+
+
+@policy_app.command("decision-log-receiver")
+def decision_log_receiver(
+    port: int = RECEIVER_PORT,
+    host: str = BIND,
+    token_file: Path | None = RECEIVER_TOKEN,
+    svid_cert: Path | None = SVID_CERT,
+    svid_key: Path | None = SVID_KEY,
+) -> None:
+    """Receive OPA's decision logs and write each decision, with its revision, to atb.audit (signed)."""
+    from atb.policy.decision_logs import RECEIVER_ID, serve_receiver
+    from atb_runtime.identity import service_svid
+    from atb_runtime.settings import CommonSettings
+
+    if (svid_cert is None) != (svid_key is None):
+        raise PolicyBundleUsageError("--svid-cert and --svid-key go together")
+    settings = CommonSettings()
+    svid = service_svid(settings.state_dir, RECEIVER_ID, svid_cert, svid_key)
+    Console(stderr=True).print(
+        f"decision-log receiver on http://{host}:{port}/logs → {settings.kafka_bootstrap_servers} as {svid.spiffe_id}"
+    )
+    asyncio.run(
+        serve_receiver(
+            settings.kafka_bootstrap_servers,
+            svid,
+            host=host,
+            port=port,
+            namespace=settings.topic_namespace,
+            token=_token(token_file),
+        )
+    )

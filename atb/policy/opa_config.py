@@ -16,6 +16,8 @@ Kubernetes sidecar (the file from a ConfigMap); docs/policy.md shows each.
     bundles.atb.persist              keep the last verified bundle on disk (see below)
     status.prometheus                OPA's bundle metrics on /metrics and /v1/status
                                      (deploy/prometheus/alerts.yml alerts on them)
+    decision_logs (optional)         upload every decision to the ATB receiver (`services.atb-decision-logs`,
+                                     atb/policy/decision_logs.py), buffered in memory up to a limit
 
 `signing.keyid` is always written: OPA before 1.21.3 required the signature only
 when a key id was configured (GHSA-g2pf-6v5v-qcc8).
@@ -32,17 +34,39 @@ its working directory), which must be writable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import JsonValue
 
 from atb.policy.keys import DEFAULT_KEY_ID
 from atb.policy.publish import SERVED_NAME
 
-__all__ = ["BUNDLE_NAME", "BUNDLE_SERVICE", "opa_config"]
+__all__ = ["BUNDLE_NAME", "BUNDLE_SERVICE", "DECISION_LOG_SERVICE", "DecisionLogUpload", "opa_config"]
 
 BUNDLE_NAME = "atb"
 """The bundle's name in OPA: `data.system.bundles.atb`, the `name` label of OPA's bundle metrics."""
 
 BUNDLE_SERVICE = "atb-bundles"
+DECISION_LOG_SERVICE = "atb-decision-logs"
+
+
+@dataclass(frozen=True)
+class DecisionLogUpload:
+    """Where OPA's decision-log plugin uploads (atb/policy/decision_logs.py) and how much it buffers.
+
+    OPA keeps what it could not upload in memory, in gzip chunks of at most 32 KiB
+    (`upload_size_limit_bytes`), up to `buffer_size_limit_bytes`; when that is full
+    it drops the OLDEST chunks to make room, and counts each drop in
+    `decision_logs_dropped_buffer_size_limit_bytes_exceeded_total`. Decisions are
+    never delayed or refused for it.
+    """
+
+    url: str
+    buffer_bytes: int = 64 * 1024 * 1024
+    min_delay_s: int = 1
+    max_delay_s: int = 10
+    token_path: str | None = None
+    """A file holding the receiver's bearer token (OPA reads it on every upload)."""
 
 
 def opa_config(
@@ -56,6 +80,7 @@ def opa_config(
     max_delay_s: int = 30,
     persistence_dir: str | None = None,
     s3_signing: bool = False,
+    decision_logs: DecisionLogUpload | None = None,
 ) -> dict[str, JsonValue]:
     """OPA's configuration document (JSON, which OPA reads as YAML too)."""
     if not 0 < min_delay_s <= max_delay_s:
@@ -80,4 +105,26 @@ def opa_config(
     }
     if persistence_dir is not None:
         config["persistence_directory"] = persistence_dir
+    if decision_logs is not None:
+        dl = decision_logs
+        if not 0 < dl.min_delay_s <= dl.max_delay_s:
+            raise ValueError(f"upload delays must satisfy 0 < min ({dl.min_delay_s}) <= max ({dl.max_delay_s})")
+        if dl.buffer_bytes < 32 * 1024:
+            raise ValueError(f"the decision-log buffer must hold one 32 KiB chunk, not {dl.buffer_bytes} bytes")
+        receiver: dict[str, JsonValue] = {"url": dl.url.rstrip("/")}
+        if dl.token_path is not None:
+            receiver["credentials"] = {"bearer": {"token_path": dl.token_path}}
+        services = config["services"]
+        assert isinstance(services, dict)
+        services[DECISION_LOG_SERVICE] = receiver
+        config["decision_logs"] = {
+            "service": DECISION_LOG_SERVICE,
+            "reporting": {
+                "buffer_type": "size",
+                "buffer_size_limit_bytes": dl.buffer_bytes,
+                "upload_size_limit_bytes": 32 * 1024,
+                "min_delay_seconds": dl.min_delay_s,
+                "max_delay_seconds": dl.max_delay_s,
+            },
+        }
     return config
