@@ -15,9 +15,9 @@ whitespace is no reason. Pure: no I/O.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
+from contracts.envelope import EventDecodeError, decode_envelope, payload_of
 from contracts.events import VoteChoice
 
 __all__ = ["Justification", "missing_reason", "needs_reason", "reason_of_vote"]
@@ -42,13 +42,15 @@ def needs_reason(rule: Justification, choice: VoteChoice) -> bool:
 
 
 def reason_of_vote(vote_event: str) -> str:
-    """The `reason` of a vote from its signed envelope's text ("" when there is none or it cannot be read)."""
+    """The `reason` of a vote from its envelope's text ("" when it has none or does not decode).
+
+    For evidence already verified (a ballot's `vote_event`): it decodes, it does not check proofs.
+    """
     try:
-        envelope = json.loads(vote_event)
-    except ValueError:
+        payload = payload_of(decode_envelope(vote_event.encode()))
+    except EventDecodeError:
         return ""
-    data = envelope.get("data") if isinstance(envelope, dict) else None
-    reason = data.get("reason") if isinstance(data, dict) else None
+    reason = getattr(payload, "reason", "")
     return reason if isinstance(reason, str) else ""
 
 
