@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from approvals.adapters.delegations import DelegationFollower, DelegationGate
 from approvals.adapters.policy import PolicyRequirements
 from approvals.adapters.state import StateStore
 from approvals.domain.directory import Directory
@@ -27,6 +28,7 @@ from contracts import (
     VoteCast,
     topic_name,
 )
+from contracts.approval_events import DelegationRevoked, VoteOnBehalf
 
 settings = ApprovalsSettings()
 
@@ -39,8 +41,11 @@ async def build() -> ServiceRunner:
     store = StateStore(settings.kafka_bootstrap_servers, settings.topic_namespace, settings.service_id)
     policy = PolicyRequirements(opa, settings.policy_cache_seconds, agents=agents)
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
-    service = ApprovalsService(settings, policy, bundle, directory, store, svid, agents)
     ns = settings.topic_namespace
+    # Revocations of delegations, from the keys topic; each on-behalf vote carries its own grant.
+    gate = DelegationGate(bundle)
+    delegations = DelegationFollower(gate, settings.kafka_bootstrap_servers, ns)
+    service = ApprovalsService(settings, policy, bundle, directory, store, svid, agents, delegations=gate)
     return ServiceRunner(
         settings,
         name="approvals",
@@ -51,6 +56,7 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         tick=service.tick,
         poison=service.set_aside,
+        components=(delegations,),
         closers=(opa.close,),
     )
 
@@ -63,6 +69,8 @@ app = service_app(
     channels=(
         Channel("consumes", IssuanceRequested),
         Channel("consumes", VoteCast),
+        Channel("consumes", VoteOnBehalf),
+        Channel("consumes", DelegationRevoked),
         Channel("produces", ApprovalRequired),
         Channel("produces", QuorumReached),
         Channel("produces", RequestDenied),

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from approvals.adapters.delegations import DelegationGate
 from approvals.adapters.metrics import VOTES_REFUSED, count_outcomes, set_pending
 from approvals.domain import decide_intake
 from approvals.domain.directory import Directory
@@ -47,6 +48,7 @@ from contracts import (
     topic_name,
 )
 from contracts.agents import AgentRegistry
+from contracts.approval_events import VoteOnBehalf
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_VOTE_BYTES", "ApprovalsService"]
 
@@ -68,9 +70,12 @@ class ApprovalsService:
         store: StateLog,
         svid: Svid,
         agents: AgentRegistry,
+        delegations: DelegationGate | None = None,
     ) -> None:
         self._settings = settings
         self._agents = agents
+        self._delegations = delegations or DelegationGate(bundle)
+        """Grants of on-behalf votes verified, revocations remembered (fed by `note_delegation`)."""
         self._svid = svid
         self._policy = policy
         self._bundle = bundle
@@ -148,7 +153,7 @@ class ApprovalsService:
             return self._bad_input(record, "key_mismatch", f"record key is not the request id {request_id!r}")
         if record.topic == self._requests_topic and isinstance(payload, IssuanceRequested):
             return await self._on_request(record, envelope, payload)
-        if record.topic == self._votes_topic and isinstance(payload, VoteCast):
+        if record.topic == self._votes_topic and isinstance(payload, (VoteCast, VoteOnBehalf)):
             return self._on_vote(record, envelope, payload)
         return self._bad_input(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
 
@@ -189,7 +194,7 @@ class ApprovalsService:
         extra = {"requester": origin.claimed, "proven_by": origin.proven_by, "action": request.action}
         return self._apply(request.request_id, step, extra)
 
-    def _on_vote(self, record: Incoming, envelope: Envelope, vote: VoteCast) -> list[Outgoing]:
+    def _on_vote(self, record: Incoming, envelope: Envelope, vote: VoteCast | VoteOnBehalf) -> list[Outgoing]:
         now = datetime.now(UTC)
         try:
             origin = verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=now)
@@ -204,6 +209,17 @@ class ApprovalsService:
                 refusal,
                 {"vote_id": vote.vote_id, "identity": vote.approver_id, "attested_by": origin.proven_by},
                 code="attester_not_allowed",
+            )
+            VOTES_REFUSED.labels(note.code).inc()
+            return [self._audit(vote.request_id, note, {"channel": vote.channel})]
+        if isinstance(vote, VoteOnBehalf) and (refused := self._delegations.refusal(vote, now, origin.attested)):
+            # The rest of the delegation rule is the tally's (contracts.delegation), on the stored ballot.
+            note = AuditNote(
+                "approval_vote_refused",
+                "denied",
+                f"{refused.code.value}: {refused.reason}",
+                {"vote_id": vote.vote_id, "identity": vote.approver_id, "on_behalf_of": vote.on_behalf_of},
+                code=refused.code.value,
             )
             VOTES_REFUSED.labels(note.code).inc()
             return [self._audit(vote.request_id, note, {"channel": vote.channel})]
@@ -251,6 +267,10 @@ class ApprovalsService:
         if tier not in allowed:
             return f"attester_tier: {attester} may not vouch for {tier.value} votes; the approver votes with `atb vote`"
         return None
+
+    def note_delegation(self, envelope: Envelope) -> None:
+        """A delegation event from the keys topic (a follower's sink): revocations apply from their time on."""
+        self._delegations.note(envelope, datetime.now(UTC))
 
     async def tick(self) -> list[Outgoing]:
         """Deadlines: expire open requests, drop votes held too long."""

@@ -26,6 +26,12 @@ Each ballot is judged by the first rule it fails, in this order:
 ``duplicate``         an approval from a principal already counted
 ====================  ==========================================================
 
+A ballot whose `vote_event` is a `VoteOnBehalf` (a delegate voting in a
+delegator's place) is judged by `contracts.delegation.judge_on_behalf` instead of
+the eligibility rules (``delegation_invalid``, ``delegation_not_in_force`` and
+the rules above, for both the delegate and the delegator), and counts as the
+delegator's; one human fills one place only (`contracts.delegation.PersonCount`).
+
 Pure: no clock reads, no signature checks. `Ballot.identity` must already be the
 identity *proven* by the vote's proof (or attested by a configured attester);
 this module does not verify proofs and does not build outcome events.
@@ -38,7 +44,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from contracts import VoteChoice
-from contracts.directory import Directory
+from contracts.delegation import OnBehalf, PersonCount, judge_on_behalf, on_behalf_of_vote
+from contracts.directory import Approver, Directory
 from contracts.eligibility import ApproverRules, Count, Counted, ThresholdResult
 from contracts.eligibility import RefusedBallot as Refused
 from contracts.reasons import ReasonCode
@@ -113,15 +120,37 @@ def tally(
     """Judge every ballot in arrival order; never raises on any ballots."""
     rules = ApproverRules.of(requirements.tier, requirements.eligible_groups, requester_ids)
     count: Count[Ballot] = Count(requirements.approvals, requirements.composition)
+    people = PersonCount(count)
     for ballot in ballots:
         if _late(ballot.received_at, deadline):
             count.refuse(ballot, AFTER_DEADLINE)
             continue
-        judged = rules.judge(ballot.identity, directory)
+        judged = _judge(rules, ballot, directory)
         if isinstance(judged, ReasonCode):
             count.refuse(ballot, judged)
         elif ballot.digest != digest:
             count.refuse(ballot, DIGEST_MISMATCH)
+        elif isinstance(judged, OnBehalf):
+            approves = ballot.choice == VoteChoice.APPROVE
+            people.add(judged.delegator, ballot, approves=approves, cast_by=judged.delegate)
         else:
-            count.add(judged, ballot, approves=ballot.choice == VoteChoice.APPROVE)
+            people.add(judged, ballot, approves=ballot.choice == VoteChoice.APPROVE)
     return count.result()
+
+
+def _judge(rules: ApproverRules, ballot: Ballot, directory: Directory) -> Approver | OnBehalf | ReasonCode:
+    """The approver a ballot counts for (for an on-behalf vote: the delegator, through the grant)."""
+    on_behalf = on_behalf_of_vote(ballot.vote_event)
+    if on_behalf is None:
+        return rules.judge(ballot.identity, directory)
+    vote, delegation = on_behalf
+    if not directory.same_person(vote.approver_id, ballot.identity):
+        return ReasonCode.DELEGATION_INVALID  # the proven voter is not the vote's delegate
+    return judge_on_behalf(
+        rules,
+        delegation,
+        delegate_id=ballot.identity,
+        delegator_id=vote.on_behalf_of,
+        directory=directory,
+        at=ballot.received_at,
+    )

@@ -4,7 +4,9 @@ For the embedded request and every counted vote: parse the exact envelope that
 was counted, verify its proof of origin (directly, or by a configured attester),
 check that the agent acts for the request's tenant (the agent registry,
 docs/tenants.md), resolve the approver in the directory, then hand the verified
-facts to the pure `check_quorum`. Any failure is a QuorumEvidenceError with a stable code.
+facts to the pure `check_quorum`. A vote cast on someone's behalf
+(`VoteOnBehalf`) is proven by its delegate, and the grant it embeds by the
+delegator's own SVID (no attester may vouch for a grant). Any failure is a QuorumEvidenceError with a stable code.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from contracts import (
     payload_of,
 )
 from contracts.agents import AgentRegistry
-from contracts.directory import Directory
+from contracts.approval_events import DelegationGranted, VoteOnBehalf
+from contracts.delegation import Delegation
+from contracts.directory import Approver, Directory
 from contracts.reasons import ReasonCode
 from issuer.domain.evidence import VerifiedVote, check_quorum
 from issuer.errors import QuorumEvidenceError
@@ -92,7 +96,7 @@ class EvidenceVerifier:
             vote = payload_of(envelope)
         except EventDecodeError as exc:
             raise QuorumEvidenceError(ReasonCode.VOTE_EVENT_INVALID, exc.reason) from exc
-        if not isinstance(vote, VoteCast):
+        if not isinstance(vote, (VoteCast, VoteOnBehalf)):
             raise QuorumEvidenceError(
                 ReasonCode.VOTE_EVENT_INVALID, f"counted evidence is a {type(vote).__name__}, not a vote"
             )
@@ -115,12 +119,21 @@ class EvidenceVerifier:
                 ReasonCode.ATTESTER_TIER,
                 f"vote {vote.vote_id}: {origin.proven_by} may not vouch for {tier.value} votes",
             )
-        approver = self._directory.resolve(vote.approver_id)
-        if approver is None:
-            raise QuorumEvidenceError(
-                ReasonCode.UNKNOWN_APPROVER, f"{vote.approver_id} is not in the approver directory"
-            )
+        cast_by: Approver | None = None
+        delegation: Delegation | None = None
+        counts_for = vote.approver_id
+        if isinstance(vote, VoteOnBehalf):
+            if origin.attested:
+                raise QuorumEvidenceError(
+                    ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: an on-behalf vote is signed by its delegate"
+                )
+            delegation = self._verified_grant(vote, counted)
+            cast_by = self._resolve(vote.approver_id)
+            counts_for = vote.on_behalf_of
+        approver = self._resolve(counts_for)
         return VerifiedVote(
+            cast_by=cast_by,
+            delegation=delegation,
             approver=approver,
             approves=vote.choice is VoteChoice.APPROVE,
             request_id=vote.request_id,
@@ -132,3 +145,32 @@ class EvidenceVerifier:
             claimed_vote_digest=counted.vote_digest,
             claimed_groups=counted.approver_groups,
         )
+
+    def _resolve(self, identity: str) -> Approver:
+        approver = self._directory.resolve(identity)
+        if approver is None:
+            raise QuorumEvidenceError(ReasonCode.UNKNOWN_APPROVER, f"{identity} is not in the approver directory")
+        return approver
+
+    def _verified_grant(self, vote: VoteOnBehalf, counted: CountedVote) -> Delegation:
+        """The grant an on-behalf vote embeds, proven by the delegator's own SVID when it was granted."""
+        try:
+            envelope = decode_envelope(vote.delegation_event.encode())
+            grant = payload_of(envelope)
+        except EventDecodeError as exc:
+            raise QuorumEvidenceError(ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: {exc.reason}") from exc
+        if not isinstance(grant, DelegationGranted):
+            raise QuorumEvidenceError(
+                ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: the embedded grant is a {type(grant).__name__}"
+            )
+        if grant.granted_at > counted.cast_at:
+            raise QuorumEvidenceError(
+                ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: granted after the vote was received"
+            )
+        try:
+            verify_origin(envelope, grant.delegator, self._bundle, attesters=(), at=grant.granted_at)
+        except IdentityError as exc:
+            raise QuorumEvidenceError(
+                ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: the grant is not proven: {exc.code}: {exc}"
+            ) from exc
+        return Delegation.of(grant)

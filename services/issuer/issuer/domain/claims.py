@@ -20,6 +20,7 @@ from contracts import (
     Tier,
     digest_binds,
 )
+from contracts.delegation import on_behalf_of_vote
 from contracts.reasons import ReasonCode
 from contracts.requirements import tier_floor
 from issuer.errors import QuorumEvidenceError
@@ -78,10 +79,14 @@ def build_claims(
     leg = request.leg.model_copy(update={"approval": None, "dual_control": None})
     if quorum.tier is Tier.MEDIUM and quorum.votes:
         vote = quorum.votes[0]
-        leg = leg.model_copy(update={"approval": Approval(approver_id=vote.approver_id, approved_at=vote.cast_at)})
+        approval = Approval(approver_id=vote.approver_id, approved_at=vote.cast_at, delegate=_delegate(vote.vote_event))
+        leg = leg.model_copy(update={"approval": approval})
     elif quorum.tier in (Tier.HIGH, Tier.CRITICAL):
         approvers = tuple(
-            DualControlApprover(id=v.approver_id, type=v.approver_type, vote_digest=v.vote_digest) for v in quorum.votes
+            DualControlApprover(
+                id=v.approver_id, type=v.approver_type, vote_digest=v.vote_digest, delegate=_delegate(v.vote_event)
+            )
+            for v in quorum.votes
         )
         leg = leg.model_copy(update={"dual_control": DualControl(required=True, approvers=approvers)})
     cnf = {"x5t#S256": cnf_thumbprint} if cnf_thumbprint else None
@@ -103,3 +108,9 @@ def build_claims(
             "cnf": cnf,
         }
     )
+
+
+def _delegate(vote_event: str) -> str | None:
+    """Who cast a counted vote on behalf of its approver (the PoA records it), None for their own vote."""
+    on_behalf = on_behalf_of_vote(vote_event)
+    return on_behalf[0].approver_id if on_behalf is not None else None

@@ -12,6 +12,10 @@ approvals assigned them with; a vote's claimed group must be the one the issuer
 assigns it). Who may approve, and the counting, are `contracts.eligibility`'s,
 the rules approvals counted with; the policy's answer is
 `contracts.requirements.Requirements`, the shape approvals decided with.
+
+A vote cast on someone's behalf (`VoteOnBehalf`) carries the delegate who cast it
+and the grant (both proofs verified by the adapter); it is judged by
+`contracts.delegation`, as approvals judged it, and one human fills one place.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from contracts import QuorumReached
+from contracts.delegation import Delegation, OnBehalf, PersonCount, judge_approvers
 from contracts.directory import Approver
 from contracts.eligibility import ApproverRules, Count, ThresholdResult
 from contracts.reasons import ReasonCode
@@ -51,6 +56,10 @@ class VerifiedVote:
     claimed_vote_digest: str
     claimed_groups: tuple[str, ...] = ()
     """The groups the evidence says the directory gave the approver; empty: not stated."""
+    cast_by: Approver | None = None
+    """For a vote on behalf of `approver`: the delegate who cast it (its proof verified)."""
+    delegation: Delegation | None = None
+    """For a vote on behalf of `approver`: the grant, its delegator's proof verified."""
 
     @property
     def principal(self) -> str:
@@ -66,16 +75,15 @@ def check_quorum(
     rules = ApproverRules.of(policy.tier, policy.eligible_groups, (request.agent_id, request.leg.accountable_party.id))
     closes = request.requested_at + timedelta(seconds=policy.pending_seconds) + DEADLINE_SLACK
     count: Count[VerifiedVote] = Count(policy.approvals, policy.composition)
+    people = PersonCount(count)
     for vote in votes:
         _check_vote(quorum, vote)
-        refusal = rules.refusal(vote.approver)
-        if refusal is not None:
-            raise QuorumEvidenceError(refusal, _REFUSALS[refusal].format(who=vote.principal, tier=policy.tier.value))
+        cast_by = _check_approver(rules, vote, policy)
         if vote.received_at > quorum.decided_at or quorum.decided_at > closes:
             raise QuorumEvidenceError(
                 ReasonCode.AFTER_DEADLINE, f"{vote.principal}'s vote or the quorum came after the window"
             )
-        count.add(vote.approver, vote, approves=True)
+        people.add(vote.approver, vote, approves=True, cast_by=cast_by)
     result = count.result()
     if result.refused:
         raise QuorumEvidenceError(
@@ -96,6 +104,25 @@ def check_quorum(
                 f" the quorum's assignment is {result.group_of(counted)!r}",
             )
     return result
+
+
+def _check_approver(rules: ApproverRules, vote: VerifiedVote, policy: Requirements) -> Approver | None:
+    """Whether the vote's approver may approve (directly, or through a delegate); the delegate, if any."""
+    if vote.cast_by is None and vote.delegation is None:
+        refusal = rules.refusal(vote.approver)
+        if refusal is not None:
+            raise QuorumEvidenceError(refusal, _REFUSALS[refusal].format(who=vote.principal, tier=policy.tier.value))
+        return None
+    if vote.cast_by is None or vote.delegation is None:
+        raise QuorumEvidenceError(ReasonCode.DELEGATION_INVALID, f"{vote.principal}'s on-behalf vote lacks its grant")
+    judged = judge_approvers(
+        rules, vote.delegation, delegate=vote.cast_by, delegator=vote.approver, at=vote.received_at
+    )
+    if not isinstance(judged, OnBehalf):
+        raise QuorumEvidenceError(
+            judged, f"{vote.cast_by.principal}'s vote on behalf of {vote.principal} does not count: {judged.value}"
+        )
+    return judged.delegate
 
 
 _REFUSALS = {

@@ -1,0 +1,132 @@
+"""Delegations as approvals sees them: grants proven by their delegators, revocations remembered.
+
+A `VoteOnBehalf` embeds the signed `DelegationGranted` that allows it. Before the
+vote becomes a ballot, `DelegationGate.refusal` verifies that grant's proof (the
+delegator's own SVID: no attester may vouch for a grant) and that the delegation
+was not revoked by the time the vote was received. The rest of the rule (window,
+tiers, eligibility of both, the requester, one place per human) is
+`contracts.delegation`'s, applied by the tally to the stored ballot.
+
+`note` takes the delegation revocations of the keys topic (`DelegationFollower`
+feeds it from the topic's start): a revocation counts only when proven by its
+delegator (`revoked_by`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from atb_identity import IdentityError, TrustBundle, verify_origin
+from atb_runtime.follow import FollowerDeadLetters, Refused, TopicFollower
+from contracts import Envelope, EventDecodeError, EventPayload, Topic, decode_envelope, payload_of
+from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
+from contracts.delegation import DelegationBook
+from contracts.reasons import ReasonCode
+
+__all__ = ["DelegationFollower", "DelegationGate", "DelegationRefusal"]
+
+
+@dataclass(frozen=True)
+class DelegationRefusal:
+    code: ReasonCode
+    reason: str
+
+
+class DelegationGate:
+    def __init__(self, bundle: TrustBundle, book: DelegationBook | None = None) -> None:
+        self._bundle = bundle
+        self._book = book or DelegationBook()
+
+    def refusal(self, vote: VoteOnBehalf, now: datetime, attested: bool = False) -> DelegationRefusal | None:
+        """Why an on-behalf vote received `now` cannot become a ballot, or None.
+
+        An on-behalf vote must be signed by its delegate (`attested` False): the issuer
+        refuses one an attester vouched for, so approvals never counts one.
+        """
+        if attested:
+            return DelegationRefusal(
+                ReasonCode.DELEGATION_INVALID, "an on-behalf vote is signed by its delegate, not attested"
+            )
+        try:
+            envelope = decode_envelope(vote.delegation_event.encode())
+            grant = payload_of(envelope)
+        except EventDecodeError as exc:
+            return DelegationRefusal(ReasonCode.DELEGATION_INVALID, f"the embedded grant does not decode: {exc.reason}")
+        if not isinstance(grant, DelegationGranted):
+            return DelegationRefusal(ReasonCode.DELEGATION_INVALID, f"the embedded grant is a {type(grant).__name__}")
+        if grant.granted_at > now:
+            return DelegationRefusal(ReasonCode.DELEGATION_INVALID, "the grant is dated after the vote was received")
+        try:
+            verify_origin(envelope, grant.delegator, self._bundle, attesters=(), at=grant.granted_at)
+        except IdentityError as exc:
+            return DelegationRefusal(
+                ReasonCode.DELEGATION_INVALID, f"the grant is not proven by {grant.delegator}: {exc}"
+            )
+        if self._book.revoked(grant.delegation_id, now):
+            return DelegationRefusal(
+                ReasonCode.DELEGATION_NOT_IN_FORCE, f"delegation {grant.delegation_id} was revoked"
+            )
+        return None
+
+    def note(self, envelope: Envelope, now: datetime) -> DelegationRevoked | None:
+        """Remember a revocation proven by its delegator; None (nothing remembered) for anything else.
+
+        Grants need no remembering: each on-behalf vote carries its own. A revocation is
+        verified as of its own time, which may not lie ahead of `now`.
+        """
+        try:
+            event = payload_of(envelope)
+        except EventDecodeError:
+            return None
+        if not isinstance(event, DelegationRevoked) or event.revoked_by != event.delegator or event.revoked_at > now:
+            return None
+        try:
+            verify_origin(envelope, event.revoked_by, self._bundle, attesters=(), at=event.revoked_at)
+        except IdentityError:
+            return None
+        self._book.note(event)
+        return event
+
+
+class DelegationFollower:
+    """Reads the keys topic from its start and hands every delegation revocation to the gate (a component).
+
+    An unproven revocation (not signed by its delegator) is dead-lettered and changes nothing.
+    """
+
+    def __init__(
+        self,
+        gate: DelegationGate,
+        bootstrap: str,
+        namespace: str,
+        *,
+        dead_letters: FollowerDeadLetters | None = None,
+    ) -> None:
+        self._gate = gate
+        self._follower = TopicFollower(
+            bootstrap,
+            namespace,
+            (Topic.KEYS,),
+            self._ignore,
+            name="atb-delegations",
+            dead_letters=dead_letters,
+            check=self._check,
+        )
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    def _check(self, envelope: Envelope, payload: EventPayload) -> Refused | None:
+        if not isinstance(payload, DelegationRevoked):
+            return None
+        if self._gate.note(envelope, datetime.now(UTC)) is None:
+            return Refused("delegation_unproven", "a revocation must be signed by its delegator, at its own time")
+        return None
+
+    async def _ignore(self, events: Sequence[EventPayload]) -> None:
+        """The gate learnt what it needs in `_check`."""
