@@ -120,7 +120,11 @@ def _say(message: str) -> None:
 
 async def _collect(bootstrap: str, topic: str, total: int, key_of: KeyOf, timeout: float) -> dict[str, float]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", isolation_level="read_committed"
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        fetch_max_wait_ms=20,  # as the services' consumers, the same for all three pipelines
     )
     await consumer.start()
     arrived: dict[str, float] = {}
