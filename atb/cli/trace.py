@@ -1,4 +1,8 @@
-"""`atb trace <request-id | jti> [--json] [--follow] [--audit-db URL]`: a request's timeline."""
+"""`atb trace <request-id | jti> [--json] [--follow] [--audit-db URL]`: a request's timeline.
+
+A line above the table names the W3C trace id(s) the request's records carried (`trace_ids` in the JSON), to look the
+request up in the tracing backend (docs/observability.md, "Traces").
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from atb.trace.timeline import (
     read_request,
     resolve_request_id,
     timeline_json,
+    trace_ids,
 )
 from atb_runtime.settings import CommonSettings
 
@@ -72,6 +77,8 @@ def trace(
     if as_json and not follow:
         typer.echo(timeline_json(request_id, steps))
         return
+    for trace_id in trace_ids(steps):
+        console.print(f"trace id {trace_id}", highlight=False)
     console.print(render(request_id, steps))
     if follow:
         asyncio.run(_follow(console, bootstrap, request_id, ns, seconds, {s.event_id for s in steps}, as_json))

@@ -7,6 +7,10 @@ partitions, the key's under each topic's real partition count
 taken at start), and, with `--audit-db`, the audit store for what Kafka no longer keeps.
 Nothing is written anywhere.
 
+Each step also names the W3C trace id its record carried (the envelope's
+`traceparent`), so a request can be looked up in the tracing backend; the
+table's title and the JSON's `trace_ids` list them.
+
 The timeline names each step, who produced it (the proven SPIFFE ID in the
 envelope), and the latency from the step before; votes say through which
 channel they came and whether they were counted or refused and why (matched
@@ -25,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from atb_runtime.readback import StoredRecord, decode, iter_records, partition_for
+from atb_runtime.tracing import trace_id_of
 from contracts import (
     CATALOGUE,
     ActionRequested,
@@ -58,6 +63,7 @@ __all__ = [
     "read_request",
     "resolve_request_id",
     "timeline_json",
+    "trace_ids",
 ]
 
 # Topics a request's records live on (the compacted key topic is not one of them).
@@ -90,6 +96,8 @@ class Step:
     origin: str = "kafka"
     since_start_ms: float = 0.0
     since_previous_ms: float = 0.0
+    trace_id: str | None = None
+    """The W3C trace id the record carried (its envelope's `traceparent`), if any."""
 
 
 def _short(source: str) -> str:
@@ -249,16 +257,23 @@ def build_timeline(records: Iterable[TraceRecord]) -> list[Step]:
                 origin=r.origin,
                 since_start_ms=(at - start).total_seconds() * 1000,
                 since_previous_ms=(at - previous).total_seconds() * 1000 if previous else 0.0,
+                trace_id=trace_id_of(r.envelope.traceparent),
             )
         )
         previous = at
     return steps
 
 
+def trace_ids(steps: Sequence[Step]) -> list[str]:
+    """The trace ids of a timeline, in the order they first appear (one, when the request was followed whole)."""
+    return list(dict.fromkeys(s.trace_id for s in steps if s.trace_id))
+
+
 def timeline_json(request_id: str, steps: Sequence[Step]) -> str:
     return json.dumps(
         {
             "request_id": request_id,
+            "trace_ids": trace_ids(steps),
             "steps": [
                 {
                     "at": s.at.isoformat(),
@@ -271,6 +286,7 @@ def timeline_json(request_id: str, steps: Sequence[Step]) -> str:
                     "details": s.details,
                     "event_id": s.event_id,
                     "origin": s.origin,
+                    "trace_id": s.trace_id,
                 }
                 for s in steps
             ],
