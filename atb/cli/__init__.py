@@ -12,6 +12,7 @@ from rich.console import Console
 
 from atb.cli.audit import audit_app
 from atb.cli.console import console_app
+from atb.cli.delegate import delegate_app
 from atb.cli.doctor import doctor
 from atb.cli.errors import AtbGroup, debug_option
 from atb.cli.keys import keys_app
@@ -44,6 +45,7 @@ app.command()(trace)
 app.add_typer(audit_app, name="audit")
 app.add_typer(witness_app, name="witness")
 app.add_typer(console_app, name="console")
+app.add_typer(delegate_app, name="delegate")
 app.command()(doctor)
 
 
