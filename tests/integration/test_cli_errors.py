@@ -68,6 +68,10 @@ STACK_DOWN: dict[str, tuple[list[str], int]] = {
     "audit purge": (["--yes", "--db", "sqlite:///{state}/purge.db"], ExitCode.UNAVAILABLE),
     "audit tail": (["--timeout", "5"], ExitCode.UNAVAILABLE),
     "audit verify": (["--db", "{missing}"], ExitCode.UNAVAILABLE),
+    "delegate grant": (["alice", "dave", "--until", "8h"], ExitCode.UNAVAILABLE),
+    "delegate list": ([], ExitCode.UNAVAILABLE),
+    "delegate revoke": (["dlg-x", "--as", "alice"], ExitCode.UNAVAILABLE),
+    "delegate vote": (["req-x", "approve", "--for", "bob", "--as", "alice"], ExitCode.UNAVAILABLE),
     "demo": ([], ExitCode.USAGE),  # it would start the stack itself: a bad setting stops it first (env below)
     "dev down": ([], ExitCode.OK),  # nothing of this state folder runs
     "dev status": ([], ExitCode.OK),
