@@ -25,6 +25,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
 from atb.dev.launcher import ensure_infra
 from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
@@ -108,6 +111,7 @@ async def main() -> None:
                 if len(done) >= args.requests or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(1.0)  # polls the topics until every request has its PoA
+            commits = {name: await _commit_times(stack.ops_ports[name]) for name in ("approvals", "issuer")}
         finally:
             await stack.stop()
             await delete_topics(bootstrap, ns)
@@ -119,6 +123,30 @@ async def main() -> None:
         hop = sorted(t[second] - t[first] for t in done)
         p99 = hop[min(len(hop) - 1, int(0.99 * len(hop)))]
         print(f"{name:42} p50 {statistics.median(hop):6.1f} ms  p99 {p99:6.1f} ms  max {hop[-1]:6.1f} ms")
+    for name, (count, mean, p50) in commits.items():
+        print(
+            f"{name} transactions: {count}, mean {1000 * mean:.1f} ms, p50 at most {1000 * p50:.0f} ms (bucket bound)"
+        )
+
+
+async def _commit_times(port: int) -> tuple[int, float, float]:
+    """(transactions, mean seconds, the p50's bucket bound) from atb_processor_commit_seconds on /metrics."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "atb_processor_commit_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+    p50 = next((bound for bound, seen in sorted(buckets) if count and seen >= count / 2), float("nan"))
+    return int(count), total / count if count else float("nan"), p50
 
 
 if __name__ == "__main__":
