@@ -225,9 +225,16 @@ async def opa_bin() -> Path:
 
 @asynccontextmanager
 async def _stack(
-    tmp_path: Path, opa_bin: Path, kafka_bootstrap: str, namespace: str, *, buffer_bytes: int
+    tmp_path: Path,
+    opa_bin: Path,
+    kafka_bootstrap: str,
+    namespace: str,
+    *,
+    buffer_bytes: int,
+    token: str | None = None,
 ) -> AsyncIterator[tuple[Opa, Receiver, TrustBundle]]:
-    """A signed bundle (REVISION) on a bundle server, the receiver (started), and OPA uploading to it."""
+    """A signed bundle (REVISION) on a bundle server, the receiver (started), and OPA uploading to it
+    (with the bearer token from a file, when one is given)."""
     policy = tmp_path / "policy"
     _committed_policy(policy)
     key = load_signing_key(ensure_dev_key(tmp_path / "keys" / "signing.pem"))
@@ -245,7 +252,14 @@ async def _stack(
     real = Publisher(kafka_bootstrap, "test-decision-logs", linger_ms=0)
     await real.start()
     publisher = FlakyPublisher(real)
-    receiver = Receiver(publisher, lambda: receiver_app(publisher, svid, namespace=namespace), _free_port())
+    receiver = Receiver(
+        publisher, lambda: receiver_app(publisher, svid, namespace=namespace, token=token), _free_port()
+    )
+    token_path = None
+    if token is not None:
+        token_file = tmp_path / "decision-log-token"
+        token_file.write_text(token + "\n")
+        token_path = str(token_file)
     await receiver.start()
 
     config_file = tmp_path / "opa.json"
@@ -256,7 +270,9 @@ async def _stack(
         min_delay_s=1,
         max_delay_s=1,
         persistence_dir=str(tmp_path / "persist"),
-        decision_logs=DecisionLogUpload(url=receiver.url, buffer_bytes=buffer_bytes, min_delay_s=1, max_delay_s=1),
+        decision_logs=DecisionLogUpload(
+            url=receiver.url, buffer_bytes=buffer_bytes, min_delay_s=1, max_delay_s=1, token_path=token_path
+        ),
     )
     config_file.write_text(json.dumps(document))
     dev = DevConfig.from_env()
@@ -283,7 +299,8 @@ async def _stack(
 async def test_decisions_reach_atb_audit_with_their_revision_and_outlive_a_receiver_outage(
     tmp_path: Path, opa_bin: Path, kafka_bootstrap: str, namespace: str
 ) -> None:
-    async with _stack(tmp_path, opa_bin, kafka_bootstrap, namespace, buffer_bytes=1024 * 1024) as (
+    # OPA authenticates its uploads with the bearer token from its token file: the receiver takes no other.
+    async with _stack(tmp_path, opa_bin, kafka_bootstrap, namespace, buffer_bytes=1024 * 1024, token="dl-t0ken") as (
         opa,
         receiver,
         trust,
