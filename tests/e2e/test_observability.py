@@ -6,7 +6,8 @@ every service writes the spans it ends to that file, and this test process
 request asked through the gateway's `POST /issue` inside the agent's span and
 then presented to the broker over Kafka is one trace, from the agent through
 the gateway, approvals, the issuer and the gateway's view to the broker's
-decision, whose record carries it on; `atb trace` prints its id. Every line the
+decision, whose record carries it on, and a second presentation over HTTP
+is decided in the same trace; `atb trace` prints its id. Every line the
 processes log is JSON with the schema.
 """
 
@@ -26,7 +27,7 @@ from typer.testing import CliRunner
 from atb.cli import app
 from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.sdk import AgentClient, GatewayClient, GatewayError
+from atb.sdk import AgentClient, BrokerClient, GatewayClient, GatewayError
 from atb.trace.timeline import read_request
 from atb_identity import bundle_path, ensure_svid
 from atb_runtime.logs import REQUIRED_FIELDS
@@ -106,10 +107,29 @@ async def test_one_trace_from_post_issue_to_the_brokers_decision(
             decision = await agent.invoke(
                 "crm.contact.read", "crm:contact/t1", poa=issued.poa.token, request_id=request_id, params={"f": 1}
             )
+        # The same PoA presented again over HTTP: a replay, denied, and decided in the same trace.
+        async with BrokerClient(
+            svid=svid, bundle_path=bundle_path(stack.state_dir), base_url=stack.stack.broker_url()
+        ) as http_broker:
+            replay = await http_broker.authorize(
+                "crm.contact.read",
+                "crm:contact/t1",
+                request_id=request_id,
+                tenant="acme",
+                poa=issued.poa.token,
+                params={"f": 1},
+                execute=False,
+            )
     assert decision.decision is Decision.ALLOW, decision.reasons
+    assert replay.decision is Decision.DENY
     assert [s.name for s in agent_spans.get_finished_spans()] == ["agent reads a contact"]
     ns = stack.namespace
-    spans = await _until(span_file, trace_id, {("gateway", f"atb-gateway-views process {ns}atb.poa.issued")}, 30)
+    spans = await _until(
+        span_file,
+        trace_id,
+        {("gateway", f"atb-gateway-views process {ns}atb.poa.issued"), ("broker", "POST /v1/authorize")},
+        30,
+    )
     by_name = {(s["service"], s["name"]): s for s in spans}
     root_id = f"{root.get_span_context().span_id:016x}"
 
@@ -138,6 +158,20 @@ async def test_one_trace_from_post_issue_to_the_brokers_decision(
     assert decided.envelope is not None
     assert decided.envelope.traceparent is not None
     assert decided.envelope.traceparent.split("-")[2] == broker["span_id"]
+    # The HTTP decision: made in the decision queue's batch, its record continues the call's server span.
+    authorize = by_name[("broker", "POST /v1/authorize")]
+    assert authorize["parent_span_id"] == root_id
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # the outbox relay publishes right after answering
+        records = await read_request(stack.kafka_bootstrap, request_id, ns)
+        decisions = [r for r in records if isinstance(r.payload, BrokerDecision) and r.envelope is not None]
+        if len(decisions) == 2 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    denied = [r.envelope for r in decisions if r.envelope is not None and r.envelope.id != decided.envelope.id]
+    assert len(denied) == 1, decisions
+    assert denied[0].traceparent is not None
+    assert denied[0].traceparent.split("-")[1:3] == [trace_id, authorize["span_id"]]
 
     # `atb trace` names the trace.
     monkeypatch.setenv("ATB_KAFKA_BOOTSTRAP_SERVERS", stack.kafka_bootstrap)

@@ -28,6 +28,7 @@ from typing import Protocol
 from atb_identity import IdentityError, TrustBundle, verify_envelope
 from atb_runtime import DeadLetters, Incoming, Outgoing, audit, outgoing
 from atb_runtime.opa import PolicyUnavailableError
+from atb_runtime.tracing import TraceCarrier, current_carrier, producing_for
 from broker.adapters.metrics import (
     DECISION_SECONDS,
     DECISIONS,
@@ -467,6 +468,8 @@ class DecisionQueue:
         self._ns = namespace
         self._instance = instance
         self._max_batch = max_batch
+        self._traces: dict[str, TraceCarrier] = {}
+        """Presentation id → the W3C context of the HTTP call that made it (docs/observability.md)."""
         # Several batches in flight: one verifies on the CPU while another waits for OPA
         # or the spent store. The spent store serialises the spending itself.
         self._slots = asyncio.Semaphore(concurrent_batches)
@@ -486,8 +489,14 @@ class DecisionQueue:
 
     async def submit(self, presentation: Presentation) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((presentation, future))
-        return await future
+        carrier = current_carrier()  # the caller's trace (its HTTP server span), for the records decided for it
+        if carrier is not None:
+            self._traces[presentation.presentation_id] = carrier
+        try:
+            await self._queue.put((presentation, future))
+            return await future
+        finally:
+            self._traces.pop(presentation.presentation_id, None)
 
     def _events(self, outcome: Outcome) -> list[Outgoing]:
         return outcome_events(outcome, source=self._source, namespace=self._ns)
@@ -507,13 +516,17 @@ class DecisionQueue:
     async def _decide(self, batch: list[tuple[Presentation, asyncio.Future[Outcome]]]) -> None:
         futures = [f for _, f in batch]
         try:
-            decided = await self._authorizer.decide_many([p for p, _ in batch], self._events, self._instance)
-            if not decided.recorded:
-                # The store failed: every outcome is a deny; publish them straight away.
-                events = [
-                    e for o in decided.outcomes for e in outcome_events(o, source=self._source, namespace=self._ns)
-                ]
-                await self._relay.send_now(events)
+            traced = {
+                p.action.request_id.encode(): self._traces[p.presentation_id]
+                for p, _ in batch
+                if p.presentation_id in self._traces
+            }
+            with producing_for(traced):
+                decided = await self._authorizer.decide_many([p for p, _ in batch], self._events, self._instance)
+                if not decided.recorded:
+                    # The store failed: every outcome is a deny; publish them straight away.
+                    events = [e for o in decided.outcomes for e in self._events(o)]
+                    await self._relay.send_now(events)
         except Exception as exc:  # a bug or Kafka down too: callers get an error, nothing runs
             log.exception("decision batch failed")
             for fut in futures:

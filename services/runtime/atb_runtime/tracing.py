@@ -72,6 +72,7 @@ __all__ = [
     "current_carrier",
     "envelope_carrier",
     "http_tracing",
+    "producing_for",
     "record_carrier",
     "stamped",
     "trace_id_of",
@@ -223,6 +224,23 @@ def stamped(envelope: Envelope) -> Envelope:
     if carrier is None:
         return envelope
     return envelope.model_copy(update={"traceparent": carrier["traceparent"], "tracestate": carrier.get("tracestate")})
+
+
+@contextlib.contextmanager
+def producing_for(carriers: Mapping[bytes, TraceCarrier]) -> Iterator[None]:
+    """Inside the block, an envelope keyed by one of these keys (request ids) carries that key's context.
+
+    For records made for several requests at once away from their requests' own tasks (the broker's HTTP
+    decisions, made in batches by the decision queue's task): each caller's context, taken where it asked.
+    """
+    if not carriers:
+        yield
+        return
+    token = _BY_KEY.set(carriers)
+    try:
+        yield
+    finally:
+        _BY_KEY.reset(token)
 
 
 class ConsumedRecord(Protocol):

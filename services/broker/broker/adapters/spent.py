@@ -37,6 +37,7 @@ never `create_all`: the tables below describe it for queries.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -235,7 +236,9 @@ class SpentStore:
             # that comes with it. An fsync, or PostgreSQL's round trip, goes to the thread.
             return self._commit(spends, outbox, instance)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._commit, spends, outbox, instance)
+        # In the caller's context: the outbox's events built in the thread carry its requests' traces.
+        run = contextvars.copy_context().run
+        return await loop.run_in_executor(self._executor, run, self._commit, spends, outbox, instance)
 
     def _commit(
         self, spends: Sequence[Spend], outbox: Callable[[list[SpendVerdict]], bytes] | None, instance: str
