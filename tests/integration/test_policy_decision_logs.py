@@ -8,6 +8,7 @@
 - With the receiver up but Kafka behind it failing (503), OPA's bounded buffer drops its
   OLDEST chunks once full, counts it in `decision_logs_dropped_buffer_size_limit_bytes_exceeded_total`,
   and delivers the newest ones on recovery.
+- The audit sink (a real process) stores each decision, with its revision, in the audit store.
 
 Every wait is on a report: OPA's /v1/status and /metrics, the receiver's own requests, or
 `atb.audit` read to its end offsets (which proves an absence).
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import tarfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,14 +32,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import JsonValue
+from sqlalchemy import select
 
 from atb.dev.config import HOST, DevConfig
 from atb.dev.opa import opa_process
 from atb.dev.procs import ManagedProcess
+from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.toolchain import build_opa
 from atb.policy.bundle import build_bundle
 from atb.policy.decision_logs import DECISION_AUDIT_TYPE, RECEIVER_ID, decode_upload, receiver_app
@@ -50,7 +55,9 @@ from atb_identity import TrustBundle, bundle_path, ensure_svid, verify_origin
 from atb_runtime.publisher import Publisher
 from atb_runtime.readback import topic_partitions
 from atb_runtime.records import Outgoing
+from audit_sink.adapters.db import audit_events, make_engine
 from contracts import AuditEvent, Topic, decode_envelope, sha256_digest, topic_name
+from tests.e2e.audit_sync import caught_up
 
 REPO = DevConfig.from_env().repo
 WAIT_S = 60.0
@@ -375,3 +382,34 @@ async def test_a_full_buffer_drops_the_oldest_decisions_and_counts_it(
         assert ids[-1] in delivered
         assert delivered == ids[len(lost) :], "what is lost is a prefix: the oldest, never a newer one"
         assert 0 < len(delivered) < len(ids)
+
+
+async def test_the_audit_store_keeps_each_decision_with_its_revision(
+    tmp_path: Path, opa_bin: Path, kafka_bootstrap: str, namespace: str
+) -> None:
+    """The audit sink (a real process of the namespace) stores policy_decision_logged like any audit event."""
+    db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    sink = ServiceStack(
+        StackConfig(kafka_bootstrap, "http://127.0.0.1:9", tmp_path / "sink", namespace=namespace, audit_db_url=db_url),
+        services=("audit-sink",),
+    )
+    await sink.start(ready_timeout=90)
+    try:
+        async with _stack(tmp_path, opa_bin, kafka_bootstrap, namespace, buffer_bytes=1024 * 1024) as (opa, _, _):
+            decisions = [await opa.decide(_input(f"stored-{n}")) for n in range(2)]
+            await _until_on_audit(kafka_bootstrap, namespace, [i for i, _ in decisions])
+            await caught_up(kafka_bootstrap, namespace, db_url)
+        engine = make_engine(db_url)
+        query = select(audit_events.c.event_id, audit_events.c.audit_type, audit_events.c.producer, audit_events.c.raw)
+        with engine.connect() as conn:
+            rows = [r for r in conn.execute(query) if r.audit_type == DECISION_AUDIT_TYPE]
+        by_id = {r.event_id: r for r in rows}
+        for decision_id, _ in decisions:
+            row = by_id[str(uuid.uuid5(uuid.NAMESPACE_URL, f"opa-decision:{decision_id}"))]
+            data = orjson.loads(row.raw)["data"]
+            assert data["details"]["decision_id"] == decision_id
+            assert data["details"]["revision"] == REVISION
+            assert SECRET.encode() not in row.raw
+        assert len(rows) == len(decisions)
+    finally:
+        await sink.stop()
