@@ -11,6 +11,11 @@
   delegator's place. It is signed by the delegate and embeds the exact signed
   `DelegationGranted` envelope, so approvals and the issuer can verify both
   proofs on their own. The rule it is judged by is `contracts.delegation`'s.
+- `ReminderDue` (`atb.approvals.reminder_due.v1`) and `ApprovalEscalated`
+  (`atb.approvals.escalated.v1`): published by the approvals service's timer on
+  the outcomes topic while a request still lacks its quorum (`contracts.reminders`);
+  chat and the console tell the approvers (and the escalation groups) through
+  every channel they have. Neither is an outcome: the issuer lets them pass.
 
 Models only: no Kafka, no crypto, no policy.
 """
@@ -26,8 +31,10 @@ from contracts.topics import Topic
 
 __all__ = [
     "APPROVAL_EVENT_TYPES",
+    "ApprovalEscalated",
     "DelegationGranted",
     "DelegationRevoked",
+    "ReminderDue",
     "VoteOnBehalf",
     "delegation_key",
 ]
@@ -102,7 +109,40 @@ class VoteOnBehalf(EventPayload):
     delegation_event: Annotated[str, Field(min_length=1, max_length=MAX_DELEGATION_EVENT_CHARS)]
 
 
+class ReminderDue(EventPayload):
+    """A pending request still lacks its quorum: remind whoever may still approve it (`reminder` of `of`)."""
+
+    event_type: ClassVar[str] = "atb.approvals.reminder_due.v1"
+    topic: ClassVar[Topic] = Topic.OUTCOMES
+
+    request_id: RequestId
+    tier: Tier
+    reminder: Annotated[int, Field(ge=1, le=5)]
+    of: Annotated[int, Field(ge=1, le=5)]
+    missing: Annotated[int, Field(ge=0, le=10)]
+    """The fewest more distinct approvals the quorum needs."""
+    eligible_groups: tuple[str, ...]
+    request_digest: RequestDigest
+    deadline: AwareDatetime
+    sent_at: AwareDatetime
+
+
+class ApprovalEscalated(EventPayload):
+    """The quorum is still missing at the policy's escalation point: `escalate_to` are told and asked."""
+
+    event_type: ClassVar[str] = "atb.approvals.escalated.v1"
+    topic: ClassVar[Topic] = Topic.OUTCOMES
+
+    request_id: RequestId
+    tier: Tier
+    escalate_to: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...]
+    missing: Annotated[int, Field(ge=0, le=10)]
+    request_digest: RequestDigest
+    deadline: AwareDatetime
+    escalated_at: AwareDatetime
+
+
 APPROVAL_EVENT_TYPES: dict[str, type[EventPayload]] = {
-    cls.event_type: cls for cls in (DelegationGranted, DelegationRevoked, VoteOnBehalf)
+    cls.event_type: cls for cls in (DelegationGranted, DelegationRevoked, VoteOnBehalf, ReminderDue, ApprovalEscalated)
 }
 """This module's event types, by CloudEvents `type` (merged into `contracts.events.EVENT_TYPES`)."""

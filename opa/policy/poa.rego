@@ -102,6 +102,7 @@ requirements := {
 	"listed_tier": listed_tier_of(input),
 	"composition": composition_of(input.action, tier),
 	"justification": justification_of(tier),
+	"reminders": reminders_of(tier),
 } if {
 	params := policy.tiers[tier]
 }
@@ -114,6 +115,14 @@ requirements := {
 justification_of(t) := policy.justification[t] if {
 	policy.justification[t]
 } else := "none"
+
+# Reminders and escalation (contracts/reminders.py): when to remind the approvers of a
+# pending request, as fractions of its pending window, and whom to escalate to if the
+# quorum is still missing at a point (data.atb_policy.reminders, per tier; a tier it
+# does not name: none). The approvals service's timer sends each exactly once.
+reminders_of(t) := policy.reminders[t] if {
+	policy.reminders[t]
+} else := {}
 
 # Quorum by groups (docs/quorum-and-risk.md): which groups the distinct approvers
 # must come from, besides the count: per action and tier

@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
+from contracts.approval_events import (
+    ApprovalEscalated,
+    DelegationGranted,
+    DelegationRevoked,
+    ReminderDue,
+    VoteOnBehalf,
+)
 from contracts.canonical import canonical_json, sha256_digest
 from contracts.envelope import (
     MAX_EVENT_BYTES,
@@ -302,6 +308,32 @@ def _on_behalf() -> VoteOnBehalf:
     )
 
 
+def _reminder() -> ReminderDue:
+    return ReminderDue(
+        request_id=REQ,
+        tier=Tier.HIGH,
+        reminder=1,
+        of=2,
+        missing=1,
+        eligible_groups=("manager", "security"),
+        request_digest=DIGEST,
+        deadline=NOW + timedelta(hours=1),
+        sent_at=NOW,
+    )
+
+
+def _escalated() -> ApprovalEscalated:
+    return ApprovalEscalated(
+        request_id=REQ,
+        tier=Tier.HIGH,
+        escalate_to=("security",),
+        missing=1,
+        request_digest=DIGEST,
+        deadline=NOW + timedelta(hours=1),
+        escalated_at=NOW,
+    )
+
+
 FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     IssuanceRequested: _issuance,
     ApprovalRequired: _approval_required,
@@ -322,6 +354,8 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     DelegationGranted: _granted,
     DelegationRevoked: _delegation_revoked,
     VoteOnBehalf: _on_behalf,
+    ReminderDue: _reminder,
+    ApprovalEscalated: _escalated,
 }
 ALL_TYPES = sorted(EVENT_TYPES.items())
 
