@@ -5,18 +5,24 @@ The spans are recorded by the OpenTelemetry SDK into an in-memory exporter.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from atb_identity import Svid, sign_envelope, verify_envelope
 from atb_runtime.records import Incoming, dead_letter, outgoing, outgoing_envelope
-from atb_runtime.tracing import consuming, record_carrier, stamped, trace_id_of
+from atb_runtime.tracing import configure_tracing, consuming, record_carrier, stamped, trace_id_of
 from contracts import (
     AuditEvent,
     EventDecodeError,
@@ -179,3 +185,48 @@ def test_a_failing_handler_marks_its_spans(spans: InMemorySpanExporter) -> None:
     assert span.status.status_code is trace.StatusCode.ERROR
     assert re.fullmatch(r"[0-9a-f]{32}", f"{span.context.trace_id:032x}")
     assert f"{span.context.trace_id:032x}" == TRACE_ID
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def test_nothing_is_recorded_unless_an_exporter_is_asked_for() -> None:
+    assert configure_tracing("gateway", "0", {}) is None
+
+
+async def test_spans_are_exported_by_otlp_when_the_endpoint_is_set() -> None:
+    """A real OTLP/HTTP receiver (protobuf `ExportTraceServiceRequest` on /v1/traces) gets the service's spans."""
+    received: list[ExportTraceServiceRequest] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf"
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        received.append(message)
+        return web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(), content_type="application/x-protobuf"
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        provider = configure_tracing("issuer", "issuer-2", {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
+        assert provider is not None
+        with provider.get_tracer("test").start_as_current_span("issuer process t.atb.approvals.outcomes"):
+            pass
+        assert await asyncio.to_thread(provider.force_flush, 10_000)
+        await asyncio.to_thread(provider.shutdown)
+    finally:
+        await runner.cleanup()
+    (message,) = received
+    (resource_spans,) = message.resource_spans
+    resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert resource["service.name"] == "issuer"
+    assert resource["service.instance.id"] == "issuer-2"
+    names = [span.name for scope in resource_spans.scope_spans for span in scope.spans]
+    assert names == ["issuer process t.atb.approvals.outcomes"]

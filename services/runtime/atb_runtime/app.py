@@ -91,7 +91,7 @@ def service_app(
     async def lifespan() -> AsyncIterator[None]:
         instance = _instance()
         configure_logging(service, instance)  # ATB_LOG_FORMAT: json (default) or text (docs/observability.md)
-        flush_spans = configure_tracing(service, instance)  # exported only when asked (OTEL_EXPORTER_OTLP_ENDPOINT)
+        spans = configure_tracing(service, instance)  # exported only when asked (OTEL_EXPORTER_OTLP_ENDPOINT)
         faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` dumps every thread's stack
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)  # ... and USR2 every task's
         try:
@@ -121,7 +121,8 @@ def service_app(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             await runner.stop()
-            flush_spans()
+            if spans is not None:
+                spans.shutdown()  # exports what is left
 
     # FastStream needs a broker to run; ours declares nothing, so it consumes nothing.
     idle = KafkaBroker(bootstrap)

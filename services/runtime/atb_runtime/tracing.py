@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
@@ -129,24 +129,29 @@ def _span_json(span: ReadableSpan) -> dict[str, object]:
     }
 
 
-def configure_tracing(service: str, instance: str, environ: Mapping[str, str] | None = None) -> Callable[[], None]:
-    """Install a recording tracer provider when an exporter is asked for; returns what flushes it on exit."""
+def configure_tracing(service: str, instance: str, environ: Mapping[str, str] | None = None) -> TracerProvider | None:
+    """Install a recording tracer provider when an exporter is asked for (None when not).
+
+    The provider is the process's (`trace.set_tracer_provider`); its `shutdown()` flushes what is left on exit.
+    """
     env = environ if environ is not None else os.environ
     endpoint = env.get(OTLP_ENDPOINT_ENV, "").strip()
     trace_file = env.get(TRACE_FILE_ENV, "").strip()
     if not endpoint and not trace_file:
-        return lambda: None
+        return None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.instance.id": instance, "service.namespace": "atb"})
     )
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        # The signal's own endpoint as given, else the base endpoint's /v1/traces (the OTLP exporter spec).
+        traces_at = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip() or f"{endpoint.rstrip('/')}/v1/traces"
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_at)))
     if trace_file:
         provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(Path(trace_file))))
     trace.set_tracer_provider(provider)
-    return provider.shutdown
+    return provider
 
 
 def _tracer() -> trace.Tracer:
