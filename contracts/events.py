@@ -468,6 +468,8 @@ class RequirementsRecord(BaseModel):
     poa_ttl_seconds: Annotated[int, Field(ge=1, le=300)]
     policy_version: str
     composition: CompositionRecord = CompositionRecord()
+    justification: Literal["none", "approve", "deny", "both"] = "none"
+    """Which votes need a written reason (contracts.justification); absent in records written before it existed."""
 
 
 class ApprovalStateChanged(EventPayload):

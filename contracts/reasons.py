@@ -51,6 +51,7 @@ class ReasonCode(StrEnum):
     DIGEST_MISMATCH = "digest_mismatch"
     DUPLICATE_DENY = "duplicate_deny"
     DUPLICATE = "duplicate"
+    REASON_REQUIRED = "reason_required"  # contracts/justification.py: the tier needs a written reason for this vote
     TIER_REQUIRES_CLI = "tier_requires_cli"
     COMPOSITION_NOT_MET = "composition_not_met"  # contracts/quorum.py; also a policy deny
     DELEGATION_NOT_IN_FORCE = "delegation_not_in_force"  # contracts/delegation.py

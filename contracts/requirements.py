@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from contracts.errors import RequirementsError
 from contracts.events import CompositionRecord, GroupCountRecord, RequirementsRecord, Tier
+from contracts.justification import Justification
 from contracts.poa import MAX_LIFETIME_SECONDS
 from contracts.quorum import Composition, GroupCount
 
@@ -53,9 +54,12 @@ class Requirements:
     policy_version: str
     composition: Composition = field(default_factory=Composition)
     """Which groups the distinct approvers must come from (empty: any eligible group)."""
+    justification: Justification = Justification.NONE
+    """Which votes need a written reason (policy data `justification`, per tier; contracts.justification)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
+        object.__setattr__(self, "justification", Justification(self.justification))
         object.__setattr__(self, "eligible_groups", tuple(self.eligible_groups))
         stray = sorted(self.composition.groups - set(self.eligible_groups))
         if stray:
@@ -99,6 +103,7 @@ class Requirements:
             poa_ttl_seconds=record.poa_ttl_seconds,
             policy_version=record.policy_version,
             composition=composition_of(record.composition),
+            justification=Justification(record.justification),
         )
 
     def record(self) -> RequirementsRecord:
@@ -112,6 +117,7 @@ class Requirements:
             poa_ttl_seconds=self.poa_ttl_seconds,
             policy_version=self.policy_version,
             composition=composition_record(self.composition),
+            justification=self.justification.value,
         )
 
 
@@ -145,3 +151,5 @@ class _PolicyAnswer(BaseModel):
     policy_version: str
     composition: JsonValue = None
     """``{"all_of": [...], "any_of": [...]}``; absent: the empty composition."""
+    justification: Justification = Justification.NONE
+    """Which votes need a reason: ``none``, ``approve``, ``deny``, ``both``; absent: none."""

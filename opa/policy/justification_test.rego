@@ -9,10 +9,10 @@ import data.atb.poa
 
 req(action) := {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}
 
-test_the_shipped_data_asks_a_reason_to_deny_high_and_for_every_critical_vote if {
+test_the_shipped_data_asks_a_reason_to_deny_high_and_critical if {
 	poa.requirements.justification == "none" with input as req("crm.contact.update")
 	poa.requirements.justification == "deny" with input as req("sap.vendor.change")
-	poa.requirements.justification == "both" with input as req("iam.admin.grant")
+	poa.requirements.justification == "deny" with input as req("iam.admin.grant")
 }
 
 test_a_value_is_passed_as_written_for_the_services_to_judge if {

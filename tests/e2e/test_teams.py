@@ -21,10 +21,10 @@ from sqlalchemy import select
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.dev.teams_standin import TeamsClicker, TeamsStandIn, invoke_activity
 from atb.dev.topics import delete_topics, ensure_topics
-from atb.sdk import AgentClient, PoaDeniedError
+from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
 from atb_identity import ensure_svid
 from audit_sink.adapters.db import audit_events, make_engine
-from contracts import AccountableParty, AuditEvent, ContractualNecessity, LegitimateInterest
+from contracts import AccountableParty, AuditEvent, ContractualNecessity, LegitimateInterest, VoteChoice
 from tests.e2e.conftest import RunningStack
 from tests.teams_forgeries import teams_forgeries
 
@@ -203,3 +203,25 @@ async def _post_raw(
     ):
         answer = await response.json(content_type=None)
         return response.status, answer if isinstance(answer, dict) else {}
+
+
+async def test_approvals_refuses_a_reasonless_deny_whatever_the_channel(teams: TeamsStack) -> None:
+    """Justification (policy data: a deny on high needs a reason) is the approvals service's rule, not the card's."""
+    async with _agent(teams) as agent:
+        request_id = await agent.request_poa("sap.vendor.change", "sap:vendor/12", leg=HIGH_LEG, params={"iban": "x"})
+        await _card(teams, request_id)
+        alice = ApproverClient(
+            svid=ensure_svid(teams.running.state_dir, "spiffe://atb.local/user/alice"),
+            bootstrap=teams.running.kafka_bootstrap,
+            namespace=teams.running.namespace,
+        )
+        async with alice:
+            required = await alice.approval_required(request_id)
+            await alice.vote(required, VoteChoice.DENY, reason="   ")  # signed by alice herself, no reason
+            assert await _audit_count(teams, "approval_vote_refused", "reason_required") >= 1
+            with pytest.raises(TimeoutError):  # not denied: the vote did not count
+                await agent.await_poa(request_id, timeout=2)
+            await alice.vote(required, VoteChoice.DENY, reason="this vendor change was not requested")
+        with pytest.raises(PoaDeniedError):
+            await agent.await_poa(request_id, timeout=30)
+    assert await _card(teams, request_id, contains="Denied")

@@ -10,10 +10,19 @@ from typing import Any
 
 import pytest
 
-from chat.domain import CastVote, ClickRefused, RequestView, TeamsAction, decide_teams_action, evolve
+from chat.domain import (
+    CastVote,
+    Click,
+    ClickRefused,
+    RequestView,
+    TeamsAction,
+    decide_click,
+    decide_teams_action,
+    evolve,
+)
 from chat.domain.teams import APPROVE_VERB, DENY_VERB, REFRESH_VERB, render_adaptive_card
 from chat.domain.view import Resolution
-from contracts import ApprovalStateChanged, BallotRecord, Tier, VoteChoice
+from contracts import ApprovalStateChanged, BallotRecord, RequirementsRecord, Tier, VoteChoice
 from tests.unit.test_chat_domain import CHAT_TIERS, DIRECTORY, NOW, REQUEST, _required, _view
 
 ALICE, BOB, DAVE = (
@@ -162,3 +171,46 @@ def test_agent_text_is_never_markdown() -> None:
     blocks = [b for b in card["body"] if isinstance(b, dict)]  # type: ignore[union-attr]
     assert [b["text"] for b in blocks if b["type"] == "TextBlock"] == ["Approval needed"]
     assert "<!channel> pay now" in json.dumps(card)
+
+
+def test_the_policys_justification_reaches_the_cards_and_the_chat_refusals() -> None:
+    """Approvals enforces it; chat tells the user before publishing a vote approvals would refuse."""
+    # The requirements come with the approvals changelog, not with ApprovalRequired.
+    state = ApprovalStateChanged(
+        request_id="req-1",
+        status="open",
+        request=REQUEST,
+        updated_at=NOW,
+        requirements=RequirementsRecord(
+            tier=Tier.HIGH,
+            approvals=2,
+            ticket_required=False,
+            eligible_groups=("manager", "compliance"),
+            pending_seconds=600,
+            poa_ttl_seconds=120,
+            policy_version="test",
+            justification="both",
+        ),
+    )
+    view = evolve(_view(), state)
+    assert view is not None
+    assert view.justification == "both"
+    refused = _decide(_action(), view)
+    assert isinstance(refused, ClickRefused)
+    assert (refused.code, refused.principal) == ("reason_required", "alice")
+    assert isinstance(_decide(_action(reason="checked the invoice"), view), CastVote)
+    slack = decide_click(
+        Click("UALICE01", "TATBDEV", "req-1", VoteChoice.DENY, "t-1", "C1", "1.0"),
+        view,
+        DIRECTORY,
+        chat_tiers=CHAT_TIERS,
+        already_voted=False,
+        now=NOW,
+    )
+    assert isinstance(slack, ClickRefused)
+    assert slack.code == "reason_required"  # a Slack click carries no reason
+    approve, _ = _actions(render_adaptive_card(view, DIRECTORY, CHAT_TIERS))
+    assert approve["type"] == "Action.ShowCard"
+    [field] = approve["card"]["body"]
+    assert (field["id"], field["isRequired"]) == ("reason", True)
+    assert approve["card"]["actions"][0]["verb"] == APPROVE_VERB

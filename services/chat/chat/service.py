@@ -227,7 +227,8 @@ class ChatService:
             request_digest=vote.request_digest,
             channel="slack",
             cast_at=datetime.now(UTC),
-            reason=f"Slack click by user {click.user_id}" + (f" in team {click.team_id}" if click.team_id else ""),
+            # No reason: a click writes none (the policy may require one, contracts.justification; the
+            # Slack user and team are in chat_vote_cast's audit event).
         )
         envelope = sign_envelope(make_envelope(event, source=self._source), self._svid)
         try:
@@ -239,7 +240,12 @@ class ChatService:
             INTERACTIONS.labels("publish_failed").inc()
             return Answer(503, {"ok": False, "error": "publish_failed", "reason": "the vote could not be recorded"})
         INTERACTIONS.labels("vote_cast").inc()
-        details: JsonObject = {"slack_user": click.user_id, "principal": vote.principal, "vote_id": vote_id}
+        details: JsonObject = {
+            "slack_user": click.user_id,
+            "slack_team": click.team_id,
+            "principal": vote.principal,
+            "vote_id": vote_id,
+        }
         await self._audit("chat_vote_cast", "success", vote.request_id, vote.choice.value, details)
         self._tell(click, f"Your {vote.choice.value} vote on {vote.request_id} was recorded as {vote.principal}.")
         return Answer(200, {"ok": True, "vote_id": vote_id, "principal": vote.principal, "choice": vote.choice.value})

@@ -22,6 +22,9 @@ Each ballot is judged by the first rule it fails, in this order:
 ``tier_not_allowed``  the approver may not approve this request's tier
 ``not_eligible``      none of the approver's groups is an eligible group
 ``digest_mismatch``   the vote binds to a different request digest
+``reason_required``   the policy asks this tier's votes of this choice for a
+                      written reason (`Requirements.justification`) and the
+                      signed vote carries none (contracts.justification)
 ``duplicate_deny``    an eligible deny after the first one (which is `denied_by`)
 ``duplicate``         an approval from a principal already counted
 ====================  ==========================================================
@@ -48,6 +51,7 @@ from contracts.delegation import OnBehalf, PersonCount, judge_on_behalf, on_beha
 from contracts.directory import Approver, Directory
 from contracts.eligibility import ApproverRules, Count, Counted, ThresholdResult
 from contracts.eligibility import RefusedBallot as Refused
+from contracts.justification import missing_reason
 from contracts.reasons import ReasonCode
 from contracts.requirements import Requirements
 
@@ -57,6 +61,7 @@ __all__ = [
     "DUPLICATE",
     "DUPLICATE_DENY",
     "NOT_ELIGIBLE",
+    "REASON_REQUIRED",
     "SELF_APPROVAL",
     "TIER_NOT_ALLOWED",
     "UNKNOWN_APPROVER",
@@ -75,6 +80,7 @@ NOT_ELIGIBLE = ReasonCode.NOT_ELIGIBLE
 DIGEST_MISMATCH = ReasonCode.DIGEST_MISMATCH
 DUPLICATE_DENY = ReasonCode.DUPLICATE_DENY
 DUPLICATE = ReasonCode.DUPLICATE
+REASON_REQUIRED = ReasonCode.REASON_REQUIRED
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,8 @@ def tally(
             count.refuse(ballot, judged)
         elif ballot.digest != digest:
             count.refuse(ballot, DIGEST_MISMATCH)
+        elif missing_reason(requirements.justification, ballot.choice, ballot.vote_event):
+            count.refuse(ballot, REASON_REQUIRED)
         elif isinstance(judged, OnBehalf):
             approves = ballot.choice == VoteChoice.APPROVE
             people.add(judged.delegator, ballot, approves=approves, cast_by=judged.delegate)

@@ -16,6 +16,7 @@ from chat.domain.eligibility import eligibility_refusal, slack_identity
 from chat.domain.view import RequestView
 from contracts import Tier, VoteChoice
 from contracts.directory import Directory
+from contracts.justification import Justification, needs_reason
 
 __all__ = ["CastVote", "Click", "ClickRefused", "decide_click", "decide_vote", "explain"]
 
@@ -66,7 +67,8 @@ _EXPLANATIONS = {
     "duplicate": "You already voted on this request; your vote counts once.",
     "unknown_teams_user": "Your Microsoft Entra account is not in the ATB approver directory: your vote cannot count.",
     "wrong_tenant": "Votes are accepted only from the configured Microsoft Entra tenant.",
-    "reason_required": "A deny needs a reason: write it in the card's reason field.",
+    "reason_required": "This vote needs a written reason: in Teams, write it in the card's reason field; "
+    'from Slack, vote with `atb vote <request-id> approve|deny --as <you> --reason "..."`.',
 }
 
 
@@ -110,6 +112,7 @@ def decide_vote(
     already_voted: bool,
     now: datetime,
     unknown_user: str = "unknown_user",
+    reason: str = "",
 ) -> CastVote | ClickRefused:
     """The vote a chat user (`identity`, as the directory spells it) casts, or why none: Slack and Teams alike."""
     required = view.required if view is not None else None
@@ -127,4 +130,8 @@ def decide_vote(
         return ClickRefused(refusal, approver.principal)
     if already_voted:
         return ClickRefused("duplicate", approver.principal)
+    # A rule this code does not know asks for a reason (approvals would refuse the request's policy answer anyway).
+    rule = Justification(view.justification) if view.justification in set(Justification) else Justification.BOTH
+    if needs_reason(rule, choice) and not reason.strip():
+        return ClickRefused("reason_required", approver.principal)  # approvals would refuse it too
     return CastVote(request_id, identity, approver.principal, choice, required.request_digest)

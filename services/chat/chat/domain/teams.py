@@ -30,6 +30,7 @@ from chat.domain.click import CastVote, ClickRefused, decide_vote
 from chat.domain.view import RequestView
 from contracts import ApprovalRequired, JsonObject, Tier, VoteChoice
 from contracts.directory import Directory
+from contracts.justification import Justification
 from contracts.requirements import composition_of
 
 __all__ = [
@@ -112,6 +113,7 @@ def decide_teams_action(
         chat_tiers=chat_tiers,
         already_voted=already_voted,
         now=now,
+        reason=action.reason,
     )
 
 
@@ -178,18 +180,38 @@ def render_adaptive_card(view: RequestView, directory: Directory, chat_tiers: Co
             }
         ],
     }
-    card["actions"] = [
-        {
-            "type": "Action.Execute",
-            "title": "Approve",
-            "verb": APPROVE_VERB,
-            "style": "positive",
-            "data": data,
-            "associatedInputs": "none",
-        },
-        {"type": "Action.ShowCard", "title": "Deny…", "card": deny_card},
-    ]
+    approve: JsonObject = {
+        "type": "Action.Execute",
+        "title": "Approve",
+        "verb": APPROVE_VERB,
+        "style": "positive",
+        "data": data,
+        "associatedInputs": "none",
+    }
+    if view.justification in (Justification.APPROVE, Justification.BOTH):
+        # The policy asks approvals of this tier for a reason too (contracts.justification).
+        approve = {"type": "Action.ShowCard", "title": "Approve…", "card": _reasoned(approve, "Why approve?")}
+    card["actions"] = [approve, {"type": "Action.ShowCard", "title": "Deny…", "card": deny_card}]
     return card
+
+
+def _reasoned(action: JsonObject, label: str) -> JsonObject:
+    """A card holding a required reason field and `action`, which sends it."""
+    return {
+        "type": "AdaptiveCard",
+        "body": [
+            {
+                "type": "Input.Text",
+                "id": REASON_INPUT,
+                "label": label,
+                "isMultiline": True,
+                "isRequired": True,
+                "maxLength": MAX_REASON,
+                "errorMessage": "The policy asks for a reason.",
+            }
+        ],
+        "actions": [{**action, "associatedInputs": "auto"}],
+    }
 
 
 def _fields(view: RequestView, required: ApprovalRequired) -> list[tuple[str, str]]:

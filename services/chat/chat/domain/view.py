@@ -50,6 +50,8 @@ class RequestView:
     request: IssuanceRequested | None = None
     ballots: tuple[BallotRecord, ...] = ()
     resolution: Resolution | None = None
+    justification: str = "none"
+    """Which votes need a written reason (the requirements in the approvals changelog; contracts.justification)."""
 
     @property
     def shown(self) -> bool:
@@ -81,7 +83,10 @@ def evolve(view: RequestView | None, event: EventPayload) -> RequestView | None:
         case ApprovalRequired():
             return replace(current, required=event)
         case ApprovalStateChanged():
-            return replace(current, request=event.request or current.request, ballots=event.ballots)
+            justification = event.requirements.justification if event.requirements else current.justification
+            return replace(
+                current, request=event.request or current.request, ballots=event.ballots, justification=justification
+            )
         case QuorumReached():
             approvers = tuple(v.approver_id for v in event.votes)
             resolution = Resolution("approved", "quorum reached", approvers, event.decided_at)
