@@ -322,6 +322,8 @@ def consuming(consumer: str, records: Sequence[ConsumedRecord]) -> Iterator[None
 @web.middleware
 async def http_tracing(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A server span per request, continuing the trace of its `traceparent` header (or starting one)."""
+    if "traceparent" not in request.headers and not isinstance(trace.get_tracer_provider(), TracerProvider):
+        return await handler(request)  # nothing to continue and nothing records: no span at all (the hot path)
     parent = _PROPAGATOR.extract(request.headers)
     route = request.match_info.route.resource
     template = route.canonical if route is not None else request.path
