@@ -84,8 +84,10 @@ lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rules and 
 		command -v docker-compose >/dev/null || { echo "lint: docker-compose not found (apt-get install docker-compose)" >&2; exit 2; }; \
 		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: ok"; fi
 
-bench: venv infra ## benchmarks: end to end, PoA issuance, broker decisions, audit ingest, restore, scale-out
+bench: venv infra ## benchmarks (docs/performance.md): end to end closed and open loop, hops, issuer, broker, audit ingest, restore, scale-out
 	$(BIN)/python bench/e2e.py
+	$(BIN)/python bench/e2e.py --rate 200 --seconds 20
+	$(BIN)/python bench/hops.py
 	$(BIN)/python bench/poa_issuance.py
 	$(BIN)/python bench/broker_decisions.py
 	$(BIN)/python bench/audit_ingest.py
