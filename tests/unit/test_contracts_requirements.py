@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from contracts import RequirementsRecord, Tier
+from contracts.justification import Justification
 from contracts.quorum import Composition
 from contracts.requirements import TIER_FLOORS, Requirements, RequirementsError, tier_floor
 
@@ -85,7 +86,11 @@ def test_the_record_round_trips_and_keeps_its_wire_format() -> None:
         "poa_ttl_seconds",
         "policy_version",
         "composition",
+        "justification",
     }
     # `composition` was added with a default: a record written before it still reads, as no composition.
     old = record.model_dump(mode="json", exclude={"composition"})
     assert Requirements.from_record(RequirementsRecord.model_validate(old)).composition == Composition()
+    # So was `justification` (contracts.justification): an older record asks no vote for a reason.
+    older = record.model_dump(mode="json", exclude={"justification"})
+    assert Requirements.from_record(RequirementsRecord.model_validate(older)).justification is Justification.NONE
