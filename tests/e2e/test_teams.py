@@ -225,3 +225,17 @@ async def test_approvals_refuses_a_reasonless_deny_whatever_the_channel(teams: T
         with pytest.raises(PoaDeniedError):
             await agent.await_poa(request_id, timeout=30)
     assert await _card(teams, request_id, contains="Denied")
+
+
+async def test_a_refresh_returns_the_current_card_to_the_tenant_only(teams: TeamsStack) -> None:
+    async with _agent(teams) as agent:
+        request_id = await agent.request_poa("crm.contact.update", "crm:contact/10", leg=MEDIUM_LEG)
+        await _card(teams, request_id)
+        status, answer = await teams.clicker.click(ALICE, request_id, "atb_refresh")
+        assert status == 200
+        assert answer["type"] == "application/vnd.microsoft.card.adaptive"
+        assert request_id in answer["value"]["fallbackText"]
+        status, answer = await teams.clicker.click(ALICE, request_id, "atb_refresh", tenant_id="another-tenant")
+        assert (status, answer["atb"]["error"]) == (200, "wrong_tenant")
+        assert "value" not in answer or isinstance(answer["value"], str)
+    assert await _audit_count(teams, "chat_vote_refused", "wrong_tenant") >= 1

@@ -144,6 +144,9 @@ class TeamsService:
         view = view_of(action.request_id)
         if action.verb == REFRESH_VERB:
             ACTIVITIES.labels("refresh").inc()
+            tenant = self._settings.teams_tenant_id
+            if tenant and action.tenant_id != tenant:  # another tenant sees no card, not even a refreshed one
+                return await self._refuse(action, ClickRefused("wrong_tenant"))
             if view is None or not view.shown:
                 return Answer(200, invoke_answer("This request is not known (yet).", ok=False, error="unknown_request"))
             card = render_adaptive_card(view, self._directory, self._tiers)
