@@ -42,6 +42,7 @@ __all__ = [
     "PoaIssued",
     "PoaRevoked",
     "QuorumReached",
+    "RemindersRecord",
     "RequestDenied",
     "RequestExpired",
     "RequestId",
@@ -455,6 +456,17 @@ class BallotRecord(BaseModel):
     vote_event: str
 
 
+class RemindersRecord(BaseModel):
+    """The policy's reminders and escalation for a tier (contracts/reminders.py `ReminderPolicy`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remind_at: tuple[Annotated[int, Field(ge=1, le=99)], ...] = ()
+    """Percent of the pending window."""
+    escalate_at: Annotated[int, Field(ge=1, le=99)] | None = None
+    escalate_to: tuple[str, ...] = ()
+
+
 class RequirementsRecord(BaseModel):
     """The policy's answer for a request, as it was when the request arrived."""
 
@@ -470,6 +482,8 @@ class RequirementsRecord(BaseModel):
     composition: CompositionRecord = CompositionRecord()
     justification: Literal["none", "approve", "deny", "both"] = "none"
     """Which votes need a written reason (contracts.justification); absent in records written before it existed."""
+    reminders: RemindersRecord = RemindersRecord()
+    """When to remind and whom to escalate to (contracts.reminders); absent in records written before it existed."""
 
 
 class ApprovalStateChanged(EventPayload):
@@ -493,6 +507,10 @@ class ApprovalStateChanged(EventPayload):
     held_until: AwareDatetime | None = None
     ballots: tuple[BallotRecord, ...] = ()
     updated_at: AwareDatetime
+    reminders_sent: Annotated[int, Field(ge=0, le=5)] = 0
+    """Reminder points of the policy already passed (sent): the timer never sends one twice."""
+    escalated: bool = False
+    """The escalation was sent."""
 
 
 EVENT_TYPES: dict[str, type[EventPayload]] = {

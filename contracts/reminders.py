@@ -2,8 +2,8 @@
 
 The policy (`data.atb_policy.reminders.<tier>`, answered with the requirements as
 ``reminders``) says when to remind the approvers, as fractions of the pending
-window (``remind_at: [0.5, 0.8]``: half-way and at 80 %), and whom to escalate
-to if the quorum is still missing at a point (``escalate_at: 0.8``,
+window in percent (``remind_at: [50, 80]``), and whom to escalate to if the
+quorum is still missing at a point (``escalate_at: 80``,
 ``escalate_to: ["security"]``). A tier it does not name has neither.
 
 `due` is the one schedule: given what was already sent (kept in the approvals
@@ -31,9 +31,9 @@ MAX_REMINDERS = 5
 
 @dataclass(frozen=True)
 class ReminderPolicy:
-    remind_at: tuple[float, ...] = ()
-    """Fractions of the pending window, strictly increasing, each in (0, 1)."""
-    escalate_at: float | None = None
+    remind_at: tuple[int, ...] = ()
+    """Percent of the pending window, strictly increasing, from 1 to 99 (integers: canonical JSON has no floats)."""
+    escalate_at: int | None = None
     escalate_to: tuple[str, ...] = ()
     """The groups told (and asked) when the quorum is still missing at `escalate_at`."""
 
@@ -41,14 +41,18 @@ class ReminderPolicy:
         points = list(self.remind_at)
         if len(points) > MAX_REMINDERS:
             raise RequirementsError(f"reminders: at most {MAX_REMINDERS} per request")
-        if any(isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < 1 for p in points):
-            raise RequirementsError("reminders: remind_at holds fractions of the pending window, each in (0, 1)")
+        if any(isinstance(p, bool) or not isinstance(p, int) or not 0 < p < 100 for p in points):
+            raise RequirementsError("reminders: remind_at holds percents of the pending window, each from 1 to 99")
         if points != sorted(set(points)):
             raise RequirementsError("reminders: remind_at must be strictly increasing")
         if (self.escalate_at is None) != (not self.escalate_to):
             raise RequirementsError("reminders: escalate_at and escalate_to go together")
-        if self.escalate_at is not None and not 0 < self.escalate_at < 1:
-            raise RequirementsError("reminders: escalate_at is a fraction of the pending window in (0, 1)")
+        if self.escalate_at is not None and (
+            isinstance(self.escalate_at, bool)
+            or not isinstance(self.escalate_at, int)
+            or not 0 < self.escalate_at < 100
+        ):
+            raise RequirementsError("reminders: escalate_at is a percent of the pending window, from 1 to 99")
         if any(not isinstance(g, str) or not g.strip() for g in self.escalate_to):
             raise RequirementsError("reminders: escalate_to holds group names")
 
@@ -69,11 +73,11 @@ class ReminderPolicy:
         )
         if not isinstance(remind_at, list) or not isinstance(escalate_to, list):
             raise RequirementsError("reminders: remind_at and escalate_to are lists")
-        if escalate_at is not None and (isinstance(escalate_at, bool) or not isinstance(escalate_at, int | float)):
-            raise RequirementsError("reminders: escalate_at is a number")
+        if escalate_at is not None and (isinstance(escalate_at, bool) or not isinstance(escalate_at, int)):
+            raise RequirementsError("reminders: escalate_at is an integer percent")
         return cls(
             tuple(remind_at),  # type: ignore[arg-type]  # checked in __post_init__
-            float(escalate_at) if escalate_at is not None else None,
+            escalate_at,
             tuple(escalate_to),  # type: ignore[arg-type]
         )
 
@@ -95,8 +99,8 @@ class Due:
         return self.reminder is not None or self.escalate
 
 
-def _at(opened_at: datetime, deadline: datetime, fraction: float) -> datetime:
-    return opened_at + (deadline - opened_at) * fraction
+def _at(opened_at: datetime, deadline: datetime, percent: int) -> datetime:
+    return opened_at + (deadline - opened_at) * percent / 100
 
 
 def due(

@@ -26,10 +26,11 @@ from types import MappingProxyType
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from contracts.errors import RequirementsError
-from contracts.events import CompositionRecord, GroupCountRecord, RequirementsRecord, Tier
+from contracts.events import CompositionRecord, GroupCountRecord, RemindersRecord, RequirementsRecord, Tier
 from contracts.justification import Justification
 from contracts.poa import MAX_LIFETIME_SECONDS
 from contracts.quorum import Composition, GroupCount
+from contracts.reminders import ReminderPolicy
 
 __all__ = ["TIER_FLOORS", "Requirements", "RequirementsError", "composition_of", "composition_record", "tier_floor"]
 
@@ -56,6 +57,8 @@ class Requirements:
     """Which groups the distinct approvers must come from (empty: any eligible group)."""
     justification: Justification = Justification.NONE
     """Which votes need a written reason (policy data `justification`, per tier; contracts.justification)."""
+    reminders: ReminderPolicy = field(default_factory=ReminderPolicy)
+    """When to remind the approvers and whom to escalate to (policy data `reminders`; contracts.reminders)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
@@ -89,8 +92,12 @@ class Requirements:
             parsed = _PolicyAnswer.model_validate(answer)
         except ValidationError as exc:
             raise RequirementsError(f"policy answer malformed: {exc.error_count()} errors") from exc
-        fields = parsed.model_dump(exclude={"composition"})
-        return cls(**fields, composition=Composition.from_json(parsed.composition))
+        fields = parsed.model_dump(exclude={"composition", "reminders"})
+        return cls(
+            **fields,
+            composition=Composition.from_json(parsed.composition),
+            reminders=ReminderPolicy.from_json(parsed.reminders),
+        )
 
     @classmethod
     def from_record(cls, record: RequirementsRecord) -> Requirements:
@@ -104,6 +111,9 @@ class Requirements:
             policy_version=record.policy_version,
             composition=composition_of(record.composition),
             justification=Justification(record.justification),
+            reminders=ReminderPolicy(
+                record.reminders.remind_at, record.reminders.escalate_at, record.reminders.escalate_to
+            ),
         )
 
     def record(self) -> RequirementsRecord:
@@ -118,6 +128,11 @@ class Requirements:
             policy_version=self.policy_version,
             composition=composition_record(self.composition),
             justification=self.justification.value,
+            reminders=RemindersRecord(
+                remind_at=self.reminders.remind_at,
+                escalate_at=self.reminders.escalate_at,
+                escalate_to=self.reminders.escalate_to,
+            ),
         )
 
 
@@ -153,3 +168,5 @@ class _PolicyAnswer(BaseModel):
     """``{"all_of": [...], "any_of": [...]}``; absent: the empty composition."""
     justification: Justification = Justification.NONE
     """Which votes need a reason: ``none``, ``approve``, ``deny``, ``both``; absent: none."""
+    reminders: JsonValue = None
+    """``{"remind_at": [...], "escalate_at": f, "escalate_to": [...]}``; absent: none (contracts.reminders)."""

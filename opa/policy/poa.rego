@@ -117,7 +117,7 @@ justification_of(t) := policy.justification[t] if {
 } else := "none"
 
 # Reminders and escalation (contracts/reminders.py): when to remind the approvers of a
-# pending request, as fractions of its pending window, and whom to escalate to if the
+# pending request, in percent of its pending window, and whom to escalate to if the
 # quorum is still missing at a point (data.atb_policy.reminders, per tier; a tier it
 # does not name: none). The approvals service's timer sends each exactly once.
 reminders_of(t) := policy.reminders[t] if {

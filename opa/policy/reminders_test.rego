@@ -9,17 +9,17 @@ import data.atb.poa
 
 req(action) := {"action": action, "tenant": "acme", "agent_tenants": ["acme"]}
 
-test_the_shipped_data_reminds_at_half_and_four_fifths_and_escalates_high_to_security if {
+test_the_shipped_data_reminds_at_50_and_80_percent_and_escalates_high_to_security if {
 	high := poa.requirements with input as req("sap.payment.execute")
-	high.reminders == {"remind_at": [0.5, 0.8], "escalate_at": 0.8, "escalate_to": ["security"]}
+	high.reminders == {"remind_at": [50, 80], "escalate_at": 80, "escalate_to": ["security"]}
 	medium := poa.requirements with input as req("crm.contact.update")
-	medium.reminders == {"remind_at": [0.5, 0.8]}
+	medium.reminders == {"remind_at": [50, 80]}
 }
 
 test_a_tier_the_data_does_not_name_has_no_reminders if {
 	low := poa.requirements with input as req("crm.contact.read")
 	low.reminders == {}
-	only_high := {"high": {"remind_at": [0.5]}}
+	only_high := {"high": {"remind_at": [50]}}
 	changed := object.union(object.remove(data.atb_policy, ["reminders"]), {"reminders": only_high})
 	r := poa.requirements with input as req("crm.contact.update") with data.atb_policy as changed
 	r.reminders == {}

@@ -70,6 +70,9 @@ class TableOpa(OpaClient):
         tier = self.tier_of(action, tenant, target if isinstance(target, str) else None, [str(t) for t in tenants])
         answer: dict[str, JsonValue] = {"tier": tier, "policy_version": self.version}
         answer.update(self._policy["tiers"][tier])
+        reminders = self._policy.get("reminders", {})
+        assert isinstance(reminders, dict)
+        answer["reminders"] = reminders.get(tier, {})
         return answer
 
     def _decision(self, item: JsonValue) -> JsonValue:

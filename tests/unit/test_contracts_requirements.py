@@ -9,6 +9,7 @@ import pytest
 from contracts import RequirementsRecord, Tier
 from contracts.justification import Justification
 from contracts.quorum import Composition
+from contracts.reminders import ReminderPolicy
 from contracts.requirements import TIER_FLOORS, Requirements, RequirementsError, tier_floor
 
 
@@ -87,6 +88,7 @@ def test_the_record_round_trips_and_keeps_its_wire_format() -> None:
         "policy_version",
         "composition",
         "justification",
+        "reminders",
     }
     # `composition` was added with a default: a record written before it still reads, as no composition.
     old = record.model_dump(mode="json", exclude={"composition"})
@@ -94,3 +96,6 @@ def test_the_record_round_trips_and_keeps_its_wire_format() -> None:
     # So was `justification` (contracts.justification): an older record asks no vote for a reason.
     older = record.model_dump(mode="json", exclude={"justification"})
     assert Requirements.from_record(RequirementsRecord.model_validate(older)).justification is Justification.NONE
+    # And `reminders` (contracts.reminders): an older record reminds nobody.
+    before = record.model_dump(mode="json", exclude={"reminders"})
+    assert Requirements.from_record(RequirementsRecord.model_validate(before)).reminders == ReminderPolicy()

@@ -35,7 +35,7 @@ from contracts.requirements import Requirements
 ROOT = Path(__file__).resolve().parents[2]
 OPENED = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 DEADLINE = OPENED + timedelta(hours=1)
-HIGH = ReminderPolicy((0.5, 0.8), 0.8, ("security",))
+HIGH = ReminderPolicy((50, 80), 80, ("security",))
 DIRECTORY = Directory.from_mapping(json.loads((ROOT / "config" / "approvers.json").read_text(encoding="utf-8")))
 
 
@@ -50,26 +50,28 @@ def test_the_shipped_policy_data_parses() -> None:
     data = json.loads((ROOT / "opa" / "policy" / "data.json").read_text(encoding="utf-8"))["atb_policy"]
     policies = {tier: ReminderPolicy.from_json(value) for tier, value in data["reminders"].items()}
     assert policies["high"] == HIGH
-    assert policies["medium"] == ReminderPolicy((0.5, 0.8))
+    assert policies["medium"] == ReminderPolicy((50, 80))
     assert ReminderPolicy.from_json({}).empty
 
 
 @pytest.mark.parametrize(
     "value",
     [
-        {"remind_at": [0.8, 0.5]},
-        {"remind_at": [0.5, 0.5]},
-        {"remind_at": [1.0]},
+        {"remind_at": [80, 50]},
+        {"remind_at": [50, 50]},
+        {"remind_at": [100]},
         {"remind_at": [0]},
+        {"remind_at": [0.5]},
         {"remind_at": [True]},
-        {"remind_at": "0.5"},
-        {"escalate_at": 0.5},
+        {"remind_at": "50"},
+        {"escalate_at": 50},
         {"escalate_to": ["security"]},
-        {"escalate_at": 1.5, "escalate_to": ["security"]},
-        {"escalate_at": 0.5, "escalate_to": [""]},
-        {"remind_at": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]},
-        {"remind_at": [0.5], "when": "later"},
-        [0.5],
+        {"escalate_at": 150, "escalate_to": ["security"]},
+        {"escalate_at": 0.8, "escalate_to": ["security"]},
+        {"escalate_at": 50, "escalate_to": [""]},
+        {"remind_at": [10, 20, 30, 40, 50, 60]},
+        {"remind_at": [50], "when": "later"},
+        [50],
     ],
 )
 def test_a_malformed_policy_is_refused(value: object) -> None:

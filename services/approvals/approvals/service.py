@@ -19,6 +19,7 @@ from approvals.adapters.delegations import DelegationGate
 from approvals.adapters.metrics import VOTES_REFUSED, count_outcomes, set_pending
 from approvals.domain import decide_intake
 from approvals.domain.directory import Directory
+from approvals.domain.reminders import reminder_step
 from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
 from approvals.domain.tally import Ballot
 from approvals.ports import RequirementsSource, StateLog
@@ -273,7 +274,7 @@ class ApprovalsService:
         self._delegations.note(envelope, datetime.now(UTC))
 
     async def tick(self) -> list[Outgoing]:
-        """Deadlines: expire open requests, drop votes held too long."""
+        """Deadlines: expire open requests, drop votes held too long, remind and escalate (exactly once)."""
         now = datetime.now(UTC)
         out: list[Outgoing] = []
         forget_before = now - timedelta(seconds=self._settings.closed_retention_seconds)
@@ -281,7 +282,10 @@ class ApprovalsService:
             if state.status == "closed" and state.updated_at < forget_before:
                 out.append(self._forget(request_id))
                 continue
-            step = on_tick(state, directory=self._directory, now=now)
+            # The deadline first; then, for a request still open, its reminders and escalation.
+            step = on_tick(state, directory=self._directory, now=now) or reminder_step(
+                state, directory=self._directory, now=now
+            )
             if step is not None:
                 out.extend(self._apply(request_id, step))
         set_pending(self._states.values())

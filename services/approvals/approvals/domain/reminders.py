@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from approvals.domain.directory import Directory
-from approvals.domain.request_state import AuditNote, requirements_of
+from approvals.domain.request_state import AuditNote, Step, requirements_of
 from approvals.domain.tally import Ballot, tally
 from contracts import ApprovalStateChanged, BallotRecord, EventPayload
 from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.reminders import ReminderPolicy, due
 
-__all__ = ["ReminderStep", "on_reminder_tick"]
+__all__ = ["ReminderStep", "on_reminder_tick", "reminder_step"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,26 @@ def on_reminder_tick(
         what.reminder if what.reminder is not None else reminders_sent,
         escalated or what.escalate,
     )
+
+
+def reminder_step(state: ApprovalStateChanged, *, directory: Directory, now: datetime) -> Step | None:
+    """`on_reminder_tick` with the request's own policy and counters: the next state records what was sent."""
+    if state.requirements is None:
+        return None
+    step = on_reminder_tick(
+        state,
+        requirements_of(state.requirements).reminders,
+        reminders_sent=state.reminders_sent,
+        escalated=state.escalated,
+        directory=directory,
+        now=now,
+    )
+    if step is None:
+        return None
+    sent = state.model_copy(
+        update={"reminders_sent": step.reminders_sent, "escalated": step.escalated, "updated_at": now}
+    )
+    return Step(sent, step.events, step.audits)
 
 
 def _ballot(record: BallotRecord) -> Ballot:
