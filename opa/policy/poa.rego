@@ -112,16 +112,16 @@ requirements := {
 # (data.atb_policy.justification, per tier; a tier it does not name: "none").
 # The approvals service refuses a vote without the reason it needs (reason_required);
 # a value it does not know makes the answer malformed: the request is denied.
-justification_of(t) := policy.justification[t] if {
-	policy.justification[t]
+justification_of(t) := j if {
+	j := policy.justification[t]
 } else := "none"
 
 # Reminders and escalation (contracts/reminders.py): when to remind the approvers of a
 # pending request, in percent of its pending window, and whom to escalate to if the
 # quorum is still missing at a point (data.atb_policy.reminders, per tier; a tier it
 # does not name: none). The approvals service's timer sends each exactly once.
-reminders_of(t) := policy.reminders[t] if {
-	policy.reminders[t]
+reminders_of(t) := r if {
+	r := policy.reminders[t]
 } else := {}
 
 # Quorum by groups (docs/quorum-and-risk.md): which groups the distinct approvers
