@@ -16,7 +16,9 @@ from pathlib import Path
 
 import aiohttp
 import yaml  # type: ignore[import-untyped]
+from prometheus_client import generate_latest
 
+from atb.policy.decision_logs import DecisionLogMetrics
 from atb.sdk import AgentClient
 from atb_identity import ensure_svid
 from contracts import AccountableParty, Decision, LegitimateInterest
@@ -77,6 +79,9 @@ async def test_every_metric_the_dashboards_and_alerts_query_is_served(running_st
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 assert response.status == 200, name
                 exposed |= served(await response.text())
+    # The decision-log receiver (`atb policy decision-log-receiver`) runs beside OPA, not in the
+    # stack: its families are read from its own registry, as its /metrics serves them.
+    exposed |= served(generate_latest(DecisionLogMetrics().registry).decode())
     wanted = queried()
     assert wanted, "no atb_* metric is queried by any dashboard or rule"
     missing = {name: sorted(where) for name, where in wanted.items() if name not in exposed}
