@@ -66,8 +66,10 @@ def test_alert_expressions_use_metrics_the_broker_exports() -> None:
     import atb_runtime.eos  # noqa: F401 - registers the processors' metrics
     import audit_sink.lag  # noqa: F401 - registers the audit sink's lag gauge
     import broker.adapters.metrics  # noqa: F401 - registers the broker's metrics
+    from atb.policy.decision_logs import DecisionLogMetrics
 
-    exported = generate_latest().decode()
+    # The decision-log receiver keeps its metrics in a registry of its own (one per app).
+    exported = generate_latest().decode() + generate_latest(DecisionLogMetrics().registry).decode()
     used = set(re.findall(r"atb_[a-z_]+", ALERTS))
     for name in used:
         base = re.sub(r"_(bucket|count|sum)$", "", name)
