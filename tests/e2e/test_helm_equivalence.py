@@ -192,6 +192,9 @@ def pod_volumes(
             out[name] = kubelet_volume(folder, {k: v.encode() for k, v in data.items()}, 0o644)
         elif "secret" in volume:
             spec = volume["secret"]
+            if spec["secretName"] not in made and spec.get("optional"):
+                out[name] = folder  # the kubelet mounts an optional secret that does not exist as an empty folder
+                continue
             secret = made[spec["secretName"]]
             items = spec.get("items") or [{"key": k, "path": k} for k in secret]
             out[name] = kubelet_volume(folder, {i["path"]: secret[i["key"]] for i in items}, 0o440)
