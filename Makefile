@@ -28,7 +28,7 @@ define run_pytest
 	exit $$rc
 endef
 
-.PHONY: help venv tools infra demo test soak lint bench down clean distclean
+.PHONY: help venv tools infra demo test soak policy-gates lint bench down clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,16 +58,17 @@ test: venv infra ## run every test except the soak tests against the local stack
 soak: venv infra ## run the large-scale fault-injection tests
 	@$(call run_pytest,-m soak -s $(PYTEST_ARGS))
 
-lint: venv tools ## ruff, mypy, import contracts, policy tests, alert rules and routes, compose file check
+policy-gates: venv tools ## the policy's CI gates: opa test, opa check --strict, regal lint, coverage >= 90%
+	$(OPA) test -v opa/policy
+	$(OPA) check --strict opa/policy
+	$(CACHE_DIR)/bin/regal lint --config-file .regal/config.yaml opa/policy
+	$(BIN)/atb policy coverage --policy-dir opa/policy --threshold 90
+
+lint: venv tools policy-gates ## ruff, mypy, import contracts, the policy gates, alert rules and routes, the chart, compose
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(MYPY_TARGETS)
 	$(BIN)/lint-imports
-	@if compgen -G "opa/policy/*.rego" >/dev/null; then $(OPA) test -v opa/policy; \
-	else echo "lint: no .rego files in opa/policy yet"; fi
-	$(OPA) check --strict opa/policy
-	$(CACHE_DIR)/bin/regal lint --config-file .regal/config.yaml opa/policy
-	$(BIN)/atb policy coverage --policy-dir opa/policy --threshold 90
 	@command -v promtool >/dev/null || { echo "lint: promtool not found (apt-get install prometheus)" >&2; exit 2; }
 	promtool check rules deploy/prometheus/alerts.yml
 	cd deploy/prometheus && promtool test rules alerts_test.yml
