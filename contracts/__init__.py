@@ -6,6 +6,7 @@ package has no I/O beyond reading its own generated schemas.
 
 from contracts.approval_events import APPROVAL_EVENT_TYPES
 from contracts.canonical import CanonicalJsonError, canonical_json, sha256_digest
+from contracts.console_events import CONSOLE_EVENT_TYPES
 from contracts.envelope import (
     CONTENT_TYPE,
     CONTENT_TYPE_HEADER,
@@ -77,6 +78,7 @@ from contracts.reasons import Reason, ReasonCode
 from contracts.topics import CATALOGUE, Topic, TopicSpec, all_topics_pattern, spec_for, topic_name
 
 EVENT_TYPES.update(APPROVAL_EVENT_TYPES)  # delegation events (contracts/approval_events.py) decode like the others
+EVENT_TYPES.update(CONSOLE_EVENT_TYPES)  # console votes and passkeys (contracts/console_events.py)
 
 __all__ = [
     "CATALOGUE",

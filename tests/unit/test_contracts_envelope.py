@@ -18,6 +18,7 @@ from contracts.approval_events import (
     VoteOnBehalf,
 )
 from contracts.canonical import canonical_json, sha256_digest
+from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2
 from contracts.envelope import (
     MAX_EVENT_BYTES,
     Envelope,
@@ -334,6 +335,43 @@ def _escalated() -> ApprovalEscalated:
     )
 
 
+def _vote_v2() -> VoteCastV2:
+    return VoteCastV2(
+        request_id=REQ,
+        vote_id="vote-3",
+        approver_id="spiffe://atb.example/user/alice",
+        choice=VoteChoice.APPROVE,
+        request_digest=DIGEST,
+        channel="console",
+        cast_at=NOW,
+        assertion=PasskeyAssertion(
+            credential_id="Y3JlZC0x",
+            authenticator_data="YXV0aGRhdGE",
+            client_data_json="eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0",
+            signature="c2ln",
+            nonce="bm9uY2Utb2YtYXQtbGVhc3QtMTYtYnl0ZXM",
+        ),
+    )
+
+
+def _passkey_enrolled() -> PasskeyEnrolled:
+    return PasskeyEnrolled(
+        principal="spiffe://atb.example/user/alice",
+        credential_id="Y3JlZC0x",
+        public_key="cHVibGljLWtleQ",
+        sign_count=0,
+        rp_id="console.atb.example",
+        origins=("https://console.atb.example",),
+        user_verified=True,
+        enrolled_at=NOW,
+    )
+
+
+def _passkey_revoked() -> PasskeyRevoked:
+    alice = "spiffe://atb.example/user/alice"
+    return PasskeyRevoked(principal=alice, credential_id="Y3JlZC0x", revoked_by=alice, revoked_at=NOW)
+
+
 FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     IssuanceRequested: _issuance,
     ApprovalRequired: _approval_required,
@@ -356,6 +394,9 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     VoteOnBehalf: _on_behalf,
     ReminderDue: _reminder,
     ApprovalEscalated: _escalated,
+    VoteCastV2: _vote_v2,
+    PasskeyEnrolled: _passkey_enrolled,
+    PasskeyRevoked: _passkey_revoked,
 }
 ALL_TYPES = sorted(EVENT_TYPES.items())
 
@@ -407,6 +448,8 @@ def test_partition_key_and_subject(event_type: str, model: type[EventPayload]) -
         SigningKeyPublished: KID,
         DelegationGranted: "delegation:dlg-1",
         DelegationRevoked: "delegation:dlg-1",
+        PasskeyEnrolled: "passkey:Y3JlZC0x",
+        PasskeyRevoked: "passkey:Y3JlZC0x",
     }
     expected = keyed_otherwise.get(model, REQ)
     assert payload.partition_key() == expected

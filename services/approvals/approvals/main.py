@@ -29,6 +29,7 @@ from contracts import (
     topic_name,
 )
 from contracts.approval_events import DelegationRevoked, VoteOnBehalf
+from contracts.console_events import VoteCastV2
 
 settings = ApprovalsSettings()
 
@@ -70,6 +71,7 @@ app = service_app(
         Channel("consumes", IssuanceRequested),
         Channel("consumes", VoteCast),
         Channel("consumes", VoteOnBehalf),
+        Channel("consumes", VoteCastV2),
         Channel("consumes", DelegationRevoked),
         Channel("produces", ApprovalRequired),
         Channel("produces", QuorumReached),

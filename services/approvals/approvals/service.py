@@ -50,6 +50,7 @@ from contracts import (
 )
 from contracts.agents import AgentRegistry
 from contracts.approval_events import VoteOnBehalf
+from contracts.console_events import VoteCastV2
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_VOTE_BYTES", "ApprovalsService"]
 
@@ -156,6 +157,8 @@ class ApprovalsService:
             return await self._on_request(record, envelope, payload)
         if record.topic == self._votes_topic and isinstance(payload, (VoteCast, VoteOnBehalf)):
             return self._on_vote(record, envelope, payload)
+        if record.topic == self._votes_topic and isinstance(payload, VoteCastV2):
+            return self._on_console_vote(payload)
         return self._bad_input(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
 
     async def _on_request(self, record: Incoming, envelope: Envelope, request: IssuanceRequested) -> list[Outgoing]:
@@ -243,6 +246,18 @@ class ApprovalsService:
             decided_by=self._source,
         )
         return self._apply(vote.request_id, step, {"channel": vote.channel})
+
+    def _on_console_vote(self, vote: VoteCastV2) -> list[Outgoing]:
+        """A console vote: not counted until its passkey assertion is verified here (fail closed)."""
+        note = AuditNote(
+            "approval_vote_refused",
+            "denied",
+            "console_vote_unverified: console votes are not verified by this service yet",
+            {"vote_id": vote.vote_id, "identity": vote.approver_id},
+            code="console_vote_unverified",
+        )
+        VOTES_REFUSED.labels(note.code).inc()
+        return [self._audit(vote.request_id, note, {"channel": vote.channel})]
 
     def _staleness(self, request: IssuanceRequested, now: datetime) -> tuple[str, str] | None:
         """Why a request is too old or too new to be judged (its own clock is bounded by ours), or None."""
