@@ -56,6 +56,7 @@ class ReasonCode(StrEnum):
     COMPOSITION_NOT_MET = "composition_not_met"  # contracts/quorum.py; also a policy deny
     DELEGATION_NOT_IN_FORCE = "delegation_not_in_force"  # contracts/delegation.py
     DELEGATION_INVALID = "delegation_invalid"
+    ASSERTION_INVALID = "assertion_invalid"  # a console vote's passkey assertion (atb_identity.passkey)
 
     # -- a chat click that casts no vote (chat/domain/click.py) -----------------------------
     WRONG_WORKSPACE = "wrong_workspace"

@@ -39,6 +39,7 @@ from atb_identity import Svid, TrustBundle, bundle_path, cert_thumbprint, ensure
 from atb_runtime import DeadLetters, Outgoing, outgoing_envelope
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.follow import follower_consumer
+from atb_runtime.passkeys import PasskeyRegistry
 from atb_runtime.policy import RequirementsClient
 from atb_runtime.proofs import ProofCheck, outcome_rules
 from audit_sink.adapters.db import AuditStore, make_engine, migrate
@@ -195,7 +196,9 @@ class World:
 
     # -- services, as main.py builds them --------------------------------------------------
 
-    def approvals(self, **overrides: Any) -> tuple[ApprovalsService, ServiceUnderTest]:
+    def approvals(
+        self, *, passkeys: PasskeyRegistry | None = None, **overrides: Any
+    ) -> tuple[ApprovalsService, ServiceUnderTest]:
         settings = ApprovalsSettings(
             topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state, **overrides
         )
@@ -207,6 +210,7 @@ class World:
             StateStore(self.bootstrap, self.namespace, settings.service_id),
             self.svid(APPROVALS),
             self.agents,
+            passkeys=passkeys,
         )
         sut = ServiceUnderTest(
             name="approvals",

@@ -14,6 +14,7 @@ from atb_runtime import OpaClient
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
+from atb_runtime.passkeys import PasskeyFollower, PasskeyRegistry
 from atb_runtime.runner import ServiceRunner
 from contracts import (
     ApprovalRequired,
@@ -29,7 +30,7 @@ from contracts import (
     topic_name,
 )
 from contracts.approval_events import DelegationRevoked, VoteOnBehalf
-from contracts.console_events import VoteCastV2
+from contracts.console_events import PasskeyEnrolled, PasskeyRevoked, VoteCastV2
 
 settings = ApprovalsSettings()
 
@@ -46,7 +47,20 @@ async def build() -> ServiceRunner:
     # Revocations of delegations, from the keys topic; each on-behalf vote carries its own grant.
     gate = DelegationGate(bundle)
     delegations = DelegationFollower(gate, settings.kafka_bootstrap_servers, ns)
-    service = ApprovalsService(settings, policy, bundle, directory, store, svid, agents, delegations=gate)
+    # The console's passkeys, from the keys topic: only the console's own proof makes an announcement count.
+    passkeys = PasskeyRegistry()
+    passkey_follower = PasskeyFollower(
+        passkeys,
+        bundle,
+        settings.kafka_bootstrap_servers,
+        ns,
+        source=settings.service_id,
+        consumer="atb-approvals-passkeys",
+        consoles=settings.passkey_announcers,
+    )
+    service = ApprovalsService(
+        settings, policy, bundle, directory, store, svid, agents, delegations=gate, passkeys=passkeys
+    )
     return ServiceRunner(
         settings,
         name="approvals",
@@ -57,7 +71,7 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         tick=service.tick,
         poison=service.set_aside,
-        components=(delegations,),
+        components=(delegations, passkey_follower),
         closers=(opa.close,),
     )
 
@@ -73,6 +87,8 @@ app = service_app(
         Channel("consumes", VoteOnBehalf),
         Channel("consumes", VoteCastV2),
         Channel("consumes", DelegationRevoked),
+        Channel("consumes", PasskeyEnrolled),
+        Channel("consumes", PasskeyRevoked),
         Channel("produces", ApprovalRequired),
         Channel("produces", QuorumReached),
         Channel("produces", RequestDenied),

@@ -25,6 +25,7 @@ from approvals.domain.tally import Ballot
 from approvals.ports import RequirementsSource, StateLog
 from approvals.settings import ApprovalsSettings
 from atb_identity import IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
+from atb_identity.passkey import PasskeyAssertionError, b64url_decode, verify_vote_assertion
 from atb_runtime import (
     DeadLetters,
     Incoming,
@@ -34,12 +35,14 @@ from atb_runtime import (
     outgoing_envelope,
     request_id_hint,
 )
+from atb_runtime.passkeys import PasskeyRegistry
 from contracts import (
     ApprovalStateChanged,
     Envelope,
     EventDecodeError,
     EventPayload,
     IssuanceRequested,
+    Tier,
     Topic,
     VoteCast,
     decode_envelope,
@@ -51,6 +54,7 @@ from contracts import (
 from contracts.agents import AgentRegistry
 from contracts.approval_events import VoteOnBehalf
 from contracts.console_events import VoteCastV2
+from contracts.reasons import ReasonCode
 
 __all__ = ["MAX_REQUEST_BYTES", "MAX_VOTE_BYTES", "ApprovalsService"]
 
@@ -58,6 +62,11 @@ MAX_REQUEST_BYTES = 64 * 1024
 """As the gateway's body limit: outcomes embed the request twice (parsed and as signed)."""
 MAX_VOTE_BYTES = 16 * 1024
 """A vote is small; the changelog keeps at most MAX_BALLOTS of them per request."""
+STEP_UP_TIERS = frozenset({Tier.HIGH, Tier.CRITICAL})
+"""Tiers on which a console vote counts only with the approver's verified passkey assertion."""
+_V2_TYPE = VoteCastV2.event_type
+
+Vote = VoteCast | VoteOnBehalf | VoteCastV2
 
 
 class ApprovalsService:
@@ -73,8 +82,17 @@ class ApprovalsService:
         svid: Svid,
         agents: AgentRegistry,
         delegations: DelegationGate | None = None,
+        passkeys: PasskeyRegistry | None = None,
     ) -> None:
         self._settings = settings
+        self._passkeys = passkeys or PasskeyRegistry()
+        """The console's passkeys in force (fed from the keys topic by a `PasskeyFollower`)."""
+        self._announcers = frozenset(settings.passkey_announcers)
+        self._counters: dict[str, int] = {}
+        """Credential id → the highest signature counter among the console votes in the states held here.
+
+        Derived from the ballots' vote events (the changelog), so it moves with the committed state:
+        reloaded on assignment, rebuilt after a rewind."""
         self._agents = agents
         self._delegations = delegations or DelegationGate(bundle)
         """Grants of on-behalf votes verified, revocations remembered (fed by `note_delegation`)."""
@@ -112,6 +130,9 @@ class ApprovalsService:
             self._states.pop(request_id, None)
             self._home.pop(request_id, None)
         await self._load(partitions & self._partitions)
+        self._counters = {}
+        for state in self._states.values():
+            self._note_counters(state)
 
     async def _load(self, partitions: set[int]) -> None:
         # Only states written inside the window can still matter: an open request was
@@ -121,6 +142,8 @@ class ApprovalsService:
         for partition, states in (await self._store.load(partitions, since=since)).items():
             self._states.update(states)
             self._home.update(dict.fromkeys(states, partition))
+            for state in states.values():
+                self._note_counters(state)
 
     @property
     def open_requests(self) -> int:
@@ -155,10 +178,8 @@ class ApprovalsService:
             return self._bad_input(record, "key_mismatch", f"record key is not the request id {request_id!r}")
         if record.topic == self._requests_topic and isinstance(payload, IssuanceRequested):
             return await self._on_request(record, envelope, payload)
-        if record.topic == self._votes_topic and isinstance(payload, (VoteCast, VoteOnBehalf)):
+        if record.topic == self._votes_topic and isinstance(payload, (VoteCast, VoteOnBehalf, VoteCastV2)):
             return self._on_vote(record, envelope, payload)
-        if record.topic == self._votes_topic and isinstance(payload, VoteCastV2):
-            return self._on_console_vote(payload)
         return self._bad_input(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
 
     async def _on_request(self, record: Incoming, envelope: Envelope, request: IssuanceRequested) -> list[Outgoing]:
@@ -198,7 +219,7 @@ class ApprovalsService:
         extra = {"requester": origin.claimed, "proven_by": origin.proven_by, "action": request.action}
         return self._apply(request.request_id, step, extra)
 
-    def _on_vote(self, record: Incoming, envelope: Envelope, vote: VoteCast | VoteOnBehalf) -> list[Outgoing]:
+    def _on_vote(self, record: Incoming, envelope: Envelope, vote: Vote) -> list[Outgoing]:
         now = datetime.now(UTC)
         try:
             origin = verify_origin(envelope, vote.approver_id, self._bundle, attesters=self._vote_attesters, at=now)
@@ -213,6 +234,16 @@ class ApprovalsService:
                 refusal,
                 {"vote_id": vote.vote_id, "identity": vote.approver_id, "attested_by": origin.proven_by},
                 code="attester_not_allowed",
+            )
+            VOTES_REFUSED.labels(note.code).inc()
+            return [self._audit(vote.request_id, note, {"channel": vote.channel})]
+        if (unverified := self._passkey_refusal(vote, origin.proven_by)) is not None:
+            note = AuditNote(
+                "approval_vote_refused",
+                "denied",
+                f"{ReasonCode.ASSERTION_INVALID.value}: {unverified}",
+                {"vote_id": vote.vote_id, "identity": vote.approver_id, "proven_by": origin.proven_by},
+                code=ReasonCode.ASSERTION_INVALID.value,
             )
             VOTES_REFUSED.labels(note.code).inc()
             return [self._audit(vote.request_id, note, {"channel": vote.channel})]
@@ -247,18 +278,6 @@ class ApprovalsService:
         )
         return self._apply(vote.request_id, step, {"channel": vote.channel})
 
-    def _on_console_vote(self, vote: VoteCastV2) -> list[Outgoing]:
-        """A console vote: not counted until its passkey assertion is verified here (fail closed)."""
-        note = AuditNote(
-            "approval_vote_refused",
-            "denied",
-            "console_vote_unverified: console votes are not verified by this service yet",
-            {"vote_id": vote.vote_id, "identity": vote.approver_id},
-            code="console_vote_unverified",
-        )
-        VOTES_REFUSED.labels(note.code).inc()
-        return [self._audit(vote.request_id, note, {"channel": vote.channel})]
-
     def _staleness(self, request: IssuanceRequested, now: datetime) -> tuple[str, str] | None:
         """Why a request is too old or too new to be judged (its own clock is bounded by ours), or None."""
         age = (now - request.requested_at).total_seconds()
@@ -270,6 +289,63 @@ class ApprovalsService:
         if -age > self._settings.clock_skew_seconds:
             return "request_from_the_future", f"requested_at is {-age:.0f}s ahead of this service's clock"
         return None
+
+    def _passkey_refusal(self, vote: Vote, proven_by: str) -> str | None:
+        """Why a console vote's passkey assertion does not make it count, or None.
+
+        A vote from the console (its channel, or vouched for by a passkey announcer) on a
+        high or critical request, or on one not known yet (held: fail closed), needs an
+        assertion; any assertion present is verified, whatever the tier. It must be by a
+        credential in force, enrolled for the same person as the vote's approver, over
+        this vote's request digest and decision, with a counter above every counter of
+        that credential in the states held here (a replayed or cloned assertion).
+        """
+        assertion = vote.assertion if isinstance(vote, VoteCastV2) else None
+        if assertion is None:
+            if vote.channel != "console" and proven_by not in self._announcers:
+                return None
+            tier = self._tier_of(vote.request_id)
+            if tier is not None and tier not in STEP_UP_TIERS:
+                return None
+            shown = tier.value if tier is not None else "not yet known"
+            return f"a console vote on a request whose tier is {shown} needs the approver's passkey assertion"
+        passkey = self._passkeys.get(assertion.credential_id)
+        if passkey is None:
+            return f"credential {assertion.credential_id[:64]} is not enrolled, or was revoked"
+        if not self._directory.same_person(passkey.principal, vote.approver_id):
+            return f"credential {assertion.credential_id[:64]} is {passkey.principal}'s, not {vote.approver_id}'s"
+        seen = self._counters.get(assertion.credential_id, 0)
+        if seen > passkey.sign_count:
+            passkey = replace(passkey, sign_count=seen)
+        try:
+            verify_vote_assertion(assertion, passkey, request_digest=vote.request_digest, choice=vote.choice)
+        except PasskeyAssertionError as exc:
+            return exc.reason
+        return None
+
+    def _tier_of(self, request_id: str) -> Tier | None:
+        state = self._states.get(request_id)
+        return state.requirements.tier if state is not None and state.requirements is not None else None
+
+    def _note_counters(self, state: ApprovalStateChanged) -> None:
+        """Remember the signature counter of every console vote among the state's ballots."""
+        for ballot in state.ballots:
+            if _V2_TYPE not in ballot.vote_event:
+                continue
+            try:
+                vote = payload_of(decode_envelope(ballot.vote_event.encode()))
+            except EventDecodeError:
+                continue
+            if not isinstance(vote, VoteCastV2) or vote.assertion is None:
+                continue
+            try:
+                auth_data = b64url_decode(vote.assertion.authenticator_data)
+            except PasskeyAssertionError:
+                continue
+            counter = int.from_bytes(auth_data[33:37], "big")
+            credential = vote.assertion.credential_id
+            if counter > self._counters.get(credential, 0):
+                self._counters[credential] = counter
 
     def _attester_refusal(self, attester: str, request_id: str) -> str | None:
         """Why `attester` may not vouch for a vote on this request (its tier is beyond its limit), or None."""
@@ -318,6 +394,7 @@ class ApprovalsService:
         out = [self._signed(event) for event in step.events]
         if step.changed and step.state is not None:
             self._states[request_id] = step.state
+            self._note_counters(step.state)
             self._home.setdefault(request_id, self._partition)
             out.append(self._store.record(step.state))
         out.extend(self._audit(request_id, note, extra) for note in step.audits)

@@ -26,13 +26,22 @@ class ApprovalsSettings(CommonSettings):
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
     """Services whose proof may vouch for a request's `agent_id` (the mTLS gateway)."""
-    vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
-    """Services whose proof may vouch for a vote's `approver_id` (the chat service, for Slack clicks)."""
-    vote_attester_tiers: dict[str, list[Tier]] = Field(
-        default_factory=lambda: {"spiffe://atb.local/svc/chat": [Tier.LOW, Tier.MEDIUM, Tier.HIGH]}
+    vote_attesters: list[str] = Field(
+        default_factory=lambda: ["spiffe://atb.local/svc/chat", "spiffe://atb.local/svc/console"]
     )
-    """Per attester, the tiers whose votes it may vouch for (critical needs the approver's own SVID:
-    `atb vote`). An attester not listed here is not limited."""
+    """Services whose proof may vouch for a vote's `approver_id` (the chat service, for Slack clicks;
+    the console, for votes signed in the browser with the approver's passkey)."""
+    vote_attester_tiers: dict[str, list[Tier]] = Field(
+        default_factory=lambda: {
+            "spiffe://atb.local/svc/chat": [Tier.LOW, Tier.MEDIUM, Tier.HIGH],
+            "spiffe://atb.local/svc/console": [Tier.LOW, Tier.MEDIUM, Tier.HIGH, Tier.CRITICAL],
+        }
+    )
+    """Per attester, the tiers whose votes it may vouch for (critical needs the approver's own SVID,
+    `atb vote`, or the approver's passkey through the console). An attester not listed here is not limited."""
+    passkey_announcers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/console"])
+    """Who may announce passkeys on the keys topic (PasskeyEnrolled, PasskeyRevoked); a vote any of
+    them vouches for on a high or critical request counts only with a verified passkey assertion."""
     approver_directory_path: Path | None = None
     """JSON approver directory (principal → identities, type, groups, tiers); default config/approvers.json."""
     agent_registry_path: Path | None = None

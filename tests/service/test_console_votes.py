@@ -1,0 +1,172 @@
+"""Approvals counts a console vote only with its approver's passkey assertion, verified on its own.
+
+The console's passkeys reach approvals as they do in approvals/main.py: a follower of the keys
+topic whose check admits only the console's own proof (`atb_runtime.passkeys`). Assertions are
+made by the software authenticator of tests/unit/test_passkey.py, over the challenge the console
+derives from the request digest, the decision and a nonce.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from atb_identity.passkey import b64url
+from atb_runtime import DeadLetters, Outgoing
+from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, passkey_rules
+from atb_runtime.proofs import ProofCheck
+from contracts import ApprovalRequired, QuorumReached, Topic, VoteChoice
+from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
+from tests.service.bus import Bus, MemoryBus
+from tests.service.look import audit_events, dead_letters, kinds, one, outcomes, required
+from tests.service.world import APPROVALS, CHAT, World, approver_id
+from tests.unit.test_passkey import ORIGIN, RP_ID, SoftAuthenticator
+
+HIGH = "iam.role.assign"
+FOLLOWER = "atb-approvals-passkeys"
+CHALLENGE = "challenge: clientDataJSON.challenge is not the expected challenge"
+NO_ASSERTION = "a console vote on a request whose tier is high needs the approver's passkey assertion"
+
+
+def _not_enrolled(device: SoftAuthenticator) -> str:
+    return f"credential {device.credential_id} is not enrolled, or was revoked"
+
+
+def _enrolled(world: World, device: SoftAuthenticator, principal: str, *, by: str = CONSOLE) -> Outgoing:
+    event = PasskeyEnrolled(
+        principal=principal,
+        credential_id=device.credential_id,
+        public_key=b64url(device.enrolled().public_key),
+        sign_count=0,
+        rp_id=RP_ID,
+        origins=(ORIGIN,),
+        user_verified=True,
+        enrolled_at=world.clock.now(),
+    )
+    return world.signed(event, by)
+
+
+def _assertion(device: SoftAuthenticator, digest: str, choice: VoteChoice = VoteChoice.APPROVE) -> PasskeyAssertion:
+    nonce = b64url(secrets.token_bytes(16))
+    return device.sign(vote_challenge(digest, choice, nonce), nonce=nonce)
+
+
+def _vote(
+    world: World, asked: ApprovalRequired, name: str, assertion: PasskeyAssertion | None, *, vote_id: str
+) -> Outgoing:
+    vote = VoteCastV2(
+        request_id=asked.request_id,
+        vote_id=vote_id,
+        approver_id=approver_id(name),
+        choice=VoteChoice.APPROVE,
+        request_digest=asked.request_digest,
+        channel="console",
+        cast_at=world.clock.now(),
+        assertion=assertion,
+    )
+    return world.signed(vote, CONSOLE)
+
+
+async def _approvals_with_passkeys(bus: Bus, world: World) -> None:
+    assert isinstance(bus, MemoryBus)
+    registry = PasskeyRegistry()
+    _, sut = world.approvals(passkeys=registry)
+    bus.follow(
+        FOLLOWER,
+        (Topic.KEYS,),
+        registry.take,
+        check=ProofCheck(world.bundle, passkey_rules(), source=APPROVALS, namespace=world.namespace, consumer=FOLLOWER),
+        dead=DeadLetters(FOLLOWER, APPROVALS, world.namespace),
+    )
+    await bus.attach(sut)
+
+
+async def _refusals(bus: Bus, request_id: str) -> list[tuple[str, str, str]]:
+    """(vote id, code, why) of every refused vote of the request, in order."""
+    refused = []
+    for event in await audit_events(bus, request_id):
+        if event.audit_type == "approval_vote_refused":
+            code, why = event.reason.split(": ", 1)
+            refused.append((str(event.details.get("vote_id")), code, why))
+    return refused
+
+
+async def test_a_console_vote_counts_toward_a_high_quorum_only_with_its_approvers_valid_assertion(
+    bus: Bus, world: World
+) -> None:
+    await _approvals_with_passkeys(bus, world)
+    alice, bob, carol, mallory = (SoftAuthenticator() for _ in range(4))
+    # The console enrols alice's, bob's and carol's passkeys; the chat service's announcement of a
+    # passkey for bob is not the console's: refused and dead-lettered, never in force.
+    await bus.publish(
+        [
+            _enrolled(world, alice, "alice"),
+            _enrolled(world, bob, "bob"),
+            _enrolled(world, carol, "carol"),
+            _enrolled(world, mallory, "bob", by=CHAT),
+        ]
+    )
+    _, other = world.request("req-other", HIGH, resource="crm:contact/7")
+    _, record = world.request("req-console", HIGH)
+    await bus.publish([other, record])
+    await bus.settle()
+    asked, asked_other = await required(bus, "req-console"), await required(bus, "req-other")
+    assert asked.request_digest != asked_other.request_digest
+
+    alice_approves = _assertion(alice, asked.request_digest)
+    await bus.publish(
+        [
+            _vote(world, asked, "alice", alice_approves, vote_id="v-alice"),
+            _vote(world, asked, "alice", alice_approves, vote_id="v-alice-replayed"),
+            _vote(world, asked, "bob", None, vote_id="v-bob-no-assertion"),
+            _vote(world, asked, "bob", _assertion(mallory, asked.request_digest), vote_id="v-bob-forged-enrolment"),
+            _vote(world, asked, "bob", _assertion(alice, asked.request_digest), vote_id="v-bob-alices-key"),
+            _vote(world, asked, "carol", _assertion(carol, asked_other.request_digest), vote_id="v-carol-other-req"),
+            _vote(
+                world,
+                asked,
+                "carol",
+                _assertion(carol, asked.request_digest, VoteChoice.DENY),
+                vote_id="v-carol-other-choice",
+            ),
+        ]
+    )
+    await bus.settle()
+    bob_id = approver_id("bob")
+    # Only alice's vote counted: the request is still open, one approval short.
+    assert kinds(await outcomes(bus, "req-console")) == ["ApprovalRequired"]
+    assert await _refusals(bus, "req-console") == [
+        ("v-alice-replayed", "assertion_invalid", "counter: signature counter 1 is not above 1"),
+        ("v-bob-no-assertion", "assertion_invalid", NO_ASSERTION),
+        ("v-bob-forged-enrolment", "assertion_invalid", _not_enrolled(mallory)),
+        ("v-bob-alices-key", "assertion_invalid", f"credential {alice.credential_id} is alice's, not {bob_id}'s"),
+        ("v-carol-other-req", "assertion_invalid", CHALLENGE),
+        ("v-carol-other-choice", "assertion_invalid", CHALLENGE),
+    ]
+    letters = await dead_letters(bus)
+    assert [(consumer, topic, code) for consumer, topic, _, code in letters] == [
+        (FOLLOWER, world.topic(Topic.KEYS), "claim_not_proven")
+    ]
+
+    # Bob's own passkey: the second distinct approver, and the quorum.
+    await bus.publish([_vote(world, asked, "bob", _assertion(bob, asked.request_digest), vote_id="v-bob")])
+    await bus.settle()
+    events = await outcomes(bus, "req-console")
+    assert kinds(events) == ["ApprovalRequired", "QuorumReached"]
+    quorum = one(events, QuorumReached)
+    assert sorted(v.approver_id for v in quorum.votes) == ["alice", "bob"]
+    assert all("atb.approvals.vote_cast.v2" in v.vote_event for v in quorum.votes)
+
+
+async def test_a_revoked_passkey_no_longer_makes_a_console_vote_count(bus: Bus, world: World) -> None:
+    await _approvals_with_passkeys(bus, world)
+    alice = SoftAuthenticator()
+    revoked = PasskeyRevoked(
+        principal="alice", credential_id=alice.credential_id, revoked_by="alice", revoked_at=world.clock.now()
+    )
+    _, record = world.request("req-revoked", HIGH)
+    await bus.publish([_enrolled(world, alice, "alice"), world.signed(revoked, CONSOLE), record])
+    await bus.settle()
+    asked = await required(bus, "req-revoked")
+    await bus.publish([_vote(world, asked, "alice", _assertion(alice, asked.request_digest), vote_id="v-alice")])
+    await bus.settle()
+    assert await _refusals(bus, "req-revoked") == [("v-alice", "assertion_invalid", _not_enrolled(alice))]
