@@ -14,11 +14,11 @@ from atb_identity.passkey import b64url
 from atb_runtime import DeadLetters, Outgoing
 from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, passkey_rules
 from atb_runtime.proofs import ProofCheck
-from contracts import ApprovalRequired, QuorumReached, Topic, VoteChoice
+from contracts import ApprovalRequired, QuorumReached, RequestDenied, Topic, VoteChoice
 from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
 from tests.service.bus import Bus, MemoryBus
-from tests.service.look import audit_events, dead_letters, kinds, one, outcomes, required
-from tests.service.world import APPROVALS, CHAT, World, approver_id
+from tests.service.look import audit_events, dead_letters, kinds, one, outcomes, poas, required
+from tests.service.world import APPROVALS, CHAT, ISSUER, World, approver_id
 from tests.unit.test_passkey import ORIGIN, RP_ID, SoftAuthenticator
 
 HIGH = "iam.role.assign"
@@ -66,17 +66,22 @@ def _vote(
     return world.signed(vote, CONSOLE)
 
 
-async def _approvals_with_passkeys(bus: Bus, world: World) -> None:
+def _followed(bus: Bus, world: World, name: str, source: str) -> PasskeyRegistry:
+    """A passkey registry fed from the keys topic, as approvals/main.py and issuer/main.py wire it."""
     assert isinstance(bus, MemoryBus)
     registry = PasskeyRegistry()
-    _, sut = world.approvals(passkeys=registry)
     bus.follow(
-        FOLLOWER,
+        name,
         (Topic.KEYS,),
         registry.take,
-        check=ProofCheck(world.bundle, passkey_rules(), source=APPROVALS, namespace=world.namespace, consumer=FOLLOWER),
-        dead=DeadLetters(FOLLOWER, APPROVALS, world.namespace),
+        check=ProofCheck(world.bundle, passkey_rules(), source=source, namespace=world.namespace, consumer=name),
+        dead=DeadLetters(name, source, world.namespace),
     )
+    return registry
+
+
+async def _approvals_with_passkeys(bus: Bus, world: World) -> None:
+    _, sut = world.approvals(passkeys=_followed(bus, world, FOLLOWER, APPROVALS))
     await bus.attach(sut)
 
 
@@ -170,3 +175,50 @@ async def test_a_revoked_passkey_no_longer_makes_a_console_vote_count(bus: Bus, 
     await bus.publish([_vote(world, asked, "alice", _assertion(alice, asked.request_digest), vote_id="v-alice")])
     await bus.settle()
     assert await _refusals(bus, "req-revoked") == [("v-alice", "assertion_invalid", _not_enrolled(alice))]
+
+
+async def test_the_issuer_verifies_each_counted_console_vote_again_with_its_own_registry(
+    bus: Bus, world: World
+) -> None:
+    await _approvals_with_passkeys(bus, world)
+    _, issuer = world.issuer(passkeys=_followed(bus, world, "atb-issuer-passkeys", ISSUER))
+    await bus.attach(issuer)
+    alice, bob = SoftAuthenticator(), SoftAuthenticator()
+    _, record = world.request("req-console-poa", HIGH)
+    await bus.publish([_enrolled(world, alice, "alice"), _enrolled(world, bob, "bob"), record])
+    await bus.settle()
+    asked = await required(bus, "req-console-poa")
+    await bus.publish(
+        [
+            _vote(world, asked, "alice", _assertion(alice, asked.request_digest), vote_id="v-alice"),
+            _vote(world, asked, "bob", _assertion(bob, asked.request_digest), vote_id="v-bob"),
+        ]
+    )
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-console-poa")) == ["ApprovalRequired", "QuorumReached"]
+    [poa] = await poas(bus, "req-console-poa")
+    assert poa.request_id == "req-console-poa"
+
+
+async def test_the_issuer_refuses_a_quorum_whose_console_vote_it_cannot_verify(bus: Bus, world: World) -> None:
+    # Approvals counted alice's console vote; the issuer's registry never heard of her passkey
+    # (as if approvals had been misled): the quorum is refused, no PoA.
+    await _approvals_with_passkeys(bus, world)
+    _, issuer = world.issuer(passkeys=PasskeyRegistry())
+    await bus.attach(issuer)
+    alice, bob = SoftAuthenticator(), SoftAuthenticator()
+    _, record = world.request("req-console-deny", HIGH)
+    await bus.publish([_enrolled(world, alice, "alice"), _enrolled(world, bob, "bob"), record])
+    await bus.settle()
+    asked = await required(bus, "req-console-deny")
+    await bus.publish(
+        [
+            _vote(world, asked, "alice", _assertion(alice, asked.request_digest), vote_id="v-alice"),
+            _vote(world, asked, "bob", _assertion(bob, asked.request_digest), vote_id="v-bob"),
+        ]
+    )
+    await bus.settle()
+    events = await outcomes(bus, "req-console-deny")
+    assert kinds(events) == ["ApprovalRequired", "QuorumReached", "RequestDenied"]
+    assert one(events, RequestDenied).code == "assertion_invalid"
+    assert await poas(bus, "req-console-deny") == []

@@ -228,7 +228,7 @@ class World:
             self.signing_key = load_or_create_key(self.state / "issuer" / "signing.key")
         return self.signing_key
 
-    def issuer(self) -> tuple[IssuerService, ServiceUnderTest]:
+    def issuer(self, *, passkeys: PasskeyRegistry | None = None) -> tuple[IssuerService, ServiceUnderTest]:
         settings = IssuerSettings(
             topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
         )
@@ -241,6 +241,8 @@ class World:
             request_attesters=settings.request_attesters,
             vote_attesters=settings.vote_attesters,
             vote_attester_tiers=settings.vote_attester_tiers,
+            passkeys=passkeys,
+            passkey_announcers=settings.passkey_announcers,
         )
         service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER))
         sut = ServiceUnderTest(

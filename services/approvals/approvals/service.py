@@ -25,7 +25,7 @@ from approvals.domain.tally import Ballot
 from approvals.ports import RequirementsSource, StateLog
 from approvals.settings import ApprovalsSettings
 from atb_identity import IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
-from atb_identity.passkey import PasskeyAssertionError, b64url_decode, verify_vote_assertion
+from atb_identity.passkey import PasskeyAssertionError, b64url_decode
 from atb_runtime import (
     DeadLetters,
     Incoming,
@@ -35,7 +35,7 @@ from atb_runtime import (
     outgoing_envelope,
     request_id_hint,
 )
-from atb_runtime.passkeys import PasskeyRegistry
+from atb_runtime.passkeys import PasskeyRegistry, console_vote_refusal
 from contracts import (
     ApprovalStateChanged,
     Envelope,
@@ -62,8 +62,6 @@ MAX_REQUEST_BYTES = 64 * 1024
 """As the gateway's body limit: outcomes embed the request twice (parsed and as signed)."""
 MAX_VOTE_BYTES = 16 * 1024
 """A vote is small; the changelog keeps at most MAX_BALLOTS of them per request."""
-STEP_UP_TIERS = frozenset({Tier.HIGH, Tier.CRITICAL})
-"""Tiers on which a console vote counts only with the approver's verified passkey assertion."""
 _V2_TYPE = VoteCastV2.event_type
 
 Vote = VoteCast | VoteOnBehalf | VoteCastV2
@@ -291,37 +289,20 @@ class ApprovalsService:
         return None
 
     def _passkey_refusal(self, vote: Vote, proven_by: str) -> str | None:
-        """Why a console vote's passkey assertion does not make it count, or None.
+        """Why a console vote's passkey assertion does not make it count, or None (`console_vote_refusal`).
 
-        A vote from the console (its channel, or vouched for by a passkey announcer) on a
-        high or critical request, or on one not known yet (held: fail closed), needs an
-        assertion; any assertion present is verified, whatever the tier. It must be by a
-        credential in force, enrolled for the same person as the vote's approver, over
-        this vote's request digest and decision, with a counter above every counter of
-        that credential in the states held here (a replayed or cloned assertion).
+        The counter an assertion must exceed is also above every counter of that credential
+        among the console ballots of the states held here (a replayed or cloned assertion).
         """
-        assertion = vote.assertion if isinstance(vote, VoteCastV2) else None
-        if assertion is None:
-            if vote.channel != "console" and proven_by not in self._announcers:
-                return None
-            tier = self._tier_of(vote.request_id)
-            if tier is not None and tier not in STEP_UP_TIERS:
-                return None
-            shown = tier.value if tier is not None else "not yet known"
-            return f"a console vote on a request whose tier is {shown} needs the approver's passkey assertion"
-        passkey = self._passkeys.get(assertion.credential_id)
-        if passkey is None:
-            return f"credential {assertion.credential_id[:64]} is not enrolled, or was revoked"
-        if not self._directory.same_person(passkey.principal, vote.approver_id):
-            return f"credential {assertion.credential_id[:64]} is {passkey.principal}'s, not {vote.approver_id}'s"
-        seen = self._counters.get(assertion.credential_id, 0)
-        if seen > passkey.sign_count:
-            passkey = replace(passkey, sign_count=seen)
-        try:
-            verify_vote_assertion(assertion, passkey, request_digest=vote.request_digest, choice=vote.choice)
-        except PasskeyAssertionError as exc:
-            return exc.reason
-        return None
+        return console_vote_refusal(
+            vote,
+            proven_by=proven_by,
+            tier=self._tier_of(vote.request_id),
+            registry=self._passkeys,
+            directory=self._directory,
+            announcers=self._announcers,
+            counters=self._counters,
+        )
 
     def _tier_of(self, request_id: str) -> Tier | None:
         state = self._states.get(request_id)

@@ -8,6 +8,7 @@ from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.identity import load_bundle, service_svid
+from atb_runtime.passkeys import PasskeyFollower, PasskeyRegistry
 from atb_runtime.policy import RequirementsClient
 from atb_runtime.runner import ServiceRunner
 from contracts import (
@@ -20,6 +21,7 @@ from contracts import (
     Topic,
     topic_name,
 )
+from contracts.console_events import PasskeyEnrolled, PasskeyRevoked
 from contracts.directory import Directory
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.http import JWKS_PATH, jwks_handler
@@ -34,6 +36,17 @@ async def build() -> ServiceRunner:
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     opa = OpaClient(settings.opa_url)
     agents = load_agent_registry(settings.agent_registry_path)
+    # The console's passkeys, from the keys topic: console votes are re-verified with them.
+    passkeys = PasskeyRegistry()
+    passkey_follower = PasskeyFollower(
+        passkeys,
+        bundle,
+        settings.kafka_bootstrap_servers,
+        settings.topic_namespace,
+        source=settings.service_id,
+        consumer="atb-issuer-passkeys",
+        consoles=settings.passkey_announcers,
+    )
     evidence = EvidenceVerifier(
         bundle=bundle,
         directory=Directory.from_mapping(json.loads(settings.approver_directory_path.read_text(encoding="utf-8"))),
@@ -42,6 +55,8 @@ async def build() -> ServiceRunner:
         request_attesters=settings.request_attesters,
         vote_attesters=settings.vote_attesters,
         vote_attester_tiers=settings.vote_attester_tiers,
+        passkeys=passkeys,
+        passkey_announcers=settings.passkey_announcers,
     )
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
     keys = open_keys(settings.signing_key_path, settings.keyring_dir())
@@ -56,7 +71,7 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         on_rewind=service.on_rewind,
         poison=service.set_aside,
-        components=(publisher, service),  # the service announces its keys on start, before it signs
+        components=(publisher, passkey_follower, service),  # the service announces its keys on start, before it signs
         closers=(opa.close,),
         routes=((JWKS_PATH, jwks_handler(service.jwks)),),
     )
@@ -68,6 +83,8 @@ app = service_app(
     group=settings.group_id,
     channels=(
         Channel("consumes", QuorumReached),
+        Channel("consumes", PasskeyEnrolled),
+        Channel("consumes", PasskeyRevoked),
         Channel("produces", PoaIssued),
         Channel("produces", RequestDenied),
         Channel("produces", SigningKeyPublished),

@@ -27,11 +27,19 @@ class IssuerSettings(CommonSettings):
     trust_bundle_path: Path | None = None
     """PEM bundle of the trust domain's CA(s); default the dev CA's bundle in the state folder."""
     request_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/gateway"])
-    vote_attesters: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/chat"])
+    vote_attesters: list[str] = Field(
+        default_factory=lambda: ["spiffe://atb.local/svc/chat", "spiffe://atb.local/svc/console"]
+    )
     vote_attester_tiers: dict[str, list[Tier]] = Field(
-        default_factory=lambda: {"spiffe://atb.local/svc/chat": [Tier.LOW, Tier.MEDIUM, Tier.HIGH]}
+        default_factory=lambda: {
+            "spiffe://atb.local/svc/chat": [Tier.LOW, Tier.MEDIUM, Tier.HIGH],
+            "spiffe://atb.local/svc/console": [Tier.LOW, Tier.MEDIUM, Tier.HIGH, Tier.CRITICAL],
+        }
     )
     """As the approvals service's: the tiers each attester may vouch for (re-checked here)."""
+    passkey_announcers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/console"])
+    """As the approvals service's: who may announce passkeys; their votes on high and critical
+    requests count only with a passkey assertion the issuer verifies again."""
     quorum_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
     """Who may announce a QuorumReached (its proof must be theirs)."""
     approver_directory_path: Path = DEFAULT_DIRECTORY

@@ -8,6 +8,13 @@ removes it. Only the console's own proof makes an announcement count
 (`passkey_rules`, checked by the follower with `ProofCheck`): any other producer's
 is refused with an audit event and dead-lettered, and changes nothing.
 
+`console_vote_refusal` is the rule both apply to a vote: a vote from the console
+(its channel, or vouched for by a passkey announcer) on a high or critical
+request, or on one whose tier is not known, needs an assertion; any assertion
+present is verified, whatever the tier: by a credential in force, enrolled for the
+same person as the vote's approver (the approver directory), over the vote's
+request digest and decision (`atb_identity.passkey.verify_vote_assertion`).
+
 `accepted` remembers the highest signature counter a verifier accepted per
 credential, so `get` hands `verify_vote_assertion` that counter: an assertion whose
 counter did not go up (a replay, a cloned authenticator) is refused.
@@ -15,19 +22,31 @@ counter did not go up (a replay, a cloned authenticator) is refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 from atb_identity import IdentityError, TrustBundle
-from atb_identity.passkey import EnrolledPasskey, b64url_decode
+from atb_identity.passkey import EnrolledPasskey, PasskeyAssertionError, b64url_decode, verify_vote_assertion
 from atb_runtime.follow import FollowerDeadLetters, TopicFollower
 from atb_runtime.proofs import ProofCheck, ProofRules
-from contracts import EventPayload, Topic
-from contracts.console_events import PasskeyEnrolled, PasskeyRevoked
+from contracts import EventPayload, Tier, Topic, VoteCast
+from contracts.approval_events import VoteOnBehalf
+from contracts.console_events import PasskeyEnrolled, PasskeyRevoked, VoteCastV2
+from contracts.directory import Directory
 
-__all__ = ["CONSOLE", "PasskeyFollower", "PasskeyRegistry", "passkey_rules"]
+__all__ = [
+    "CONSOLE",
+    "STEP_UP_TIERS",
+    "PasskeyFollower",
+    "PasskeyRegistry",
+    "console_vote_refusal",
+    "passkey_rules",
+]
 
 CONSOLE = "spiffe://atb.local/svc/console"
 """The console's SVID: the only producer of passkey announcements by default."""
+STEP_UP_TIERS = frozenset({Tier.HIGH, Tier.CRITICAL})
+"""Tiers on which a console vote counts only with the approver's verified passkey assertion."""
 
 
 def passkey_rules(consoles: Sequence[str] = (CONSOLE,)) -> ProofRules:
@@ -109,3 +128,41 @@ class PasskeyFollower:
 
     async def stop(self) -> None:
         await self._follower.stop()
+
+
+def console_vote_refusal(
+    vote: VoteCast | VoteOnBehalf | VoteCastV2,
+    *,
+    proven_by: str,
+    tier: Tier | None,
+    registry: PasskeyRegistry,
+    directory: Directory,
+    announcers: Collection[str],
+    counters: Mapping[str, int] | None = None,
+) -> str | None:
+    """Why a vote's passkey assertion does not make it count (see the module), or None.
+
+    `tier` None: the request is not known yet, so the assertion is required (fail closed).
+    `counters`: per credential, a counter the assertion's must exceed besides the registry's.
+    """
+    assertion = vote.assertion if isinstance(vote, VoteCastV2) else None
+    if assertion is None:
+        if vote.channel != "console" and proven_by not in announcers:
+            return None
+        if tier is not None and tier not in STEP_UP_TIERS:
+            return None
+        shown = tier.value if tier is not None else "not yet known"
+        return f"a console vote on a request whose tier is {shown} needs the approver's passkey assertion"
+    passkey = registry.get(assertion.credential_id)
+    if passkey is None:
+        return f"credential {assertion.credential_id[:64]} is not enrolled, or was revoked"
+    if not directory.same_person(passkey.principal, vote.approver_id):
+        return f"credential {assertion.credential_id[:64]} is {passkey.principal}'s, not {vote.approver_id}'s"
+    seen = (counters or {}).get(assertion.credential_id, 0)
+    if seen > passkey.sign_count:
+        passkey = replace(passkey, sign_count=seen)
+    try:
+        verify_vote_assertion(assertion, passkey, request_digest=vote.request_digest, choice=vote.choice)
+    except PasskeyAssertionError as exc:
+        return exc.reason
+    return None

@@ -6,7 +6,11 @@ check that the agent acts for the request's tenant (the agent registry,
 docs/tenants.md), resolve the approver in the directory, then hand the verified
 facts to the pure `check_quorum`. A vote cast on someone's behalf
 (`VoteOnBehalf`) is proven by its delegate, and the grant it embeds by the
-delegator's own SVID (no attester may vouch for a grant). Any failure is a QuorumEvidenceError with a stable code.
+delegator's own SVID (no attester may vouch for a grant). A vote from the console
+(`VoteCastV2`) on a high or critical request counts only with its approver's passkey
+assertion, verified again here against the issuer's own passkey registry (followed
+from atb.keys, the console's announcements only: `atb_runtime.passkeys`). Any failure
+is a QuorumEvidenceError with a stable code.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
+from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, console_vote_refusal
 from atb_runtime.policy import RequirementsSource
 from contracts import (
     CountedVote,
@@ -29,6 +34,7 @@ from contracts import (
 )
 from contracts.agents import AgentRegistry
 from contracts.approval_events import DelegationGranted, VoteOnBehalf
+from contracts.console_events import VoteCastV2
 from contracts.delegation import Delegation
 from contracts.directory import Approver, Directory
 from contracts.reasons import ReasonCode
@@ -49,7 +55,12 @@ class EvidenceVerifier:
         request_attesters: Collection[str],
         vote_attesters: Collection[str],
         vote_attester_tiers: Mapping[str, Collection[Tier]] | None = None,
+        passkeys: PasskeyRegistry | None = None,
+        passkey_announcers: Collection[str] = (CONSOLE,),
     ) -> None:
+        self._passkeys = passkeys or PasskeyRegistry()
+        """The console's passkeys in force; empty, every console vote on a step-up tier is refused."""
+        self._announcers = frozenset(passkey_announcers)
         self._bundle = bundle
         self._directory = directory
         self._policy = policy
@@ -96,7 +107,7 @@ class EvidenceVerifier:
             vote = payload_of(envelope)
         except EventDecodeError as exc:
             raise QuorumEvidenceError(ReasonCode.VOTE_EVENT_INVALID, exc.reason) from exc
-        if not isinstance(vote, (VoteCast, VoteOnBehalf)):
+        if not isinstance(vote, (VoteCast, VoteOnBehalf, VoteCastV2)):
             raise QuorumEvidenceError(
                 ReasonCode.VOTE_EVENT_INVALID, f"counted evidence is a {type(vote).__name__}, not a vote"
             )
@@ -119,6 +130,18 @@ class EvidenceVerifier:
                 ReasonCode.ATTESTER_TIER,
                 f"vote {vote.vote_id}: {origin.proven_by} may not vouch for {tier.value} votes",
             )
+        # The registry's counter is the enrolled one: an assertion is bound to this request's
+        # digest and decision, and approvals refused one whose counter did not go up.
+        unverified = console_vote_refusal(
+            vote,
+            proven_by=origin.proven_by,
+            tier=tier,
+            registry=self._passkeys,
+            directory=self._directory,
+            announcers=self._announcers,
+        )
+        if unverified is not None:
+            raise QuorumEvidenceError(ReasonCode.ASSERTION_INVALID, f"vote {vote.vote_id}: {unverified}")
         cast_by: Approver | None = None
         delegation: Delegation | None = None
         counts_for = vote.approver_id
