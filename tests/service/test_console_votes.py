@@ -222,3 +222,28 @@ async def test_the_issuer_refuses_a_quorum_whose_console_vote_it_cannot_verify(b
     assert kinds(events) == ["ApprovalRequired", "QuorumReached", "RequestDenied"]
     assert one(events, RequestDenied).code == "assertion_invalid"
     assert await poas(bus, "req-console-deny") == []
+
+
+async def test_a_restarted_approvals_still_refuses_a_replayed_assertion(bus: Bus, world: World) -> None:
+    # The counter floor comes from the console ballots on the changelog: a new instance, with a
+    # registry that only knows the enrolled counter (0), restores it with the request's state.
+    await _approvals_with_passkeys(bus, world)
+    alice = SoftAuthenticator()
+    _, record = world.request("req-console-restart", HIGH)
+    await bus.publish([_enrolled(world, alice, "alice"), record])
+    await bus.settle()
+    asked = await required(bus, "req-console-restart")
+    approved = _assertion(alice, asked.request_digest)
+    await bus.publish([_vote(world, asked, "alice", approved, vote_id="v-alice")])
+    await bus.settle()
+
+    await bus.detach("approvals")
+    _, again = world.approvals(passkeys=_followed(bus, world, "atb-approvals-passkeys-2", APPROVALS))
+    await bus.attach(again)
+    await bus.settle()  # the new registry has read the keys topic
+    await bus.publish([_vote(world, asked, "alice", approved, vote_id="v-alice-replayed")])
+    await bus.settle()
+    assert await _refusals(bus, "req-console-restart") == [
+        ("v-alice-replayed", "assertion_invalid", "counter: signature counter 1 is not above 1")
+    ]
+    assert kinds(await outcomes(bus, "req-console-restart")) == ["ApprovalRequired"]
