@@ -13,6 +13,7 @@ from approvals.settings import ApprovalsSettings
 from atb_runtime import OpaClient
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
+from atb_runtime.follow import follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.passkeys import PasskeyFollower, PasskeyRegistry
 from atb_runtime.runner import ServiceRunner
@@ -55,7 +56,7 @@ async def build() -> ServiceRunner:
         settings.kafka_bootstrap_servers,
         ns,
         source=settings.service_id,
-        consumer="atb-approvals-passkeys",
+        consumer=follower_consumer("approvals", "passkeys", settings.instance),
         consoles=settings.passkey_announcers,
     )
     service = ApprovalsService(

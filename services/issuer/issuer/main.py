@@ -7,6 +7,7 @@ import json
 from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
+from atb_runtime.follow import follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.passkeys import PasskeyFollower, PasskeyRegistry
 from atb_runtime.policy import RequirementsClient
@@ -44,7 +45,7 @@ async def build() -> ServiceRunner:
         settings.kafka_bootstrap_servers,
         settings.topic_namespace,
         source=settings.service_id,
-        consumer="atb-issuer-passkeys",
+        consumer=follower_consumer("issuer", "passkeys", settings.instance),
         consoles=settings.passkey_announcers,
     )
     evidence = EvidenceVerifier(

@@ -99,6 +99,10 @@ def follower_dead_letters(
     return FollowerDeadLetters(DeadLetters(follower_consumer(service, role, instance), source, namespace), publish)
 
 
+CATCH_UP_S = 30.0
+"""How long `start(catch_up=True)` reads before it lets the process go on regardless."""
+
+
 class TopicFollower:
     def __init__(
         self,
@@ -131,8 +135,12 @@ class TopicFollower:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, *, background: bool = True) -> None:
-        """Assign every partition from its beginning; with `background`, follow in a task of our own."""
+    async def start(self, *, background: bool = True, catch_up: bool = False) -> None:
+        """Assign every partition from its beginning; with `background`, follow in a task of our own.
+
+        With `catch_up`, return only once everything on the topics when it started was taken in
+        (read to the end offsets of that moment): what the sink builds is complete as of then.
+        """
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
@@ -147,6 +155,8 @@ class TopicFollower:
         await self._consumer.seek_to_beginning(*self._partitions)
         if self._dead_letters is not None:
             self._letter_from = dict(await self._consumer.end_offsets(self._partitions))
+        if catch_up:
+            await self._catch_up(self._consumer)
         if background:
             self._task = asyncio.create_task(self.run(), name=self._name)
 
@@ -158,29 +168,46 @@ class TopicFollower:
         if self._consumer is not None:
             await self._consumer.stop()
 
+    async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Take in everything up to the end offsets of now; after CATCH_UP_S, go on in the background."""
+        ends = await consumer.end_offsets(self._partitions)
+        try:
+            async with asyncio.timeout(CATCH_UP_S):
+                while True:
+                    behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+                    if not behind:
+                        return
+                    await self._step(consumer)
+        except TimeoutError:
+            log.warning("%s: not caught up after %.0fs; following on in the background", self._name, CATCH_UP_S)
+
     async def run(self) -> None:
         consumer = self._consumer
         assert consumer is not None, "start() first"
         while True:
-            batches = await consumer.getmany(timeout_ms=self._wait, max_records=self._max_records)
-            await self._lag.report(consumer)
-            events: list[EventPayload] = []
-            used: list[ConsumerRecord[bytes, bytes]] = []
-            letters: list[Outgoing] = []
-            for messages in batches.values():
-                for message in messages:
-                    event = self._usable(message, letters)
-                    if event is not None:
-                        events.append(event)
-                        used.append(message)
-            if letters:
-                await self._publish(letters)
-            if events:
-                try:
-                    with consuming(self._name, used):  # a span per traced record the view takes in
-                        await self._sink(events)
-                except (ValueError, KeyError) as exc:
-                    log.warning("%s: a batch of %d events was refused: %s", self._name, len(events), exc)
+            await self._step(consumer)
+
+    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        """One fetch: decode, refuse (and letter) what cannot be used, sink the rest."""
+        batches = await consumer.getmany(timeout_ms=self._wait, max_records=self._max_records)
+        await self._lag.report(consumer)
+        events: list[EventPayload] = []
+        used: list[ConsumerRecord[bytes, bytes]] = []
+        letters: list[Outgoing] = []
+        for messages in batches.values():
+            for message in messages:
+                event = self._usable(message, letters)
+                if event is not None:
+                    events.append(event)
+                    used.append(message)
+        if letters:
+            await self._publish(letters)
+        if events:
+            try:
+                with consuming(self._name, used):  # a span per traced record the view takes in
+                    await self._sink(events)
+            except (ValueError, KeyError) as exc:
+                log.warning("%s: a batch of %d events was refused: %s", self._name, len(events), exc)
 
     def _usable(self, message: ConsumerRecord[bytes, bytes], letters: list[Outgoing]) -> EventPayload | None:
         """The event, or None (and its dead letter appended to `letters`, if it is new)."""

@@ -124,7 +124,8 @@ class PasskeyFollower:
         )
 
     async def start(self) -> None:
-        await self._follower.start()
+        """Read the passkeys announced so far before the service judges any vote, then follow on."""
+        await self._follower.start(catch_up=True)
 
     async def stop(self) -> None:
         await self._follower.stop()
