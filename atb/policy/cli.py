@@ -230,9 +230,11 @@ def serve(
     upload_token_file: Path | None = UPLOAD_TOKEN,
 ) -> None:
     """Serve a bundle store folder over HTTP for development (ETag, 304 when unchanged)."""
+    if directory.exists() and not directory.is_dir():
+        raise PolicyBundleUsageError(f"--dir {directory} is a file, not a bundle store folder")
     directory.mkdir(parents=True, exist_ok=True)
     app = bundle_server_app(directory.resolve(), _token(upload_token_file))
-    Console(stderr=True).print(f"serving {directory} on http://{host}:{port}/ (Ctrl-C stops)")
+    Console().print(f"serving {directory} on http://{host}:{port}/ (Ctrl-C stops)")
     web.run_app(app, host=host, port=port, print=None)
 
 
@@ -276,7 +278,9 @@ def status(
             )
         Console(width=max(Console().width, 160)).print(table)
     if any(not r.reachable for r in reports):
-        raise PolicyEndpointError("an OPA instance did not answer (see the table)")
+        raise PolicyEndpointError(
+            "an OPA instance did not answer (see the table): check its URL, or start the local one with `atb dev up`"
+        )
     if any(r.stale(expect) for r in reports):
         raise typer.Exit(1)
 
@@ -373,7 +377,7 @@ def decision_log_receiver(
         raise PolicyBundleUsageError("--svid-cert and --svid-key go together")
     settings = CommonSettings()
     svid = service_svid(settings.state_dir, RECEIVER_ID, svid_cert, svid_key)
-    Console(stderr=True).print(
+    Console().print(  # stdout: stderr carries only the one line of an error
         f"decision-log receiver on http://{host}:{port}/logs → {settings.kafka_bootstrap_servers} as {svid.spiffe_id}"
     )
     asyncio.run(

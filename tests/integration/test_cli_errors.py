@@ -68,6 +68,9 @@ STACK_DOWN: dict[str, tuple[list[str], int]] = {
     "audit purge": (["--yes", "--db", "sqlite:///{state}/purge.db"], ExitCode.UNAVAILABLE),
     "audit tail": (["--timeout", "5"], ExitCode.UNAVAILABLE),
     "audit verify": (["--db", "{missing}"], ExitCode.UNAVAILABLE),
+    "console credentials list": ([], ExitCode.OK),  # its own store only: an empty table
+    "console credentials revoke": (["alice"], ExitCode.USAGE),  # nobody enrolled yet
+    "console enroll": (["alice"], ExitCode.UNAVAILABLE),  # the link's audit event needs Kafka
     "delegate grant": (["alice", "dave", "--until", "8h"], ExitCode.UNAVAILABLE),
     "delegate list": ([], ExitCode.UNAVAILABLE),
     "delegate revoke": (["dlg-x", "--as", "alice"], ExitCode.UNAVAILABLE),
@@ -82,6 +85,16 @@ STACK_DOWN: dict[str, tuple[list[str], int]] = {
     "pending": (["--as", "alice"], ExitCode.UNAVAILABLE),
     "pki init": ([], ExitCode.OK),
     "pki issue": (["spiffe://atb.local/agent/x", "--hours", "1"], ExitCode.OK),
+    "policy build": (["--out", "{state}/bundle.tar.gz"], ExitCode.OK),  # needs the pinned OPA only
+    "policy coverage": (["--policy-dir", "opa/policy"], ExitCode.OK),
+    "policy decision-log-receiver": (["--port", "0"], ExitCode.UNAVAILABLE),
+    "policy key": ([], ExitCode.OK),
+    "policy opa-config": (["--url", "http://127.0.0.1:1/", "--out", "{state}/opa.yaml"], ExitCode.OK),
+    "policy publish": (["{state}/no-bundle.tar.gz", "--to", "{state}/store"], ExitCode.USAGE),
+    "policy revisions": (["--dir", "{state}/store"], ExitCode.OK),
+    "policy rollback": (["rev-x", "--to", "{state}/store"], ExitCode.USAGE),
+    "policy serve": (["--dir", "{state}/pki/bundle.pem"], ExitCode.USAGE),  # a file: refused before it serves
+    "policy status": (["--opa", "http://127.0.0.1:1"], ExitCode.UNAVAILABLE),
     "poa revoke": (["jti-x"], ExitCode.UNAVAILABLE),
     "replay audit": ([], ExitCode.UNAVAILABLE),
     "replay policy": (["--policy", "opa/policy"], ExitCode.UNAVAILABLE),
