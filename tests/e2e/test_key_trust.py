@@ -31,9 +31,11 @@ from contracts import (
     LegitimateInterest,
     PoaClaims,
     SigningKeyPublished,
+    Topic,
     make_envelope,
     topic_name,
 )
+from contracts.console_events import PasskeyEnrolled, passkey_key
 from contracts.reasons import ReasonCode
 from issuer.adapters.keys import load_or_create_key
 from issuer.adapters.signer import PoaSigner
@@ -96,3 +98,55 @@ async def test_a_key_not_published_by_the_issuer_is_refused(running_stack: Runni
         raws = [bytes(r) for (r,) in conn.execute(select(audit_events.c.raw))]
     refusals = [r for r in raws if b'"identity_proof_rejected"' in r and b'"consumer":"broker-keys@0"' in r]
     assert len(refusals) == 2, "both forged key events are audited as identity_proof_rejected"
+
+
+async def _letters_by(store: AuditStore, key: str, consumers: set[str], timeout: float = 30.0) -> set[str]:
+    """Which of `consumers` dead-lettered the record keyed `key` (stops as soon as all did)."""
+    deadline = time.monotonic() + timeout
+    found: set[str] = set()
+    while found != consumers and time.monotonic() < deadline:
+        rows = await asyncio.to_thread(store.for_request, key)
+        for consumer in consumers - found:
+            marker = f'"consumer":"{consumer}"'.encode()
+            if any(r.event_type == DeadLetter.event_type and marker in r.raw for r in rows):
+                found.add(consumer)
+        if found != consumers:
+            await asyncio.sleep(0.3)
+    return found
+
+
+async def test_a_passkey_not_announced_by_the_console_is_refused_by_its_followers_only(
+    running_stack: RunningStack,
+) -> None:
+    # Approvals' and the issuer's passkey followers refuse it (dead letter); to the broker's key
+    # follower a passkey is not a signing key at all: it takes no notice, the PoA flow goes on.
+    stack = running_stack
+    agent_svid = ensure_svid(stack.state_dir, AGENT)
+    forged = PasskeyEnrolled(
+        principal="alice",
+        credential_id="Zm9yZ2VkLWNyZWRlbnRpYWw",
+        public_key="cHVibGljLWtleQ",
+        sign_count=0,
+        rp_id="console.atb.local",
+        origins=("https://console.atb.local",),
+        user_verified=True,
+        enrolled_at=datetime.now(UTC),
+    )
+    keys_topic = topic_name(Topic.KEYS, stack.namespace)
+    async with Publisher(stack.kafka_bootstrap, "passkey-forger") as publisher:
+        await publisher.publish(
+            [outgoing_envelope(sign_envelope(make_envelope(forged, source=AGENT), agent_svid), keys_topic)]
+        )
+        await publisher.flush()
+    store = AuditStore(make_engine(stack.db_url), "reader")
+    wanted = {"approvals-passkeys@0", "issuer-passkeys@0"}
+    assert await _letters_by(store, passkey_key(forged.credential_id), wanted) == wanted
+    async with AgentClient(
+        svid=agent_svid, tenant="acme", bootstrap=stack.kafka_bootstrap, namespace=stack.namespace
+    ) as agent:
+        request_id = await agent.request_poa("crm.contact.read", "crm:contact/92", leg=LEG)
+        issued = await agent.await_poa(request_id, timeout=60)
+        allowed = await agent.invoke("crm.contact.read", "crm:contact/92", poa=issued.token, request_id=request_id)
+    assert allowed.decision is Decision.ALLOW, allowed.reasons
+    rows = await asyncio.to_thread(store.for_request, passkey_key(forged.credential_id))
+    assert not any(b'"consumer":"broker-keys@0"' in r.raw for r in rows if r.event_type == DeadLetter.event_type)

@@ -10,10 +10,10 @@ from approvals.adapters.state import StateStore
 from approvals.domain.directory import Directory
 from approvals.service import ApprovalsService
 from approvals.settings import ApprovalsSettings
-from atb_runtime import OpaClient
+from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
-from atb_runtime.follow import follower_consumer
+from atb_runtime.follow import follower_consumer, follower_dead_letters
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.passkeys import PasskeyFollower, PasskeyRegistry
 from atb_runtime.runner import ServiceRunner
@@ -50,6 +50,7 @@ async def build() -> ServiceRunner:
     delegations = DelegationFollower(gate, settings.kafka_bootstrap_servers, ns)
     # The console's passkeys, from the keys topic: only the console's own proof makes an announcement count.
     passkeys = PasskeyRegistry()
+    letters = Publisher(settings.kafka_bootstrap_servers, f"atb-approvals-letters-{settings.instance}", linger_ms=0)
     passkey_follower = PasskeyFollower(
         passkeys,
         bundle,
@@ -58,6 +59,14 @@ async def build() -> ServiceRunner:
         source=settings.service_id,
         consumer=follower_consumer("approvals", "passkeys", settings.instance),
         consoles=settings.passkey_announcers,
+        dead_letters=follower_dead_letters(
+            "approvals",
+            "passkeys",
+            settings.instance,
+            source=settings.service_id,
+            namespace=ns,
+            publish=letters.send_and_wait,
+        ),
     )
     service = ApprovalsService(
         settings, policy, bundle, directory, store, svid, agents, delegations=gate, passkeys=passkeys
@@ -72,7 +81,8 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         tick=service.tick,
         poison=service.set_aside,
-        components=(delegations, passkey_follower),
+        # The publisher starts before and stops after the passkey follower: it publishes its dead letters.
+        components=(delegations, letters, passkey_follower),
         closers=(opa.close,),
     )
 

@@ -7,7 +7,7 @@ import json
 from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
-from atb_runtime.follow import follower_consumer
+from atb_runtime.follow import follower_consumer, follower_dead_letters
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.passkeys import PasskeyFollower, PasskeyRegistry
 from atb_runtime.policy import RequirementsClient
@@ -39,6 +39,7 @@ async def build() -> ServiceRunner:
     agents = load_agent_registry(settings.agent_registry_path)
     # The console's passkeys, from the keys topic: console votes are re-verified with them.
     passkeys = PasskeyRegistry()
+    publisher = Publisher(settings.kafka_bootstrap_servers, "atb-issuer-keys")
     passkey_follower = PasskeyFollower(
         passkeys,
         bundle,
@@ -47,6 +48,14 @@ async def build() -> ServiceRunner:
         source=settings.service_id,
         consumer=follower_consumer("issuer", "passkeys", settings.instance),
         consoles=settings.passkey_announcers,
+        dead_letters=follower_dead_letters(
+            "issuer",
+            "passkeys",
+            settings.instance,
+            source=settings.service_id,
+            namespace=settings.topic_namespace,
+            publish=publisher.send_and_wait,
+        ),
     )
     evidence = EvidenceVerifier(
         bundle=bundle,
@@ -61,7 +70,6 @@ async def build() -> ServiceRunner:
     )
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
     keys = open_keys(settings.signing_key_path, settings.keyring_dir())
-    publisher = Publisher(settings.kafka_bootstrap_servers, "atb-issuer-keys")
     service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher)
     return ServiceRunner(
         settings,
