@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -392,8 +393,11 @@ async def _post_vote(page: Page, request_id: str, choice: str) -> str:
 
 
 async def _screenshot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / name), full_page=True)
+    """The page as the browser drew it, into docs/console/ only with ATB_CONSOLE_SCREENSHOTS=1 (to refresh
+    the documentation's pictures on purpose); otherwise into a scratch folder: a run leaves the checkout as it was."""
+    folder = SHOTS if os.environ.get("ATB_CONSOLE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "atb-console"
+    folder.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(folder / name), full_page=True)
 
 
 # -- the scenario --------------------------------------------------------------------------------
