@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from atb_runtime.follow import FollowerDeadLetters, TopicFollower
+from broker.adapters.metrics import REVOCATIONS_APPLIED
 from contracts import MAX_LIFETIME_SECONDS, EventPayload, PoaRevoked, Topic
 
 __all__ = ["REQUEST_REVOCATION_S", "RevocationList"]
@@ -77,6 +78,7 @@ class RevocationList:
         if known is not None and known[1] >= forget_at:
             return
         table[key] = (revocation.reason, forget_at)
+        REVOCATIONS_APPLIED.inc()
         heapq.heappush(self._expiry, (forget_at, whole_request, key))
         self.prune()
 
