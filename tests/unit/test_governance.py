@@ -63,8 +63,13 @@ def test_the_seed_p1_alert_exists() -> None:
 def test_alert_expressions_use_metrics_the_broker_exports() -> None:
     from prometheus_client import generate_latest
 
-    import atb_runtime.eos  # noqa: F401 - registers the processors' metrics
-    import audit_sink.lag  # noqa: F401 - registers the audit sink's lag gauge
+    # Importing registers: the processors' metrics, every loop's consumer lag, the dead-letter counter,
+    # the audit sink's rows and checkpoint time, and its lag gauge.
+    import atb_runtime.eos
+    import atb_runtime.lag
+    import atb_runtime.records  # noqa: F401
+    import audit_sink.adapters.metrics
+    import audit_sink.lag  # noqa: F401
     import broker.adapters.metrics  # noqa: F401 - registers the broker's metrics
     from atb.policy.decision_logs import DecisionLogMetrics
 
