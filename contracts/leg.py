@@ -63,6 +63,10 @@ class DualControlApprover(_Frozen):
     vote_digest: str | None = None
     delegate: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     """Set when the approval was cast on behalf of `id` by this delegate (contracts/delegation.py)."""
+    channel: Literal["console"] | None = None
+    """Set for a vote cast in the web console (VoteCastV2); absent for the other channels."""
+    device_bound: Literal[True] | None = None
+    """Set when the vote carried the approver's passkey assertion, verified by approvals and the issuer."""
 
 
 class DualControl(_Frozen):

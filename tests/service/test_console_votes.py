@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import secrets
 
+import jwt
+
 from atb_identity.passkey import b64url
 from atb_runtime import DeadLetters, Outgoing
 from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, passkey_rules
 from atb_runtime.proofs import ProofCheck
-from contracts import ApprovalRequired, QuorumReached, RequestDenied, Topic, VoteChoice
+from contracts import ApprovalRequired, PoaClaims, QuorumReached, RequestDenied, Topic, VoteChoice
 from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
 from tests.service.bus import Bus, MemoryBus
 from tests.service.look import audit_events, dead_letters, kinds, one, outcomes, poas, required
@@ -197,7 +199,10 @@ async def test_the_issuer_verifies_each_counted_console_vote_again_with_its_own_
     await bus.settle()
     assert kinds(await outcomes(bus, "req-console-poa")) == ["ApprovalRequired", "QuorumReached"]
     [poa] = await poas(bus, "req-console-poa")
-    assert poa.request_id == "req-console-poa"
+    claims = PoaClaims.model_validate(jwt.decode(poa.token, options={"verify_signature": False}))
+    assert claims.leg.dual_control is not None
+    recorded = {(a.id, a.channel, a.device_bound) for a in claims.leg.dual_control.approvers}
+    assert recorded == {("alice", "console", True), ("bob", "console", True)}
 
 
 async def test_the_issuer_refuses_a_quorum_whose_console_vote_it_cannot_verify(bus: Bus, world: World) -> None:

@@ -15,11 +15,15 @@ from contracts import (
     Approval,
     DualControl,
     DualControlApprover,
+    EventDecodeError,
     PoaClaims,
     QuorumReached,
     Tier,
+    decode_envelope,
     digest_binds,
+    payload_of,
 )
+from contracts.console_events import VoteCastV2
 from contracts.delegation import on_behalf_of_vote
 from contracts.reasons import ReasonCode
 from contracts.requirements import tier_floor
@@ -84,7 +88,12 @@ def build_claims(
     elif quorum.tier in (Tier.HIGH, Tier.CRITICAL):
         approvers = tuple(
             DualControlApprover(
-                id=v.approver_id, type=v.approver_type, vote_digest=v.vote_digest, delegate=_delegate(v.vote_event)
+                id=v.approver_id,
+                type=v.approver_type,
+                vote_digest=v.vote_digest,
+                delegate=_delegate(v.vote_event),
+                channel="console" if (console := _console_vote(v.vote_event)) is not None else None,
+                device_bound=True if console is not None and console.assertion is not None else None,
             )
             for v in quorum.votes
         )
@@ -108,6 +117,15 @@ def build_claims(
             "cnf": cnf,
         }
     )
+
+
+def _console_vote(vote_event: str) -> VoteCastV2 | None:
+    """A counted vote cast in the console (its assertion verified by `check_evidence`), None for any other."""
+    try:
+        vote = payload_of(decode_envelope(vote_event.encode()))
+    except EventDecodeError:
+        return None
+    return vote if isinstance(vote, VoteCastV2) and vote.channel == "console" else None
 
 
 def _delegate(vote_event: str) -> str | None:
