@@ -156,6 +156,20 @@ class ReasonCode(StrEnum):
     AUDIT_CHECKPOINT_SIGNED = "audit_checkpoint_signed"
     AUDIT_CHECKPOINT_COSIGNED = "audit_checkpoint_cosigned"
     AUDIT_CHECKPOINT_WITNESS_REFUSED = "audit_checkpoint_witness_refused"
+    APPROVAL_REMINDER_SENT = "approval_reminder_sent"
+    APPROVAL_ESCALATED = "approval_escalated"
+    OUTCOME_NOTIFICATION_DELIVERED = "outcome_notification_delivered"
+    OUTCOME_NOTIFICATION_FAILED = "outcome_notification_failed"
+    OUTCOME_NOTIFICATION_REFUSED = "outcome_notification_refused"
+    CONSOLE_ENROLLMENT_LINK_CREATED = "console_enrollment_link_created"
+    CONSOLE_PASSKEY_ENROLLED = "console_passkey_enrolled"
+    CONSOLE_PASSKEY_ENROLL_REFUSED = "console_passkey_enroll_refused"
+    CONSOLE_PASSKEY_REVOKED = "console_passkey_revoked"
+    CONSOLE_SIGNIN = "console_signin"
+    CONSOLE_SIGNIN_REFUSED = "console_signin_refused"
+    CONSOLE_VOTE_CAST = "console_vote_cast"
+    CONSOLE_VOTE_REFUSED = "console_vote_refused"
+    POLICY_DECISION_LOGGED = "policy_decision_logged"
     AUDIT_LEGAL_HOLD_PLACED = "audit_legal_hold_placed"
     AUDIT_LEGAL_HOLD_RELEASED = "audit_legal_hold_released"
     AUDIT_PURGED = "audit_purged"
@@ -202,6 +216,20 @@ AUDIT_NAMES: frozenset[ReasonCode] = frozenset(
         "audit_purged",
         "event_dead_lettered",
         "dlq_redriven",
+        "approval_reminder_sent",
+        "approval_escalated",
+        "outcome_notification_delivered",
+        "outcome_notification_failed",
+        "outcome_notification_refused",
+        "console_enrollment_link_created",
+        "console_passkey_enrolled",
+        "console_passkey_enroll_refused",
+        "console_passkey_revoked",
+        "console_signin",
+        "console_signin_refused",
+        "console_vote_cast",
+        "console_vote_refused",
+        "policy_decision_logged",
     )
 )
 """The names `AuditEvent.audit_type` takes (docs/architecture.md §2.9)."""
