@@ -147,7 +147,11 @@ class ManagedProcess:
                 self.pid_path.unlink(missing_ok=True)  # unreadable: left by a crash mid-write
             return None
         _reap(record.pid)
-        if _start_ticks(record.pid) == record.start_ticks and _cmdline(record.pid) == record.cmdline:
+        # An empty recorded command line means /proc had not shown the new program's argv within the
+        # wait at spawn (a loaded machine): the start time alone then names the process.
+        if _start_ticks(record.pid) == record.start_ticks and (
+            not record.cmdline or _cmdline(record.pid) == record.cmdline
+        ):
             return record
         self.pid_path.unlink(missing_ok=True)
         return None
@@ -228,7 +232,7 @@ class ManagedProcess:
     def _settled_cmdline(pid: int) -> tuple[str, ...]:
         """The new program's command line. Popen returns once exec has closed the CLOEXEC pipe, which is
         before the kernel has set up the new argv: for a moment /proc shows an empty one."""
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 10.0
         while not (cmdline := _cmdline(pid)) and time.monotonic() < deadline and _start_ticks(pid) is not None:
             time.sleep(0.001)
         return cmdline or ()

@@ -217,7 +217,9 @@ def _s3(url: str) -> tuple[Any, str, str]:
 
     config = Config(connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"})
     prefix = parts.path.strip("/")
-    return boto3.client("s3", config=config), parts.netloc, f"{prefix}/" if prefix else ""
+    # A session of its own: the credentials and endpoint are read from the environment now, not from
+    # whatever boto3's process-wide default session cached at its first use.
+    return boto3.session.Session().client("s3", config=config), parts.netloc, f"{prefix}/" if prefix else ""
 
 
 def _s3_get(client: Any, bucket: str, key: str) -> bytes | None:

@@ -96,6 +96,7 @@ ZERO_DIGEST = "sha256:" + "0" * 64
 APPROVALS, ISSUER, BROKER = "approvals", "issuer", "broker"
 GATEWAY, CHAT = "gateway-views@0", "chat-cards@0"
 KEYRING, REVOCATIONS = "broker-keys@0", "broker-revocations@0"
+APPROVALS_PASSKEYS, ISSUER_PASSKEYS = "approvals-passkeys@0", "issuer-passkeys@0"
 GROUP_CONSUMERS = frozenset({APPROVALS, ISSUER, BROKER})
 CONSUMERS: dict[str, tuple[Topic, ...]] = {
     APPROVALS: (Topic.POA_REQUESTS, Topic.VOTES),
@@ -104,6 +105,8 @@ CONSUMERS: dict[str, tuple[Topic, ...]] = {
     GATEWAY: (Topic.POA_REQUESTS, Topic.OUTCOMES, Topic.POA_ISSUED),
     CHAT: (Topic.OUTCOMES, Topic.APPROVALS_STATE, Topic.POA_ISSUED),
     KEYRING: (Topic.KEYS,),
+    APPROVALS_PASSKEYS: (Topic.KEYS,),
+    ISSUER_PASSKEYS: (Topic.KEYS,),
     REVOCATIONS: (Topic.POA_REVOKED,),
 }
 """Every consumer that dead-letters, and the topics it reads (the audit sink stores everything instead)."""

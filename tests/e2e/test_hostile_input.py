@@ -49,6 +49,7 @@ from contracts import (
 )
 from contracts.limits import DEAD_LETTER_PREFIX_BYTES, MAX_EVENT_BYTES
 from tests.e2e.conftest import RunningStack
+from tests.e2e.hostile_traffic import consumers_of
 from tests.e2e.replay_cli import atb_replay
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -110,11 +111,13 @@ async def _letters(
         await asyncio.sleep(0.3)
 
 
-async def _audited(stack: RunningStack, match: Callable[[AuditEvent], bool], timeout: float = 60) -> list[AuditEvent]:
+async def _audited(
+    stack: RunningStack, match: Callable[[AuditEvent], bool], timeout: float = 60, want: int = 1
+) -> list[AuditEvent]:
     deadline = time.monotonic() + timeout
     while True:
         found = [p for r in await _records(stack, Topic.AUDIT) if isinstance(p := _payload(r), AuditEvent) and match(p)]
-        if found or time.monotonic() > deadline:
+        if len(found) >= want or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.3)
 
@@ -259,7 +262,13 @@ async def test_garbage_on_a_followed_topic_is_dead_lettered_by_each_follower(
     stack = module_stack
     key = f"garbage-{secrets.token_hex(4)}"
     await _publish(stack, _raw(stack, topic, key, b'{"truncated json'))
-    found = await _letters(stack, lambda lt: lt.original_key == key)
-    assert [(lt.consumer, lt.error_code) for _, lt in found] == [(f"broker-{role}@0", "invalid_envelope")]
-    audits = await _audited(stack, lambda e: e.audit_type == "event_dead_lettered" and e.request_id == key)
-    assert [e.details["consumer"] for e in audits] == [f"broker-{role}@0"]
+    # Every follower of the topic letters it once: the broker's, and on atb.keys also approvals' and the
+    # issuer's passkey registries (tests/e2e/hostile_traffic.py CONSUMERS).
+    followers = sorted(consumers_of(topic))
+    assert f"broker-{role}@0" in followers
+    found = await _letters(stack, lambda lt: lt.original_key == key, want=len(followers))
+    assert sorted((lt.consumer, lt.error_code) for _, lt in found) == [(f, "invalid_envelope") for f in followers]
+    audits = await _audited(
+        stack, lambda e: e.audit_type == "event_dead_lettered" and e.request_id == key, want=len(followers)
+    )
+    assert sorted(str(e.details["consumer"]) for e in audits) == followers

@@ -628,7 +628,7 @@ async def test_an_s3_bucket_as_the_bundle_store(
         ):
             monkeypatch.setenv(name, value)  # read by the publisher's client and by OPA (started below)
         bucket = f"policy-{secrets.token_hex(4)}"
-        boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket=bucket)
+        boto3.session.Session().client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket=bucket)
         url = f"s3://{bucket}/atb"
         rev_a = s3_publish(policies.build(policies.a_dir), url).revision
 

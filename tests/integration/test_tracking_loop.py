@@ -96,7 +96,9 @@ def _config(bootstrap: str, topic: str, group: str) -> TrackingConfig:
 
 
 async def _until(tracker: SqliteTracker, count: int) -> None:
-    async with asyncio.timeout(30):
+    # A bound, not a pace: a restarted static member rejoins its group at once on a quiet broker, but
+    # was seen to need more than 30 s on a loaded one (the whole suite on 2 cores).
+    async with asyncio.timeout(120):
         while len(tracker.stored()) < count:
             tracker.changed.clear()
             await tracker.changed.wait()

@@ -111,7 +111,7 @@ class S3Archive:
             # server's stored checksum would otherwise raise before the verifier could name the segment.
             response_checksum_validation="when_required",
         )
-        client = boto3.client(
+        client = boto3.session.Session().client(  # a session of its own: no credentials cached process-wide
             "s3",
             endpoint_url=endpoint or None,
             aws_access_key_id=access_key or None,
