@@ -143,8 +143,11 @@ PASSES: dict[tuple[Topic, str], frozenset[str]] = {
     # Followers have no partitions to check: a well-formed, well-proven record on the wrong one is used.
     (Topic.POA_REQUESTS, "misplaced"): frozenset({GATEWAY}),
     (Topic.OUTCOMES, "misplaced"): frozenset({GATEWAY, CHAT}),
+    # An unproven signing-key event is the key ring's to refuse; the passkey registries read only
+    # passkey events and let every other well-formed event of the topic pass by.
+    (Topic.KEYS, "ignored_key"): frozenset({APPROVALS_PASSKEYS, ISSUER_PASSKEYS}),
 }
-"""Consumers that legitimately use a garbage record: no letter from them."""
+"""Consumers that legitimately use (or ignore) a garbage record: no letter from them."""
 
 MAY_REFUSE_ON_PROOF: dict[tuple[Topic, str], frozenset[str]] = {
     (Topic.POA_REQUESTS, "forged_request"): frozenset({GATEWAY}),
