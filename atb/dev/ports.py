@@ -84,6 +84,16 @@ class PortAllocator:
         """The descriptors of those of `ports` this allocator holds, for `pass_fds`."""
         return tuple(fd for port in ports if (fd := self.fd(port)) is not None)
 
+    def release(self, port: int) -> None:
+        """Stop holding `port` so that a program that binds its own address (OPA, an `atb` command) can.
+
+        Between this and the program's bind another process could take the port; the program then
+        fails to start and says so.
+        """
+        sock = self._sockets.pop(port, None)
+        if sock is not None:
+            sock.close()
+
     @property
     def closed(self) -> bool:
         return self._closed

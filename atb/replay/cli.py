@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from pydantic import JsonValue
@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.table import Table
 
 from atb.dev.config import DevConfig
-from atb.replay.audit import AuditComparison
 from atb.replay.errors import ReplayUsageError
 from atb.replay.letters import LetterFilter, resolve_topic
 from atb.replay.policy import POLICY_TOPICS, CandidateOpa, Spooler, build_history, fill_context, report_json, what_if
@@ -36,6 +35,9 @@ from atb.replay.timerange import TimeRange
 from atb.replay.whatif import WhatIfReport
 from atb_runtime.settings import CommonSettings
 from contracts import Topic, topic_name
+
+if TYPE_CHECKING:  # the audit package is not in every image that has the `atb` command
+    from atb.replay.audit import AuditComparison
 
 __all__ = ["replay_app"]
 

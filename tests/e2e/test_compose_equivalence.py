@@ -2,7 +2,8 @@
 
 The test renders `docker-compose config` and, for every ATB service in it (not kafka, postgres,
 opa or the one-shot `topics` job, which is run as a command), rebuilds what its container would
-be from the compose file and the root Dockerfile:
+be from the compose file and the root Dockerfile. The ATB containers are the seven services and
+two `atb` commands: the policy bundle store and OPA's decision-log receiver.
 
 * the image: the files the Dockerfile COPYs (through .dockerignore), the project's packages as
   its wheel would install them (only `*.py` and the declared package data) in a site-packages
@@ -12,7 +13,13 @@ be from the compose file and the root Dockerfile:
   its secrets under /run/secrets, bind mounts, named volumes and tmpfs, each a folder here;
 * the operator's part: the secrets the compose file's header says to create (dev PKI trust
   bundle and SVIDs, the issuer's signing key, the Postgres password, the Slack signing secret),
-  and the database and role the postgres image's init creates.
+  the header's `atb policy` commands (a signed bundle built, published into the store folder,
+  and OPA's configuration written), and the database and role the postgres image's init creates.
+
+OPA is the pinned binary run with the compose service's own command: its configuration file
+(the host names in it mapped as Docker's DNS would) polls the `policy-store` process for the
+signed bundle and uploads its decisions to the `policy-decision-logs` process. So the services
+decide with the published revision, and each decision reaches the audit store.
 
 Every container path in a variable becomes its folder here; the compose host names become the
 session's Kafka, OPA and PostgreSQL and the other services' local ports; the topic namespace is
@@ -38,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import time
 import tomllib
 from collections.abc import AsyncIterator, Mapping
@@ -46,22 +54,30 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import psycopg
 import pytest
+from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
+from atb.dev.config import DevConfig
 from atb.dev.ports import PortAllocator
 from atb.dev.postgres import TempPostgres
 from atb.dev.procs import ManagedProcess
 from atb.dev.stack import healthz_ready
+from atb.dev.toolchain import build_opa
 from atb.dev.topics import delete_topics
+from atb.policy.decision_logs import DECISION_AUDIT_TYPE
 from atb.sdk import ApproverClient, BrokerClient, GatewayClient
 from atb_identity import ensure_svid, init_ca, issue_svid
 from atb_runtime.ops import LISTEN_FDS_ENV
-from audit_sink.adapters.db import AuditStore, make_engine
+from audit_sink.adapters.db import AuditStore, audit_events, make_engine
 from contracts import (
     AccountableParty,
+    AuditEvent,
     BrokerDecision,
     ContractualNecessity,
     Decision,
@@ -70,8 +86,12 @@ from contracts import (
     Leg,
     LegitimateInterest,
     PoaIssued,
+    Topic,
     VoteChoice,
+    decode_envelope,
+    topic_name,
 )
+from tests.e2e.audit_sync import caught_up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -79,6 +99,10 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 NOT_ATB = ("kafka", "postgres", "opa", "topics", "prometheus", "alertmanager", "grafana")
+SERVICES = {"gateway", "approvals", "issuer", "broker", "audit-sink", "chat", "console"}
+"""The faststream services."""
+COMMANDS = {"policy-store", "policy-decision-logs"}
+"""ATB containers that run an `atb` command (built from the same Dockerfile)."""
 SITE = "usr/local/lib/python3.11/site-packages"
 """Where the image's pip installs the wheel (python:3.11-slim)."""
 BASE_IMAGE_ENV = {
@@ -87,9 +111,13 @@ BASE_IMAGE_ENV = {
 }
 """What python:3.11-slim sets (its PATH puts the image's python and console scripts first)."""
 PY = sys.executable
-CONSOLE = {"faststream": [PY, "-S", "-m", "faststream"], "python": [PY, "-S"]}
+CONSOLE = {
+    "faststream": [PY, "-S", "-m", "faststream"],
+    "python": [PY, "-S"],
+    "atb": [PY, "-S", "-c", "import sys; from atb.cli import main; sys.argv[0] = 'atb'; sys.exit(main())"],
+}
 """The image's programs: the same interpreter, without the checkout's editable install (-S)."""
-STATE_DEFAULTS = {"checkpoint_key_path", "chat_db_path", "console_db_path"}
+STATE_DEFAULTS = {"checkpoint_key_path", "chat_db_path", "console_db_path", "console_audit_key_path"}
 """Path settings whose default is inside the state folder (a volume), so they may stay unset."""
 PORT_VARS = {
     "ATB_OPS_PORT": "ops",
@@ -407,6 +435,85 @@ def create_audit_database(config: Mapping[str, Any], server: TempPostgres, secre
         conn.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
 
 
+def publish_policy(project: Path) -> str:
+    """The header's `atb policy` commands, run as written in the operator's checkout; the bundle's revision."""
+    header = [line.removeprefix("#").strip() for line in COMPOSE.read_text().splitlines() if line.startswith("#")]
+    commands: list[str] = []
+    for line in header:
+        if commands and commands[-1].endswith("\\"):
+            commands[-1] = commands[-1][:-1] + " " + line
+        elif line.startswith("atb policy "):
+            commands.append(line)
+    verbs = [shlex.split(c)[2] for c in commands]
+    assert verbs == ["build", "publish", "opa-config"], f"the header's policy steps are {verbs}"
+    env = {**os.environ, "ATB_STATE_DIR": str(project / ".state")}
+    env.pop("ATB_POLICY_SIGNING_KEY", None)
+    for command in commands:
+        argv = [str(Path(PY).parent / "atb"), *shlex.split(command)[1:]]
+        done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}: {done.stdout[-1000:]}{done.stderr[-2000:]}"
+    with tarfile.open(project / ".state/policy/store/bundles/atb.tar.gz") as bundle:
+        member = bundle.extractfile("/.manifest") or bundle.extractfile(".manifest")
+        assert member is not None, "the published bundle has no .manifest"
+        revision = json.loads(member.read())["revision"]
+    assert isinstance(revision, str), revision
+    assert revision, "the published bundle has an empty revision"
+    return revision
+
+
+@dataclass
+class Opa:
+    """The compose `opa` service as the pinned OPA binary: its command, its config file, its tmpfs."""
+
+    argv: list[str]
+    port: int
+    health: str
+    """The healthcheck's URL, on the local port."""
+
+
+def compose_opa(spec: Mapping[str, Any], binary: Path, work: Path, hosts: Mapping[str, str], port: int) -> Opa:
+    mounts: dict[str, Path] = {}
+    for volume in spec.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        assert source.startswith(f"{REPO}/.state/"), f"opa: mounts {source}, which the operator does not make"
+        mounts[target] = work / "project" / Path(source).relative_to(REPO)
+        assert mounts[target].exists(), f"opa: bind mount {source} -> {target} has no source"
+    for tmpfs in spec.get("tmpfs", []):
+        point = tmpfs.split(":")[0]
+        mounts[point] = work / "tmpfs" / "opa" / point.strip("/")
+        mounts[point].mkdir(parents=True, exist_ok=True)
+    command = [str(a) for a in spec["command"]]
+    config_at = command[command.index("--config-file") + 1]
+    text = mounts[config_at].read_text()
+    for host, local in hosts.items():  # Docker's DNS: the compose host names in the file
+        text = text.replace(f"//{host}", f"//{local}")
+    config = json.loads(text)
+    persist = config.get("persistence_directory")
+    assert persist in mounts, f"opa: persistence_directory {persist} is not a volume or tmpfs (read-only root)"
+    config["persistence_directory"] = str(mounts[persist])
+    local_config = work / "opa-config.json"
+    local_config.write_text(json.dumps(config))
+    command[command.index("--config-file") + 1] = str(local_config)
+    addr = command.index("--addr") + 1
+    assert command[addr].endswith(":8181"), command
+    command[addr] = f"127.0.0.1:{port}"
+    probe = " ".join(spec["healthcheck"]["test"])
+    url = re.search(r"http://127\.0\.0\.1:8181(/[^\"']*)", probe)
+    assert url, f"opa: cannot read its healthcheck {probe}"
+    return Opa([str(binary), *command], port, f"http://127.0.0.1:{port}{url.group(1)}")
+
+
+async def http_ok(url: str) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(url) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
 # --- one container as a local process -----------------------------------------------------------
 
 
@@ -462,8 +569,9 @@ def container(
             mounts[target] = work / "volumes" / source
             mounts[target].mkdir(parents=True, exist_ok=True)
     for tmpfs in spec.get("tmpfs", []):
-        mounts[tmpfs] = work / "tmpfs" / name / tmpfs.strip("/")
-        mounts[tmpfs].mkdir(parents=True, exist_ok=True)
+        point = tmpfs.split(":")[0]  # options (uid=, mode=) after the path
+        mounts[point] = work / "tmpfs" / name / point.strip("/")
+        mounts[point].mkdir(parents=True, exist_ok=True)
     env = {
         **BASE_IMAGE_ENV,
         "HOME": image.home,
@@ -557,7 +665,20 @@ def service_argv(c: Container, env: dict[str, str]) -> list[str]:
         argv = command
     assert argv, f"{c.name}: runs nothing (no entrypoint, command or CMD)"
     assert argv[0] in CONSOLE, f"{c.name}: runs {argv}, not a program of the image this test knows"
+    if argv[0] == "atb":  # an `atb` command: container paths in its options, its port local
+        argv = [c.rewrite_paths(a) for a in argv]
+        for i, a in enumerate(argv[:-1]):
+            if a == "--host" and argv[i + 1] == "0.0.0.0":  # noqa: S104
+                argv[i + 1] = "127.0.0.1"
+            elif a == "--port":
+                argv[i + 1] = str(c.ports["http"])
     return [*CONSOLE[argv[0]], *argv[1:]]
+
+
+def command_port(c: Container) -> int:
+    """The port an `atb` command's container serves (its --port)."""
+    assert "--port" in c.argv, f"{c.name}: serves no --port"
+    return int(c.argv[c.argv.index("--port") + 1])
 
 
 # --- the test -----------------------------------------------------------------------------------
@@ -574,6 +695,8 @@ class Stack:
     audit_url: str
     namespace: str
     kafka: str
+    revision: str
+    """The policy revision published into the store (the header's `atb policy build`)."""
 
 
 @pytest.fixture
@@ -586,8 +709,9 @@ async def compose_stack(
     config = render_compose()
     services = config["services"]
     atb = [name for name in services if name not in NOT_ATB]
-    assert set(atb) == {"gateway", "approvals", "issuer", "broker", "audit-sink", "chat", "console"}, atb
+    assert set(atb) == SERVICES | COMMANDS, atb
     secret_files = create_secrets(config, tmp_path / "project")
+    revision = publish_policy(tmp_path / "project")
     create_audit_database(config, postgres_server, secret_files)
     namespace = f"c{secrets.token_hex(4)}."
     ports = PortAllocator()
@@ -599,7 +723,7 @@ async def compose_stack(
         containers[name] = container(name, services[name], stages, tmp_path, secret_files)
     # Every service's settings, as the image loads them: no path left to a checkout default, no dev default URL.
     problems: list[str] = []
-    for name in atb:
+    for name in sorted(SERVICES):
         for setting, info in settings_probe(containers[name]).items():
             var = f"ATB_{setting.upper()}"
             if info["path"] and info["value"] is None and setting not in STATE_DEFAULTS:
@@ -620,8 +744,12 @@ async def compose_stack(
     assert not problems, "docker-compose.yml:\n" + "\n".join(problems)
     # Service-to-service addresses: `<service>:<container port>` -> its local port.
     pg = f"{postgres_server.host}:{postgres_server.port}"
-    hosts = {"kafka:9092": kafka_bootstrap, "postgres:5432": pg, "opa:8181": opa_url.removeprefix("http://")}
-    for name in atb:
+    opa_port = ports.allocate()
+    hosts = {"kafka:9092": kafka_bootstrap, "postgres:5432": pg, "opa:8181": f"127.0.0.1:{opa_port}"}
+    for name in sorted(COMMANDS):
+        containers[name].ports["http"] = ports.allocate()
+        hosts[f"{name}:{command_port(containers[name])}"] = f"127.0.0.1:{containers[name].ports['http']}"
+    for name in sorted(SERVICES):
         allocate_ports(containers[name], ports)
         for var, site in PORT_VARS.items():
             if site in containers[name].ports:
@@ -643,7 +771,31 @@ async def compose_stack(
     )
     assert done.returncode == 0, f"topics job failed: {done.stderr[-2000:]}"
     processes: dict[str, ManagedProcess] = {}
-    for name in atb:
+    for name in sorted(COMMANDS):  # `atb` commands bind their own --port (no socket handed down)
+        c = containers[name]
+        ports.release(c.ports["http"])
+        url = f"http://127.0.0.1:{c.ports['http']}/healthz"
+        processes[name] = ManagedProcess(
+            name,
+            service_argv(c, envs[name]),
+            envs[name],
+            log_path=tmp_path / "logs" / f"{name}.log",
+            pid_path=tmp_path / "logs" / f"{name}.pid",
+            ready=lambda url=url: http_ok(url),  # type: ignore[misc]
+            cwd=c.host_path(c.stage.workdir),
+        )
+    opa = compose_opa(services["opa"], await build_opa(DevConfig.from_env()), tmp_path, hosts, opa_port)
+    ports.release(opa_port)
+    processes["opa"] = ManagedProcess(
+        "opa",
+        opa.argv,
+        {"PATH": "/usr/bin:/bin"},
+        log_path=tmp_path / "logs" / "opa.log",
+        pid_path=tmp_path / "logs" / "opa.pid",
+        ready=lambda: http_ok(opa.health),
+        cwd=tmp_path,
+    )
+    for name in sorted(SERVICES):
         c = containers[name]
         env = envs[name]
         held = ports.held(c.ports.values())
@@ -671,7 +823,11 @@ async def compose_stack(
     user = f"{config['services']['postgres']['environment']['POSTGRES_USER']}:{audit_env['PGPASSWORD']}"
     audit_url = audit_env["ATB_AUDIT_DB_URL"].replace("://atb@", f"://{user}@")
     try:
-        await asyncio.gather(*(p.start(ready_timeout=60) for p in processes.values()))
+        # In depends_on order: the store and the receiver, OPA (healthy once the signed bundle is
+        # active), then the services.
+        await asyncio.gather(*(processes[name].start(ready_timeout=60) for name in sorted(COMMANDS)))
+        await processes["opa"].start(ready_timeout=120)
+        await asyncio.gather(*(processes[name].start(ready_timeout=60) for name in sorted(SERVICES)))
         yield Stack(
             containers,
             envs,
@@ -681,6 +837,7 @@ async def compose_stack(
             audit_url,
             namespace,
             kafka_bootstrap,
+            revision,
         )
     finally:
         await asyncio.gather(*(p.stop() for p in processes.values()))
@@ -745,11 +902,56 @@ async def test_the_compose_stack_starts_and_serves_low_medium_and_high_risk(comp
                 execute=False,
             )
             assert decision.decision is Decision.ALLOW, (tier, decision.reasons)
+            # Decided by the signed bundle OPA polled from policy-store (files would answer the data's version).
+            assert decision.policy_version == stack.revision, (tier, decision.policy_version, stack.revision)
             want = {IssuanceRequested.event_type, PoaIssued.event_type, BrokerDecision.event_type}
             seen = await _audited(stack.audit_url, request_id, want)
             assert want <= seen, f"{tier}: the audit store holds {sorted(seen)} for {request_id}"
+    # OPA uploaded its decisions to policy-decision-logs, which wrote them to atb.audit (signed), and
+    # the audit sink stored them with the revision.
+    paths = {"atb/poa/requirements", "atb/poa/decisions"}
+    logged = await _decision_logs(stack.kafka, stack.namespace, stack.revision, paths)
+    await caught_up(stack.kafka, stack.namespace, stack.audit_url)
+    query = select(audit_events.c.event_id, audit_events.c.raw).where(audit_events.c.audit_type == DECISION_AUDIT_TYPE)
+    with make_engine(stack.audit_url).connect() as conn:
+        stored = {row.event_id: orjson.loads(row.raw)["data"]["details"] for row in conn.execute(query)}
+    assert set(logged) <= set(stored), "the audit store lacks decision-log events that are on atb.audit"
+    assert {stored[i]["path"] for i in logged} == paths
+    assert all(stored[i]["revision"] == stack.revision for i in logged)
     _no_dev_ca(stack)
     assert all(p.is_running() for p in stack.processes.values()), "a service died during the run"
+
+
+async def _decision_logs(bootstrap: str, namespace: str, revision: str, paths: set[str]) -> set[str]:
+    """Read atb.audit until a policy_decision_logged of `revision` for each of `paths` arrives: their event ids."""
+    topic = topic_name(Topic.AUDIT, namespace)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + 90  # OPA uploads every 1-10 s (atb policy opa-config)
+    try:
+        while set(found.values()) != paths and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    envelope = decode_envelope(record.value or b"")
+                    if envelope.type != AuditEvent.event_type:
+                        continue
+                    event = AuditEvent.model_validate(envelope.data)
+                    if event.audit_type == DECISION_AUDIT_TYPE and event.details.get("revision") == revision:
+                        assert envelope.source == "spiffe://atb.local/svc/policy-decision-logs", envelope.source
+                        found[envelope.id] = str(event.details["path"])
+    finally:
+        await consumer.stop()
+    assert set(found.values()) == paths, (
+        f"decision logs on atb.audit: {sorted(set(found.values()))}, want {sorted(paths)}"
+    )
+    return set(found)
 
 
 def test_every_path_the_dockerfile_copies_is_in_the_build_context() -> None:
