@@ -14,6 +14,7 @@ from atb_runtime.ops import HttpSite
 from atb_runtime.proofs import ProofCheck, ProofRules, outcome_rules
 from atb_runtime.runner import ServiceRunner
 from console.adapters.audit import AuditReader
+from console.adapters.evidence import EvidenceDesk
 from console.adapters.http import build_app
 from console.adapters.store import ConsoleStore
 from console.service import ConsoleService
@@ -65,10 +66,22 @@ async def build() -> ServiceRunner:
         cert, key = svid.cert_path, svid.key_path
         tls = lambda: _browser_tls(cert, key)  # noqa: E731
     audit = AuditReader(settings.console_audit_db_url) if settings.console_audit_db_url else None
+    evidence = (
+        EvidenceDesk(
+            settings.console_audit_db_url,
+            settings.audit_key_path(),
+            archive_url=settings.console_audit_archive_url,
+            archive_endpoint=settings.console_audit_archive_endpoint,
+            interval_s=settings.console_verify_interval_s,
+        )
+        if settings.console_audit_db_url
+        else None
+    )
     app = build_app(
         service,
         store,
         audit=audit,
+        evidence=evidence,
         compliance_group=settings.compliance_group,
         idle_s=settings.console_session_idle_s,
         tls=settings.console_tls,
@@ -79,9 +92,13 @@ async def build() -> ServiceRunner:
         settings,
         name="console",
         loop=_Loop(follower),
-        components=(publisher, service),
+        components=(publisher, service, *((evidence,) if evidence is not None else ())),
         sites=(site,),
-        closers=(store.aclose, *((audit.aclose,) if audit is not None else ())),
+        closers=(
+            store.aclose,
+            *((audit.aclose,) if audit is not None else ()),
+            *((evidence.aclose,) if evidence is not None else ()),
+        ),
     )
 
 

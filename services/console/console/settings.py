@@ -50,11 +50,24 @@ class ConsoleSettings(CommonSettings):
     console_migrations_dir: Path | None = None
     console_audit_db_url: str = ""
     """The audit store, read only, for the compliance view (a read-only role on PostgreSQL); empty: no view."""
+    console_audit_key_path: Path | None = None
+    """The audit log's verifier key (`<name>+<id>+<key>`): checkpoints, verification and bundles are judged with
+    it, never with a key read from the store; default <state>/audit/checkpoint.key.pub (the sink's)."""
+    console_audit_archive_url: str = ""
+    """The audit archive (`s3://bucket/prefix`, or `file:///copy`): the compliance views read the rows that hot
+    retention removed from the store there; empty: the store only. S3 credentials: the usual AWS_* variables."""
+    console_audit_archive_endpoint: str = ""
+    """The S3 endpoint of the archive (an S3-compatible server); empty: AWS_ENDPOINT_URL or AWS itself."""
+    console_verify_interval_s: int = Field(default=600, ge=0, le=86_400)
+    """How often the console verifies the whole audit store for the checkpoint status (0: only when asked)."""
     compliance_group: str = "compliance"
     """Directory group whose members may use the compliance view."""
 
     def directory_path(self) -> Path:
         return self.approver_directory_path or DEFAULT_DIRECTORY
+
+    def audit_key_path(self) -> Path:
+        return self.console_audit_key_path or self.state_dir / "audit" / "checkpoint.key.pub"
 
     def db_url(self) -> str:
         return self.console_db_url or f"sqlite:///{self.db_path()}"

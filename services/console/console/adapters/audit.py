@@ -54,6 +54,8 @@ _SHOWN = tuple(
     for name in (
         "seq",
         "topic",
+        "partition",
+        "offset",
         "event_type",
         "request_id",
         "producer",
@@ -91,6 +93,10 @@ class AuditHit:
     occurred_at: datetime
     recorded_at: datetime
     raw: str
+    segment: int | None = None
+    """The archive segment the row was read from; None for a row of the store."""
+    position: tuple[str, int, int] = ("", 0, 0)
+    """(topic, partition, offset): the row's identity across the store and the archive."""
 
 
 class AuditReader:
@@ -127,22 +133,7 @@ class AuditReader:
     def timeline(self, request_id: str, *, limit: int = 1000) -> list[AuditHit]:
         """Every stored event of one request, oldest first (what `atb trace` reads)."""
         c = audit_events.c
-        statement = (
-            select(
-                c.seq,
-                c.topic,
-                c.event_type,
-                c.request_id,
-                c.producer,
-                c.audit_type,
-                c.occurred_at,
-                c.recorded_at,
-                c.raw,
-            )
-            .where(c.request_id == request_id)
-            .order_by(c.seq)
-            .limit(limit)
-        )
+        statement = select(*_SHOWN).where(c.request_id == request_id).order_by(c.seq).limit(limit)
         with self._engine.connect() as conn:
             return [_row(r) for r in conn.execute(statement)]
 
@@ -160,4 +151,5 @@ def _row(r: Any) -> AuditHit:
         m["occurred_at"],
         m["recorded_at"],
         text,
+        position=(str(m["topic"]), int(m["partition"]), int(m["offset"])),
     )

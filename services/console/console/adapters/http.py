@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from atb_runtime.web import BodyTimeoutError, read_body_within
 from console.adapters.audit import AuditQuery, AuditReader
+from console.adapters.evidence import EvidenceDesk, EvidenceUnavailable, merge_timeline
 from console.adapters.store import ConsoleStore, Session
 from console.domain import ApprovalView, explain
 from console.domain.view import RESULT_CODES as RESULTS
@@ -70,6 +71,7 @@ def build_app(
     tls: bool,
     trust_forwarded_proto: bool = False,
     audit: AuditReader | None = None,
+    evidence: EvidenceDesk | None = None,
     compliance_group: str = "compliance",
 ) -> web.Application:
     env = _templates()
@@ -362,12 +364,10 @@ def build_app(
             )
         return session
 
-    async def compliance(request: web.Request) -> web.StreamResponse:
-        session = compliance_session(request)
-        assert audit is not None
+    def audit_query(request: web.Request) -> AuditQuery:
         q = request.query
         try:
-            query = AuditQuery(
+            return AuditQuery(
                 request_id=q.get("request_id", "").strip()[:255],
                 event_type=q.get("event_type", "").strip()[:128],
                 audit_type=q.get("audit_type", "").strip()[:64],
@@ -378,17 +378,99 @@ def build_app(
             )
         except ValueError:
             raise ConsoleError("bad_query", "Times are ISO 8601 (2026-12-05T10:00:00+00:00).", 400) from None
+
+    async def compliance(request: web.Request) -> web.StreamResponse:
+        session = compliance_session(request)
+        assert audit is not None
+        q = request.query
+        query = audit_query(request)
         rows = await asyncio.to_thread(audit.search, query)
         following = {k: v for k, v in q.items() if k != "before" and v}
         next_page = urlencode({**following, "before": rows[-1].seq}) if len(rows) == 50 else ""
-        return page("compliance.html", session=session, rows=rows, query=query, next_page=next_page)
+        archived = await evidence.archived_async(query) if evidence is not None and query.before is None else None
+        selection = urlencode({k: v for k, v in q.items() if k in {"request_id", "since", "until"} and v.strip()})
+        return page(
+            "compliance.html",
+            session=session,
+            rows=rows,
+            query=query,
+            next_page=next_page,
+            archived=archived,
+            selection=selection,
+        )
 
     async def compliance_timeline(request: web.Request) -> web.StreamResponse:
         session = compliance_session(request)
         assert audit is not None
         request_id = request.match_info["request_id"]
         rows = await asyncio.to_thread(audit.timeline, request_id)
-        return page("timeline.html", session=session, rows=rows, request_id=request_id)
+        archived = await evidence.archived_async(AuditQuery(request_id=request_id)) if evidence is not None else None
+        if archived is not None:
+            rows = merge_timeline(rows, archived.rows)
+        return page(
+            "timeline.html",
+            session=session,
+            rows=rows,
+            request_id=request_id,
+            archived=archived,
+            selection=urlencode({"request_id": request_id}),
+        )
+
+    def evidence_desk() -> EvidenceDesk:
+        if evidence is None:
+            raise ConsoleError(
+                "no_audit_store", "The compliance view is not configured (ATB_CONSOLE_AUDIT_DB_URL).", 404
+            )
+        return evidence
+
+    async def compliance_status(request: web.Request) -> web.StreamResponse:
+        session = compliance_session(request)
+        desk = evidence_desk()
+        checkpoint = await asyncio.to_thread(desk.checkpoint_status)
+        holds = await asyncio.to_thread(desk.holds)
+        now = _utc()
+        return page(
+            "status.html",
+            session=session,
+            checkpoint=checkpoint,
+            age=checkpoint.age_s(now) if checkpoint else None,
+            verify=desk.last_verify,
+            verify_age=int((now - desk.last_verify.at).total_seconds()) if desk.last_verify else None,
+            holds=holds,
+            archive=desk.archive_location,
+        )
+
+    async def compliance_verify(request: web.Request) -> web.StreamResponse:
+        session = compliance_session(request)
+        form = await body_form(request)
+        if not same_origin(request) or not csrf_ok(request, session, form):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        await evidence_desk().verify_now()
+        raise web.HTTPSeeOther("/compliance/status")
+
+    async def compliance_export(request: web.Request) -> web.StreamResponse:
+        compliance_session(request)
+        desk = evidence_desk()
+        query = audit_query(request)
+        fmt = request.query.get("format", "jsonl")
+        if fmt not in {"jsonl", "csv"}:
+            raise ConsoleError("bad_query", "The bundle format is jsonl or csv.", 400)
+        if not query.request_id and not (query.since and query.until):
+            raise ConsoleError("bad_query", "A bundle is for one request id, or a time range with both ends.", 400)
+        if query.since and query.until and query.since >= query.until:
+            raise ConsoleError("bad_query", "The range must end after it starts.", 400)
+        try:
+            data, _count = await asyncio.to_thread(
+                desk.bundle, request_id=query.request_id or None, since=query.since, until=query.until, fmt=fmt
+            )
+        except EvidenceUnavailable as exc:
+            raise ConsoleError("evidence_unavailable", str(exc), 409) from exc
+        name = _bundle_name(query)
+        return web.Response(
+            body=data,
+            content_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
@@ -413,6 +495,9 @@ def build_app(
     app.router.add_get("/updates", updates)
     app.router.add_get("/compliance", compliance)
     app.router.add_get("/compliance/requests/{request_id}", compliance_timeline)
+    app.router.add_get("/compliance/status", compliance_status)
+    app.router.add_post("/compliance/verify", compliance_verify)
+    app.router.add_get("/compliance/export", compliance_export)
     app.router.add_get("/static/console.js", script)
     app.router.add_get("/static/console.css", style)
     return app
@@ -423,6 +508,18 @@ def _when(text: str) -> datetime | None:
         return None
     when = datetime.fromisoformat(text.strip())
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _bundle_name(query: AuditQuery) -> str:
+    """The download's file name: only letters, digits, '-' and '_' from the selection."""
+    if query.request_id:
+        label = query.request_id
+    else:
+        assert query.since is not None
+        assert query.until is not None
+        label = f"{query.since:%Y%m%dT%H%M%S}-{query.until:%Y%m%dT%H%M%S}"
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in label)[:80]
+    return f"atb-evidence-{safe}.zip"
 
 
 def _now() -> float:
