@@ -22,6 +22,8 @@ COPY atb/ atb/
 COPY services/runtime/ services/runtime/
 COPY services/identity/ services/identity/
 COPY services/${SERVICE}/ services/${SERVICE}/
+# The console's compliance view reads the audit store and archive with the audit sink's code.
+COPY services/audit-sink/ services/audit-sink/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- run: the pinned lock first (its own cached layer), then the project without deps ---
