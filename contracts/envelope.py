@@ -65,12 +65,16 @@ UNSIGNED_ATTRIBUTES = ("proof", "traceparent", "tracestate")
 
 
 class Proof(BaseModel):
-    """Proof of origin: an Ed25519 signature by the producer's SVID key, with its chain."""
+    """Proof of origin: a signature by the producer's SVID key, with its chain.
+
+    `alg` is the SVID key's: Ed25519, ES256 (EC P-256), ES384 (EC P-384) or RS256
+    (RSA 2048-4096 bits, whose signature takes up to 683 base64url characters).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    alg: Literal["Ed25519"] = "Ed25519"
-    sig: Annotated[str, Field(min_length=1, max_length=256)]
+    alg: Literal["Ed25519", "ES256", "ES384", "RS256"] = "Ed25519"
+    sig: Annotated[str, Field(min_length=1, max_length=700)]
     x5c: tuple[str, ...] = Field(min_length=1, max_length=8)
 
 

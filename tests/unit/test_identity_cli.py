@@ -87,3 +87,18 @@ def test_no_arguments_shows_help(state: Path) -> None:
     assert code == 2  # click >= 8.2: no_args_is_help is a usage error
     assert "init" in out
     assert "issue" in out
+
+
+def test_init_and_issue_take_spires_key_types(state: Path) -> None:
+    code, out, err = run(state, "init", "--key-type", "ec-p256")
+    assert code == 0, err
+    code, out, err = run(state, "issue", AGENT)
+    assert code == 0, err
+    assert "proof alg    ES256" in out
+    code, out, err = run(state, "issue", AGENT, "--key-type", "rsa-2048")
+    assert code == 0, err
+    assert "proof alg    RS256" in out
+    assert load_svid(*svid_paths(state, AGENT)).alg == "RS256"
+    code, _, err = run(state, "issue", AGENT, "--key-type", "dsa-1024")
+    assert code == 2
+    assert "is not one of ed25519, ec-p256" in err

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from atb_identity import (
     BadSignatureError,
@@ -97,6 +98,7 @@ def test_the_proof_is_an_ed25519_signature_over_the_signing_bytes(signed: Envelo
     assert signed.proof.alg == "Ed25519"
     assert signed.proof.x5c == svid.x5c()
     signature = base64.urlsafe_b64decode(signed.proof.sig + "==")
+    assert isinstance(svid.key, Ed25519PrivateKey)  # the dev CA's key type
     svid.key.public_key().verify(signature, signing_bytes(signed))  # raises if not
     assert signed.model_copy(update={"proof": None}) == event()
 
@@ -222,6 +224,7 @@ def test_a_proof_by_an_expired_svid_is_refused(w: World) -> None:
 def test_an_event_whose_source_is_not_the_signer_is_refused(w: World, svid: Svid) -> None:
     # A valid signature by agent A over an event claiming to come from agent B.
     claimed = event(source=OTHER_AGENT_ID)
+    assert isinstance(svid.key, Ed25519PrivateKey)
     raw = svid.key.sign(signing_bytes(claimed))
     proof = Proof(sig=base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), x5c=svid.x5c())
     with pytest.raises(SourceMismatchError):

@@ -466,7 +466,7 @@ def test_a_group_writable_key_file_is_refused(w: World, tmp_path: Path) -> None:
         load_svid(*_write_svid(make_svid(w.root), tmp_path, key_mode=0o620))
 
 
-def test_a_non_ed25519_key_file_is_refused(w: World, tmp_path: Path) -> None:
+def test_a_key_file_of_another_type_than_the_leafs_is_refused(w: World, tmp_path: Path) -> None:
     chain_path, key_path = _write_svid(make_svid(w.root), tmp_path)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     key_path.write_bytes(
@@ -474,7 +474,7 @@ def test_a_non_ed25519_key_file_is_refused(w: World, tmp_path: Path) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    with pytest.raises(CredentialError, match="not an Ed25519"):
+    with pytest.raises(CredentialError, match="does not belong to its leaf"):
         load_svid(chain_path, key_path)
 
 

@@ -2,6 +2,8 @@
 
 * `spiffe`: SPIFFE ID syntax (`SpiffeId.parse`).
 * `svid`: trust bundles, SVIDs on disk, and `validate_svid`, the chain check.
+* `algorithms`: which proof algorithm an SVID key signs with (Ed25519, ES256,
+  ES384, RS256), derived from the key, never taken from a proof alone.
 * `proof`: `sign_envelope` / `verify_envelope`, the proof of origin on events
   (docs/architecture.md §4.5). Consumers take identities only from `verify_envelope`, or from
   `origin.verify_origin` where a configured attester may vouch for a claim.
@@ -11,6 +13,7 @@
 Verification does no I/O and reads no clock: callers pass the bundle and the time.
 """
 
+from atb_identity.algorithms import PROOF_ALGS, ProofAlg, alg_for_key
 from atb_identity.errors import (
     BadCertificateSignatureError,
     BadSignatureError,
@@ -56,14 +59,19 @@ from atb_identity.errors import (
 )
 from atb_identity.origin import Origin, verify_origin
 from atb_identity.pki import (
+    DEFAULT_KEY_TYPE,
     DEFAULT_SVID_HOURS,
     DEFAULT_TRUST_DOMAIN,
+    KEY_TYPES,
+    KeyType,
     build_certificate,
     bundle_path,
     ca_paths,
     ensure_svid,
+    generate_key,
     init_ca,
     issue_svid,
+    key_type_of,
     svid_paths,
 )
 from atb_identity.proof import PROOF_ALG, sign_envelope, verify_envelope
@@ -79,11 +87,14 @@ from atb_identity.svid import (
 )
 
 __all__ = [
+    "DEFAULT_KEY_TYPE",
     "DEFAULT_SVID_HOURS",
     "DEFAULT_TRUST_DOMAIN",
+    "KEY_TYPES",
     "MAX_CHAIN_LENGTH",
     "MAX_SPIFFE_ID_BYTES",
     "PROOF_ALG",
+    "PROOF_ALGS",
     "BadCertificateSignatureError",
     "BadSignatureError",
     "ChainTooLongError",
@@ -99,6 +110,7 @@ __all__ = [
     "IntermediateNotYetValidError",
     "InvalidSpiffeIdError",
     "IssuerMismatchError",
+    "KeyType",
     "LeafCrlSignError",
     "LeafExpiredError",
     "LeafIsCaError",
@@ -116,6 +128,7 @@ __all__ = [
     "OriginProofError",
     "PathLengthExceededError",
     "PkiError",
+    "ProofAlg",
     "RootExpiredError",
     "RootNotYetValidError",
     "SourceMismatchError",
@@ -129,13 +142,16 @@ __all__ = [
     "UnsupportedAlgorithmError",
     "UntrustedIssuerError",
     "ValidityError",
+    "alg_for_key",
     "build_certificate",
     "bundle_path",
     "ca_paths",
     "cert_thumbprint",
     "ensure_svid",
+    "generate_key",
     "init_ca",
     "issue_svid",
+    "key_type_of",
     "load_svid",
     "sign_envelope",
     "spiffe_id_of",

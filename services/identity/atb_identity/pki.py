@@ -3,13 +3,18 @@
 Files live under `<state>/pki/` (directories 0700, private keys 0600):
 
     bundle.pem                      the trust bundle: the CA certificate
-    ca/ca.pem, ca/ca.key.pem        the CA (self-signed, Ed25519, path length 0)
+    ca/ca.pem, ca/ca.key.pem        the CA (self-signed, Ed25519 unless chosen, path length 0)
     svids/<name>/chain.pem, key.pem one SVID per SPIFFE ID: leaf + CA, and the leaf's key
     .lock                           serialises processes that create or renew files
 
 Leaves follow X509-SVID.md: one URI SAN, CA=false, key usage digitalSignature only,
 both critical. Agents (`/agent/...`), approvers (`/user/...`) and services
 (`/svc/...`) all get the same kind of leaf; authorisation is by SPIFFE ID elsewhere.
+
+Keys are Ed25519 by default. `init_ca(key_type=...)` takes SPIRE's names
+(`ec-p256`, SPIRE's default, `ec-p384`, `rsa-2048`, `rsa-4096`) to run the whole
+PKI with the keys a SPIRE deployment has: the CA's key type is its leaves' too,
+unless `issue_svid`/`ensure_svid` are given another.
 
 For development and tests only: no HSM, no revocation, no CA rotation. In
 production SVIDs come from SPIRE or another SPIFFE issuer; only the bundle format
@@ -28,26 +33,40 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal, get_args
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from atb_identity.errors import ForeignTrustDomainError, IdentityError, InvalidSpiffeIdError, PkiError
+from atb_identity.algorithms import SvidPrivateKey, check_private_key
+from atb_identity.errors import (
+    ForeignTrustDomainError,
+    IdentityError,
+    InvalidSpiffeIdError,
+    PkiError,
+    UnsupportedAlgorithmError,
+)
 from atb_identity.spiffe import SCHEME_PREFIX, SpiffeId, validate_trust_domain
 from atb_identity.svid import Svid, TrustBundle, load_svid, validate_svid
 
 __all__ = [
+    "DEFAULT_KEY_TYPE",
     "DEFAULT_SVID_HOURS",
     "DEFAULT_TRUST_DOMAIN",
+    "KEY_TYPES",
+    "KeyType",
     "build_certificate",
     "bundle_path",
     "ca_paths",
     "ensure_svid",
+    "generate_key",
     "init_ca",
     "issue_svid",
+    "key_type_of",
     "svid_paths",
 ]
 
@@ -70,6 +89,11 @@ _KEY_USAGES = (
     "encipher_only",
     "decipher_only",
 )
+KeyType = Literal["ed25519", "ec-p256", "ec-p384", "rsa-2048", "rsa-4096"]
+"""Key types by SPIRE's names (its `ca_key_type` / `workload_x509_svid_key_type`), plus Ed25519."""
+KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
+DEFAULT_KEY_TYPE: KeyType = "ed25519"
+
 _LEAF_SUBJECT = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")])
 _MAX_DIR_NAME = 120
 
@@ -107,6 +131,44 @@ def _dir_name(spiffe_id: SpiffeId) -> str:
     return f"{name[:100]}~{digest}"  # longer than any untruncated name, so no clash with one
 
 
+# --- keys -----------------------------------------------------------------------------------
+
+
+def generate_key(key_type: KeyType) -> SvidPrivateKey:
+    """A fresh private key of `key_type`; ValueError for a name that is not one of KEY_TYPES."""
+    if key_type == "ed25519":
+        return Ed25519PrivateKey.generate()
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type in ("rsa-2048", "rsa-4096"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type.removeprefix("rsa-")))
+    raise ValueError(f"unknown key type {key_type!r}; one of {', '.join(KEY_TYPES)}")
+
+
+def key_type_of(key: SvidPrivateKey | CertificatePublicKeyTypes) -> KeyType:
+    """The KEY_TYPES name of a key, or PkiError for a key of none of them."""
+    if isinstance(key, Ed25519PrivateKey) or type(key).__name__ == "Ed25519PublicKey":
+        return "ed25519"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        names: dict[str, KeyType] = {ec.SECP256R1.name: "ec-p256", ec.SECP384R1.name: "ec-p384"}
+        if key.curve.name in names:
+            return names[key.curve.name]
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey) and key.key_size in (2048, 4096):
+        return "rsa-2048" if key.key_size == 2048 else "rsa-4096"
+    raise PkiError(f"a {type(key).__name__} is none of the dev PKI's key types ({', '.join(KEY_TYPES)})")
+
+
+def _signature_hash(key: SvidPrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+    """What a certificate signed by `key` is hashed with (None: Ed25519 hashes internally)."""
+    if isinstance(key, Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
 # --- certificates ---------------------------------------------------------------------------
 
 
@@ -114,7 +176,7 @@ def build_certificate(
     *,
     subject_key: CertificatePublicKeyTypes,
     issuer_cert: x509.Certificate | None,
-    issuer_key: Ed25519PrivateKey,
+    issuer_key: SvidPrivateKey,
     uris: Sequence[str],
     is_ca: bool,
     key_usage: Mapping[str, bool] | None,
@@ -148,7 +210,7 @@ def build_certificate(
         builder = builder.add_extension(extension, critical=critical)
     for extension, critical in extra_extensions:
         builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(issuer_key, algorithm=None)
+    return builder.sign(issuer_key, algorithm=_signature_hash(issuer_key))
 
 
 def _extensions(
@@ -182,22 +244,44 @@ def _key_usage(flags: Mapping[str, bool]) -> x509.KeyUsage:
 @dataclass(frozen=True)
 class _Ca:
     cert: x509.Certificate
-    key: Ed25519PrivateKey
+    key: SvidPrivateKey
     trust_domain: str
 
+    @property
+    def key_type(self) -> KeyType:
+        return key_type_of(self.key)
 
-def init_ca(state_dir: Path, trust_domain: str = DEFAULT_TRUST_DOMAIN, *, days: int = DEFAULT_CA_DAYS) -> Path:
-    """Create the dev CA unless one exists (kept as it is), write the bundle, return its path."""
+
+def init_ca(
+    state_dir: Path,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    *,
+    days: int = DEFAULT_CA_DAYS,
+    key_type: KeyType | None = None,
+) -> Path:
+    """Create the dev CA unless one exists (kept as it is), write the bundle, return its path.
+
+    `key_type` is the new CA's (default Ed25519); an existing CA of another key type is refused.
+    """
     validate_trust_domain(trust_domain)
     if days <= 0:
         raise ValueError(f"days must be positive, not {days}")
+    if key_type is not None and key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key type {key_type!r}; one of {', '.join(KEY_TYPES)}")
     with _locked(state_dir):
-        _ensure_ca(state_dir, trust_domain, days=days)
+        ca = _ensure_ca(state_dir, trust_domain, days=days, key_type=key_type)
+    if key_type is not None and ca.key_type != key_type:
+        raise PkiError(
+            f"the CA in {ca_paths(state_dir)[0].parent} has an {ca.key_type} key, not {key_type}; "
+            "remove the folder to start over with another key type"
+        )
     return bundle_path(state_dir)
 
 
-def _ensure_ca(state_dir: Path, trust_domain: str, *, days: int = DEFAULT_CA_DAYS) -> _Ca:
-    ca = _load_ca(state_dir) or _create_ca(state_dir, trust_domain, days)
+def _ensure_ca(
+    state_dir: Path, trust_domain: str, *, days: int = DEFAULT_CA_DAYS, key_type: KeyType | None = None
+) -> _Ca:
+    ca = _load_ca(state_dir) or _create_ca(state_dir, trust_domain, days, key_type or DEFAULT_KEY_TYPE)
     if ca.trust_domain != trust_domain:
         raise PkiError(
             f"the CA in {ca_paths(state_dir)[0].parent} is for {ca.trust_domain}, not {trust_domain}; "
@@ -212,8 +296,8 @@ def _ensure_ca(state_dir: Path, trust_domain: str, *, days: int = DEFAULT_CA_DAY
     return ca
 
 
-def _create_ca(state_dir: Path, trust_domain: str, days: int) -> _Ca:
-    key = Ed25519PrivateKey.generate()
+def _create_ca(state_dir: Path, trust_domain: str, days: int, key_type: KeyType) -> _Ca:
+    key = generate_key(key_type)
     now = datetime.now(UTC)
     cert = build_certificate(
         subject_key=key.public_key(),
@@ -252,9 +336,17 @@ def _load_ca(state_dir: Path) -> _Ca | None:
         raise PkiError(f"the dev CA in {cert_path.parent} is unreadable: {exc}") from exc
     if key_path.stat().st_mode & 0o077:
         raise PkiError(f"the CA key {key_path} is accessible to group or others; chmod 600 it")
-    if not isinstance(key, Ed25519PrivateKey) or key.public_key() != cert.public_key():
-        raise PkiError(f"the CA key in {key_path} is not the Ed25519 key of {cert_path}")
-    return _Ca(cert=cert, key=key, trust_domain=_ca_trust_domain(cert, cert_path))
+    try:
+        ca_key = check_private_key(key)
+    except UnsupportedAlgorithmError as exc:
+        raise PkiError(f"the CA key in {key_path} is unusable: {exc.reason}") from exc
+    if _spki(ca_key.public_key()) != _spki(cert.public_key()):
+        raise PkiError(f"the CA key in {key_path} is not the key of {cert_path}")
+    return _Ca(cert=cert, key=ca_key, trust_domain=_ca_trust_domain(cert, cert_path))
+
+
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _ca_trust_domain(cert: x509.Certificate, path: Path) -> str:
@@ -283,16 +375,18 @@ def issue_svid(
     *,
     hours: float = DEFAULT_SVID_HOURS,
     trust_domain: str | None = None,
+    key_type: KeyType | None = None,
 ) -> Svid:
     """Issue a fresh SVID for `spiffe_id`, replacing any earlier one; create the CA if there is none.
 
     `trust_domain` defaults to the existing CA's, else `atb.local`; an ID of any
-    other trust domain is refused with ForeignTrustDomainError.
+    other trust domain is refused with ForeignTrustDomainError. `key_type` (the
+    leaf's) defaults to the CA's.
     """
-    parsed = _requested(spiffe_id, hours)
+    parsed = _requested(spiffe_id, hours, key_type)
     with _locked(state_dir):
         ca = _ca_for(state_dir, parsed, trust_domain)
-        return _issue(state_dir, ca, parsed, hours)
+        return _issue(state_dir, ca, parsed, hours, key_type or ca.key_type)
 
 
 def ensure_svid(
@@ -302,21 +396,26 @@ def ensure_svid(
     min_remaining_hours: float = 1.0,
     hours: float = DEFAULT_SVID_HOURS,
     trust_domain: str | None = None,
+    key_type: KeyType | None = None,
 ) -> Svid:
-    """The SVID for `spiffe_id`: the one on disk unless it is unusable or expires within `min_remaining_hours`."""
-    parsed = _requested(spiffe_id, hours)
+    """The SVID for `spiffe_id`: the one on disk unless it is unusable, expires within
+    `min_remaining_hours`, or has a key of another type than `key_type` (default: the CA's)."""
+    parsed = _requested(spiffe_id, hours, key_type)
     if not 0 <= min_remaining_hours < hours:
         raise ValueError(f"min_remaining_hours must be in [0, hours={hours}), not {min_remaining_hours}")
     with _locked(state_dir):
         ca = _ca_for(state_dir, parsed, trust_domain)
-        current = _reusable(state_dir, ca, parsed, timedelta(hours=min_remaining_hours))
-        return current if current is not None else _issue(state_dir, ca, parsed, hours)
+        wanted = key_type or ca.key_type
+        current = _reusable(state_dir, ca, parsed, timedelta(hours=min_remaining_hours), wanted)
+        return current if current is not None else _issue(state_dir, ca, parsed, hours, wanted)
 
 
-def _requested(spiffe_id: str, hours: float) -> SpiffeId:
+def _requested(spiffe_id: str, hours: float, key_type: KeyType | None) -> SpiffeId:
     parsed = SpiffeId.parse(spiffe_id)
     if not hours > 0:
         raise ValueError(f"hours must be positive, not {hours}")
+    if key_type is not None and key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key type {key_type!r}; one of {', '.join(KEY_TYPES)}")
     return parsed
 
 
@@ -330,7 +429,7 @@ def _ca_for(state_dir: Path, spiffe_id: SpiffeId, trust_domain: str | None) -> _
     return _ensure_ca(state_dir, trust_domain)
 
 
-def _reusable(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, margin: timedelta) -> Svid | None:
+def _reusable(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, margin: timedelta, key_type: KeyType) -> Svid | None:
     chain_path, key_path = svid_paths(state_dir, str(spiffe_id))
     if not chain_path.exists():
         return None
@@ -343,12 +442,15 @@ def _reusable(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, margin: timedelta) 
         return None
     if proven != spiffe_id or svid.leaf.not_valid_after_utc - now < margin:
         return None
+    if key_type_of(svid.key) != key_type:
+        log.info("renewing the SVID of %s: its key is %s, not %s", spiffe_id, key_type_of(svid.key), key_type)
+        return None
     return svid
 
 
-def _issue(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, hours: float) -> Svid:
+def _issue(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, hours: float, key_type: KeyType) -> Svid:
     now = datetime.now(UTC)
-    key = Ed25519PrivateKey.generate()
+    key = generate_key(key_type)
     leaf = build_certificate(
         subject_key=key.public_key(),
         issuer_cert=ca.cert,
@@ -371,7 +473,7 @@ def _issue(state_dir: Path, ca: _Ca, spiffe_id: SpiffeId, hours: float) -> Svid:
 # --- files -------------------------------------------------------------------------------------
 
 
-def _key_pem(key: Ed25519PrivateKey) -> bytes:
+def _key_pem(key: SvidPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -1,11 +1,14 @@
 """Event proofs: sign an envelope with an SVID, and verify who produced one.
 
-A proof (docs/architecture.md §4.5) is an Ed25519 signature by the producer's X.509-SVID key
+A proof (docs/architecture.md §4.5) is a signature by the producer's X.509-SVID key
 over `contracts.signing_bytes(envelope)` (the canonical bytes without `proof`),
-with the SVID chain as `x5c`. `verify_envelope` validates the chain against the
-trust bundle, checks the signature with the leaf's key, and requires the
-envelope's self-asserted `source` to be the proven SPIFFE ID. Consumers take
-identities only from its return value, never from `source` or payload fields.
+with the SVID chain as `x5c` and the key's algorithm as `alg`: Ed25519 for an
+Ed25519 key, ES256 for EC P-256 (SPIRE's default), ES384 for P-384, RS256 for RSA
+(`algorithms`). `verify_envelope` validates the chain against the trust bundle,
+derives the one algorithm the leaf's key allows, refuses a proof naming any other,
+checks the signature with the leaf's key, and requires the envelope's
+self-asserted `source` to be the proven SPIFFE ID. Consumers take identities only
+from its return value, never from `source` or payload fields.
 
 This module does not choose the bundle or the clock, and does not dead-letter:
 its errors carry a stable `code` for the caller to record.
@@ -22,11 +25,9 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from atb_identity import algorithms
 from atb_identity.errors import (
-    BadSignatureError,
     MalformedSignatureError,
     MalformedX5cError,
     MissingProofError,
@@ -39,8 +40,8 @@ from contracts import Envelope, Proof, signing_bytes
 
 __all__ = ["PROOF_ALG", "sign_envelope", "verify_envelope"]
 
-PROOF_ALG: Final = "Ed25519"
-_SIGNATURE_BYTES = 64  # RFC 8032 §5.1.6
+PROOF_ALG: Final = algorithms.ED25519
+"""The algorithm of the dev PKI's SVIDs; `algorithms.PROOF_ALGS` holds every accepted one."""
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -52,8 +53,8 @@ def sign_envelope(envelope: Envelope, svid: Svid) -> Envelope:
     """A copy of `envelope` carrying a proof by `svid`. The envelope's source must be the SVID's ID."""
     if envelope.source != str(svid.spiffe_id):
         raise SourceMismatchError(f"envelope source {envelope.source!r} is not the signer's ID {svid.spiffe_id}")
-    signature = svid.key.sign(signing_bytes(envelope))
-    proof = Proof(alg=PROOF_ALG, sig=_b64url(signature), x5c=svid.x5c())
+    signature = algorithms.sign(svid.key, signing_bytes(envelope))
+    proof = Proof(alg=svid.alg, sig=_b64url(signature), x5c=svid.x5c())
     return envelope.model_copy(update={"proof": proof})
 
 
@@ -65,10 +66,10 @@ def verify_envelope(envelope: Envelope, bundle: TrustBundle, *, at: datetime) ->
     proof = envelope.proof
     if proof is None:
         raise MissingProofError(f"event {envelope.id} carries no proof of origin")
-    if proof.alg != PROOF_ALG:
-        raise UnsupportedAlgorithmError(f"proof algorithm {proof.alg!r} is not {PROOF_ALG}")
+    if proof.alg not in algorithms.PROOF_ALGS:  # e.g. `none`, in an envelope built without validation
+        raise UnsupportedAlgorithmError(f"proof algorithm {proof.alg!r} is not one of {sorted(algorithms.PROOF_ALGS)}")
     leaf, spiffe_id = _validated_chain(proof.x5c, bundle, at)
-    _verify_signature(leaf, _decode_signature(proof.sig), signing_bytes(envelope))
+    _verify_signature(leaf, proof.alg, _decode_signature(proof.sig), signing_bytes(envelope))
     if envelope.source != str(spiffe_id):
         raise SourceMismatchError(f"envelope source {envelope.source!r} is not the proven ID {spiffe_id}")
     return spiffe_id
@@ -128,23 +129,21 @@ def _decode_x5c(x5c: Sequence[str]) -> tuple[x509.Certificate, ...]:
 
 
 def _decode_signature(sig: str) -> bytes:
-    """base64url without padding, in its one canonical spelling, of exactly 64 bytes."""
+    """base64url without padding, in its one canonical spelling (the length is the algorithm's, checked later)."""
     if not _B64URL.fullmatch(sig):
         raise MalformedSignatureError("the signature is not unpadded base64url")
     try:
         raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
     except binascii.Error as exc:
         raise MalformedSignatureError(f"the signature is not valid base64url: {exc}") from exc
-    if len(raw) != _SIGNATURE_BYTES or _b64url(raw) != sig:
-        raise MalformedSignatureError(f"the signature is not the canonical encoding of {_SIGNATURE_BYTES} bytes")
+    if _b64url(raw) != sig:
+        raise MalformedSignatureError("the signature is not the canonical base64url encoding of its bytes")
     return raw
 
 
-def _verify_signature(leaf: x509.Certificate, signature: bytes, payload: bytes) -> None:
+def _verify_signature(leaf: x509.Certificate, alg: str, signature: bytes, payload: bytes) -> None:
+    """The algorithm comes from the leaf's key; the proof's `alg` must name that one (RFC 8725 §3.1)."""
     key = leaf.public_key()
-    if not isinstance(key, Ed25519PublicKey):
-        raise UnsupportedAlgorithmError(f"the leaf key is {type(key).__name__}, proofs need Ed25519")
-    try:
-        key.verify(signature, payload)
-    except InvalidSignature as exc:
-        raise BadSignatureError("the proof signature does not match the event's canonical bytes") from exc
+    if not isinstance(key, algorithms.SvidPublicKey):
+        raise UnsupportedAlgorithmError(f"the leaf key is a {type(key).__name__}, which cannot sign proofs")
+    algorithms.verify(key, alg, signature, payload)

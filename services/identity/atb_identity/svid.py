@@ -30,9 +30,10 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtensionOID
 
+from atb_identity.algorithms import ProofAlg, SvidPrivateKey, alg_for_key, check_private_key
 from atb_identity.errors import (
     BadCertificateSignatureError,
     ChainTooLongError,
@@ -58,6 +59,7 @@ from atb_identity.errors import (
     RootNotYetValidError,
     TrustBundleError,
     UnhandledCriticalExtensionError,
+    UnsupportedAlgorithmError,
     UntrustedIssuerError,
     ValidityError,
 )
@@ -136,10 +138,14 @@ class TrustBundle:
 
 @dataclass(frozen=True)
 class Svid:
-    """An X.509-SVID with its private key: the chain is leaf first, the key the leaf's."""
+    """An X.509-SVID with its private key: the chain is leaf first, the key the leaf's.
+
+    The key is Ed25519 (the dev CA), EC P-256 (SPIRE's default), EC P-384 or RSA
+    2048-4096 bits; `alg` is the proof algorithm it signs with (`algorithms`).
+    """
 
     spiffe_id: SpiffeId
-    key: Ed25519PrivateKey = field(repr=False)
+    key: SvidPrivateKey = field(repr=False)
     chain: tuple[x509.Certificate, ...]
     cert_path: Path | None = None
     key_path: Path | None = None
@@ -148,8 +154,11 @@ class Svid:
     def __post_init__(self) -> None:
         if not self.chain:
             raise CredentialError(f"the SVID of {self.spiffe_id} has no certificate")
-        leaf_key = self.chain[0].public_key()
-        if not isinstance(leaf_key, Ed25519PublicKey) or _raw(leaf_key) != _raw(self.key.public_key()):
+        try:
+            check_private_key(self.key)
+        except UnsupportedAlgorithmError as exc:
+            raise CredentialError(f"the private key of {self.spiffe_id} cannot sign proofs: {exc.reason}") from exc
+        if _spki(self.chain[0].public_key()) != _spki(self.key.public_key()):
             raise CredentialError(f"the private key of {self.spiffe_id} does not belong to its leaf certificate")
         if spiffe_id_of(self.chain[0]) != self.spiffe_id:
             raise CredentialError(f"the leaf certificate does not name {self.spiffe_id}")
@@ -161,6 +170,11 @@ class Svid:
     def leaf(self) -> x509.Certificate:
         return self.chain[0]
 
+    @property
+    def alg(self) -> ProofAlg:
+        """The proof algorithm of this SVID's key (Ed25519, ES256, ES384 or RS256)."""
+        return alg_for_key(self.key)
+
     def x5c(self) -> tuple[str, ...]:
         """The chain as RFC 7515 §4.1.6 `x5c`: standard base64 of each DER, leaf first."""
         return self._x5c
@@ -170,8 +184,9 @@ class Svid:
         return cert_thumbprint(self.leaf)
 
 
-def _raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def _spki(key: CertificatePublicKeyTypes) -> bytes:
+    """The DER SubjectPublicKeyInfo: equal for two keys exactly when type, parameters and value are."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def cert_thumbprint(cert: x509.Certificate) -> str:
@@ -180,7 +195,12 @@ def cert_thumbprint(cert: x509.Certificate) -> str:
 
 
 def load_svid(cert_path: Path, key_path: Path) -> Svid:
-    """Read a PEM chain (leaf first) and its PKCS#8 PEM Ed25519 key; raise CredentialError if unusable."""
+    """Read a PEM chain (leaf first) and its PEM private key; raise CredentialError if unusable.
+
+    These are the files spiffe-helper writes (`svid.pem`, `svid_key.pem`), the dev
+    PKI's (`chain.pem`, `key.pem`) or a Secret's: the key is PKCS#8 (or, for EC and
+    RSA, the traditional SEC1 / PKCS#1 form), unencrypted, of a type `Svid` accepts.
+    """
     try:
         chain = tuple(x509.load_pem_x509_certificates(cert_path.read_bytes()))
     except (OSError, ValueError) as exc:
@@ -189,7 +209,7 @@ def load_svid(cert_path: Path, key_path: Path) -> Svid:
     return Svid(spiffe_id=spiffe_id_of(chain[0]), key=key, chain=chain, cert_path=cert_path, key_path=key_path)
 
 
-def _load_key(path: Path) -> Ed25519PrivateKey:
+def _load_key(path: Path) -> SvidPrivateKey:
     try:
         mode = path.stat().st_mode & 0o777
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -199,9 +219,10 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
         raise CredentialError(f"{path} is writable by group or others (mode {mode:o}): refusing to use it")
     if mode & 0o044:
         log.warning("SVID key %s is readable by group or others (mode %o); chmod 600 it", path, mode)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CredentialError(f"{path} is not an Ed25519 private key")
-    return key
+    try:
+        return check_private_key(key)
+    except UnsupportedAlgorithmError as exc:
+        raise CredentialError(f"{path} cannot sign proofs: {exc.reason}") from exc
 
 
 # --- validation ---------------------------------------------------------------------------
