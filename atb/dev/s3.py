@@ -5,7 +5,10 @@
 posix backend on a data folder of the caller's (a temporary one in tests), with
 one root access key. Without `--versioning-dir` the posix backend refuses, with
 AccessDenied, any overwrite or delete of an object whose Object Lock retention
-has not passed, instead of stacking a new version on it.
+has not passed, instead of stacking a new version on it. With `versioned=True`
+it keeps versions (in `<data_dir>-versions`), as a versioned AWS bucket does: a
+write to a locked key adds a newer version, a delete adds a delete marker, and
+the locked version stays.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class LocalS3:
     region: str = "us-east-1"
     port: int = 0
     log_path: Path | None = None
+    versioned: bool = False
+    """Run the posix backend with a versioning folder (buckets with Object Lock then keep versions)."""
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +65,11 @@ class LocalS3:
 
     def start(self, attempts: int = 3) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        backend = ["posix"]
+        if self.versioned:
+            versions = self.data_dir.with_name(self.data_dir.name + "-versions")
+            versions.mkdir(parents=True, exist_ok=True)
+            backend += ["--versioning-dir", str(versions)]
         log = self.log_path or self.data_dir.with_name(self.data_dir.name + ".log")
         for _ in range(attempts):  # a free port can be taken between the probe and the bind
             self.port = _free_port()
@@ -67,7 +77,7 @@ class LocalS3:
             argv = [str(self.binary), "--port", f"{HOST}:{self.port}", "--region", self.region, "--quiet"]
             with log.open("ab") as out:
                 self._proc = subprocess.Popen(
-                    [*argv, "posix", str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, env=env
+                    [*argv, *backend, str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, env=env
                 )
             deadline = time.monotonic() + _READY_TIMEOUT_S
             while time.monotonic() < deadline and self._proc.poll() is None:

@@ -4,7 +4,9 @@ Every record of a request is keyed by its request id (docs/architecture.md §4.4
 history lives on one partition of each topic: the trace reads exactly those
 partitions, the key's under each topic's real partition count
 (`atb_runtime.readback`: `read_committed`, from the beginning to the end offsets
-taken at start), and, with `--audit-db`, the audit store for what Kafka no longer keeps.
+taken at start), with `--audit-db`, the audit store for what Kafka no longer keeps, and
+with `--archive`, the immutable archive for what hot retention removed from the store
+(`atb.trace.archive`: every archived row is verified before it is shown).
 Nothing is written anywhere.
 
 Each step also names the W3C trace id its record carried (the envelope's
@@ -72,7 +74,7 @@ REQUEST_TOPICS: tuple[Topic, ...] = tuple(spec.topic for spec in CATALOGUE if sp
 
 @dataclass(frozen=True)
 class TraceRecord:
-    """One record as found (Kafka or the audit store), decoded when possible."""
+    """One record as found (Kafka, the audit store or the archive), decoded when possible."""
 
     topic: str
     partition: int
@@ -81,7 +83,7 @@ class TraceRecord:
     payload: EventPayload | None
     origin: str = "kafka"
     checkpoint: str | None = None
-    """For rows from the audit store: the checkpoint that covers them, if known."""
+    """For rows from the audit store or the archive: the checkpoint that covers them, if known."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,10 @@ def _describe(record: TraceRecord, verdicts: dict[str, str]) -> tuple[str, str, 
     return type(p).__name__, "", {}
 
 
+_RANK = {"kafka": 0, "audit store": 1, "archive": 2}
+"""Which copy of a record found twice is shown: Kafka's, then the audit store's, then the archive's."""
+
+
 def build_timeline(records: Iterable[TraceRecord]) -> list[Step]:
     """Steps in time order (then topic/offset), with latencies; duplicates (same event id) once."""
     unique: dict[str, TraceRecord] = {}
@@ -227,9 +233,9 @@ def build_timeline(records: Iterable[TraceRecord]) -> list[Step]:
         if current is None:
             unique[key] = r
             continue
-        # Found twice (Kafka and the audit store): keep Kafka's, with the store's checkpoint.
-        kafka, other = (current, r) if current.origin == "kafka" else (r, current)
-        unique[key] = replace(kafka, checkpoint=kafka.checkpoint or other.checkpoint)
+        # Found twice: keep Kafka's, else the audit store's, else the archive's, with a checkpoint if either has one.
+        kept, other = (current, r) if _RANK.get(current.origin, 3) <= _RANK.get(r.origin, 3) else (r, current)
+        unique[key] = replace(kept, checkpoint=kept.checkpoint or other.checkpoint)
     ordered = sorted(
         (r for r in unique.values() if r.envelope is not None),
         key=lambda r: (r.envelope.time if r.envelope else datetime.min, r.topic, r.offset),
@@ -269,11 +275,13 @@ def trace_ids(steps: Sequence[Step]) -> list[str]:
     return list(dict.fromkeys(s.trace_id for s in steps if s.trace_id))
 
 
-def timeline_json(request_id: str, steps: Sequence[Step]) -> str:
+def timeline_json(request_id: str, steps: Sequence[Step], *, archive: dict[str, Any] | None = None) -> str:
+    """The timeline as JSON; `archive`, when the archive was read: what was read from it and verified."""
     return json.dumps(
         {
             "request_id": request_id,
             "trace_ids": trace_ids(steps),
+            **({"archive": archive} if archive is not None else {}),
             "steps": [
                 {
                     "at": s.at.isoformat(),

@@ -106,6 +106,37 @@ def test_the_chain_accepts_links_in_order_and_names_a_reordered_segment() -> Non
     assert "not the signed checkpoint's" in problems
 
 
+def test_a_chain_that_skips_segments_checks_the_next_against_the_signed_root_before_it() -> None:
+    m0, man0, _ = _link(None, 0, Frontier(), _entries(0, 5))
+    frontier = Frontier().extend([leaf_hash(e.leaf) for e in _entries(0, 5)])
+    m1, man1, s1 = _link(m0, 1, frontier, _entries(5, 6))
+    chain = Chain(ORIGIN)
+    chain.skip(m0, man0, Checkpoint.parse(man0.checkpoint))
+    chain.link(m1, man1, s1, Segment.decode(s1), Checkpoint.parse(man1.checkpoint))
+    assert chain.finish() == []
+    assert (chain.leaves, chain.frontier.size, chain.prev) == (6, 11, sha256_hex(m1))
+
+    # A frontier that does not give the skipped leaves' signed root; one that is no frontier of 5 leaves.
+    for peaks in ((b"\x00" * 32, *frontier.peaks[1:]), (frontier.root(),)):
+        forged = Segment(**{**Segment.decode(s1).__dict__, "frontier": peaks})
+        chain = Chain(ORIGIN)
+        chain.skip(m0, man0, Checkpoint.parse(man0.checkpoint))
+        chain.link(m1, man1, forged.encode(), forged, Checkpoint.parse(man1.checkpoint))
+        problems = chain.finish()
+        assert "segment 1: its frontier does not give the signed root of the leaves before it" in problems
+        assert any(p.startswith("segment 1 was altered") for p in problems)
+
+    # A segment after an unreadable one is still checked against its own checkpoint (no crash, no pass).
+    chain = Chain(ORIGIN)
+    chain.link(m0, man0, None, None, Checkpoint.parse(man0.checkpoint))
+    chain.link(m1, man1, s1, Segment.decode(s1), Checkpoint.parse(man1.checkpoint))
+    assert chain.finish() == [
+        "segment 0: unreadable, its leaves cannot be checked",
+        "segment 1: its frontier is not the right edge of the leaves before it",
+    ]
+    assert chain.frontier.size == 11
+
+
 def test_retention_is_seven_calendar_years_in_whole_seconds_and_bounded() -> None:
     assert retain_until(NOW) == datetime(2033, 3, 1, 12, 0, 1, tzinfo=UTC)
     assert retain_until(datetime(2028, 2, 29, tzinfo=UTC)) == datetime(2035, 2, 28, tzinfo=UTC)

@@ -378,6 +378,11 @@ class Manifest:
             raise ArchiveFormatError(f"manifest is malformed: {exc}") from exc
 
 
+def _whole(frontier: Frontier) -> bool:
+    """Whether the frontier has one peak per perfect subtree of its size (one can extend it)."""
+    return len(frontier.peaks) == frontier.size.bit_count()
+
+
 def _entry_problem(entry: SegmentEntry) -> str | None:
     """'' when the row is the leaf's, None when only a redaction record can tell, else the problem."""
     if entry.row is None:
@@ -401,17 +406,10 @@ class Chain:
     latest: Checkpoint | None = None
     _pending: list[SegmentEntry] = field(default_factory=list)
     _records: dict[int, bytes] = field(default_factory=dict)
+    _signed_root: bytes | None = None
 
-    def link(
-        self,
-        manifest_bytes: bytes,
-        manifest: Manifest,
-        segment_bytes: bytes | None,
-        segment: Segment | None,
-        checkpoint: Checkpoint | None,
-    ) -> None:
-        """Check the next link. `checkpoint` is the manifest's note, its signature already checked
-        (None if it did not verify); `segment` None if it could not be read or decoded."""
+    def _link_manifest(self, manifest_bytes: bytes, manifest: Manifest, checkpoint: Checkpoint | None) -> None:
+        """The manifest's own link: its place in the hash chain and its signed checkpoint."""
         where = f"segment {manifest.seq}"
         problems = self.problems
         if manifest.seq != self.seq + 1:
@@ -432,6 +430,41 @@ class Chain:
             problems.append(f"{where}: its checkpoint's signature does not verify")
         elif (checkpoint.origin, checkpoint.size, checkpoint.root) != (manifest.origin, manifest.end, manifest.root):
             problems.append(f"{where}: the manifest's range or root is not its signed checkpoint's")
+
+    def skip(self, manifest_bytes: bytes, manifest: Manifest, checkpoint: Checkpoint | None) -> None:
+        """Check a manifest's link without reading its segment (a reader that needs only some segments).
+
+        The next segment linked is then checked against the signed root of the leaves before it (its
+        frontier must give that root) instead of against the leaves themselves."""
+        self._link_manifest(manifest_bytes, manifest, checkpoint)
+        self.frontier = Frontier(manifest.end, ())
+        signed = checkpoint is not None and (checkpoint.origin, checkpoint.size, checkpoint.root) == (
+            manifest.origin,
+            manifest.end,
+            manifest.root,
+        )
+        self._signed_root = checkpoint.root if checkpoint is not None and signed else None
+        if signed:
+            self.latest = checkpoint
+
+    @property
+    def unsettled(self) -> tuple[int, ...]:
+        """Leaves whose archived row only a redaction record can explain, not settled yet (`finish`)."""
+        return tuple(e.idx for e in self._pending)
+
+    def link(
+        self,
+        manifest_bytes: bytes,
+        manifest: Manifest,
+        segment_bytes: bytes | None,
+        segment: Segment | None,
+        checkpoint: Checkpoint | None,
+    ) -> None:
+        """Check the next link. `checkpoint` is the manifest's note, its signature already checked
+        (None if it did not verify); `segment` None if it could not be read or decoded."""
+        where = f"segment {manifest.seq}"
+        problems = self.problems
+        self._link_manifest(manifest_bytes, manifest, checkpoint)
         if segment_bytes is not None and (
             sha256_hex(segment_bytes) != manifest.segment_sha256 or len(segment_bytes) != manifest.segment_len
         ):
@@ -441,6 +474,7 @@ class Chain:
             )
         if segment is None:
             self.frontier = Frontier(manifest.end, ())  # nothing to extend: later roots will not match either
+            self._signed_root = None
             problems.append(f"{where}: unreadable, its leaves cannot be checked")
             return
         if (segment.origin, segment.seq, segment.start, segment.end, segment.checkpoint) != (
@@ -451,8 +485,15 @@ class Chain:
             manifest.checkpoint,
         ):
             problems.append(f"{where}: its range or checkpoint differs from its manifest's")
-        if Frontier(segment.start, segment.frontier) != self.frontier:
+        given = Frontier(segment.start, segment.frontier)
+        if self._signed_root is not None:  # the segments before were skipped: only their signed root is known
+            if given.size != self.frontier.size or not _whole(given) or given.root() != self._signed_root:
+                problems.append(f"{where}: its frontier does not give the signed root of the leaves before it")
+            else:
+                self.frontier = given
+        elif given != self.frontier:
             problems.append(f"{where}: its frontier is not the right edge of the leaves before it")
+        self._signed_root = None
         indexes = [e.idx for e in segment.entries]
         if indexes != list(range(segment.start, segment.end)):
             problems.append(f"{where}: its leaves are not exactly {segment.start}..{segment.end - 1} in order")
@@ -464,9 +505,16 @@ class Chain:
                 problems.append(f"{where}: {problem}")
             if entry.row is not None and entry.row.topic == REDACTION_TOPIC:
                 self._records[entry.idx] = entry.row.raw
-        self.frontier = self.frontier.extend([leaf_hash(e.leaf) for e in segment.entries])
+        # Only the size of the leaves before is known (skipped, or an unreadable segment): go on from the
+        # segment's own frontier, if it is one, so that its leaves are still checked against its checkpoint.
+        base = self.frontier if _whole(self.frontier) else given if _whole(given) else None
         self.leaves += len(segment.entries)
         self.rows += sum(1 for e in segment.entries if e.row is not None)
+        if base is None:
+            self.frontier = Frontier(segment.end, ())
+            problems.append(f"{where}: its leaves cannot be checked against its checkpoint (no frontier to extend)")
+            return
+        self.frontier = base.extend([leaf_hash(e.leaf) for e in segment.entries])
         if checkpoint is not None:
             if self.frontier.size != checkpoint.size or self.frontier.root() != checkpoint.root:
                 problems.append(

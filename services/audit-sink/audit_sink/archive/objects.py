@@ -30,6 +30,7 @@ __all__ = [
     "DirArchive",
     "Lock",
     "S3Archive",
+    "Versions",
     "open_archive",
 ]
 
@@ -57,6 +58,16 @@ class Lock:
     mode: str | None
     retain_until: datetime | None
     legal_hold: bool
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The versions a versioned bucket keeps of one key."""
+
+    key: str
+    ids: tuple[str, ...]
+    """Version ids of the object's bodies, oldest first (the first is the one written first)."""
+    delete_markers: int = 0
 
 
 class ArchiveObjects(Protocol):
@@ -203,6 +214,47 @@ class S3Archive:
             if not answer.get("IsTruncated"):
                 return sorted(keys)
             token = answer.get("NextContinuationToken")
+
+    def versions(self, prefix: str) -> dict[str, Versions] | None:
+        """Every version of every key under `prefix`, oldest first; None when the bucket keeps no versions.
+
+        Object Lock forbids changing or deleting a locked version, not adding one: on a versioned
+        bucket a write to a sealed key becomes a newer version, a delete a delete marker."""
+        try:
+            status = self._call("get_bucket_versioning", self.bucket).get("Status")
+        except ArchiveRefusedError as exc:
+            if exc.code in {"NotImplemented", "NotImplementedError"}:
+                return None
+            raise
+        if status not in {"Enabled", "Suspended"}:
+            return None
+        bodies: dict[str, list[str]] = {}
+        markers: dict[str, int] = {}
+        extra: dict[str, str] = {}
+        while True:
+            answer = self._call("list_object_versions", prefix, Prefix=self.prefix + prefix, **extra)
+            for item in answer.get("Versions", []):  # per key, newest first (S3's order)
+                bodies.setdefault(str(item["Key"]), []).append(str(item["VersionId"]))
+            for item in answer.get("DeleteMarkers", []):
+                markers[str(item["Key"])] = markers.get(str(item["Key"]), 0) + 1
+            if not answer.get("IsTruncated"):
+                break
+            extra = {"KeyMarker": answer["NextKeyMarker"], "VersionIdMarker": answer["NextVersionIdMarker"]}
+        return {
+            key: Versions(key, tuple(reversed(bodies.get(key, []))), markers.get(key, 0))
+            for key in sorted(bodies.keys() | markers.keys())
+        }
+
+    def get_version(self, key: str, version_id: str) -> bytes | None:
+        """One version's bytes; None if there is no such version."""
+        try:
+            answer = self._call("get_object", key, Key=key, VersionId=version_id)
+        except ArchiveRefusedError as exc:
+            if exc.code in {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}:
+                return None
+            raise
+        body: bytes = answer["Body"].read()
+        return body
 
     def lock(self, key: str) -> Lock:
         try:
