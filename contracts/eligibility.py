@@ -15,6 +15,13 @@ and replay judges a recorded quorum against a candidate policy with it
 ``not_eligible``      none of the approver's groups is an eligible group
 ====================  ==========================================================
 
+An escalation (`contracts.reminders`) widens the rules from a point in time:
+`ApproverRules.escalating` names the groups the policy escalates to and when
+the quorum still missing makes them eligible, and `ApproverRules.at(time)` is
+the rules in force for a vote received at that time (the escalation groups
+eligible from that point on). Approvals and the issuer both judge each vote by
+`at(its receipt time)`.
+
 `ApproverRules.judge` first resolves an identity (``unknown_approver`` for a
 stranger). `Count` then counts, in arrival order, in the python-tuf manner:
 only eligible people count, each once (``duplicate``); anything but an approval
@@ -36,7 +43,8 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from contracts.directory import Approver, Directory, normalize
@@ -59,10 +67,32 @@ class ApproverRules:
     eligible_groups: frozenset[str]
     requester_keys: frozenset[str]
     """The requester ids (agent, accountable party), normalised."""
+    escalation_groups: frozenset[str] = frozenset()
+    """The groups the request escalates to: eligible for votes received from `escalated_from` on."""
+    escalated_from: datetime | None = None
 
     @classmethod
     def of(cls, tier: Tier, eligible_groups: Iterable[str], requester_ids: Iterable[str]) -> ApproverRules:
         return cls(Tier(tier), frozenset(eligible_groups), frozenset(normalize(r) for r in requester_ids))
+
+    def escalating(self, groups: Iterable[str], from_time: datetime | None) -> ApproverRules:
+        """These rules, with `groups` eligible for votes received at or after `from_time` (None: never)."""
+        if from_time is None:
+            return self
+        return replace(self, escalation_groups=frozenset(groups), escalated_from=from_time)
+
+    def at(self, when: datetime) -> ApproverRules:
+        """The rules in force for a vote received at `when`: the escalation groups join once escalated.
+
+        A time that cannot be compared with the escalation point (naive against aware)
+        fails closed: the escalation groups stay out.
+        """
+        start = self.escalated_from
+        if start is None or not self.escalation_groups:
+            return self
+        if (when.utcoffset() is None) != (start.utcoffset() is None) or when < start:
+            return self
+        return replace(self, eligible_groups=self.eligible_groups | self.escalation_groups)
 
     def is_requester(self, approver: Approver) -> bool:
         """Whether the approver is the agent or the accountable party, through any alias.

@@ -153,6 +153,8 @@ class ReasonCode(StrEnum):
     CHAT_VOTE_CAST = "chat_vote_cast"
     CHAT_VOTE_REFUSED = "chat_vote_refused"
     CHAT_INTERACTION_REJECTED = "chat_interaction_rejected"
+    CHAT_NOTICE_SENT = "chat_notice_sent"
+    CHAT_NOTICE_FAILED = "chat_notice_failed"
     AUDIT_CHECKPOINT_SIGNED = "audit_checkpoint_signed"
     AUDIT_CHECKPOINT_COSIGNED = "audit_checkpoint_cosigned"
     AUDIT_CHECKPOINT_WITNESS_REFUSED = "audit_checkpoint_witness_refused"
@@ -208,6 +210,8 @@ AUDIT_NAMES: frozenset[ReasonCode] = frozenset(
         "chat_vote_cast",
         "chat_vote_refused",
         "chat_interaction_rejected",
+        "chat_notice_sent",
+        "chat_notice_failed",
         "audit_checkpoint_signed",
         "audit_checkpoint_cosigned",
         "audit_checkpoint_witness_refused",

@@ -24,7 +24,7 @@ from pydantic import JsonValue
 
 from contracts.errors import RequirementsError
 
-__all__ = ["MAX_REMINDERS", "Due", "ReminderPolicy", "due"]
+__all__ = ["MAX_REMINDERS", "Due", "ReminderPolicy", "due", "escalation_point"]
 
 MAX_REMINDERS = 5
 
@@ -124,3 +124,16 @@ def due(
     reminder = passed if passed > reminders_sent else None
     escalate = not escalated and policy.escalate_at is not None and _at(opened_at, deadline, policy.escalate_at) <= now
     return Due(reminder, of, escalate)
+
+
+def escalation_point(policy: ReminderPolicy, *, opened_at: datetime, deadline: datetime) -> datetime | None:
+    """When the escalation groups become eligible (the escalation point), or None without escalation.
+
+    The escalation is sent at this point only if the quorum is still missing; a
+    request that reached it before is closed, so "eligible from the point on" and
+    "eligible once escalated" judge the same votes. Approvals and the issuer both
+    use it (`contracts.eligibility.ApproverRules.escalating`).
+    """
+    if policy.escalate_at is None or not policy.escalate_to:
+        return None
+    return _at(opened_at, deadline, policy.escalate_at)

@@ -28,13 +28,15 @@ from chat.settings import ChatSettings
 from chat.teams_service import TeamsService
 from contracts import JsonObject, Topic
 from tests.service.bus import Bus, BusPublisher, MemoryBus
+from tests.service.clock import Clock
 from tests.service.look import audits, kinds, outcomes, poas
 from tests.service.world import CHAT, SLACK_SECRET, World
 
 HIGH = "sap.payment.execute"
-ALICE, BOB, DAVE = (
+ALICE, BOB, CAROL, DAVE = (
     "a11ce000-0000-4000-8000-000000000001",
     "b0b00000-0000-4000-8000-000000000002",
+    "ca201000-0000-4000-8000-000000000003",
     "da7e0000-0000-4000-8000-000000000004",
 )
 CONVERSATION = "19:approvals@thread.tacv2"
@@ -47,6 +49,8 @@ class RecordingTeams:
 
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     cards: dict[str, JsonObject] = field(default_factory=dict)
+    directs: list[tuple[str, str]] = field(default_factory=list)
+    """(Entra object id, text) of each direct message."""
 
     async def post(self, service_url: str, conversation_id: str, card: JsonObject) -> str:
         activity_id = f"act-{len(self.cards) + 1}"
@@ -57,6 +61,10 @@ class RecordingTeams:
     async def update(self, service_url: str, conversation_id: str, activity_id: str, card: JsonObject) -> None:
         self.calls.append(("update", service_url, activity_id))
         self.cards[activity_id] = card
+
+    async def direct(self, service_url: str, tenant_id: str, user_id: str, text: str) -> str:
+        self.directs.append((user_id, text))
+        return f"dm-{len(self.directs)}"
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +150,30 @@ async def test_two_teams_approvals_issue_a_poa_and_the_card_follows(
     assert "PoA issued" in str(recording.cards[activity_id])
     assert "actions" not in recording.cards[activity_id]
     assert [c[0] for c in recording.calls].count("post") == 1
+    assert [user for user, text in recording.directs if "was approved" in text] == [DAVE]  # the accountable party
     chat_audits = sorted(t for t, _ in await audits(bus, "req-t-high") if t.startswith("chat_"))
-    assert chat_audits == ["chat_vote_cast", "chat_vote_cast", "chat_vote_refused"]
+    assert chat_audits == ["chat_notice_sent", "chat_vote_cast", "chat_vote_cast", "chat_vote_refused"]
+
+
+async def test_reminders_and_the_escalation_are_teams_direct_messages_once(
+    bus: Bus, world: World, standin: TeamsStandIn, clock: Clock
+) -> None:
+    bus, chat, recording = await _chat(bus, world, standin)
+    _, record = world.request("req-t-remind", "iam.role.assign", accountable="emp-200")
+    await bus.publish([record])
+    await bus.settle()
+    assert _atb(await _invoke(chat, standin, ALICE, "req-t-remind", "atb_approve"))["principal"] == "alice"
+    await bus.settle()
+    clock.advance(48 * 60)  # both reminder points passed: only the latest is sent; and the escalation
+    await bus.tick()
+    await bus.settle()
+    await bus.settle()
+    reminded = sorted(user for user, text in recording.directs if text.startswith("Reminder 2 of 2"))
+    escalated = [user for user, text in recording.directs if text.startswith("Escalated to security")]
+    assert (reminded, escalated) == (sorted([BOB, CAROL]), [CAROL])
+    await bus.publish([record])  # a redelivered request and its events change nothing
+    await bus.settle()
+    assert len(recording.directs) == 3
 
 
 async def test_a_forged_token_is_no_vote(bus: Bus, world: World, standin: TeamsStandIn) -> None:

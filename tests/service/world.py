@@ -1,8 +1,9 @@
 """Everything the service tier's scenarios share: identities, the services as the runtime sees them, events.
 
 Identities are real: one dev CA per test (`atb_identity.ensure_svid`, as tests/e2e
-mint them), an X.509-SVID per service, agent and approver, and every event an
-agent or approver publishes carries a real proof by its SVID. The services are
+mint them), or a SPIRE-like CA (`World.spire`, tests/spire_support.py: EC P-256
+SVIDs as SPIRE issues them), an X.509-SVID per service, agent and approver, and
+every event an agent or approver publishes carries a real proof by its SVID. The services are
 built as their `main.py` builds them, from the same classes, with three
 differences, each a stand-in for something outside the process:
 
@@ -87,6 +88,7 @@ from issuer.settings import IssuerSettings
 from tests.service.bus import Bus, BusPublisher, MemoryBus, ServiceUnderTest
 from tests.service.clock import Clock
 from tests.service.policy import TableOpa
+from tests.spire_support import SpireCa
 
 __all__ = [
     "AGENT",
@@ -178,16 +180,24 @@ class World:
     revocations: RevocationList | None = None
     spent: SpentStore | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    spire: SpireCa | None = None
+    """Issue every SVID from this SPIRE-like CA, and trust its bundle, instead of the dev CA."""
 
     # -- identities ------------------------------------------------------------------------
 
     def svid(self, spiffe_id: str) -> Svid:
         if spiffe_id not in self._svids:
-            self._svids[spiffe_id] = ensure_svid(self.state, spiffe_id)
+            self._svids[spiffe_id] = (
+                self.spire.issue(spiffe_id, now=self.clock.now(), hours=24)
+                if self.spire is not None
+                else ensure_svid(self.state, spiffe_id)
+            )
         return self._svids[spiffe_id]
 
     @property
     def bundle(self) -> TrustBundle:
+        if self.spire is not None:
+            return self.spire.bundle
         self.svid(APPROVALS)  # the CA exists once any SVID does
         return TrustBundle.load(bundle_path(self.state), "atb.local")
 
@@ -243,6 +253,7 @@ class World:
             vote_attester_tiers=settings.vote_attester_tiers,
             passkeys=passkeys,
             passkey_announcers=settings.passkey_announcers,
+            max_pending_seconds=settings.max_pending_seconds,
         )
         service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER))
         sut = ServiceUnderTest(

@@ -37,6 +37,14 @@ class ChatStorage(Protocol):
         """Give a claim back (its vote could not be published)."""
         ...
 
+    def claim_notice(self, notice_id: str, request_id: str, at: float) -> bool:
+        """Claim one direct message before sending it (`chat.domain.notices`); False when already claimed."""
+        ...
+
+    def release_notice(self, notice_id: str) -> None:
+        """Give a notice's claim back (it could not be sent)."""
+        ...
+
 
 class SlackApi(Protocol):
     """The Slack Web API calls the service makes; each raises `SlackCallError` when Slack refuses."""
@@ -74,3 +82,8 @@ class TeamsApi(Protocol):
         ...
 
     async def update(self, service_url: str, conversation_id: str, activity_id: str, card: JsonObject) -> None: ...
+
+    async def direct(self, service_url: str, tenant_id: str, user_id: str, text: str) -> str:
+        """A proactive one-to-one message to a user (their Entra object id): creates the conversation
+        (``POST /v3/conversations``), then posts the text; returns the activity id."""
+        ...

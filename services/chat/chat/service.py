@@ -7,6 +7,16 @@ is open) or updated (when what it shows changed). Message ids and the shown
 card's hash live in the store, so a restart rebuilds the views from Kafka
 without reposting or rewriting anything.
 
+Direct messages: a `ReminderDue` or `ApprovalEscalated` (published exactly once
+by the approvals service's timer) and an outcome (PoA issued, request denied or
+expired) become direct messages (`domain.notices`) on every chat identity the
+directory has for each person: a Slack DM, a Teams proactive message. Each is
+claimed in the store by its notice id before it is sent, so a redelivery or a
+restart (which reads the topics again) sends nothing twice; each is audited
+(`chat_notice_sent`, `chat_notice_failed`). Only events of requests still open
+(reminders, escalations) or outcomes decided in the last `NOTICE_MAX_AGE` are
+told: a new store replaying old history sends nothing.
+
 Clicks: signature (adapters.signature) → parse → replay check (trigger_id) →
 `domain.decide_click` → claim the approver's one chat vote → VoteCast signed
 by this service's SVID, attesting the Slack user (`approver_id` =
@@ -24,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -49,10 +59,21 @@ from chat.domain import (
     render_card,
     request_id_of,
 )
-from chat.errors import InteractionRejectedError, InteractionReplayError
+from chat.domain.notices import Notice, escalation_notices, outcome_notices, reminder_notices
+from chat.errors import InteractionRejectedError, InteractionReplayError, TeamsCallError
 from chat.ports import ChatStorage, SlackApi
 from chat.settings import ChatSettings
-from contracts import EventPayload, JsonObject, VoteCast, make_envelope, topic_name
+from contracts import (
+    EventPayload,
+    JsonObject,
+    PoaIssued,
+    RequestDenied,
+    RequestExpired,
+    VoteCast,
+    make_envelope,
+    topic_name,
+)
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.directory import Directory
 
 __all__ = ["Answer", "ChatService", "TeamsCards"]
@@ -61,12 +82,20 @@ log = logging.getLogger(__name__)
 
 INTERACTIONS = Counter("atb_chat_interactions_total", "Slack interactions by result", ["result"])
 SLACK_FAILURES = Counter("atb_chat_slack_call_failures_total", "Slack Web API calls that failed")
+NOTICES = Counter("atb_chat_notices_total", "Direct messages (reminders, escalations, outcomes)", ["kind", "result"])
+
+NOTICE_MAX_AGE = timedelta(minutes=15)
+"""An outcome decided longer ago than this is history (a restart reading it again): nobody is told."""
+
+_Told = ReminderDue | ApprovalEscalated | PoaIssued | RequestDenied | RequestExpired
 
 
 class TeamsCards(Protocol):
     """The Teams side (chat.teams_service.TeamsService), fed the views this service folds."""
 
     async def sync(self, view: RequestView, is_open: bool) -> None: ...
+
+    async def tell(self, user_id: str, text: str) -> bool: ...
 
     async def handle_activity(
         self, headers: Mapping[str, str], body: bytes, view_of: Callable[[str], RequestView | None], remote: str = ""
@@ -112,7 +141,10 @@ class ChatService:
     async def on_events(self, events: Iterable[EventPayload]) -> None:
         """Fold a batch of events into the views, then bring each touched card up to date."""
         touched: dict[str, None] = {}
+        told: list[_Told] = []
         for event in events:
+            if isinstance(event, _Told):
+                told.append(event)
             request_id = request_id_of(event)
             if request_id is None:
                 continue
@@ -125,6 +157,53 @@ class ChatService:
             await self._sync_card(view)
             if self._teams is not None:
                 await self._teams.sync(view, self._open(view))
+        for event in told:
+            await self._tell_people(event)
+
+    # -- direct messages -----------------------------------------------------------------
+
+    async def _tell_people(self, event: _Told) -> None:
+        view = self._views.get(event.request_id)
+        if view is None:
+            return
+        now = datetime.now(UTC)
+        match event:
+            case ReminderDue():
+                notices = reminder_notices(view, event, self._directory) if self._open(view) else ()
+            case ApprovalEscalated():
+                notices = escalation_notices(view, event, self._directory) if self._open(view) else ()
+            case PoaIssued() | RequestDenied() | RequestExpired():
+                decided = event.issued_at if isinstance(event, PoaIssued) else _decided_at(event)
+                notices = outcome_notices(view, event, self._directory) if now - decided <= NOTICE_MAX_AGE else ()
+        for notice in notices:
+            await self._send_notice(notice)
+
+    async def _send_notice(self, notice: Notice) -> None:
+        if not self._store.claim_notice(notice.notice_id, notice.request_id, time.time()):
+            return  # already sent (a redelivery, or a restart reading the topics again)
+        try:
+            sent = await self._deliver(notice)
+        except (SlackCallError, TeamsCallError) as exc:
+            self._store.release_notice(notice.notice_id)
+            NOTICES.labels(notice.kind, "failed").inc()
+            await self._audit("chat_notice_failed", "failure", notice.request_id, str(exc), _notice_details(notice))
+            return
+        if not sent:
+            self._store.release_notice(notice.notice_id)
+            return  # that channel is not configured here
+        NOTICES.labels(notice.kind, "sent").inc()
+        await self._audit("chat_notice_sent", "success", notice.request_id, notice.kind, _notice_details(notice))
+
+    async def _deliver(self, notice: Notice) -> bool:
+        if notice.channel == "slack":
+            if self._slack is None:
+                return False
+            channel = await self._slack.open_dm(notice.user)
+            await self._slack.post(channel, Card(notice.text, ()))
+            return True
+        if notice.channel == "teams" and self._teams is not None:
+            return await self._teams.tell(notice.user, notice.text)
+        return False
 
     async def handle_activity(self, headers: Mapping[str, str], body: bytes, remote: str = "") -> Answer:
         """`POST /api/messages`: a Teams activity (chat.teams_service); 404 when Teams is not configured."""
@@ -298,6 +377,20 @@ class ChatService:
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await task
+
+
+def _decided_at(event: RequestDenied | RequestExpired) -> datetime:
+    return event.decided_at if isinstance(event, RequestDenied) else event.deadline
+
+
+def _notice_details(notice: Notice) -> JsonObject:
+    return {
+        "notice_id": notice.notice_id,
+        "kind": notice.kind,
+        "principal": notice.principal,
+        "channel": notice.channel,
+        "user": notice.user,
+    }
 
 
 def _hash(card: Card) -> str:

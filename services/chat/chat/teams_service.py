@@ -120,6 +120,17 @@ class TeamsService:
             TEAMS_FAILURES.inc()
             log.warning("request %s: Bot Connector call failed: %s (retried on its next event)", view.request_id, exc)
 
+    async def tell(self, user_id: str, text: str) -> bool:
+        """A direct message to a Teams user (their Entra object id); False when Teams cannot send it.
+
+        Raises `TeamsCallError` when the Bot Connector refuses it or is unreachable.
+        """
+        service_url, tenant = self._settings.teams_service_url, self._settings.teams_tenant_id
+        if self._connector is None or not service_url:
+            return False
+        await self._connector.direct(service_url, tenant, user_id, text)
+        return True
+
     # -- invokes -------------------------------------------------------------------------
 
     async def handle_activity(

@@ -67,6 +67,7 @@ async def build() -> ServiceRunner:
         vote_attester_tiers=settings.vote_attester_tiers,
         passkeys=passkeys,
         passkey_announcers=settings.passkey_announcers,
+        max_pending_seconds=settings.max_pending_seconds,
     )
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
     keys = open_keys(settings.signing_key_path, settings.keyring_dir())

@@ -42,6 +42,9 @@ class IssuerSettings(CommonSettings):
     requests count only with a passkey assertion the issuer verifies again."""
     quorum_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
     """Who may announce a QuorumReached (its proof must be theirs)."""
+    max_pending_seconds: int = 86_400
+    """As the approvals service's (ATB_MAX_PENDING_SECONDS): the cap on a pending window, which places
+    the escalation point the issuer checks an escalation group's vote against."""
     approver_directory_path: Path = DEFAULT_DIRECTORY
     """The same approver directory the approvals service uses (config/approvers.json)."""
     agent_registry_path: Path | None = None

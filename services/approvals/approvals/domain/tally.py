@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from contracts import VoteChoice
 from contracts.delegation import OnBehalf, PersonCount, judge_on_behalf, on_behalf_of_vote
@@ -53,6 +53,7 @@ from contracts.eligibility import ApproverRules, Count, Counted, ThresholdResult
 from contracts.eligibility import RefusedBallot as Refused
 from contracts.justification import missing_reason
 from contracts.reasons import ReasonCode
+from contracts.reminders import escalation_point
 from contracts.requirements import Requirements
 
 __all__ = [
@@ -124,14 +125,18 @@ def tally(
     deadline: datetime,
 ) -> TallyResult:
     """Judge every ballot in arrival order; never raises on any ballots."""
-    rules = ApproverRules.of(requirements.tier, requirements.eligible_groups, requester_ids)
+    opened_at = deadline - timedelta(seconds=requirements.pending_seconds)
+    rules = ApproverRules.of(requirements.tier, requirements.eligible_groups, requester_ids).escalating(
+        requirements.reminders.escalate_to,
+        escalation_point(requirements.reminders, opened_at=opened_at, deadline=deadline),
+    )
     count: Count[Ballot] = Count(requirements.approvals, requirements.composition)
     people = PersonCount(count)
     for ballot in ballots:
         if _late(ballot.received_at, deadline):
             count.refuse(ballot, AFTER_DEADLINE)
             continue
-        judged = _judge(rules, ballot, directory)
+        judged = _judge(rules.at(ballot.received_at), ballot, directory)
         if isinstance(judged, ReasonCode):
             count.refuse(ballot, judged)
         elif ballot.digest != digest:

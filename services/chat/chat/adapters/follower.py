@@ -20,6 +20,7 @@ from atb_identity import TrustBundle
 from atb_runtime.follow import FollowerDeadLetters, Sink, TopicFollower
 from atb_runtime.proofs import ProofCheck, ProofRules
 from contracts import ApprovalRequired, Topic
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 
 __all__ = ["FOLLOWED", "EventFollower", "OutcomeProofCheck"]
 
@@ -27,12 +28,13 @@ FOLLOWED = (Topic.OUTCOMES, Topic.APPROVALS_STATE, Topic.POA_ISSUED)
 
 
 class OutcomeProofCheck(ProofCheck):
-    """Refuses an ApprovalRequired unless its proof is by one of `producers` (the approvals service)."""
+    """Refuses an ApprovalRequired, ReminderDue or ApprovalEscalated unless its proof is by one of `producers`
+    (the approvals service): a forged reminder or escalation would message people."""
 
     def __init__(
         self, bundle: TrustBundle, producers: Collection[str], *, source: str, namespace: str, consumer: str
     ) -> None:
-        rules = ProofRules({ApprovalRequired: frozenset(producers)})
+        rules = ProofRules({kind: frozenset(producers) for kind in (ApprovalRequired, ReminderDue, ApprovalEscalated)})
         super().__init__(bundle, rules, source=source, namespace=namespace, consumer=consumer)
 
 

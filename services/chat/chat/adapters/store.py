@@ -12,6 +12,7 @@ they are rebuilt from Kafka (outcomes, the approvals changelog, PoAs) on start.
 - `votes`: one published chat vote per (request, approver principal), Slack and Teams alike.
 - `teams_activities`: every Teams activity id received: a replayed activity counts once.
 - `teams_cards`: the Teams card (conversation, activity id, serviceUrl) of each request, and its hash.
+- `notices`: every direct message (reminder, escalation, outcome) claimed before it is sent: each once.
 
 The schema is the alembic history in `migrations/chat/` (`migrate`, run when the
 store opens, under a lock); the tables below describe it for queries.
@@ -39,6 +40,7 @@ __all__ = [
     "messages",
     "metadata",
     "migrate",
+    "notices",
     "store_url",
     "teams_activities",
     "teams_cards",
@@ -113,6 +115,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("notice_id", Text, primary_key=True),
+    Column("request_id", Text, nullable=False),
+    Column("sent_at", Float, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -229,6 +240,17 @@ class ChatStore:
         """Publishing failed: the approver may click again."""
         with self._engine.begin() as conn:
             conn.execute(delete(votes).where(votes.c.request_id == request_id, votes.c.principal == principal))
+
+    def claim_notice(self, notice_id: str, request_id: str, at: float) -> bool:
+        """Claim one direct message before sending it; False if it was already claimed (sent)."""
+        row = {"notice_id": notice_id, "request_id": request_id, "sent_at": at}
+        statement = self._insert(notices).values(row).on_conflict_do_nothing()
+        return self._insert_once(statement.returning(notices.c.notice_id))
+
+    def release_notice(self, notice_id: str) -> None:
+        """Sending failed: the message may be sent again (on the event's next delivery)."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(notices).where(notices.c.notice_id == notice_id))
 
     def _insert_once(self, statement: Any) -> bool:
         """True when the row was inserted (RETURNING gives it back); False when its key was already there."""

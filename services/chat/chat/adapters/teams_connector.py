@@ -5,6 +5,8 @@
   scope `https://api.botframework.com/.default`), kept until a minute before it expires.
 - Post a card: `POST {serviceUrl}/v3/conversations/{conversationId}/activities`
   → the new activity's id.
+- A direct message (reminders, escalations, outcomes): `POST {serviceUrl}/v3/conversations`
+  with the user's Entra object id as the member, then `POST .../activities` with the text.
 - Update a card: `PUT {serviceUrl}/v3/conversations/{conversationId}/activities/{activityId}`,
   at the serviceUrl the card was posted (or last acted on) at.
 
@@ -57,6 +59,29 @@ class TeamsConnector:
         conversation, activity = quote(conversation_id, safe=""), quote(activity_id, safe="")
         url = f"{_base(service_url)}v3/conversations/{conversation}/activities/{activity}"
         await self._call("PUT", url, {**_activity(card), "id": activity_id})
+
+    async def direct(self, service_url: str, tenant_id: str, user_id: str, text: str) -> str:
+        """A proactive one-to-one message: open the conversation with the user, then post the text."""
+        created = await self._call(
+            "POST",
+            f"{_base(service_url)}v3/conversations",
+            {
+                "isGroup": False,
+                "bot": {"id": self._app_id},
+                "members": [{"id": user_id, "aadObjectId": user_id}],
+                "tenantId": tenant_id,
+                "channelData": {"tenant": {"id": tenant_id}},
+            },
+        )
+        conversation_id = created.get("id")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise TeamsCallError("the Bot Connector returned no conversation id")
+        url = f"{_base(service_url)}v3/conversations/{quote(conversation_id, safe='')}/activities"
+        answer = await self._call("POST", url, {"type": "message", "text": text, "textFormat": "plain"})
+        activity_id = answer.get("id")
+        if not isinstance(activity_id, str) or not activity_id:
+            raise TeamsCallError("the Bot Connector returned no activity id")
+        return activity_id
 
     async def close(self) -> None:
         if self._session is not None:

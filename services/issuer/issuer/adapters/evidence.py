@@ -57,7 +57,10 @@ class EvidenceVerifier:
         vote_attester_tiers: Mapping[str, Collection[Tier]] | None = None,
         passkeys: PasskeyRegistry | None = None,
         passkey_announcers: Collection[str] = (CONSOLE,),
+        max_pending_seconds: int | None = None,
     ) -> None:
+        self._max_pending = max_pending_seconds
+        """Approvals' cap on the pending window (the same setting): where the escalation point falls."""
         self._passkeys = passkeys or PasskeyRegistry()
         """The console's passkeys in force; empty, every console vote on a step-up tier is refused."""
         self._announcers = frozenset(passkey_announcers)
@@ -78,7 +81,7 @@ class EvidenceVerifier:
         # The policy is asked with the agent's registered tenants, as approvals asked it.
         requirements = await self._policy.for_request(quorum.request)
         votes = [self._verified_vote(counted, requirements.tier) for counted in quorum.votes]
-        check_quorum(quorum, votes, requirements)
+        check_quorum(quorum, votes, requirements, max_pending_seconds=self._max_pending)
 
     def _check_request(self, quorum: QuorumReached) -> None:
         try:

@@ -5,7 +5,9 @@ has already verified the vote's proof of origin and resolved the approver in the
 directory; this module checks, purely, that those verified votes really make the
 quorum the policy asks for: the policy's tier and count, the exact request digest,
 distinct eligible approvers, none of them the requester or its accountable party,
-all cast before the request's window closed, and, when the policy asks for a
+all cast before the request's window closed (a member of a group the policy
+escalates to counts for a vote received from the escalation point on, measured
+from the request's time, with the clock-skew slack), and, when the policy asks for a
 composition of groups (one manager and one compliance, say), that the verified
 approvers make it, each in one group only (`contracts.quorum`, the matching
 approvals assigned them with; a vote's claimed group must be the one the issuer
@@ -29,6 +31,7 @@ from contracts.delegation import Delegation, OnBehalf, PersonCount, judge_approv
 from contracts.directory import Approver
 from contracts.eligibility import ApproverRules, Count, ThresholdResult
 from contracts.reasons import ReasonCode
+from contracts.reminders import escalation_point
 from contracts.requirements import Requirements
 from issuer.errors import QuorumEvidenceError
 
@@ -67,18 +70,32 @@ class VerifiedVote:
 
 
 def check_quorum(
-    quorum: QuorumReached, votes: Sequence[VerifiedVote], policy: Requirements
+    quorum: QuorumReached,
+    votes: Sequence[VerifiedVote],
+    policy: Requirements,
+    *,
+    max_pending_seconds: int | None = None,
 ) -> ThresholdResult[VerifiedVote]:
-    """The verified votes' threshold result; QuorumEvidenceError naming the first thing that does not hold."""
+    """The verified votes' threshold result; QuorumEvidenceError naming the first thing that does not hold.
+
+    `max_pending_seconds` is approvals' cap on the pending window (the same setting, so the
+    escalation point is where approvals put it); None: the policy's window.
+    """
     _check_policy(quorum, policy)
     request = quorum.request
-    rules = ApproverRules.of(policy.tier, policy.eligible_groups, (request.agent_id, request.leg.accountable_party.id))
+    opens = request.requested_at
+    window = policy.pending_seconds if max_pending_seconds is None else min(policy.pending_seconds, max_pending_seconds)
+    deadline = opens + timedelta(seconds=window)
+    escalated = escalation_point(policy.reminders, opened_at=opens, deadline=deadline)
+    rules = ApproverRules.of(
+        policy.tier, policy.eligible_groups, (request.agent_id, request.leg.accountable_party.id)
+    ).escalating(policy.reminders.escalate_to, None if escalated is None else escalated - DEADLINE_SLACK)
     closes = request.requested_at + timedelta(seconds=policy.pending_seconds) + DEADLINE_SLACK
     count: Count[VerifiedVote] = Count(policy.approvals, policy.composition)
     people = PersonCount(count)
     for vote in votes:
         _check_vote(quorum, vote)
-        cast_by = _check_approver(rules, vote, policy)
+        cast_by = _check_approver(rules.at(vote.received_at), vote, policy)
         if vote.received_at > quorum.decided_at or quorum.decided_at > closes:
             raise QuorumEvidenceError(
                 ReasonCode.AFTER_DEADLINE, f"{vote.principal}'s vote or the quorum came after the window"
