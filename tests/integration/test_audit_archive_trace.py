@@ -12,7 +12,9 @@ marker, while the sealed version stays.
 - a newer version or a delete marker over a sealed object is ignored (the sealed
   version is read) and reported;
 - a segment altered where the archive is not locked (a local copy, the server's
-  disk) fails the read, naming the segment.
+  disk) fails the read, naming the segment;
+- a row redacted after it was signed (migration 0006) is verified with its
+  redaction record, read from a later segment.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
@@ -43,6 +47,7 @@ from audit_sink.archive.seal import Sealer
 from audit_sink.domain.checkpoint import VerifierKey
 from tests.audit_db import AuditDb
 from tests.audit_support import NOW, Filler, rows
+from tests.integration.test_audit_redaction import MIGRATIONS, OldStore, old_rows, sign_tip
 
 PREFIX = "audit/"
 REQUEST = "req-0005"
@@ -287,3 +292,31 @@ def test_an_altered_segment_fails_the_trace_naming_it(
     failed = _trace(REQUEST, "--archive", archive.location, "--key", str(key))
     assert failed.exit_code == 1
     assert "does not verify at segment(s) 0: segment 0 was altered" in failed.output
+
+
+def test_a_redacted_row_is_verified_with_its_redaction_record_from_a_later_segment(
+    archive: S3Archive, tmp_path: Path
+) -> None:
+    """Migration 0006 redacted the tokens of rows already signed: the redaction record (leaf 40) explains them."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "0005")
+    old = OldStore(url, tmp_path)
+    before = old_rows()
+    old.append(before[:20])
+    old.checkpoint()
+    old.append(before[20:])
+    old.checkpoint()
+    command.upgrade(config, "head")
+    sign_tip(old.engine, old.signer)
+    key = old.signer.verifier
+    sealed = Sealer(old.engine, archive, key, max_leaves=20, settle=timedelta(0)).run()
+    assert [(s.start, s.end) for s in sealed] == [(0, 20), (20, 40), (40, 41)]
+
+    found = read_archived(archive, key, request_id="req-0009")
+    assert found.segments == (0,)
+    assert [(r.leaf, r.row.redacted) for r in found.rows] == [(9, True)]
+    assert b"sha256:" in found.rows[0].row.raw
