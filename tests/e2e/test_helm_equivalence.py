@@ -10,13 +10,16 @@ builds it):
   files an operator creates (the dev PKI's SVIDs and bundle, the issuer's signing key, the audit
   checkpoint key, the Slack signing secret) under the keys and paths the chart names;
 * the containers: the main container with exactly the rendered env (secretKeyRef values from those
-  Secrets), init containers run first, and the OPA sidecar as a real OPA with the sidecar's own
-  arguments over the ConfigMap policy folder;
+  Secrets) and its command (the decision-log receiver runs the image's `atb` command), init
+  containers run first, and the OPA sidecar as a real OPA with the sidecar's own arguments over the
+  ConfigMap policy folder and its configuration file (decision logs to the receiver's Service);
 * the cluster's names: the Kafka bootstrap, the PostgreSQL host and the in-cluster Service names
   become the session's Kafka, PostgreSQL and the services' local ports.
 
 Each process must answer its probes (/healthz on the ops port) and a low-, a medium- and a
-high-risk request then go from the gateway through votes to the broker's allow and the audit store.
+high-risk request then go from the gateway through votes to the broker's allow and the audit store;
+the OPA sidecars' decisions reach the audit store through the receiver pod, and the console pod
+serves its sign-in page.
 What it does not prove: the kubelet and the API server (scheduling, the native sidecar ordering,
 the security contexts enforced, the CSI driver and spiffe-helper), nor replicas.
 """
@@ -43,6 +46,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
 
 from atb.dev.config import DevConfig
 from atb.dev.gotools import build_helm
@@ -52,11 +56,13 @@ from atb.dev.procs import ManagedProcess
 from atb.dev.stack import healthz_ready
 from atb.dev.toolchain import build_opa
 from atb.dev.topics import delete_topics
+from atb.policy.decision_logs import DECISION_AUDIT_TYPE
 from atb.sdk import ApproverClient, BrokerClient, GatewayClient
 from atb_identity import bundle_path, ensure_svid, init_ca, issue_svid
 from atb_runtime.ops import LISTEN_FDS_ENV
-from audit_sink.adapters.db import AuditStore, make_engine
+from audit_sink.adapters.db import AuditStore, audit_events, make_engine
 from contracts import BrokerDecision, Decision, IssuanceRequested, JsonObject, Leg, PoaIssued, VoteChoice
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.test_compose_equivalence import (
     AGENT,
     CONSOLE,
@@ -65,7 +71,9 @@ from tests.e2e.test_compose_equivalence import (
     MEDIUM_LEG,
     SITE,
     Container,
+    _decision_logs,
     build_image,
+    http_ok,
     parse_dockerfile,
 )
 
@@ -73,7 +81,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.opa, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "atb"
-SERVICES = ("gateway", "approvals", "issuer", "broker", "chat", "audit-sink")
+SERVICES = ("gateway", "approvals", "issuer", "broker", "chat", "console", "audit-sink", "policy-decision-logs")
+"""Every workload of the default values: the services and OPA's decision-log receiver."""
 KAFKA_HOST = "kafka.cluster.test:9092"
 PG_HOST = "postgres.cluster.test"
 
@@ -127,7 +136,7 @@ def operator_secrets(values: Mapping[str, Any], state: Path) -> dict[str, dict[s
     made: dict[str, dict[str, bytes]] = {
         values["identity"]["secret"]["trustBundleSecretName"]: {"bundle.pem": bundle_path(state).read_bytes()}
     }
-    for service in ("gateway", "approvals", "issuer", "broker", "chat"):
+    for service in ("gateway", "approvals", "issuer", "broker", "chat", "console", "policy-decision-logs"):
         svid = issue_svid(state, f"spiffe://atb.local/svc/{service}")
         assert svid.cert_path is not None
         assert svid.key_path is not None
@@ -185,7 +194,7 @@ def pod_volumes(
         name = volume["name"]
         folder = root / name
         folder.mkdir(parents=True)
-        if "emptyDir" in volume:
+        if "emptyDir" in volume or "persistentVolumeClaim" in volume:  # a claim: an empty volume at first
             out[name] = folder
         elif "configMap" in volume:
             data = configmaps[volume["configMap"]["name"]]["data"]
@@ -287,17 +296,20 @@ async def helm_stack(
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     pods: dict[str, Pod] = {}
     hosts: dict[str, str] = {KAFKA_HOST: kafka_bootstrap, PG_HOST: postgres_server.host}
+    sidecars: list[tuple[str, dict[str, Any], dict[str, Path], Container]] = []
     for service, workload in workloads.items():
         pod = workload["spec"]["template"]["spec"]
         main = pod["containers"][0]
-        stages = parse_dockerfile({"SERVICE": service})
+        image = main["image"].rsplit("/", 1)[-1].split(":")[0]  # atb/<SERVICE>:<tag>
+        stages = parse_dockerfile({"SERVICE": image})
         root = tmp_path / "images" / service
         build_image(stages, root)
         volumes = pod_volumes(pod, docs, made, tmp_path / "pods" / service)
         local_ports = {p["name"]: ports.allocate() for p in main["ports"]}
         sites = {("ops" if name == "ops" else service): port for name, port in local_ports.items()}
         env = {**stages[""].env, **container_env(main, made)}
-        container = Container(service, root, mounts_of(main, volumes), stages[""], env, list(stages[""].cmd))
+        argv = list(main.get("command") or stages[""].cmd)
+        container = Container(service, root, mounts_of(main, volumes), stages[""], env, argv)
         # The pod's Service answers on the container's ports: `<service name>:<port>` -> local port.
         for svc in services.values():
             if (
@@ -307,23 +319,26 @@ async def helm_stack(
                 continue
             for port in svc["spec"]["ports"]:
                 hosts[f"{svc['metadata']['name']}:{port['port']}"] = f"127.0.0.1:{local_ports[port['targetPort']]}"
-        opa = None
         for init in pod.get("initContainers", []):
             if init["name"] == "opa":
-                opa, local_api = opa_sidecar(service, init, mounts_of(init, volumes), opa_bin, tmp_path / "logs")
-                in_pod = next(a for a in init["args"] if a.startswith("--addr=")).removeprefix("--addr=")
-                assert container.env["ATB_OPA_URL"] == f"http://{in_pod}", "the service asks its own sidecar"
-                container.env["ATB_OPA_URL"] = f"http://127.0.0.1:{local_api}"
+                sidecars.append((service, init, mounts_of(init, volumes), container))
             else:
                 run_init(init, Container(service, root, mounts_of(init, volumes), stages[""], {}, []))
-        pods[service] = Pod(service, container, sites, opa)
+        pods[service] = Pod(service, container, sites, None)
+    # Every Service is known now: the sidecars' configuration files name the receiver's.
+    for service, init, mounts, container in sidecars:
+        opa, local_api = opa_sidecar(service, init, mounts, opa_bin, tmp_path / "logs", hosts)
+        in_pod = next(a for a in init["args"] if a.startswith("--addr=")).removeprefix("--addr=")
+        assert container.env["ATB_OPA_URL"] == f"http://{in_pod}", "the service asks its own sidecar"
+        container.env["ATB_OPA_URL"] = f"http://127.0.0.1:{local_api}"
+        pods[service].opa = opa
     for pod_ in pods.values():
         c = pod_.container
         local: dict[str, str] = {}
         for key, value in c.env.items():
             if key == "ATB_OPS_PORT":
                 value = str(pod_.ports["ops"])
-            elif key in ("ATB_GATEWAY_PORT", "ATB_BROKER_PORT", "ATB_CHAT_PORT"):
+            elif key in ("ATB_GATEWAY_PORT", "ATB_BROKER_PORT", "ATB_CHAT_PORT", "ATB_CONSOLE_PORT"):
                 value = str(pod_.ports[pod_.service])
             elif key.startswith("ATB_") and key.endswith("_HOST") and value == "0.0.0.0":  # noqa: S104
                 value = "127.0.0.1"
@@ -337,16 +352,26 @@ async def helm_stack(
         local["ATB_EXIT_WITH_PARENT"] = str(os.getpid())
         leftover = [f"{k}={v}" for k, v in local.items() if re.search(r"cluster\.test|atb-[a-z-]+:\d+", v)]
         assert not leftover, f"{pod_.service}: still names a cluster host: {leftover}"
-        held = ports.held(pod_.ports.values())
-        local[LISTEN_FDS_ENV] = ",".join(map(str, held))
         argv = c.argv
         assert argv[0] in CONSOLE, argv
         sites = dict(pod_.ports)
+        if argv[0] == "atb":  # the receiver: it binds its own --port (the ops port), no socket handed down
+            argv = [c.rewrite_paths(a) for a in argv]
+            argv = [a.replace("--host=0.0.0.0", "--host=127.0.0.1") for a in argv]
+            argv = [f"--port={sites['ops']}" if a.startswith("--port=") else a for a in argv]
+            ports.release(sites["ops"])
+            held: tuple[int, ...] = ()
 
-        def ready(pod_name: str = pod_.service, served: dict[str, int] = sites) -> Any:
-            process = pods[pod_name].process
-            assert process is not None
-            return healthz_ready(process, served)
+            def ready(url: str = f"http://127.0.0.1:{sites['ops']}/healthz") -> Any:
+                return http_ok(url)
+        else:
+            held = ports.held(pod_.ports.values())
+            local[LISTEN_FDS_ENV] = ",".join(map(str, held))
+
+            def ready(pod_name: str = pod_.service, served: dict[str, int] = sites) -> Any:  # type: ignore[misc]
+                process = pods[pod_name].process
+                assert process is not None
+                return healthz_ready(process, served)
 
         pod_.process = ManagedProcess(
             pod_.service,
@@ -384,10 +409,16 @@ def _free_port() -> int:
 
 
 def opa_sidecar(
-    service: str, spec: Mapping[str, Any], mounts: Mapping[str, Path], opa_bin: Path, logs: Path
+    service: str,
+    spec: Mapping[str, Any],
+    mounts: Mapping[str, Path],
+    opa_bin: Path,
+    logs: Path,
+    hosts: Mapping[str, str],
 ) -> tuple[ManagedProcess, int]:
     """A real OPA with the sidecar's own arguments, its two listen addresses moved to free local
-    ports; (process, policy API port). Ready when its startup probe's path answers 200."""
+    ports, and its configuration file with the cluster's Service names mapped as DNS would; (process,
+    policy API port). Ready when its startup probe's path answers 200."""
     api, diagnostic = _free_port(), _free_port()
     args: list[str] = []
     for arg in spec["args"]:
@@ -395,6 +426,13 @@ def opa_sidecar(
             arg = f"--addr=127.0.0.1:{api}"
         elif arg.startswith("--diagnostic-addr="):
             arg = f"--diagnostic-addr=127.0.0.1:{diagnostic}"
+        elif arg.startswith("--config-file="):
+            path = arg.removeprefix("--config-file=")
+            folder = next(p for p in sorted(mounts, key=len, reverse=True) if path.startswith(p.rstrip("/") + "/"))
+            config = (mounts[folder] / path[len(folder) :].lstrip("/")).read_text()
+            local = logs.parent / f"opa-{service}.yaml"
+            local.write_text(map_hosts(config, hosts))
+            arg = f"--config-file={local}"
         elif arg.startswith("/"):
             arg = str(mounts[arg])
         args.append(arg)
@@ -470,6 +508,12 @@ async def _audited(url: str, request_id: str, want: set[str], timeout: float = 3
     return seen
 
 
+def _stored_decision_logs(url: str) -> list[Any]:
+    query = select(audit_events.c.event_id).where(audit_events.c.audit_type == DECISION_AUDIT_TYPE)
+    with make_engine(url).connect() as conn:
+        return list(conn.execute(query))
+
+
 async def test_the_chart_pods_start_and_serve_low_medium_and_high_risk(helm_stack: Stack) -> None:
     stack = helm_stack
     gateway = stack.pods["gateway"].ports["gateway"]
@@ -511,6 +555,16 @@ async def test_the_chart_pods_start_and_serve_low_medium_and_high_risk(helm_stac
             want = {IssuanceRequested.event_type, PoaIssued.event_type, BrokerDecision.event_type}
             seen = await _audited(stack.audit_url, request_id, want)
             assert want <= seen, f"{tier}: the audit store holds {sorted(seen)} for {request_id}"
+    # The OPA sidecars uploaded their decisions to the receiver pod, which wrote them to atb.audit,
+    # and the audit sink stored them.
+    paths = {"atb/poa/requirements", "atb/poa/decisions"}
+    logged = await _decision_logs(stack.kafka, stack.namespace, None, paths)
+    await caught_up(stack.kafka, stack.namespace, stack.audit_url)
+    stored = {row.event_id for row in await asyncio.to_thread(_stored_decision_logs, stack.audit_url)}
+    assert logged <= stored, "the audit store lacks decision-log events that are on atb.audit"
+    # The console pod serves its sign-in page.
+    console = stack.pods["console"].ports["console"]
+    assert await http_ok(f"http://127.0.0.1:{console}/signin"), "the console does not serve its sign-in page"
     minted = [s for s, p in stack.pods.items() if p.container.host_path("/var/lib/atb/pki/ca").exists()]
     assert not minted, f"{minted} minted their own dev CA: their SVID did not reach them"
     # The audit sink signs with the operator's checkpoint key (copied by its init container).

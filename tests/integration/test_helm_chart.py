@@ -51,8 +51,11 @@ pytestmark = [pytest.mark.timeout(1200)]
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "atb"
 STRIMZI = REPO / "deploy" / "helm" / "strimzi"
-SERVICES = ("gateway", "approvals", "issuer", "broker", "chat", "audit-sink")
-VALUES_KEY = {s: "auditSink" if s == "audit-sink" else s for s in SERVICES}
+SERVICES = ("gateway", "approvals", "issuer", "broker", "chat", "console", "audit-sink")
+RECEIVER = "policy-decision-logs"
+"""OPA's decision-log receiver: the `atb` command of the broker image, not a service package."""
+WORKLOADS = (*SERVICES, RECEIVER)
+VALUES_KEY = {s: {"audit-sink": "auditSink", RECEIVER: "policyDecisionLogs"}.get(s, s) for s in WORKLOADS}
 PACKAGE = {s: s.replace("-", "_") for s in SERVICES}
 OPS = "ops"
 
@@ -214,14 +217,15 @@ def containers(pod: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 def test_every_workload_is_hardened_probed_budgeted_and_scaled(variant: tuple[str, dict[str, Any], Rendered]) -> None:
     name, values, rendered = variant
     workloads = rendered.of_kind("Deployment", "StatefulSet")
-    assert sorted(w["metadata"]["labels"]["app.kubernetes.io/component"] for w in workloads) == sorted(SERVICES)
+    assert sorted(w["metadata"]["labels"]["app.kubernetes.io/component"] for w in workloads) == sorted(WORKLOADS)
     pdbs = {p["metadata"]["name"]: p for p in rendered.of_kind("PodDisruptionBudget")}
-    for service in SERVICES:
+    for service in WORKLOADS:
         w = rendered.workload(service)
         where = f"{name}: {service}"
         key = VALUES_KEY[service]
         assert w["spec"]["replicas"] == value(values, f"{key}.replicas"), where
-        assert w["kind"] == ("Deployment" if service in ("gateway", "chat") else "StatefulSet"), where
+        deployments = ("gateway", "chat", "console", RECEIVER)
+        assert w["kind"] == ("Deployment" if service in deployments else "StatefulSet"), where
         pod = w["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False, where
         assert pod["securityContext"]["runAsNonRoot"] is True, where
@@ -240,8 +244,12 @@ def test_every_workload_is_hardened_probed_budgeted_and_scaled(variant: tuple[st
         assert [c["name"] for c in main] == [service], where
         env = {e["name"]: e.get("value") for e in main[0]["env"]}
         ops = next(p for p in main[0]["ports"] if p["name"] == OPS)
-        assert str(ops["containerPort"]) == env["ATB_OPS_PORT"], where
-        assert env["ATB_OPS_HOST"] == "0.0.0.0", where  # noqa: S104 - the kubelet probes the pod's address
+        if service == RECEIVER:  # its one port (uploads, /healthz, /metrics) is given on the command line
+            assert f"--port={ops['containerPort']}" in main[0]["command"], where
+            assert "--host=0.0.0.0" in main[0]["command"], where
+        else:
+            assert str(ops["containerPort"]) == env["ATB_OPS_PORT"], where
+            assert env["ATB_OPS_HOST"] == "0.0.0.0", where  # noqa: S104 - the kubelet probes the pod's address
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert main[0][probe]["httpGet"] == {"path": "/healthz", "port": OPS}, (where, probe)
         # Writable scratch only where mounted: /tmp and the state folder.
@@ -312,6 +320,55 @@ def test_opa_sidecar_exactly_where_policy_is_asked(variant: tuple[str, dict[str,
             assert opa["readinessProbe"]["httpGet"]["path"] == "/health?bundles=true"
         else:
             assert opa["args"][-1] == "/policy"
+        # Every sidecar uploads its decisions to the receiver (policyDecisionLogs.enabled, the default).
+        assert "--config-file=/config/opa.yaml" in opa["args"], (name, service)
+        assert {"name": "opa-config", "mountPath": "/config", "readOnly": True} in opa["volumeMounts"]
+
+
+def test_every_opa_sidecar_uploads_its_decisions_to_the_receiver(variant: tuple[str, dict[str, Any], Rendered]) -> None:
+    """The receiver pod runs `atb policy decision-log-receiver` with its SVID; each OPA's configuration
+    sends every decision to the receiver's Service, and keeps verifying bundles in bundle mode."""
+    name, values, rendered = variant
+    config = yaml.safe_load(rendered.named("ConfigMap", "atb-opa")["data"]["opa.yaml"])
+    service = rendered.named("Service", f"atb-{RECEIVER}")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == OPS)
+    assert config["services"]["decision-logs"] == {"url": f"http://atb-{RECEIVER}:{port}"}, name
+    assert config["decision_logs"]["service"] == "decision-logs"
+    reporting = config["decision_logs"]["reporting"]
+    assert reporting["buffer_type"] == "size"
+    assert reporting["buffer_size_limit_bytes"] == value(values, "policyDecisionLogs.bufferSizeLimitBytes")
+    assert config["status"] == {"prometheus": True}, "the ATBPolicy* alerts read OPA's metrics"
+    if value(values, "opa.source") == "bundle":
+        assert config["bundles"]["atb"]["signing"]["keyid"], name
+    else:
+        assert "bundles" not in config, name
+    pod = rendered.workload(RECEIVER)["spec"]["template"]["spec"]
+    (main,) = pod["containers"]
+    assert main["image"].rsplit(":", 1)[0].endswith("/broker"), "the receiver is the broker image's atb command"
+    assert main["command"][:3] == ["atb", "policy", "decision-log-receiver"]
+    svid = next(m for m in main["volumeMounts"] if m["name"] == "svid")
+    assert f"--svid-cert={svid['mountPath']}/svid.pem" in main["command"]
+    assert f"--svid-key={svid['mountPath']}/svid_key.pem" in main["command"]
+    env = {e["name"]: e.get("value") or "" for e in main["env"]}
+    atb = {k for k in env if k.startswith("ATB_")}
+    known = {f"ATB_{f.upper()}" for f in CommonSettings.model_fields}
+    assert not atb - known, f"{name}: the receiver gets {sorted(atb - known)}, which it does not read"
+    loaded = _load(CommonSettings, {k: env[k] for k in atb})
+    assert loaded.kafka_bootstrap_servers == value(values, "kafka.bootstrapServers")
+    assert loaded.topic_namespace == value(values, "kafka.topicNamespace")
+
+
+def test_without_the_receiver_no_sidecar_uploads(tools: Tools) -> None:
+    rendered = render(tools, {"policyDecisionLogs": {"enabled": False}})
+    assert RECEIVER not in {
+        w["metadata"]["labels"]["app.kubernetes.io/component"] for w in rendered.of_kind("Deployment")
+    }
+    for service in ("approvals", "issuer", "broker"):
+        opa = next(
+            c for c in rendered.workload(service)["spec"]["template"]["spec"]["initContainers"] if c["name"] == "opa"
+        )
+        assert not any(a.startswith("--config-file") for a in opa["args"]), service
+    assert not [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"] == "atb-opa"]
 
 
 def test_the_policy_configmap_is_the_repository_policy(tools: Tools) -> None:
@@ -592,7 +649,13 @@ def _required(service: str, cls: type[BaseSettings]) -> set[str]:
     if "settings.opa_url" not in _main_source(service):
         required.discard("ATB_OPA_URL")
     # Inside the state folder (a pod volume), so a default is fine.
-    required -= {"ATB_CHECKPOINT_KEY_PATH", "ATB_CHAT_DB_PATH", "ATB_STATE_DIR"}
+    required -= {
+        "ATB_CHECKPOINT_KEY_PATH",
+        "ATB_CHAT_DB_PATH",
+        "ATB_CONSOLE_DB_PATH",
+        "ATB_CONSOLE_AUDIT_KEY_PATH",
+        "ATB_STATE_DIR",
+    }
     # The SQLite spent store / audit store stay possible for one replica: the chart still sets them.
     return required - set(_image_env(service))
 
@@ -800,7 +863,7 @@ def test_network_policies_allow_only_the_flows_each_service_needs(
     if not value(values, "networkPolicy.enabled"):
         assert not policies, name
         return
-    assert sorted(policies) == sorted(SERVICES)
+    assert sorted(policies) == sorted(WORKLOADS)
     merged = {**_defaults(), **values}
     np = {k.removeprefix("networkPolicy."): v for k, v in merged.items() if k.startswith("networkPolicy.")}
     connectors = merged["config"]["connectors"]["connectors"]
@@ -821,7 +884,7 @@ def test_network_policies_allow_only_the_flows_each_service_needs(
         }
         assert ((np["postgres.port"], "TCP") in egress) == uses_pg, service
         ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
-        api = {"gateway": {"https"}, "broker": {"https"}, "chat": {"http"}}.get(service, set())
+        api = {"gateway": {"https"}, "broker": {"https"}, "chat": {"http"}, "console": {"http"}}.get(service, set())
         assert ingress_ports == {OPS, *api}, (service, ingress_ports)
     # The broker reaches each connector of the registry through exactly its configured peers.
     broker_rules = policies["broker"]["spec"]["egress"]
@@ -834,6 +897,15 @@ def test_network_policies_allow_only_the_flows_each_service_needs(
     issuer_from = [rule.get("from") for rule in policies["issuer"]["spec"]["ingress"]]
     broker_pods = rendered.workload("broker")["spec"]["selector"]
     assert [{"podSelector": broker_pods}] in issuer_from, issuer_from
+    # Only the pods with an OPA sidecar may upload decisions to the receiver besides the scrapers, and
+    # exactly those reach it.
+    receiver_from = [rule.get("from") for rule in policies[RECEIVER]["spec"]["ingress"]]
+    askers = [{"podSelector": rendered.workload(s)["spec"]["selector"]} for s in ("approvals", "issuer", "broker")]
+    assert askers in receiver_from, receiver_from
+    receiver_pods = rendered.workload(RECEIVER)["spec"]["selector"]
+    for service, policy in policies.items():
+        reaches = any(r["to"] == [{"podSelector": receiver_pods}] for r in policy["spec"]["egress"])
+        assert reaches == (service in ("approvals", "issuer", "broker")), service
 
 
 # --- monitoring ------------------------------------------------------------------------------------
@@ -853,7 +925,7 @@ def test_the_service_monitor_scrapes_every_service_once_and_the_rules_are_the_te
             {"port": OPS, "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
         ]
         scraped = [s for s in rendered.of_kind("Service") if _selects(selector, s["metadata"]["labels"])]
-        assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == sorted(SERVICES)
+        assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == sorted(WORKLOADS)
         for service in scraped:
             assert OPS in {p["name"] for p in service["spec"]["ports"]}, service["metadata"]["name"]
     if not value(values, "monitoring.prometheusRule.enabled"):

@@ -37,14 +37,23 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
-{{/* The values block of a service: auditSink for audit-sink. */}}
+{{/* The values block of a service: auditSink for audit-sink, policyDecisionLogs for policy-decision-logs. */}}
 {{- define "atb.serviceValues" -}}
-{{- $key := .component | replace "audit-sink" "auditSink" -}}
+{{- $key := .component | replace "audit-sink" "auditSink" | replace "policy-decision-logs" "policyDecisionLogs" -}}
 {{- toYaml (index .root.Values $key) -}}
 {{- end -}}
 
+{{/* The workloads: the services, and OPA's decision-log receiver when it is enabled. */}}
+{{- define "atb.components" -}}
+{{- $all := list "gateway" "approvals" "issuer" "broker" "chat" "console" "audit-sink" -}}
+{{- if .Values.policyDecisionLogs.enabled }}{{ $all = append $all "policy-decision-logs" }}{{ end -}}
+{{- toJson $all -}}
+{{- end -}}
+
+{{/* A workload's image: the receiver is the `atb` command of the broker's image (docker-compose does the same). */}}
 {{- define "atb.image" -}}
-{{- printf "%s/%s:%s" .root.Values.image.repository .component (default .root.Chart.AppVersion .root.Values.image.tag) -}}
+{{- $image := .component | replace "policy-decision-logs" "broker" -}}
+{{- printf "%s/%s:%s" .root.Values.image.repository $image (default .root.Chart.AppVersion .root.Values.image.tag) -}}
 {{- end -}}
 
 {{/* A service's SPIFFE ID. */}}
@@ -57,9 +66,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if has .component (list "approvals" "issuer" "broker") }}true{{ end -}}
 {{- end -}}
 
-{{/* The services that hold an SVID (all but the audit sink). */}}
+{{/* The workloads that hold an SVID (all but the audit sink). */}}
 {{- define "atb.hasSvid" -}}
-{{- if has .component (list "gateway" "approvals" "issuer" "broker" "chat") }}true{{ end -}}
+{{- if has .component (list "gateway" "approvals" "issuer" "broker" "chat" "console" "policy-decision-logs") }}true{{ end -}}
 {{- end -}}
 
 {{/* The consumer-group services: StatefulSets, for stable instance names (static membership). */}}
