@@ -976,3 +976,13 @@ def test_the_strimzi_topics_are_the_catalogue() -> None:
     assert (
         _defaults()["kafka.bootstrapServers"] == f"{cluster}-kafka-bootstrap.{kafka['metadata']['namespace']}.svc:9092"
     )
+
+
+def test_tracing_endpoint_reaches_every_service(tools: Tools) -> None:
+    """`tracing.otlpEndpoint` becomes OTEL_EXPORTER_OTLP_ENDPOINT in every service container; unset, none has it."""
+    endpoint = "http://otel-collector.observability:4318"
+    traced = render(tools, {"tracing": {"otlpEndpoint": endpoint}})
+    plain = render(tools)
+    for service in SERVICES:
+        assert _container_env(traced, service).get("OTEL_EXPORTER_OTLP_ENDPOINT") == endpoint, service
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in _container_env(plain, service), service
