@@ -76,6 +76,8 @@ class StackConfig:
     namespace: str = ""
     audit_db_url: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Settings of one service's processes only, by service name (its own SVID files, say); over `extra_env`."""
     gateway_port: int = 0
     """HTTPS port of the AgentAuth gateway; 0 lets the stack allocate one (held, see the module docstring)."""
     trust_domain: str = "atb.local"
@@ -244,6 +246,7 @@ class ServiceStack:
             **({"ATB_AUDIT_DB_URL": cfg.audit_db_url} if cfg.audit_db_url else {}),
             **self._service_env(name, process_name),
             **cfg.extra_env,
+            **cfg.service_env.get(name, {}),
             **(env_overrides or {}),
         }
         # The sites this process serves, by the name its /healthz reports them under (atb_runtime.ops).

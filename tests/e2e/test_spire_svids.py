@@ -1,0 +1,162 @@
+"""The stack on SPIRE's default X.509-SVIDs: EC P-256 keys, as spiffe-helper writes them, end to end.
+
+Each service process reads its own `svid.pem`, `svid_key.pem` and `bundle.pem`
+(ATB_SVID_CERT_PATH, ATB_SVID_KEY_PATH, ATB_TRUST_BUNDLE_PATH), issued by a
+SPIRE-like EC P-256 CA (tests/spire_support.py) that is the only root any of them
+trusts; the agent and the approvers hold SVIDs of the same CA. A high-risk
+request goes over mutual TLS to the gateway, is approved by two votes on Kafka,
+issued by the issuer, and allowed by the broker over mutual TLS: real processes,
+real Kafka, real OPA. Every proof on the way is ES256; the PoA is the issuer's
+EdDSA JWT, bound to the agent's EC certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+import pytest
+from sqlalchemy import select
+
+from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
+from atb.dev.topics import delete_topics, ensure_topics
+from atb.sdk import ApproverClient, BrokerClient, GatewayClient
+from atb_identity import Svid, load_svid
+from atb_runtime.readback import read_records
+from audit_sink.adapters.db import audit_events, make_engine
+from contracts import (
+    AccountableParty,
+    ContractualNecessity,
+    Decision,
+    JsonObject,
+    Topic,
+    VoteChoice,
+    decode_envelope,
+    topic_name,
+)
+from tests.spire_support import HelperFiles, SpireCa, write_helper_files
+
+pytestmark = [pytest.mark.kafka, pytest.mark.opa]
+
+AGENT = "spiffe://atb.local/agent/finance-bot"
+HIGH_LEG = ContractualNecessity(
+    ref="MSA-12345",
+    description="Change vendor bank details",
+    jurisdiction="EU",
+    accountable_party=AccountableParty(type="employee", id="emp-200"),
+)
+PARAMS: JsonObject = {"iban": "DE02120300000000202051"}
+SIGNED_TOPICS = (Topic.POA_REQUESTS, Topic.VOTES, Topic.OUTCOMES, Topic.POA_ISSUED)
+
+
+@dataclass(frozen=True)
+class SpireStack:
+    stack: ServiceStack
+    namespace: str
+    bootstrap: str
+    db_url: str
+    ca: SpireCa
+    folder: Path
+
+    def holder(self, spiffe_id: str) -> tuple[Svid, HelperFiles]:
+        """An SVID of this CA for an agent or approver, on disk as spiffe-helper writes it."""
+        name = spiffe_id.rsplit("/", 1)[-1]
+        files = write_helper_files(self.ca.issue(spiffe_id), self.ca.roots, self.folder / name)
+        return load_svid(files.svid, files.key), files
+
+
+@pytest.fixture(scope="module")
+async def spire_stack(
+    kafka_bootstrap: str, opa_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SpireStack]:
+    ns = f"s{secrets.token_hex(4)}."
+    await ensure_topics(kafka_bootstrap, ns)
+    state = tmp_path_factory.mktemp("spire-stack")
+    ca = SpireCa.create(days=1)
+    service_env: dict[str, dict[str, str]] = {}
+    for name in DEFAULT_SERVICES:
+        svid = ca.issue(f"spiffe://atb.local/svc/{name}")
+        service_env[name] = write_helper_files(svid, ca.roots, state / "svid" / name).env()
+    db_url = f"sqlite:///{state / 'audit.db'}"
+    config = StackConfig(kafka_bootstrap, opa_url, state, namespace=ns, audit_db_url=db_url, service_env=service_env)
+    stack = ServiceStack(config)
+    await stack.start(ready_timeout=90)
+    try:
+        yield SpireStack(stack, ns, kafka_bootstrap, db_url, ca, state / "svid")
+    finally:
+        await stack.stop()
+        await delete_topics(kafka_bootstrap, ns)
+
+
+async def _audited(env: SpireStack, audit_type: str, request_id: str, timeout: float = 30) -> bool:
+    """Whether the audit sink stored an audit event of that type for the request (waits until it has)."""
+    engine = make_engine(env.db_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            raws = [row.raw for row in conn.execute(select(audit_events.c.raw))]
+        if any(audit_type.encode() in raw and request_id.encode() in raw for raw in raws):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.3)
+
+
+async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack: SpireStack) -> None:
+    env = spire_stack
+    agent, agent_files = env.holder(AGENT)
+    assert agent.alg == "ES256"
+    async with GatewayClient(svid=agent, bundle_path=agent_files.bundle, base_url=env.stack.gateway_url) as gateway:
+        request_id = await gateway.request_poa(
+            "sap.vendor.change", "sap:vendor/V-100", tenant="acme", leg=HIGH_LEG, params=PARAMS
+        )
+        for name in ("alice", "bob"):
+            approver, files = env.holder(f"spiffe://atb.local/user/{name}")
+            async with ApproverClient(
+                svid=approver, bootstrap=env.bootstrap, namespace=env.namespace, bundle_path=files.bundle
+            ) as client:
+                await client.vote(await client.approval_required(request_id, timeout=60), VoteChoice.APPROVE)
+        issued = await gateway.await_poa(request_id, timeout=60)
+    assert issued.status == "issued"
+    assert issued.poa is not None
+    token = issued.poa.token
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+    assert jwt.decode(token, options={"verify_signature": False})["cnf"] == {"x5t#S256": agent.thumbprint()}
+
+    async with BrokerClient(svid=agent, bundle_path=agent_files.bundle, base_url=env.stack.broker_url()) as broker:
+        answer = await broker.authorize(
+            "sap.vendor.change",
+            "sap:vendor/V-100",
+            request_id=request_id,
+            tenant="acme",
+            poa=token,
+            params=PARAMS,
+            execute=False,
+        )
+    assert answer.decision is Decision.ALLOW, answer.reasons
+    assert await _audited(env, "broker_action_allowed", request_id)
+
+    # Every proof of this request on Kafka was ES256, and no consumer dead-lettered anything.
+    producers: set[str] = set()
+    for topic in SIGNED_TOPICS:
+        for record in await read_records(env.bootstrap, topic_name(topic, env.namespace)):
+            assert record.value is not None
+            envelope = decode_envelope(record.value)
+            if envelope.partitionkey != request_id:
+                continue
+            assert envelope.proof is not None, (topic, envelope.type)
+            assert envelope.proof.alg == "ES256", (topic, envelope.type, envelope.proof.alg)
+            producers.add(envelope.source)
+    assert producers >= {
+        "spiffe://atb.local/svc/gateway",
+        "spiffe://atb.local/svc/approvals",
+        "spiffe://atb.local/svc/issuer",
+        "spiffe://atb.local/user/alice",
+        "spiffe://atb.local/user/bob",
+    }
+    assert await read_records(env.bootstrap, topic_name(Topic.DLQ, env.namespace)) == []
