@@ -58,6 +58,7 @@ import aiohttp
 import orjson
 import psycopg
 import pytest
+import yaml  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -964,3 +965,24 @@ def test_every_path_the_dockerfile_copies_is_in_the_build_context() -> None:
                 for source in [] if origin else sources:
                     context_files(source, rules)
         assert stages[""].cmd == ["faststream", "run", f"{service.replace('-', '_')}.main:app"], stages[""].cmd
+
+
+def test_prometheus_scrapes_every_atb_container_on_its_metrics_port() -> None:
+    """Every ATB container that serves /metrics is a scrape job of deploy/prometheus/prometheus.yml, by its
+    DNS name (every replica) and the port its /metrics is on: the ops port, or the receiver's --port. (The
+    development bundle store serves files only.)"""
+    config = render_compose()
+    scrape = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {
+        (name, int(sd["port"])) for job in scrape for sd in job.get("dns_sd_configs", []) for name in sd["names"]
+    }
+    services = config["services"]
+    for name in sorted(SERVICES | {"policy-decision-logs"}):
+        spec = services[name]
+        command = [str(a) for a in spec.get("command", [])]
+        port = (
+            int(command[command.index("--port") + 1]) if name in COMMANDS else int(spec["environment"]["ATB_OPS_PORT"])
+        )
+        assert (name, port) in targets, f"prometheus.yml does not scrape {name}:{port}"
+    static = {t for job in scrape for sc in job.get("static_configs", []) for t in sc["targets"]}
+    assert "opa:8181" in static, "prometheus.yml does not scrape OPA (bundle and decision-log metrics)"
