@@ -61,6 +61,9 @@ Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 RequestDigest = Annotated[str, Field(pattern=r"^sha256(v2)?:[0-9a-f]{64}$")]
 """A request digest names its version: `sha256v2:` (current) or `sha256:` (v1), see `contracts.poa`."""
 ReasonText = Annotated[str, Field(max_length=1024)]
+CallbackUrl = Annotated[str, Field(min_length=9, max_length=2048, pattern=r"^https://[^\s/?#@]+(/[^\s#]*)?$")]
+"""An agent's outcome callback: an HTTPS URL without credentials or a fragment (the issuer's notifier
+also checks its host against the operator's allowlist before any connection)."""
 _PREFIX_B64_CHARS = 4 * -(-DEAD_LETTER_PREFIX_BYTES // 3)
 
 
@@ -116,6 +119,9 @@ class IssuanceRequested(EventPayload):
     requested_at: AwareDatetime
     agent_cert_thumbprint: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = None
     """base64url SHA-256 of the agent certificate (DER): becomes `cnf.x5t#S256`."""
+    callback_url: CallbackUrl | None = None
+    """Where the issuer POSTs the request's outcome (a signed webhook); not covered by the request
+    digest (`contracts.poa.DigestFields`): approvers are not shown it and the PoA does not carry it."""
 
 
 class GroupCountRecord(BaseModel):
@@ -217,6 +223,8 @@ class RequestDenied(EventPayload):
     reason: ReasonText
     denied_by: str
     decided_at: AwareDatetime
+    callback_url: CallbackUrl | None = None
+    """The request's outcome callback (`IssuanceRequested.callback_url`), for the issuer's notifier."""
 
 
 class RequestExpired(EventPayload):
@@ -229,6 +237,8 @@ class RequestExpired(EventPayload):
     deadline: AwareDatetime
     approvals_counted: Annotated[int, Field(ge=0)]
     required_approvals: Annotated[int, Field(ge=0)]
+    callback_url: CallbackUrl | None = None
+    """The request's outcome callback (`IssuanceRequested.callback_url`), for the issuer's notifier."""
 
 
 class PoaIssued(EventPayload):

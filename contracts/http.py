@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from contracts.events import ActionName, Decision, JsonObject, RequestId, Tier
+from contracts.events import ActionName, CallbackUrl, Decision, JsonObject, RequestId, Tier
 from contracts.leg import Leg
 from contracts.limits import HTTP_MAX_BODY_BYTES
 from contracts.reasons import Reason, ReasonCode
@@ -43,6 +43,9 @@ class IssueRequest(BaseModel):
     resource: Annotated[str, Field(min_length=1, max_length=512)]
     params: JsonObject = Field(default_factory=dict)
     leg: Leg
+    callback_url: CallbackUrl | None = None
+    """Optional: an HTTPS URL the issuer POSTs the outcome to (PoA issued, denied, expired), signed with
+    the issuer's key (header `ATB-Signature`); only to a host on the operator's allowlist."""
 
 
 class IssueAccepted(BaseModel):

@@ -109,7 +109,10 @@ class DigestFields:
     approval evidence (`approval`, `dual_control`) the issuer adds from the votes, which
     a request may not carry (approvals refuses it at intake); and `cnf` (the agent
     certificate's `x5t#S256`, the PoA's `cnf`; null if none). Not covered: `requested_at`
-    (not shown, not carried) and what the policy decides (tier, approvals, deadline, TTL).
+    and `callback_url` (neither shown to approvers nor carried in the PoA; the callback only says
+    where the outcome is delivered, and the gateway's signature on the request protects it) and
+    what the policy decides (tier, approvals, deadline, TTL). Adding the callback left v2 as it was:
+    a request without one and the same request with one have the same digest.
 
     v1 covered only `action`, `resource`, `params`, `tenant`, `target_tenant`.
     """

@@ -356,8 +356,9 @@ class GatewayClient(_MtlsClient):
         params: JsonObject | None = None,
         target_tenant: str | None = None,
         request_id: str | None = None,
+        callback_url: str | None = None,
     ) -> str:
-        """POST /issue; returns the request id."""
+        """POST /issue; returns the request id. `callback_url`: where the issuer POSTs the outcome."""
         body = IssueRequest(
             request_id=request_id,
             tenant=tenant,
@@ -366,6 +367,7 @@ class GatewayClient(_MtlsClient):
             resource=resource,
             params=params or {},
             leg=leg,
+            callback_url=callback_url,
         ).model_dump_json(exclude_none=True)
         status, raw = await self._call("POST", "/issue", body.encode())
         if status != 202:

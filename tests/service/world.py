@@ -83,6 +83,7 @@ from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey, load_or_create_key
+from issuer.ports import OutcomeNotifier
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 from tests.service.bus import Bus, BusPublisher, MemoryBus, ServiceUnderTest
@@ -238,7 +239,9 @@ class World:
             self.signing_key = load_or_create_key(self.state / "issuer" / "signing.key")
         return self.signing_key
 
-    def issuer(self, *, passkeys: PasskeyRegistry | None = None) -> tuple[IssuerService, ServiceUnderTest]:
+    def issuer(
+        self, *, passkeys: PasskeyRegistry | None = None, notifier: OutcomeNotifier | None = None
+    ) -> tuple[IssuerService, ServiceUnderTest]:
         settings = IssuerSettings(
             topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
         )
@@ -255,7 +258,7 @@ class World:
             passkey_announcers=settings.passkey_announcers,
             max_pending_seconds=settings.max_pending_seconds,
         )
-        service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER))
+        service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER), notifier=notifier)
         sut = ServiceUnderTest(
             name="issuer",
             inputs=(Topic.OUTCOMES,),
@@ -389,6 +392,7 @@ class World:
         requested_at: datetime | None = None,
         thumbprint_of: str | None = None,
         ticket: str | None = None,
+        callback_url: str | None = None,
     ) -> tuple[IssuanceRequested, Outgoing]:
         """An IssuanceRequested the agent signs itself, bound to its certificate (`cnf`)."""
         request = IssuanceRequested(
@@ -397,6 +401,7 @@ class World:
             tenant="acme",
             action=action,
             resource=resource,
+            callback_url=callback_url,
             params={"reason": "service tier"},
             leg=LegitimateInterest(
                 ref="LI-2024-001",

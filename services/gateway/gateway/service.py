@@ -93,6 +93,7 @@ class GatewayService:
             leg=body.leg,
             requested_at=datetime.now(UTC),
             agent_cert_thumbprint=thumbprint,
+            callback_url=body.callback_url,
         )
         self.views.apply(issuance)
         await self._submit(issuance)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import ssl
+from datetime import UTC, datetime
 
 from atb_runtime import OpaClient, Publisher
 from atb_runtime.agents import load_agent_registry
@@ -18,6 +20,7 @@ from contracts import (
     PoaIssued,
     QuorumReached,
     RequestDenied,
+    RequestExpired,
     SigningKeyPublished,
     Topic,
     topic_name,
@@ -27,6 +30,7 @@ from contracts.directory import Directory
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.http import JWKS_PATH, jwks_handler
 from issuer.adapters.keyring import open_keys
+from issuer.adapters.webhook import CallbackAllowlist, WebhookNotifier
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
@@ -71,7 +75,19 @@ async def build() -> ServiceRunner:
     )
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
     keys = open_keys(settings.signing_key_path, settings.keyring_dir())
-    service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher)
+    notifier = WebhookNotifier(
+        lambda: keys.current(datetime.now(UTC)),
+        CallbackAllowlist.of(settings.callback_hosts),
+        publisher.send_and_wait,
+        source=settings.service_id,
+        namespace=settings.topic_namespace,
+        ssl_context=ssl.create_default_context(cafile=str(settings.callback_ca_path))
+        if settings.callback_ca_path
+        else None,
+        max_attempts=settings.callback_max_attempts,
+        backoff_seconds=settings.callback_backoff_seconds,
+    )
+    service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher, notifier=notifier)
     return ServiceRunner(
         settings,
         name="issuer",
@@ -81,7 +97,8 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         on_rewind=service.on_rewind,
         poison=service.set_aside,
-        components=(publisher, passkey_follower, service),  # the service announces its keys on start, before it signs
+        # The service announces its keys on start, before it signs; the notifier delivers callbacks off the pipeline.
+        components=(publisher, passkey_follower, service, notifier),
         closers=(opa.close,),
         routes=((JWKS_PATH, jwks_handler(service.jwks)),),
     )
@@ -93,6 +110,8 @@ app = service_app(
     group=settings.group_id,
     channels=(
         Channel("consumes", QuorumReached),
+        # It also reads RequestDenied (the channel it produces on, listed once) for outcome callbacks.
+        Channel("consumes", RequestExpired),
         Channel("consumes", PasskeyEnrolled),
         Channel("consumes", PasskeyRevoked),
         Channel("produces", PoaIssued),

@@ -34,3 +34,11 @@ class QuorumEvidence(Protocol):
     """Re-checks a QuorumReached: raises `QuorumEvidenceError` unless its request and votes hold."""
 
     async def verify(self, quorum: QuorumReached) -> None: ...
+
+
+class OutcomeNotifier(Protocol):
+    """Delivers outcome notifications to agents' callbacks off the pipeline (adapters.webhook.WebhookNotifier)."""
+
+    async def notify(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str | None:
+        """Queue one notification; the refusal reason when the URL is not allowed (audited)."""
+        ...

@@ -1,6 +1,14 @@
 """Issuer application service: QuorumReached → re-check → sign → PoaIssued.
 
-Other outcomes on the topic (ApprovalRequired, RequestDenied, ...) are not the
+Outcome notifications: when an agent registered a callback with its request
+(`IssuanceRequested.callback_url`), the issuer hands the outcome to its notifier
+(adapters.webhook: signed with the issuer's key, allowlisted, retried off the
+pipeline, audited): the PoA it issues, the RequestDenied it publishes, and the
+RequestDenied and RequestExpired of the approvals service (their proof checked:
+a forged outcome is told to nobody). The delivery id is the same for every
+delivery of one outcome (`domain.outcome`), so a repeat is recognisable.
+
+Other outcomes on the topic (ApprovalRequired, ...) are not the
 issuer's business and pass by; an event that is no outcome at all (a VoteCast
 published on the outcomes topic) is dead-lettered as `unexpected_type`. Evidence that does not hold yields no PoA but a
 RequestDenied and an audit event with the reason.
@@ -9,6 +17,7 @@ RequestDenied and an audit event with the reason.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,11 +28,13 @@ from atb_runtime.identity import service_svid
 from atb_runtime.publisher import RecordPublisher
 from atb_runtime.readback import read_records
 from contracts import (
+    Envelope,
     EventDecodeError,
     EventPayload,
     PoaIssued,
     QuorumReached,
     RequestDenied,
+    RequestExpired,
     Tier,
     Topic,
     decode_envelope,
@@ -38,10 +49,13 @@ from issuer.adapters.metrics import REFUSED, count_issued
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import QuorumEvidenceError, build_claims, check_evidence
 from issuer.domain.evidence import DEADLINE_SLACK, MAX_QUORUM_AGE, check_fresh
-from issuer.ports import KeySource, QuorumEvidence
+from issuer.domain.outcome import outcome_notice
+from issuer.ports import KeySource, OutcomeNotifier, QuorumEvidence
 from issuer.settings import IssuerSettings
 
 __all__ = ["ISSUED_MEMORY", "IssuerService"]
+
+log = logging.getLogger(__name__)
 
 ISSUED_MEMORY = MAX_QUORUM_AGE + 2 * DEADLINE_SLACK + timedelta(minutes=1)
 """How long the issuer remembers that a request got its PoA. A QuorumReached older than
@@ -61,6 +75,7 @@ class IssuerService:
         svid: Svid | None = None,
         *,
         publisher: RecordPublisher | None = None,
+        notifier: OutcomeNotifier | None = None,
     ) -> None:
         """`keys`: the key source; a bare function giving the current key signs but publishes no key.
         `publisher`: where the keys are announced on start (none: not announced)."""
@@ -79,6 +94,7 @@ class IssuerService:
         self._source = settings.service_id
         self._ns = settings.topic_namespace
         self._dead = DeadLetters(self.CONSUMER, self._source, self._ns)
+        self._notifier = notifier
 
     # -- keys --------------------------------------------------------------------------
 
@@ -152,6 +168,8 @@ class IssuerService:
             if payload.topic is not Topic.OUTCOMES:
                 # Not an outcome at all: dead-lettered (legitimate outcomes the issuer does not handle pass by).
                 return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
+            if isinstance(payload, RequestDenied | RequestExpired) and payload.callback_url is not None:
+                await self._notify_approvals_outcome(payload, envelope)
             return []
         try:
             # Only the approvals service may say a quorum was reached (docs/architecture.md §6.1).
@@ -168,9 +186,33 @@ class IssuerService:
             check_fresh(payload, datetime.now(UTC))
             await self._evidence.verify(payload)
         except QuorumEvidenceError as exc:
-            return self._refuse(payload, exc)
+            denied, records = self._refuse(payload, exc)
+            await self._notify(denied, payload.request.callback_url)
+            return records
         self._issued[payload.request_id] = (record.partition, datetime.now(UTC))
-        return self._issue(payload)
+        issued = self._issue(payload)
+        await self._notify(issued[0], payload.request.callback_url)
+        return issued[1]
+
+    async def _notify_approvals_outcome(self, outcome: RequestDenied | RequestExpired, envelope: Envelope) -> None:
+        """An approvals service's denial or expiry, its proof checked, to the callback; our own denials were told."""
+        if self._notifier is None or envelope.source not in self._quorum_producers:
+            return
+        try:
+            verify_origin(envelope, envelope.source, self._bundle, attesters=(), at=datetime.now(UTC))
+        except IdentityError:
+            return  # not an approvals service's word: nobody is told (it passes by, as before)
+        await self._notify(outcome, outcome.callback_url)
+
+    async def _notify(self, outcome: PoaIssued | RequestDenied | RequestExpired, url: str | None) -> None:
+        """Queue the notification; never blocks or fails the pipeline (the notifier audits its fate)."""
+        if self._notifier is None or url is None:
+            return
+        notice = outcome_notice(outcome)
+        try:
+            await self._notifier.notify(notice.request_id, url, notice.body, notice.delivery_id)
+        except Exception:
+            log.exception("request %s: outcome notification not queued", outcome.request_id)
 
     def _signed(self, event: EventPayload) -> Outgoing:
         """PoaIssued and RequestDenied carry the issuer's proof: views and waiters use only proven ones."""
@@ -205,7 +247,7 @@ class IssuerService:
             reason="this request already has its PoA",
         )
 
-    def _issue(self, quorum: QuorumReached) -> list[Outgoing]:
+    def _issue(self, quorum: QuorumReached) -> tuple[PoaIssued, list[Outgoing]]:
         now = datetime.now(UTC).replace(microsecond=0)
         claims = build_claims(
             quorum,
@@ -231,7 +273,7 @@ class IssuerService:
         )
         dual = quorum.tier in (Tier.HIGH, Tier.CRITICAL)
         count_issued(quorum, issued, datetime.now(UTC))
-        return [
+        return issued, [
             self._signed(issued),
             audit(
                 "poa_issued_dual_control" if dual else "poa_issued",
@@ -251,7 +293,7 @@ class IssuerService:
             ),
         ]
 
-    def _refuse(self, quorum: QuorumReached, exc: QuorumEvidenceError) -> list[Outgoing]:
+    def _refuse(self, quorum: QuorumReached, exc: QuorumEvidenceError) -> tuple[RequestDenied, list[Outgoing]]:
         REFUSED.labels(exc.code.value).inc()
         denied = RequestDenied(
             request_id=quorum.request_id,
@@ -259,8 +301,9 @@ class IssuerService:
             reason=f"issuer re-check failed: {exc.reason}",
             denied_by=self._source,
             decided_at=datetime.now(UTC),
+            callback_url=quorum.request.callback_url,
         )
-        return [
+        return denied, [
             self._signed(denied),
             audit(
                 "poa_issuance_refused",

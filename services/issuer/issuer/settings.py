@@ -50,5 +50,15 @@ class IssuerSettings(CommonSettings):
     agent_registry_path: Path | None = None
     """The agent registry approvals uses (agent → tenants; docs/tenants.md); default config/agents.json."""
 
+    callback_hosts: list[str] = Field(default_factory=list)
+    """The hosts an agent's outcome callback may point at (ATB_CALLBACK_HOSTS, a JSON list; exact names,
+    HTTPS only). Empty: every callback is refused (and audited), none is called."""
+    callback_ca_path: Path | None = None
+    """A PEM bundle to verify callback receivers with instead of the system's (a private CA; the demo's
+    local receiver)."""
+    callback_max_attempts: int = Field(default=6, ge=1, le=20)
+    callback_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
+    """The first retry's wait; each next one doubles it."""
+
     def keyring_dir(self) -> Path:
         return self.state_dir / "issuer" / "keys"

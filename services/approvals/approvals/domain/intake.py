@@ -64,6 +64,7 @@ def decide_intake(
             reason=reason,
             denied_by=decided_by,
             decided_at=now,
+            callback_url=request.callback_url,
         )
         return IntakeResult((denied,), "approval_request_denied", "denied", f"tenant_not_allowed: {reason}")
     if request.leg.approval is not None or request.leg.dual_control is not None:
@@ -74,12 +75,18 @@ def decide_intake(
             reason=reason,
             denied_by=decided_by,
             decided_at=now,
+            callback_url=request.callback_url,
         )
         return IntakeResult((denied,), "approval_request_denied", "denied", reason)
     if requirements.ticket_required and not _valid_ticket(request, ticket_pattern):
         reason = "critical request needs an external ticket reference (leg.ticket_ref) of the configured format"
         denied = RequestDenied(
-            request_id=request.request_id, code="ticket_required", reason=reason, denied_by=decided_by, decided_at=now
+            request_id=request.request_id,
+            code="ticket_required",
+            reason=reason,
+            denied_by=decided_by,
+            decided_at=now,
+            callback_url=request.callback_url,
         )
         return IntakeResult((denied,), "approval_request_denied", "denied", reason)
     if requirements.approvals == 0:

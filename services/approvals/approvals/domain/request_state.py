@@ -237,7 +237,12 @@ def on_bad_vote(state: ApprovalStateChanged | None, code: str, now: datetime) ->
         return Step(state, changed=False)
     reason = f"a vote for this request could not be verified ({code}); failing closed"
     denied = RequestDenied(
-        request_id=state.request_id, code="vote_unverifiable", reason=reason, denied_by="approvals", decided_at=now
+        request_id=state.request_id,
+        code="vote_unverifiable",
+        reason=reason,
+        denied_by="approvals",
+        decided_at=now,
+        callback_url=state.request.callback_url,
     )
     return Step(
         _close(state, "denied", now), events=(denied,), audits=(AuditNote("approval_request_denied", "denied", reason),)
@@ -264,6 +269,7 @@ def on_tick(state: ApprovalStateChanged, *, directory: Directory, now: datetime)
             deadline=state.deadline,
             approvals_counted=len(result.counted),
             required_approvals=record.approvals,
+            callback_url=request.callback_url,
         )
         note = AuditNote("approval_request_expired", "failure", "deadline passed without quorum")
         return Step(_close(state, "expired", now), events=(expired,), audits=(note,))
@@ -310,6 +316,7 @@ def _decide(
             reason=f"{who.principal} ({who.approver_type}) denied the request",
             denied_by=who.principal,
             decided_at=now,
+            callback_url=request.callback_url,
         )
         note = AuditNote("approval_request_denied", "denied", denied.reason, {"denied_by": who.principal})
         return Step(_close(state, "denied", now), events=(denied,), audits=(*audits, note))

@@ -136,7 +136,7 @@ class WebhookNotifier:
 
     def __init__(
         self,
-        key: SigningKey,
+        key: SigningKey | Callable[[], SigningKey],
         allowlist: CallbackAllowlist,
         publish: Publish,
         *,
@@ -148,7 +148,8 @@ class WebhookNotifier:
         timeout_seconds: float = 10.0,
         queue_size: int = 10_000,
     ) -> None:
-        self._key = key
+        self._key: Callable[[], SigningKey] = key if callable(key) else (lambda: key)
+        """The issuer's signing key in force now (the keyring rotates it)."""
         self._allowlist = allowlist
         self._publish = publish
         self._source = source
@@ -177,10 +178,14 @@ class WebhookNotifier:
         if self._session is not None:
             await self._session.close()
 
-    async def notify(self, request_id: str, url: str, body: bytes) -> str | None:
-        """Queue one notification; the refusal reason (audited, nothing sent) when the URL is not allowed."""
+    async def notify(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str | None:
+        """Queue one notification; the refusal reason (audited, nothing sent) when the URL is not allowed.
+
+        `delivery_id` (header ``ATB-Delivery``, signed) is the same for every delivery of one outcome,
+        so a receiver can drop a repeat (a redelivered outcome is notified again); default: a new id.
+        """
         refusal = self._allowlist.refusal(url)
-        delivery = _Delivery(f"dlv-{uuid.uuid4().hex}", request_id, url, body)
+        delivery = _Delivery(delivery_id or f"dlv-{uuid.uuid4().hex}", request_id, url, body)
         if refusal is not None:
             await self._audit(delivery, "outcome_notification_refused", "denied", refusal, attempts=0)
             return refusal
@@ -205,7 +210,7 @@ class WebhookNotifier:
             headers = {
                 "Content-Type": "application/json",
                 DELIVERY_HEADER: delivery.delivery_id,
-                SIGNATURE_HEADER: sign_delivery(self._key, delivery.delivery_id, delivery.body, time.time()),
+                SIGNATURE_HEADER: sign_delivery(self._key(), delivery.delivery_id, delivery.body, time.time()),
             }
             try:
                 async with self._session.post(
