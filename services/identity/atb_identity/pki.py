@@ -38,7 +38,7 @@ from typing import Literal, get_args
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -149,7 +149,7 @@ def generate_key(key_type: KeyType) -> SvidPrivateKey:
 
 def key_type_of(key: SvidPrivateKey | CertificatePublicKeyTypes) -> KeyType:
     """The KEY_TYPES name of a key, or PkiError for a key of none of them."""
-    if isinstance(key, Ed25519PrivateKey) or type(key).__name__ == "Ed25519PublicKey":
+    if isinstance(key, Ed25519PrivateKey | Ed25519PublicKey):
         return "ed25519"
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         names: dict[str, KeyType] = {ec.SECP256R1.name: "ec-p256", ec.SECP384R1.name: "ec-p384"}
