@@ -11,7 +11,7 @@ from atb_runtime.app import Channel, service_app
 from atb_runtime.follow import FollowerDeadLetters, TopicFollower, follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.ops import HttpSite
-from atb_runtime.proofs import ProofCheck, ProofRules, outcome_rules
+from atb_runtime.proofs import ProofCheck, outcome_rules
 from atb_runtime.runner import ServiceRunner
 from console.adapters.audit import AuditReader
 from console.adapters.evidence import EvidenceDesk
@@ -46,9 +46,10 @@ async def build() -> ServiceRunner:
     consumer = follower_consumer("console", "views", settings.instance)
     ns = settings.topic_namespace
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
-    producers = frozenset(settings.outcome_producers)
-    base = outcome_rules(producers)
-    rules = ProofRules({**base.producers, ApprovalStateChanged: producers})
+    # Outcomes and PoAs only with their producer's proof. Approvals writes its changelog
+    # (ApprovalStateChanged) unsigned, as its own state: the console shows a changelog's request details
+    # only when they hash to the digest of the proven ApprovalRequired, and its ballots as information.
+    rules = outcome_rules(frozenset(settings.outcome_producers))
     follower = TopicFollower(
         settings.kafka_bootstrap_servers,
         ns,

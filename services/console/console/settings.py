@@ -40,7 +40,7 @@ class ConsoleSettings(CommonSettings):
     step_up_tiers: list[Tier] = Field(default_factory=lambda: [Tier.HIGH, Tier.CRITICAL])
     """Approvals on these tiers carry a passkey assertion with user verification."""
     outcome_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
-    """Whose proof an ApprovalRequired or a request's changelog record must carry to be shown."""
+    """Whose proof an outcome (ApprovalRequired, QuorumReached, RequestExpired, RequestDenied) must carry."""
     trust_bundle_path: Path | None = None
     console_db_path: Path | None = None
     """SQLite state (credentials, enrollment links, sessions, challenges, console votes);

@@ -98,8 +98,13 @@ async function signIn() {
   }
 }
 
+// A vote under way (the passkey ceremony, then the form's POST): a live update must not reload the
+// page under it, or the vote is lost with the page.
+let voting = false;
+
 async function approveWithPasskey(event) {
   const form = event.target;
+  voting = true;
   if (form.dataset.stepUp !== "yes" || form.elements.assertion.value) return;
   event.preventDefault();
   const requestId = document.body.dataset.requestId;
@@ -112,6 +117,7 @@ async function approveWithPasskey(event) {
     form.elements.assertion.value = JSON.stringify(assertion);
     form.submit();
   } catch (err) {
+    voting = false;
     say("Approval not sent: " + err.message);
   }
 }
@@ -131,7 +137,7 @@ function live() {
     source.close();
     const live = document.getElementById("live");
     if (live) live.textContent = "Updated.";
-    if (!document.querySelector("#deny-form input[name=reason]:focus")) window.location.reload();
+    if (!voting && !document.querySelector("#deny-form input[name=reason]:focus")) window.location.reload();
   });
 }
 
@@ -142,6 +148,8 @@ document.addEventListener("DOMContentLoaded", () => {
   if (page === "request") {
     const form = document.getElementById("approve-form");
     if (form) form.addEventListener("submit", approveWithPasskey);
+    const deny = document.getElementById("deny-form");
+    if (deny) deny.addEventListener("submit", () => { voting = true; });
   }
   if (page === "inbox" || page === "request") {
     countdowns();
