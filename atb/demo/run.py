@@ -3,14 +3,20 @@
 Starts Kafka and OPA (if not running), the services as processes, then acts as
 an agent with a dev X.509-SVID: asks the AgentAuth gateway (mTLS) for a PoA for
 a low-risk action, fetches it, invokes the action through the broker, and prints
-the request's timeline as the audit store recorded it. Stops everything it started, and exits non-zero on any
-failure.
+the request's timeline as the audit store recorded it. Then dual control, a vote
+with `atb vote`, a Teams approval, and a request that is reminded, escalated
+and approved by the escalation group, its outcome delivered to a local HTTPS
+webhook (atb.demo.notify). The approver console runs too; with `--keep-running`
+the demo prints its URL and a one-time passkey enrollment link. Stops everything
+it started, and exits non-zero on any failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +28,11 @@ from rich.table import Table
 from atb.cli.trace import render
 from atb.demo.broker import ConnectorDemo, revoked_is_refused, spend_once_then_replay
 from atb.demo.chat import ChatDemo, medium_by_cli, medium_by_teams
+from atb.demo.notify import PENDING_CAP_S, escalation_and_callback
 from atb.dev.config import DevConfig
 from atb.dev.launcher import Infra, ensure_infra, stop_infra
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
+from atb.dev.webhook_receiver import WebhookReceiver
 from atb.errors import AtbError
 from atb.sdk import AgentClient, ApproverClient, GatewayClient
 from atb.trace.audit import audit_records
@@ -62,20 +70,28 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
     (config.state_dir / "audit").mkdir(parents=True, exist_ok=True)
     chat = await ChatDemo.start(config.state_dir)  # the local Slack stand-in
     connectors = await ConnectorDemo.start(config.state_dir)  # a stand-in SAP behind the sap connector
+    receiver = WebhookReceiver(config.state_dir / "webhook")  # the agent's outcome callback, over HTTPS
+    await receiver.start()
     stack_config = StackConfig(
         infra.kafka_bootstrap,
         infra.opa_url,
         config.state_dir,
         audit_db_url=db_url,
         slack_api_url=chat.standin.api_url,
-        extra_env={"ATB_CONNECTORS_PATH": str(connectors.registry_path), **chat.teams_env()},
+        extra_env={
+            "ATB_CONNECTORS_PATH": str(connectors.registry_path),
+            **chat.teams_env(),
+            **receiver.env(),
+            # Approvals and the issuer alike: reminders and the escalation come due within seconds.
+            "ATB_MAX_PENDING_SECONDS": str(PENDING_CAP_S),
+        },
         witness=True,
     )
     if not (config.state_dir / "audit" / "audit.db").exists():
         # A new audit log: the demo's witness starts over with it (a witness that remembered a
         # larger earlier log under the same origin would rightly refuse to cosign this one).
         shutil.rmtree(stack_config.run_dir() / "witness", ignore_errors=True)
-    stack = ServiceStack(stack_config, services=(*DEFAULT_SERVICES, "chat"))
+    stack = ServiceStack(stack_config, services=(*DEFAULT_SERVICES, "chat", "console"))
     chat.interactions_url = stack.interactions_url
     try:
         console.print("Starting services: " + ", ".join(stack.processes))
@@ -84,10 +100,14 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
         high_risk_request = await _high_risk(console, infra, db_url, config.state_dir, stack, chat, connectors)
         await medium_by_cli(console, infra.kafka_bootstrap, config.state_dir, stack.gateway_url, chat)
         await medium_by_teams(console, config.state_dir, stack.gateway_url, chat)
+        jwks_url = f"http://127.0.0.1:{stack.ops_ports['issuer']}/.well-known/jwks.json"
+        await escalation_and_callback(console, config.state_dir, stack.gateway_url, jwks_url, chat, receiver)
         from atb.demo.audit import audit_ending  # the audit store verifies; a tampered copy does not
 
         await audit_ending(console, stack, db_url, config.state_dir)
         await _print_trace(console, infra.kafka_bootstrap, db_url, high_risk_request)
+        if keep_running:
+            await _console_link(console, infra.kafka_bootstrap, config.state_dir, stack)
     except Exception:
         for name, log in stack.logs().items():
             console.print(f"  [red]{name} log:[/red] {log}")
@@ -97,6 +117,7 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
             await stack.stop()
             await chat.stop()
             await connectors.stop()
+            await receiver.stop()
             if infra.started:
                 await stop_infra(infra.started, config=config)
                 console.print(f"Stopped {', '.join(sorted(infra.started))} (started by the demo).")
@@ -216,6 +237,32 @@ async def _high_risk(
         leg=leg,
     )
     return request_id
+
+
+async def _console_link(console: Console, bootstrap: str, state_dir: Path, stack: ServiceStack) -> None:
+    """The console's URL and a one-time enrollment link for alice (`atb console enroll alice`)."""
+    console.rule("[bold]Approver console")
+    env = {
+        **os.environ,
+        "ATB_STATE_DIR": str(state_dir),
+        "ATB_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ATB_CONSOLE_PORT": str(stack.console_port),
+        "ATB_CONSOLE_RP_ID": "localhost",
+        "ATB_CONSOLE_ORIGIN": stack.console_url,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "atb"),
+        *("console", "enroll", "alice"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise DemoError(f"atb console enroll failed ({proc.returncode}): {out.decode().strip()}")
+    link = out.decode().strip().splitlines()[-1]
+    console.print(f"Approver console: [bold]{stack.console_url}[/bold] (passkeys; the relying party is localhost)")
+    console.print(f"One-time enrollment link for alice ($ atb console enroll alice): {link}")
 
 
 async def _print_trace(console: Console, bootstrap: str, db_url: str, request_id: str) -> None:

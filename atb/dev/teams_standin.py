@@ -10,7 +10,10 @@
 - `POST /oauth2/v2.0/token`: bot tokens for the client credentials of the app;
 - the Bot Connector at `service_url`: `POST /v3/conversations/{id}/activities`
   and `PUT /v3/conversations/{id}/activities/{activityId}`, which need one of the
-  bot tokens it issued, record each call and keep each card's current content.
+  bot tokens it issued, record each call and keep each card's current content;
+  and `POST /v3/conversations` (a proactive one-to-one conversation with the
+  member's Entra object id): the text messages posted into it are kept per user
+  (`direct_messages`).
 
 `TeamsClicker` plays Teams' side of Universal Actions: an `adaptiveCard/action`
 invoke for a click on a card (`from.aadObjectId` is the user), with the bearer
@@ -81,6 +84,10 @@ class TeamsStandIn:
     conversations: dict[str, str] = field(default_factory=dict)
     """Conversation of each posted activity id."""
     token_requests: int = 0
+    dm_users: dict[str, str] = field(default_factory=dict)
+    """Entra object id of the user of each one-to-one conversation created."""
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    """(conversation id, text) of each text message posted, in order."""
     key: rsa.RSAPrivateKey = field(default_factory=_private_key)
     other_key: rsa.RSAPrivateKey = field(default_factory=_private_key)
     _issued: set[str] = field(default_factory=set)
@@ -92,6 +99,7 @@ class TeamsStandIn:
         app.router.add_get("/openid/.well-known/openidconfiguration", self._metadata)
         app.router.add_get("/openid/keys", self._keys)
         app.router.add_post("/oauth2/v2.0/token", self._token)
+        app.router.add_post("/teams/v3/conversations", self._create)
         app.router.add_post("/teams/v3/conversations/{conversation}/activities", self._post)
         app.router.add_put("/teams/v3/conversations/{conversation}/activities/{activity}", self._put)
         self._runner = web.AppRunner(app, access_log=None)
@@ -133,6 +141,10 @@ class TeamsStandIn:
             "ATB_TEAMS_SERVICE_URL": self.service_url,
             "ATB_TEAMS_CONVERSATION_ID": conversation_id,
         }
+
+    def direct_messages(self, user_id: str) -> list[str]:
+        """The texts posted to the user (an Entra object id) in one-to-one conversations, in order."""
+        return [text for conversation, text in self.texts if self.dm_users.get(conversation) == user_id]
 
     def cards_for(self, request_id: str) -> list[tuple[str, dict[str, Any]]]:
         """(activity id, card) of every card whose fallback text names the request."""
@@ -202,12 +214,26 @@ class TeamsStandIn:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         return token if token in self._issued else None
 
+    async def _create(self, request: web.Request) -> web.Response:
+        if self._authorised(request) is None:
+            return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
+        body = await request.json()
+        members = body.get("members") if isinstance(body, dict) else None
+        if body.get("isGroup") or not isinstance(members, list) or len(members) != 1:
+            return web.json_response({"error": {"code": "BadArgument"}}, status=400)
+        user = str(members[0].get("aadObjectId") or members[0].get("id") or "")
+        conversation = f"a:dm-{user}"
+        self.dm_users[conversation] = user
+        return web.json_response({"id": conversation}, status=201)
+
     async def _post(self, request: web.Request) -> web.Response:
         token = self._authorised(request)
         if token is None:
             return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
         body = await request.json()
         conversation = request.match_info["conversation"]
+        if isinstance(body.get("text"), str) and not body.get("attachments"):
+            self.texts.append((conversation, body["text"]))
         activity_id = f"1{int(time.time() * 1000)}{next(self._ids):04d}"
         self.calls.append(RecordedUpdate("POST", conversation, activity_id, body, token))
         self.cards[activity_id] = _card_of(body)

@@ -160,8 +160,9 @@ class AgentClient:
         params: JsonObject | None = None,
         target_tenant: str | None = None,
         request_id: str | None = None,
+        callback_url: str | None = None,
     ) -> str:
-        """Publish an IssuanceRequested; returns its request id."""
+        """Publish an IssuanceRequested; returns its request id. `callback_url`: where the issuer POSTs the outcome."""
         request = IssuanceRequested(
             request_id=request_id or f"req-{uuid.uuid4().hex}",
             agent_id=self.agent_id,
@@ -173,6 +174,7 @@ class AgentClient:
             leg=leg,
             requested_at=datetime.now(UTC),
             agent_cert_thumbprint=self.svid.thumbprint(),
+            callback_url=callback_url,
         )
         await self._publish_signed(request)
         return request.request_id
