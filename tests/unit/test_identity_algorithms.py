@@ -13,7 +13,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, padding, rsa
@@ -43,6 +45,7 @@ from atb_identity import (
     verify_envelope,
 )
 from atb_identity.pki import ca_paths
+from atb_identity.tls import client_context, peer_certificate, peer_identity, server_context
 from contracts import (
     AccountableParty,
     Envelope,
@@ -414,3 +417,40 @@ def test_a_dev_ca_is_not_silently_of_another_key_type(tmp_path: Path) -> None:
         init_ca(tmp_path, key_type="ec-p999")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown key type"):
         issue_svid(tmp_path, AGENT, key_type="dsa")  # type: ignore[arg-type]
+
+
+# --- mutual TLS with SPIRE's key types -------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
+async def test_mutual_tls_between_svids_of_spires_key_types(tmp_path: Path, key_type: KeyType) -> None:
+    ca = SpireCa.create(key_type="ec-p256")  # real time: OpenSSL checks validity against the clock
+    server = write_helper_files(ca.issue("spiffe://atb.local/svc/gateway", key_type=key_type), ca.roots, tmp_path / "s")
+    client = write_helper_files(ca.issue(AGENT, key_type=key_type), ca.roots, tmp_path / "c")
+    seen: list[str] = []
+
+    async def whoami(request: web.Request) -> web.Response:
+        cert = peer_certificate(request.transport.get_extra_info("ssl_object") if request.transport else None)
+        assert cert is not None
+        seen.append(str(peer_identity(cert, ca.bundle)))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", whoami)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(server.svid, server.key, server.bundle))
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        good = client_context(client.svid, client.key, client.bundle, expect_server="spiffe://atb.local/svc/gateway")
+        async with aiohttp.ClientSession() as session, session.get(f"https://127.0.0.1:{port}/", ssl=good) as answer:
+            assert answer.status == 200
+        wrong = client_context(client.svid, client.key, client.bundle, expect_server="spiffe://atb.local/svc/broker")
+        with pytest.raises(aiohttp.ClientSSLError) as refused:
+            async with aiohttp.ClientSession() as session, session.get(f"https://127.0.0.1:{port}/", ssl=wrong):
+                pass
+        assert "is spiffe://atb.local/svc/gateway, not spiffe://atb.local/svc/broker" in str(refused.value.os_error)
+    finally:
+        await runner.cleanup()
+    assert seen == [AGENT]
