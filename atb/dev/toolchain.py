@@ -7,9 +7,11 @@
   the S3-compatible server with Object Lock the audit archive is tested against
   (versitygw, Apache-2.0, pinned `VERSITYGW_VERSION`, `build_versitygw`), and the lint
   tools (`LINT_TOOLS`: amtool, the Regal Rego linter) as `GoTool`s.
+* `npm` fetches the pinned axe-core (`AXE_CORE`, an `NpmPackage`) from the npm registry
+  into `<cache>/npm/`: the console's accessibility test runs it in the browser.
 
 A tool is asked for only when it is needed: with warm caches only `java` is.
-This module never downloads anything except through Maven and the Go module proxy.
+This module never downloads anything except through Maven, the Go module proxy and npm.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from atb.dev.errors import ToolchainMissingError, ToolError
 
 __all__ = [
     "AMTOOL",
+    "AXE_CORE",
     "DEPENDENCY_PLUGIN",
     "LINT_TOOLS",
     "MIN_JAVA",
@@ -41,6 +44,7 @@ __all__ = [
     "VERSITYGW_MODULE",
     "VERSITYGW_VERSION",
     "GoTool",
+    "NpmPackage",
     "Progress",
     "build_opa",
     "build_versitygw",
@@ -67,6 +71,7 @@ _INSTALL_HINTS = {
     "java": f"install OpenJDK {MIN_JAVA}+ (apt-get install openjdk-17-jre-headless)",
     "mvn": "install Apache Maven 3.8+ (apt-get install maven)",
     "go": "install Go 1.24+ and put its bin/ directory on PATH",
+    "npm": "install Node.js and npm (apt-get install npm)",
 }
 _STAMP = ".pom.sha256"
 
@@ -314,5 +319,50 @@ VERSITYGW = GoTool(
 )
 """The S3-compatible server with Object Lock (Apache-2.0) the audit archive's tests run (atb/dev/s3.py)."""
 
-TEST_TOOLS: tuple[GoTool, ...] = (VERSITYGW,)
+
+@dataclass(frozen=True)
+class NpmPackage:
+    """A package fetched from the npm registry at a pinned version into `<cache>/npm/<name>/` (no scripts run)."""
+
+    name: str
+    version: str
+    file: str
+    """The file the tests use, inside the package."""
+
+    def folder(self, config: DevConfig) -> Path:
+        return config.cache_dir / "npm" / self.name
+
+    def path(self, config: DevConfig) -> Path:
+        return self.folder(config) / "node_modules" / self.name / self.file
+
+    def fresh(self, config: DevConfig) -> bool:
+        """True when the file is there and the installed package.json names this exact version."""
+        manifest = self.folder(config) / "node_modules" / self.name / "package.json"
+        try:
+            installed = json.loads(manifest.read_text()).get("version")
+        except (OSError, ValueError):
+            return False
+        return installed == self.version and self.path(config).is_file()
+
+    async def build(self, config: DevConfig, progress: Progress | None = None) -> Path:
+        """`npm install` the pinned version unless it is there; the path of its file."""
+        if self.fresh(config):
+            return self.path(config)
+        npm = require_tools(["npm"])["npm"]
+        if progress:
+            progress(f"fetching {self.name} {self.version} with npm (first run only, seconds)")
+        folder = self.folder(config)
+        folder.mkdir(parents=True, exist_ok=True)
+        argv = [npm, "install", "--prefix", str(folder), "--no-save", "--no-audit", "--no-fund", "--ignore-scripts"]
+        log = config.cache_dir / "logs" / f"npm-install-{self.name}.log"
+        await run_logged([*argv, f"{self.name}@{self.version}"], log)
+        if not self.fresh(config):
+            raise ToolError(f"npm did not install {self.name} {self.version} at {self.path(config)} (log: {log})")
+        return self.path(config)
+
+
+AXE_CORE = NpmPackage("axe-core", "4.14.1", "axe.min.js")
+"""Deque's accessibility rules engine (MPL-2.0): the console's browser test runs it on every page."""
+
+TEST_TOOLS: tuple[GoTool | NpmPackage, ...] = (VERSITYGW, AXE_CORE)
 """What `atb dev tools` also builds for the tests (they build it themselves on first use otherwise)."""

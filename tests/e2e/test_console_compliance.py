@@ -50,8 +50,8 @@ from tests.e2e.test_console import (  # noqa: F401  # fixtures shared with the c
     _device,
     _enroll_and_sign_in,
     _until_serving,
+    launched_chromium,
 )
-from tests.e2e.test_console import browser as _browser  # noqa: F401  # registers the `browser` fixture
 
 PREFIX = "audit/"
 TOTAL = 900
@@ -65,6 +65,12 @@ def _rows_of(request_id: str, indexes: range) -> set[int]:
     """The leaves of `request_id` among `indexes` (tests.audit_support.rows: every 50th row is undecodable)."""
     n = int(request_id.removeprefix("req-"))
     return {i for i in indexes if i % 37 == n and i % 50 != 49}
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with launched_chromium() as chromium:
+        yield chromium
 
 
 @dataclass(frozen=True)
