@@ -4,21 +4,23 @@
 far. `caught_up` takes every catalogue topic's end offsets (`read_committed`: the last
 stable offsets) and waits until the sink's own committed positions, stored with its
 rows, reach them. After that, a count of rows for a request is final for what was
-written before the call.
+written before the call. `stored` waits for given events on Kafka first, then for the
+sink to have stored them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from atb_runtime.readback import iter_records, topic_partitions
+from atb_runtime.readback import StoredEvent, iter_records, topic_partitions
 from audit_sink.adapters.db import AuditStore, make_engine
 from contracts import Topic, topic_name
+from tests.waits import events, until
 
-__all__ = ["caught_up"]
+__all__ = ["caught_up", "stored"]
 
 SINK_GROUP = "atb-audit-sink"
 
@@ -35,14 +37,35 @@ async def caught_up(bootstrap: str, namespace: str, db_url: str, *, timeout: flo
     finally:
         await consumer.stop()
     store = AuditStore(make_engine(db_url), f"{SINK_GROUP}.{namespace.rstrip('.') or 'default'}")
-    deadline = time.monotonic() + timeout
-    unread: list[tuple[str, int, int]] = []
-    while time.monotonic() < deadline:
-        unread = await _unread(bootstrap, ends, await asyncio.to_thread(store.offsets))
-        if not unread:
-            return
-        await asyncio.sleep(0.2)  # polls the sink's positions until nothing before the end offsets is unread
-    raise AssertionError(f"the audit sink had not stored these records within {timeout}s: {unread[:10]}")
+
+    async def unread() -> list[tuple[str, int, int]]:
+        return await _unread(bootstrap, ends, await asyncio.to_thread(store.offsets))
+
+    # The sink's positions live in its database, written by another process: polled.
+    await until(
+        unread, lambda left: not left, timeout=timeout, what="the audit sink storing every record", interval=0.2
+    )
+
+
+async def stored(
+    bootstrap: str,
+    namespace: str,
+    db_url: str,
+    topic: Topic,
+    match: Callable[[StoredEvent], bool],
+    *,
+    count: int = 1,
+    timeout: float = 60,
+    what: str,
+) -> list[StoredEvent]:
+    """Once `count` matching events are committed on `topic` (a consumer wait), return when the sink stored them.
+
+    After it, the audit store holds those events and everything committed before them:
+    read it once and assert.
+    """
+    found = await events(bootstrap, [topic_name(topic, namespace)], match, count=count, timeout=timeout, what=what)
+    await caught_up(bootstrap, namespace, db_url, timeout=timeout)
+    return found
 
 
 async def _unread(

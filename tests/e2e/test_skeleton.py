@@ -7,7 +7,6 @@ broker allows it → the audit sink stores every event of the request exactly on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 import jwt
@@ -21,7 +20,7 @@ from atb_runtime import Incoming, Outgoing, Publisher, dead_letter
 from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
 from contracts import AccountableParty, DeadLetter, Decision, LegitimateInterest, Tier, Topic, topic_name
 from contracts.reasons import ReasonCode
-from tests.e2e.audit_sync import caught_up
+from tests.e2e.audit_sync import caught_up, stored
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -125,19 +124,28 @@ async def test_poison_request_is_dead_lettered_and_the_consumer_continues(runnin
         issued = await agent.await_poa(request_id, timeout=60)
     assert issued.request_id == request_id
 
+    # Approvals (the requests topic's consumer group) letters each once; the gateway's
+    # follower letters what it cannot read too (docs/hostile-input.md), under its own name.
+    await stored(
+        running_stack.kafka_bootstrap,
+        ns,
+        running_stack.db_url,
+        Topic.DLQ,
+        lambda e: (
+            isinstance(e.payload, DeadLetter)
+            and e.payload.consumer == "approvals"
+            and e.payload.original_key in ("poison-1", "poison-2")
+        ),
+        count=2,
+        what="approvals dead-lettering both poison records",
+    )
     store = AuditStore(make_engine(running_stack.db_url), "reader")
-    deadline = time.monotonic() + 30
-    letters: list[tuple[str, StoredEvent]] = []
-    while time.monotonic() < deadline and len(letters) < 2:
-        # Approvals (the requests topic's consumer group) letters each once; the gateway's
-        # follower letters what it cannot read too (docs/hostile-input.md), under its own name.
-        letters = [
-            (key, row)
-            for key in ("poison-1", "poison-2")
-            for row in await asyncio.to_thread(store.for_request, key)
-            if row.event_type == DeadLetter.event_type and b'"consumer":"approvals"' in row.raw
-        ]
-        await asyncio.sleep(0.3)
+    letters: list[tuple[str, StoredEvent]] = [
+        (key, row)
+        for key in ("poison-1", "poison-2")
+        for row in await asyncio.to_thread(store.for_request, key)
+        if row.event_type == DeadLetter.event_type and b'"consumer":"approvals"' in row.raw
+    ]
     assert sorted(key for key, _row in letters) == ["poison-1", "poison-2"]
     assert all(row.topic == topic_name(Topic.DLQ, ns) for _key, row in letters)
     raw = b"".join(row.raw for _key, row in letters)
