@@ -13,8 +13,10 @@ from atb.sdk import AgentClient, ApproverClient, BrokerClient
 from atb.trace.audit import audit_records
 from atb.trace.timeline import build_timeline, read_request, resolve_request_id
 from atb_identity import bundle_path, ensure_svid
-from contracts import AccountableParty, ContractualNecessity, Decision, VoteChoice
+from contracts import AccountableParty, BrokerDecision, ContractualNecessity, Decision, Topic, VoteChoice, topic_name
+from tests.e2e.audit_sync import stored
 from tests.e2e.conftest import RunningStack
+from tests.waits import events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -59,14 +61,22 @@ async def _high_risk_request(stack: RunningStack) -> tuple[str, str]:
     return request_id, issued.jti
 
 
+async def _both_decisions(stack: RunningStack, request_id: str) -> None:
+    """The broker's outbox relay publishes right after answering: wait for both decisions on Kafka."""
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(Topic.BROKER_DECISIONS, stack.namespace)],
+        lambda e: isinstance(e.payload, BrokerDecision) and e.payload.request_id == request_id,
+        count=2,
+        what=f"both broker decisions of {request_id}",
+    )
+
+
 async def test_trace_shows_every_step_with_votes_verdicts_and_latencies(running_stack: RunningStack) -> None:
     request_id, jti = await _high_risk_request(running_stack)
     assert await resolve_request_id(running_stack.kafka_bootstrap, jti, running_stack.namespace) == request_id
-    for _ in range(50):  # the broker's outbox relay publishes right after answering
-        steps = build_timeline(await read_request(running_stack.kafka_bootstrap, request_id, running_stack.namespace))
-        if sum(s.kind == "broker decision" for s in steps) == 2:
-            break
-        await asyncio.sleep(0.2)
+    await _both_decisions(running_stack, request_id)
+    steps = build_timeline(await read_request(running_stack.kafka_bootstrap, request_id, running_stack.namespace))
     kinds = [s.kind for s in steps]
     for expected in ("requested", "approval required", "vote", "quorum reached", "PoA issued", "broker decision"):
         assert expected in kinds, (expected, kinds)
@@ -99,11 +109,17 @@ async def test_trace_cli_json_and_the_audit_store_source(
     request_id, jti = await _high_risk_request(running_stack)
     monkeypatch.setenv("ATB_KAFKA_BOOTSTRAP_SERVERS", running_stack.kafka_bootstrap)
     monkeypatch.setenv("ATB_TOPIC_NAMESPACE", running_stack.namespace)
-    for _ in range(100):  # until the audit sink stored the request's records
-        rows = await asyncio.to_thread(audit_records, running_stack.db_url, request_id)
-        if sum(r.payload is not None and type(r.payload).__name__ == "BrokerDecision" for r in rows) == 2:
-            break
-        await asyncio.sleep(0.3)
+    await stored(
+        running_stack.kafka_bootstrap,
+        running_stack.namespace,
+        running_stack.db_url,
+        Topic.BROKER_DECISIONS,
+        lambda e: isinstance(e.payload, BrokerDecision) and e.payload.request_id == request_id,
+        count=2,
+        what=f"both broker decisions of {request_id}",
+    )
+    rows = await asyncio.to_thread(audit_records, running_stack.db_url, request_id)
+    assert sum(r.payload is not None and type(r.payload).__name__ == "BrokerDecision" for r in rows) == 2
     assert rows
     assert all(r.origin == "audit store" and r.checkpoint for r in rows)
     result = await asyncio.to_thread(
