@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from contracts.canonical import CanonicalJsonError, canonical_json
 from contracts.errors import EventDecodeError
@@ -124,26 +124,126 @@ def make_envelope(
     return header.model_copy(update={"data": data})
 
 
-def _envelope_json(envelope: Envelope) -> JsonObject:
-    body = envelope.model_dump(mode="json")
+def _envelope_json(envelope: Envelope) -> tuple[JsonObject, bool]:
+    """The envelope as a JSON object, and whether it is known to hold no float (see `_plain_body`)."""
+    body = _plain_body(envelope)
+    plain = body is not None
+    if body is None:
+        body = envelope.model_dump(mode="json")
     # Absent optional attributes are left out, so an envelope without them has the bytes it always had.
     for name in ("proof", "subject", "traceparent", "tracestate"):
         if body.get(name) is None:
             body.pop(name, None)
-    return body
+    return body, plain
+
+
+def _canonical(body: JsonObject, plain: bool) -> bytes:
+    """canonical_json(body); a plain body (no float anywhere, checked by `_plain_tree`) skips the float walk."""
+    if not plain:
+        return canonical_json(body)
+    try:
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # an integer beyond 64 bits, as in canonical_json
+        raise CanonicalJsonError(str(exc)) from exc
+
+
+_FIELDS = frozenset(Envelope.model_fields)
+_TIME = TypeAdapter(AwareDatetime)
+_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def _plain_body(envelope: Envelope) -> JsonObject | None:
+    """`envelope.model_dump(mode="json")` without pydantic's serialiser, or None when in any doubt.
+
+    The dump of an envelope is its attributes as they are, `time` in pydantic's JSON
+    spelling, the proof as a dict and `data` unchanged, as long as every value in `data`
+    is plain JSON already (exact dict, list, str, int, bool, None: what validation or a
+    JSON-mode dump leaves there). Anything else (a float, a tuple, a subclass, a value put
+    in without validation) is left to pydantic, so the bytes never differ; floats are then
+    refused by `canonical_json` as before. The dump of `data` was most of an envelope's
+    encoding cost, paid on every proof signed or checked and every record encoded.
+    tests/unit/test_contracts_envelope_fast.py holds the two paths to the same output.
+    """
+    fields = envelope.__dict__
+    if type(envelope) is not Envelope or fields.keys() != _FIELDS or envelope.__pydantic_extra__:
+        return None
+    data = fields["data"]
+    if type(data) is not dict or not _plain_tree(data):
+        return None
+    proof = fields["proof"]
+    if proof is None:
+        proof_json: JsonObject | None = None
+    elif type(proof) is Proof and type(proof.alg) is str and type(proof.sig) is str and type(proof.x5c) is tuple:
+        x5c = list(proof.x5c)
+        if any(type(entry) is not str for entry in x5c):
+            return None
+        proof_json = {"alg": proof.alg, "sig": proof.sig, "x5c": x5c}
+    else:
+        return None
+    attributes = (
+        fields["specversion"],
+        fields["id"],
+        fields["source"],
+        fields["type"],
+        fields["partitionkey"],
+        fields["datacontenttype"],
+    )
+    optional = (fields["subject"], fields["traceparent"], fields["tracestate"])
+    if any(type(value) is not str for value in attributes) or any(
+        value is not None and type(value) is not str for value in optional
+    ):
+        return None
+    time = fields["time"]
+    if type(time) is not datetime:
+        return None
+    return {
+        "specversion": fields["specversion"],
+        "id": fields["id"],
+        "source": fields["source"],
+        "type": fields["type"],
+        "time": _TIME.dump_python(time, mode="json"),
+        "subject": fields["subject"],
+        "partitionkey": fields["partitionkey"],
+        "datacontenttype": fields["datacontenttype"],
+        "data": data,
+        "proof": proof_json,
+        "traceparent": fields["traceparent"],
+        "tracestate": fields["tracestate"],
+    }
+
+
+def _plain_tree(value: dict[str, object]) -> bool:
+    """Whether `value` holds only exact dicts with str keys, lists, str, int, bool and None."""
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, child in item.items():  # type: ignore[attr-defined]
+                if type(key) is not str:
+                    return False
+                if type(child) not in _PLAIN_LEAVES:
+                    stack.append(child)
+        elif kind is list:
+            for child in item:  # type: ignore[attr-defined]
+                if type(child) not in _PLAIN_LEAVES:
+                    stack.append(child)
+        else:
+            return False
+    return True
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
     """The canonical bytes of the whole envelope (the Kafka record value)."""
-    return canonical_json(_envelope_json(envelope))
+    return _canonical(*_envelope_json(envelope))
 
 
 def signing_bytes(envelope: Envelope) -> bytes:
     """The canonical bytes a proof signs: the envelope without `proof`, `traceparent` and `tracestate`."""
-    body = _envelope_json(envelope)
+    body, plain = _envelope_json(envelope)
     for name in UNSIGNED_ATTRIBUTES:
         body.pop(name, None)
-    return canonical_json(body)
+    return _canonical(body, plain)
 
 
 def decode_envelope(raw: bytes | None) -> Envelope:
