@@ -227,3 +227,26 @@ def test_a_resolved_card_loses_its_buttons_and_says_how_it_ended() -> None:
 
 def test_views_ignore_events_about_nothing_they_follow() -> None:
     assert evolve(None, REQUEST) is None
+
+
+def test_a_member_of_an_escalation_group_may_vote_in_chat_from_the_escalation_point_on() -> None:
+    from dataclasses import replace
+
+    from chat.domain.view import Escalation
+
+    # carol (security) is not eligible for this request; the request escalates to security at NOW + 8 min.
+    view = replace(
+        _view(groups=("manager", "compliance")), escalation=Escalation(("security",), NOW + timedelta(minutes=8))
+    )
+
+    def carol(now: datetime) -> CastVote | ClickRefused:
+        return decide_click(_click("UCAROL03"), view, DIRECTORY, chat_tiers=CHAT_TIERS, already_voted=False, now=now)
+
+    assert carol(NOW + timedelta(minutes=7)) == ClickRefused("not_eligible", "carol")
+    assert isinstance(carol(NOW + timedelta(minutes=8)), CastVote)
+    # The accountable party stays refused, escalation or not.
+    dave = decide_click(
+        _click("UDAVE004"), view, DIRECTORY, chat_tiers=CHAT_TIERS, already_voted=False, now=NOW + timedelta(minutes=9)
+    )
+    assert isinstance(dave, ClickRefused)
+    assert dave.code == "self_approval"

@@ -125,7 +125,8 @@ def decide_vote(
     approver = directory.resolve(identity)
     if approver is None:
         return ClickRefused(unknown_user)
-    refusal = eligibility_refusal(approver, required, directory, chat_tiers)
+    escalation = (view.escalation.groups, view.escalation.at) if view.escalation is not None else None
+    refusal = eligibility_refusal(approver, required, directory, chat_tiers, escalation=escalation, at=now)
     if refusal is not None:
         return ClickRefused(refusal, approver.principal)
     if already_voted:

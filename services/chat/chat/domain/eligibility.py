@@ -14,6 +14,7 @@ issuer judge with (`quorum_hint`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from datetime import datetime
 
 from contracts import ApprovalRequired, Tier
 from contracts.directory import Approver, Directory, normalize
@@ -54,16 +55,27 @@ def rules_for(required: ApprovalRequired) -> ApproverRules:
 
 
 def eligibility_refusal(
-    approver: Approver, required: ApprovalRequired, directory: Directory, chat_tiers: Collection[Tier]
+    approver: Approver,
+    required: ApprovalRequired,
+    directory: Directory,
+    chat_tiers: Collection[Tier],
+    *,
+    escalation: tuple[Iterable[str], datetime] | None = None,
+    at: datetime | None = None,
 ) -> ReasonCode | None:
     """The first rule the approver fails for this request, or None if chat may publish their vote.
 
     `directory` is the one `approver` was resolved in: `Approver.keys` holds every
-    alias it knows, which is what the self-approval rule compares.
+    alias it knows, which is what the self-approval rule compares. With `escalation`
+    (groups, from when) and `at` (now), the escalation groups are eligible from that
+    point on, as approvals judges the vote.
     """
     if required.tier not in chat_tiers:
         return TIER_REQUIRES_CLI
-    return rules_for(required).refusal(approver)
+    rules = rules_for(required)
+    if escalation is not None and at is not None:
+        rules = rules.escalating(*escalation).at(at)
+    return rules.refusal(approver)
 
 
 def eligible_slack_users(required: ApprovalRequired, directory: Directory) -> tuple[str, ...]:

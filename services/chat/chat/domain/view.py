@@ -12,7 +12,7 @@ parameters are shown only when their digest is the one approvals asks votes for.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from contracts import (
@@ -27,8 +27,9 @@ from contracts import (
     RequestExpired,
     digest_binds,
 )
+from contracts.reminders import ReminderPolicy, escalation_point
 
-__all__ = ["RequestView", "Resolution", "ResolutionKind", "evolve", "request_id_of"]
+__all__ = ["Escalation", "RequestView", "Resolution", "ResolutionKind", "evolve", "request_id_of"]
 
 ResolutionKind = Literal["approved", "issued", "denied", "expired"]
 
@@ -44,6 +45,14 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """Members of `groups` may approve votes received from `at` on (as approvals and the issuer judge them)."""
+
+    groups: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True)
 class RequestView:
     request_id: str
     required: ApprovalRequired | None = None
@@ -52,6 +61,9 @@ class RequestView:
     resolution: Resolution | None = None
     justification: str = "none"
     """Which votes need a written reason (the requirements in the approvals changelog; contracts.justification)."""
+    escalation: Escalation | None = None
+    """The groups the request escalates to and from when they may approve (the approvals changelog's
+    requirements and deadline; contracts.reminders.escalation_point)."""
 
     @property
     def shown(self) -> bool:
@@ -85,7 +97,11 @@ def evolve(view: RequestView | None, event: EventPayload) -> RequestView | None:
         case ApprovalStateChanged():
             justification = event.requirements.justification if event.requirements else current.justification
             return replace(
-                current, request=event.request or current.request, ballots=event.ballots, justification=justification
+                current,
+                request=event.request or current.request,
+                ballots=event.ballots,
+                justification=justification,
+                escalation=_escalation(event) or current.escalation,
             )
         case QuorumReached():
             approvers = tuple(v.approver_id for v in event.votes)
@@ -104,6 +120,15 @@ def evolve(view: RequestView | None, event: EventPayload) -> RequestView | None:
             detail = f"PoA {event.jti} valid until {event.expires_at:%H:%M:%S} UTC"
             return replace(current, resolution=Resolution("issued", detail, approvers, event.issued_at))
     return current  # pragma: no cover - the match is exhaustive over _Followed
+
+
+def _escalation(state: ApprovalStateChanged) -> Escalation | None:
+    record, deadline = state.requirements, state.deadline
+    if record is None or deadline is None:
+        return None
+    policy = ReminderPolicy(record.reminders.remind_at, record.reminders.escalate_at, record.reminders.escalate_to)
+    point = escalation_point(policy, opened_at=deadline - timedelta(seconds=record.pending_seconds), deadline=deadline)
+    return None if point is None else Escalation(policy.escalate_to, point)
 
 
 def _keep_issued(current: RequestView, resolution: Resolution) -> Resolution:
