@@ -9,7 +9,7 @@ from __future__ import annotations
 from contracts import QuorumReached
 from contracts.approval_events import ApprovalEscalated, ReminderDue
 from tests.service.bus import Bus
-from tests.service.look import audits, kinds, one, outcomes, required
+from tests.service.look import audits, kinds, one, outcomes, poas, required
 from tests.service.world import World
 
 HIGH = "iam.role.assign"
@@ -61,3 +61,31 @@ async def test_reminders_and_the_escalation_are_sent_once_even_across_a_restart(
         ("approval_reminder_sent", "info"),
         ("approval_escalated", "info"),
     ]
+
+
+async def test_an_escalation_group_not_otherwise_eligible_brings_the_quorum_from_the_escalation_point_on(
+    bus: Bus, world: World
+) -> None:
+    """The policy escalates high to security, which it does not make eligible: carol counts only once escalated."""
+    world.opa._policy["tiers"]["high"]["eligible_groups"] = ["manager", "compliance"]
+    await bus.attach(world.approvals()[1])
+    await bus.attach(world.issuer()[1])
+    _, record = world.request("req-esc-elig", HIGH)
+    await bus.publish([record])
+    await bus.settle()
+    asked = await required(bus, "req-esc-elig")
+    assert asked.eligible_groups == ("manager", "compliance")
+    await bus.publish([world.vote(asked, "alice")[1], world.vote(asked, "carol", vote_id="carol-early")[1]])
+    await bus.settle()
+    assert ("approval_vote_refused", "denied") in await audits(bus, "req-esc-elig")  # carol: not_eligible yet
+    assert "QuorumReached" not in kinds(await outcomes(bus, "req-esc-elig"))
+
+    world.clock.advance(48 * 60)  # the escalation point
+    await bus.tick()
+    assert one(await outcomes(bus, "req-esc-elig"), ApprovalEscalated).escalate_to == ("security",)
+    await bus.publish([world.vote(asked, "carol", vote_id="carol-escalated")[1]])
+    await bus.settle()
+    quorum = one(await outcomes(bus, "req-esc-elig"), QuorumReached)
+    assert sorted(v.approver_id for v in quorum.votes) == ["alice", "carol"]
+    [poa] = await poas(bus, "req-esc-elig")  # the issuer's re-check accepts carol's escalated vote
+    assert poa.tier.value == "high"
