@@ -30,6 +30,7 @@ from contracts import (
     RequestExpired,
     VoteCast,
 )
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.directory import Directory
 
 settings = ChatSettings()
@@ -97,6 +98,8 @@ app = service_app(
         Channel("consumes", QuorumReached),
         Channel("consumes", RequestDenied),
         Channel("consumes", RequestExpired),
+        Channel("consumes", ReminderDue),
+        Channel("consumes", ApprovalEscalated),
         Channel("consumes", ApprovalStateChanged),
         Channel("consumes", PoaIssued),
         Channel("produces", VoteCast),
