@@ -10,10 +10,8 @@ waiters skip it and say so when they time out. The genuine flow still works.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +41,7 @@ from contracts import (
     topic_name,
 )
 from tests.e2e.conftest import RunningStack
+from tests.waits import events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -64,13 +63,11 @@ def stack(module_stack: RunningStack) -> RunningStack:
 async def _wait_for(
     stack: RunningStack, topic: Topic, want: Callable[[StoredEvent], bool], count: int, timeout: float = 60.0
 ) -> list[StoredEvent]:
-    """Read the topic to its end until `count` events match (the records that prove the reader saw them)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in await read_events(stack.kafka_bootstrap, [topic_name(topic, stack.namespace)]) if want(e)]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.2)
+    """Every matching event on the topic, read to its end once `count` are committed (the records that prove the
+    reader saw them), so that one too many shows."""
+    name = topic_name(topic, stack.namespace)
+    await events(stack.kafka_bootstrap, [name], want, count=count, timeout=timeout, what=f"{count} on {topic.value}")
+    return [e for e in await read_events(stack.kafka_bootstrap, [name]) if want(e)]
 
 
 async def _publish(stack: RunningStack, *envelopes: Envelope) -> None:

@@ -10,8 +10,6 @@ changed: tests/e2e/test_hostile_input.py.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,6 +36,7 @@ from contracts import (
 )
 from tests.e2e.conftest import RunningStack
 from tests.e2e.replay_cli import atb_replay
+from tests.waits import events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -57,14 +56,18 @@ async def _read(stack: RunningStack, topic: Topic) -> list[object]:
 
 
 async def _wait_for(
-    stack: RunningStack, topic: Topic, match: object, want: int = 1, timeout: float = 30
+    stack: RunningStack, topic: Topic, match: Callable[[object], bool], want: int = 1, timeout: float = 30
 ) -> list[object]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [p for p in await _read(stack, topic) if match(p)]  # type: ignore[operator]
-        if len(found) >= want or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.3)
+    """Every matching payload on `topic`, read to the end offsets once `want` of them are committed (consumed)."""
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(topic, stack.namespace)],
+        lambda e: match(e.payload),
+        count=want,
+        timeout=timeout,
+        what=f"{want} matching record(s) on {topic.value}",
+    )
+    return [p for p in await _read(stack, topic) if match(p)]
 
 
 async def test_a_fixed_poison_record_reaches_its_consumer_once(running_stack: RunningStack) -> None:
