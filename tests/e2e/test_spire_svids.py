@@ -13,20 +13,27 @@ EdDSA JWT, bound to the agent's EC certificate.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import os
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import ApproverClient, BrokerClient, GatewayClient
 from atb_identity import Svid, load_svid
+from atb_identity.tls import client_context
 from atb_runtime.readback import read_records
 from audit_sink.adapters.db import audit_events, make_engine
 from contracts import (
@@ -81,7 +88,11 @@ async def spire_stack(
     service_env: dict[str, dict[str, str]] = {}
     for name in DEFAULT_SERVICES:
         svid = ca.issue(f"spiffe://atb.local/svc/{name}")
-        service_env[name] = write_helper_files(svid, ca.roots, state / "svid" / name).env()
+        # Renewed files are looked for every 0.2 s (test_renewed_svids_are_taken_without_a_restart).
+        service_env[name] = {
+            **write_helper_files(svid, ca.roots, state / "svid" / name).env(),
+            "ATB_IDENTITY_CHECK_S": "0.2",
+        }
     db_url = f"sqlite:///{state / 'audit.db'}"
     config = StackConfig(kafka_bootstrap, opa_url, state, namespace=ns, audit_db_url=db_url, service_env=service_env)
     stack = ServiceStack(config)
@@ -160,3 +171,93 @@ async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack
         "spiffe://atb.local/user/bob",
     }
     assert await read_records(env.bootstrap, topic_name(Topic.DLQ, env.namespace)) == []
+
+
+async def _renewals(ops_port: int) -> float:
+    """The service's `atb_identity_renewals_total{what="svid",outcome="renewed"}`."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{ops_port}/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith("atb_identity_renewals_total{") and 'what="svid"' in line and 'outcome="renewed"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a file as spiffe-helper does: a new file renamed over the old one."""
+    tmp = path.with_suffix(".new")
+    tmp.write_bytes(data)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+async def _presented(port: int, files: HelperFiles) -> bytes:
+    """The DER of the certificate the server on `port` presents in a fresh mutual-TLS handshake."""
+    agent = files
+    context = client_context(agent.svid, agent.key, agent.bundle)
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        assert der is not None
+        return bytes(der)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+async def test_renewed_svids_are_taken_without_a_restart(spire_stack: SpireStack) -> None:
+    """spiffe-helper rewrites svid.pem, then svid_key.pem (SPIRE renews at half the SVID's lifetime): each
+    running service signs its next events and serves its next handshakes with the new SVID, same process."""
+    env = spire_stack
+    stack = env.stack
+    renewed = ("gateway", "approvals", "issuer", "broker")
+    pids = {name: stack.processes[name].pid for name in renewed}
+    before = {name: await _renewals(stack.ops_ports[name]) for name in renewed}
+    new_leaves: dict[str, bytes] = {}
+    pem = serialization.Encoding.PEM
+    for name in renewed:
+        svid = env.ca.issue(f"spiffe://atb.local/svc/{name}")
+        folder = env.folder / name
+        # The certificate first: for a moment it does not match the old key, and is refused until the key follows.
+        _replace(folder / "svid.pem", b"".join(c.public_bytes(pem) for c in svid.chain))
+        key = svid.key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        _replace(folder / "svid_key.pem", key)
+        new_leaves[name] = svid.chain[0].public_bytes(serialization.Encoding.DER)
+    deadline = time.monotonic() + 30
+    for name in renewed:  # each service reports the renewal on /metrics (it checks every 0.2 s)
+        while await _renewals(stack.ops_ports[name]) <= before[name]:
+            assert time.monotonic() < deadline, f"{name} did not take its renewed SVID"
+            await asyncio.sleep(0.1)  # polls the service's own counter: the files give no other signal
+
+    agent, agent_files = env.holder(AGENT)
+    gateway_port = int(stack.gateway_url.rsplit(":", 1)[1])
+    broker_port = int(stack.broker_url().rsplit(":", 1)[1])
+    assert await _presented(gateway_port, agent_files) == new_leaves["gateway"]
+    assert await _presented(broker_port, agent_files) == new_leaves["broker"]
+    async with GatewayClient(svid=agent, bundle_path=agent_files.bundle, base_url=stack.gateway_url) as gateway:
+        request_id = await gateway.request_poa(
+            "sap.vendor.change", "sap:vendor/V-200", tenant="acme", leg=HIGH_LEG, params=PARAMS
+        )
+        for name in ("alice", "bob"):
+            approver, files = env.holder(f"spiffe://atb.local/user/{name}")
+            async with ApproverClient(
+                svid=approver, bootstrap=env.bootstrap, namespace=env.namespace, bundle_path=files.bundle
+            ) as client:
+                await client.vote(await client.approval_required(request_id, timeout=60), VoteChoice.APPROVE)
+        issued = await gateway.await_poa(request_id, timeout=60)
+    assert issued.status == "issued"
+    # Every event the renewed services signed for this request carries the new leaf.
+    signers: dict[str, set[str]] = {}
+    for topic in SIGNED_TOPICS:
+        for record in await read_records(env.bootstrap, topic_name(topic, env.namespace)):
+            assert record.value is not None
+            envelope = decode_envelope(record.value)
+            if envelope.partitionkey != request_id or envelope.proof is None:
+                continue
+            signers.setdefault(envelope.source, set()).add(envelope.proof.x5c[0])
+    for name in ("gateway", "approvals", "issuer"):
+        want = base64.b64encode(new_leaves[name]).decode()
+        assert signers[f"spiffe://atb.local/svc/{name}"] == {want}, name
+    assert {name: stack.processes[name].pid for name in renewed} == pids, "a service restarted"

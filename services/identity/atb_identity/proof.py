@@ -78,6 +78,8 @@ def verify_envelope(envelope: Envelope, bundle: TrustBundle, *, at: datetime) ->
 @dataclass(frozen=True)
 class _Validated:
     bundle: TrustBundle
+    generation: int
+    """The bundle's generation it was validated under (a renewed bundle validates again)."""
     leaf: x509.Certificate
     spiffe_id: SpiffeId
     valid_from: datetime
@@ -100,7 +102,12 @@ def _validated_chain(x5c: Sequence[str], bundle: TrustBundle, at: datetime) -> t
     """
     key = tuple(x5c)
     hit = _VALIDATED.get(key)
-    if hit is not None and hit.bundle is bundle and hit.valid_from <= at <= hit.valid_until:
+    if (
+        hit is not None
+        and hit.bundle is bundle
+        and hit.generation == bundle.generation
+        and hit.valid_from <= at <= hit.valid_until
+    ):
         return hit.leaf, hit.spiffe_id
     chain = _decode_x5c(x5c)
     spiffe_id = validate_svid(chain, bundle, at=at)
@@ -109,6 +116,7 @@ def _validated_chain(x5c: Sequence[str], bundle: TrustBundle, at: datetime) -> t
         _VALIDATED.clear()
     _VALIDATED[key] = _Validated(
         bundle=bundle,
+        generation=bundle.generation,
         leaf=chain[0],
         spiffe_id=spiffe_id,
         valid_from=max(c.not_valid_before_utc for c in certificates),

@@ -114,6 +114,9 @@ class TrustBundle:
 
     trust_domain: str
     roots: tuple[x509.Certificate, ...]
+    generation: int = field(default=0, compare=False)
+    """How many times `renew` replaced the roots: what was validated against an earlier generation is not
+    reused (atb_identity.proof remembers validated chains per bundle and generation)."""
 
     def __post_init__(self) -> None:
         validate_trust_domain(self.trust_domain)
@@ -125,6 +128,17 @@ class TrustBundle:
             usage = _extension(root, x509.KeyUsage)
             if usage is not None and not usage.key_cert_sign:
                 raise TrustBundleError(f"bundle certificate {_describe(root)} lacks keyCertSign")
+
+    def renew(self, new: TrustBundle) -> None:
+        """Take `new`'s roots in place: every holder of this bundle verifies with them from now on.
+
+        A bundle file is rewritten when the trust domain's CA rotates (SPIRE adds the next CA before it
+        signs with it). Only the same trust domain's bundle may replace this one.
+        """
+        if new.trust_domain != self.trust_domain:
+            raise TrustBundleError(f"a bundle for {new.trust_domain} cannot renew the bundle of {self.trust_domain}")
+        object.__setattr__(self, "roots", new.roots)
+        object.__setattr__(self, "generation", self.generation + 1)
 
     @classmethod
     def load(cls, path: Path, trust_domain: str) -> TrustBundle:
@@ -165,6 +179,18 @@ class Svid:
         # Every signed event carries it: encoded once per SVID, not once per event.
         x5c = tuple(base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode() for cert in self.chain)
         object.__setattr__(self, "_x5c", x5c)
+
+    def renew(self, new: Svid) -> None:
+        """Take `new`'s key and chain in place: every holder of this SVID signs with them from now on.
+
+        SPIRE renews an X.509-SVID at half its lifetime (an hour by default) and spiffe-helper rewrites
+        the files; a service that kept its first SVID would sign with an expired certificate. Only a
+        renewal of the same SPIFFE ID is taken (`new` was checked as any SVID is: key and leaf match).
+        """
+        if new.spiffe_id != self.spiffe_id:
+            raise CredentialError(f"an SVID of {new.spiffe_id} cannot renew the SVID of {self.spiffe_id}")
+        for name in ("key", "chain", "cert_path", "key_path", "_x5c"):
+            object.__setattr__(self, name, getattr(new, name))
 
     @property
     def leaf(self) -> x509.Certificate:

@@ -15,7 +15,9 @@ adapters and hands them here, and the runner owns every lifecycle:
   followers, a decision queue, the service's own start and close steps);
 - `sites`: the HTTP servers (`ops.HttpSite`), started once everything else runs
   and stopped first;
-- the ops server (`/healthz`, `/metrics`, `routes` such as the issuer's JWKS).
+- the ops server (`/healthz`, `/metrics`, `routes` such as the issuer's JWKS);
+- the renewal of the process's SVID and trust bundle when their files change
+  (`identity.IdentityRenewal`, first component, every `identity_check_s`).
 
 `/healthz` is 200 while the loop runs.
 
@@ -43,6 +45,7 @@ from atb_runtime.eos import (
     TickHook,
     TransactionalProcessor,
 )
+from atb_runtime.identity import IdentityRenewal, identity_files
 from atb_runtime.ops import Handler as HttpHandler
 from atb_runtime.ops import HttpSite, OpsServer
 from atb_runtime.records import DeadLetters
@@ -131,7 +134,8 @@ class ServiceRunner:
                 config, handler, on_rewind, on_assigned=on_assigned, tick=tick, poison=self.poison
             )
         self._loop: Loop | None = self.processor or loop
-        self._components = [*(Steps(step) for step in before_start), *components]
+        renewal = IdentityRenewal(identity_files(), settings.identity_check_s)
+        self._components: list[Component] = [renewal, *(Steps(step) for step in before_start), *components]
         self._sites = tuple(sites)
         self._closers = closers
         self._started: list[Component] = []

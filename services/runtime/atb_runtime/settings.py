@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CommonSettings", "default_state_dir"]
@@ -39,6 +39,8 @@ class CommonSettings(BaseSettings):
     """Port of /healthz and /metrics; 0 disables the endpoint."""
     ops_host: str = "127.0.0.1"
     """Address /healthz and /metrics bind to (0.0.0.0 in a container, for scraping)."""
+    identity_check_s: float = Field(default=10.0, ge=0, le=3600)
+    """How often the SVID and trust-bundle files are checked for a renewal (SPIRE rewrites them); 0: never."""
 
     @field_validator("instance")
     @classmethod
