@@ -64,8 +64,9 @@ def test_alert_expressions_use_metrics_the_broker_exports() -> None:
     from prometheus_client import generate_latest
 
     # Importing registers: the processors' metrics, every loop's consumer lag, the dead-letter counter,
-    # the audit sink's rows and checkpoint time, and its lag gauge.
+    # the audit sink's rows and checkpoint time, and its lag gauge, every service's SVID expiry.
     import atb_runtime.eos
+    import atb_runtime.identity
     import atb_runtime.lag
     import atb_runtime.records  # noqa: F401
     import audit_sink.adapters.metrics
