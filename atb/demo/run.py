@@ -86,6 +86,8 @@ async def run_demo(console: Console, *, keep_running: bool = False) -> None:
             "ATB_MAX_PENDING_SECONDS": str(PENDING_CAP_S),
         },
         witness=True,
+        # --keep-running: the services outlive this process (the console's link stays usable).
+        exit_with_parent=not keep_running,
     )
     if not (config.state_dir / "audit" / "audit.db").exists():
         # A new audit log: the demo's witness starts over with it (a witness that remembered a
@@ -263,6 +265,7 @@ async def _console_link(console: Console, bootstrap: str, state_dir: Path, stack
     link = out.decode().strip().splitlines()[-1]
     console.print(f"Approver console: [bold]{stack.console_url}[/bold] (passkeys; the relying party is localhost)")
     console.print(f"One-time enrollment link for alice ($ atb console enroll alice): {link}")
+    console.print("The services keep running (the chat, Teams, SAP and webhook stand-ins end with this demo).")
 
 
 async def _print_trace(console: Console, bootstrap: str, db_url: str, request_id: str) -> None:
