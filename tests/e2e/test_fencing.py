@@ -27,6 +27,7 @@ from atb.dev.topics import delete_topics, ensure_topics
 from atb_runtime import Outgoing, Publisher
 from atb_runtime.readback import read_records
 from contracts import Topic, topic_name
+from tests.waits import records
 
 pytestmark = [pytest.mark.kafka]
 
@@ -110,12 +111,16 @@ async def _copies(bootstrap: str, ns: str, key: bytes) -> list[bytes]:
 
 
 async def _wait_copies(bootstrap: str, ns: str, key: bytes, at_least: int, timeout: float = 60.0) -> list[bytes]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await _copies(bootstrap, ns, key)
-        if len(found) >= at_least or asyncio.get_running_loop().time() > deadline:
-            return found
-        await asyncio.sleep(0.2)
+    """Every committed copy of `key`, read to the end offsets once `at_least` copies are committed (consumed)."""
+    await records(
+        bootstrap,
+        [topic_name(Topic.POA_ISSUED, ns)],
+        lambda r: r.key == key and r.value is not None,
+        count=at_least,
+        timeout=timeout,
+        what=f"{at_least} committed copies of {key!r}",
+    )
+    return await _copies(bootstrap, ns, key)
 
 
 @pytest.mark.parametrize("moment", ["handler", "transaction"])
