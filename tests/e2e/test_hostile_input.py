@@ -15,11 +15,9 @@ Everything waits for the records it expects; nothing sleeps for a fixed time.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -51,6 +49,7 @@ from contracts.limits import DEAD_LETTER_PREFIX_BYTES, MAX_EVENT_BYTES
 from tests.e2e.conftest import RunningStack
 from tests.e2e.hostile_traffic import consumers_of
 from tests.e2e.replay_cli import atb_replay
+from tests.waits import events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -98,28 +97,36 @@ def _payload(record: Incoming) -> object:
 async def _letters(
     stack: RunningStack, match: Callable[[DeadLetter], bool], want: int = 1, timeout: float = 60
 ) -> list[tuple[Incoming, DeadLetter]]:
-    """Dead letters matching `match` (with their records), once there are `want` of them (or the timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = []
-        for record in await _records(stack, Topic.DLQ):
-            letter = _payload(record)
-            if isinstance(letter, DeadLetter) and match(letter):
-                found.append((record, letter))
-        if len(found) >= want or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.3)
+    """Every dead letter matching `match` (with its record), read to the end offsets once `want` are committed."""
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(Topic.DLQ, stack.namespace)],
+        lambda e: isinstance(e.payload, DeadLetter) and match(e.payload),
+        count=want,
+        timeout=timeout,
+        what=f"{want} matching dead letter(s)",
+    )
+    found = []
+    for record in await _records(stack, Topic.DLQ):
+        letter = _payload(record)
+        if isinstance(letter, DeadLetter) and match(letter):
+            found.append((record, letter))
+    return found
 
 
 async def _audited(
     stack: RunningStack, match: Callable[[AuditEvent], bool], timeout: float = 60, want: int = 1
 ) -> list[AuditEvent]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [p for r in await _records(stack, Topic.AUDIT) if isinstance(p := _payload(r), AuditEvent) and match(p)]
-        if len(found) >= want or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.3)
+    """Every audit event matching `match`, read to the end offsets once `want` are committed."""
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(Topic.AUDIT, stack.namespace)],
+        lambda e: isinstance(e.payload, AuditEvent) and match(e.payload),
+        count=want,
+        timeout=timeout,
+        what=f"{want} matching audit event(s)",
+    )
+    return [p for r in await _records(stack, Topic.AUDIT) if isinstance(p := _payload(r), AuditEvent) and match(p)]
 
 
 async def _publish(stack: RunningStack, *records: Outgoing) -> None:
