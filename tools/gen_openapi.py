@@ -11,13 +11,16 @@ every route the aiohttp apps register is documented and nothing else).
 | broker | the broker's mTLS port | `POST /v1/authorize` |
 | chat | chat's interactions port | `POST /slack/interactions` (Slack-signed) |
 | issuer | the issuer's ops port | `GET /.well-known/jwks.json`, `GET /healthz`, `GET /metrics` |
+| console | the console's port | pages (HTML), WebAuthn calls, vote and CSRF forms, live updates, compliance view |
 | ops | every service's ops port | `GET /healthz`, `GET /metrics` |
 
 Request and response bodies are the JSON Schemas pydantic generates for the
 models (`contracts.http`, `atb_runtime.ops.Health`, `gateway.adapters.http`,
-`chat.adapters.http`, `issuer.adapters.http`): validation mode for what a
+`chat.adapters.http`, `issuer.adapters.http`, `console.adapters.api`): validation mode for what a
 client sends, serialization mode for what a server answers. Every error is an
-`HttpError` (chat: an `InteractionAnswer` with `ok: false`). Serialised with
+`HttpError` (chat: an `InteractionAnswer` with `ok: false`; the console: a
+`ConsoleFailure`, or the same refusal as an HTML page when the client did not
+ask for JSON). Serialised with
 sorted keys and a final newline, so the bytes depend on the code alone.
 """
 
@@ -37,6 +40,16 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from atb_runtime.ops import Health
 from atb_runtime.web import MAX_FIELD_SIZE, MAX_HEADERS, MAX_LINE_SIZE, HttpLimits
 from chat.adapters.http import INTERACTIONS_PATH, InteractionAnswer, InteractionForm
+from console.adapters.api import (
+    CeremonyFinish,
+    CeremonyOptions,
+    ConsoleFailure,
+    CsrfForm,
+    Enrolled,
+    SignedInAnswer,
+    VoteAsk,
+    VoteForm,
+)
 from contracts.http import (
     AuthorizeRequest,
     AuthorizeResponse,
@@ -57,6 +70,8 @@ OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
 
 JSON = "application/json"
+HTML = "text/html"
+FORM = "application/x-www-form-urlencoded"
 METRICS_MEDIA = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -65,6 +80,8 @@ class Answer:
     description: str
     model: type[BaseModel] | None = None
     media: str = JSON
+    html: bool = False
+    """Also answered as an HTML page (the console's refusals to a browser that did not ask for JSON)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,8 @@ class Operation:
     parameters: tuple[Mapping[str, Any], ...] = ()
     responses: Mapping[int, Answer] = field(default_factory=dict)
     mtls: bool = False
+    cookie: bool = False
+    """Needs the console's session cookie (without one: the sign-in page, or 401 for a JSON call)."""
 
 
 def _error(text: str) -> Answer:
@@ -138,6 +157,238 @@ _SLACK_HEADERS: tuple[Mapping[str, Any], ...] = (
         "description": "`v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{raw body}` keyed with the signing secret",
         "schema": {"type": "string", "pattern": "^v0=[0-9a-f]{64}$"},
     },
+)
+
+
+def _refusal(text: str) -> Answer:
+    return Answer(text, ConsoleFailure, html=True)
+
+
+def _page(text: str = "the page") -> Answer:
+    return Answer(text, None, HTML)
+
+
+def _path(name: str, text: str) -> Mapping[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": text, "schema": {"type": "string"}}
+
+
+def _query(*names: str) -> tuple[Mapping[str, Any], ...]:
+    return tuple({"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names)
+
+
+_TO_SIGNIN = Answer("not signed in (or the session ended): to /signin", None, "")
+_CROSS_ORIGIN = _refusal("cross-origin, or without this session's CSRF token (`cross_origin`, `csrf`)")
+_FORM_ERRORS = {
+    400: _refusal("the body is not a well-formed form (`bad_request`)"),
+    408: _refusal("the form did not arrive in time (`bad_request`)"),
+    413: _refusal("the body is larger than the limit"),
+}
+_CONSOLE_BODY = {
+    400: _refusal("the body is not the JSON object asked for (`bad_request`), or the ceremony failed"),
+    403: _CROSS_ORIGIN,
+    413: _refusal("the body is larger than the limit"),
+}
+_COMPLIANCE = {
+    303: _TO_SIGNIN,
+    403: _refusal("not in the compliance group (`not_compliance`)"),
+    404: _refusal("the compliance view is not configured (`no_audit_store`)"),
+    503: _refusal("the audit store cannot be read now (`audit_store_unavailable`)"),
+}
+_REQUEST_ID = _path("request_id", "the request")
+_TOKEN = _path("token", "the one-time enrollment link's token")
+_CONSOLE_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get", "/", "console_root", "To the inbox, or to sign-in", responses={303: Answer("a redirect", None, "")}
+    ),
+    Operation("get", "/signin", "signin_page", "The sign-in page", responses={200: _page()}),
+    Operation(
+        "post",
+        "/signin/options",
+        "signin_options",
+        "WebAuthn request options for signing in (a discoverable passkey, user verification required)",
+        responses={200: Answer("the options", CeremonyOptions), 403: _CROSS_ORIGIN},
+    ),
+    Operation(
+        "post",
+        "/signin/finish",
+        "signin_finish",
+        "Sign in with the passkey's assertion: sets the `__Host-` session cookie",
+        request=CeremonyFinish,
+        responses={200: Answer("signed in", SignedInAnswer)}
+        | _CONSOLE_BODY
+        | {403: _refusal("cross-origin, an unknown or revoked passkey, or an assertion that does not verify")},
+    ),
+    Operation(
+        "post",
+        "/signout",
+        "signout",
+        "End the session",
+        request=CsrfForm,
+        request_media=FORM,
+        responses={303: Answer("to /signin", None, ""), 403: _CROSS_ORIGIN} | _FORM_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/enroll/{token}",
+        "enroll_page",
+        "The enrollment page of a one-time link (`atb console enroll`)",
+        parameters=(_TOKEN,),
+        responses={200: _page(), 404: _refusal("unknown, used or expired link (`link_invalid`)")},
+    ),
+    Operation(
+        "post",
+        "/enroll/{token}/options",
+        "enroll_options",
+        "WebAuthn creation options for the link's principal",
+        parameters=(_TOKEN,),
+        responses={
+            200: Answer("the options", CeremonyOptions),
+            403: _CROSS_ORIGIN,
+            404: _refusal("unknown, used or expired link (`link_invalid`)"),
+        },
+    ),
+    Operation(
+        "post",
+        "/enroll/{token}/finish",
+        "enroll_finish",
+        "Register the new passkey (the link is then used up)",
+        parameters=(_TOKEN,),
+        request=CeremonyFinish,
+        responses={200: Answer("enrolled", Enrolled), 404: _refusal("unknown, used or expired link")} | _CONSOLE_BODY,
+    ),
+    Operation(
+        "get",
+        "/inbox",
+        "inbox",
+        "The requests the signed-in person may approve",
+        responses={200: _page(), 303: _TO_SIGNIN, 403: _refusal("not in the approver directory")},
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/requests/{request_id}",
+        "request_page",
+        "A request: its details when they hash to the digest votes bind to, the votes, the vote forms",
+        parameters=(_REQUEST_ID, *_query("result")),
+        responses={
+            200: _page(),
+            303: _TO_SIGNIN,
+            403: _refusal("not in the approver directory"),
+            404: _refusal("no such request awaits approval (`unknown_request`)"),
+        },
+        cookie=True,
+    ),
+    Operation(
+        "post",
+        "/requests/{request_id}/options",
+        "vote_options",
+        "WebAuthn request options of a vote: the challenge binds the request digest, the decision and a nonce",
+        parameters=(_REQUEST_ID,),
+        request=VoteAsk,
+        responses={
+            200: Answer("the options", CeremonyOptions),
+            401: _refusal("not signed in (`signed_out`)"),
+            409: _refusal("this person may not vote on it now (`self_approval`, `closed`, `duplicate`, ...)"),
+        }
+        | _CONSOLE_BODY,
+        cookie=True,
+    ),
+    Operation(
+        "post",
+        "/requests/{request_id}/vote",
+        "vote",
+        "Cast a vote (approve on a step-up tier carries the passkey's assertion); the result is on the page",
+        parameters=(_REQUEST_ID,),
+        request=VoteForm,
+        request_media=FORM,
+        responses={
+            303: Answer("to the request page, `?result=<code>`, or to /signin", None, ""),
+            403: _CROSS_ORIGIN,
+            404: _refusal("no such request"),
+        }
+        | _FORM_ERRORS
+        | {400: _refusal("no choice, or not a well-formed form (`bad_request`)")},
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/updates",
+        "updates",
+        "Server-sent events: `changed` whenever the views change",
+        parameters=_query("since"),
+        responses={200: Answer("the event stream", None, "text/event-stream"), 401: _refusal("not signed in")},
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/compliance",
+        "compliance_search",
+        "Audit search, newest first, 50 a page (`before`: the previous page's last seq), and archived rows",
+        parameters=_query("request_id", "event_type", "audit_type", "producer", "since", "until", "before"),
+        responses={200: _page(), 400: _refusal("a time that is not ISO 8601 (`bad_query`)")} | _COMPLIANCE,
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/compliance/requests/{request_id}",
+        "compliance_timeline",
+        "A request's timeline, from the store and the archive",
+        parameters=(_REQUEST_ID,),
+        responses={200: _page()} | _COMPLIANCE,
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/compliance/status",
+        "compliance_status",
+        "Latest signed checkpoint and its age, the last verification, legal holds",
+        responses={200: _page()} | _COMPLIANCE,
+        cookie=True,
+    ),
+    Operation(
+        "post",
+        "/compliance/verify",
+        "compliance_verify",
+        "Verify the whole audit store now",
+        request=CsrfForm,
+        request_media=FORM,
+        responses={
+            303: Answer("to /compliance/status, or to /signin", None, ""),
+            403: _refusal("cross-origin, without the CSRF token, or not in the compliance group"),
+            404: _refusal("the compliance view is not configured (`no_audit_store`)"),
+            503: _refusal("the audit store cannot be read now (`audit_store_unavailable`)"),
+        }
+        | _FORM_ERRORS,
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/compliance/export",
+        "compliance_export",
+        "An evidence bundle (the `atb audit export` folder, zipped) of a request or a range",
+        parameters=_query("request_id", "since", "until", "format"),
+        responses={
+            200: Answer("the bundle", None, "application/zip"),
+            400: _refusal("no request id nor a whole range, a bad time or format (`bad_query`)"),
+            409: _refusal("the store does not verify, or no verifier key (`evidence_unavailable`)"),
+        }
+        | {k: v for k, v in _COMPLIANCE.items() if k != 400},
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/static/console.js",
+        "script",
+        "The console's one script",
+        responses={200: Answer("the script", None, "text/javascript")},
+    ),
+    Operation(
+        "get",
+        "/static/console.css",
+        "style",
+        "The console's style sheet",
+        responses={200: Answer("", None, "text/css")},
+    ),
 )
 
 
@@ -281,6 +532,15 @@ DOCUMENTS: Mapping[str, Document] = {
         "http://127.0.0.1:18080",
         (_HEALTHZ, _METRICS),
     ),
+    "console": Document(
+        "ATB console",
+        "The web console for approvers and compliance: server-rendered pages, the WebAuthn calls of enrollment, "
+        "sign-in and device-bound votes, live updates, and the compliance view (docs/console.md). A "
+        "state-changing request is a POST from the console's own origin (`Origin`, `Sec-Fetch-Site`) and, once "
+        "signed in, carries the session's CSRF token (form field `csrf` or header `X-CSRF-Token`); else 403.",
+        "http://localhost:18445",
+        _CONSOLE_OPERATIONS,
+    ),
 }
 """Document name (docs/openapi/<name>.json) → what it describes."""
 
@@ -312,6 +572,10 @@ def _operation(op: Operation, refs: Mapping[tuple[type[BaseModel], JsonSchemaMod
         entry: dict[str, Any] = {"description": answer.description}
         if answer.model is not None:
             entry["content"] = {answer.media: {"schema": refs[(answer.model, "serialization")]}}
+            if answer.html:
+                entry["content"][HTML] = {"schema": {"type": "string"}}
+        elif not answer.media:
+            pass  # a redirect: no body worth describing
         elif answer.media != JSON:
             entry["content"] = {answer.media: {"schema": {"type": "string"}}}
         else:  # a decision or an identity refusal (broker 403)
@@ -324,6 +588,8 @@ def _operation(op: Operation, refs: Mapping[tuple[type[BaseModel], JsonSchemaMod
     out["responses"] = responses
     if op.mtls:
         out["security"] = [{"agentSvid": []}]
+    if op.cookie:
+        out["security"] = [{"consoleSession": []}]
     return out
 
 
@@ -340,6 +606,15 @@ def render(name: str) -> str:
             "agentSvid": {
                 "type": "mutualTLS",
                 "description": "The client presents an X.509-SVID of an agent (spiffe://<trust domain>/agent/...).",
+            }
+        }
+    if any(op.cookie for op in document.operations):
+        components["securitySchemes"] = {
+            "consoleSession": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "__Host-atb-console",
+                "description": "The server-side session a passkey sign-in opens (HttpOnly, Secure, SameSite=Strict).",
             }
         }
     spec = {

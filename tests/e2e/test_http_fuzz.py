@@ -54,15 +54,19 @@ from atb.dev.topics import delete_topics, ensure_topics
 from atb_identity import ensure_svid
 from atb_identity.pki import bundle_path
 from atb_identity.tls import client_context
+from audit_sink.adapters.db import migrate
 from chat.adapters.secret import dev_secret_path, read_secret
 from chat.adapters.signature import sign_slack_request
+from console.adapters.http import COOKIE
+from console.adapters.store import ConsoleStore
+from console.settings import ConsoleSettings
 from contracts.limits import HTTP_MAX_BODY_BYTES
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 AGENT = "spiffe://atb.local/agent/fuzz-bot"
-SERVICES = ("gateway", "issuer", "broker", "chat")
+SERVICES = ("gateway", "issuer", "broker", "chat", "console")
 IDLE_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 2.0
 FUZZ_EXAMPLES = int(os.environ.get("ATB_FUZZ_EXAMPLES", "60"))
@@ -140,6 +144,7 @@ async def targets(
         slack_api_url=standin.api_url,
         extra_env=env,
     )
+    migrate(config.audit_db_url)  # the store the console's compliance view reads (no sink writes it here)
     stack = ServiceStack(config, services=SERVICES)
     await stack.start(ready_timeout=90)
     try:
@@ -150,6 +155,13 @@ async def targets(
         secret = read_secret(dev_secret_path(state))
         mtls = _session(_SvidAdapter(context))
         plain = _session()
+        # The console: fuzzed as a signed-in compliance officer (a session opened in its store, the cookie and
+        # the CSRF token on every request), so fuzzed bodies and queries reach the handlers behind sign-in.
+        store = ConsoleStore(ConsoleSettings(state_dir=state, topic_namespace=ns).db_url())
+        sid, csrf = store.create_session("bob", now=time.time())
+        store.close()
+        console = _session()
+        console.headers.update({"Cookie": f"{COOKIE}={sid}", "X-CSRF-Token": csrf})
         yield Targets(
             stack,
             base={
@@ -158,6 +170,7 @@ async def targets(
                 "chat": f"http://127.0.0.1:{stack.chat_port}",
                 "issuer": f"http://127.0.0.1:{stack.ops_ports['issuer']}",
                 "ops": f"http://127.0.0.1:{stack.ops_ports['broker']}",
+                "console": stack.console_url,
             },
             sessions={
                 "gateway": mtls,
@@ -165,11 +178,12 @@ async def targets(
                 "chat": _session(auth=_SlackSigner(secret)),
                 "issuer": plain,
                 "ops": plain,
+                "console": console,
             },
             ssl=context,
             secret=secret,
         )
-        for session in (mtls, plain):
+        for session in (mtls, plain, console):
             session.close()
     finally:
         await stack.stop()
@@ -195,6 +209,19 @@ def _call(case: Any, targets: Targets, name: str) -> None:
     case.call_and_validate(base_url=targets.base[name], session=targets.sessions[name], checks=CHECKS, timeout=30)
 
 
+def _call_console(case: Any, targets: Targets) -> None:
+    """Redirects are answers here (to sign-in, to the result), not followed. `/updates` streams for as long as
+    the client stays: it is called without the session (401); signed in, its stream is opened by the browser tests."""
+    session = targets.sessions["console"] if case.path != "/updates" else requests.Session()
+    try:
+        case.call_and_validate(
+            base_url=targets.base["console"], session=session, checks=CHECKS, timeout=30, allow_redirects=False
+        )
+    finally:
+        if session is not targets.sessions["console"]:
+            session.close()
+
+
 Test = Callable[[Any, Targets], None]
 
 
@@ -203,7 +230,9 @@ def _fuzz(schema: Any) -> Callable[[Test], Test]:
     return cast("Callable[[Test], Test]", schema.parametrize())
 
 
-GATEWAY, BROKER, CHAT, ISSUER, OPS = (_schema(n, FUZZ_EXAMPLES) for n in ("gateway", "broker", "chat", "issuer", "ops"))
+GATEWAY, BROKER, CHAT, ISSUER, OPS, CONSOLE = (
+    _schema(n, FUZZ_EXAMPLES) for n in ("gateway", "broker", "chat", "issuer", "ops", "console")
+)
 
 
 @_fuzz(GATEWAY)
@@ -234,6 +263,12 @@ def test_fuzz_issuer_ops_port(case: Any, targets: Targets) -> None:
 @_SETTINGS
 def test_fuzz_ops_port(case: Any, targets: Targets) -> None:
     _call(case, targets, "ops")
+
+
+@_fuzz(CONSOLE)
+@_SETTINGS
+def test_fuzz_console(case: Any, targets: Targets) -> None:
+    _call_console(case, targets)
 
 
 SOAK_GATEWAY, SOAK_BROKER, SOAK_CHAT = (_schema(n, SOAK_EXAMPLES) for n in ("gateway", "broker", "chat"))

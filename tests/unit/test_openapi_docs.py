@@ -19,6 +19,8 @@ from broker.adapters.http import AuthorizeApp
 from broker.adapters.http import build_app as broker_app
 from chat.adapters.http import build_app as chat_app
 from chat.service import Answer
+from console.adapters.http import build_app as console_app
+from console.service import ConsoleService
 from gateway.adapters.http import GatewayApp
 from gateway.adapters.http import build_app as gateway_app
 from issuer.adapters.http import JWKS_PATH, jwks_handler
@@ -84,12 +86,16 @@ def _apps() -> dict[str, web.Application]:
     broker = object.__new__(AuthorizeApp)
     ops = OpsServer(0, lambda: True)
     issuer = OpsServer(0, lambda: True, routes=((JWKS_PATH, jwks_handler(list)),))
+    console = object.__new__(ConsoleService)
+    console._origin = "http://localhost:18445"
+    console._step_up = frozenset()
     return {
         "gateway": gateway_app(gateway),
         "broker": broker_app(broker),
         "chat": chat_app(cast("Any", _handle)),
         "issuer": issuer.build_app(),
         "ops": ops.build_app(),
+        "console": console_app(console, cast("Any", None), idle_s=900, tls=False),
     }
 
 
@@ -107,4 +113,6 @@ def test_every_error_answer_is_json() -> None:
             for method, operation in item.items():
                 for status, answer in operation["responses"].items():
                     if int(status) >= 400:
-                        assert list(answer["content"]) == ["application/json"], (name, method, path, status)
+                        # The console answers a browser that did not ask for JSON with the same refusal as a page.
+                        allowed = [["application/json"], *([["application/json", "text/html"]] * (name == "console"))]
+                        assert list(answer["content"]) in allowed, (name, method, path, status)

@@ -27,8 +27,11 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from atb_runtime.web import BodyTimeoutError, read_body_within
+from console.adapters.api import CeremonyFinish, ConsoleFailure, Enrolled, SignedInAnswer, VoteAsk
 from console.adapters.audit import AuditQuery, AuditReader
 from console.adapters.evidence import EvidenceDesk, EvidenceUnavailable, merge_timeline
 from console.adapters.store import ConsoleStore, Session
@@ -123,12 +126,15 @@ def build_app(
             request.headers.get("Accept", "").startswith("application/json")
             or request.content_type == "application/json"
         ):
-            return web.json_response({"ok": False, "error": code, "message": message}, status=status)
+            return failure(code, message, status)
         return page("message.html", status, title="Refused", message=message, code=code, session=None)
 
     def csrf_ok(request: web.Request, session: Session, form: dict[str, str]) -> bool:
         token = request.headers.get("X-CSRF-Token") or form.get("csrf", "")
         return bool(token) and hmac.compare_digest(token.encode(), session.csrf.encode())
+
+    def failure(code: str, message: str, status: int) -> web.Response:
+        return web.json_response(ConsoleFailure(error=code, message=message).model_dump(), status=status)
 
     async def body_json(request: web.Request) -> dict[str, Any]:
         try:
@@ -141,11 +147,17 @@ def build_app(
         return data
 
     async def body_form(request: web.Request) -> dict[str, str]:
+        if request.content_type not in {"application/x-www-form-urlencoded", "multipart/form-data", ""}:
+            raise ConsoleError("bad_request", "the body is not a form", 400)
         try:
             async with asyncio.timeout(10):
                 form = await request.post()
         except TimeoutError as exc:
             raise ConsoleError("bad_request", "the form did not arrive in time", 408) from exc
+        except web.HTTPException:
+            raise  # 413 and the like: already an answer
+        except (ValueError, AssertionError, LookupError, UnicodeError) as exc:  # a malformed form or encoding
+            raise ConsoleError("bad_request", "the form is malformed", 400) from exc
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
     def cookie(response: web.StreamResponse, sid: str) -> None:
@@ -232,20 +244,17 @@ def build_app(
                 text=service.enrollment_options(request.match_info["token"]), content_type="application/json"
             )
         except ConsoleError as exc:
-            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
+            return failure(exc.code, str(exc), exc.status)
 
     async def enroll_finish(request: web.Request) -> web.StreamResponse:
         if not same_origin(request):
             return refuse(request, "cross_origin", "cross-origin requests are refused")
         try:
-            data = await body_json(request)
-            credential = data.get("credential")
-            if not isinstance(credential, dict) or not isinstance(data.get("nonce"), str):
-                raise ConsoleError("bad_request", "credential and nonce are required", 400)
-            record = await service.enroll(request.match_info["token"], data["nonce"], credential)
+            finish = _finish(await body_json(request))
+            record = await service.enroll(request.match_info["token"], finish.nonce, finish.credential)
         except ConsoleError as exc:
-            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
-        return web.json_response({"ok": True, "principal": record.principal, "credential_id": record.credential_id})
+            return failure(exc.code, str(exc), exc.status)
+        return web.json_response(Enrolled(principal=record.principal, credential_id=record.credential_id).model_dump())
 
     async def signin_options(request: web.Request) -> web.StreamResponse:
         if not same_origin(request):
@@ -256,14 +265,11 @@ def build_app(
         if not same_origin(request):
             return refuse(request, "cross_origin", "cross-origin requests are refused")
         try:
-            data = await body_json(request)
-            credential = data.get("credential")
-            if not isinstance(credential, dict) or not isinstance(data.get("nonce"), str):
-                raise ConsoleError("bad_request", "credential and nonce are required", 400)
-            signed = await service.sign_in(data["nonce"], credential)
+            finish = _finish(await body_json(request))
+            signed = await service.sign_in(finish.nonce, finish.credential)
         except ConsoleError as exc:
-            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
-        response = web.json_response({"ok": True, "principal": signed.principal, "next": "/inbox"})
+            return failure(exc.code, str(exc), exc.status)
+        response = web.json_response(SignedInAnswer(principal=signed.principal, next="/inbox").model_dump())
         cookie(response, signed.session_id)
         return response
 
@@ -283,20 +289,17 @@ def build_app(
     async def vote_options(request: web.Request) -> web.StreamResponse:
         found = current(request)
         if found is None:
-            return web.json_response({"ok": False, "error": "signed_out", "message": "Sign in again."}, status=401)
+            return failure("signed_out", "Sign in again.", 401)
         _, session = found
         if not same_origin(request) or not csrf_ok(request, session, {}):
             return refuse(request, "csrf", "The request did not carry this session's token.")
         try:
-            data = await body_json(request)
-            choice = VoteChoice(str(data.get("choice", "")))
-            text = service.vote_options(session.principal, request.match_info["request_id"], choice)
-        except ValueError:
-            return web.json_response(
-                {"ok": False, "error": "bad_request", "message": "choice must be approve or deny"}, status=400
-            )
+            ask = VoteAsk.model_validate(await body_json(request))
+            text = service.vote_options(session.principal, request.match_info["request_id"], VoteChoice(ask.choice))
+        except ValidationError:
+            return failure("bad_request", "choice must be approve or deny", 400)
         except ConsoleError as exc:
-            return web.json_response({"ok": False, "error": exc.code, "message": str(exc)}, status=exc.status)
+            return failure(exc.code, str(exc), exc.status)
         return web.Response(text=text, content_type="application/json")
 
     async def vote(request: web.Request) -> web.StreamResponse:
@@ -325,7 +328,7 @@ def build_app(
     async def updates(request: web.Request) -> web.StreamResponse:
         """Server-sent events: `changed` whenever the views change (the page then reloads what it shows)."""
         if current(request) is None:
-            return web.json_response({"ok": False, "error": "signed_out"}, status=401)
+            return failure("signed_out", "Sign in again.", 401)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
         await response.prepare(request)
         since = int(request.query.get("since", "0") or 0) if request.query.get("since", "0").isdigit() else 0
@@ -478,6 +481,9 @@ def build_app(
             return result
         except ConsoleError as exc:
             return refuse(request, exc.code, str(exc), exc.status)
+        except SQLAlchemyError as exc:  # the audit store (read only, another service's) cannot be read now
+            log.error("audit store unreadable: %r", exc)
+            return refuse(request, "audit_store_unavailable", "The audit store cannot be read now.", 503)
 
     app = web.Application(client_max_size=HTTP_MAX_BODY_BYTES, middlewares=[headers, web.middleware(errors)])
     app.router.add_get("/", root)
@@ -508,6 +514,13 @@ def _when(text: str) -> datetime | None:
         return None
     when = datetime.fromisoformat(text.strip())
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _finish(data: dict[str, Any]) -> CeremonyFinish:
+    try:
+        return CeremonyFinish.model_validate(data)
+    except ValidationError as exc:
+        raise ConsoleError("bad_request", "credential and nonce are required", 400) from exc
 
 
 def _bundle_name(query: AuditQuery) -> str:
