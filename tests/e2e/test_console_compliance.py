@@ -37,6 +37,7 @@ from atb.dev.toolchain import build_versitygw
 from audit_sink.adapters.db import make_engine, migrate
 from audit_sink.adapters.ledger import HoldScope, place_hold
 from audit_sink.archive.check import verify_archive
+from audit_sink.archive.format import segment_key
 from audit_sink.archive.hot import hot_purge
 from audit_sink.archive.objects import DirArchive, S3Archive
 from audit_sink.archive.seal import Sealer
@@ -298,4 +299,25 @@ async def test_bundle_requests_need_a_selection(stack: Stack, browser: Browser) 
             assert response.status == 400, query
             assert (await response.json())["error"] == "bad_query"
     finally:
+        await context.close()
+
+
+async def test_an_altered_archived_segment_is_named_not_shown(stack: Stack, browser: Browser) -> None:
+    """Segment 0 changed on the server's disk (behind Object Lock's back): its rows are not shown, the page names
+    it, and the other segment's rows still are. The segment's bytes are restored afterwards."""
+    stored = stack.s3.data_dir / stack.bucket / segment_key(PREFIX, 0)
+    original = await asyncio.to_thread(stored.read_bytes)
+    context, bob = await _device(browser)
+    try:
+        await asyncio.to_thread(stored.write_bytes, original.replace(b'"offset":3', b'"offset":4', 1))
+        await _enroll_and_sign_in(stack.console, bob, "bob")
+        await bob.goto(f"{stack.console.url}/compliance/requests/{OLD}")
+        segments = await bob.eval_on_selector_all("#timeline li.archived", "items => items.map(i => i.dataset.segment)")
+        assert set(segments) == {"1"}
+        assert len(segments) == len(_rows_of(OLD, range(300, ARCHIVED)))
+        problems = await bob.text_content("#archive-problems") or ""
+        assert "segment 0" in problems
+        assert "altered" in problems
+    finally:
+        await asyncio.to_thread(stored.write_bytes, original)
         await context.close()
