@@ -10,7 +10,7 @@ outcome is known, `WebhookNotifier` POSTs the outcome (JSON) to it:
   ``atb.webhook.v1\\n<t>\\n<delivery id>\\n<body>``, domain-separated from PoAs; a
   receiver checks it with the issuer's published key (`verify_delivery`) and
   refuses an old ``t``;
-- delivered off the pipeline: `notify` only queues; a background task delivers,
+- delivered off the pipeline: `notify` only queues (and audits in the background); a background task delivers,
   retrying a failure (a connection error, a 5xx, a 429) with exponential backoff
   up to `max_attempts`; a 4xx other than 429 is final;
 - every delivery audited: ``outcome_notification_delivered``, ``_failed`` (after
@@ -27,8 +27,9 @@ import contextlib
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -187,14 +188,20 @@ class WebhookNotifier:
         refusal = self._allowlist.refusal(url)
         delivery = _Delivery(delivery_id or f"dlv-{uuid.uuid4().hex}", request_id, url, body)
         if refusal is not None:
-            await self._audit(delivery, "outcome_notification_refused", "denied", refusal, attempts=0)
+            self._background(self._audit(delivery, "outcome_notification_refused", "denied", refusal, attempts=0))
             return refusal
         try:
             self._queue.put_nowait(delivery)
         except asyncio.QueueFull:
-            await self._audit(delivery, "outcome_notification_failed", "failure", "queue full", attempts=0)
+            self._background(self._audit(delivery, "outcome_notification_failed", "failure", "queue full", attempts=0))
             return "queue full"
         return None
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Audit off the caller's path: `notify` never waits on Kafka either."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
         while True:
