@@ -48,7 +48,9 @@ from contracts import (
     topic_name,
 )
 from tests.chat_forgeries import forgeries
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.conftest import RunningStack
+from tests.waits import events, records, until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -101,25 +103,43 @@ def _agent(chat: ChatStack) -> AgentClient:
 
 
 async def _card(chat: ChatStack, request_id: str, want: int = 1, contains: str = "") -> list[tuple[str, str, Any]]:
-    deadline = time.monotonic() + 30
-    while True:
-        cards = [c for c in chat.standin.cards_for(request_id) if contains in str(c[2])]
-        if len(cards) >= want or time.monotonic() > deadline:
-            return cards
-        await asyncio.sleep(0.2)
+    """The stand-in's cards for the request, once `want` of them contain `contains`.
+
+    The stand-in records what chat posts and notifies no one: polled (tests/waits.py).
+    """
+
+    async def cards() -> list[tuple[str, str, Any]]:
+        return [c for c in chat.standin.cards_for(request_id) if contains in str(c[2])]
+
+    return await until(
+        cards, lambda found: len(found) >= want, timeout=30, what=f"{want} card(s) for {request_id} with {contains!r}"
+    )
 
 
 async def _audit_count(chat: ChatStack, audit_type: str, needle: str = "", want: int = 1, also: str = "") -> int:
-    engine = make_engine(chat.running.db_url)
+    """How many such audit events the audit store holds, once `want` are on Kafka and the sink has caught up.
+
+    With `want=0` the count proves a negative: the sink has read everything committed before.
+    """
+    running = chat.running
     kind, wanted, more = f'"audit_type":"{audit_type}"'.encode(), needle.encode(), also.encode()
-    deadline = time.monotonic() + 30
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == AuditEvent.event_type))
-            count = sum(1 for (raw,) in rows if kind in raw and wanted in raw and more in raw)
-        if count >= want or time.monotonic() > deadline:
-            return count
-        await asyncio.sleep(0.3)
+
+    def matches(raw: bytes) -> bool:
+        return kind in raw and wanted in raw and more in raw
+
+    if want:
+        await records(
+            running.kafka_bootstrap,
+            [topic_name(Topic.AUDIT, running.namespace)],
+            lambda r: r.value is not None and matches(r.value),
+            count=want,
+            what=f"{want} x {audit_type} with {needle!r} {also!r}",
+        )
+    await caught_up(running.kafka_bootstrap, running.namespace, running.db_url)
+    engine = make_engine(running.db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == AuditEvent.event_type))
+        return sum(1 for (raw,) in rows if matches(raw))
 
 
 async def test_two_slack_clicks_approve_a_high_risk_request(chat: ChatStack) -> None:
@@ -319,16 +339,16 @@ async def test_an_approval_required_not_proven_by_approvals_gets_no_card_but_a_d
         await publisher.send_and_wait([outgoing_envelope(envelope, topic_name(Topic.OUTCOMES, running.namespace))])
 
     dlq = topic_name(Topic.DLQ, running.namespace)
-    deadline = time.monotonic() + 30
-    while True:
-        letters = [
-            p
-            for p in await read_committed(running.kafka_bootstrap, dlq, range(spec_for(Topic.DLQ).partitions))
-            if isinstance(p, DeadLetter) and p.request_id == request_id and p.consumer.startswith("chat-cards@")
-        ]
-        if letters or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.3)
+
+    def chats(p: object) -> bool:
+        return isinstance(p, DeadLetter) and p.request_id == request_id and p.consumer.startswith("chat-cards@")
+
+    await events(running.kafka_bootstrap, [dlq], lambda e: chats(e.payload), what="chat's dead letter")
+    letters = [
+        p
+        for p in await read_committed(running.kafka_bootstrap, dlq, range(spec_for(Topic.DLQ).partitions))
+        if chats(p) and isinstance(p, DeadLetter)
+    ]
     assert [lt.consumer for lt in letters] == ["chat-cards@0"]
     # Chat's refusal (the gateway's request views refuse the same forgery under their own name).
     assert await _audit_count(chat, "identity_proof_rejected", request_id, also='"consumer":"chat-cards@0"') == 1
