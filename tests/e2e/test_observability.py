@@ -31,9 +31,10 @@ from atb.sdk import AgentClient, BrokerClient, GatewayClient, GatewayError
 from atb.trace.timeline import read_request
 from atb_identity import bundle_path, ensure_svid
 from atb_runtime.logs import REQUIRED_FIELDS
-from contracts import AccountableParty, BrokerDecision, Decision, LegitimateInterest
+from contracts import AccountableParty, BrokerDecision, Decision, LegitimateInterest, Topic, topic_name
 from tests.e2e.conftest import RunningStack
 from tests.unit.test_trace_context import recording
+from tests.waits import events, until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -76,13 +77,21 @@ def _spans(path: Path, trace_id: str) -> list[dict[str, Any]]:
 
 
 async def _until(path: Path, trace_id: str, want: set[tuple[str, str]], seconds: float) -> list[dict[str, Any]]:
-    """The trace's spans once every (service, name) in `want` has ended (a follower's span ends after its sink)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        spans = _spans(path, trace_id)
-        if want <= {(s["service"], s["name"]) for s in spans} or asyncio.get_running_loop().time() > deadline:
-            return spans
-        await asyncio.sleep(0.1)
+    """The trace's spans once every (service, name) in `want` has ended (a follower's span ends after its sink).
+
+    The spans are a file the services' exporters write: polled (tests/waits.py).
+    """
+
+    async def spans() -> list[dict[str, Any]]:
+        return _spans(path, trace_id)
+
+    return await until(
+        spans,
+        lambda found: want <= {(s["service"], s["name"]) for s in found},
+        timeout=seconds,
+        what=f"the spans {sorted(want)} of {trace_id}",
+        interval=0.1,
+    )
 
 
 async def test_one_trace_from_post_issue_to_the_brokers_decision(
@@ -161,13 +170,16 @@ async def test_one_trace_from_post_issue_to_the_brokers_decision(
     # The HTTP decision: made in the decision queue's batch, its record continues the call's server span.
     authorize = by_name[("broker", "POST /v1/authorize")]
     assert authorize["parent_span_id"] == root_id
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:  # the outbox relay publishes right after answering
-        records = await read_request(stack.kafka_bootstrap, request_id, ns)
-        decisions = [r for r in records if isinstance(r.payload, BrokerDecision) and r.envelope is not None]
-        if len(decisions) == 2 or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.2)
+    # The outbox relay publishes right after answering: both decisions are awaited on Kafka.
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(Topic.BROKER_DECISIONS, ns)],
+        lambda e: isinstance(e.payload, BrokerDecision) and e.payload.request_id == request_id,
+        count=2,
+        what=f"both broker decisions of {request_id}",
+    )
+    records = await read_request(stack.kafka_bootstrap, request_id, ns)
+    decisions = [r for r in records if isinstance(r.payload, BrokerDecision) and r.envelope is not None]
     denied = [r.envelope for r in decisions if r.envelope is not None and r.envelope.id != decided.envelope.id]
     assert len(denied) == 1, decisions
     assert denied[0].traceparent is not None
@@ -198,10 +210,13 @@ async def test_every_line_every_service_logged_is_json_with_the_schema(
     logs = {name: proc.log_path for name, proc in stack.stack.processes.items()}
     assert set(SERVICES) <= set(logs), logs
     # The access line is written once the answer is sent: wait for it (bounded), then read every log whole.
-    deadline = asyncio.get_running_loop().time() + 10
-    while "/requests/req-unknown-to-the-gateway" not in logs["gateway"].read_text():
-        assert asyncio.get_running_loop().time() < deadline, "no access line for the probe"
-        await asyncio.sleep(0.05)
+    # The access line is written once the answer is sent, to a log file of another process: polled.
+    await until(
+        lambda: asyncio.to_thread(logs["gateway"].read_text),
+        lambda text: "/requests/req-unknown-to-the-gateway" in text,
+        timeout=10,
+        what="the gateway's access line for the probe",
+    )
     access: list[dict[str, Any]] = []
     for name in SERVICES:
         lines = [line for line in logs[name].read_text().splitlines() if not line.startswith("=== ")]
