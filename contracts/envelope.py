@@ -121,7 +121,10 @@ def make_envelope(
         partitionkey=payload.partition_key(),
         data={},
     )
-    return header.model_copy(update={"data": data})
+    # The header was made here and has not been seen by anyone: `data` goes in place (as
+    # model_copy would put it in the copy, without the copy).
+    header.__dict__["data"] = data
+    return header
 
 
 def _envelope_json(envelope: Envelope) -> tuple[JsonObject, bool]:

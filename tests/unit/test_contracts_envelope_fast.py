@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts import AuditEvent, Envelope, Proof, encode_envelope, make_envelope, signing_bytes
+from contracts import AuditEvent, Envelope, JsonObject, Proof, encode_envelope, make_envelope, signing_bytes
 from contracts.canonical import CanonicalJsonError, canonical_json
 from contracts.envelope import UNSIGNED_ATTRIBUTES, _envelope_json, _plain_body
 
@@ -193,3 +193,36 @@ def test_made_envelopes_take_the_fast_path() -> None:
     assert _plain_body(envelope) is not None
     assert _actual(envelope) == _reference(envelope)
     assert encode_envelope(envelope).startswith(b'{"data":{"actor":')
+
+
+_details = st.dictionaries(_keys, _json, max_size=5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(details=_details, request_id=st.none() | st.text(min_size=1, max_size=20), time=_times)
+def test_make_envelope_is_the_validated_envelope_of_its_payload(
+    details: JsonObject, request_id: str | None, time: datetime
+) -> None:
+    payload = AuditEvent(
+        audit_type="poa_issued",
+        request_id=request_id,
+        actor=SOURCE,
+        outcome="success",
+        details=details,
+        occurred_at=time,
+    )
+    made = make_envelope(payload, source=SOURCE, event_id="evt-1", time=time)
+    validated = Envelope.model_validate(
+        {
+            "id": "evt-1",
+            "source": SOURCE,
+            "type": payload.event_type,
+            "time": time,
+            "subject": request_id,
+            "partitionkey": payload.partition_key(),
+            "data": payload.model_dump(mode="json"),
+        }
+    )
+    assert made == validated
+    assert made.model_fields_set == validated.model_fields_set
+    assert encode_envelope(made) == encode_envelope(validated)
