@@ -7,10 +7,11 @@ transaction is counted again (the audit store holds the exact history).
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
 from prometheus_client import Counter, Histogram
 
-from contracts import PoaIssued, QuorumReached
+from contracts import PoaIssued, QuorumReached, Tier
 
 __all__ = ["ISSUED", "REFUSED", "REQUEST_TO_POA", "count_issued"]
 
@@ -26,6 +27,12 @@ REQUEST_TO_POA = Histogram(
 
 def count_issued(quorum: QuorumReached, issued: PoaIssued, at: datetime) -> None:
     """`at`: when it was issued, to the microsecond (the PoA's own `issued_at` is whole seconds)."""
-    ISSUED.labels(issued.tier.value).inc()
-    waited = (at - quorum.request.requested_at).total_seconds()
-    REQUEST_TO_POA.labels(issued.tier.value).observe(max(0.0, waited))
+    issued_count, request_to_poa = _by_tier(issued.tier)
+    issued_count.inc()
+    request_to_poa.observe(max(0.0, (at - quorum.request.requested_at).total_seconds()))
+
+
+@cache
+def _by_tier(tier: Tier) -> tuple[Counter, Histogram]:
+    """The tier's series, looked up once per tier (`labels` validates and locks on every call)."""
+    return ISSUED.labels(tier.value), REQUEST_TO_POA.labels(tier.value)
