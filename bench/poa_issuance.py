@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope
-from atb_runtime import Incoming, outgoing_envelope
+from atb_runtime import Incoming, Outgoing, outgoing_envelope
 from atb_runtime.agents import load_agent_registry
 from contracts import (
     AccountableParty,
@@ -49,6 +49,9 @@ from issuer.settings import IssuerSettings
 AGENT = "spiffe://atb.local/agent/bench"
 APPROVALS = "spiffe://atb.local/svc/approvals"
 GOAL = 0.6
+CHUNK = 250
+"""Quorums per handler call (a processor batch). The CPU time per PoA is reported for the cheapest
+batch, of the issuer and of the floor alike: on a shared machine the minimum is the steadiest figure."""
 
 
 class _CachedPolicy:
@@ -125,16 +128,22 @@ async def main() -> None:
         )
         service = IssuerService(IssuerSettings(state_dir=state), ring.current, evidence, bundle)
         profiler = cProfile.Profile() if args.profile else None
-        start, cpu_start = time.perf_counter(), time.process_time()
+        out: list[Outgoing] = []
+        chunk_cpu: list[float] = []
+        start = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        out = await service.handle(records)
+        for first in range(0, len(records), CHUNK):
+            cpu_start = time.process_time()
+            out += await service.handle(records[first : first + CHUNK])
+            chunk_cpu.append((time.process_time() - cpu_start) / len(records[first : first + CHUNK]))
         if profiler is not None:
             profiler.disable()
-        poa_seconds, poa_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        poa_seconds = time.perf_counter() - start
         assert sum(1 for o in out if o.topic == "atb.poa.issued") == args.quorums, "not every quorum got a PoA"
         key = ring.current(datetime.now(UTC)).private
-        raw_seconds, floor_seconds, floor_cpu = _floors(key, args.quorums)
+        raw_seconds, floor_seconds, floor_chunks = _floors(key, args.quorums)
+    poa_cpu, floor_cpu = min(chunk_cpu), min(floor_chunks)
     if profiler is not None:
         profiler.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
@@ -148,8 +157,8 @@ async def main() -> None:
         "ratio_vs_floor": round(ratio, 3),
         "goal_ratio": GOAL,
         "ratio_to_goal": round(ratio / GOAL, 3),
-        "cpu_us_per_poa": round(poa_cpu / args.quorums * 1e6),
-        "floor_cpu_us_per_poa": round(floor_cpu / args.quorums * 1e6),
+        "cpu_us_per_poa": round(poa_cpu * 1e6),
+        "floor_cpu_us_per_poa": round(floor_cpu * 1e6),
         "cpu_ratio_vs_floor": round(floor_cpu / poa_cpu, 3),
     }
     if args.json:
@@ -160,14 +169,15 @@ async def main() -> None:
     print(f"raw Ed25519 signatures alone: {raw:,.0f}/s")
     print(f"issuer/floor = {ratio:.3f} (goal ≥ {GOAL})")
     print(
-        f"CPU time per PoA: issuer {report['cpu_us_per_poa']} µs, floor {report['floor_cpu_us_per_poa']} µs;"
+        f"CPU time per PoA (best batch of {CHUNK}): issuer {report['cpu_us_per_poa']} µs,"
+        f" floor {report['floor_cpu_us_per_poa']} µs;"
         f" floor/issuer by CPU time = {report['cpu_ratio_vs_floor']}"
     )
 
 
-def _floors(key: Ed25519PrivateKey, n: int) -> tuple[float, float, float]:
+def _floors(key: Ed25519PrivateKey, n: int) -> tuple[float, float, list[float]]:
     """Seconds for `n` raw signatures, and for `n` times (verify the request, verify the quorum, sign the PoA),
-    and the CPU seconds of the latter.
+    and the CPU seconds per PoA of the latter in each batch of CHUNK.
 
     The floor is the work no issuer can skip: the request's and the quorum's proofs are
     Ed25519 signatures over about a kilobyte each, the PoA one signature. Certificate
@@ -184,12 +194,16 @@ def _floors(key: Ed25519PrivateKey, n: int) -> tuple[float, float, float]:
     for _ in range(n):
         key.sign(payload)
     raw_seconds = time.perf_counter() - start
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        public.verify(request_sig, request)
-        public.verify(quorum_sig, quorum)
-        key.sign(payload)
-    return raw_seconds, time.perf_counter() - start, time.process_time() - cpu_start
+    chunk_cpu = []
+    start = time.perf_counter()
+    for first in range(0, n, CHUNK):
+        cpu_start = time.process_time()
+        for _ in range(first, min(n, first + CHUNK)):
+            public.verify(request_sig, request)
+            public.verify(quorum_sig, quorum)
+            key.sign(payload)
+        chunk_cpu.append((time.process_time() - cpu_start) / (min(n, first + CHUNK) - first))
+    return raw_seconds, time.perf_counter() - start, chunk_cpu
 
 
 if __name__ == "__main__":
