@@ -50,6 +50,7 @@ from tests.e2e.test_console import (  # noqa: F401  # fixtures shared with the c
     _chromium,
     _device,
     _enroll_and_sign_in,
+    _screenshot,
     _until_serving,
     launched_chromium,
 )
@@ -256,6 +257,7 @@ async def test_checkpoint_status_verification_and_legal_holds(stack: Stack, brow
         await bob.click("#verify-now")
         await bob.wait_for_url(f"{stack.console.url}/compliance/status")
         assert await bob.get_attribute("#verify", "data-result") == "ok"
+        await _screenshot(bob, "status.png")
 
         # A DBA changes a stored row: the next verification names it.
         engine = make_engine(stack.audit_url)
