@@ -119,6 +119,8 @@ CONSOLE = {
 }
 """The image's programs: the same interpreter, without the checkout's editable install (-S)."""
 STATE_DEFAULTS = {"checkpoint_key_path", "chat_db_path", "console_db_path", "console_audit_key_path"}
+OPTIONAL_PATHS = {"callback_ca_path"}
+"""Path settings whose unset value has a meaning of its own (the system's CAs)."""
 """Path settings whose default is inside the state folder (a volume), so they may stay unset."""
 PORT_VARS = {
     "ATB_OPS_PORT": "ops",
@@ -727,7 +729,7 @@ async def compose_stack(
     for name in sorted(SERVICES):
         for setting, info in settings_probe(containers[name]).items():
             var = f"ATB_{setting.upper()}"
-            if info["path"] and info["value"] is None and setting not in STATE_DEFAULTS:
+            if info["path"] and info["value"] is None and setting not in STATE_DEFAULTS | OPTIONAL_PATHS:
                 problems.append(f"{name}: {var} is unset (its default is not in the image, or a self-minted dev SVID)")
             if (
                 info["value"]

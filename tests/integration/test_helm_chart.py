@@ -558,6 +558,15 @@ def _template(tools: Tools, values: Mapping[str, Any]) -> subprocess.CompletedPr
             'no entry for connector "sap"',
         ),
         ({"networkPolicy.enabled": True}, "networkPolicy.postgres.to"),
+        (
+            {
+                "networkPolicy.enabled": True,
+                "networkPolicy.postgres.to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+                "issuer.callbackHosts": ["hooks.agents.example"],
+            },
+            "networkPolicy.callbackTo",
+        ),
+        ({"console.rpId": ""}, "console.rpId"),
     ],
 )
 def test_unsafe_or_unknown_choices_do_not_render(tools: Tools, values: dict[str, Any], message: str) -> None:
@@ -656,6 +665,8 @@ def _required(service: str, cls: type[BaseSettings]) -> set[str]:
         "ATB_CONSOLE_AUDIT_KEY_PATH",
         "ATB_STATE_DIR",
     }
+    # Unset means the system's CAs for the agents' callback receivers.
+    required.discard("ATB_CALLBACK_CA_PATH")
     # The SQLite spent store / audit store stay possible for one replica: the chart still sets them.
     return required - set(_image_env(service))
 
@@ -986,3 +997,21 @@ def test_tracing_endpoint_reaches_every_service(tools: Tools) -> None:
     for service in SERVICES:
         assert _container_env(traced, service).get("OTEL_EXPORTER_OTLP_ENDPOINT") == endpoint, service
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in _container_env(plain, service), service
+
+
+def test_outcome_callbacks_are_allowed_only_to_the_listed_hosts(tools: Tools) -> None:
+    """issuer.callbackHosts is the issuer's allowlist (ATB_CALLBACK_HOSTS), and its only way out for them."""
+    peers = [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
+    rendered = render(
+        tools,
+        {
+            "issuer.callbackHosts": ["hooks.agents.example"],
+            "networkPolicy.enabled": True,
+            "networkPolicy.postgres.to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+            "networkPolicy.callbackTo": peers,
+        },
+    )
+    assert json.loads(_container_env(rendered, "issuer")["ATB_CALLBACK_HOSTS"] or "") == ["hooks.agents.example"]
+    egress = rendered.named("NetworkPolicy", "atb-issuer")["spec"]["egress"]
+    assert {"ports": [{"port": 443, "protocol": "TCP"}], "to": peers} in egress
+    assert json.loads(_container_env(render(tools), "issuer")["ATB_CALLBACK_HOSTS"] or "") == []
