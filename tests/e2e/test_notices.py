@@ -149,9 +149,9 @@ async def test_reminders_and_escalation_reach_each_approver_once_and_the_escalat
         def escalated() -> bool:
             return (SLACK["carol"], "Escalated to security") in _slack_dms(n, request_id)
 
-        await _until(escalated, PENDING_S, "the escalation's Slack DM to carol")
+        await _until(escalated, 3 * PENDING_S, "the escalation's Slack DM to carol")
         await _until(
-            lambda: (TEAMS["carol"], "Escalated to security") in _teams_dms(n, request_id), 10, "the Teams escalation"
+            lambda: (TEAMS["carol"], "Escalated to security") in _teams_dms(n, request_id), 30, "the Teams escalation"
         )
         async with ApproverClient(svid=approvers["carol"], bootstrap=n.bootstrap, namespace=n.namespace) as carol:
             await carol.vote(await carol.approval_required(request_id), VoteChoice.APPROVE)
