@@ -14,13 +14,15 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
 
 from atb_runtime.readback import StoredEvent, iter_records, topic_partitions
-from audit_sink.adapters.db import AuditStore, make_engine
-from contracts import Topic, topic_name
+from audit_sink.adapters.db import AuditStore, audit_events, make_engine
+from audit_sink.adapters.db import StoredEvent as StoredRow
+from contracts import AuditEvent, EventPayload, Topic, topic_name
 from tests.waits import events, until
 
-__all__ = ["caught_up", "stored"]
+__all__ = ["audit_rows", "caught_up", "stored", "stored_raw"]
 
 SINK_GROUP = "atb-audit-sink"
 
@@ -66,6 +68,57 @@ async def stored(
     found = await events(bootstrap, [topic_name(topic, namespace)], match, count=count, timeout=timeout, what=what)
     await caught_up(bootstrap, namespace, db_url, timeout=timeout)
     return found
+
+
+async def audit_rows(
+    bootstrap: str,
+    namespace: str,
+    db_url: str,
+    request_id: str,
+    audit_type: str,
+    *,
+    want: int = 1,
+    timeout: float = 60,
+) -> list[StoredRow]:
+    """The stored audit events of `audit_type` for the request, once `want` are on atb.audit and stored."""
+    await stored(
+        bootstrap,
+        namespace,
+        db_url,
+        Topic.AUDIT,
+        lambda e: (
+            isinstance(e.payload, AuditEvent)
+            and e.payload.request_id == request_id
+            and e.payload.audit_type == audit_type
+        ),
+        count=want,
+        timeout=timeout,
+        what=f"{want} x {audit_type} audited for {request_id}",
+    )
+    needle = f'"audit_type":"{audit_type}"'.encode()
+    store = AuditStore(make_engine(db_url), "reader")
+    return [r for r in await asyncio.to_thread(store.for_request, request_id) if needle in r.raw]
+
+
+async def stored_raw(
+    bootstrap: str, namespace: str, db_url: str, kind: type[EventPayload], needle: str, *, timeout: float = 60
+) -> str:
+    """The stored bytes of the first `kind` event containing `needle`, once it is on its topic and stored."""
+    await stored(
+        bootstrap,
+        namespace,
+        db_url,
+        kind.topic,
+        lambda e: isinstance(e.payload, kind) and e.record.value is not None and needle.encode() in e.record.value,
+        timeout=timeout,
+        what=f"a {kind.__name__} with {needle}",
+    )
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        for (raw,) in conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == kind.event_type)):
+            if needle.encode() in raw:
+                return bytes(raw).decode()
+    raise AssertionError(f"the {kind.__name__} with {needle} is on Kafka but not in the audit store")
 
 
 async def _unread(

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import jwt
 import pytest
-from sqlalchemy import select
 
 from atb.dev.stack import ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
-from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
+from audit_sink.adapters.db import StoredEvent
 from broker.adapters.keys import KeyRing as KeyRing_
 from broker.adapters.verify import PoaVerifier
 from contracts import (
@@ -45,6 +44,7 @@ from contracts import (
 )
 from issuer.adapters.announce import publish_keys
 from issuer.adapters.keyring import SigningKeyRing
+from tests.e2e.audit_sync import audit_rows, stored_raw
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -79,14 +79,7 @@ def _approver(stack: RunningStack, name: str) -> ApproverClient:
 
 
 async def _audits(stack: RunningStack, request_id: str, audit_type: str, want: int = 1) -> list[StoredEvent]:
-    store = AuditStore(make_engine(stack.db_url), "reader")
-    deadline = time.monotonic() + 30
-    needle = f'"audit_type":"{audit_type}"'.encode()
-    while True:
-        rows = [r for r in await asyncio.to_thread(store.for_request, request_id) if needle in r.raw]
-        if len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.3)
+    return await audit_rows(stack.kafka_bootstrap, stack.namespace, stack.db_url, request_id, audit_type, want=want)
 
 
 async def test_high_risk_needs_two_distinct_approvers_and_refuses_self_approval(running_stack: RunningStack) -> None:
@@ -300,28 +293,11 @@ async def test_the_issuer_refuses_a_forged_quorum(running_stack: RunningStack, f
 
 
 async def _request_event(stack: RunningStack, request_id: str) -> str:
-    store = AuditStore(make_engine(stack.db_url), "reader")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for row in await asyncio.to_thread(store.for_request, request_id):
-            if row.event_type == IssuanceRequested.event_type:
-                return row.raw.decode()
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{request_id} not in the audit store")
+    return await stored_raw(stack.kafka_bootstrap, stack.namespace, stack.db_url, IssuanceRequested, request_id)
 
 
 async def _vote_event(stack: RunningStack, vote_id: str) -> str:
-    engine = make_engine(stack.db_url)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            for (raw,) in conn.execute(
-                select(audit_events.c.raw).where(audit_events.c.event_type == VoteCast.event_type)
-            ):
-                if vote_id.encode() in raw:
-                    return bytes(raw).decode()
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{vote_id} not in the audit store")
+    return await stored_raw(stack.kafka_bootstrap, stack.namespace, stack.db_url, VoteCast, vote_id)
 
 
 async def test_key_rotation_has_no_gap_for_either_verifier(running_stack: RunningStack) -> None:

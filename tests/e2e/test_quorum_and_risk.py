@@ -14,27 +14,25 @@ and refuses a PoA signed for a lower one.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
 import uuid
 from datetime import UTC, datetime
 
 import jwt
 import pytest
-from sqlalchemy import select
 
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Publisher, outgoing_envelope
 from atb_runtime.readback import read_committed
-from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
+from audit_sink.adapters.db import StoredEvent
 from contracts import (
     AccountableParty,
     ApprovalRequired,
     ContractualNecessity,
     CountedVote,
     Decision,
+    EventPayload,
     IssuanceRequested,
     JsonObject,
     PoaClaims,
@@ -51,6 +49,7 @@ from contracts import (
 from contracts.reasons import ReasonCode
 from issuer.adapters.keyring import SigningKeyRing
 from issuer.adapters.signer import PoaSigner
+from tests.e2e.audit_sync import audit_rows, stored_raw
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -90,14 +89,7 @@ async def _vote(stack: RunningStack, name: str, request_id: str) -> tuple[Approv
 
 
 async def _audits(stack: RunningStack, request_id: str, audit_type: str, want: int = 1) -> list[StoredEvent]:
-    store = AuditStore(make_engine(stack.db_url), "reader")
-    deadline = time.monotonic() + 30
-    needle = f'"audit_type":"{audit_type}"'.encode()
-    while True:
-        rows = [r for r in await asyncio.to_thread(store.for_request, request_id) if needle in r.raw]
-        if len(rows) >= want or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.3)
+    return await audit_rows(stack.kafka_bootstrap, stack.namespace, stack.db_url, request_id, audit_type, want=want)
 
 
 async def _outcomes(stack: RunningStack, request_id: str) -> list[str]:
@@ -106,16 +98,8 @@ async def _outcomes(stack: RunningStack, request_id: str) -> list[str]:
     return [type(p).__name__ for p in payloads if getattr(p, "request_id", None) == request_id]
 
 
-async def _raw_event(stack: RunningStack, event_type: str, needle: str) -> str:
-    engine = make_engine(stack.db_url)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            for (raw,) in conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == event_type)):
-                if needle.encode() in raw:
-                    return bytes(raw).decode()
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no {event_type} with {needle} in the audit store")
+async def _raw_event(stack: RunningStack, kind: type[EventPayload], needle: str) -> str:
+    return await stored_raw(stack.kafka_bootstrap, stack.namespace, stack.db_url, kind, needle)
 
 
 def _forge(stack: RunningStack, token: str, **changes: object) -> str:
@@ -191,12 +175,12 @@ async def test_the_issuer_refuses_a_forged_quorum_of_two_managers(stack: Running
         request_id = await agent.request_poa("sap.payment.execute", "sap:invoice/q2", leg=LEG, params=SMALL)
         required, alice = await _vote(stack, "alice", request_id)
         _, dave = await _vote(stack, "dave", request_id)
-        request_event = await _raw_event(stack, IssuanceRequested.event_type, request_id)
+        request_event = await _raw_event(stack, IssuanceRequested, request_id)
         request = payload_of(decode_envelope(request_event.encode()))
         assert isinstance(request, IssuanceRequested)
         counted = []
         for principal, vote in (("alice", alice), ("dave", dave)):
-            text = await _raw_event(stack, VoteCast.event_type, vote.vote_id)
+            text = await _raw_event(stack, VoteCast, vote.vote_id)
             counted.append(
                 CountedVote(
                     approver_id=principal,

@@ -10,10 +10,8 @@ outside the registry (critical), an agent with two tenants, an unregistered agen
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,10 +24,11 @@ from atb.dev.standins import SystemStandIn
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, BrokerClient, GatewayClient, GatewayError, PoaDeniedError
 from atb_identity import bundle_path, ensure_svid
-from audit_sink.adapters.db import AuditStore, StoredEvent, make_engine
+from audit_sink.adapters.db import StoredEvent
 from contracts import AccountableParty, Decision, LegitimateInterest, RequestDenied, Tier
 from contracts.http import AuthorizeResponse
 from contracts.reasons import ReasonCode
+from tests.e2e.audit_sync import audit_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -127,14 +126,7 @@ async def _tier_asked(env: TenantEnv, request_id: str) -> Tier:
 
 
 async def _audits(env: TenantEnv, request_id: str, audit_type: str) -> list[StoredEvent]:
-    store = AuditStore(make_engine(env.db_url), "reader")
-    deadline = time.monotonic() + 30
-    needle = f'"audit_type":"{audit_type}"'.encode()
-    while True:
-        rows = [r for r in await asyncio.to_thread(store.for_request, request_id) if needle in r.raw]
-        if rows or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.3)
+    return await audit_rows(env.bootstrap, env.namespace, env.db_url, request_id, audit_type)
 
 
 async def _authorize(
