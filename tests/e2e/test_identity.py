@@ -25,16 +25,20 @@ from sqlalchemy import select
 from atb.sdk import GatewayClient, GatewayError
 from atb_identity import Svid, build_certificate, bundle_path, ca_paths, ensure_svid, issue_svid, sign_envelope
 from atb_runtime import Outgoing, Publisher, outgoing_envelope
+from atb_runtime.readback import StoredEvent as ReadEvent
 from audit_sink.adapters.db import AuditStore, StoredEvent, audit_events, make_engine
 from contracts import (
     AccountableParty,
+    AuditEvent,
     DeadLetter,
     IssuanceRequested,
     LegitimateInterest,
+    Topic,
     encode_envelope,
     make_envelope,
     topic_name,
 )
+from tests.e2e.audit_sync import caught_up, stored
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -216,11 +220,14 @@ async def test_unsigned_forged_and_misattributed_requests_are_dead_lettered(runn
             ]
         )
     for request_id in ("forge-unsigned", "forge-tampered", "forge-claim"):
-        rows = await _rows_until(running_stack, request_id, lambda r: r.event_type == DeadLetter.event_type)
+        rows = await _rows_until(running_stack, request_id, Topic.DLQ, lambda kind, _raw: kind == DeadLetter.event_type)
         assert rows, f"{request_id} was not dead-lettered"
-        audits = await _rows_until(running_stack, request_id, lambda r: b"identity_proof_rejected" in r.raw)
+        audits = await _rows_until(
+            running_stack, request_id, Topic.AUDIT, lambda _k, raw: b"identity_proof_rejected" in raw
+        )
         assert audits, f"{request_id}: no identity_proof_rejected audit event"
-    # None of them got a PoA or an outcome.
+    # None of them got a PoA or an outcome: true of everything committed so far once the sink caught up.
+    await caught_up(running_stack.kafka_bootstrap, ns, running_stack.db_url)
     for request_id in ("forge-unsigned", "forge-tampered", "forge-claim"):
         rows = await _rows(running_stack, request_id)
         assert not [r for r in rows if r.event_type.startswith(("atb.approvals.", "atb.poa.issued"))]
@@ -275,33 +282,41 @@ async def _rows(stack: RunningStack, request_id: str) -> list[StoredEvent]:
 
 
 async def _rows_until(
-    stack: RunningStack, request_id: str, keep: Callable[[StoredEvent], bool], timeout: float = 30
+    stack: RunningStack, request_id: str, topic: Topic, keep: Callable[[str, bytes], bool], timeout: float = 30
 ) -> list[StoredEvent]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [row for row in await _rows(stack, request_id) if keep(row)]
-        if rows or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.3)
+    """The request's stored rows that `keep` (event type, bytes) takes, once such an event is on `topic` and stored."""
+
+    def about(e: ReadEvent) -> bool:
+        # The store files an event under its envelope's subject.
+        return e.envelope.subject == request_id and keep(e.envelope.type, e.record.value or b"")
+
+    what = f"{topic.value} of {request_id}"
+    await stored(stack.kafka_bootstrap, stack.namespace, stack.db_url, topic, about, timeout=timeout, what=what)
+    return [row for row in await _rows(stack, request_id) if keep(row.event_type, row.raw)]
 
 
 async def _audit_of_type(
     stack: RunningStack, audit_type: str, *, containing: bytes, timeout: float = 30
 ) -> list[StoredEvent]:
-    """Audit events of a type whose bytes contain `containing` (waits until one arrives)."""
+    """Stored audit events of a type whose bytes contain `containing`, once one is on atb.audit and stored."""
+
+    def hit(e: ReadEvent) -> bool:
+        return (
+            isinstance(p := e.payload, AuditEvent)
+            and p.audit_type == audit_type
+            and containing in (e.record.value or b"")
+        )
+
+    what = f"{audit_type} with {containing!r}"
+    await stored(stack.kafka_bootstrap, stack.namespace, stack.db_url, Topic.AUDIT, hit, timeout=timeout, what=what)
     engine = make_engine(stack.db_url)
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as conn:
-            raws = [
-                StoredEvent(0, row.topic, row.event_type, None, datetime.now(UTC), datetime.now(UTC), row.raw)
-                for row in conn.execute(
-                    select(audit_events.c.topic, audit_events.c.event_type, audit_events.c.raw).where(
-                        audit_events.c.event_type == "atb.audit.event.v1"
-                    )
+    with engine.connect() as conn:
+        raws = [
+            StoredEvent(0, row.topic, row.event_type, None, datetime.now(UTC), datetime.now(UTC), row.raw)
+            for row in conn.execute(
+                select(audit_events.c.topic, audit_events.c.event_type, audit_events.c.raw).where(
+                    audit_events.c.event_type == "atb.audit.event.v1"
                 )
-            ]
-        hits = [row for row in raws if audit_type.encode() in row.raw and containing in row.raw]
-        if hits or time.monotonic() > deadline:
-            return hits
-        await asyncio.sleep(0.3)
+            )
+        ]
+    return [row for row in raws if audit_type.encode() in row.raw and containing in row.raw]
