@@ -15,8 +15,8 @@ from contracts import QuorumReached, VoteChoice
 from contracts.approval_events import ApprovalEscalated, ReminderDue
 from tests.service.bus import Bus, MemoryBus
 from tests.service.clock import Clock
-from tests.service.look import audits, kinds, one, outcomes, poas, required
-from tests.service.world import RecordingSlack, World
+from tests.service.look import audits, dead_letters, kinds, one, outcomes, poas, required
+from tests.service.world import AGENT, RecordingSlack, World
 
 HIGH = "iam.role.assign"
 ALICE, BOB, CAROL, DAVE = "UALICE01", "UBOB0002", "UCAROL03", "UDAVE004"
@@ -106,3 +106,27 @@ async def test_a_denial_tells_the_accountable_party_and_a_closed_request_is_not_
     await bus.settle()
     assert _dms(slack, "Reminder") == []
     assert _dms(slack, "Escalated") == []
+
+
+async def test_a_forged_reminder_messages_nobody_and_is_dead_lettered(bus: Bus, world: World, clock: Clock) -> None:
+    bus, _chat_service, slack = await _chat(bus, world)
+    _, record = world.request("req-n-3", HIGH, accountable="emp-200")
+    await bus.publish([record])
+    await bus.settle()
+    asked = await required(bus, "req-n-3")
+    forged = ReminderDue(
+        request_id="req-n-3",
+        tier=asked.tier,
+        reminder=1,
+        of=2,
+        missing=2,
+        eligible_groups=asked.eligible_groups,
+        request_digest=asked.request_digest,
+        deadline=asked.deadline,
+        sent_at=clock.now(),
+    )
+    await bus.publish([world.signed(forged, AGENT)])  # signed, but by the agent: only approvals may remind
+    await bus.settle()
+    assert _dms(slack, "Reminder") == []
+    letters = [(consumer, code) for consumer, _, _, code in await dead_letters(bus) if consumer.startswith("chat-")]
+    assert len(letters) == 1
