@@ -305,8 +305,8 @@ async def test_bundle_requests_need_a_selection(stack: Stack, browser: Browser) 
 
 
 async def test_an_altered_archived_segment_is_named_not_shown(stack: Stack, browser: Browser) -> None:
-    """Segment 0 changed on the server's disk (behind Object Lock's back): its rows are not shown, the page names
-    it, and the other segment's rows still are. The segment's bytes are restored afterwards."""
+    """Segment 0 changed on the server's disk (behind Object Lock's back): the archive does not verify, so no
+    archived row is shown, the page names the segment, and no bundle is given. Restored afterwards."""
     stored = stack.s3.data_dir / stack.bucket / segment_key(PREFIX, 0)
     original = await asyncio.to_thread(stored.read_bytes)
     context, bob = await _device(browser)
@@ -314,12 +314,15 @@ async def test_an_altered_archived_segment_is_named_not_shown(stack: Stack, brow
         await asyncio.to_thread(stored.write_bytes, original.replace(b'"offset":3', b'"offset":4', 1))
         await _enroll_and_sign_in(stack.console, bob, "bob")
         await bob.goto(f"{stack.console.url}/compliance/requests/{OLD}")
-        segments = await bob.eval_on_selector_all("#timeline li.archived", "items => items.map(i => i.dataset.segment)")
-        assert set(segments) == {"1"}
-        assert len(segments) == len(_rows_of(OLD, range(300, ARCHIVED)))
+        assert await bob.query_selector_all("#timeline li.archived") == []
+        assert len(await bob.query_selector_all("#timeline li.event")) == len(_rows_of(OLD, range(ARCHIVED, TOTAL)))
         problems = await bob.text_content("#archive-problems") or ""
         assert "segment 0" in problems
-        assert "altered" in problems
+        response = await context.request.get(
+            f"{stack.console.url}/compliance/export?request_id={OLD}", headers={"Accept": "application/json"}
+        )
+        assert response.status == 409
+        assert "segment 0" in (await response.json())["message"]
     finally:
         await asyncio.to_thread(stored.write_bytes, original)
         await context.close()

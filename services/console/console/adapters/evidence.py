@@ -15,13 +15,14 @@ checks it.
   OK or the problems) is what the page shows.
 - **Legal holds:** the active holds (`active_holds`).
 - **Archive:** rows that hot retention removed from the database live in the
-  archive's segments. The manifests name the request ids and the occurred-at
-  range of their rows, so a request's or a range's segments are found without
-  reading the others. A segment is used only when its bytes are the ones its
-  manifest names and the manifest's checkpoint verifies with the key; its rows
-  are shown with the segment's number, and its manifest and segment are added
-  to a bundle under `archive/` (`atb audit verify --archive file:///<folder>#archive/`
-  checks them with the rest of the archive).
+  archive's segments. They are read with `audit_sink.archive.read.read_archived`,
+  what `atb trace --archive` reads: the manifests name the request ids and the
+  occurred-at range of their rows, so only the segments of the request (or the
+  range) are downloaded; the whole manifest chain and each segment read are
+  verified with the log's key, and an archive that does not verify gives no row,
+  only the problems, which name the segments. Those segments and their manifests
+  are added to a bundle under `archive/` (`atb audit verify --archive
+  file:///<folder>/archive#<prefix>` checks them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import contextlib
 import io
 import logging
 import tempfile
-import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,10 +43,10 @@ from sqlalchemy import Engine, create_engine, select
 from audit_sink.adapters.db import audit_checkpoints
 from audit_sink.adapters.ledger import active_holds
 from audit_sink.adapters.signing import load_verifier, verify_note
-from audit_sink.archive.format import ArchiveFormatError, Manifest, Segment, sha256_hex
-from audit_sink.archive.objects import ArchiveObjects, open_archive
+from audit_sink.archive.format import Manifest, sha256_hex
+from audit_sink.archive.objects import ArchiveObjects, ArchiveRefusedError, ArchiveUnavailableError, open_archive
+from audit_sink.archive.read import ArchiveTamperedError, read_archived
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
-from audit_sink.domain.times import parse_time
 from audit_sink.evidence import EvidenceError, export_bundle, verify_store
 from console.adapters.audit import RAW_SHOWN, AuditHit, AuditQuery
 
@@ -60,9 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ARCHIVE_SEGMENTS_MAX = 64
-"""At most this many segments are read for one question (a request or a range); the page says so when cut."""
 
 
 class EvidenceUnavailable(Exception):
@@ -107,8 +104,7 @@ class ArchivedRows:
     rows: tuple[AuditHit, ...]
     segments: tuple[int, ...]
     problems: tuple[str, ...]
-    cut: bool = False
-    """More segments matched than ARCHIVE_SEGMENTS_MAX: the oldest are shown."""
+    """Why no row is shown (the archive does not verify, or cannot be read), or notices of a versioned bucket."""
 
 
 @dataclass(frozen=True)
@@ -139,9 +135,6 @@ class EvidenceDesk:
             (lambda: open_archive(archive_url, endpoint=archive_endpoint or None)) if archive_url else None
         )
         self._archive: ArchiveObjects | None = None
-        self._manifests: dict[str, _Sealed] = {}
-        """Manifests read so far, by key: archived objects never change (Object Lock)."""
-        self._archive_lock = threading.Lock()
         self._verify_lock = asyncio.Lock()
         self.last_verify: VerifyResult | None = None
         self._task: asyncio.Task[None] | None = None
@@ -253,7 +246,7 @@ class EvidenceDesk:
                 )
             except EvidenceError as exc:
                 raise EvidenceUnavailable(str(exc)) from exc
-            archived = self._sealed_for(request_id=request_id, since=since, until=until)
+            archived = self._verified_segments(request_id=request_id, since=since, until=until)
             out = io.BytesIO()
             with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zipped:
                 for path in sorted(folder.iterdir()):
@@ -266,46 +259,44 @@ class EvidenceDesk:
     # -- the archive ---------------------------------------------------------------------
 
     def archived(self, query: AuditQuery) -> ArchivedRows:
-        """Archived rows of a request (or a time range) that match the query's other filters, oldest first."""
+        """Archived rows of a request (or a time range) that match the query's other filters, oldest first.
+
+        Read by `audit_sink.archive.read.read_archived` (what `atb trace --archive` reads): the whole manifest
+        chain and each segment read are verified with the log's key; an archive that does not verify gives
+        no row, only the problems, which name the segments."""
         if self._archive_factory is None or not (query.request_id or (query.since and query.until)):
             return ArchivedRows((), (), ())
-        problems: list[str] = []
         try:
-            sealed = self._sealed_for(
-                request_id=query.request_id or None, since=query.since, until=query.until, problems=problems
+            verified = read_archived(
+                self._objects(), self.key(), request_id=query.request_id or None, since=query.since, until=query.until
             )
-        except EvidenceUnavailable as exc:
+        except ArchiveTamperedError as exc:
+            return ArchivedRows((), exc.segments, exc.problems)
+        except (EvidenceUnavailable, ArchiveUnavailableError, ArchiveRefusedError) as exc:
             return ArchivedRows((), (), (str(exc),))
         hits: list[AuditHit] = []
-        segments: list[int] = []
-        for one, data in sealed:
-            segment = Segment.decode(data)
-            segments.append(one.manifest.seq)
-            for entry in segment.entries:
-                row = entry.row
-                if row is None or not _matches(query, row.request_id, row.event_type, row.audit_type, row.producer):
-                    continue
-                if query.since is not None and row.occurred_at < query.since:
-                    continue
-                if query.until is not None and row.occurred_at >= query.until:
-                    continue
-                hits.append(
-                    AuditHit(
-                        entry.seq if entry.seq is not None else -1,
-                        row.topic,
-                        row.event_type,
-                        row.request_id,
-                        row.producer,
-                        row.audit_type,
-                        row.occurred_at,
-                        row.recorded_at,
-                        row.raw[:RAW_SHOWN].decode("utf-8", errors="replace"),
-                        segment=one.manifest.seq,
-                        position=(row.topic, row.partition, row.offset),
-                    )
+        for archived in verified.rows:
+            row = archived.row
+            if not _matches(query, row.request_id, row.event_type, row.audit_type, row.producer):
+                continue
+            if query.until is not None and row.occurred_at >= query.until:
+                continue  # the store's search is [since, until)
+            hits.append(
+                AuditHit(
+                    archived.seq if archived.seq is not None else -1,
+                    row.topic,
+                    row.event_type,
+                    row.request_id,
+                    row.producer,
+                    row.audit_type,
+                    row.occurred_at,
+                    row.recorded_at,
+                    row.raw[:RAW_SHOWN].decode("utf-8", errors="replace"),
+                    segment=archived.segment,
+                    position=(row.topic, row.partition, row.offset),
                 )
-        cut = len(sealed) >= ARCHIVE_SEGMENTS_MAX
-        return ArchivedRows(tuple(hits), tuple(segments), tuple(problems), cut)
+            )
+        return ArchivedRows(tuple(hits), verified.segments, verified.notices)
 
     def _objects(self) -> ArchiveObjects:
         if self._archive is None:
@@ -316,47 +307,35 @@ class EvidenceDesk:
                 raise EvidenceUnavailable(f"the archive cannot be opened: {exc}") from exc
         return self._archive
 
-    def _sealed_for(
-        self,
-        *,
-        request_id: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        problems: list[str] | None = None,
+    def _verified_segments(
+        self, *, request_id: str | None, since: datetime | None, until: datetime | None
     ) -> list[tuple[_Sealed, bytes]]:
-        """The archived segments that may hold the request's rows (or rows in the range), checked: (manifest, bytes)."""
+        """The segments that hold the request's rows (or rows in the range), after `read_archived` verified the
+        chain and them: (manifest, segment bytes) for the bundle. EvidenceUnavailable if the archive does not verify."""
         if self._archive_factory is None or not (request_id or (since and until)):
             return []
-        problems = problems if problems is not None else []
         key = self.key()
-        with self._archive_lock:
-            archive = self._objects()
-            try:
-                keys = archive.list("manifests/")
-            except Exception as exc:
-                raise EvidenceUnavailable(f"the archive cannot be listed: {exc}") from exc
-            for name in keys:
-                if name in self._manifests:
-                    continue
-                data = archive.get(name)
-                if data is None:
-                    continue
-                try:
-                    self._manifests[name] = _Sealed(name, data, Manifest.decode(data))
-                except ArchiveFormatError as exc:
-                    problems.append(f"{name}: {exc}")
-            manifests = [self._manifests[k] for k in keys if k in self._manifests]
-            wanted = [m for m in manifests if _covers(m.manifest, request_id, since, until)]
-            found: list[tuple[_Sealed, bytes]] = []
-            for sealed in wanted[:ARCHIVE_SEGMENTS_MAX]:
-                data = archive.get(sealed.manifest.segment_key)
-                problem = _segment_problem(sealed.manifest, data, key)
-                if problem:
-                    problems.append(f"segment {sealed.manifest.seq}: {problem}")
-                    continue
-                assert data is not None
-                found.append((sealed, data))
-            return found
+        archive = self._objects()
+        try:
+            verified = read_archived(archive, key, request_id=request_id, since=since, until=until)
+        except (ArchiveTamperedError, ArchiveUnavailableError, ArchiveRefusedError) as exc:
+            raise EvidenceUnavailable(f"no bundle: {exc}") from exc
+        wanted = set(verified.segments)
+        found: list[tuple[_Sealed, bytes]] = []
+        for name in archive.list("manifests/"):
+            manifest_bytes = archive.get(name)
+            if manifest_bytes is None:
+                continue
+            manifest = Manifest.decode(manifest_bytes)
+            if manifest.seq not in wanted:
+                continue
+            data = archive.get(manifest.segment_key)
+            problem = _segment_problem(manifest, data, key)
+            if problem:  # a newer version written over the sealed one since it was verified
+                raise EvidenceUnavailable(f"no bundle: segment {manifest.seq}: {problem}")
+            assert data is not None
+            found.append((_Sealed(name, manifest_bytes, manifest), data))
+        return found
 
     async def archived_async(self, query: AuditQuery) -> ArchivedRows:
         return await asyncio.to_thread(self.archived, query)
@@ -374,17 +353,6 @@ def _matches(
             (query.producer, producer),
         )
     )
-
-
-def _covers(manifest: Manifest, request_id: str | None, since: datetime | None, until: datetime | None) -> bool:
-    if request_id is not None and request_id not in manifest.request_ids:
-        return False
-    if since is None and until is None:
-        return request_id is not None
-    if manifest.occurred_from is None or manifest.occurred_until is None:
-        return False
-    first, last = parse_time(manifest.occurred_from), parse_time(manifest.occurred_until)
-    return (until is None or first < until) and (since is None or since <= last)
 
 
 def _segment_problem(manifest: Manifest, data: bytes | None, key: VerifierKey) -> str:
