@@ -22,7 +22,7 @@ from audit_sink.adapters.db import StoredEvent as StoredRow
 from contracts import AuditEvent, EventPayload, Topic, topic_name
 from tests.waits import events, until
 
-__all__ = ["audit_rows", "caught_up", "stored", "stored_raw"]
+__all__ = ["audit_rows", "caught_up", "request_rows", "stored", "stored_raw"]
 
 SINK_GROUP = "atb-audit-sink"
 
@@ -98,6 +98,31 @@ async def audit_rows(
     needle = f'"audit_type":"{audit_type}"'.encode()
     store = AuditStore(make_engine(db_url), "reader")
     return [r for r in await asyncio.to_thread(store.for_request, request_id) if needle in r.raw]
+
+
+async def request_rows(
+    bootstrap: str,
+    namespace: str,
+    db_url: str,
+    request_id: str,
+    kind: type[EventPayload],
+    *,
+    count: int = 1,
+    timeout: float = 60,
+) -> list[StoredRow]:
+    """The request's stored `kind` events, once `count` are on their topic (the subject is the request) and stored."""
+    await stored(
+        bootstrap,
+        namespace,
+        db_url,
+        kind.topic,
+        lambda e: e.envelope.type == kind.event_type and e.envelope.subject == request_id,
+        count=count,
+        timeout=timeout,
+        what=f"{count} x {kind.__name__} of {request_id}",
+    )
+    store = AuditStore(make_engine(db_url), "reader")
+    return [r for r in await asyncio.to_thread(store.for_request, request_id) if r.event_type == kind.event_type]
 
 
 async def stored_raw(

@@ -13,10 +13,8 @@ audit store's rows.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -36,7 +34,6 @@ from atb.policy.server import bundle_server_app
 from atb.policy.status import wait_for_revision
 from atb.sdk import AgentClient
 from atb_identity import ensure_svid
-from audit_sink.adapters.db import AuditStore, make_engine
 from contracts import (
     AccountableParty,
     ApprovalRequired,
@@ -44,7 +41,9 @@ from contracts import (
     BrokerDecision,
     ContractualNecessity,
     Decision,
+    EventPayload,
 )
+from tests.e2e.audit_sync import request_rows
 from tests.integration.test_policy_bundles import _committed_policy, _free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -111,19 +110,12 @@ async def _serves(opa_url: str, revision: str) -> None:
     await wait_for_revision(opa_url, BUNDLE_NAME, lambda r: r.revision == revision and r.error is None, 60.0)
 
 
-async def _audit_payloads(db_url: str, request_id: str, event_type: str, count: int) -> list[dict[str, object]]:
-    """The payloads of `event_type` the audit store holds for the request, once it holds `count` of them."""
-    store = AuditStore(make_engine(db_url), "reader")
-    deadline = time.monotonic() + 60
-    while True:
-        stored = await asyncio.to_thread(store.for_request, request_id)
-        rows = [r for r in stored if r.event_type == event_type]
-        if len(rows) >= count:
-            return [orjson.loads(r.raw)["data"] for r in rows]
-        if time.monotonic() > deadline:
-            found = [(r.event_type, r.raw[:400]) for r in stored]
-            raise AssertionError(f"{count} x {event_type} for {request_id} not in the audit store; found {found}")
-        await asyncio.sleep(0.2)
+async def _audit_payloads(
+    bootstrap: str, namespace: str, db_url: str, request_id: str, kind: type[EventPayload], count: int
+) -> list[dict[str, object]]:
+    """The payloads of `kind` the audit store holds for the request, once `count` are on Kafka and stored."""
+    rows = await request_rows(bootstrap, namespace, db_url, request_id, kind, count=count)
+    return [orjson.loads(r.raw)["data"] for r in rows]
 
 
 async def test_publish_decide_change_rollback_through_the_services(
@@ -134,6 +126,7 @@ async def test_publish_decide_change_rollback_through_the_services(
     await _serves(opa_url, rev_a)
 
     db_url = f"sqlite:///{tmp_path / 'audit.db'}"
+    audit = (kafka_bootstrap, namespace, db_url)
     stack = ServiceStack(StackConfig(kafka_bootstrap, opa_url, tmp_path, namespace=namespace, audit_db_url=db_url))
     await stack.start(ready_timeout=90)
     try:
@@ -155,9 +148,9 @@ async def test_publish_decide_change_rollback_through_the_services(
             assert "tier_too_low" in [r.code for r in denied.reasons]
             # ... and approvals asks for two approvers under B (its changelog records the revision).
             pending = await agent.request_poa("crm.account.read", "crm:account/p3", leg=LEG)
-            [required] = await _audit_payloads(db_url, pending, ApprovalRequired.event_type, 1)
+            [required] = await _audit_payloads(*audit, pending, ApprovalRequired, 1)
             assert (required["tier"], required["required_approvals"]) == ("high", 2)
-            [state, *_] = await _audit_payloads(db_url, pending, ApprovalStateChanged.event_type, 1)
+            [state, *_] = await _audit_payloads(*audit, pending, ApprovalStateChanged, 1)
             requirements = state["requirements"]
             assert isinstance(requirements, dict)
             assert (requirements["tier"], requirements["policy_version"]) == ("high", rev_b)
@@ -174,7 +167,7 @@ async def test_publish_decide_change_rollback_through_the_services(
 
         # The audit store holds each decision with the revision that made it.
         for request_id, revision in ((first, rev_a), (kept, rev_b), (again, rev_a)):
-            [decision] = await _audit_payloads(db_url, request_id, BrokerDecision.event_type, 1)
+            [decision] = await _audit_payloads(*audit, request_id, BrokerDecision, 1)
             assert decision["policy_version"] == revision
     finally:
         await stack.stop()

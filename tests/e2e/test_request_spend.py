@@ -8,8 +8,6 @@ claims with a fresh `jti`, signed with the issuer's own key from its keyring.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -18,11 +16,11 @@ import pytest
 
 from atb.sdk import AgentClient
 from atb_identity import ensure_svid
-from audit_sink.adapters.db import AuditStore, make_engine
 from contracts import AccountableParty, Decision, LegitimateInterest, PoaClaims
 from contracts.reasons import ReasonCode
 from issuer.adapters.keyring import SigningKeyRing
 from issuer.adapters.signer import PoaSigner
+from tests.e2e.audit_sync import audit_rows
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -55,12 +53,11 @@ async def test_a_second_poa_of_a_spent_request_is_refused_and_audited(running_st
     assert again.decision is Decision.DENY
     assert again.codes == (ReasonCode.POA_REQUEST_ALREADY_SPENT,), again.reasons
 
-    store = AuditStore(make_engine(running_stack.db_url), "reader")
-    deadline = time.monotonic() + 30
-    found = False
-    while not found and time.monotonic() < deadline:
-        rows = await asyncio.to_thread(store.for_request, request_id)
-        found = any(b'"audit_type":"poa_request_already_spent"' in row.raw for row in rows)
-        if not found:
-            await asyncio.sleep(0.3)
+    found = await audit_rows(
+        running_stack.kafka_bootstrap,
+        running_stack.namespace,
+        running_stack.db_url,
+        request_id,
+        "poa_request_already_spent",
+    )
     assert found, "the refusal is audited as poa_request_already_spent"
