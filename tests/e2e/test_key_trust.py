@@ -11,7 +11,7 @@ tested in test_approvals.py).
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from sqlalchemy import select
 from atb.sdk import AgentClient
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Publisher, outgoing_envelope
+from atb_runtime.readback import StoredEvent as ReadEvent
 from audit_sink.adapters.db import AuditStore, audit_events, make_engine
 from contracts import (
     AccountableParty,
@@ -39,6 +40,7 @@ from contracts.console_events import PasskeyEnrolled, passkey_key
 from contracts.reasons import ReasonCode
 from issuer.adapters.keys import load_or_create_key
 from issuer.adapters.signer import PoaSigner
+from tests.e2e.audit_sync import caught_up, stored
 from tests.e2e.conftest import RunningStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
@@ -52,18 +54,9 @@ def _key_event(kid: str, jwk: dict[str, str]) -> SigningKeyPublished:
     return SigningKeyPublished(kid=kid, alg="EdDSA", jwk=jwk, issuer=ISSUER, not_before=datetime.now(UTC))
 
 
-async def _letters_for(store: AuditStore, kids: set[str], timeout: float = 30.0) -> set[str]:
+async def _letters_for(stack: RunningStack, kids: set[str]) -> set[str]:
     """The forged kids that the broker's key follower dead-lettered (by the letter's key)."""
-    deadline = time.monotonic() + timeout
-    found: set[str] = set()
-    while found != kids and time.monotonic() < deadline:
-        for kid in kids - found:
-            rows = await asyncio.to_thread(store.for_request, kid)
-            if any(r.event_type == DeadLetter.event_type and b'"consumer":"broker-keys@0"' in r.raw for r in rows):
-                found.add(kid)
-        if found != kids:
-            await asyncio.sleep(0.3)
-    return found
+    return {kid for kid in kids if await _letters_by(stack, kid, {"broker-keys@0"})}
 
 
 async def test_a_key_not_published_by_the_issuer_is_refused(running_stack: RunningStack, tmp_path: Path) -> None:
@@ -78,8 +71,7 @@ async def test_a_key_not_published_by_the_issuer_is_refused(running_stack: Runni
         await publisher.publish([outgoing_envelope(by_agent, keys_topic), outgoing_envelope(unsigned, keys_topic)])
         await publisher.flush()
 
-    store = AuditStore(make_engine(stack.db_url), "reader")
-    assert await _letters_for(store, {agent_kid, unsigned_kid}) == {agent_kid, unsigned_kid}
+    assert await _letters_for(stack, {agent_kid, unsigned_kid}) == {agent_kid, unsigned_kid}
 
     async with AgentClient(
         svid=agent_svid, tenant="acme", bootstrap=stack.kafka_bootstrap, namespace=stack.namespace
@@ -100,19 +92,31 @@ async def test_a_key_not_published_by_the_issuer_is_refused(running_stack: Runni
     assert len(refusals) == 2, "both forged key events are audited as identity_proof_rejected"
 
 
-async def _letters_by(store: AuditStore, key: str, consumers: set[str], timeout: float = 30.0) -> set[str]:
-    """Which of `consumers` dead-lettered the record keyed `key` (stops as soon as all did)."""
-    deadline = time.monotonic() + timeout
-    found: set[str] = set()
-    while found != consumers and time.monotonic() < deadline:
-        rows = await asyncio.to_thread(store.for_request, key)
-        for consumer in consumers - found:
-            marker = f'"consumer":"{consumer}"'.encode()
-            if any(r.event_type == DeadLetter.event_type and marker in r.raw for r in rows):
-                found.add(consumer)
-        if found != consumers:
-            await asyncio.sleep(0.3)
-    return found
+async def _letters_by(stack: RunningStack, key: str, consumers: set[str], timeout: float = 30.0) -> set[str]:
+    """Which of `consumers` dead-lettered the record keyed `key`: each letter awaited on the DLQ, then stored."""
+    for consumer in sorted(consumers):
+        await stored(
+            stack.kafka_bootstrap,
+            stack.namespace,
+            stack.db_url,
+            Topic.DLQ,
+            functools.partial(_letter_of, key, consumer),
+            timeout=timeout,
+            what=f"{consumer} dead-lettering {key}",
+        )
+    rows = await asyncio.to_thread(AuditStore(make_engine(stack.db_url), "reader").for_request, key)
+    return {
+        consumer
+        for consumer in consumers
+        if any(r.event_type == DeadLetter.event_type and f'"consumer":"{consumer}"'.encode() in r.raw for r in rows)
+    }
+
+
+def _letter_of(key: str, consumer: str, event: ReadEvent) -> bool:
+    # The store files a letter under its envelope's subject: the record's key.
+    return (
+        isinstance(event.payload, DeadLetter) and event.payload.consumer == consumer and event.envelope.subject == key
+    )
 
 
 async def test_a_passkey_not_announced_by_the_console_is_refused_by_its_followers_only(
@@ -138,9 +142,8 @@ async def test_a_passkey_not_announced_by_the_console_is_refused_by_its_follower
             [outgoing_envelope(sign_envelope(make_envelope(forged, source=AGENT), agent_svid), keys_topic)]
         )
         await publisher.flush()
-    store = AuditStore(make_engine(stack.db_url), "reader")
     wanted = {"approvals-passkeys@0", "issuer-passkeys@0"}
-    assert await _letters_by(store, passkey_key(forged.credential_id), wanted) == wanted
+    assert await _letters_by(stack, passkey_key(forged.credential_id), wanted) == wanted
     async with AgentClient(
         svid=agent_svid, tenant="acme", bootstrap=stack.kafka_bootstrap, namespace=stack.namespace
     ) as agent:
@@ -148,5 +151,8 @@ async def test_a_passkey_not_announced_by_the_console_is_refused_by_its_follower
         issued = await agent.await_poa(request_id, timeout=60)
         allowed = await agent.invoke("crm.contact.read", "crm:contact/92", poa=issued.token, request_id=request_id)
     assert allowed.decision is Decision.ALLOW, allowed.reasons
+    # No letter from the broker: true of everything committed so far once the sink caught up.
+    await caught_up(stack.kafka_bootstrap, stack.namespace, stack.db_url)
+    store = AuditStore(make_engine(stack.db_url), "reader")
     rows = await asyncio.to_thread(store.for_request, passkey_key(forged.credential_id))
     assert not any(b'"consumer":"broker-keys@0"' in r.raw for r in rows if r.event_type == DeadLetter.event_type)
