@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -26,6 +25,8 @@ from audit_sink.evidence import verify_store
 from contracts import Topic, topic_name
 from tests.audit_db import AuditDb
 from tests.audit_support import event_bytes
+from tests.e2e.audit_sync import caught_up
+from tests.waits import records
 
 TOPICS = (Topic.POA_REQUESTS, Topic.AUDIT, Topic.DLQ, Topic.BROKER_DECISIONS, Topic.KEYS)
 N = 600
@@ -59,17 +60,6 @@ def _stored(url: str) -> list[tuple[str, int, int]]:
         return [(t, int(p), int(o)) for t, p, o in conn.execute(query)]
 
 
-async def _await_stored(
-    url: str, expected: set[tuple[str, int, int]], timeout: float = 60
-) -> list[tuple[str, int, int]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        stored = await asyncio.to_thread(_stored, url)
-        if expected <= set(stored) or time.monotonic() > deadline:
-            return stored
-        await asyncio.sleep(0.3)
-
-
 async def test_sink_stores_every_record_once_through_sigkill_and_signs_checkpoints(
     kafka_bootstrap: str, namespace: str, audit_db: AuditDb, tmp_path: Path
 ) -> None:
@@ -93,16 +83,23 @@ async def test_sink_stores_every_record_once_through_sigkill_and_signs_checkpoin
             assert await stack.kill("audit-sink")
             await stack.restart("audit-sink", ready_timeout=90)
         published = set(sent)
-        stored = await _await_stored(audit_db.owner, published)
+        # Every record published is on Kafka: the sink's positions reaching the end offsets is the event.
+        await caught_up(kafka_bootstrap, namespace, audit_db.owner)
+        stored = await asyncio.to_thread(_stored, audit_db.owner)
         assert published <= set(stored), f"{len(published - set(stored))} records missing"
         # Once per position is the store's key; what can differ is what is stored there: the exact bytes sent.
         rows = await asyncio.to_thread(_stored_raw, audit_db.owner)
         wrong = [pos for pos, value in sent.items() if rows.get(pos) != value]
         assert not wrong, f"{len(wrong)} positions hold other bytes than were sent, e.g. {wrong[:3]}"
-        # A checkpoint (interval 1 s) and its announcement come back through atb.audit: wait for its row.
-        deadline = time.monotonic() + 30
-        while not set(await asyncio.to_thread(_stored, audit_db.owner)) - published and time.monotonic() < deadline:
-            await asyncio.sleep(0.3)
+        # A checkpoint (interval 1 s) and its announcement come back through atb.audit: awaited there, then stored.
+        announced = CHECKPOINT_AUDIT_TYPE.encode()
+        await records(
+            kafka_bootstrap,
+            [topic_name(Topic.AUDIT, namespace)],
+            lambda r: r.value is not None and announced in r.value,
+            what="the sink's checkpoint announcement",
+        )
+        await caught_up(kafka_bootstrap, namespace, audit_db.owner)
     finally:
         await stack.stop()  # a graceful stop signs the last checkpoint
     key = load_verifier(str(key_path) + ".pub")
