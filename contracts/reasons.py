@@ -53,6 +53,7 @@ class ReasonCode(StrEnum):
     DUPLICATE = "duplicate"
     REASON_REQUIRED = "reason_required"  # contracts/justification.py: the tier needs a written reason for this vote
     TIER_REQUIRES_CLI = "tier_requires_cli"
+    STEP_UP_REQUIRED = "step_up_required"  # chat: this tier is approved in the console, with a passkey
     COMPOSITION_NOT_MET = "composition_not_met"  # contracts/quorum.py; also a policy deny
     DELEGATION_NOT_IN_FORCE = "delegation_not_in_force"  # contracts/delegation.py
     DELEGATION_INVALID = "delegation_invalid"

@@ -1015,3 +1015,13 @@ def test_outcome_callbacks_are_allowed_only_to_the_listed_hosts(tools: Tools) ->
     egress = rendered.named("NetworkPolicy", "atb-issuer")["spec"]["egress"]
     assert {"ports": [{"port": 443, "protocol": "TCP"}], "to": peers} in egress
     assert json.loads(_container_env(render(tools), "issuer")["ATB_CALLBACK_HOSTS"] or "") == []
+
+
+def test_chat_links_high_and_critical_approvals_to_the_console(tools: Tools) -> None:
+    """Chat's ATB_CONSOLE_URL is the console's public origin (the browsers' https://<rpId>, or console.origin)."""
+    assert _container_env(render(tools), "chat")["ATB_CONSOLE_URL"] == "https://console.atb.example"
+    rendered = render(
+        tools, {"console.rpId": "approve.example.org", "console.origin": "https://approve.example.org:8443"}
+    )
+    assert _container_env(rendered, "chat")["ATB_CONSOLE_URL"] == "https://approve.example.org:8443"
+    assert _container_env(rendered, "console")["ATB_CONSOLE_ORIGIN"] == "https://approve.example.org:8443"

@@ -131,6 +131,30 @@ async def test_critical_cannot_be_approved_from_chat(bus: Bus, world: World, clo
     assert await bus.records(Topic.VOTES) == []
 
 
+async def test_with_a_console_high_is_approved_there_and_a_chat_approve_is_refused(
+    bus: Bus, world: World, clock: Clock
+) -> None:
+    """ATB_CONSOLE_URL set: the high card's Approve opens the console's page; an approve click casts no vote."""
+    assert isinstance(bus, MemoryBus), "chat's card follower runs on the in-memory bus"
+    await bus.attach(world.approvals()[1])
+    await bus.attach(world.issuer()[1])
+    slack = RecordingSlack()
+    chat = world.chat(bus, slack, console_url="https://console.example")
+    _, record = world.request("req-c-stepup", HIGH)
+    await bus.publish([record])
+    await bus.settle()
+    card = next(iter(slack.cards.values()))
+    buttons = [e for b in card.blocks if b.get("type") == "actions" for e in b["elements"]]  # type: ignore[union-attr]
+    assert buttons[0]["url"] == "https://console.example/requests/req-c-stepup"  # type: ignore[index,call-overload]
+    for action in ("atb_step_up", "atb_approve"):  # the link's own click, and a stale or forged approve
+        answer = await _click(chat, clock, ALICE, "req-c-stepup", action)
+        assert (answer.status, answer.body["error"]) == (200, ReasonCode.STEP_UP_REQUIRED)
+    await bus.settle()
+    assert await bus.records(Topic.VOTES) == []
+    refusals = [t for t, _ in await audits(bus, "req-c-stepup") if t == "chat_vote_refused"]
+    assert len(refusals) == 2
+
+
 async def test_an_approval_required_not_proven_by_approvals_gets_no_card_but_a_dead_letter(
     bus: Bus, world: World
 ) -> None:

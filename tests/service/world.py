@@ -310,10 +310,13 @@ class World:
         )
         return service, sut
 
-    def chat(self, bus: MemoryBus, slack: RecordingSlack) -> ChatService:
+    def chat(self, bus: MemoryBus, slack: RecordingSlack, console_url: str = "") -> ChatService:
         """The chat service as chat/main.py wires it: its card follower on the bus, clicks by `handle_interaction`."""
         settings = ChatSettings(
-            topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
+            topic_namespace=self.namespace,
+            kafka_bootstrap_servers=self.bootstrap,
+            state_dir=self.state,
+            console_url=console_url,
         )
         store = ChatStore(settings.db_url())
         self._closers.append(store.close)

@@ -132,6 +132,7 @@ class ChatService:
         self._source = settings.service_id
         self._ns = settings.topic_namespace
         self._tiers = frozenset(settings.chat_tiers)
+        self._step_up = settings.step_up()
         self._views: dict[str, RequestView] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._teams = teams
@@ -214,7 +215,7 @@ class ChatService:
     async def _sync_card(self, view: RequestView) -> None:
         if self._slack is None or not view.shown:
             return
-        card = render_card(view, self._directory, self._tiers)
+        card = render_card(view, self._directory, self._tiers, self._step_up)
         card_hash = _hash(card)
         posted = self._store.messages(view.request_id)
         try:
@@ -282,6 +283,7 @@ class ChatService:
             already_voted=voted,
             now=datetime.now(UTC),
             team_id=self._settings.slack_team_id,
+            step_up=self._step_up,
         )
         if isinstance(decision, ClickRefused):
             return await self._refuse(click, decision)

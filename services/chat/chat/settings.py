@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from atb_runtime.settings import CommonSettings
+from chat.domain.step_up import StepUp
 from contracts import Tier
 
 __all__ = ["DEFAULT_DIRECTORY", "ChatSettings"]
@@ -23,6 +24,16 @@ class ChatSettings(CommonSettings):
     """The approver directory (Slack user id → principal); default config/approvers.json."""
     chat_tiers: list[Tier] = Field(default_factory=lambda: [Tier.MEDIUM, Tier.HIGH])
     """Tiers that may be approved by a Slack click; others (critical) need `atb vote` with the approver's SVID."""
+    console_url: str = ""
+    """The console's public origin (https://console.example). When set, the Approve button of a `step_up_tiers`
+    card opens the console's request page, where the vote carries the approver's passkey, and an approve click
+    on such a card is refused (`step_up_required`); Deny still works from chat. Empty: no console."""
+    step_up_tiers: list[Tier] = Field(default_factory=lambda: [Tier.HIGH, Tier.CRITICAL])
+    """Tiers approved only in the console with a passkey (when `console_url` is set)."""
+
+    def step_up(self) -> StepUp | None:
+        return StepUp(self.console_url, frozenset(self.step_up_tiers)) if self.console_url else None
+
     chat_host: str = "127.0.0.1"
     chat_port: int = 18444
     """Port of `POST /slack/interactions` (put TLS in front of it: Slack calls an https URL)."""

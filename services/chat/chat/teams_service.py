@@ -95,6 +95,7 @@ class TeamsService:
         self._source = settings.service_id
         self._ns = settings.topic_namespace
         self._tiers: frozenset[Tier] = frozenset(settings.chat_tiers)
+        self._step_up = settings.step_up()
 
     # -- cards ---------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class TeamsService:
         """Post the card of an open request once; afterwards update it whenever what it shows changes."""
         if self._connector is None or not view.shown:
             return
-        card = render_adaptive_card(view, self._directory, self._tiers)
+        card = render_adaptive_card(view, self._directory, self._tiers, self._step_up)
         card_hash = hashlib.sha256(json.dumps(card, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         try:
             posted = self._store.teams_cards(view.request_id)
@@ -160,7 +161,7 @@ class TeamsService:
                 return await self._refuse(action, ClickRefused("wrong_tenant"))
             if view is None or not view.shown:
                 return Answer(200, invoke_answer("This request is not known (yet).", ok=False, error="unknown_request"))
-            card = render_adaptive_card(view, self._directory, self._tiers)
+            card = render_adaptive_card(view, self._directory, self._tiers, self._step_up)
             return Answer(200, invoke_answer("", ok=True, card=card))
         approver = self._directory.resolve(f"teams:{action.aad_object_id}") if action.aad_object_id else None
         voted = approver is not None and self._store.has_voted(action.request_id, approver.principal)
@@ -172,6 +173,7 @@ class TeamsService:
             already_voted=voted,
             now=datetime.now(UTC),
             tenant_id=self._settings.teams_tenant_id,
+            step_up=self._step_up,
         )
         if isinstance(decision, ClickRefused):
             return await self._refuse(action, decision)

@@ -14,13 +14,14 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from chat.domain import APPROVE_ACTION, DENY_ACTION, Click
+from chat.domain import APPROVE_ACTION, DENY_ACTION, STEP_UP_ACTION, Click
 from chat.errors import MalformedInteractionError
 from contracts import VoteChoice
 
 __all__ = ["parse_interaction"]
 
-_CHOICES = {APPROVE_ACTION: VoteChoice.APPROVE, DENY_ACTION: VoteChoice.DENY}
+# The console link is read as an approve: refused as step_up_required (chat.domain.step_up), never a vote.
+_CHOICES = {APPROVE_ACTION: VoteChoice.APPROVE, DENY_ACTION: VoteChoice.DENY, STEP_UP_ACTION: VoteChoice.APPROVE}
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 

@@ -4,7 +4,9 @@ Shows who asks (agent, accountable party), the exact action and its parameters,
 the tier, how many distinct approvers are needed, the deadline, the legal basis
 (`leg`), the ticket for critical, the votes received so far and, once resolved,
 how it ended. Approve / Deny buttons only while the request is open and its tier
-may be approved from chat; otherwise the card says to use `atb vote`.
+may be approved from chat; otherwise the card says to use `atb vote`. For the
+console's step-up tiers (chat.domain.step_up) Approve is a link to the request's
+page in the console.
 
 Everything that comes from the agent is escaped (Slack mrkdwn treats `<...>` as
 links and mentions: an agent must not be able to write `<!channel>` into a card).
@@ -20,15 +22,19 @@ from dataclasses import dataclass
 from pydantic import JsonValue
 
 from chat.domain.eligibility import eligibility_refusal, quorum_hint
+from chat.domain.step_up import StepUp
 from chat.domain.view import RequestView
 from contracts import ApprovalRequired, JsonObject, Tier, VoteChoice
 from contracts.directory import Approver, Directory
 from contracts.requirements import composition_of
 
-__all__ = ["APPROVE_ACTION", "DENY_ACTION", "Card", "TallyView", "render_card", "tally_view"]
+__all__ = ["APPROVE_ACTION", "DENY_ACTION", "STEP_UP_ACTION", "Card", "TallyView", "render_card", "tally_view"]
 
 APPROVE_ACTION = "atb_approve"
 DENY_ACTION = "atb_deny"
+STEP_UP_ACTION = "atb_step_up"
+"""The link button to the console: Slack still sends its click, which is read as an approve and refused
+(`step_up_required`, audited), so no vote can come from it."""
 _MAX_PARAMS = 2500  # a section's text may hold 3000 characters
 _ICONS = {
     "approved": "✅ Approved",
@@ -84,7 +90,9 @@ def tally_view(view: RequestView, directory: Directory) -> TallyView:
     return TallyView(tuple(approvals), tuple(denials), required.required_approvals, still_needed)
 
 
-def render_card(view: RequestView, directory: Directory, chat_tiers: Collection[Tier]) -> Card:
+def render_card(
+    view: RequestView, directory: Directory, chat_tiers: Collection[Tier], step_up: StepUp | None = None
+) -> Card:
     required = view.required
     if required is None:
         raise ValueError(f"request {view.request_id} has no ApprovalRequired: nothing to show")
@@ -95,7 +103,7 @@ def render_card(view: RequestView, directory: Directory, chat_tiers: Collection[
         _params_block(view),
         {"type": "context", "elements": [_mrkdwn(_tally_text(tally))]},
     ]
-    blocks.extend(_footer(view, required, chat_tiers))
+    blocks.extend(_footer(view, required, chat_tiers, step_up))
     status = _ICONS[view.resolution.kind] if view.resolution else "Pending"
     text = f"[{status}] {required.action} on {required.resource} (tier {required.tier.value}) — {view.request_id}"
     return Card(text=escape(text), blocks=tuple(blocks))
@@ -148,7 +156,9 @@ def _tally_text(tally: TallyView) -> str:
     return text
 
 
-def _footer(view: RequestView, required: ApprovalRequired, chat_tiers: Collection[Tier]) -> list[JsonObject]:
+def _footer(
+    view: RequestView, required: ApprovalRequired, chat_tiers: Collection[Tier], step_up: StepUp | None
+) -> list[JsonObject]:
     if view.resolution is not None:
         resolution = view.resolution
         by = f" by {', '.join(resolution.approvers)}" if resolution.approvers else ""
@@ -158,7 +168,23 @@ def _footer(view: RequestView, required: ApprovalRequired, chat_tiers: Collectio
                 "text": _mrkdwn(f"*{_ICONS[resolution.kind]}*{escape(by)}: {escape(resolution.detail)}"),
             }
         ]
+    console: JsonObject | None = None
+    if step_up is not None and step_up.applies(required.tier):
+        console = {
+            "type": "button",
+            "action_id": STEP_UP_ACTION,
+            "text": _plain("Approve in the console"),
+            "style": "primary",
+            "url": step_up.link(view.request_id),
+            "value": view.request_id,
+        }
     if required.tier not in chat_tiers:
+        if console is not None:
+            note = f"Tier *{required.tier.value}*: approve in the console with your passkey; deny with `atb vote`."
+            return [
+                {"type": "section", "text": _mrkdwn(escape(note))},
+                {"type": "actions", "block_id": f"atb:{view.request_id}"[:255], "elements": [console]},
+            ]
         command = f"atb vote {view.request_id} approve --as <you>"
         note = f"Tier *{required.tier.value}* cannot be approved from chat: `{command}`"
         return [{"type": "section", "text": _mrkdwn(escape(note))}]
@@ -168,14 +194,15 @@ def _footer(view: RequestView, required: ApprovalRequired, chat_tiers: Collectio
         "confirm": _plain("Deny"),
         "deny": _plain("Cancel"),
     }
+    approve: JsonObject = console or {
+        "type": "button",
+        "action_id": APPROVE_ACTION,
+        "text": _plain("Approve"),
+        "style": "primary",
+        "value": view.request_id,
+    }
     buttons: list[JsonValue] = [
-        {
-            "type": "button",
-            "action_id": APPROVE_ACTION,
-            "text": _plain("Approve"),
-            "style": "primary",
-            "value": view.request_id,
-        },
+        approve,
         {
             "type": "button",
             "action_id": DENY_ACTION,

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chat.domain.eligibility import eligibility_refusal, slack_identity
+from chat.domain.step_up import StepUp
 from chat.domain.view import RequestView
-from contracts import Tier, VoteChoice
+from contracts import ReasonCode, Tier, VoteChoice
 from contracts.directory import Directory
 from contracts.justification import Justification, needs_reason
 
@@ -67,6 +68,8 @@ _EXPLANATIONS = {
     "duplicate": "You already voted on this request; your vote counts once.",
     "unknown_teams_user": "Your Microsoft Entra account is not in the ATB approver directory: your vote cannot count.",
     "wrong_tenant": "Votes are accepted only from the configured Microsoft Entra tenant.",
+    "step_up_required": "Approvals of this tier carry your passkey: open the request in the ATB console "
+    "(the card's Approve in the console button) and approve there.",
     "reason_required": "This vote needs a written reason: in Teams, write it in the card's reason field; "
     'from Slack, vote with `atb vote <request-id> approve|deny --as <you> --reason "..."`.',
 }
@@ -85,6 +88,7 @@ def decide_click(
     already_voted: bool,
     now: datetime,
     team_id: str = "",
+    step_up: StepUp | None = None,
 ) -> CastVote | ClickRefused:
     """The vote this click casts, or why it casts none (first failing rule wins)."""
     if team_id and click.team_id != team_id:
@@ -98,6 +102,7 @@ def decide_click(
         chat_tiers=chat_tiers,
         already_voted=already_voted,
         now=now,
+        step_up=step_up,
     )
 
 
@@ -113,6 +118,7 @@ def decide_vote(
     now: datetime,
     unknown_user: str = "unknown_user",
     reason: str = "",
+    step_up: StepUp | None = None,
 ) -> CastVote | ClickRefused:
     """The vote a chat user (`identity`, as the directory spells it) casts, or why none: Slack and Teams alike."""
     required = view.required if view is not None else None
@@ -125,6 +131,9 @@ def decide_vote(
     approver = directory.resolve(identity)
     if approver is None:
         return ClickRefused(unknown_user)
+    if choice is VoteChoice.APPROVE and step_up is not None and step_up.applies(required.tier):
+        # Before eligibility: the console judges it there, with the passkey (critical included).
+        return ClickRefused(ReasonCode.STEP_UP_REQUIRED, approver.principal)
     escalation = (view.escalation.groups, view.escalation.at) if view.escalation is not None else None
     refusal = eligibility_refusal(approver, required, directory, chat_tiers, escalation=escalation, at=now)
     if refusal is not None:

@@ -27,6 +27,7 @@ from pydantic import JsonValue
 
 from chat.domain.card import tally_view
 from chat.domain.click import CastVote, ClickRefused, decide_vote
+from chat.domain.step_up import StepUp
 from chat.domain.view import RequestView
 from contracts import ApprovalRequired, JsonObject, Tier, VoteChoice
 from contracts.directory import Directory
@@ -95,6 +96,7 @@ def decide_teams_action(
     already_voted: bool,
     now: datetime,
     tenant_id: str = "",
+    step_up: StepUp | None = None,
 ) -> CastVote | ClickRefused:
     """The vote this action casts, or why it casts none (first failing rule wins)."""
     if tenant_id and action.tenant_id != tenant_id:
@@ -114,10 +116,13 @@ def decide_teams_action(
         already_voted=already_voted,
         now=now,
         reason=action.reason,
+        step_up=step_up,
     )
 
 
-def render_adaptive_card(view: RequestView, directory: Directory, chat_tiers: Collection[Tier]) -> JsonObject:
+def render_adaptive_card(
+    view: RequestView, directory: Directory, chat_tiers: Collection[Tier], step_up: StepUp | None = None
+) -> JsonObject:
     """The Adaptive Card (1.4, Universal Actions) of this request, as Teams shows it."""
     required = view.required
     if required is None:
@@ -152,7 +157,15 @@ def render_adaptive_card(view: RequestView, directory: Directory, chat_tiers: Co
         return card
     data: JsonObject = {"request_id": view.request_id}
     card["refresh"] = {"action": {"type": "Action.Execute", "verb": REFRESH_VERB, "data": data}}
+    console: JsonObject | None = None
+    if step_up is not None and step_up.applies(required.tier):
+        # Approve opens the console's page: the vote there carries the approver's passkey (chat.domain.step_up).
+        console = {"type": "Action.OpenUrl", "title": "Approve in the console", "url": step_up.link(view.request_id)}
     if required.tier not in chat_tiers:
+        if console is not None:
+            body.append(_runs(("", f'Deny with: atb vote {view.request_id} deny --as <you> --reason "..."')))
+            card["actions"] = [console]
+            return card
         note = f"Tier {required.tier.value} cannot be approved from chat: atb vote {view.request_id} approve --as <you>"
         body.append(_runs(("", note)))
         return card
@@ -191,7 +204,7 @@ def render_adaptive_card(view: RequestView, directory: Directory, chat_tiers: Co
     if view.justification in (Justification.APPROVE, Justification.BOTH):
         # The policy asks approvals of this tier for a reason too (contracts.justification).
         approve = {"type": "Action.ShowCard", "title": "Approve…", "card": _reasoned(approve, "Why approve?")}
-    card["actions"] = [approve, {"type": "Action.ShowCard", "title": "Deny…", "card": deny_card}]
+    card["actions"] = [console or approve, {"type": "Action.ShowCard", "title": "Deny…", "card": deny_card}]
     return card
 
 
