@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from audit_sink.archive.check import ArchiveReport, verify_archive
 from audit_sink.archive.objects import S3Archive
 from tests.audit_support import ORIGIN
 from tests.e2e.test_audit_sink import _publish
+from tests.waits import until
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +73,14 @@ async def test_the_sink_seals_its_log_into_the_locked_archive_on_schedule(
     report: ArchiveReport | None = None
     try:
         await _publish(kafka_bootstrap, namespace, 0, 300)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            report = await asyncio.to_thread(verify_archive, archive, key)
-            if report.ok and report.leaves >= 300:
-                break
-            await asyncio.sleep(0.5)  # polls the archive until the sink's rounds have sealed every event
-        else:
-            raise AssertionError(f"the sink did not archive 300 events within 90 s: {report}")
+        # The archive is objects the sink writes to S3 on its schedule: nothing on Kafka says they are there.
+        report = await until(
+            lambda: asyncio.to_thread(verify_archive, archive, key),
+            lambda found: found.ok and found.leaves >= 300,
+            timeout=90,
+            what="the sink archiving 300 events",
+            interval=0.5,
+        )
     finally:
         await stack.stop()
     assert report is not None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -27,6 +26,7 @@ from audit_sink.evidence import OutsideCheckpoints, verify_store
 from tests.audit_db import AuditDb
 from tests.audit_support import ORIGIN, bypassing_triggers
 from tests.e2e.test_audit_sink import _publish
+from tests.waits import until
 from tests.witness_support import witness_process
 
 
@@ -55,14 +55,14 @@ async def test_the_sink_submits_and_stores_cosignatures(
         store = AuditStore(make_engine(audit_db.owner), "")
         try:
             await _publish(kafka_bootstrap, namespace, 0, 250)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                sizes = await asyncio.to_thread(store.cosigned_sizes)
-                if sizes.get(witness.key.key_id.hex(), 0) >= 250:
-                    break
-                await asyncio.sleep(0.3)
-            else:
-                raise AssertionError(f"no cosignature covering 250 events: {sizes}")
+            # The sink stores the witness's cosignatures (fetched over HTTP, never on Kafka) in its database.
+            await until(
+                lambda: asyncio.to_thread(store.cosigned_sizes),
+                lambda sizes: sizes.get(witness.key.key_id.hex(), 0) >= 250,
+                timeout=60,
+                what="a cosignature covering 250 events",
+                interval=0.3,
+            )
         finally:
             await stack.stop()  # a graceful stop signs and submits the last checkpoint
         notes = await asyncio.to_thread(store.cosigned_notes)
@@ -118,15 +118,14 @@ async def test_a_stack_with_a_witness_runs_it_and_the_sink_is_witnessed(
     store = AuditStore(make_engine(db_url), "")
     try:
         await _publish(kafka_bootstrap, namespace, 0, 60)
-        deadline = time.monotonic() + 60
-        sizes: dict[str, int] = {}
-        while time.monotonic() < deadline:
-            sizes = await asyncio.to_thread(store.cosigned_sizes)
-            if sizes.get(key.key_id.hex(), 0) >= 60:
-                break
-            await asyncio.sleep(0.3)  # polls the store until the witness's cosignature is there
-        else:
-            raise AssertionError(f"the stack's witness cosigned no checkpoint covering 60 events: {sizes}")
+        # The sink stores the witness's cosignatures (fetched over HTTP, never on Kafka) in its database.
+        await until(
+            lambda: asyncio.to_thread(store.cosigned_sizes),
+            lambda sizes: sizes.get(key.key_id.hex(), 0) >= 60,
+            timeout=60,
+            what="the stack's witness cosigning a checkpoint covering 60 events",
+            interval=0.3,
+        )
     finally:
         await stack.stop()
     log_key = load_or_create_signer(tmp_path / "audit" / "checkpoint.key", ORIGIN).verifier
