@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -13,8 +12,10 @@ from typer.testing import CliRunner
 from atb.cli import app
 from atb.sdk import AgentClient
 from atb_identity import ensure_svid
-from contracts import AccountableParty, LegitimateInterest
+from contracts import AccountableParty, BrokerDecision, LegitimateInterest, Topic, topic_name
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.conftest import RunningStack
+from tests.waits import events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -39,17 +40,23 @@ async def test_a_rebuilt_range_is_identical_and_tampering_shows(
     async with AgentClient(
         svid=svid, tenant="acme", bootstrap=running_stack.kafka_bootstrap, namespace=running_stack.namespace
     ) as agent:
+        requests = []
         for i in range(5):
             request_id = await agent.request_poa("crm.contact.read", f"crm:contact/{i}", leg=LEG)
             issued = await agent.await_poa(request_id, timeout=60)
             await agent.invoke("crm.contact.read", f"crm:contact/{i}", poa=issued.token, request_id=request_id)
-    # The sink stores asynchronously: wait until the live store has caught up with Kafka.
-    deadline = time.monotonic() + 60
-    while True:
-        doc = await asyncio.to_thread(_replay, running_stack, monkeypatch)
-        if doc["identical"] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
+            requests.append(request_id)
+    # The broker's outbox publishes the decisions after answering: awaited on Kafka, then the
+    # sink caught up with everything committed so far, so the live store is complete.
+    await events(
+        running_stack.kafka_bootstrap,
+        [topic_name(Topic.BROKER_DECISIONS, running_stack.namespace)],
+        lambda e: isinstance(e.payload, BrokerDecision) and e.payload.request_id in requests,
+        count=len(requests),
+        what="the five broker decisions",
+    )
+    await caught_up(running_stack.kafka_bootstrap, running_stack.namespace, running_stack.db_url)
+    doc = await asyncio.to_thread(_replay, running_stack, monkeypatch)
     assert doc["identical"], doc
     assert isinstance(doc["compared"], int)
     assert doc["compared"] > 40
