@@ -567,6 +567,16 @@ def _template(tools: Tools, values: Mapping[str, Any]) -> subprocess.CompletedPr
             "networkPolicy.callbackTo",
         ),
         ({"console.rpId": ""}, "console.rpId"),
+        ({"console.audit.enabled": True}, "console.audit.verifierKey"),
+        (
+            {
+                "console.audit.enabled": True,
+                "console.audit.verifierKey": "k",
+                "postgres.audit.store": "sqlite",
+                "auditSink.replicas": 1,
+            },
+            "postgres.audit.store=postgres",
+        ),
     ],
 )
 def test_unsafe_or_unknown_choices_do_not_render(tools: Tools, values: dict[str, Any], message: str) -> None:
@@ -1025,3 +1035,33 @@ def test_chat_links_high_and_critical_approvals_to_the_console(tools: Tools) -> 
     )
     assert _container_env(rendered, "chat")["ATB_CONSOLE_URL"] == "https://approve.example.org:8443"
     assert _container_env(rendered, "console")["ATB_CONSOLE_ORIGIN"] == "https://approve.example.org:8443"
+
+
+def test_the_console_compliance_view_reads_the_audit_store_with_its_own_role_and_the_logs_key(tools: Tools) -> None:
+    key = "atb.local/audit+0123abcd+" + "A" * 44
+    rendered = render(
+        tools,
+        {
+            "console.audit.enabled": True,
+            "console.audit.verifierKey": key,
+            "console.audit.archiveUrl": "s3://atb-audit/prod",
+            "networkPolicy.enabled": True,
+            "networkPolicy.postgres.to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+        },
+    )
+    env = _container_env(rendered, "console")
+    assert env["ATB_CONSOLE_AUDIT_DB_URL"] == (
+        "postgresql+psycopg://atb_console_ro@postgres.atb.svc:5432/atb_audit?sslmode=require"
+    )
+    assert env["ATB_CONSOLE_AUDIT_ARCHIVE_URL"] == "s3://atb-audit/prod"
+    pod = rendered.workload("console")["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    password = next(e for e in main["env"] if e["name"] == "PGPASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "atb-console-audit-db", "key": "password"}
+    mount = next(m for m in main["volumeMounts"] if m["name"] == "audit-verifier")
+    assert env["ATB_CONSOLE_AUDIT_KEY_PATH"] == f"{mount['mountPath']}/verifier.pub"
+    assert rendered.named("ConfigMap", "atb-audit-verifier")["data"] == {"verifier.pub": key}
+    egress = rendered.named("NetworkPolicy", "atb-console")["spec"]["egress"]
+    assert any(p["port"] == 5432 for rule in egress for p in rule["ports"]), "the console cannot reach PostgreSQL"
+    # Off by default: no audit access at all.
+    assert "ATB_CONSOLE_AUDIT_DB_URL" not in _container_env(render(tools), "console")
