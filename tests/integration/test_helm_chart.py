@@ -1065,3 +1065,8 @@ def test_the_console_compliance_view_reads_the_audit_store_with_its_own_role_and
     assert any(p["port"] == 5432 for rule in egress for p in rule["ports"]), "the console cannot reach PostgreSQL"
     # Off by default: no audit access at all.
     assert "ATB_CONSOLE_AUDIT_DB_URL" not in _container_env(render(tools), "console")
+
+
+def test_approvals_and_the_issuer_share_the_pending_window(tools: Tools) -> None:
+    rendered = render(tools, {"maxPendingSeconds": 3600})
+    assert {_container_env(rendered, s)["ATB_MAX_PENDING_SECONDS"] for s in ("approvals", "issuer")} == {"3600"}
