@@ -16,7 +16,10 @@ and limit, as a prepared text statement. The searches:
 - event type, audit name, producer (each alone);
 - a one-hour window 20 days back (a time range alone);
 - audit name + producer + a one-day window;
-- page 40 of an event type (`before=` the previous page's last seq: no OFFSET).
+- page 40 of an event type (`before=` the previous page's last seq: no OFFSET);
+- agent, action, tier, outcome (each alone: the facets the sink keeps in
+  `audit_event_facets`, read by the sink from the events' JSON), agent + tier +
+  a one-day window, and page 20 of an outcome.
 
 Each is run `--repeat` times (the first run warms the caches and is dropped);
 the median and the worst are printed with the goal: every search under 1 s
@@ -73,6 +76,9 @@ EVENT_TYPES = [
     "atb.approvals.request_state.v1",
     "atb.keys.signing_key_published.v1",
 ]
+AGENTS = [f"spiffe://atb.local/agent/bot-{n:03d}" for n in range(199)]  # prime to 8: each agent in every type
+ACTIONS = [f"app{n}.record.update" for n in range(12)]
+TIERS = ["low", "medium", "high", "critical"]
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
 
@@ -83,7 +89,20 @@ def _rows(start: int, count: int, total: int) -> list[AuditRow]:
         at = NOW - SPAN + SPAN * (i / total)
         event_type = EVENT_TYPES[i % len(EVENT_TYPES)]
         audit_type = AUDIT_NAMES[(i // 8) % len(AUDIT_NAMES)] if event_type == "atb.audit.event.v1" else None
-        raw = json.dumps({"type": event_type, "data": {"i": i, "request_id": f"req-{i % 5000:05d}"}}).encode()
+        who = {"agent_id": AGENTS[i % len(AGENTS)], "action": ACTIONS[i % len(ACTIONS)], "tier": TIERS[(i // 3) % 4]}
+        data = {
+            "i": i,
+            "request_id": f"req-{i % 5000:05d}",
+            **who,
+            "action_tier": who["tier"],
+            "decision": "deny" if i % 16 == 5 else "allow",
+            "outcome": "success",
+            "details": who,
+            "request": who,
+            "requirements": {"tier": who["tier"]},
+            "status": "open",
+        }
+        raw = json.dumps({"type": event_type, "data": data}).encode()
         rows.append(
             AuditRow(
                 "atb.audit", i % 6, i // 6, f"evt-{i:07d}", event_type, f"req-{i % 5000:05d}",
@@ -112,6 +131,8 @@ class Search:
     query: AuditQuery
     bare_where: str
     params: dict[str, object]
+    faceted: bool = False
+    """The bare query joins the facets and orders by their seq (as the reader does)."""
 
 
 def _searches(engine: Engine, total: int) -> list[Search]:
@@ -124,7 +145,14 @@ def _searches(engine: Engine, total: int) -> list[Search]:
                 {"t": EVENT_TYPES[3]},
             ).scalars()
         )
+        denied = list(
+            conn.execute(
+                text("SELECT seq FROM audit_event_facets WHERE outcome = 'deny' ORDER BY seq DESC LIMIT 1 OFFSET 950")
+            ).scalars()
+        )
     page40 = int(seqs[0]) if seqs else total
+    page20 = int(denied[0]) if denied else total
+    agent, action = AGENTS[17], ACTIONS[5]
     return [
         Search("request id", AuditQuery(request_id="req-01234"), "request_id = :r", {"r": "req-01234"}),
         Search("event type", AuditQuery(event_type=EVENT_TYPES[4]), "event_type = :t", {"t": EVENT_TYPES[4]}),
@@ -147,6 +175,24 @@ def _searches(engine: Engine, total: int) -> list[Search]:
             AuditQuery(event_type=EVENT_TYPES[3], before=page40),
             "event_type = :t AND seq < :b",
             {"t": EVENT_TYPES[3], "b": page40},
+        ),
+        Search("agent", AuditQuery(agent_id=agent), "f.agent_id = :g", {"g": agent}, faceted=True),
+        Search("action", AuditQuery(action=action), "f.action = :c", {"c": action}, faceted=True),
+        Search("tier", AuditQuery(tier="critical"), "f.tier = :t", {"t": "critical"}, faceted=True),
+        Search("outcome", AuditQuery(outcome="deny"), "f.outcome = :o", {"o": "deny"}, faceted=True),
+        Search(
+            "agent + tier + 1 day",
+            AuditQuery(agent_id=agent, tier=TIERS[1], since=day, until=day + timedelta(days=1)),
+            "f.agent_id = :g AND f.tier = :t AND occurred_at >= :s AND occurred_at < :u",
+            {"g": agent, "t": TIERS[1], "s": day, "u": day + timedelta(days=1)},
+            faceted=True,
+        ),
+        Search(
+            "outcome, page 20",
+            AuditQuery(outcome="deny", before=page20),
+            "f.outcome = :o AND f.seq < :b",
+            {"o": "deny", "b": page20},
+            faceted=True,
         ),
     ]
 
@@ -175,7 +221,12 @@ def measure(url: str, backend: str, total: int, repeat: int) -> dict[str, object
         worst = 0.0
         for search in _searches(engine, total):
             where = search.bare_where  # the bench's own constant predicates, with bound parameters
-            bare = text(f"SELECT seq FROM audit_events WHERE {where} ORDER BY seq DESC LIMIT 50")  # noqa: S608
+            if search.faceted:
+                joined = "audit_events JOIN audit_event_facets f ON f.seq = audit_events.seq"
+                sql = f"SELECT f.seq FROM {joined} WHERE {where} ORDER BY f.seq DESC LIMIT 50"  # noqa: S608
+            else:
+                sql = f"SELECT seq FROM audit_events WHERE {where} ORDER BY seq DESC LIMIT 50"  # noqa: S608
+            bare = text(sql)
 
             def run_bare(statement: TextClause = bare, params: dict[str, object] = search.params) -> list[object]:
                 with engine.connect() as conn:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -168,6 +169,7 @@ async def console(
 
 
 AUDITED = "req-audit-1"
+FACET_AGENTS = ("spiffe://atb.local/agent/finance-bot", "spiffe://atb.local/agent/crm-bot")
 
 
 def _stored_audit_events(url: str) -> None:
@@ -180,7 +182,12 @@ def _stored_audit_events(url: str) -> None:
     rows = []
     for i in range(65):
         request_id = AUDITED if i < 60 else "req-audit-2"
-        raw = json.dumps({"type": "atb.audit.event.v1", "data": {"n": i, "note": "<script>alert(1)</script>"}})
+        # Facets (audit_sink/domain/facets.py): an AuditEvent's outcome, and agent, action, tier from its details.
+        action = "sap.payment.execute" if i % 3 == 0 else "crm.contact.update"
+        details = {"agent_id": FACET_AGENTS[i % 2], "action": action, "tier": "high" if i % 2 else "low"}
+        data = {"n": i, "note": "<script>alert(1)</script>", "outcome": "failure" if i % 4 == 0 else "success",
+                "details": details}  # fmt: skip
+        raw = json.dumps({"type": "atb.audit.event.v1", "data": data})
         at = start + timedelta(seconds=i)
         rows.append(
             AuditRow(
@@ -776,6 +783,27 @@ async def test_compliance_search_and_timeline_are_for_the_compliance_group(conso
         assert len(await bob.query_selector_all("#timeline li.event")) == 5
         assert "<script>alert(1)</script>" in (await bob.text_content("#timeline") or "")
         assert await bob.evaluate("document.scripts.length") == 1
+        # One search per facet: the form's fields, then the facets from the URL (65 events: i = 0..64).
+        await bob.goto(f"{console.url}/compliance")
+        await bob.fill("#agent_id", FACET_AGENTS[0])
+        await bob.click("#search button[type=submit]")
+        await bob.wait_for_url("**/compliance?**")
+        assert len(await bob.query_selector_all("tr.event")) == 33  # i even
+        assert await bob.input_value("#agent_id") == FACET_AGENTS[0]
+        for facet, value, count in (
+            ("action", "sap.payment.execute", 22),  # i % 3 == 0
+            ("tier", "high", 32),  # i odd
+            ("outcome", "failure", 17),  # i % 4 == 0
+            ("outcome", "deny", 0),
+        ):
+            await bob.goto(f"{console.url}/compliance?{urlencode({facet: value})}")
+            assert len(await bob.query_selector_all("tr.event")) == count, (facet, value)
+        await bob.select_option("#tier", "low")
+        await bob.select_option("#outcome", "failure")
+        await bob.fill("#request_id", "req-audit-2")
+        await bob.click("#search button[type=submit]")
+        await bob.wait_for_url("**/compliance?**")
+        assert len(await bob.query_selector_all("tr.event")) == 2  # i = 60, 64: req-audit-2, even, multiples of 4
         response = await bob.goto(f"{console.url}/compliance?since=yesterday")
         assert response is not None
         assert response.status == 400

@@ -211,6 +211,14 @@ async def test_timeline_search_and_bundle_read_the_archive_for_old_requests(
         await bob.goto(f"{stack.console.url}/compliance?request_id={OLD}")
         assert len(await bob.query_selector_all("tr.archived-event")) == len(_rows_of(OLD, range(ARCHIVED)))
         assert len(await bob.query_selector_all("tr.event")) == len(_rows_of(OLD, range(ARCHIVED, TOTAL)))
+        # A facet filters archived rows as it filters stored ones (read from their bytes as the sink reads them):
+        # every decodable event here is an AuditEvent whose outcome is `success`.
+        await bob.goto(f"{stack.console.url}/compliance?request_id={OLD}&outcome=success")
+        assert len(await bob.query_selector_all("tr.archived-event")) == len(_rows_of(OLD, range(ARCHIVED)))
+        assert len(await bob.query_selector_all("tr.event")) == len(_rows_of(OLD, range(ARCHIVED, TOTAL)))
+        await bob.goto(f"{stack.console.url}/compliance?request_id={OLD}&outcome=failure")
+        assert await bob.query_selector_all("tr.archived-event") == []
+        assert await bob.query_selector_all("tr.event") == []
 
         # The request's bundle: `atb audit export`'s folder for the stored rows, the archived segments beside it.
         folder = await _download(bob, "#export", tmp_path / "request")

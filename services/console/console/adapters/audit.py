@@ -5,7 +5,10 @@ reads it, through its own description of the columns it needs, on a URL that
 should be a read-only role on PostgreSQL (`ATB_CONSOLE_AUDIT_DB_URL`). Searches
 filter on indexed columns (request id, event type, audit name, producer) and a
 time range, newest first, and page by the primary key (`seq`): a page is
-`seq < before`, never an OFFSET, so every page costs the same.
+`seq < before`, never an OFFSET, so every page costs the same. Agent, action,
+tier and outcome live inside the stored JSON; the sink keeps them, indexed with
+`seq`, in `audit_event_facets` (migration 0010, audit_sink/domain/facets.py), and
+a search on any of them walks that table's index newest first and joins the rows.
 """
 
 from __future__ import annotations
@@ -49,6 +52,16 @@ audit_events = Table(
     Column("audit_type", String(64)),
 )
 
+audit_event_facets = Table(
+    "audit_event_facets",
+    _metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("agent_id", String(255)),
+    Column("action", String(128)),
+    Column("tier", String(16)),
+    Column("outcome", String(32)),
+)
+
 _SHOWN = tuple(
     audit_events.c[name]
     for name in (
@@ -78,6 +91,10 @@ class AuditQuery:
     producer: str = ""
     since: datetime | None = None
     until: datetime | None = None
+    agent_id: str = ""
+    action: str = ""
+    tier: str = ""
+    outcome: str = ""
     before: int | None = None
     """Page: only rows with `seq` below this (the previous page's last seq)."""
 
@@ -110,8 +127,20 @@ class AuditReader:
         await asyncio.to_thread(self.close)
 
     def search(self, query: AuditQuery, *, limit: int = PAGE) -> list[AuditHit]:
-        c = audit_events.c
+        c, f = audit_events.c, audit_event_facets.c
         statement = select(*_SHOWN)
+        facets = [
+            (column, value)
+            for column, value in ((f.agent_id, query.agent_id), (f.action, query.action), (f.tier, query.tier),
+                                  (f.outcome, query.outcome))
+            if value
+        ]  # fmt: skip
+        # Keyed on the facets' seq when a facet is asked for: the planner walks (facet, seq) backwards.
+        key = f.seq if facets else c.seq
+        if facets:
+            statement = statement.select_from(audit_events.join(audit_event_facets, f.seq == c.seq))
+            for column, value in facets:
+                statement = statement.where(column == value)
         for column, value in (
             (c.request_id, query.request_id),
             (c.event_type, query.event_type),
@@ -125,8 +154,8 @@ class AuditReader:
         if query.until is not None:
             statement = statement.where(c.occurred_at < query.until)
         if query.before is not None:
-            statement = statement.where(c.seq < query.before)
-        statement = statement.order_by(c.seq.desc()).limit(max(1, min(limit, 500)))
+            statement = statement.where(key < query.before)
+        statement = statement.order_by(key.desc()).limit(max(1, min(limit, 500)))
         with self._engine.connect() as conn:
             return [_row(r) for r in conn.execute(statement)]
 

@@ -47,6 +47,7 @@ from audit_sink.archive.format import Manifest, sha256_hex
 from audit_sink.archive.objects import ArchiveObjects, ArchiveRefusedError, ArchiveUnavailableError, open_archive
 from audit_sink.archive.read import ArchiveTamperedError, read_archived
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
+from audit_sink.domain.facets import facets_of
 from audit_sink.evidence import EvidenceError, export_bundle, verify_store
 from console.adapters.audit import RAW_SHOWN, AuditHit, AuditQuery
 
@@ -277,7 +278,7 @@ class EvidenceDesk:
         hits: list[AuditHit] = []
         for archived in verified.rows:
             row = archived.row
-            if not _matches(query, row.request_id, row.event_type, row.audit_type, row.producer):
+            if not _matches(query, row.request_id, row.event_type, row.audit_type, row.producer, row.raw):
                 continue
             if query.until is not None and row.occurred_at >= query.until:
                 continue  # the store's search is [since, until)
@@ -342,15 +343,34 @@ class EvidenceDesk:
 
 
 def _matches(
-    query: AuditQuery, request_id: str | None, event_type: str, audit_type: str | None, producer: str | None
+    query: AuditQuery,
+    request_id: str | None,
+    event_type: str,
+    audit_type: str | None,
+    producer: str | None,
+    raw: bytes,
 ) -> bool:
-    return all(
+    """The store's filters on an archived row; its facets read from its bytes as the sink reads them."""
+    if not all(
         not wanted or wanted == have
         for wanted, have in (
             (query.request_id, request_id),
             (query.event_type, event_type),
             (query.audit_type, audit_type),
             (query.producer, producer),
+        )
+    ):
+        return False
+    if not (query.agent_id or query.action or query.tier or query.outcome):
+        return True
+    found = facets_of(event_type, raw)
+    return all(
+        not wanted or wanted == have
+        for wanted, have in (
+            (query.agent_id, found.agent_id),
+            (query.action, found.action),
+            (query.tier, found.tier),
+            (query.outcome, found.outcome),
         )
     )
 

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from atb_runtime.web import BodyTimeoutError, read_body_within
+from audit_sink.domain.facets import OUTCOMES
 from console.adapters.api import CeremonyFinish, ConsoleFailure, Enrolled, SignedInAnswer, VoteAsk
 from console.adapters.audit import AuditQuery, AuditReader
 from console.adapters.evidence import EvidenceDesk, EvidenceUnavailable, merge_timeline
@@ -38,7 +39,7 @@ from console.adapters.store import ConsoleStore, Session
 from console.domain import ApprovalView, explain
 from console.domain.view import RESULT_CODES as RESULTS
 from console.service import ConsoleError, ConsoleService
-from contracts import VoteChoice
+from contracts import Tier, VoteChoice
 from contracts.limits import HTTP_MAX_BODY_BYTES
 
 __all__ = ["COOKIE", "CSP", "build_app"]
@@ -375,6 +376,10 @@ def build_app(
                 event_type=q.get("event_type", "").strip()[:128],
                 audit_type=q.get("audit_type", "").strip()[:64],
                 producer=q.get("producer", "").strip()[:2048],
+                agent_id=q.get("agent_id", "").strip()[:255],
+                action=q.get("action", "").strip()[:128],
+                tier=q.get("tier", "").strip()[:16],
+                outcome=q.get("outcome", "").strip()[:32],
                 since=_when(q.get("since", "")),
                 until=_when(q.get("until", "")),
                 before=int(q["before"]) if q.get("before", "").isdigit() else None,
@@ -400,6 +405,8 @@ def build_app(
             next_page=next_page,
             archived=archived,
             selection=selection,
+            tiers=[tier.value for tier in Tier],
+            outcomes=sorted(OUTCOMES),
         )
 
     async def compliance_timeline(request: web.Request) -> web.StreamResponse:
