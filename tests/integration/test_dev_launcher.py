@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import socket
@@ -117,12 +119,16 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_dead(pid: int, within: float = 15.0) -> bool:
-    deadline = time.monotonic() + within
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    """Wait for the exit itself: a pidfd turns readable when its process exits. False if it still runs."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], within)
+    finally:
+        os.close(fd)
+    return bool(readable)
 
 
 @pytest.fixture
@@ -491,6 +497,7 @@ async def test_managed_process_kill_is_noticed(served: ManagedProcess) -> None:
 
 
 async def test_managed_process_escalates_to_sigkill(tmp_path: Path) -> None:
+    # The child's own sleep is its whole life: it runs until the launcher has to SIGKILL it.
     stubborn = "import signal as s, time; s.signal(s.SIGTERM, s.SIG_IGN); print('armed', flush=True); time.sleep(600)"
     log = tmp_path / "s.log"
 
@@ -513,7 +520,7 @@ async def test_managed_process_that_dies_while_starting_names_its_log(tmp_path: 
     crash = "import sys; print('cannot bind: address in use', flush=True); sys.exit(3)"
 
     async def never() -> bool:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a check still in flight when the process exits: its duration is the subject
         return False
 
     proc = ManagedProcess("crasher", [sys.executable, "-c", crash], None, tmp_path / "c.log", tmp_path / "c.pid", never)
@@ -532,10 +539,12 @@ async def test_managed_process_not_ready_in_time_is_killed(tmp_path: Path) -> No
 
     proc = ManagedProcess("sleepy", ["sleep", "600"], None, tmp_path / "z.log", tmp_path / "z.pid", never)
 
-    with pytest.raises(ProcessStartError, match=r"sleepy \(pid \d+\) not ready after 1s"):
+    with pytest.raises(ProcessStartError, match=r"sleepy \(pid \d+\) not ready after 1s") as info:
         await proc.start(ready_timeout=1)
 
-    await asyncio.sleep(0.2)
+    killed = re.search(r"\(pid (\d+)\)", str(info.value))
+    assert killed is not None
+    assert await asyncio.to_thread(_wait_dead, int(killed.group(1)))
     assert not proc.is_running()
 
 
