@@ -16,14 +16,14 @@ Every wait is on a report: OPA's /v1/status and /metrics, the receiver's own req
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import io
 import json
+import operator
 import secrets
 import socket
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -53,11 +53,12 @@ from atb.policy.server import bundle_server_app
 from atb.policy.status import wait_for_revision
 from atb_identity import TrustBundle, bundle_path, ensure_svid, verify_origin
 from atb_runtime.publisher import Publisher
-from atb_runtime.readback import topic_partitions
+from atb_runtime.readback import StoredEvent, topic_partitions
 from atb_runtime.records import Outgoing
 from audit_sink.adapters.db import audit_events, make_engine
 from contracts import AuditEvent, Topic, decode_envelope, sha256_digest, topic_name
 from tests.e2e.audit_sync import caught_up
+from tests.waits import events, until
 
 REPO = DevConfig.from_env().repo
 WAIT_S = 60.0
@@ -179,13 +180,14 @@ class Opa:
         return 0.0
 
     async def until_metric(self, name: str, at_least: float) -> float:
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            value = await self.metric(name)
-            if value >= at_least:
-                return value
-            await asyncio.sleep(0.2)  # polls OPA's own report
-        raise AssertionError(f"OPA's {name} did not reach {at_least} within {WAIT_S}s")
+        """OPA's own report on /metrics, polled: OPA notifies no one of its counters."""
+        return await until(
+            functools.partial(self.metric, name),
+            functools.partial(operator.le, at_least),
+            timeout=WAIT_S,
+            what=f"OPA's {name} reaching {at_least}",
+            interval=0.2,
+        )
 
 
 async def _audit_decisions(bootstrap: str, namespace: str) -> dict[str, tuple[AuditEvent, bytes]]:
@@ -214,15 +216,27 @@ async def _audit_decisions(bootstrap: str, namespace: str) -> dict[str, tuple[Au
     return found
 
 
+def _count_of(items: Sequence[object]) -> Callable[[], Awaitable[int]]:
+    async def count() -> int:
+        return len(items)
+
+    return count
+
+
 async def _until_on_audit(bootstrap: str, namespace: str, ids: Sequence[str]) -> dict[str, tuple[AuditEvent, bytes]]:
-    deadline = time.monotonic() + WAIT_S
-    seen: dict[str, tuple[AuditEvent, bytes]] = {}
-    while time.monotonic() < deadline:
-        seen = await _audit_decisions(bootstrap, namespace)
-        if all(i in seen for i in ids):
-            return seen
-        await asyncio.sleep(0.2)  # polls atb.audit for the records
-    raise AssertionError(f"not on atb.audit within {WAIT_S}s: {[i for i in ids if i not in seen]}")
+    """Every decision on atb.audit, read to the end offsets once each of `ids` is committed (a consumer wait)."""
+    pending = set(ids)
+
+    def logged(e: StoredEvent) -> bool:
+        payload = e.payload
+        if isinstance(payload, AuditEvent) and payload.audit_type == DECISION_AUDIT_TYPE:
+            pending.discard(str(payload.details["decision_id"]))
+        return not pending
+
+    await events(
+        bootstrap, [topic_name(Topic.AUDIT, namespace)], logged, timeout=WAIT_S, what=f"{sorted(ids)} on atb.audit"
+    )
+    return await _audit_decisions(bootstrap, namespace)
 
 
 @pytest.fixture(scope="module")
@@ -361,20 +375,26 @@ async def test_a_full_buffer_drops_the_oldest_decisions_and_counts_it(
             assert result["policy_version"] == REVISION  # decided at once, whatever the buffer
             ids.append(decision_id)
             # Wait for two more upload attempts: the second one has flushed this decision into the buffer.
+            # OPA retries on its own schedule; the receiver's record of its requests is polled.
             mark = len(receiver.uploads)
-            deadline = time.monotonic() + WAIT_S
-            while len(receiver.uploads) < mark + 2:
-                assert time.monotonic() < deadline, "OPA stopped retrying its uploads"
-                await asyncio.sleep(0.05)  # waits on the receiver's own record of OPA's requests
+            await until(
+                _count_of(receiver.uploads),
+                functools.partial(operator.le, mark + 2),
+                timeout=WAIT_S,
+                what="OPA retrying its uploads twice",
+            )
         receiver.publisher.down = False
         seen = await _until_on_audit(kafka_bootstrap, namespace, [ids[-1]])
         await opa.until_metric("decision_logs_dropped_buffer_size_limit_bytes_exceeded_total", 1)
         # Everything OPA still held is delivered: wait until an upload attempt finds the buffer empty.
         await opa.until_metric("decision_logs_chunks_uploaded_total", 1)
-        deadline = time.monotonic() + WAIT_S
-        while await opa.metric("decision_logs_buffer_size_bytes") > 0:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.2)  # polls OPA's buffer gauge
+        await until(
+            functools.partial(opa.metric, "decision_logs_buffer_size_bytes"),
+            lambda size: size <= 0,
+            timeout=WAIT_S,
+            what="OPA's decision log buffer emptying",
+            interval=0.2,
+        )
         seen = await _audit_decisions(kafka_bootstrap, namespace)
         delivered = [i for i in ids if i in seen]
         lost = [i for i in ids if i not in seen]
