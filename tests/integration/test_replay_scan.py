@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from atb.replay.scan import RangeScanner
 from atb.replay.timerange import TimeRange
 from atb_runtime import Incoming
 from contracts import Topic, topic_name
+from tests.waits import until
 
 pytestmark = pytest.mark.kafka
 
@@ -166,10 +166,14 @@ async def test_ctrl_c_leaves_a_run_that_resumes_without_reading_twice(
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a shell's background jobs ignore it
     )  # fmt: skip
     runs = tmp_path / "replay"
-    deadline = time.monotonic() + 30
-    while not any(p.suffix == ".json" and '"running"' in p.read_text() for p in runs.glob("*.json")):
-        assert time.monotonic() < deadline, "the run never started"
-        await asyncio.sleep(0.02)
+    # The run's state file, written by the CLI process, is the only sign that it started: polled.
+    await until(
+        lambda: asyncio.to_thread(lambda: [p.read_text() for p in runs.glob("*.json")]),
+        lambda states: any('"running"' in state for state in states),
+        timeout=30,
+        what="the replay run starting",
+        interval=0.02,
+    )
     proc.send_signal(signal.SIGINT)
     _, err = await proc.communicate()
     assert proc.returncode == 130, err.decode()
