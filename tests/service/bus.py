@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,6 +71,7 @@ from contracts import (
     topic_name,
 )
 from tests.service.clock import Clock
+from tests.waits import until
 
 __all__ = ["Bus", "BusPublisher", "KafkaBus", "MemoryBus", "ServiceUnderTest", "events_of", "install"]
 
@@ -579,17 +579,15 @@ class KafkaBus:
         return False
 
     async def settle(self) -> None:
-        deadline = time.monotonic() + self.settle_timeout_s
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
+
+        async def behind() -> list[str]:
+            return [name for name, r in self._running.items() if await self._behind(admin, r)]
+
         try:
-            while True:
-                behind = [name for name, r in self._running.items() if await self._behind(admin, r)]
-                if not behind:
-                    return
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{behind} did not catch up within {self.settle_timeout_s}s")
-                await asyncio.sleep(0.05)  # polling the condition above, not a synchronisation by time
+            # Committed group offsets against the end offsets: Kafka notifies no one of a commit.
+            await until(behind, lambda late: not late, timeout=self.settle_timeout_s, what="every consumer catching up")
         finally:
             await admin.close()
 
