@@ -30,9 +30,9 @@ def spent_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.url("owner", name)
 
 
-def _spend(url: str, jtis: list[str], who: str, start_at: float, out: Any) -> None:
+def _spend(url: str, jtis: list[str], who: str, ready: Any, out: Any) -> None:
     store = SpentStore(url)
-    time.sleep(max(0.0, start_at - time.time()))  # everyone at the same moment
+    ready.wait(60)  # everyone at the same moment: once every process has its store open
     owned = asyncio.run(store.spend_many([Spend(j, who, f"req-{j}", "agent", int(time.time()) + 60) for j in jtis]))
     out.put((who, owned))
     store.close()
@@ -43,8 +43,8 @@ def test_each_jti_has_exactly_one_owner_across_processes(spent_url: str) -> None
     jtis = [f"jti-race-{i:04d}-{secrets.token_hex(4)}" for i in range(50)]
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start_at = time.time() + 3
-    procs = [ctx.Process(target=_spend, args=(spent_url, jtis, f"p{i}", start_at, out)) for i in range(4)]
+    ready = ctx.Barrier(4)
+    procs = [ctx.Process(target=_spend, args=(spent_url, jtis, f"p{i}", ready, out)) for i in range(4)]
     for p in procs:
         p.start()
     results = [out.get(timeout=60) for _ in procs]
@@ -54,9 +54,9 @@ def test_each_jti_has_exactly_one_owner_across_processes(spent_url: str) -> None
         assert [owned[index] for _, owned in results].count(SpendVerdict.OWNED) == 1, jtis[index]
 
 
-def _spend_one_request(url: str, jti: str, request_id: str, start_at: float, out: Any) -> None:
+def _spend_one_request(url: str, jti: str, request_id: str, ready: Any, out: Any) -> None:
     store = SpentStore(url)
-    time.sleep(max(0.0, start_at - time.time()))
+    ready.wait(60)  # everyone at the same moment: once every process has its store open
     out.put(
         (jti, asyncio.run(store.spend_many([Spend(jti, f"p-{jti}", request_id, "agent", int(time.time()) + 60)]))[0])
     )
@@ -70,8 +70,8 @@ def test_each_request_is_spent_by_exactly_one_poa_across_processes(spent_url: st
     jtis = [f"jti-req-race-{i}-{secrets.token_hex(4)}" for i in range(6)]
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start_at = time.time() + 3
-    procs = [ctx.Process(target=_spend_one_request, args=(spent_url, j, request_id, start_at, out)) for j in jtis]
+    ready = ctx.Barrier(len(jtis))
+    procs = [ctx.Process(target=_spend_one_request, args=(spent_url, j, request_id, ready, out)) for j in jtis]
     for p in procs:
         p.start()
     results = dict(out.get(timeout=60) for _ in procs)

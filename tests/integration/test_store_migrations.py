@@ -163,8 +163,8 @@ def test_a_table_the_history_does_not_know_is_refused_not_adopted(tmp_path: Path
     assert SPENT_VERSIONS not in _tables(url)  # nothing half done
 
 
-def _migrate_at(kind: str, url: str, start_at: float, out: Any) -> None:
-    time.sleep(max(0.0, start_at - time.time()))  # everyone at the same moment
+def _migrate_at(kind: str, url: str, ready: Any, out: Any) -> None:
+    ready.wait(60)  # everyone at the same moment: once every replica's process is up
     try:
         (spent.migrate if kind == "spent" else chat.migrate)(url)
         out.put("ok")
@@ -176,8 +176,8 @@ def _migrate_at(kind: str, url: str, start_at: float, out: Any) -> None:
 def test_replicas_racing_to_migrate_all_succeed_and_migrate_once(url: str, kind: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    start_at = time.time() + 4
-    procs = [ctx.Process(target=_migrate_at, args=(kind, url, start_at, out)) for _ in range(5)]
+    ready = ctx.Barrier(5)
+    procs = [ctx.Process(target=_migrate_at, args=(kind, url, ready, out)) for _ in range(5)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]
