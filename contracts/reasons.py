@@ -172,6 +172,7 @@ class ReasonCode(StrEnum):
     CONSOLE_SIGNIN_REFUSED = "console_signin_refused"
     CONSOLE_VOTE_CAST = "console_vote_cast"
     CONSOLE_VOTE_REFUSED = "console_vote_refused"
+    CONSOLE_EVIDENCE_EXPORTED = "console_evidence_exported"
     POLICY_DECISION_LOGGED = "policy_decision_logged"
     AUDIT_LEGAL_HOLD_PLACED = "audit_legal_hold_placed"
     AUDIT_LEGAL_HOLD_RELEASED = "audit_legal_hold_released"
@@ -234,6 +235,7 @@ AUDIT_NAMES: frozenset[ReasonCode] = frozenset(
         "console_signin_refused",
         "console_vote_cast",
         "console_vote_refused",
+        "console_evidence_exported",
         "policy_decision_logged",
     )
 )

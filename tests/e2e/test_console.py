@@ -53,6 +53,7 @@ from contracts import (
     spec_for,
     topic_name,
 )
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.console_events import PasskeyEnrolled, VoteCastV2
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -302,7 +303,12 @@ def _request(
 
 
 async def _ask(
-    console: Console, request: IssuanceRequested, *, tier: Tier = Tier.HIGH, ticket: bool = False
+    console: Console,
+    request: IssuanceRequested,
+    *,
+    tier: Tier = Tier.HIGH,
+    ticket: bool = False,
+    groups: tuple[str, ...] = ("manager", "security", "compliance"),
 ) -> ApprovalRequired:
     """What the approvals service publishes when humans must approve: the outcome and its changelog record."""
     now = datetime.now(UTC)
@@ -310,7 +316,7 @@ async def _ask(
         request_id=request.request_id,
         tier=tier,
         required_approvals=2,
-        eligible_groups=("manager", "security", "compliance"),
+        eligible_groups=groups,
         ticket_required=ticket,
         deadline=now + timedelta(minutes=10),
         request_digest=digest_of(request),
@@ -575,6 +581,56 @@ async def test_the_accountable_party_cannot_approve(console: Console, browser: B
         assert any(a["request_id"] == "req-console-self" and a["reason"] == "self_approval" for a in audits)
     finally:
         await context.close()
+
+
+async def test_reminders_and_the_escalation_show_live_and_the_escalated_group_sees_the_request(
+    console: Console, browser: Browser
+) -> None:
+    """Approvals' ReminderDue and ApprovalEscalated reach the console's inbox (a badge, live); a reminder not
+    signed by approvals is refused; from the escalation on, the escalated group's members see the request."""
+    alice_ctx, alice = await _device(browser)
+    carol_ctx, carol = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, alice, "alice")  # manager
+        await _enroll_and_sign_in(console, carol, "carol")  # security: not asked at first
+        request = _request("req-console-remind", params={"amount": 12}, resource="sap:vendor/12", accountable="emp-102")
+        required = await _ask(console, request, groups=("manager",))
+        row = 'tr[data-request-id="req-console-remind"]'
+        await alice.wait_for_selector(row)
+        assert await alice.query_selector(f"{row} .badge") is None
+
+        def reminder(n: int) -> ReminderDue:
+            return ReminderDue(
+                request_id=required.request_id, tier=required.tier, reminder=n, of=2, missing=2,
+                eligible_groups=required.eligible_groups, request_digest=required.request_digest,
+                deadline=required.deadline, sent_at=datetime.now(UTC),
+            )  # fmt: skip
+
+        await _publish(console, APPROVALS, reminder(1))
+        badge = await alice.wait_for_selector(f"{row} .badge.reminded")  # the page reloads on the change
+        assert badge is not None
+        assert (await badge.text_content() or "").strip() == "reminded (1 of 2)"
+        await carol.goto(f"{console.url}/inbox")
+        assert await carol.query_selector(row) is None
+
+        # A reminder from another producer is refused (dead-lettered); the escalation after it is shown.
+        await _publish(console, "spiffe://atb.local/svc/chat", reminder(2))
+        escalated = ApprovalEscalated(
+            request_id=required.request_id, tier=required.tier, escalate_to=("security",), missing=2,
+            request_digest=required.request_digest, deadline=required.deadline, escalated_at=datetime.now(UTC),
+        )  # fmt: skip
+        await _publish(console, APPROVALS, escalated)
+        await carol.wait_for_selector(f"{row} .badge.escalated")  # carol's inbox: the request, from the escalation on
+        assert (await carol.text_content(f"{row} .badge.escalated") or "").strip() == "escalated to security"
+        await alice.wait_for_selector(f"{row} .badge.escalated")
+        assert await alice.get_attribute(f"{row} .badge.reminded", "data-reminder") == "1"  # the forged one: not shown
+        await carol.goto(f"{console.url}/requests/req-console-remind")
+        assert await carol.query_selector("#ineligible") is None
+        assert await carol.query_selector("#approve") is not None
+        assert DIALOGS == []
+    finally:
+        await alice_ctx.close()
+        await carol_ctx.close()
 
 
 XSS = [

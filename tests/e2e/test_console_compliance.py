@@ -43,6 +43,7 @@ from audit_sink.archive.objects import DirArchive, S3Archive
 from audit_sink.archive.seal import Sealer
 from audit_sink.domain.checkpoint import VerifierKey
 from audit_sink.evidence import check_bundle
+from contracts import Topic
 from tests.audit_support import NOW, Filler, bypassing_triggers
 from tests.e2e.test_console import (  # noqa: F401  # fixtures shared with the console's browser tests
     DIALOGS,
@@ -50,6 +51,7 @@ from tests.e2e.test_console import (  # noqa: F401  # fixtures shared with the c
     _chromium,
     _device,
     _enroll_and_sign_in,
+    _read,
     _screenshot,
     _until_serving,
     launched_chromium,
@@ -243,6 +245,16 @@ async def test_timeline_search_and_bundle_read_the_archive_for_old_requests(
         with make_engine(stack.audit_url).connect() as conn:
             stored = conn.execute(text("SELECT COUNT(*) FROM audit_events")).scalar_one()
         assert count == stored
+        # Each download was audited (published and flushed before the bundle was given): who, what, the zip's digest.
+        audits = [d for _, d in await _read(stack.console, Topic.AUDIT)]
+        exported = [d for d in audits if d["audit_type"] == "console_evidence_exported"]
+        assert sorted(
+            (e["details"]["until"] or "", e["request_id"] or "", e["details"]["principal"]) for e in exported
+        ) == [
+            ("", OLD, "bob"),
+            (until, "", "bob"),
+        ]
+        assert all(len(e["details"]["sha256"]) == 64 and e["details"]["events"] > 0 for e in exported)
         assert DIALOGS == []
     finally:
         await context.close()

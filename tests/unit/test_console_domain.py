@@ -22,6 +22,7 @@ from contracts import (
     VoteChoice,
     digest_of,
 )
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.directory import Approver, Directory
 
 NOW = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
@@ -116,11 +117,62 @@ def test_the_details_are_shown_only_when_they_hash_to_the_digest() -> None:
 
 def test_the_inbox_rule_is_the_eligibility_rule() -> None:
     view = _view()
-    assert eligible(view, _approver("alice"))
-    assert eligible(view, _approver("carol"))
-    assert not eligible(view, _approver("dave"))  # the accountable party (emp-200)
-    assert not eligible(view, _approver("erin"))  # no eligible group
-    assert not eligible(_view(Tier.CRITICAL), _approver("alice"))  # may not approve critical
+    assert eligible(view, _approver("alice"), NOW)
+    assert eligible(view, _approver("carol"), NOW)
+    assert not eligible(view, _approver("dave"), NOW)  # the accountable party (emp-200)
+    assert not eligible(view, _approver("erin"), NOW)  # no eligible group
+    assert not eligible(_view(Tier.CRITICAL), _approver("alice"), NOW)  # may not approve critical
+
+
+def _reminder(n: int) -> ReminderDue:
+    return ReminderDue(
+        request_id="req-1",
+        tier=Tier.HIGH,
+        reminder=n,
+        of=2,
+        missing=1,
+        eligible_groups=("manager", "security"),
+        request_digest=_required().request_digest,
+        deadline=NOW + timedelta(minutes=10),
+        sent_at=NOW + timedelta(minutes=n),
+    )
+
+
+def _escalation(to: tuple[str, ...] = ("finance",), at: datetime = NOW + timedelta(minutes=8)) -> ApprovalEscalated:
+    return ApprovalEscalated(
+        request_id="req-1",
+        tier=Tier.HIGH,
+        escalate_to=to,
+        missing=1,
+        request_digest=_required().request_digest,
+        deadline=NOW + timedelta(minutes=10),
+        escalated_at=at,
+    )
+
+
+def test_reminders_keep_the_latest_and_the_first_escalation_stays() -> None:
+    view = evolve(evolve(_view(), _reminder(2)), _reminder(1))  # the older one, after: changes nothing
+    assert view is not None
+    assert view.reminder is not None
+    assert (view.reminder.reminder, view.reminder.of) == (2, 2)
+    escalated = evolve(evolve(view, _escalation()), _escalation(("security",)))
+    assert escalated is not None
+    assert escalated.escalation is not None
+    assert escalated.escalation.escalate_to == ("finance",)
+    assert evolve(None, _reminder(1)) is not None  # before its ApprovalRequired: kept, shown once it comes
+
+
+def test_an_escalated_group_is_eligible_from_the_escalation_on() -> None:
+    at = NOW + timedelta(minutes=8)
+    view = evolve(_view(), _escalation(("finance",), at))
+    assert view is not None
+    erin = _approver("erin")  # finance: not in the request's groups
+    assert not eligible(view, erin, at - timedelta(seconds=1))
+    assert eligible(view, erin, at)
+    assert _decide(view, "erin", now=at - timedelta(seconds=1)) == VoteRefused("not_eligible", "erin")
+    assert isinstance(_decide(view, "erin", now=at), VoteDecision)
+    assert not eligible(view, _approver("dave"), at)  # the escalation does not lift the self-approval rule
+    assert not eligible(_view(), erin, at)  # without the escalation: not eligible
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ forged and replayed assertions refused, and the security headers (HSTS only over
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -200,3 +201,60 @@ async def test_headers_and_hsts_only_over_tls(rig: Rig) -> None:
     refused = await rig.post("/requests/req-1/vote", data={"choice": "approve"})
     assert refused.status == 403
     assert refused.headers["Content-Security-Policy"] == CSP
+
+
+class _Unreachable(Recorder):
+    """A publisher whose broker cannot be reached."""
+
+    async def publish(self, records: Sequence[Outgoing]) -> None:
+        raise ConnectionError("kafka unreachable")
+
+
+async def test_an_evidence_download_is_audited_first_and_refused_when_it_cannot_be(tmp_path: Path) -> None:
+    from audit_sink.adapters.db import migrate
+    from console.adapters.audit import AuditReader
+    from console.adapters.evidence import EvidenceDesk
+    from contracts import AuditEvent
+    from tests.audit_support import Filler, rows
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    migrate(url)
+    filler = Filler(url, tmp_path / "audit")
+    filler.append(rows(0, 20, request_id="req-9"))
+    filler.checkpoint()
+    settings = ConsoleSettings(
+        state_dir=tmp_path, console_rp_id=RP_ID, console_origin=ORIGIN, console_db_path=tmp_path / "c.db"
+    )
+    directory = Directory.from_mapping(json.loads(settings.directory_path().read_text(encoding="utf-8")))
+    store = ConsoleStore(settings.db_url())
+    sid, _ = store.create_session("bob", now=time.time())  # group compliance
+    headers = {"Cookie": f"{COOKIE}={sid}", "Accept": "application/json"}
+    path = "/compliance/export?request_id=req-9&format=csv"
+    for publisher in (Recorder(), _Unreachable()):
+        service = ConsoleService(settings, directory, store, publisher, ensure_svid(tmp_path, settings.service_id))
+        evidence = EvidenceDesk(url, tmp_path / "audit" / "checkpoint.key.pub")
+        app = build_app(
+            service, store, idle_s=900, tls=False, trust_forwarded_proto=True, audit=AuditReader(url), evidence=evidence
+        )
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get(path, headers=headers)
+            body = await response.read()
+        if isinstance(publisher, _Unreachable):
+            assert response.status == 503
+            assert json.loads(body)["error"] == "export_unaudited"
+            continue
+        assert response.status == 200
+        assert response.content_type == "application/zip"
+        audits = [a for a in publisher.of_type(AuditEvent.event_type) if a["audit_type"] == "console_evidence_exported"]
+        assert len(audits) == 1
+        assert audits[0]["request_id"] == "req-9"
+        assert audits[0]["details"] == {
+            "principal": "bob",
+            "since": None,
+            "until": None,
+            "format": "csv",
+            "events": 20,
+            "bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        }
+    store.close()

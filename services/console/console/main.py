@@ -11,7 +11,7 @@ from atb_runtime.app import Channel, service_app
 from atb_runtime.follow import FollowerDeadLetters, TopicFollower, follower_consumer
 from atb_runtime.identity import load_bundle, service_svid
 from atb_runtime.ops import HttpSite
-from atb_runtime.proofs import ProofCheck, outcome_rules
+from atb_runtime.proofs import ProofCheck, ProofRules, outcome_rules
 from atb_runtime.runner import ServiceRunner
 from console.adapters.audit import AuditReader
 from console.adapters.evidence import EvidenceDesk
@@ -29,6 +29,7 @@ from contracts import (
     RequestExpired,
     Topic,
 )
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.console_events import PasskeyEnrolled, PasskeyRevoked, VoteCastV2
 from contracts.directory import Directory
 
@@ -49,7 +50,12 @@ async def build() -> ServiceRunner:
     # Outcomes and PoAs only with their producer's proof. Approvals writes its changelog
     # (ApprovalStateChanged) unsigned, as its own state: the console shows a changelog's request details
     # only when they hash to the digest of the proven ApprovalRequired, and its ballots as information.
-    rules = outcome_rules(frozenset(settings.outcome_producers))
+    # Reminders and escalations (the inbox's badges; an escalation widens who may approve) only from approvals.
+    outcomes = outcome_rules(frozenset(settings.outcome_producers))
+    approvals = frozenset(settings.outcome_producers)
+    rules = ProofRules(
+        {**outcomes.producers, ReminderDue: approvals, ApprovalEscalated: approvals}, outcomes.request_attesters
+    )
     follower = TopicFollower(
         settings.kafka_bootstrap_servers,
         ns,

@@ -158,7 +158,7 @@ class ConsoleService:
     def inbox(self, approver: Approver) -> list[ApprovalView]:
         """Open requests this approver may approve, soonest deadline first."""
         now = datetime.now(UTC)
-        mine = [v for v in self._views.values() if v.open_at(now) and eligible(v, approver)]
+        mine = [v for v in self._views.values() if v.open_at(now) and eligible(v, approver, now)]
         return sorted(mine, key=lambda v: v.required.deadline if v.required else now)
 
     def console_votes(self, request_id: str) -> dict[str, str]:
@@ -472,6 +472,31 @@ class ConsoleService:
             reason=reason[:1024],
             details=details,
         )
+
+    async def evidence_exported(
+        self,
+        principal: str,
+        *,
+        request_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        fmt: str,
+        events: int,
+        bundle: bytes,
+    ) -> None:
+        """Audit one evidence-bundle download (`console_evidence_exported`), published and flushed before the
+        bundle is given: raises if it cannot be, and then the download is refused (no unaudited export)."""
+        details: JsonObject = {
+            "principal": principal,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "format": fmt,
+            "events": events,
+            "bytes": len(bundle),
+            "sha256": hashlib.sha256(bundle).hexdigest(),
+        }
+        record = self._audit_record("console_evidence_exported", "success", request_id, principal, details)
+        await self._publish([record])
 
     async def _audit(
         self, audit_type: str, outcome: str, request_id: str | None, reason: str, details: JsonObject

@@ -207,7 +207,7 @@ def build_app(
                 session=session,
             )
         approver = service.approver(session.principal)
-        rules = view.rules()
+        rules = view.rules(_utc())
         refusal = rules.refusal(approver) if rules else None
         return page(
             "request.html",
@@ -459,7 +459,7 @@ def build_app(
         raise web.HTTPSeeOther("/compliance/status")
 
     async def compliance_export(request: web.Request) -> web.StreamResponse:
-        compliance_session(request)
+        session = compliance_session(request)
         desk = evidence_desk()
         query = audit_query(request)
         fmt = request.query.get("format", "jsonl")
@@ -470,11 +470,24 @@ def build_app(
         if query.since and query.until and query.since >= query.until:
             raise ConsoleError("bad_query", "The range must end after it starts.", 400)
         try:
-            data, _count = await asyncio.to_thread(
+            data, count = await asyncio.to_thread(
                 desk.bundle, request_id=query.request_id or None, since=query.since, until=query.until, fmt=fmt
             )
         except EvidenceUnavailable as exc:
             raise ConsoleError("evidence_unavailable", str(exc), 409) from exc
+        try:  # every download is audited first; one that cannot be is not given
+            await service.evidence_exported(
+                session.principal,
+                request_id=query.request_id or None,
+                since=query.since,
+                until=query.until,
+                fmt=fmt,
+                events=count,
+                bundle=data,
+            )
+        except Exception as exc:
+            log.error("evidence export not audited, refused: %r", exc)
+            raise ConsoleError("export_unaudited", "The download could not be audited now; try again.", 503) from exc
         name = _bundle_name(query)
         return web.Response(
             body=data,
@@ -588,4 +601,6 @@ def _row(view: ApprovalView, service: ConsoleService) -> dict[str, Any]:
         "digest": required.request_digest,
         "resolution": view.resolution,
         "ticket_required": required.ticket_required,
+        "reminded": (view.reminder.reminder, view.reminder.of) if view.reminder else None,
+        "escalated_to": list(view.escalation.escalate_to) if view.escalation else [],
     }

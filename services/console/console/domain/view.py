@@ -1,14 +1,18 @@
 """What the console knows about one request, whom it shows it to, and whether a vote may be published.
 
 `evolve(view, event) -> view` folds the approvals service's outcomes
-(ApprovalRequired, QuorumReached, RequestDenied, RequestExpired), its changelog
-(ApprovalStateChanged: the request and the ballots so far) and PoaIssued into one
-view per request. The request's details are shown only when they hash to the
+(ApprovalRequired, QuorumReached, RequestDenied, RequestExpired), its reminders
+and escalation (ReminderDue, ApprovalEscalated: the inbox's "reminded" and
+"escalated to" badges), its changelog (ApprovalStateChanged: the request and the
+ballots so far) and PoaIssued into one view per request. The request's details are shown only when they hash to the
 digest votes bind to (`ApprovalView.verified_request`).
 
 `eligible` and `decide_vote` judge the signed-in approver under the one
-eligibility rule (`contracts.eligibility.ApproverRules`), then the console's own
-rules, each with a stable code:
+eligibility rule (`contracts.eligibility.ApproverRules`), in force at the time
+asked: once approvals escalated the request (a signed ApprovalEscalated), its
+`escalate_to` groups are eligible from `escalated_at` on
+(`ApproverRules.escalating(...).at(now)`), so an escalated member sees it in the
+inbox from that point. Then the console's own rules, each with a stable code:
 
 ==================== ==========================================================
 ``unknown_request``  the console knows no ApprovalRequired for this request
@@ -43,6 +47,7 @@ from contracts import (
     VoteChoice,
     digest_binds,
 )
+from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.directory import Approver
 from contracts.eligibility import ApproverRules
 
@@ -75,6 +80,10 @@ class ApprovalView:
     request: IssuanceRequested | None = None
     ballots: tuple[BallotRecord, ...] = ()
     resolution: Closure | None = None
+    reminder: ReminderDue | None = None
+    """The latest reminder approvals sent (`reminder` of `of`)."""
+    escalation: ApprovalEscalated | None = None
+    """The escalation, once approvals sent it: `escalate_to` are eligible from `escalated_at` on."""
 
     @property
     def verified_request(self) -> IssuanceRequested | None:
@@ -86,16 +95,30 @@ class ApprovalView:
     def open_at(self, now: datetime) -> bool:
         return self.required is not None and self.resolution is None and self.required.deadline > now
 
-    def rules(self) -> ApproverRules | None:
+    def rules(self, at: datetime) -> ApproverRules | None:
+        """The eligibility rules in force at `at` (the escalation groups join from the escalation on)."""
         required = self.required
         if required is None:
             return None
-        return ApproverRules.of(
+        rules = ApproverRules.of(
             required.tier, required.eligible_groups, (required.agent_id, required.accountable_party_id)
         )
+        escalation = self.escalation
+        if escalation is None:
+            return rules
+        return rules.escalating(escalation.escalate_to, escalation.escalated_at).at(at)
 
 
-_Followed = ApprovalRequired | ApprovalStateChanged | QuorumReached | RequestDenied | RequestExpired | PoaIssued
+_Followed = (
+    ApprovalRequired
+    | ApprovalStateChanged
+    | QuorumReached
+    | RequestDenied
+    | RequestExpired
+    | PoaIssued
+    | ReminderDue
+    | ApprovalEscalated
+)
 
 
 def request_id_of(event: EventPayload) -> str | None:
@@ -124,6 +147,12 @@ def evolve(view: ApprovalView | None, event: EventPayload) -> ApprovalView | Non
         case RequestExpired():
             detail = f"{event.approvals_counted} of {event.required_approvals} approvals before the deadline"
             return replace(current, resolution=Closure("expired", detail, (), event.deadline))
+        case ReminderDue():
+            if current.reminder is not None and current.reminder.reminder >= event.reminder:
+                return current  # a replay or an older one
+            return replace(current, reminder=event)
+        case ApprovalEscalated():
+            return current if current.escalation is not None else replace(current, escalation=event)
         case PoaIssued():
             approvers = current.resolution.approvers if current.resolution else ()
             detail = f"PoA {event.jti} valid until {event.expires_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -131,9 +160,9 @@ def evolve(view: ApprovalView | None, event: EventPayload) -> ApprovalView | Non
     return current  # pragma: no cover - the match is exhaustive over _Followed
 
 
-def eligible(view: ApprovalView, approver: Approver) -> bool:
-    """Whether `approver` may approve this request (the one eligibility rule)."""
-    rules = view.rules()
+def eligible(view: ApprovalView, approver: Approver, now: datetime) -> bool:
+    """Whether `approver` may approve this request now (the one eligibility rule, escalation included)."""
+    rules = view.rules(now)
     return rules is not None and rules.refusal(approver) is None
 
 
@@ -175,7 +204,7 @@ def decide_vote(
         return VoteRefused("closed", principal)
     if view.required.deadline <= now:
         return VoteRefused("late", principal)
-    rules = view.rules()
+    rules = view.rules(now)
     assert rules is not None
     refusal = rules.refusal(approver)
     if refusal is not None:
