@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -50,7 +49,9 @@ from contracts import (
     payload_of,
     topic_name,
 )
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.conftest import RunningStack
+from tests.waits import events, until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -80,14 +81,14 @@ async def _publish_requests(stack: RunningStack, n: int, kills: int) -> set[str]
             await publisher.publish([outgoing_envelope(envelope, topic_name(request.topic, stack.namespace))])
             if i % chunk == chunk - 1:
                 await publisher.flush()
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.2)  # the pacing of the traffic itself: spread over the kills
     return ids
 
 
 async def _kill_loop(stack: RunningStack, kills: int, rng: random.Random) -> list[str]:
     killed: list[str] = []
     for _ in range(kills):
-        await asyncio.sleep(rng.uniform(0.1, 0.6))
+        await asyncio.sleep(rng.uniform(0.1, 0.6))  # fault schedule: a kill at a random moment
         victim = rng.choice(VICTIMS)
         if await stack.stack.kill(victim):
             killed.append(victim)
@@ -115,19 +116,19 @@ async def _settled(stack: RunningStack, timeout: float = 180) -> None:
     ns = stack.namespace
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     await admin.start()
+
+    async def left() -> int:
+        unread = 0
+        for group, topics in CONSUMERS.items():
+            committed = await admin.list_consumer_group_offsets(f"{group}.{ns.rstrip('.')}")
+            start = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+            names = [topic_name(t, ns) for t in topics]
+            unread += len([r async for r in iter_records(stack.kafka_bootstrap, names, start=start)])
+        return unread
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = 0
-            for group, topics in CONSUMERS.items():
-                committed = await admin.list_consumer_group_offsets(f"{group}.{ns.rstrip('.')}")
-                start = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-                names = [topic_name(t, ns) for t in topics]
-                left += len([r async for r in iter_records(stack.kafka_bootstrap, names, start=start)])
-            if not left:
-                return
-            assert time.monotonic() < deadline, f"{left} records not consumed after {timeout:.0f}s"
-            await asyncio.sleep(0.5)
+        # The groups' committed offsets: Kafka notifies no one of a commit, so they are polled.
+        await until(left, lambda n: n == 0, timeout=timeout, what="every record consumed", interval=0.5)
     finally:
         await admin.close()
 
@@ -152,17 +153,12 @@ async def _run_with_kills(stack: RunningStack, n: int, kills: int, seed: int) ->
 
     # The audit store: exactly the committed records, each at its position (the store's key),
     # holding the event read there.
+    # Every record scanned is committed: the sink's positions reaching the end offsets is the event.
+    await caught_up(stack.kafka_bootstrap, stack.namespace, stack.db_url, timeout=120)
     engine = make_engine(stack.db_url)
-    deadline = time.monotonic() + 120
-    while True:
-        with engine.connect() as conn:
-            query = select(
-                audit_events.c.topic, audit_events.c.partition, audit_events.c.offset, audit_events.c.event_id
-            )
-            stored = {(row.topic, row.partition, row.offset): row.event_id for row in conn.execute(query)}
-        if set(stored) >= set(records) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1.0)
+    with engine.connect() as conn:
+        query = select(audit_events.c.topic, audit_events.c.partition, audit_events.c.offset, audit_events.c.event_id)
+        stored = {(row.topic, row.partition, row.offset): row.event_id for row in conn.execute(query)}
     # The sink's own signed-checkpoint announcements may land on atb.audit after `records` was read.
     extra = _checkpoint_announcements(engine, set(stored) - set(records))
     assert set(stored) - extra == set(records), (
@@ -295,13 +291,13 @@ async def _run_votes_with_kills(stack: RunningStack, n: int, kills: int, seed: i
                 await publisher.publish(second)
                 if i % chunk == chunk - 1:
                     await publisher.flush()
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.2)  # the pacing of the traffic itself: spread over the kills
         return ids
 
     async def kill_loop() -> int:
         hits = 0
         for _ in range(kills):
-            await asyncio.sleep(rng.uniform(0.1, 0.6))
+            await asyncio.sleep(rng.uniform(0.1, 0.6))  # fault schedule: a kill at a random moment
             victim = rng.choice(("approvals", "approvals", "issuer"))
             hits += await stack.stack.kill(victim)
             await stack.stack.restart(victim, ready_timeout=90)
@@ -369,22 +365,30 @@ async def test_held_votes_survive_a_restart(running_stack: RunningStack) -> None
     votes = await _votes_for(stack, 1, request)
     async with Publisher(stack.kafka_bootstrap, "held") as publisher:
         await publisher.publish(votes)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        records = await _committed_records(stack.kafka_bootstrap, stack.namespace)
-        states = [p for p in map(_payload, records.values()) if isinstance(p, ApprovalStateChanged)]
-        if any(s.request_id == request.request_id and s.status == "held" for s in states):
-            break
-        await asyncio.sleep(0.3)
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(ApprovalStateChanged.topic, stack.namespace)],
+        lambda e: (
+            isinstance(e.payload, ApprovalStateChanged)
+            and e.payload.request_id == request.request_id
+            and e.payload.status == "held"
+        ),
+        what="the votes held",
+    )
     assert await stack.stack.kill("approvals")
     await stack.stack.restart("approvals", ready_timeout=90)
     agent = ensure_svid(stack.state_dir, AGENT)
     signed = sign_envelope(make_envelope(request, source=AGENT), agent)
     async with Publisher(stack.kafka_bootstrap, "held-req") as publisher:
         await publisher.publish([outgoing_envelope(signed, topic_name(request.topic, stack.namespace))])
-    deadline = time.monotonic() + 30
-    kind: dict[str, str] = {}
-    while time.monotonic() < deadline and request.request_id not in kind:
-        _, kind, _ = await _outcomes(stack)
-        await asyncio.sleep(0.5)
+    await events(
+        stack.kafka_bootstrap,
+        [topic_name(QuorumReached.topic, stack.namespace)],
+        lambda e: (
+            isinstance(e.payload, QuorumReached | RequestDenied | RequestExpired)
+            and e.payload.request_id == request.request_id
+        ),
+        what="the held request's outcome",
+    )
+    _, kind, _ = await _outcomes(stack)
     assert kind.get(request.request_id) == "quorum_reached"
