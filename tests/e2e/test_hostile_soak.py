@@ -105,6 +105,7 @@ from contracts import (
     topic_name,
 )
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE, TOPIC_MAX_MESSAGE_BYTES
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.hostile_traffic import (
     AGENT,
     CONSUMERS,
@@ -614,16 +615,12 @@ def _check_fractions(soak: Soak, index: Index) -> dict[Topic, tuple[int, int]]:
 
 
 async def _audit_rows(soak: Soak, index: Index, timeout: float = 120) -> dict[tuple[str, int, int], datetime]:
-    """Wait until the audit store holds every scanned record; their recorded_at."""
+    """Once the sink's positions reach the end offsets (every scanned record is committed): stored rows' recorded_at."""
+    await caught_up(soak.env.bootstrap, soak.env.namespace, soak.env.db_url, timeout=timeout)
     engine = make_engine(soak.env.db_url)
-    deadline = time.monotonic() + timeout
     query = select(audit_events.c.topic, audit_events.c.partition, audit_events.c.offset, audit_events.c.recorded_at)
-    while True:
-        with engine.connect() as conn:
-            stored = {(r.topic, r.partition, r.offset): r.recorded_at for r in conn.execute(query)}
-        if set(stored) >= set(index.records) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1.0)  # polls the store until it holds the records
+    with engine.connect() as conn:
+        stored = {(r.topic, r.partition, r.offset): r.recorded_at for r in conn.execute(query)}
     engine.dispose()
     missing = set(index.records) - set(stored)
     assert not missing, f"{len(missing)} committed records are not in the audit store: {sorted(missing)[:3]}"
