@@ -183,6 +183,7 @@ async def test_an_answer_from_another_pid_is_not_readiness(tmp_path: Path) -> No
         assert foreign.port is not None
         sleeper = ManagedProcess(
             "sleeper",
+            # The process under test only has to be alive and not serve: its sleep is all it does.
             [sys.executable, "-c", "import time; time.sleep(600)"],
             None,
             log_path=tmp_path / "sleeper.log",
