@@ -18,7 +18,6 @@ import contextlib
 import os
 import secrets
 import ssl
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ import aiohttp
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
 
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.dev.topics import delete_topics, ensure_topics
@@ -35,7 +33,6 @@ from atb.sdk import ApproverClient, BrokerClient, GatewayClient
 from atb_identity import Svid, load_svid
 from atb_identity.tls import client_context
 from atb_runtime.readback import read_records
-from audit_sink.adapters.db import audit_events, make_engine
 from contracts import (
     AccountableParty,
     ContractualNecessity,
@@ -46,7 +43,9 @@ from contracts import (
     decode_envelope,
     topic_name,
 )
+from tests.e2e.audit_sync import audit_rows
 from tests.spire_support import HelperFiles, SpireCa, write_helper_files
+from tests.waits import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -104,20 +103,6 @@ async def spire_stack(
         await delete_topics(kafka_bootstrap, ns)
 
 
-async def _audited(env: SpireStack, audit_type: str, request_id: str, timeout: float = 30) -> bool:
-    """Whether the audit sink stored an audit event of that type for the request (waits until it has)."""
-    engine = make_engine(env.db_url)
-    deadline = time.monotonic() + timeout
-    while True:
-        with engine.connect() as conn:
-            raws = [row.raw for row in conn.execute(select(audit_events.c.raw))]
-        if any(audit_type.encode() in raw and request_id.encode() in raw for raw in raws):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.3)
-
-
 async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack: SpireStack) -> None:
     env = spire_stack
     agent, agent_files = env.holder(AGENT)
@@ -150,7 +135,7 @@ async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack
             execute=False,
         )
     assert answer.decision is Decision.ALLOW, answer.reasons
-    assert await _audited(env, "broker_action_allowed", request_id)
+    assert await audit_rows(env.bootstrap, env.namespace, env.db_url, request_id, "broker_action_allowed")
 
     # Every proof of this request on Kafka was ES256, and no consumer dead-lettered anything.
     producers: set[str] = set()
@@ -225,11 +210,13 @@ async def test_renewed_svids_are_taken_without_a_restart(spire_stack: SpireStack
         key = svid.key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         _replace(folder / "svid_key.pem", key)
         new_leaves[name] = svid.chain[0].public_bytes(serialization.Encoding.DER)
-    deadline = time.monotonic() + 30
     for name in renewed:  # each service reports the renewal on /metrics (it checks every 0.2 s)
-        while await _renewals(stack.ops_ports[name]) <= before[name]:
-            assert time.monotonic() < deadline, f"{name} did not take its renewed SVID"
-            await asyncio.sleep(0.1)  # polls the service's own counter: the files give no other signal
+        await until(
+            lambda port=stack.ops_ports[name]: _renewals(port),  # type: ignore[misc]
+            lambda seen, was=before[name]: seen > was,  # type: ignore[misc]
+            timeout=30,
+            what=f"{name} taking its renewed SVID",
+        )
 
     agent, agent_files = env.holder(AGENT)
     gateway_port = int(stack.gateway_url.rsplit(":", 1)[1])
