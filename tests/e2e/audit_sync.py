@@ -165,3 +165,34 @@ async def _unread(
         async for r in iter_records(bootstrap, topics, start=start)
         if r.offset < ends[(r.topic, r.partition)]
     ]
+
+
+async def audit_count(
+    bootstrap: str, namespace: str, db_url: str, audit_type: str, needle: str = "", *, want: int, timeout: float = 60
+) -> int:
+    """How many stored audit events of `audit_type` hold `needle`, once `want` of them are on atb.audit (a consumer
+    wait) and the sink caught up with everything committed by then: with `want=0` it proves a count, not a wait."""
+    wanted = needle.encode()
+
+    def match(event: StoredEvent) -> bool:
+        payload = event.payload
+        return (
+            isinstance(payload, AuditEvent)
+            and payload.audit_type == audit_type
+            and wanted in (event.record.value or b"")
+        )
+
+    if want:
+        await events(
+            bootstrap,
+            [topic_name(Topic.AUDIT, namespace)],
+            match,
+            count=want,
+            timeout=timeout,
+            what=f"{want} {audit_type} with {needle!r} on atb.audit",
+        )
+    await caught_up(bootstrap, namespace, db_url, timeout=timeout)
+    kind = f'"audit_type":"{audit_type}"'.encode()
+    with make_engine(db_url).connect() as conn:
+        rows = conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == AuditEvent.event_type))
+        return sum(1 for (raw,) in rows if kind in raw and wanted in raw)

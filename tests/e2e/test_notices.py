@@ -17,17 +17,14 @@ issuer delivers outcome callbacks to a local HTTPS receiver it is told to trust.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from atb.dev.slack_standin import SlackStandIn
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
@@ -36,8 +33,9 @@ from atb.dev.topics import delete_topics, ensure_topics
 from atb.dev.webhook_receiver import WebhookReceiver, issuer_keys, verify
 from atb.sdk import AgentClient, ApproverClient
 from atb_identity import ensure_svid
-from audit_sink.adapters.db import audit_events, make_engine
-from contracts import AccountableParty, AuditEvent, LegitimateInterest, VoteChoice
+from contracts import AccountableParty, LegitimateInterest, VoteChoice
+from tests.e2e.audit_sync import audit_count
+from tests.waits import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -114,24 +112,15 @@ def _teams_dms(n: NoticeStack, request_id: str) -> list[tuple[str, str]]:
 
 async def _until(what: Callable[[], bool], timeout: float, why: str) -> None:
     """Wait for a recorded call the stand-ins are sent (they record; nothing to subscribe to)."""
-    deadline = time.monotonic() + timeout
-    while not what():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {why}")
-        await asyncio.sleep(0.1)
+
+    async def seen() -> bool:
+        return what()
+
+    await until(seen, bool, timeout=timeout, what=why)
 
 
 async def _audits(n: NoticeStack, audit_type: str, needle: str, want: int) -> int:
-    engine = make_engine(n.db_url)
-    kind, wanted = f'"audit_type":"{audit_type}"'.encode(), needle.encode()
-    deadline = time.monotonic() + 30
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == AuditEvent.event_type))
-            count = sum(1 for (raw,) in rows if kind in raw and wanted in raw)
-        if count >= want or time.monotonic() > deadline:
-            return count
-        await asyncio.sleep(0.3)
+    return await audit_count(n.bootstrap, n.namespace, n.db_url, audit_type, needle, want=want)
 
 
 async def test_reminders_and_escalation_reach_each_approver_once_and_the_escalation_brings_the_quorum(

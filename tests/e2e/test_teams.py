@@ -8,25 +8,23 @@ to the approvals service; the issuer signs the PoA.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import select
 
 from atb.dev.stack import DEFAULT_SERVICES, ServiceStack, StackConfig
 from atb.dev.teams_standin import TeamsClicker, TeamsStandIn, invoke_activity
 from atb.dev.topics import delete_topics, ensure_topics
 from atb.sdk import AgentClient, ApproverClient, PoaDeniedError
 from atb_identity import ensure_svid
-from audit_sink.adapters.db import audit_events, make_engine
-from contracts import AccountableParty, AuditEvent, ContractualNecessity, LegitimateInterest, VoteChoice
+from contracts import AccountableParty, ContractualNecessity, LegitimateInterest, VoteChoice
+from tests.e2e.audit_sync import audit_count
 from tests.e2e.conftest import RunningStack
 from tests.teams_forgeries import teams_forgeries
+from tests.waits import until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -82,25 +80,17 @@ def _agent(teams: TeamsStack) -> AgentClient:
 
 
 async def _card(teams: TeamsStack, request_id: str, contains: str = "") -> list[tuple[str, dict[str, Any]]]:
-    deadline = time.monotonic() + 30
-    while True:
-        cards = [c for c in teams.standin.cards_for(request_id) if contains in str(c[1])]
-        if cards or time.monotonic() > deadline:
-            return cards
-        await asyncio.sleep(0.2)
+    """The stand-in's recorded cards of the request holding `contains`, once there is one (it records; no events)."""
+
+    async def cards() -> list[tuple[str, dict[str, Any]]]:
+        return [c for c in teams.standin.cards_for(request_id) if contains in str(c[1])]
+
+    return await until(cards, bool, timeout=30, what=f"a Teams card of {request_id} with {contains!r}")
 
 
 async def _audit_count(teams: TeamsStack, audit_type: str, needle: str = "", want: int = 1) -> int:
-    engine = make_engine(teams.running.db_url)
-    kind, wanted = f'"audit_type":"{audit_type}"'.encode(), needle.encode()
-    deadline = time.monotonic() + 30
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(select(audit_events.c.raw).where(audit_events.c.event_type == AuditEvent.event_type))
-            count = sum(1 for (raw,) in rows if kind in raw and wanted in raw)
-        if count >= want or time.monotonic() > deadline:
-            return count
-        await asyncio.sleep(0.3)
+    running = teams.running
+    return await audit_count(running.kafka_bootstrap, running.namespace, running.db_url, audit_type, needle, want=want)
 
 
 async def test_two_teams_approvals_issue_a_high_risk_poa_and_the_card_follows(teams: TeamsStack) -> None:
