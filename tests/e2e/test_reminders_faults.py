@@ -42,6 +42,7 @@ from contracts import (
     topic_name,
 )
 from contracts.approval_events import ApprovalEscalated, ReminderDue
+from tests.waits import events as await_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.opa]
 
@@ -113,18 +114,22 @@ async def test_reminders_and_escalations_exactly_once_across_sigkill_of_approval
 
         rng, kills = random.Random(20261205), 0
         while time.monotonic() - started < 22:
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            await asyncio.sleep(rng.uniform(1.0, 4.0))  # the fault schedule: when approvals is killed is the subject
             kills += await stack.kill("approvals")
             await stack.restart("approvals", ready_timeout=90)
         assert kills >= 3
 
-        deadline = time.monotonic() + 120
-        while True:  # until every request expired (its last event); bounded
-            events = await _read(kafka_bootstrap, ns)
-            expired = Counter(e.request_id for e in events if isinstance(e, RequestExpired))
-            if set(expired) == set(ids) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1.0)
+        # Every request's last event is its expiry: a consumer waits for them, then the topics are read to their end.
+        await await_events(
+            kafka_bootstrap,
+            [topic_name(Topic.OUTCOMES, ns)],
+            lambda e: isinstance(e.payload, RequestExpired) and e.payload.request_id in ids,
+            count=len(ids),
+            timeout=120,
+            what="every request's expiry",
+        )
+        events = await _read(kafka_bootstrap, ns)
+        expired = Counter(e.request_id for e in events if isinstance(e, RequestExpired))
         assert set(expired) == set(ids), f"not expired: {sorted(set(ids) - set(expired))}"
         assert max(expired.values()) == 1
 
