@@ -45,6 +45,7 @@ from atb.dev.gotools import build_chart_tools
 from atb.dev.toolchain import OPA_VERSION, build_opa
 from atb_runtime.settings import CommonSettings
 from contracts.topics import CATALOGUE
+from tests.waits import until as wait_until
 
 pytestmark = [pytest.mark.timeout(1200)]
 
@@ -465,16 +466,29 @@ async def _run_sidecar(opa: Path, sidecar: Mapping[str, Any], config: str, work:
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(str(opa), *args, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = asyncio.get_running_loop().time() + 60
-        while until not in log.read_text():
+
+        async def logged() -> str:
             assert proc.returncode is None, f"OPA exited: {log.read_text()[-2000:]}"
-            assert asyncio.get_running_loop().time() < deadline, (
-                f"OPA never logged {until!r}: {log.read_text()[-2000:]}"
-            )
-            await asyncio.sleep(0.2)
+            return log.read_text()
+
+        await wait_until(logged, lambda text: until in text, timeout=60, what=f"OPA logging {until!r}")
         probe = sidecar["readinessProbe"]["httpGet"]["path"]
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{diagnostic}{probe}") as response:
-            return response.status, log.read_text()
+
+        async def ready() -> int | None:
+            """The probe's status; None while OPA's diagnostic server is not listening yet (it may start after
+            the bundle plugin has logged)."""
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{diagnostic}{probe}") as response,
+                ):
+                    return response.status
+            except aiohttp.ClientConnectorError:
+                return None
+
+        status = await wait_until(ready, lambda got: got is not None, timeout=30, what="OPA's diagnostic server")
+        assert status is not None
+        return status, log.read_text()
     finally:
         proc.terminate()
         await proc.wait()
