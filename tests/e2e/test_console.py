@@ -33,6 +33,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope, verify_envelope
 from atb_identity.passkey import EnrolledPasskey, PasskeyAssertionError, b64url_decode, verify_vote_assertion
@@ -895,14 +896,25 @@ async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(consol
         await erin_page.goto(f"{console.url}/inbox")
         await _ask(console, _request("req-console-deny-2", params={}, resource="sap:vendor/8", accountable="emp-101"))
         await erin_page.wait_for_selector('tr[data-request-id="req-console-deny-2"]')
-        empty = await erin_page.evaluate(
-            """async (csrf) => {
-                const body = new URLSearchParams({csrf, choice: "deny", reason: " "});
-                return (await fetch("/requests/req-console-deny-2/vote", {method: "POST", body})).url;
-            }""",
-            await erin_page.get_attribute("body", "data-csrf"),
-        )
-        assert empty.endswith("result=reason_required")
+        # The inbox reloads itself as the request's events arrive (live updates): a reload that lands during the
+        # fetch destroys its page, so the fetch is made again on the reloaded page. Safe to repeat: a refused vote
+        # records nothing.
+        empty = ""
+        for _ in range(5):
+            try:
+                empty = await erin_page.evaluate(
+                    """async (csrf) => {
+                        const body = new URLSearchParams({csrf, choice: "deny", reason: " "});
+                        return (await fetch("/requests/req-console-deny-2/vote", {method: "POST", body})).url;
+                    }""",
+                    await erin_page.get_attribute("body", "data-csrf"),
+                )
+                break
+            except PlaywrightError as exc:
+                if "Execution context was destroyed" not in str(exc):
+                    raise
+                await erin_page.wait_for_load_state("domcontentloaded")
+        assert empty.endswith("result=reason_required"), empty
 
         audits = [d for _, d in await _read(console, Topic.AUDIT)]
         names = {a["audit_type"] for a in audits}
