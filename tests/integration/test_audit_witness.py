@@ -58,9 +58,12 @@ def _checkpoint_and_witness(filler: Filler, witness: Witness) -> list[tuple[str,
 
 
 def _roll_back(owner: Engine, size: int) -> None:
-    """A DBA's rollback: the newest rows, the checkpoints and the cosignatures that cover them, all gone."""
-    with bypassing_triggers(owner, "audit_events", "audit_checkpoints", "audit_cosignatures"), owner.begin() as conn:
+    """A DBA's rollback: the newest rows (and their search facets), the checkpoints and the cosignatures that cover
+    them, all gone. (With the triggers off, the trigger that deletes a row's facets with it is off too.)"""
+    tables = ("audit_events", "audit_event_facets", "audit_checkpoints", "audit_cosignatures")
+    with bypassing_triggers(owner, *tables), owner.begin() as conn:
         conn.execute(text("DELETE FROM audit_events WHERE leaf_idx >= :n"), {"n": size})
+        conn.execute(text("DELETE FROM audit_event_facets WHERE seq NOT IN (SELECT seq FROM audit_events)"))
         conn.execute(text("DELETE FROM audit_checkpoints WHERE tree_size > :n"), {"n": size})
         conn.execute(text("DELETE FROM audit_cosignatures WHERE tree_size > :n"), {"n": size})
 
