@@ -76,7 +76,8 @@ EVENT_TYPES = [
     "atb.approvals.request_state.v1",
     "atb.keys.signing_key_published.v1",
 ]
-AGENTS = [f"spiffe://atb.local/agent/bot-{n:03d}" for n in range(199)]  # prime to 8: each agent in every type
+# Prime to 8: each agent in every type. The rows go straight into the store (no gateway, no registry).
+AGENTS = [f"spiffe://bench.example/agent/bot-{n:03d}" for n in range(199)]
 ACTIONS = [f"app{n}.record.update" for n in range(12)]
 TIERS = ["low", "medium", "high", "critical"]
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
