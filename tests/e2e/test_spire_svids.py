@@ -43,6 +43,7 @@ from contracts import (
     decode_envelope,
     topic_name,
 )
+from contracts.http import RequestStatus
 from tests.e2e.audit_sync import audit_rows
 from tests.spire_support import HelperFiles, SpireCa, write_helper_files
 from tests.waits import until
@@ -103,13 +104,13 @@ async def spire_stack(
         await delete_topics(kafka_bootstrap, ns)
 
 
-async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack: SpireStack) -> None:
-    env = spire_stack
-    agent, agent_files = env.holder(AGENT)
-    assert agent.alg == "ES256"
+async def _approved_high_request(
+    env: SpireStack, agent: Svid, agent_files: HelperFiles, resource: str
+) -> tuple[str, RequestStatus]:
+    """A high-risk request by the agent over mutual TLS, approved by alice and bob on Kafka: its id and PoA view."""
     async with GatewayClient(svid=agent, bundle_path=agent_files.bundle, base_url=env.stack.gateway_url) as gateway:
         request_id = await gateway.request_poa(
-            "sap.vendor.change", "sap:vendor/V-100", tenant="acme", leg=HIGH_LEG, params=PARAMS
+            "sap.vendor.change", resource, tenant="acme", leg=HIGH_LEG, params=PARAMS
         )
         for name in ("alice", "bob"):
             approver, files = env.holder(f"spiffe://atb.local/user/{name}")
@@ -117,7 +118,14 @@ async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack
                 svid=approver, bootstrap=env.bootstrap, namespace=env.namespace, bundle_path=files.bundle
             ) as client:
                 await client.vote(await client.approval_required(request_id, timeout=60), VoteChoice.APPROVE)
-        issued = await gateway.await_poa(request_id, timeout=60)
+        return request_id, await gateway.await_poa(request_id, timeout=60)
+
+
+async def test_a_high_risk_request_runs_end_to_end_on_spire_ec_svids(spire_stack: SpireStack) -> None:
+    env = spire_stack
+    agent, agent_files = env.holder(AGENT)
+    assert agent.alg == "ES256"
+    request_id, issued = await _approved_high_request(env, agent, agent_files, "sap:vendor/V-100")
     assert issued.status == "issued"
     assert issued.poa is not None
     token = issued.poa.token
@@ -223,17 +231,7 @@ async def test_renewed_svids_are_taken_without_a_restart(spire_stack: SpireStack
     broker_port = int(stack.broker_url().rsplit(":", 1)[1])
     assert await _presented(gateway_port, agent_files) == new_leaves["gateway"]
     assert await _presented(broker_port, agent_files) == new_leaves["broker"]
-    async with GatewayClient(svid=agent, bundle_path=agent_files.bundle, base_url=stack.gateway_url) as gateway:
-        request_id = await gateway.request_poa(
-            "sap.vendor.change", "sap:vendor/V-200", tenant="acme", leg=HIGH_LEG, params=PARAMS
-        )
-        for name in ("alice", "bob"):
-            approver, files = env.holder(f"spiffe://atb.local/user/{name}")
-            async with ApproverClient(
-                svid=approver, bootstrap=env.bootstrap, namespace=env.namespace, bundle_path=files.bundle
-            ) as client:
-                await client.vote(await client.approval_required(request_id, timeout=60), VoteChoice.APPROVE)
-        issued = await gateway.await_poa(request_id, timeout=60)
+    request_id, issued = await _approved_high_request(env, agent, agent_files, "sap:vendor/V-200")
     assert issued.status == "issued"
     # Every event the renewed services signed for this request carries the new leaf.
     signers: dict[str, set[str]] = {}
