@@ -80,9 +80,20 @@ def _cmdline(pid: int) -> tuple[str, ...] | None:
     return tuple(part.decode(errors="replace") for part in raw.split(b"\0")[:-1])
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, wait_s: float = 0.0) -> None:
+    """Record our child's exit status once it has exited; wait up to `wait_s` for it.
+
+    /proc shows a thread-group leader as a zombie as soon as its own thread exits, while waitpid answers
+    only once every thread is gone: a caller that saw "Z" waits a moment for the status.
+    """
     child = _CHILDREN.get(pid)
-    if child is not None and (code := child.poll()) is not None:
+    if child is None:
+        return
+    try:
+        code = child.wait(wait_s) if wait_s > 0 else child.poll()
+    except subprocess.TimeoutExpired:
+        return
+    if code is not None:
         del _CHILDREN[pid]
         _EXIT_CODES[pid] = code
 
@@ -281,6 +292,8 @@ class ManagedProcess:
         pid = self.pid
         if pid is not None:
             return pid
+        if self._spawned is not None:
+            _reap(self._spawned, wait_s=5.0)  # gone from /proc's view: its status follows within moments
         code = self.returncode
         status = "" if code is None else (f" (status {code})" if code >= 0 else f" (signal {-code})")
         tail = " | ".join(_last_lines(self.log_path, 5))

@@ -219,6 +219,38 @@ async def test_a_process_that_exits_while_starting_is_reported_at_once_with_its_
     assert "cannot go on" in str(raised.value)
 
 
+# The main thread ends first and another thread exits the process a moment later: for that moment /proc
+# shows the process as a zombie while waitpid has no status yet (the window a Python service's exit opens).
+_LEADER_FIRST = """
+import ctypes, os, threading, time
+threading.Thread(target=lambda: (time.sleep(1.0), os._exit(71))).start()
+print('main thread leaving', flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+async def test_an_exit_seen_before_its_status_is_reported_with_the_status(tmp_path: Path) -> None:
+    """The finding: the start was reported as failed with no status, and `returncode` stayed None."""
+
+    async def never() -> bool:
+        await asyncio.Event().wait()
+        return False
+
+    leader = ManagedProcess(
+        "leader",
+        [sys.executable, "-c", _LEADER_FIRST],
+        None,
+        log_path=tmp_path / "leader.log",
+        pid_path=tmp_path / "leader.pid",
+        ready=never,
+    )
+    with pytest.raises(ProcessStartError) as raised:
+        await leader.start(ready_timeout=120)
+    assert "leader exited while starting (status 71)" in str(raised.value)
+    assert "main thread leaving" in str(raised.value)
+    assert leader.returncode == 71
+
+
 async def test_healthz_names_the_process_and_a_restart_is_found_on_the_same_ports(
     kafka_bootstrap: str, opa_url: str, namespace: str, tmp_path: Path
 ) -> None:
