@@ -3,7 +3,10 @@
 - `DelegationGranted` (`atb.approvals.delegation_granted.v1`): a delegator lets a
   delegate vote in their place from `not_before` to `until`, for some tiers (none
   listed: every tier). Published with the delegator's own SVID proof of origin
-  (`atb delegate`), on the compacted keys topic, keyed `delegation:<id>`.
+  (`atb delegate`), on the compacted keys topic, keyed `delegation:<id>`. Made in
+  the console instead, it is the console's, and carries the delegator's passkey
+  assertion over `delegation_challenge(grant, nonce)`: approvals and the issuer
+  verify that assertion against the delegator's enrolled passkey on their own.
 - `DelegationRevoked` (`atb.approvals.delegation_revoked.v1`): the delegation is no
   longer in force from `revoked_at` on; same key, so the latest record of a
   delegation says whether it is in force.
@@ -22,26 +25,31 @@ Models only: no Kafka, no crypto, no policy.
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
+from contracts.console_events import PasskeyAssertion
 from contracts.events import EventPayload, RequestDigest, RequestId, Tier, VoteChoice
 from contracts.topics import Topic
 
 __all__ = [
     "APPROVAL_EVENT_TYPES",
+    "DELEGATION_CHALLENGE_DOMAIN",
     "ApprovalEscalated",
     "DelegationGranted",
     "DelegationRevoked",
     "ReminderDue",
     "VoteOnBehalf",
+    "delegation_challenge",
     "delegation_key",
 ]
 
 Principal = Annotated[str, Field(min_length=1, max_length=256)]
 DelegationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-MAX_DELEGATION_EVENT_CHARS = 12 * 1024
+MAX_DELEGATION_EVENT_CHARS = 16 * 1024
 """A signed DelegationGranted envelope (payload, proof and certificate chain) fits in this."""
 
 
@@ -66,9 +74,39 @@ class DelegationGranted(EventPayload):
     until: AwareDatetime
     reason: Annotated[str, Field(max_length=1024)] = ""
     granted_at: AwareDatetime
+    assertion: PasskeyAssertion | None = None
+    """Made in the console: the delegator's passkey assertion over `delegation_challenge(self, nonce)`."""
 
     def partition_key(self) -> str:
         return delegation_key(self.delegation_id)
+
+
+DELEGATION_CHALLENGE_DOMAIN = b"atb.console.delegation.v1"
+"""Separates delegation challenges from vote challenges and every other use of a passkey."""
+
+
+def delegation_challenge(grant: DelegationGranted, nonce: str) -> bytes:
+    """The WebAuthn challenge of a grant made in the console: SHA-256 over the domain and every term of it.
+
+    Each part is length-prefixed; times are in UTC, tiers sorted. The assertion itself is not a term.
+    """
+    parts = (
+        grant.delegation_id,
+        grant.delegator,
+        grant.delegate,
+        ",".join(sorted(t.value for t in grant.tiers)),
+        grant.not_before.astimezone(UTC).isoformat(),
+        grant.until.astimezone(UTC).isoformat(),
+        grant.reason,
+        grant.granted_at.astimezone(UTC).isoformat(),
+        nonce,
+    )
+    h = hashlib.sha256(DELEGATION_CHALLENGE_DOMAIN)
+    for part in parts:
+        data = part.encode("utf-8")
+        h.update(len(data).to_bytes(4, "big"))
+        h.update(data)
+    return h.digest()
 
 
 class DelegationRevoked(EventPayload):

@@ -9,6 +9,11 @@
   decision, is therefore no assertion over any other.
 - `VoteCastV2` (`atb.approvals.vote_cast.v2`): VoteCast with the `console`
   channel and an optional assertion.
+- `PasskeyEnrollmentGranted`: an enrollment officer's one-time, short-lived
+  permission for one directory principal to register a passkey, signed with the
+  officer's own SVID (`atb console enroll <principal> --as <officer>`). It
+  travels inside the `PasskeyEnrolled` it allows, so a console cannot enroll a
+  passkey for anyone on its own (`contracts.passkey_grants`).
 - `PasskeyEnrolled`, `PasskeyRevoked`: a credential's public key and its
   removal, keyed by `passkey:<credential id>` (the latest record per credential
   says whether it is in force).
@@ -32,6 +37,7 @@ __all__ = [
     "Base64Url",
     "PasskeyAssertion",
     "PasskeyEnrolled",
+    "PasskeyEnrollmentGranted",
     "PasskeyRevoked",
     "VoteCastV2",
     "passkey_key",
@@ -102,6 +108,27 @@ class VoteCastV2(EventPayload):
     assertion: PasskeyAssertion | None = None
 
 
+class PasskeyEnrollmentGranted(EventPayload):
+    """An enrollment officer lets `principal` register one passkey between `granted_at` and `expires_at`.
+
+    Signed by the officer's own SVID (`granted_by`, no attester). Not published on its
+    own: the console carries its envelope inside the `PasskeyEnrolled` it allows.
+    """
+
+    event_type: ClassVar[str] = "atb.console.passkey_enrollment_granted.v1"
+    topic: ClassVar[Topic] = Topic.KEYS
+
+    grant_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    principal: Principal
+    granted_by: Principal
+    """The officer's SPIFFE ID: the identity that signs this event."""
+    granted_at: AwareDatetime
+    expires_at: AwareDatetime
+
+    def partition_key(self) -> str:
+        return f"passkey-grant:{self.grant_id}"
+
+
 class PasskeyEnrolled(EventPayload):
     """A directory principal registered a passkey with the console: its COSE public key is in force."""
 
@@ -117,6 +144,9 @@ class PasskeyEnrolled(EventPayload):
     origins: tuple[str, ...]
     user_verified: bool
     enrolled_at: AwareDatetime
+    grant: Annotated[str, Field(max_length=16384)] | None = None
+    """The signed `PasskeyEnrollmentGranted` envelope (JSON) that allowed this enrollment; without one,
+    verifiers refuse the announcement."""
 
     def partition_key(self) -> str:
         return passkey_key(self.credential_id)
@@ -139,6 +169,6 @@ class PasskeyRevoked(EventPayload):
 
 
 CONSOLE_EVENT_TYPES: dict[str, type[EventPayload]] = {
-    cls.event_type: cls for cls in (VoteCastV2, PasskeyEnrolled, PasskeyRevoked)
+    cls.event_type: cls for cls in (VoteCastV2, PasskeyEnrollmentGranted, PasskeyEnrolled, PasskeyRevoked)
 }
 """The console's event types, by CloudEvents `type` (to be merged into `contracts.events.EVENT_TYPES`)."""

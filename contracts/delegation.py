@@ -36,7 +36,7 @@ by the caller before it asks).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
@@ -47,6 +47,7 @@ from contracts.events import Tier
 from contracts.reasons import ReasonCode
 
 __all__ = [
+    "MAX_DELEGATION",
     "Delegation",
     "DelegationBook",
     "OnBehalf",
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 B = TypeVar("B")
+
+MAX_DELEGATION = timedelta(days=90)
+"""The longest window a delegator may grant (`atb delegate grant`, the console)."""
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,13 @@ class ReasonCode(StrEnum):
     DELEGATION_INVALID = "delegation_invalid"
     ASSERTION_INVALID = "assertion_invalid"  # a console vote's passkey assertion (atb_identity.passkey)
 
+    # -- a passkey announcement without a valid enrollment grant (contracts/passkey_grants.py) --
+    PASSKEY_GRANT_MISSING = "passkey_grant_missing"
+    PASSKEY_GRANT_INVALID = "passkey_grant_invalid"
+    PASSKEY_GRANT_NOT_IN_FORCE = "passkey_grant_not_in_force"
+    PASSKEY_ENROLLER_NOT_ALLOWED = "passkey_enroller_not_allowed"
+    PASSKEY_GRANT_USED = "passkey_grant_used"
+
     # -- a chat click that casts no vote (chat/domain/click.py) -----------------------------
     WRONG_WORKSPACE = "wrong_workspace"
     UNKNOWN_REQUEST = "unknown_request"
@@ -168,6 +175,7 @@ class ReasonCode(StrEnum):
     CONSOLE_PASSKEY_ENROLLED = "console_passkey_enrolled"
     CONSOLE_PASSKEY_ENROLL_REFUSED = "console_passkey_enroll_refused"
     CONSOLE_PASSKEY_REVOKED = "console_passkey_revoked"
+    PASSKEY_ANNOUNCEMENT_REFUSED = "passkey_announcement_refused"
     CONSOLE_SIGNIN = "console_signin"
     CONSOLE_SIGNIN_REFUSED = "console_signin_refused"
     CONSOLE_VOTE_CAST = "console_vote_cast"
@@ -231,6 +239,7 @@ AUDIT_NAMES: frozenset[ReasonCode] = frozenset(
         "console_passkey_enrolled",
         "console_passkey_enroll_refused",
         "console_passkey_revoked",
+        "passkey_announcement_refused",
         "console_signin",
         "console_signin_refused",
         "console_vote_cast",

@@ -41,11 +41,11 @@ from atb_runtime import Publisher, outgoing_envelope
 from atb_runtime.readback import read_events
 from contracts import ApprovalRequired, Envelope, EventPayload, Tier, Topic, VoteChoice, make_envelope, topic_name
 from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
+from contracts.delegation import MAX_DELEGATION
 from contracts.envelope import encode_envelope
 
 __all__ = ["delegate_app", "parse_until"]
 
-MAX_DELEGATION = timedelta(days=90)
 """A longer absence is a change of the directory, not a delegation."""
 
 TIERS_OPTION = typer.Option([], "--tiers", help="Only these tiers (repeat); none: every tier.")

@@ -242,8 +242,12 @@ async def _high_risk(
 
 
 async def _console_link(console: Console, bootstrap: str, state_dir: Path, stack: ServiceStack) -> None:
-    """The console's URL and a one-time enrollment link for alice (`atb console enroll alice`)."""
+    """The console's URL and a one-time enrollment link for alice (`atb console enroll alice --as carol`).
+
+    carol, of the security group, is the enrollment officer: her SVID signs the grant inside the link.
+    """
     console.rule("[bold]Approver console")
+    ensure_svid(state_dir, "spiffe://atb.local/user/carol")
     env = {
         **os.environ,
         "ATB_STATE_DIR": str(state_dir),
@@ -254,7 +258,7 @@ async def _console_link(console: Console, bootstrap: str, state_dir: Path, stack
     }
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "atb"),
-        *("console", "enroll", "alice"),
+        *("console", "enroll", "alice", "--as", "carol"),
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -264,7 +268,7 @@ async def _console_link(console: Console, bootstrap: str, state_dir: Path, stack
         raise DemoError(f"atb console enroll failed ({proc.returncode}): {out.decode().strip()}")
     link = out.decode().strip().splitlines()[-1]
     console.print(f"Approver console: [bold]{stack.console_url}[/bold] (passkeys; the relying party is localhost)")
-    console.print(f"One-time enrollment link for alice ($ atb console enroll alice): {link}")
+    console.print(f"One-time enrollment link for alice, granted by carol (atb console enroll alice --as carol): {link}")
     console.print("The services keep running (the chat, Teams, SAP and webhook stand-ins end with this demo).")
 
 

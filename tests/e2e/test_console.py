@@ -56,6 +56,7 @@ from contracts import (
 )
 from contracts.approval_events import ApprovalEscalated, ReminderDue
 from contracts.console_events import PasskeyEnrolled, VoteCastV2
+from tests.passkey_support import grant as passkey_grant
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -96,8 +97,10 @@ class Console:
         ).stdout
 
     def enroll_link(self, principal: str) -> str:
-        """`atb console enroll <principal>`: the printed link."""
-        out = self.atb("console", "enroll", principal)
+        """`atb console enroll <principal> --as carol`: the printed link (carol, of the security group, is the
+        enrollment officer: her SVID signs the grant)."""
+        ensure_svid(self.state, "spiffe://atb.local/user/carol")
+        out = self.atb("console", "enroll", principal, "--as", "carol")
         links = [line for line in out.splitlines() if line.startswith(self.url + "/enroll/")]
         assert len(links) == 1, out
         return links[0]
@@ -795,6 +798,40 @@ async def test_enrollment_links_are_single_use_and_expire(console: Console, brow
         assert response.status == 404
     finally:
         await context.close()
+
+
+async def test_a_link_without_an_enrollment_officers_grant_enrolls_no_one(console: Console, browser: Browser) -> None:
+    """What a console on its own could make: a link with no grant, or with a grant signed by someone who is
+    not an enrollment officer (alice, a manager). The browser's passkey is refused and nothing is announced."""
+    now = time.time()
+    alices = passkey_grant(
+        ensure_svid(console.state, "spiffe://atb.local/user/alice"), "dave", datetime.fromtimestamp(now, UTC)
+    )
+    store = ConsoleStore(console.db)
+    try:
+        bare = store.create_enrollment("dave", now=now, ttl_s=900)
+        by_alice = store.create_enrollment("dave", now=now, ttl_s=900, grant=alices)
+    finally:
+        store.close()
+    for token, rule in ((bare, "passkey_grant_missing"), (by_alice, "passkey_enroller_not_allowed")):
+        context, page = await _device(browser)
+        try:
+            await page.goto(f"{console.url}/enroll/{token}")
+            await page.click("#enroll")
+            await page.locator("#status", has_text="carries no valid enrollment grant").wait_for()
+        finally:
+            await context.close()
+        store = ConsoleStore(console.db)
+        try:
+            assert [c for c in store.credentials_of("dave") if c.created_at >= now] == []
+        finally:
+            store.close()
+        refusals = [
+            d for _, d in await _read(console, Topic.AUDIT) if d.get("audit_type") == "console_passkey_enroll_refused"
+        ]
+        assert rule in {r["details"].get("rule") for r in refusals}
+    announced = (await _announced(console)).values()
+    assert not [e for e in announced if e.principal == "dave" and e.enrolled_at.timestamp() >= now]
 
 
 async def test_sign_out_and_idle_expiry(console: Console, browser: Browser) -> None:

@@ -61,9 +61,11 @@ class Chain:
     env: dict[str, str]
 
     def enroll_link(self, principal: str) -> str:
-        """`atb console enroll <principal>` as an operator runs it next to the stack's console."""
+        """`atb console enroll <principal> --as carol` as an operator runs it next to the stack's console
+        (carol, of the security group, is the enrollment officer: her SVID signs the grant)."""
+        ensure_svid(self.state, "spiffe://atb.local/user/carol")
         out = subprocess.run(
-            [sys.executable, "-c", "from atb.cli import main; main()", "console", "enroll", principal],
+            [sys.executable, "-c", "from atb.cli import main; main()", "console", "enroll", principal, "--as", "carol"],
             env=self.env,
             capture_output=True,
             text=True,

@@ -55,9 +55,9 @@ def test_the_store_is_migrated_to_head_and_matches_its_tables(url: str, store: C
 
 def test_an_enrollment_link_is_used_once_and_expires(store: ConsoleStore) -> None:
     now = time.time()
-    token = store.create_enrollment("alice", now=now, ttl_s=900)
+    token = store.create_enrollment("alice", now=now, ttl_s=900, grant='{"the": "signed grant"}')
     assert store.enrollment(token, now=now) == "alice"
-    assert store.use_enrollment(token, now=now + 1) == "alice"
+    assert store.use_enrollment(token, now=now + 1) == ("alice", '{"the": "signed grant"}')
     assert store.use_enrollment(token, now=now + 2) is None
     assert store.enrollment(token, now=now + 2) is None
     late = store.create_enrollment("bob", now=now, ttl_s=900)

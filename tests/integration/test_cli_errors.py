@@ -70,7 +70,7 @@ STACK_DOWN: dict[str, tuple[list[str], int]] = {
     "audit verify": (["--db", "{missing}"], ExitCode.UNAVAILABLE),
     "console credentials list": ([], ExitCode.OK),  # its own store only: an empty table
     "console credentials revoke": (["alice"], ExitCode.USAGE),  # nobody enrolled yet
-    "console enroll": (["alice"], ExitCode.UNAVAILABLE),  # the link's audit event needs Kafka
+    "console enroll": (["alice", "--as", "carol"], ExitCode.UNAVAILABLE),  # the link's audit event needs Kafka
     "delegate grant": (["alice", "dave", "--until", "8h"], ExitCode.UNAVAILABLE),
     "delegate list": ([], ExitCode.UNAVAILABLE),
     "delegate revoke": (["dlg-x", "--as", "alice"], ExitCode.UNAVAILABLE),
@@ -110,9 +110,11 @@ BAD_SETTING = {"demo", "dev tools", "dev up"}
 
 @pytest.fixture
 def dead_stack(tmp_path: Path) -> dict[str, str]:
-    """Environment of a machine whose Kafka and OPA do not answer, with alice's SVID in a fresh state folder."""
+    """Environment of a machine whose Kafka and OPA do not answer, with alice's and carol's (an enrollment
+    officer's) SVIDs in a fresh state folder."""
     state = tmp_path / "state"
     issue_svid(state, "spiffe://atb.local/user/alice", hours=1)
+    issue_svid(state, "spiffe://atb.local/user/carol", hours=1)
     kafka, opa = f"127.0.0.1:{_closed_port()}", f"http://127.0.0.1:{_closed_port()}"
     return {
         "KAFKA_BOOTSTRAP_SERVERS": kafka,
@@ -265,3 +267,20 @@ def test_the_installed_command_shows_a_traceback_with_debug(dead_stack: dict[str
     assert proc.returncode != 0
     assert "KafkaConnectionError" in proc.stderr
     assert len(proc.stderr.splitlines()) > 10
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["alice"], "say which enrollment officer grants this: --as <name>"),
+        (["bob", "--as", "alice"], "spiffe://atb.local/user/alice may not grant enrollments: alice is in none of the"),
+        (["bob", "--as", "carol", "--ttl", "7200"], "--ttl 7200: a link works between 1 s and 3600 s"),
+    ],
+)
+def test_console_enroll_refuses_a_grant_no_verifier_would_accept_before_signing_it(
+    dead_stack: dict[str, str], args: list[str], says: str
+) -> None:
+    """Refused as a usage error (exit 2), before Kafka is asked: no grant is signed, no link made."""
+    result, _ = _invoke(["console", "enroll", *args], dead_stack)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert says in " ".join((result.stdout + result.stderr).split()), result.output

@@ -35,7 +35,7 @@ __all__ = [
 T = TypeVar("T", bound=EventPayload)
 
 
-async def _about(bus: Bus, topic: Topic, request_id: str) -> list[EventPayload]:
+async def _about(bus: Bus, topic: Topic, request_id: str | None) -> list[EventPayload]:
     return [e for e in events_of(await bus.records(topic)) if getattr(e, "request_id", None) == request_id]
 
 
@@ -71,7 +71,8 @@ async def audits(bus: Bus, request_id: str) -> list[tuple[str, str]]:
     return [(e.audit_type, e.outcome) for e in await _about(bus, Topic.AUDIT, request_id) if isinstance(e, AuditEvent)]
 
 
-async def audit_events(bus: Bus, request_id: str) -> list[AuditEvent]:
+async def audit_events(bus: Bus, request_id: str | None) -> list[AuditEvent]:
+    """The audit events about `request_id` (None: those about no request)."""
     return [e for e in await _about(bus, Topic.AUDIT, request_id) if isinstance(e, AuditEvent)]
 
 

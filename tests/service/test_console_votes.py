@@ -1,7 +1,8 @@
 """Approvals counts a console vote only with its approver's passkey assertion, verified on its own.
 
 The console's passkeys reach approvals as they do in approvals/main.py: a follower of the keys
-topic whose check admits only the console's own proof (`atb_runtime.passkeys`). Assertions are
+topic whose check admits only the console's own proof, and an enrollment only with an enrollment
+officer's grant inside (`atb_runtime.passkeys.AnnouncementCheck`). Assertions are
 made by the software authenticator of tests/unit/test_passkey.py, over the challenge the console
 derives from the request digest, the decision and a nonce.
 """
@@ -9,15 +10,17 @@ derives from the request digest, the decision and a nonce.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import jwt
 
 from atb_identity.passkey import b64url
 from atb_runtime import DeadLetters, Outgoing
-from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, passkey_rules
-from atb_runtime.proofs import ProofCheck
+from atb_runtime.passkeys import CONSOLE, AnnouncementCheck, PasskeyRegistry
 from contracts import ApprovalRequired, PoaClaims, QuorumReached, RequestDenied, Topic, VoteChoice
 from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
+from tests.passkey_support import OFFICER
+from tests.passkey_support import grant as passkey_grant
 from tests.service.bus import Bus, MemoryBus
 from tests.service.look import audit_events, dead_letters, kinds, one, outcomes, poas, required
 from tests.service.world import APPROVALS, CHAT, ISSUER, World, approver_id
@@ -33,7 +36,18 @@ def _not_enrolled(device: SoftAuthenticator) -> str:
     return f"credential {device.credential_id} is not enrolled, or was revoked"
 
 
-def _enrolled(world: World, device: SoftAuthenticator, principal: str, *, by: str = CONSOLE) -> Outgoing:
+def _enrolled(
+    world: World,
+    device: SoftAuthenticator,
+    principal: str,
+    *,
+    by: str = CONSOLE,
+    grant: str | None = "",
+    late_s: float = 0,
+) -> Outgoing:
+    """The console's announcement of `device` for `principal`, `late_s` after carol's grant (`grant` "": a
+    fresh one)."""
+    now = world.clock.now() + timedelta(seconds=late_s)
     event = PasskeyEnrolled(
         principal=principal,
         credential_id=device.credential_id,
@@ -42,7 +56,8 @@ def _enrolled(world: World, device: SoftAuthenticator, principal: str, *, by: st
         rp_id=RP_ID,
         origins=(ORIGIN,),
         user_verified=True,
-        enrolled_at=world.clock.now(),
+        enrolled_at=now,
+        grant=passkey_grant(world.svid(OFFICER), principal, world.clock.now()) if grant == "" else grant,
     )
     return world.signed(event, by)
 
@@ -72,13 +87,10 @@ def _followed(bus: Bus, world: World, name: str, source: str) -> PasskeyRegistry
     """A passkey registry fed from the keys topic, as approvals/main.py and issuer/main.py wire it."""
     assert isinstance(bus, MemoryBus)
     registry = PasskeyRegistry()
-    bus.follow(
-        name,
-        (Topic.KEYS,),
-        registry.take,
-        check=ProofCheck(world.bundle, passkey_rules(), source=source, namespace=world.namespace, consumer=name),
-        dead=DeadLetters(name, source, world.namespace),
+    check = AnnouncementCheck(
+        registry, world.bundle, world.directory, source=source, namespace=world.namespace, consumer=name
     )
+    bus.follow(name, (Topic.KEYS,), registry.take, check=check, dead=DeadLetters(name, source, world.namespace))
     return registry
 
 
@@ -252,3 +264,80 @@ async def test_a_restarted_approvals_still_refuses_a_replayed_assertion(bus: Bus
         ("v-alice-replayed", "assertion_invalid", "counter: signature counter 1 is not above 1")
     ]
     assert kinds(await outcomes(bus, "req-console-restart")) == ["ApprovalRequired"]
+
+
+async def test_a_console_cannot_enroll_a_passkey_without_an_enrollment_officers_grant(bus: Bus, world: World) -> None:
+    """The console's own proof is not enough: each announcement below is the console's, and only the one with
+    a valid grant of carol (an officer: the security group) puts a passkey in force."""
+    await _approvals_with_passkeys(bus, world)
+    now = world.clock.now()
+    devices = {name: SoftAuthenticator() for name in ("none", "console", "alice", "other", "late", "long", "ok")}
+    twice = passkey_grant(world.svid(OFFICER), "bob", now, grant_id="grant-twice")
+    racer, honest = SoftAuthenticator(), SoftAuthenticator()
+    await bus.publish(
+        [
+            _enrolled(world, devices["none"], "bob", grant=None),
+            # signed by the console itself, naming carol: not carol's proof
+            _enrolled(
+                world,
+                devices["console"],
+                "bob",
+                grant=passkey_grant(world.svid(CONSOLE), "bob", now, granted_by=OFFICER),
+            ),
+            # signed by alice: a manager, not an enrollment officer
+            _enrolled(
+                world, devices["alice"], "bob", grant=passkey_grant(world.svid(approver_id("alice")), "bob", now)
+            ),
+            # carol's grant for dave, used for bob
+            _enrolled(world, devices["other"], "bob", grant=passkey_grant(world.svid(OFFICER), "dave", now)),
+            # enrolled after the grant's window
+            _enrolled(
+                world,
+                devices["late"],
+                "bob",
+                grant=passkey_grant(world.svid(OFFICER), "bob", now, seconds=60),
+                late_s=120,
+            ),
+            # a window longer than an hour
+            _enrolled(
+                world, devices["long"], "bob", grant=passkey_grant(world.svid(OFFICER), "bob", now, seconds=7200)
+            ),
+            # one grant, two credentials: the console racing bob's own enrollment burns the grant for both
+            _enrolled(world, honest, "bob", grant=twice),
+            _enrolled(world, racer, "bob", grant=twice),
+            _enrolled(world, devices["ok"], "bob"),
+        ]
+    )
+    _, record = world.request("req-grants", HIGH)
+    await bus.publish([record])
+    await bus.settle()
+    asked = await required(bus, "req-grants")
+    tried = [*devices.items(), ("honest", honest), ("racer", racer)]
+    await bus.publish(
+        [
+            _vote(world, asked, "bob", _assertion(device, asked.request_digest), vote_id=f"v-{name}")
+            for name, device in tried
+        ]
+    )
+    await bus.settle()
+    refused = {vote_id: why for vote_id, _, why in await _refusals(bus, "req-grants")}
+    assert sorted(refused) == sorted(f"v-{name}" for name, _ in tried if name != "ok")
+    for name, device in tried:
+        if name != "ok":
+            assert refused[f"v-{name}"] == _not_enrolled(device), name
+    letters = await dead_letters(bus)
+    codes = [code for consumer, _, _, code in letters if consumer == FOLLOWER]  # the keys topic's partitions: any order
+    assert sorted(codes) == sorted(
+        [
+            "passkey_grant_missing",
+            "passkey_grant_invalid",
+            "passkey_enroller_not_allowed",
+            "passkey_grant_invalid",
+            "passkey_grant_not_in_force",
+            "passkey_grant_invalid",
+            "passkey_grant_used",
+        ]
+    )
+    audited = [e for e in await audit_events(bus, None) if e.audit_type == "passkey_announcement_refused"]
+    assert sorted(str(e.details["rule"]) for e in audited) == sorted(codes)
+    assert {e.details["principal"] for e in audited} == {"bob"}

@@ -18,7 +18,13 @@ from contracts.approval_events import (
     VoteOnBehalf,
 )
 from contracts.canonical import canonical_json, sha256_digest
-from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2
+from contracts.console_events import (
+    PasskeyAssertion,
+    PasskeyEnrolled,
+    PasskeyEnrollmentGranted,
+    PasskeyRevoked,
+    VoteCastV2,
+)
 from contracts.envelope import (
     MAX_EVENT_BYTES,
     Envelope,
@@ -367,6 +373,16 @@ def _passkey_enrolled() -> PasskeyEnrolled:
     )
 
 
+def _passkey_enrollment_granted() -> PasskeyEnrollmentGranted:
+    return PasskeyEnrollmentGranted(
+        grant_id="grant-1",
+        principal="alice",
+        granted_by="spiffe://atb.example/user/carol",
+        granted_at=NOW,
+        expires_at=NOW + timedelta(minutes=15),
+    )
+
+
 def _passkey_revoked() -> PasskeyRevoked:
     alice = "spiffe://atb.example/user/alice"
     return PasskeyRevoked(principal=alice, credential_id="Y3JlZC0x", revoked_by=alice, revoked_at=NOW)
@@ -396,6 +412,7 @@ FACTORIES: dict[type[EventPayload], Callable[[], EventPayload]] = {
     ApprovalEscalated: _escalated,
     VoteCastV2: _vote_v2,
     PasskeyEnrolled: _passkey_enrolled,
+    PasskeyEnrollmentGranted: _passkey_enrollment_granted,
     PasskeyRevoked: _passkey_revoked,
 }
 ALL_TYPES = sorted(EVENT_TYPES.items())
@@ -449,6 +466,7 @@ def test_partition_key_and_subject(event_type: str, model: type[EventPayload]) -
         DelegationGranted: "delegation:dlg-1",
         DelegationRevoked: "delegation:dlg-1",
         PasskeyEnrolled: "passkey:Y3JlZC0x",
+        PasskeyEnrollmentGranted: "passkey-grant:grant-1",
         PasskeyRevoked: "passkey:Y3JlZC0x",
     }
     expected = keyed_otherwise.get(model, REQ)

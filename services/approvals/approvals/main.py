@@ -45,11 +45,12 @@ async def build() -> ServiceRunner:
     policy = PolicyRequirements(opa, settings.policy_cache_seconds, agents=agents)
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
     ns = settings.topic_namespace
-    # Revocations of delegations, from the keys topic; each on-behalf vote carries its own grant.
-    gate = DelegationGate(bundle)
-    delegations = DelegationFollower(gate, settings.kafka_bootstrap_servers, ns)
     # The console's passkeys, from the keys topic: only the console's own proof makes an announcement count.
     passkeys = PasskeyRegistry()
+    # Revocations of delegations, from the keys topic; each on-behalf vote carries its own grant (one made in
+    # the console with the delegator's passkey assertion, verified against these passkeys).
+    gate = DelegationGate(bundle, passkeys=passkeys, directory=directory, announcers=settings.passkey_announcers)
+    delegations = DelegationFollower(gate, settings.kafka_bootstrap_servers, ns)
     letters = Publisher(settings.kafka_bootstrap_servers, f"atb-approvals-letters-{settings.instance}", linger_ms=0)
     passkey_follower = PasskeyFollower(
         passkeys,
@@ -58,6 +59,8 @@ async def build() -> ServiceRunner:
         ns,
         source=settings.service_id,
         consumer=follower_consumer("approvals", "passkeys", settings.instance),
+        directory=directory,
+        enroller_groups=settings.passkey_enroller_groups,
         consoles=settings.passkey_announcers,
         dead_letters=follower_dead_letters(
             "approvals",

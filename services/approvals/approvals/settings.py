@@ -42,6 +42,9 @@ class ApprovalsSettings(CommonSettings):
     passkey_announcers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/console"])
     """Who may announce passkeys on the keys topic (PasskeyEnrolled, PasskeyRevoked); a vote any of
     them vouches for on a high or critical request counts only with a verified passkey assertion."""
+    passkey_enroller_groups: list[str] = Field(default_factory=lambda: ["security"])
+    """Directory groups whose members may sign passkey enrollment grants (`atb console enroll --as`): a
+    passkey the console announces counts only with such a grant inside it."""
     approver_directory_path: Path | None = None
     """JSON approver directory (principal → identities, type, groups, tiers); default config/approvers.json."""
     agent_registry_path: Path | None = None

@@ -43,10 +43,10 @@ async def build() -> ServiceRunner:
     store = ConsoleStore(settings.db_url(), migrations=settings.console_migrations_dir)
     publisher = Publisher(settings.kafka_bootstrap_servers, client_id="atb-console")
     svid = service_svid(settings.state_dir, settings.service_id, settings.svid_cert_path, settings.svid_key_path)
-    service = ConsoleService(settings, directory, store, publisher, svid)
+    bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
+    service = ConsoleService(settings, directory, store, publisher, svid, bundle)
     consumer = follower_consumer("console", "views", settings.instance)
     ns = settings.topic_namespace
-    bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     # Outcomes and PoAs only with their producer's proof. Approvals writes its changelog
     # (ApprovalStateChanged) unsigned, as its own state: the console shows a changelog's request details
     # only when they hash to the digest of the proven ApprovalRequired, and its ballots as information.

@@ -1,10 +1,12 @@
 """Console application service: passkey enrollment and sign-in, the approver inbox, device-bound votes.
 
-Enrollment: `atb console enroll <principal>` stores a one-time link (15 min);
-its page asks the browser for a new passkey; the attestation is checked by the
-`webauthn` package (challenge, origin, RP id, UP, UV), the link is used once,
-the credential stored, audited (`console_passkey_enrolled`) and announced
-(`PasskeyEnrolled`, signed with the console's SVID).
+Enrollment: `atb console enroll <principal> --as <officer>` stores a one-time
+link (15 min) with the officer's signed grant; its page asks the browser for a
+new passkey; the attestation is checked by the `webauthn` package (challenge,
+origin, RP id, UP, UV), the link is used once, the grant judged as approvals and
+the issuer will judge it (`atb_runtime.passkeys.EnrollmentGrants`), the
+credential stored, audited (`console_passkey_enrolled`) and announced
+(`PasskeyEnrolled` with the grant inside, signed with the console's SVID).
 
 Sign-in: a discoverable-credential assertion over a random, single-use challenge
 (`atb_identity.passkey.verify_assertion`, user verification required); the
@@ -48,7 +50,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from atb_identity import Svid, sign_envelope
+from atb_identity import Svid, TrustBundle, sign_envelope
 from atb_identity.passkey import (
     EnrolledPasskey,
     PasskeyAssertionError,
@@ -58,13 +60,31 @@ from atb_identity.passkey import (
     verify_vote_assertion,
 )
 from atb_runtime import Outgoing, audit, outgoing_envelope
+from atb_runtime.passkeys import EnrollmentGrants, PasskeyRegistry
 from atb_runtime.publisher import RecordPublisher
 from console.adapters.store import ConsoleStore, Credential, token_hash
 from console.domain import ApprovalView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
 from console.settings import ConsoleSettings
-from contracts import EventPayload, JsonObject, VoteChoice, make_envelope, topic_name
-from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
+from contracts import (
+    EventDecodeError,
+    EventPayload,
+    JsonObject,
+    VoteChoice,
+    decode_envelope,
+    make_envelope,
+    payload_of,
+    topic_name,
+)
+from contracts.console_events import (
+    PasskeyAssertion,
+    PasskeyEnrolled,
+    PasskeyEnrollmentGranted,
+    PasskeyRevoked,
+    VoteCastV2,
+    vote_challenge,
+)
 from contracts.directory import Approver, Directory
+from contracts.reasons import Reason, ReasonCode
 
 __all__ = ["ConsoleError", "ConsoleService", "SignedIn", "VoteOutcome"]
 
@@ -103,8 +123,15 @@ class ConsoleService:
         store: ConsoleStore,
         publisher: RecordPublisher,
         svid: Svid,
+        bundle: TrustBundle | None = None,
     ) -> None:
         self._settings = settings
+        self._grants = (
+            None
+            if bundle is None
+            else EnrollmentGrants(PasskeyRegistry(), bundle, directory, settings.passkey_enroller_groups)
+        )
+        """Judges an enrollment's grant as approvals and the issuer will (None: this service enrolls no one)."""
         self._directory = directory
         self._store = store
         self._publisher = publisher
@@ -219,9 +246,10 @@ class ConsoleService:
         except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as exc:
             await self._audit("console_passkey_enroll_refused", "denied", None, str(exc)[:300], {})
             raise ConsoleError("registration_invalid", "The passkey could not be verified.", 400) from exc
-        principal = self._store.use_enrollment(token, now=now)
-        if principal is None:
+        used = self._store.use_enrollment(token, now=now)
+        if used is None:
             raise ConsoleError("link_invalid", "This enrollment link is unknown, used or expired.", 404)
+        principal, grant = used
         record = Credential(
             credential_id=b64url(verified.credential_id),
             principal=principal,
@@ -233,7 +261,6 @@ class ConsoleService:
             revoked_at=None,
             revoked_by=None,
         )
-        self._store.add_credential(record)
         announced = PasskeyEnrolled(
             principal=principal,
             credential_id=record.credential_id,
@@ -243,8 +270,26 @@ class ConsoleService:
             origins=(self._origin,),
             user_verified=record.user_verified,
             enrolled_at=datetime.fromtimestamp(now, UTC),
+            grant=grant,
         )
-        details: JsonObject = {"principal": principal, "credential_id": record.credential_id, "aaguid": verified.aaguid}
+        refusal = (
+            Reason(ReasonCode.PASSKEY_GRANT_INVALID, "this console has no trust bundle to verify grants with")
+            if self._grants is None
+            else self._grants.check(announced)
+        )
+        if refusal is not None:
+            refused: JsonObject = {"principal": principal, "rule": refusal.code.value}
+            await self._audit("console_passkey_enroll_refused", "denied", None, str(refusal)[:300], refused)
+            raise ConsoleError(
+                refusal.code.value, f"This link carries no valid enrollment grant: {refusal.detail}", 403
+            )
+        self._store.add_credential(record)
+        details: JsonObject = {
+            "principal": principal,
+            "credential_id": record.credential_id,
+            "aaguid": verified.aaguid,
+            "grant_id": _grant_id(grant),
+        }
         await self._publish(
             [
                 self._signed(announced),
@@ -537,3 +582,14 @@ def _assertion(credential: JsonObject, *, nonce: str) -> PasskeyAssertion:
         )
     except ValidationError as exc:
         raise ConsoleError("malformed", "the passkey's answer is malformed", 400) from exc
+
+
+def _grant_id(grant: str | None) -> str | None:
+    """The grant id of a grant envelope already judged valid (for the audit record)."""
+    if grant is None:
+        return None
+    try:
+        event = payload_of(decode_envelope(grant.encode()))
+    except EventDecodeError:
+        return None
+    return event.grant_id if isinstance(event, PasskeyEnrollmentGranted) else None

@@ -34,8 +34,11 @@ class ConsoleSettings(CommonSettings):
     console_rp_name: str = "ATB console"
     console_session_idle_s: int = Field(default=900, ge=10, le=86_400)
     """A session unused for this long is over (sign in again)."""
-    console_enroll_ttl_s: int = Field(default=900, ge=10, le=86_400)
-    """How long an enrollment link works (it works once)."""
+    console_enroll_ttl_s: int = Field(default=900, ge=10, le=3600)
+    """How long an enrollment link works (it works once; at most an hour, as the officer's grant)."""
+    passkey_enroller_groups: list[str] = Field(default_factory=lambda: ["security"])
+    """Directory groups whose members may sign enrollment grants (`atb console enroll --as <officer>`);
+    approvals and the issuer must be configured alike, or they refuse the passkeys enrolled."""
     console_challenge_ttl_s: int = Field(default=300, ge=10, le=3600)
     step_up_tiers: list[Tier] = Field(default_factory=lambda: [Tier.HIGH, Tier.CRITICAL])
     """Approvals on these tiers carry a passkey assertion with user verification."""

@@ -41,6 +41,7 @@ async def build() -> ServiceRunner:
     bundle = load_bundle(settings.trust_bundle_path, settings.state_dir, settings.trust_domain)
     opa = OpaClient(settings.opa_url)
     agents = load_agent_registry(settings.agent_registry_path)
+    directory = Directory.from_mapping(json.loads(settings.approver_directory_path.read_text(encoding="utf-8")))
     # The console's passkeys, from the keys topic: console votes are re-verified with them.
     passkeys = PasskeyRegistry()
     publisher = Publisher(settings.kafka_bootstrap_servers, "atb-issuer-keys")
@@ -51,6 +52,8 @@ async def build() -> ServiceRunner:
         settings.topic_namespace,
         source=settings.service_id,
         consumer=follower_consumer("issuer", "passkeys", settings.instance),
+        directory=directory,
+        enroller_groups=settings.passkey_enroller_groups,
         consoles=settings.passkey_announcers,
         dead_letters=follower_dead_letters(
             "issuer",
@@ -63,7 +66,7 @@ async def build() -> ServiceRunner:
     )
     evidence = EvidenceVerifier(
         bundle=bundle,
-        directory=Directory.from_mapping(json.loads(settings.approver_directory_path.read_text(encoding="utf-8"))),
+        directory=directory,
         policy=RequirementsClient(opa, agents=agents),
         agents=agents,
         request_attesters=settings.request_attesters,

@@ -40,6 +40,9 @@ class IssuerSettings(CommonSettings):
     passkey_announcers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/console"])
     """As the approvals service's: who may announce passkeys; their votes on high and critical
     requests count only with a passkey assertion the issuer verifies again."""
+    passkey_enroller_groups: list[str] = Field(default_factory=lambda: ["security"])
+    """Directory groups whose members may sign passkey enrollment grants (`atb console enroll --as`): a
+    passkey the console announces counts only with such a grant inside it."""
     quorum_producers: list[str] = Field(default_factory=lambda: ["spiffe://atb.local/svc/approvals"])
     """Who may announce a QuorumReached (its proof must be theirs)."""
     max_pending_seconds: int = 86_400

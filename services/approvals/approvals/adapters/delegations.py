@@ -2,27 +2,32 @@
 
 A `VoteOnBehalf` embeds the signed `DelegationGranted` that allows it. Before the
 vote becomes a ballot, `DelegationGate.refusal` verifies that grant's proof (the
-delegator's own SVID: no attester may vouch for a grant) and that the delegation
-was not revoked by the time the vote was received. The rest of the rule (window,
+delegator's own SVID; or the console's, and then the delegator's passkey assertion
+over the grant, `atb_runtime.passkeys.delegation_refusal`: no other attester may
+vouch for a grant) and that the delegation was not revoked by the time the vote
+was received. The rest of the rule (window,
 tiers, eligibility of both, the requester, one place per human) is
 `contracts.delegation`'s, applied by the tally to the stored ballot.
 
 `note` takes the delegation revocations of the keys topic (`DelegationFollower`
 feeds it from the topic's start): a revocation counts only when proven by its
-delegator (`revoked_by`).
+delegator (`revoked_by`), or by the console on the delegator's behalf (a
+revocation only takes power away).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
 from atb_runtime.follow import FollowerDeadLetters, Refused, TopicFollower
+from atb_runtime.passkeys import PasskeyRegistry, delegation_refusal
 from contracts import Envelope, EventDecodeError, EventPayload, Topic, decode_envelope, payload_of
 from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
 from contracts.delegation import DelegationBook
+from contracts.directory import Directory
 from contracts.reasons import ReasonCode
 
 __all__ = ["DelegationFollower", "DelegationGate", "DelegationRefusal"]
@@ -35,9 +40,21 @@ class DelegationRefusal:
 
 
 class DelegationGate:
-    def __init__(self, bundle: TrustBundle, book: DelegationBook | None = None) -> None:
+    def __init__(
+        self,
+        bundle: TrustBundle,
+        book: DelegationBook | None = None,
+        *,
+        passkeys: PasskeyRegistry | None = None,
+        directory: Directory | None = None,
+        announcers: Collection[str] = (),
+    ) -> None:
         self._bundle = bundle
         self._book = book or DelegationBook()
+        self._passkeys = passkeys
+        self._directory = directory
+        self._announcers = tuple(announcers) if passkeys is not None and directory is not None else ()
+        """Who may prove a grant made in the console (none without a passkey registry and a directory)."""
 
     def refusal(self, vote: VoteOnBehalf, now: datetime, attested: bool = False) -> DelegationRefusal | None:
         """Why an on-behalf vote received `now` cannot become a ballot, or None.
@@ -59,11 +76,23 @@ class DelegationGate:
         if grant.granted_at > now:
             return DelegationRefusal(ReasonCode.DELEGATION_INVALID, "the grant is dated after the vote was received")
         try:
-            verify_origin(envelope, grant.delegator, self._bundle, attesters=(), at=grant.granted_at)
+            origin = verify_origin(
+                envelope, grant.delegator, self._bundle, attesters=self._announcers, at=grant.granted_at
+            )
         except IdentityError as exc:
             return DelegationRefusal(
                 ReasonCode.DELEGATION_INVALID, f"the grant is not proven by {grant.delegator}: {exc}"
             )
+        if origin.attested and self._passkeys is not None and self._directory is not None:
+            unproven = delegation_refusal(
+                grant,
+                proven_by=origin.proven_by,
+                registry=self._passkeys,
+                directory=self._directory,
+                announcers=self._announcers,
+            )
+            if unproven is not None:
+                return DelegationRefusal(ReasonCode.DELEGATION_INVALID, f"the grant is not the delegator's: {unproven}")
         if self._book.revoked(grant.delegation_id, now):
             return DelegationRefusal(
                 ReasonCode.DELEGATION_NOT_IN_FORCE, f"delegation {grant.delegation_id} was revoked"
@@ -83,7 +112,7 @@ class DelegationGate:
         if not isinstance(event, DelegationRevoked) or event.revoked_by != event.delegator or event.revoked_at > now:
             return None
         try:
-            verify_origin(envelope, event.revoked_by, self._bundle, attesters=(), at=event.revoked_at)
+            verify_origin(envelope, event.revoked_by, self._bundle, attesters=self._announcers, at=event.revoked_at)
         except IdentityError:
             return None
         self._book.note(event)

@@ -8,7 +8,9 @@
   their CSRF token and last use (idle timeout);
 - `challenges`: WebAuthn challenges handed out (enrollment, sign-in, vote), each
   taken once and before it expires;
-- `votes`: one console vote per (request, approver principal).
+- `votes`: one console vote per (request, approver principal);
+- `delegations`: the delegations this console published for delegators who
+  signed them with their passkey (the grants themselves are events on atb.keys).
 
 Secrets (link tokens, session ids) are stored only as hashes. The schema is the
 alembic history in `migrations/console/` (`migrate`, run when the store opens).
@@ -37,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    or_,
     select,
     update,
 )
@@ -83,6 +86,7 @@ enrollments = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("used_at", Float, nullable=True),
+    Column("grant_event", Text, nullable=True),
 )
 sessions = Table(
     "sessions",
@@ -112,6 +116,22 @@ votes = Table(
     Column("choice", Text, nullable=False),
     Column("vote_id", Text, nullable=False),
     Column("cast_at", Float, nullable=False),
+)
+
+delegations = Table(
+    "delegations",
+    metadata,
+    Column("delegation_id", Text, primary_key=True),
+    Column("delegator", Text, nullable=False),
+    Column("delegate", Text, nullable=False),
+    Column("tiers", Text, nullable=False),
+    Column("not_before", Float, nullable=False),
+    Column("until", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("granted_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Index("delegations_delegator", "delegator"),
+    Index("delegations_delegate", "delegate"),
 )
 
 
@@ -162,6 +182,22 @@ class Session:
 
 
 @dataclass(frozen=True)
+class DelegationRow:
+    """A delegation this console published: `delegator` and `delegate` are directory principals."""
+
+    delegation_id: str
+    delegator: str
+    delegate: str
+    tiers: str
+    """Comma-separated tier names; empty: every tier."""
+    not_before: float
+    until: float
+    reason: str
+    granted_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
 class Challenge:
     nonce: str
     purpose: str
@@ -189,10 +225,16 @@ class ConsoleStore:
 
     # -- enrollment links ----------------------------------------------------------------
 
-    def create_enrollment(self, principal: str, *, now: float, ttl_s: float) -> str:
-        """A new one-time link token for `principal` (only its hash is stored)."""
+    def create_enrollment(self, principal: str, *, now: float, ttl_s: float, grant: str | None = None) -> str:
+        """A new one-time link token for `principal` (only its hash is stored), with the officer's signed grant."""
         token = secrets.token_urlsafe(32)
-        row = {"token_hash": token_hash(token), "principal": principal, "created_at": now, "expires_at": now + ttl_s}
+        row = {
+            "token_hash": token_hash(token),
+            "principal": principal,
+            "created_at": now,
+            "expires_at": now + ttl_s,
+            "grant_event": grant,
+        }
         with self._engine.begin() as conn:
             conn.execute(enrollments.insert().values(row))
         return token
@@ -208,8 +250,8 @@ class ConsoleStore:
             row = conn.execute(query).first()
         return None if row is None else str(row[0])
 
-    def use_enrollment(self, token: str, *, now: float) -> str | None:
-        """Use the link once: its principal, or None when it is unknown, used or expired."""
+    def use_enrollment(self, token: str, *, now: float) -> tuple[str, str | None] | None:
+        """Use the link once: its principal and grant, or None when it is unknown, used or expired."""
         statement = (
             update(enrollments)
             .where(
@@ -218,11 +260,11 @@ class ConsoleStore:
                 enrollments.c.expires_at > now,
             )
             .values(used_at=now)
-            .returning(enrollments.c.principal)
+            .returning(enrollments.c.principal, enrollments.c.grant_event)
         )
         with self._engine.begin() as conn:
             row = conn.execute(statement).first()
-        return None if row is None else str(row[0])
+        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
 
     # -- credentials ---------------------------------------------------------------------
 
@@ -369,3 +411,40 @@ class ConsoleStore:
     def release_vote(self, request_id: str, principal: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(delete(votes).where(votes.c.request_id == request_id, votes.c.principal == principal))
+
+    # -- delegations ---------------------------------------------------------------------
+
+    def add_delegation(self, row: DelegationRow) -> None:
+        values = {name: getattr(row, name) for name in delegations.c.keys()}  # noqa: SIM118
+        with self._engine.begin() as conn:
+            conn.execute(delegations.insert().values(values))
+
+    def delegations_of(self, principal: str) -> list[DelegationRow]:
+        """The delegations `principal` granted or was granted, newest first."""
+        query = (
+            select(delegations)
+            .where(or_(delegations.c.delegator == principal, delegations.c.delegate == principal))
+            .order_by(delegations.c.granted_at.desc())
+        )
+        with self._engine.connect() as conn:
+            return [DelegationRow(**dict(r._mapping)) for r in conn.execute(query)]
+
+    def delegation(self, delegation_id: str) -> DelegationRow | None:
+        query = select(delegations).where(delegations.c.delegation_id == delegation_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else DelegationRow(**dict(row._mapping))
+
+    def revoke_delegation(self, delegation_id: str, delegator: str, *, now: float) -> bool:
+        """Mark the delegator's delegation revoked once: False when it is not theirs or already revoked."""
+        statement = (
+            update(delegations)
+            .where(
+                delegations.c.delegation_id == delegation_id,
+                delegations.c.delegator == delegator,
+                delegations.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+        with self._engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1

@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
-from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, console_vote_refusal
+from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, console_vote_refusal, delegation_refusal
 from atb_runtime.policy import RequirementsSource
 from contracts import (
     CountedVote,
@@ -179,7 +179,8 @@ class EvidenceVerifier:
         return approver
 
     def _verified_grant(self, vote: VoteOnBehalf, counted: CountedVote) -> Delegation:
-        """The grant an on-behalf vote embeds, proven by the delegator's own SVID when it was granted."""
+        """The grant an on-behalf vote embeds, proven by the delegator's own SVID when it was granted, or by
+        the console with the delegator's passkey assertion (`atb_runtime.passkeys.delegation_refusal`)."""
         try:
             envelope = decode_envelope(vote.delegation_event.encode())
             grant = payload_of(envelope)
@@ -194,9 +195,23 @@ class EvidenceVerifier:
                 ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: granted after the vote was received"
             )
         try:
-            verify_origin(envelope, grant.delegator, self._bundle, attesters=(), at=grant.granted_at)
+            origin = verify_origin(
+                envelope, grant.delegator, self._bundle, attesters=self._announcers, at=grant.granted_at
+            )
         except IdentityError as exc:
             raise QuorumEvidenceError(
                 ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: the grant is not proven: {exc.code}: {exc}"
             ) from exc
+        if origin.attested:  # made in the console: the delegator's passkey assertion over it
+            unproven = delegation_refusal(
+                grant,
+                proven_by=origin.proven_by,
+                registry=self._passkeys,
+                directory=self._directory,
+                announcers=self._announcers,
+            )
+            if unproven is not None:
+                raise QuorumEvidenceError(
+                    ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: the grant is not the delegator's: {unproven}"
+                )
         return Delegation.of(grant)
