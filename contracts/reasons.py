@@ -176,6 +176,9 @@ class ReasonCode(StrEnum):
     CONSOLE_PASSKEY_ENROLL_REFUSED = "console_passkey_enroll_refused"
     CONSOLE_PASSKEY_REVOKED = "console_passkey_revoked"
     PASSKEY_ANNOUNCEMENT_REFUSED = "passkey_announcement_refused"
+    CONSOLE_DELEGATION_GRANTED = "console_delegation_granted"
+    CONSOLE_DELEGATION_REVOKED = "console_delegation_revoked"
+    CONSOLE_DELEGATION_REFUSED = "console_delegation_refused"
     CONSOLE_SIGNIN = "console_signin"
     CONSOLE_SIGNIN_REFUSED = "console_signin_refused"
     CONSOLE_VOTE_CAST = "console_vote_cast"
@@ -240,6 +243,9 @@ AUDIT_NAMES: frozenset[ReasonCode] = frozenset(
         "console_passkey_enroll_refused",
         "console_passkey_revoked",
         "passkey_announcement_refused",
+        "console_delegation_granted",
+        "console_delegation_revoked",
+        "console_delegation_refused",
         "console_signin",
         "console_signin_refused",
         "console_vote_cast",

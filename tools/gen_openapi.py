@@ -45,6 +45,8 @@ from console.adapters.api import (
     CeremonyOptions,
     ConsoleFailure,
     CsrfForm,
+    DelegationAsk,
+    DelegationForm,
     Enrolled,
     SignedInAnswer,
     VoteAsk,
@@ -317,6 +319,64 @@ _CONSOLE_OPERATIONS: tuple[Operation, ...] = (
         "Server-sent events: `changed` whenever the views change",
         parameters=_query("since"),
         responses={200: Answer("the event stream", None, "text/event-stream"), 401: _refusal("not signed in")},
+        cookie=True,
+    ),
+    Operation(
+        "get",
+        "/delegations",
+        "delegations_page",
+        "Out of office: grant a delegation with the passkey, the delegations made here, revoke",
+        parameters=_query("result"),
+        responses={200: _page(), 303: _TO_SIGNIN, 403: _refusal("not in the approver directory")},
+        cookie=True,
+    ),
+    Operation(
+        "post",
+        "/delegations/options",
+        "delegation_options",
+        "WebAuthn request options of a delegation grant: the challenge binds every term of it and a nonce",
+        request=DelegationAsk,
+        responses={
+            200: Answer("the options", CeremonyOptions),
+            401: _refusal("not signed in (`signed_out`)"),
+        }
+        | _CONSOLE_BODY
+        | {400: _refusal("an unknown delegate, oneself, a past or too distant end (`delegation_invalid`, ...)")},
+        cookie=True,
+    ),
+    Operation(
+        "post",
+        "/delegations",
+        "delegation_grant",
+        "Grant the delegation the assertion's nonce names, with the delegator's passkey assertion",
+        request=DelegationForm,
+        request_media=FORM,
+        responses={
+            200: _page(),
+            303: Answer("to the delegations page, `?result=delegation_granted`, or to /signin", None, ""),
+        }
+        | _FORM_ERRORS
+        | {
+            400: _refusal("no assertion (`assertion_required`), or not a well-formed form"),
+            403: _refusal("cross-origin, no CSRF token, or an assertion that does not verify (`assertion_invalid`)"),
+        },
+        cookie=True,
+    ),
+    Operation(
+        "post",
+        "/delegations/{delegation_id}/revoke",
+        "delegation_revoke",
+        "Revoke a delegation the signed-in person granted here",
+        parameters=(_path("delegation_id", "the delegation"),),
+        request=CsrfForm,
+        request_media=FORM,
+        responses={
+            303: Answer("to the delegations page, `?result=delegation_revoked`, or to /signin", None, ""),
+            403: _CROSS_ORIGIN,
+            404: _refusal("no such delegation of this person (`unknown_delegation`)"),
+            409: _refusal("already revoked (`already_revoked`)"),
+        }
+        | _FORM_ERRORS,
         cookie=True,
     ),
     Operation(

@@ -38,6 +38,7 @@ from playwright.async_api import Error as PlaywrightError
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope, verify_envelope
 from atb_identity.passkey import EnrolledPasskey, PasskeyAssertionError, b64url_decode, verify_vote_assertion
 from atb_runtime import Publisher, outgoing_envelope
+from atb_runtime.passkeys import PasskeyRegistry, delegation_refusal
 from console.adapters.store import ConsoleStore
 from contracts import (
     ApprovalRequired,
@@ -54,14 +55,16 @@ from contracts import (
     spec_for,
     topic_name,
 )
-from contracts.approval_events import ApprovalEscalated, ReminderDue
+from contracts.approval_events import ApprovalEscalated, DelegationGranted, ReminderDue
 from contracts.console_events import PasskeyEnrolled, VoteCastV2
+from contracts.directory import Directory
 from tests.passkey_support import grant as passkey_grant
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 APPROVALS = "spiffe://atb.local/svc/approvals"
 CONSOLE = "spiffe://atb.local/svc/console"
+DIRECTORY = Path(__file__).resolve().parents[2] / "config" / "approvers.json"
 ISSUER = "spiffe://atb.local/svc/issuer"
 AGENT = "spiffe://atb.local/agent/finance-bot"
 SHOTS = REPO / "docs" / "console"
@@ -834,6 +837,73 @@ async def test_a_link_without_an_enrollment_officers_grant_enrolls_no_one(consol
     assert not [e for e in announced if e.principal == "dave" and e.enrolled_at.timestamp() >= now]
 
 
+async def test_a_delegation_is_granted_only_over_the_terms_shown_and_with_the_delegators_passkey(
+    console: Console, browser: Browser
+) -> None:
+    """The options call judges the terms (oneself, a past or too distant end); the finish publishes exactly the
+    grant its nonce names, only with a valid assertion by the signed-in person's passkey; each refusal is audited.
+    The published grant verifies as approvals and the issuer verify it."""
+    context, page = await _device(browser)
+    try:
+        await _enroll_and_sign_in(console, page, "bob")
+        await page.goto(f"{console.url}/delegations")
+        csrf = await page.get_attribute("body", "data-csrf")
+        soon = (datetime.now(UTC) + timedelta(hours=8)).isoformat()
+        far = (datetime.now(UTC) + timedelta(days=91)).isoformat()
+        for ask, code in (
+            ({"delegate": "bob", "until": soon}, "delegation_invalid"),
+            ({"delegate": "slack:UBOB0002", "until": soon}, "delegation_invalid"),  # bob by another name
+            ({"delegate": "mallory", "until": soon}, "unknown_delegate"),
+            ({"delegate": "carol", "until": "2020-01-01T00:00:00Z"}, "delegation_invalid"),
+            ({"delegate": "carol", "until": far}, "delegation_invalid"),
+            ({"delegate": "carol", "until": soon, "tiers": ["urgent"]}, "bad_request"),
+        ):
+            answer = await page.request.post(
+                f"{console.url}/delegations/options",
+                data=ask,
+                headers={"X-CSRF-Token": csrf or "", "Origin": console.url},
+            )
+            assert answer.status == 400, ask
+            assert (await answer.json())["error"] == code, ask
+        # A forged finish: an assertion the browser made for a vote, posted as a grant's.
+        forged = await page.request.post(
+            f"{console.url}/delegations",
+            form={"csrf": csrf or "", "assertion": json.dumps({"nonce": "n" * 22, "id": "x"})},
+            headers={"Origin": console.url},
+        )
+        assert forged.status == 403
+        refused = [
+            d for _, d in await _read(console, Topic.AUDIT) if d.get("audit_type") == "console_delegation_refused"
+        ]
+        assert [r["details"]["principal"] for r in refused] == ["bob"]
+
+        await page.select_option("#delegate", "carol")
+        await page.fill("#until", (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"))
+        await page.click("#grant")
+        await page.wait_for_selector('#message[data-code="delegation_granted"]')
+    finally:
+        await context.close()
+    [(raw, grant)] = await _console_records(console, Topic.KEYS, DelegationGranted)
+    assert _verify_proof(console, raw) == CONSOLE
+    assert (grant.delegator, grant.delegate, grant.tiers) == (
+        "spiffe://atb.local/user/bob",
+        "spiffe://atb.local/user/carol",
+        (),
+    )
+    registry = PasskeyRegistry()
+    for enrolled in (await _announced(console)).values():
+        registry.apply(enrolled)
+    directory = Directory.from_mapping(json.loads(DIRECTORY.read_text(encoding="utf-8")))
+
+    def refusal(checked: DelegationGranted) -> str | None:
+        return delegation_refusal(
+            checked, proven_by=CONSOLE, registry=registry, directory=directory, announcers=(CONSOLE,)
+        )
+
+    assert refusal(grant) is None
+    assert "challenge" in (refusal(grant.model_copy(update={"until": grant.until + timedelta(days=1)})) or "")
+
+
 async def test_sign_out_and_idle_expiry(console: Console, browser: Browser) -> None:
     context, page = await _device(browser)
     try:
@@ -1063,6 +1133,7 @@ async def test_axe_core_finds_no_serious_violations(console: Console, browser: B
             f"/compliance?request_id={AUDITED}",
             "/compliance/requests/req-audit-2",
             "/compliance/status",
+            "/delegations",
         ):
             response = await page.goto(f"{console.url}{path}")
             assert response is not None

@@ -11,12 +11,14 @@ open page shows it; the accountable party's attempt is refused in the page and b
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
@@ -171,3 +173,78 @@ async def test_two_passkeys_approve_a_high_request_and_the_issuer_issues_its_poa
     finally:
         for context in (alice_ctx, bob_ctx, dave_ctx):
             await context.close()
+
+
+OTHER_LEG = ContractualNecessity(
+    ref="MSA-12345", jurisdiction="EU", accountable_party=AccountableParty(type="employee", id="emp-900")
+)  # nobody of the directory
+
+
+async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_place(
+    chain: Chain, browser: Browser
+) -> None:
+    """alice, out of office, grants dave her place on high requests in the console with her passkey. dave votes
+    for her with `atb delegate vote` (his SVID, the console's grant inside); approvals counts it as alice's, the
+    issuer verifies alice's assertion over the grant on its own, and the PoA records dave as her delegate. Then
+    alice revokes it in the console."""
+    alice_ctx, alice = await _device(browser)
+    bob_ctx, bob = await _device(browser)
+    try:
+        for page, principal in ((alice, "alice"), (bob, "bob")):
+            await _sign_in(chain, page, principal)
+        await alice.goto(f"{chain.url}/delegations")
+        assert "alice" not in await alice.locator("#delegate option").all_text_contents()  # never oneself
+        await alice.select_option("#delegate", "dave")
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        await alice.fill("#until", tomorrow.strftime("%Y-%m-%dT%H:%M"))
+        await alice.check("#tier-high")
+        await alice.fill("#delegation-reason", "on leave")
+        await alice.click("#grant")
+        await alice.wait_for_selector('#message[data-code="delegation_granted"]')
+        row = alice.locator("#delegations tbody tr").first
+        assert await row.get_attribute("data-state") == "in force"
+        delegation_id = await row.get_attribute("data-delegation-id")
+        assert delegation_id is not None
+
+        ensure_svid(chain.state, "spiffe://atb.local/user/dave")
+        svid = ensure_svid(chain.state, AGENT)
+        async with AgentClient(svid=svid, tenant="acme", bootstrap=chain.bootstrap, namespace=chain.namespace) as agent:
+            request_id = await agent.request_poa(
+                "sap.payment.execute", "sap:invoice/4712", leg=OTHER_LEG, params={"amount_cents": 990000}
+            )
+            await bob.wait_for_selector(f'tr[data-request-id="{request_id}"]')
+            await bob.goto(f"{chain.url}/requests/{request_id}")
+            await bob.click("#approve")
+            await bob.wait_for_selector('#message[data-code="vote_cast"]')
+            voting = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-c", "from atb.cli import main; main()", "delegate", "vote", request_id),
+                *("approve", "--for", "alice", "--as", "dave"),
+                env=chain.env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            said, _ = await asyncio.wait_for(voting.communicate(), 120)
+            assert voting.returncode == 0, said.decode()
+            issued = await agent.await_poa(request_id, timeout=60)
+        approvers = jwt.decode(issued.token, options={"verify_signature": False})["leg"]["dual_control"]["approvers"]
+        assert {(a["id"], a.get("delegate")) for a in approvers} == {
+            ("alice", "spiffe://atb.local/user/dave"),
+            ("bob", None),
+        }
+
+        await alice.goto(f"{chain.url}/delegations")
+        await alice.click(f'tr[data-delegation-id="{delegation_id}"] button')
+        await alice.wait_for_selector('#message[data-code="delegation_revoked"]')
+        revoked = alice.locator(f'tr[data-delegation-id="{delegation_id}"]')
+        assert await revoked.get_attribute("data-state") == "revoked"
+        audited = {a.audit_type for a in await _audits_about(chain, delegation_id)}
+        assert {"console_delegation_granted", "console_delegation_revoked"} <= audited
+    finally:
+        for context in (alice_ctx, bob_ctx):
+            await context.close()
+
+
+async def _audits_about(chain: Chain, delegation_id: str) -> list[AuditEvent]:
+    topic = topic_name(Topic.AUDIT, chain.namespace)
+    payloads = await read_committed(chain.bootstrap, topic, range(spec_for(Topic.AUDIT).partitions))
+    return [p for p in payloads if isinstance(p, AuditEvent) and p.details.get("delegation_id") == delegation_id]

@@ -14,10 +14,22 @@ from datetime import timedelta
 
 import jwt
 
+from atb_identity import sign_envelope
 from atb_identity.passkey import b64url
 from atb_runtime import DeadLetters, Outgoing
 from atb_runtime.passkeys import CONSOLE, AnnouncementCheck, PasskeyRegistry
-from contracts import ApprovalRequired, PoaClaims, QuorumReached, RequestDenied, Topic, VoteChoice
+from contracts import (
+    ApprovalRequired,
+    PoaClaims,
+    QuorumReached,
+    RequestDenied,
+    Tier,
+    Topic,
+    VoteChoice,
+    encode_envelope,
+    make_envelope,
+)
+from contracts.approval_events import DelegationGranted, VoteOnBehalf, delegation_challenge
 from contracts.console_events import PasskeyAssertion, PasskeyEnrolled, PasskeyRevoked, VoteCastV2, vote_challenge
 from tests.passkey_support import OFFICER
 from tests.passkey_support import grant as passkey_grant
@@ -341,3 +353,117 @@ async def test_a_console_cannot_enroll_a_passkey_without_an_enrollment_officers_
     audited = [e for e in await audit_events(bus, None) if e.audit_type == "passkey_announcement_refused"]
     assert sorted(str(e.details["rule"]) for e in audited) == sorted(codes)
     assert {e.details["principal"] for e in audited} == {"bob"}
+
+
+# -- delegation granted in the console, with the delegator's passkey --------------------------------------------
+
+PAYMENT = "sap.payment.execute"  # a manager and a compliance officer
+
+
+def _console_grant(
+    world: World,
+    device: SoftAuthenticator | None,
+    *,
+    delegation_id: str,
+    by: str = CONSOLE,
+    tamper: bool = False,
+) -> str:
+    """A DelegationGranted alice -> dave (high) as the console makes it: the console's proof, alice's assertion
+    by `device` over the grant (`tamper`: the until is moved after the assertion was made)."""
+    now = world.clock.now()
+    grant = DelegationGranted(
+        delegation_id=delegation_id,
+        delegator=approver_id("alice"),
+        delegate=approver_id("dave"),
+        tiers=(Tier.HIGH,),
+        not_before=now,
+        until=now + timedelta(hours=1),
+        granted_at=now,
+    )
+    if device is not None:
+        nonce = b64url(secrets.token_bytes(16))
+        grant = grant.model_copy(update={"assertion": device.sign(delegation_challenge(grant, nonce), nonce=nonce)})
+    if tamper:
+        grant = grant.model_copy(update={"until": grant.until + timedelta(days=30)})
+    envelope = sign_envelope(make_envelope(grant, source=by), world.svid(by))
+    return encode_envelope(envelope).decode()
+
+
+def _for_alice(world: World, asked: ApprovalRequired, grant: str, vote_id: str) -> Outgoing:
+    vote = VoteOnBehalf(
+        request_id=asked.request_id,
+        vote_id=vote_id,
+        approver_id=approver_id("dave"),
+        on_behalf_of=approver_id("alice"),
+        choice=VoteChoice.APPROVE,
+        request_digest=asked.request_digest,
+        channel="cli",
+        cast_at=world.clock.now(),
+        delegation_event=grant,
+    )
+    return world.signed(vote, approver_id("dave"))
+
+
+async def test_a_delegation_granted_in_the_console_counts_only_with_the_delegators_passkey(
+    bus: Bus, world: World
+) -> None:
+    await _approvals_with_passkeys(bus, world)
+    _, issuer = world.issuer(passkeys=_followed(bus, world, "atb-issuer-passkeys", ISSUER))
+    await bus.attach(issuer)
+    alice, bob = SoftAuthenticator(), SoftAuthenticator()
+    _, record = world.request("req-dlg-console", PAYMENT, resource="sap:invoice/4711")
+    await bus.publish([_enrolled(world, alice, "alice"), _enrolled(world, bob, "bob"), record])
+    await bus.settle()
+    asked = await required(bus, "req-dlg-console")
+    await bus.publish(
+        [
+            _for_alice(world, asked, _console_grant(world, None, delegation_id="dlg-bare"), "v-bare"),
+            _for_alice(world, asked, _console_grant(world, bob, delegation_id="dlg-bobs-key"), "v-bobs-key"),
+            _for_alice(world, asked, _console_grant(world, alice, delegation_id="dlg-tampered", tamper=True), "v-tamp"),
+            _for_alice(world, asked, _console_grant(world, alice, delegation_id="dlg-chat", by=CHAT), "v-chat"),
+        ]
+    )
+    await bus.settle()
+    refused = {vote_id: (code, why) for vote_id, code, why in await _refusals(bus, "req-dlg-console")}
+    assert {vote_id: code for vote_id, (code, _) in refused.items()} == {
+        "v-bare": "delegation_invalid",
+        "v-bobs-key": "delegation_invalid",
+        "v-tamp": "delegation_invalid",
+        "v-chat": "delegation_invalid",
+    }
+    assert "needs the delegator's passkey assertion" in refused["v-bare"][1]
+    assert f"is bob's, not {approver_id('alice')}'s" in refused["v-bobs-key"][1]
+    assert "challenge" in refused["v-tamp"][1]
+    assert "not proven" in refused["v-chat"][1]
+    assert kinds(await outcomes(bus, "req-dlg-console")) == ["ApprovalRequired"]
+
+    # alice's own passkey over the grant: dave's vote counts as hers; bob's makes the quorum; the issuer
+    # verifies the grant's assertion again with its own registry and records the delegate.
+    valid = _console_grant(world, alice, delegation_id="dlg-alice-console")
+    await bus.publish([_for_alice(world, asked, valid, "v-dave-for-alice")])
+    await bus.publish([_vote(world, asked, "bob", _assertion(bob, asked.request_digest), vote_id="v-bob")])
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-dlg-console")) == ["ApprovalRequired", "QuorumReached"]
+    [poa] = await poas(bus, "req-dlg-console")
+    dual = jwt.decode(poa.token, options={"verify_signature": False})["leg"]["dual_control"]["approvers"]
+    assert {(a["id"], a.get("delegate")) for a in dual} == {("alice", approver_id("dave")), ("bob", None)}
+
+
+async def test_the_issuer_refuses_a_console_grant_its_own_registry_cannot_verify(bus: Bus, world: World) -> None:
+    """Approvals counted dave's vote for alice under a console grant; the issuer's registry never heard of
+    alice's passkey (as if approvals had been misled): the quorum is refused, no PoA."""
+    await _approvals_with_passkeys(bus, world)
+    _, issuer = world.issuer(passkeys=PasskeyRegistry())
+    await bus.attach(issuer)
+    alice = SoftAuthenticator()
+    _, record = world.request("req-dlg-unknown", PAYMENT, resource="sap:invoice/4711")
+    await bus.publish([_enrolled(world, alice, "alice"), record])
+    await bus.settle()
+    asked = await required(bus, "req-dlg-unknown")
+    grant = _console_grant(world, alice, delegation_id="dlg-unknown")
+    await bus.publish([_for_alice(world, asked, grant, "v-dave"), world.vote(asked, "bob")[1]])
+    await bus.settle()
+    denials = [e for e in await outcomes(bus, "req-dlg-unknown") if isinstance(e, RequestDenied)]
+    assert [(d.code, d.denied_by) for d in denials] == [("delegation_invalid", ISSUER)]
+    assert "is not enrolled, or was revoked" in denials[0].reason
+    assert await poas(bus, "req-dlg-unknown") == []

@@ -233,3 +233,37 @@ async def test_the_issuer_refuses_forged_on_behalf_evidence(bus: Bus, world: Wor
 
 def _digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_the_console_revokes_on_the_delegators_behalf_and_no_other_attester_does(bus: Bus, world: World) -> None:
+    """The console (a passkey announcer) may publish alice's revocation: it only takes power away. The chat
+    service's is ignored; the console's applies from its time on."""
+    service, sut = world.approvals()
+    for attached in (sut, world.issuer()[1]):
+        await bus.attach(attached)
+    asked: list[ApprovalRequired] = []
+    for request_id in ("req-dlg-8a", "req-dlg-8b"):
+        _, record = world.request(request_id, PAYMENT, resource="sap:invoice/4711")
+        await bus.publish([record])
+        await bus.settle()
+        asked.append(await required(bus, request_id))
+    grant = _grant(world, delegation_id="dlg-alice-8")
+    revoked = DelegationRevoked(
+        delegation_id="dlg-alice-8",
+        delegator=approver_id("alice"),
+        revoked_by=approver_id("alice"),
+        revoked_at=world.clock.now(),
+    )
+    for name in ("chat", "console"):
+        by = f"spiffe://atb.local/svc/{name}"
+        envelope = sign_envelope(make_envelope(revoked, source=by), world.svid(by))
+        service.note_delegation(envelope)
+        if name == "chat":  # not remembered: dave's vote still counts
+            await bus.publish([_on_behalf(world, asked[0], "dave", "alice", grant)])
+            await bus.settle()
+            assert [e.audit_type for e in await audit_events(bus, "req-dlg-8a")][-1] == "approval_vote_counted"
+    world.clock.advance(1)
+    await bus.publish([_on_behalf(world, asked[1], "dave", "alice", grant)])
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-dlg-8b")) == ["ApprovalRequired"]
+    assert await _refusals(bus, "req-dlg-8b") == ["delegation_not_in_force"]

@@ -92,8 +92,11 @@ class ApprovalsService:
         Derived from the ballots' vote events (the changelog), so it moves with the committed state:
         reloaded on assignment, rebuilt after a rewind."""
         self._agents = agents
-        self._delegations = delegations or DelegationGate(bundle)
-        """Grants of on-behalf votes verified, revocations remembered (fed by `note_delegation`)."""
+        self._delegations = delegations or DelegationGate(
+            bundle, passkeys=self._passkeys, directory=directory, announcers=self._announcers
+        )
+        """Grants of on-behalf votes verified (one made in the console by the delegator's passkey), revocations
+        remembered (fed by `note_delegation`)."""
         self._svid = svid
         self._policy = policy
         self._bundle = bundle

@@ -62,19 +62,21 @@ from atb_identity.passkey import (
 from atb_runtime import Outgoing, audit, outgoing_envelope
 from atb_runtime.passkeys import EnrollmentGrants, PasskeyRegistry
 from atb_runtime.publisher import RecordPublisher
-from console.adapters.store import ConsoleStore, Credential, token_hash
+from console.adapters.store import ConsoleStore, Credential, DelegationRow, token_hash
 from console.domain import ApprovalView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
 from console.settings import ConsoleSettings
 from contracts import (
     EventDecodeError,
     EventPayload,
     JsonObject,
+    Tier,
     VoteChoice,
     decode_envelope,
     make_envelope,
     payload_of,
     topic_name,
 )
+from contracts.approval_events import DelegationGranted, DelegationRevoked, delegation_challenge
 from contracts.console_events import (
     PasskeyAssertion,
     PasskeyEnrolled,
@@ -83,6 +85,7 @@ from contracts.console_events import (
     VoteCastV2,
     vote_challenge,
 )
+from contracts.delegation import MAX_DELEGATION
 from contracts.directory import Approver, Directory
 from contracts.reasons import Reason, ReasonCode
 
@@ -470,6 +473,142 @@ class ConsoleService:
         await self._audit("console_vote_refused", "denied", request_id, code, details)
         return VoteOutcome(False, code, explain(code))
 
+    # -- delegations (out of office) -----------------------------------------------------
+
+    def delegations(self, principal: str) -> list[DelegationRow]:
+        """The delegations the signed-in person granted here, or was granted here, newest first."""
+        return self._store.delegations_of(self.approver(principal).principal)
+
+    def delegation_options(
+        self, principal: str, delegate: str, until: datetime, tiers: Iterable[Tier], reason: str
+    ) -> str:
+        """The WebAuthn request options of a grant: the challenge binds every term of it and a fresh nonce.
+
+        The grant is judged here (the delegate is someone else in the directory, the window is in the future and
+        at most `MAX_DELEGATION` long) and kept with the challenge: the finish publishes exactly this grant.
+        """
+        delegator = self.approver(principal)
+        target = self._directory.resolve(delegate)
+        if target is None:
+            raise ConsoleError("unknown_delegate", f"{delegate[:256]} is not in the approver directory.", 400)
+        if target is delegator:
+            raise ConsoleError("delegation_invalid", "A delegate is someone else.", 400)
+        now = datetime.now(UTC).replace(microsecond=0)
+        if until.utcoffset() is None or until <= now or until - now > MAX_DELEGATION:
+            raise ConsoleError(
+                "delegation_invalid", f"The end must lie in the future, at most {MAX_DELEGATION.days} days ahead.", 400
+            )
+        grant = DelegationGranted(
+            delegation_id=f"dlg-{secrets.token_hex(16)}",
+            delegator=_identity_of(delegator),
+            delegate=_identity_of(target),
+            tiers=tuple(dict.fromkeys(tiers)),
+            not_before=now,
+            until=until.astimezone(UTC),
+            reason=reason[:1024],
+            granted_at=now,
+        )
+        nonce = b64url(secrets.token_bytes(16))
+        challenge = delegation_challenge(grant, nonce)
+        self._store.put_challenge(
+            "delegate",
+            challenge,
+            grant.model_dump_json(),
+            now=time.time(),
+            ttl_s=self._settings.console_challenge_ttl_s,
+            nonce=nonce,
+        )
+        allowed = [
+            PublicKeyCredentialDescriptor(id=b64url_decode(c.credential_id))
+            for c in self._store.credentials_of(delegator.principal, include_revoked=False)
+        ]
+        options = generate_authentication_options(
+            rp_id=self._rp_id,
+            challenge=challenge,
+            allow_credentials=allowed,
+            user_verification=UserVerificationRequirement.REQUIRED,
+            timeout=120_000,
+        )
+        return json.dumps({"nonce": nonce, "publicKey": json.loads(options_to_json(options))})
+
+    async def delegate(self, principal: str, credential: JsonObject) -> DelegationGranted:
+        """Publish the grant the nonce names, with the delegator's passkey assertion over it (as approvals and
+        the issuer will verify it: `atb_runtime.passkeys.delegation_refusal`)."""
+        delegator = self.approver(principal)
+        nonce = credential.get("nonce")
+        challenge = self._store.take_challenge(nonce, "delegate", now=time.time()) if isinstance(nonce, str) else None
+        if challenge is None or not isinstance(nonce, str):
+            raise await self._delegation_refused(delegator.principal, "challenge_invalid", "unknown, used or no nonce")
+        grant = DelegationGranted.model_validate_json(challenge.subject)
+        if not self._directory.same_person(grant.delegator, delegator.principal):
+            raise await self._delegation_refused(delegator.principal, "delegation_invalid", "another person's grant")
+        try:
+            assertion = _assertion(credential, nonce=nonce)
+        except ConsoleError:
+            raise await self._delegation_refused(delegator.principal, "assertion_invalid", "malformed") from None
+        stored = self._store.credential(assertion.credential_id)
+        if stored is None or not stored.active or stored.principal != delegator.principal:
+            raise await self._delegation_refused(
+                delegator.principal, "assertion_invalid", "not an active passkey of yours"
+            )
+        try:
+            verified = verify_assertion(assertion, self._enrolled(stored), challenge.challenge)
+        except PasskeyAssertionError as exc:
+            raise await self._delegation_refused(delegator.principal, "assertion_invalid", exc.rule) from exc
+        if not self._store.advance_counter(stored.credential_id, stored.sign_count, verified.sign_count):
+            raise await self._delegation_refused(delegator.principal, "assertion_invalid", "counter race")
+        signed = grant.model_copy(update={"assertion": assertion})
+        target = self._directory.resolve(grant.delegate)
+        details: JsonObject = {
+            "principal": delegator.principal,
+            "delegation_id": grant.delegation_id,
+            "delegate": target.principal if target else grant.delegate,
+            "tiers": [t.value for t in grant.tiers],
+            "until": grant.until.isoformat(),
+            "credential_id": assertion.credential_id,
+        }
+        await self._publish(
+            [self._signed(signed), self._audit_record("console_delegation_granted", "success", None, "", details)]
+        )
+        self._store.add_delegation(
+            DelegationRow(
+                delegation_id=grant.delegation_id,
+                delegator=delegator.principal,
+                delegate=target.principal if target else grant.delegate,
+                tiers=",".join(t.value for t in grant.tiers),
+                not_before=grant.not_before.timestamp(),
+                until=grant.until.timestamp(),
+                reason=grant.reason,
+                granted_at=grant.granted_at.timestamp(),
+                revoked_at=None,
+            )
+        )
+        return signed
+
+    async def revoke_delegation(self, principal: str, delegation_id: str, reason: str = "") -> DelegationRevoked:
+        """End a delegation the signed-in person granted here, now (no passkey needed: it only takes power away)."""
+        delegator = self.approver(principal)
+        row = self._store.delegation(delegation_id)
+        if row is None or row.delegator != delegator.principal:
+            raise ConsoleError("unknown_delegation", "You granted no such delegation here.", 404)
+        if row.revoked_at is not None:
+            raise ConsoleError("already_revoked", "This delegation was already revoked.", 409)
+        identity = _identity_of(delegator)
+        now = datetime.now(UTC)
+        event = DelegationRevoked(
+            delegation_id=delegation_id, delegator=identity, revoked_by=identity, reason=reason[:1024], revoked_at=now
+        )
+        details: JsonObject = {"principal": delegator.principal, "delegation_id": delegation_id}
+        await self._publish(
+            [self._signed(event), self._audit_record("console_delegation_revoked", "success", None, "", details)]
+        )
+        self._store.revoke_delegation(delegation_id, delegator.principal, now=now.timestamp())
+        return event
+
+    async def _delegation_refused(self, principal: str, code: str, rule: str) -> ConsoleError:
+        await self._audit("console_delegation_refused", "denied", None, code, {"principal": principal, "rule": rule})
+        return ConsoleError(code, "The delegation was not granted: your passkey's answer could not be verified.", 403)
+
     # -- credentials (operators) ----------------------------------------------------------
 
     async def revoke(self, credential_id: str, *, by: str, reason: str = "") -> Credential:
@@ -593,3 +732,9 @@ def _grant_id(grant: str | None) -> str | None:
     except EventDecodeError:
         return None
     return event.grant_id if isinstance(event, PasskeyEnrollmentGranted) else None
+
+
+def _identity_of(approver: Approver) -> str:
+    """The approver's SPIFFE identity (the form `atb delegate` uses), else their principal."""
+    spiffe = sorted(i for i in approver.identities if i.startswith("spiffe://"))
+    return spiffe[0] if spiffe else approver.principal

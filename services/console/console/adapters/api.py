@@ -3,6 +3,7 @@ tools/gen_openapi.py documents them (docs/openapi/console.json)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,8 @@ __all__ = [
     "CeremonyOptions",
     "ConsoleFailure",
     "CsrfForm",
+    "DelegationAsk",
+    "DelegationForm",
     "Enrolled",
     "SignedInAnswer",
     "VoteAsk",
@@ -69,6 +72,18 @@ class VoteAsk(BaseModel):
     choice: Choice
 
 
+class DelegationAsk(BaseModel):
+    """Ask for the WebAuthn options of a delegation grant (the challenge binds every term of it and a nonce)."""
+
+    model_config = ConfigDict(frozen=True)
+    delegate: str = Field(min_length=1, max_length=256, description="a principal or identity of the directory")
+    until: datetime = Field(description="the end, ISO 8601 (UTC when no offset is given)")
+    tiers: list[Literal["low", "medium", "high", "critical"]] = Field(
+        default_factory=list, description="the tiers covered; empty: every tier"
+    )
+    reason: str = Field(default="", max_length=1000)
+
+
 class CsrfForm(BaseModel):
     """A state-changing form: the session's CSRF token (or the `X-CSRF-Token` header)."""
 
@@ -82,3 +97,9 @@ class VoteForm(CsrfForm):
     assertion: str = Field(
         default="", description="for approve on a step-up tier: the passkey's assertion (JSON, with its nonce)"
     )
+
+
+class DelegationForm(CsrfForm):
+    """Grant the delegation a nonce names: the passkey's assertion (with that nonce) as JSON."""
+
+    assertion: str = Field(default="", description="PublicKeyCredential of the assertion, with `nonce`, as JSON")

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from atb_runtime.web import BodyTimeoutError, read_body_within
 from audit_sink.domain.facets import OUTCOMES
-from console.adapters.api import CeremonyFinish, ConsoleFailure, Enrolled, SignedInAnswer, VoteAsk
+from console.adapters.api import CeremonyFinish, ConsoleFailure, DelegationAsk, Enrolled, SignedInAnswer, VoteAsk
 from console.adapters.audit import AuditQuery, AuditReader
 from console.adapters.evidence import EvidenceDesk, EvidenceUnavailable, merge_timeline
 from console.adapters.store import ConsoleStore, Session
@@ -52,6 +52,10 @@ CSP = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 HSTS = "max-age=31536000; includeSubDomains"
+DELEGATION_RESULTS = {
+    "delegation_granted": "Delegation granted with your passkey.",
+    "delegation_revoked": "Delegation revoked.",
+}
 HERE = Path(__file__).resolve().parent.parent
 _SESSION = web.AppKey("session", object)
 
@@ -326,6 +330,101 @@ def build_app(
         outcome = await service.vote(session.principal, request_id, choice, form.get("reason", ""), credential)
         raise web.HTTPSeeOther(f"/requests/{quote(request_id, safe='')}?result={outcome.code}")
 
+    # -- delegations (out of office) --------------------------------------------------------
+
+    async def delegations_page(
+        request: web.Request, *, message: str = "", code: str = "", status: int = 200
+    ) -> web.Response:
+        found = current(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        me = service.approver(session.principal)
+        result = request.query.get("result", "")
+        if not message and result in DELEGATION_RESULTS:
+            message, code = DELEGATION_RESULTS[result], result
+        people = sorted(a.principal for a in service.directory.approvers if a is not me)
+        rows = [
+            {
+                "id": d.delegation_id,
+                "delegator": d.delegator,
+                "delegate": d.delegate,
+                "tiers": d.tiers.replace(",", ", ") or "every tier",
+                "until": _shown(d.until),
+                "state": "revoked" if d.revoked_at is not None else ("ended" if d.until < _now() else "in force"),
+                "mine": d.delegator == me.principal,
+            }
+            for d in service.delegations(me.principal)
+        ]
+        return page(
+            "delegations.html",
+            status,
+            session=session,
+            people=people,
+            tiers=[t.value for t in Tier],
+            rows=rows,
+            message=message,
+            code=code,
+        )
+
+    async def delegations_get(request: web.Request) -> web.StreamResponse:
+        return await delegations_page(request)
+
+    async def delegation_options(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        if found is None:
+            return failure("signed_out", "Sign in again.", 401)
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, {}):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        try:
+            ask = DelegationAsk.model_validate(await body_json(request))
+            until = ask.until if ask.until.tzinfo is not None else ask.until.replace(tzinfo=UTC)
+            text = service.delegation_options(
+                session.principal, ask.delegate, until, [Tier(t) for t in ask.tiers], ask.reason
+            )
+        except ValidationError:
+            return failure("bad_request", "delegate, until (ISO 8601) and tiers (low ... critical) are required", 400)
+        except ConsoleError as exc:
+            return failure(exc.code, str(exc), exc.status)
+        return web.Response(text=text, content_type="application/json")
+
+    async def delegation_grant(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        form = await body_form(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, form):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        try:
+            parsed = json.loads(form.get("assertion") or "null")
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            return await delegations_page(
+                request, message="Confirm the delegation with your passkey.", code="assertion_required", status=400
+            )
+        try:
+            await service.delegate(session.principal, parsed)
+        except ConsoleError as exc:
+            return await delegations_page(request, message=str(exc), code=exc.code, status=exc.status)
+        raise web.HTTPSeeOther("/delegations?result=delegation_granted")
+
+    async def delegation_revoke(request: web.Request) -> web.StreamResponse:
+        found = current(request)
+        form = await body_form(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, form):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        try:
+            await service.revoke_delegation(session.principal, request.match_info["delegation_id"])
+        except ConsoleError as exc:
+            return await delegations_page(request, message=str(exc), code=exc.code, status=exc.status)
+        raise web.HTTPSeeOther("/delegations?result=delegation_revoked")
+
     async def updates(request: web.Request) -> web.StreamResponse:
         """Server-sent events: `changed` whenever the views change (the page then reloads what it shows)."""
         if current(request) is None:
@@ -519,6 +618,10 @@ def build_app(
     app.router.add_post("/requests/{request_id}/options", vote_options)
     app.router.add_post("/requests/{request_id}/vote", vote)
     app.router.add_get("/updates", updates)
+    app.router.add_get("/delegations", delegations_get)
+    app.router.add_post("/delegations/options", delegation_options)
+    app.router.add_post("/delegations", delegation_grant)
+    app.router.add_post("/delegations/{delegation_id}/revoke", delegation_revoke)
     app.router.add_get("/compliance", compliance)
     app.router.add_get("/compliance/requests/{request_id}", compliance_timeline)
     app.router.add_get("/compliance/status", compliance_status)
@@ -604,3 +707,7 @@ def _row(view: ApprovalView, service: ConsoleService) -> dict[str, Any]:
         "reminded": (view.reminder.reminder, view.reminder.of) if view.reminder else None,
         "escalated_to": list(view.escalation.escalate_to) if view.escalation else [],
     }
+
+
+def _shown(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -122,6 +122,30 @@ async function approveWithPasskey(event) {
   }
 }
 
+async function delegateWithPasskey(event) {
+  const form = event.target;
+  if (form.elements.assertion.value) return;
+  event.preventDefault();
+  const tiers = Array.from(form.querySelectorAll("input[name=tier]:checked")).map((el) => el.value);
+  const ask = {
+    delegate: form.elements.delegate.value,
+    until: form.elements.until.value,
+    tiers: tiers,
+    reason: form.elements.reason.value,
+  };
+  try {
+    const options = await postJson("/delegations/options", ask, document.body.dataset.csrf);
+    say("Confirm with your passkey...");
+    const cred = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
+    const assertion = assertionJson(cred);
+    assertion.nonce = options.nonce;
+    form.elements.assertion.value = JSON.stringify(assertion);
+    form.submit();
+  } catch (err) {
+    say("Delegation not granted: " + err.message);
+  }
+}
+
 function countdowns() {
   document.querySelectorAll(".countdown").forEach((el) => {
     const left = Math.max(0, Math.round((Date.parse(el.dataset.deadline) - Date.now()) / 1000));
@@ -151,6 +175,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const deny = document.getElementById("deny-form");
     if (deny) deny.addEventListener("submit", () => { voting = true; });
   }
+  if (page === "delegations") document.getElementById("delegate-form").addEventListener("submit", delegateWithPasskey);
   if (page === "inbox" || page === "request") {
     countdowns();
     setInterval(countdowns, 1000);
