@@ -49,7 +49,7 @@ __all__ = [
 
 Principal = Annotated[str, Field(min_length=1, max_length=256)]
 DelegationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-MAX_DELEGATION_EVENT_CHARS = 16 * 1024
+MAX_DELEGATION_EVENT_CHARS = 12 * 1024
 """A signed DelegationGranted envelope (payload, proof and certificate chain) fits in this."""
 
 
@@ -128,8 +128,9 @@ class DelegationRevoked(EventPayload):
 class VoteOnBehalf(EventPayload):
     """A delegate's vote in the delegator's place, bound to the digest of the exact request.
 
-    `approver_id` is the delegate (who signs it); `on_behalf_of` the delegator;
-    `delegation_event` the exact signed DelegationGranted envelope that allows it.
+    `approver_id` is the delegate (who signs it, or whose passkey assertion the console's
+    proof carries); `on_behalf_of` the delegator; `delegation_event` the exact signed
+    DelegationGranted envelope that allows it.
     """
 
     event_type: ClassVar[str] = "atb.approvals.vote_on_behalf.v1"
@@ -145,6 +146,9 @@ class VoteOnBehalf(EventPayload):
     cast_at: AwareDatetime
     reason: Annotated[str, Field(max_length=1024)] = ""
     delegation_event: Annotated[str, Field(min_length=1, max_length=MAX_DELEGATION_EVENT_CHARS)]
+    assertion: PasskeyAssertion | None = None
+    """Cast in the console (its proof, not the delegate's): the delegate's passkey assertion over
+    `vote_challenge(request_digest, choice, nonce)`."""
 
 
 class ReminderDue(EventPayload):

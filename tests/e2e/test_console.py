@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Response, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from atb_identity import TrustBundle, bundle_path, ensure_svid, sign_envelope, verify_envelope
@@ -249,6 +249,19 @@ DIALOGS: list[str] = []
 """Every alert/confirm/prompt any page opened: an XSS payload that ran would open one."""
 
 
+async def goto(page: Page, url: str) -> Response | None:
+    """`page.goto`, again when the page it leaves reloaded itself meanwhile (the inbox and the request page reload
+    on live updates, and such a reload interrupts a navigation that has not committed yet)."""
+    for attempt in range(5):
+        try:
+            return await page.goto(url)
+        except PlaywrightError as exc:
+            if "interrupted by another navigation" not in str(exc) or attempt == 4:
+                raise
+            await page.wait_for_load_state("domcontentloaded")
+    return None
+
+
 async def _device(browser: Browser, *, bypass_csp: bool = False) -> tuple[BrowserContext, Page]:
     """A browser profile of its own with a platform passkey authenticator that verifies its user.
 
@@ -276,11 +289,11 @@ async def _device(browser: Browser, *, bypass_csp: bool = False) -> tuple[Browse
 
 
 async def _enroll_and_sign_in(console: Console, page: Page, principal: str) -> None:
-    await page.goto(console.enroll_link(principal))
+    await goto(page, console.enroll_link(principal))
     assert await page.text_content("#enroll-principal") == principal
     await page.click("#enroll")
     await page.locator("#status", has_text="Passkey enrolled").wait_for()
-    await page.goto(f"{console.url}/signin")
+    await goto(page, f"{console.url}/signin")
     await page.click("#signin")
     await page.wait_for_url(f"{console.url}/inbox")
     assert await page.text_content("#principal") == principal
@@ -468,7 +481,7 @@ async def test_two_approvers_enroll_sign_in_and_approve_with_their_passkeys(cons
         await alice.wait_for_selector('#message[data-code="vote_cast"]')
         await _screenshot(alice, "request.png")
 
-        await carol.goto(f"{console.url}/requests/req-console-1")
+        await goto(carol, f"{console.url}/requests/req-console-1")
         await carol.click("#approve")
         await carol.wait_for_selector('#message[data-code="vote_cast"]')
 
@@ -523,14 +536,14 @@ async def test_two_approvers_enroll_sign_in_and_approve_with_their_passkeys(cons
         assert other_credential.value.rule == "credential"
 
         # A second vote by the same approver: the page offers none; one posted anyway is refused, nothing published.
-        await alice.goto(f"{console.url}/requests/req-console-1")
+        await goto(alice, f"{console.url}/requests/req-console-1")
         assert await alice.get_attribute("#voted", "data-choice") == "approve"
         assert await alice.query_selector("#approve") is None
         assert (await _post_vote(alice, "req-console-1", "deny")).endswith("result=duplicate")
         assert len(await _votes(console, "req-console-1")) == 2
 
         # The outcome and the PoA arrive (from approvals and the issuer): the open page shows them live.
-        await alice.goto(f"{console.url}/requests/req-console-1")
+        await goto(alice, f"{console.url}/requests/req-console-1")
         now = datetime.now(UTC)
         quorum = QuorumReached(
             request_id="req-console-1",
@@ -559,7 +572,7 @@ async def test_two_approvers_enroll_sign_in_and_approve_with_their_passkeys(cons
         await alice.wait_for_selector('#resolution[data-kind="issued"]')
         assert "jti-console-1" in (await alice.text_content("#resolution") or "")
         assert "not-shown" not in await alice.content()  # the PoA itself is never shown
-        await alice.goto(f"{console.url}/inbox")
+        await goto(alice, f"{console.url}/inbox")
         assert await alice.query_selector('tr[data-request-id="req-console-1"]') is None
         assert DIALOGS == []
     finally:
@@ -577,7 +590,7 @@ async def test_the_accountable_party_cannot_approve(console: Console, browser: B
         await _ask(console, other)
         await dave.wait_for_selector('tr[data-request-id="req-console-other"]')
         assert await dave.query_selector('tr[data-request-id="req-console-self"]') is None
-        await dave.goto(f"{console.url}/requests/req-console-self")
+        await goto(dave, f"{console.url}/requests/req-console-self")
         assert await dave.get_attribute("#ineligible", "data-code") == "self_approval"
         assert await dave.query_selector("#approve") is None
         # A vote posted anyway (the form is not shown, so post it from the page) is refused and audited.
@@ -617,7 +630,7 @@ async def test_reminders_and_the_escalation_show_live_and_the_escalated_group_se
         badge = await alice.wait_for_selector(f"{row} .badge.reminded")  # the page reloads on the change
         assert badge is not None
         assert (await badge.text_content() or "").strip() == "reminded (1 of 2)"
-        await carol.goto(f"{console.url}/inbox")
+        await goto(carol, f"{console.url}/inbox")
         assert await carol.query_selector(row) is None
 
         # A reminder from another producer is refused (dead-lettered); the escalation after it is shown.
@@ -631,7 +644,7 @@ async def test_reminders_and_the_escalation_show_live_and_the_escalated_group_se
         assert (await carol.text_content(f"{row} .badge.escalated") or "").strip() == "escalated to security"
         await alice.wait_for_selector(f"{row} .badge.escalated")
         assert await alice.get_attribute(f"{row} .badge.reminded", "data-reminder") == "1"  # the forged one: not shown
-        await carol.goto(f"{console.url}/requests/req-console-remind")
+        await goto(carol, f"{console.url}/requests/req-console-remind")
         assert await carol.query_selector("#ineligible") is None
         assert await carol.query_selector("#approve") is not None
         assert DIALOGS == []
@@ -707,7 +720,7 @@ async def test_agent_supplied_fields_render_as_inert_text(console: Console, brow
         await _ask(console, request)
         await bob.wait_for_selector('tr[data-request-id="req-console-xss"]')
         assert await bob.text_content('tr[data-request-id="req-console-xss"] .resource') == "sap:" + XSS[1]
-        await bob.goto(f"{console.url}/requests/req-console-xss")
+        await goto(bob, f"{console.url}/requests/req-console-xss")
         assert json.loads(await bob.text_content("#params") or "") == params
         assert await bob.text_content("#resource") == "sap:" + XSS[1]
         # Nothing the agent wrote became markup: no element, no handler ran, no dialog opened.
@@ -726,7 +739,7 @@ async def test_headers_cookie_and_csrf(console: Console, browser: Browser) -> No
     context, page = await _device(browser)
     other_ctx, other = await _device(browser)
     try:
-        response = await page.goto(f"{console.url}/signin")
+        response = await goto(page, f"{console.url}/signin")
         assert response is not None
         headers = response.headers
         assert headers["content-security-policy"].startswith("default-src 'self'")
@@ -780,10 +793,10 @@ async def test_enrollment_links_are_single_use_and_expire(console: Console, brow
     context, page = await _device(browser)
     try:
         link = console.enroll_link("bob")
-        await page.goto(link)
+        await goto(page, link)
         await page.click("#enroll")
         await page.locator("#status", has_text="Passkey enrolled").wait_for()
-        response = await page.goto(link)
+        response = await goto(page, link)
         assert response is not None
         assert response.status == 404
         assert await page.get_attribute("#message", "data-code") == "link_invalid"
@@ -793,10 +806,10 @@ async def test_enrollment_links_are_single_use_and_expire(console: Console, brow
             expired = store.create_enrollment("bob", now=time.time() - 901, ttl_s=900)
         finally:
             store.close()
-        response = await page.goto(f"{console.url}/enroll/{expired}")
+        response = await goto(page, f"{console.url}/enroll/{expired}")
         assert response is not None
         assert response.status == 404
-        response = await page.goto(f"{console.url}/enroll/not-a-token")
+        response = await goto(page, f"{console.url}/enroll/not-a-token")
         assert response is not None
         assert response.status == 404
     finally:
@@ -819,7 +832,7 @@ async def test_a_link_without_an_enrollment_officers_grant_enrolls_no_one(consol
     for token, rule in ((bare, "passkey_grant_missing"), (by_alice, "passkey_enroller_not_allowed")):
         context, page = await _device(browser)
         try:
-            await page.goto(f"{console.url}/enroll/{token}")
+            await goto(page, f"{console.url}/enroll/{token}")
             await page.click("#enroll")
             await page.locator("#status", has_text="carries no valid enrollment grant").wait_for()
         finally:
@@ -846,7 +859,7 @@ async def test_a_delegation_is_granted_only_over_the_terms_shown_and_with_the_de
     context, page = await _device(browser)
     try:
         await _enroll_and_sign_in(console, page, "bob")
-        await page.goto(f"{console.url}/delegations")
+        await goto(page, f"{console.url}/delegations")
         csrf = await page.get_attribute("body", "data-csrf")
         soon = (datetime.now(UTC) + timedelta(hours=8)).isoformat()
         far = (datetime.now(UTC) + timedelta(days=91)).isoformat()
@@ -910,7 +923,7 @@ async def test_sign_out_and_idle_expiry(console: Console, browser: Browser) -> N
         await _enroll_and_sign_in(console, page, "carol")
         await page.click("#signout")
         await page.wait_for_url(f"{console.url}/signin")
-        await page.goto(f"{console.url}/inbox")
+        await goto(page, f"{console.url}/inbox")
         assert page.url == f"{console.url}/signin"
 
         await page.click("#signin")
@@ -918,7 +931,7 @@ async def test_sign_out_and_idle_expiry(console: Console, browser: Browser) -> N
         # Idle: the session's last use is moved back past the idle timeout (900 s), as if time had passed.
         with sqlite3.connect(console.db) as db:
             db.execute("UPDATE sessions SET last_seen = last_seen - 1000 WHERE principal = 'carol'")
-        await page.goto(f"{console.url}/inbox")
+        await goto(page, f"{console.url}/inbox")
         assert page.url == f"{console.url}/signin"
     finally:
         await context.close()
@@ -929,7 +942,7 @@ async def test_compliance_search_and_timeline_are_for_the_compliance_group(conso
     other_ctx, alice = await _device(browser)
     try:
         await _enroll_and_sign_in(console, bob, "bob")  # group compliance
-        await bob.goto(f"{console.url}/compliance?request_id={AUDITED}")
+        await goto(bob, f"{console.url}/compliance?request_id={AUDITED}")
         seqs = [int(s or 0) for s in await bob.eval_on_selector_all("tr.event", "rows => rows.map(r => r.dataset.seq)")]
         assert len(seqs) == 50
         assert seqs == sorted(seqs, reverse=True)  # newest first, one page
@@ -941,14 +954,14 @@ async def test_compliance_search_and_timeline_are_for_the_compliance_group(conso
         assert len(older) == 10
         assert max(older) < min(seqs)
         assert await bob.query_selector("#next") is None
-        await bob.goto(f"{console.url}/compliance?request_id=req-audit-2&since=2000-01-01T00:00:00%2B00:00")
+        await goto(bob, f"{console.url}/compliance?request_id=req-audit-2&since=2000-01-01T00:00:00%2B00:00")
         assert len(await bob.query_selector_all("tr.event")) == 5
-        await bob.goto(f"{console.url}/compliance/requests/req-audit-2")
+        await goto(bob, f"{console.url}/compliance/requests/req-audit-2")
         assert len(await bob.query_selector_all("#timeline li.event")) == 5
         assert "<script>alert(1)</script>" in (await bob.text_content("#timeline") or "")
         assert await bob.evaluate("document.scripts.length") == 1
         # One search per facet: the form's fields, then the facets from the URL (65 events: i = 0..64).
-        await bob.goto(f"{console.url}/compliance")
+        await goto(bob, f"{console.url}/compliance")
         await bob.fill("#agent_id", FACET_AGENTS[0])
         await bob.click("#search button[type=submit]")
         await bob.wait_for_url("**/compliance?**")
@@ -960,7 +973,7 @@ async def test_compliance_search_and_timeline_are_for_the_compliance_group(conso
             ("outcome", "failure", 17),  # i % 4 == 0
             ("outcome", "deny", 0),
         ):
-            await bob.goto(f"{console.url}/compliance?{urlencode({facet: value})}")
+            await goto(bob, f"{console.url}/compliance?{urlencode({facet: value})}")
             assert len(await bob.query_selector_all("tr.event")) == count, (facet, value)
         await bob.select_option("#tier", "low")
         await bob.select_option("#outcome", "failure")
@@ -968,12 +981,12 @@ async def test_compliance_search_and_timeline_are_for_the_compliance_group(conso
         await bob.click("#search button[type=submit]")
         await bob.wait_for_url("**/compliance?**")
         assert len(await bob.query_selector_all("tr.event")) == 2  # i = 60, 64: req-audit-2, even, multiples of 4
-        response = await bob.goto(f"{console.url}/compliance?since=yesterday")
+        response = await goto(bob, f"{console.url}/compliance?since=yesterday")
         assert response is not None
         assert response.status == 400
 
         await _enroll_and_sign_in(console, alice, "alice")  # group manager
-        response = await alice.goto(f"{console.url}/compliance")
+        response = await goto(alice, f"{console.url}/compliance")
         assert response is not None
         assert response.status == 403
         assert await alice.get_attribute("#message", "data-code") == "not_compliance"
@@ -992,7 +1005,7 @@ async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(consol
         )
         await _ask(console, request, tier=Tier.CRITICAL, ticket=True)
         await erin_page.wait_for_selector('tr[data-request-id="req-console-deny"]')
-        await erin_page.goto(f"{console.url}/requests/req-console-deny")
+        await goto(erin_page, f"{console.url}/requests/req-console-deny")
         assert await erin_page.get_attribute("#reason", "required") is not None  # the browser asks first
         assert await erin_page.text_content("#ticket") == "CHG-1234"
         assert (await _post_vote(erin_page, "req-console-deny", "deny")).endswith("result=vote_cast")
@@ -1000,7 +1013,7 @@ async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(consol
         assert [(v.approver_id, v.choice.value, v.reason, v.assertion) for _, v in votes] == [
             ("carol", "deny", "by hand", None)
         ]
-        await erin_page.goto(f"{console.url}/inbox")
+        await goto(erin_page, f"{console.url}/inbox")
         await _ask(console, _request("req-console-deny-2", params={}, resource="sap:vendor/8", accountable="emp-101"))
         await erin_page.wait_for_selector('tr[data-request-id="req-console-deny-2"]')
         # The inbox reloads itself as the request's events arrive (live updates): a reload that lands during the
@@ -1029,7 +1042,7 @@ async def test_deny_needs_a_reason_and_a_revoked_passkey_signs_in_no_more(consol
 
         revoked = console.atb("console", "credentials", "revoke", "carol", "--reason", "device lost")
         assert revoked.count("revoked ") >= 1
-        await erin_page.goto(f"{console.url}/inbox")
+        await goto(erin_page, f"{console.url}/inbox")
         assert erin_page.url == f"{console.url}/signin"  # the sessions ended with the credentials
         await erin_page.click("#signin")
         await erin_page.locator("#status", has_text="not enrolled").wait_for()
@@ -1049,11 +1062,11 @@ async def test_keyboard_and_labels(console: Console, browser: Browser) -> None:
     control is labelled; the focus is visible (a focus outline is styled)."""
     context, page = await _device(browser)
     try:
-        await page.goto(console.enroll_link("alice"))
+        await goto(page, console.enroll_link("alice"))
         await page.focus("#enroll")
         await page.keyboard.press("Enter")
         await page.locator("#status", has_text="Passkey enrolled").wait_for()
-        await page.goto(f"{console.url}/signin")
+        await goto(page, f"{console.url}/signin")
         for _ in range(10):  # Tab through the header to the sign-in button
             await page.keyboard.press("Tab")
             if await page.evaluate("document.activeElement && document.activeElement.id") == "signin":
@@ -1066,7 +1079,7 @@ async def test_keyboard_and_labels(console: Console, browser: Browser) -> None:
             console, _request("req-console-keys", params={"n": 1}, resource="sap:vendor/9", accountable="emp-103")
         )
         await page.wait_for_selector('tr[data-request-id="req-console-keys"]')
-        await page.goto(f"{console.url}/requests/req-console-keys")
+        await goto(page, f"{console.url}/requests/req-console-keys")
         unlabelled = await page.evaluate(
             """() => [...document.querySelectorAll("input:not([type=hidden]), select, textarea")]
                 .filter(el => !el.id || !document.querySelector(`label[for="${el.id}"]`)).length"""
@@ -1114,13 +1127,13 @@ async def test_axe_core_finds_no_serious_violations(console: Console, browser: B
     context, page = await _device(browser, bypass_csp=True)
     found: list[dict[str, Any]] = []
     try:
-        await page.goto(f"{console.url}/signin")
+        await goto(page, f"{console.url}/signin")
         found += await _axe(page, axe)
-        await page.goto(console.enroll_link("bob"))
+        await goto(page, console.enroll_link("bob"))
         found += await _axe(page, axe)
         await page.click("#enroll")
         await page.locator("#status", has_text="Passkey enrolled").wait_for()
-        await page.goto(f"{console.url}/signin")
+        await goto(page, f"{console.url}/signin")
         await page.click("#signin")
         await page.wait_for_url(f"{console.url}/inbox")
         await _ask(
@@ -1135,7 +1148,7 @@ async def test_axe_core_finds_no_serious_violations(console: Console, browser: B
             "/compliance/status",
             "/delegations",
         ):
-            response = await page.goto(f"{console.url}{path}")
+            response = await goto(page, f"{console.url}{path}")
             assert response is not None
             assert response.status == 200, path
             found += await _axe(page, axe)

@@ -36,6 +36,7 @@ from tests.e2e.test_console import (  # noqa: F401  # _chromium: the autouse che
     _chromium,
     _device,
     _post_vote,
+    goto,
     launched_chromium,
 )
 
@@ -104,10 +105,10 @@ async def chain(kafka_bootstrap: str, opa_url: str, tmp_path_factory: pytest.Tem
 
 
 async def _sign_in(chain: Chain, page: Page, principal: str) -> None:
-    await page.goto(chain.enroll_link(principal))
+    await goto(page, chain.enroll_link(principal))
     await page.click("#enroll")
     await page.locator("#status", has_text="Passkey enrolled").wait_for()
-    await page.goto(f"{chain.url}/signin")
+    await goto(page, f"{chain.url}/signin")
     await page.click("#signin")
     await page.wait_for_url(f"{chain.url}/inbox")
 
@@ -138,11 +139,11 @@ async def test_two_passkeys_approve_a_high_request_and_the_issuer_issues_its_poa
             for page in (alice, bob):
                 await page.wait_for_selector(row)
             # The accountable party: not in his inbox, no form on the page, a posted vote refused.
-            await dave.goto(f"{chain.url}/requests/{request_id}")
+            await goto(dave, f"{chain.url}/requests/{request_id}")
             assert await dave.get_attribute("#ineligible", "data-code") == "self_approval"
             assert await dave.query_selector("#approve") is None
             assert (await _post_vote(dave, request_id, "approve")).endswith("result=self_approval")
-            await dave.goto(f"{chain.url}/inbox")
+            await goto(dave, f"{chain.url}/inbox")
             assert await dave.query_selector(row) is None
 
             await alice.click(f"{row} a")
@@ -150,7 +151,7 @@ async def test_two_passkeys_approve_a_high_request_and_the_issuer_issues_its_poa
             assert await alice.is_visible("#verified")
             await alice.click("#approve")
             await alice.wait_for_selector('#message[data-code="vote_cast"]')
-            await bob.goto(f"{chain.url}/requests/{request_id}")
+            await goto(bob, f"{chain.url}/requests/{request_id}")
             await bob.click("#approve")
             await bob.wait_for_selector('#message[data-code="vote_cast"]')
 
@@ -184,15 +185,17 @@ async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_pla
     chain: Chain, browser: Browser
 ) -> None:
     """alice, out of office, grants dave her place on high requests in the console with her passkey. dave votes
-    for her with `atb delegate vote` (his SVID, the console's grant inside); approvals counts it as alice's, the
-    issuer verifies alice's assertion over the grant on its own, and the PoA records dave as her delegate. Then
-    alice revokes it in the console."""
+    for her with `atb delegate vote` (his SVID, the console's grant inside), then on a second request in the
+    console with his passkey; approvals counts each as alice's, the issuer verifies alice's assertion over the
+    grant (and dave's over his console vote) on its own, and each PoA records dave as her delegate. Then alice
+    revokes it in the console."""
     alice_ctx, alice = await _device(browser)
     bob_ctx, bob = await _device(browser)
+    dave_ctx, dave = await _device(browser)
     try:
         for page, principal in ((alice, "alice"), (bob, "bob")):
             await _sign_in(chain, page, principal)
-        await alice.goto(f"{chain.url}/delegations")
+        await goto(alice, f"{chain.url}/delegations")
         assert "alice" not in await alice.locator("#delegate option").all_text_contents()  # never oneself
         await alice.select_option("#delegate", "dave")
         tomorrow = datetime.now(UTC) + timedelta(days=1)
@@ -213,7 +216,7 @@ async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_pla
                 "sap.payment.execute", "sap:invoice/4712", leg=OTHER_LEG, params={"amount_cents": 990000}
             )
             await bob.wait_for_selector(f'tr[data-request-id="{request_id}"]')
-            await bob.goto(f"{chain.url}/requests/{request_id}")
+            await goto(bob, f"{chain.url}/requests/{request_id}")
             await bob.click("#approve")
             await bob.wait_for_selector('#message[data-code="vote_cast"]')
             voting = await asyncio.create_subprocess_exec(
@@ -226,13 +229,33 @@ async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_pla
             said, _ = await asyncio.wait_for(voting.communicate(), 120)
             assert voting.returncode == 0, said.decode()
             issued = await agent.await_poa(request_id, timeout=60)
+            approvers = jwt.decode(issued.token, options={"verify_signature": False})["leg"]["dual_control"]
+            assert {(a["id"], a.get("delegate")) for a in approvers["approvers"]} == {
+                ("alice", "spiffe://atb.local/user/dave"),
+                ("bob", None),
+            }
+
+            # The same in the console: dave's request page offers to approve for alice, with his passkey.
+            await _sign_in(chain, dave, "dave")
+            second = await agent.request_poa(
+                "sap.payment.execute", "sap:invoice/4713", leg=OTHER_LEG, params={"amount_cents": 990000}
+            )
+            await goto(bob, f"{chain.url}/inbox")
+            await bob.wait_for_selector(f'tr[data-request-id="{second}"]')
+            await goto(bob, f"{chain.url}/requests/{second}")
+            await bob.click("#approve")
+            await bob.wait_for_selector('#message[data-code="vote_cast"]')
+            await goto(dave, f"{chain.url}/requests/{second}")
+            await dave.click("#approve-for-alice button")
+            await dave.wait_for_selector('#message[data-code="vote_cast"]')
+            issued = await agent.await_poa(second, timeout=60)
         approvers = jwt.decode(issued.token, options={"verify_signature": False})["leg"]["dual_control"]["approvers"]
-        assert {(a["id"], a.get("delegate")) for a in approvers} == {
-            ("alice", "spiffe://atb.local/user/dave"),
-            ("bob", None),
+        assert {(a["id"], a.get("delegate"), a.get("channel"), a.get("device_bound")) for a in approvers} == {
+            ("alice", "dave", "console", True),
+            ("bob", None, "console", True),
         }
 
-        await alice.goto(f"{chain.url}/delegations")
+        await goto(alice, f"{chain.url}/delegations")
         await alice.click(f'tr[data-delegation-id="{delegation_id}"] button')
         await alice.wait_for_selector('#message[data-code="delegation_revoked"]')
         revoked = alice.locator(f'tr[data-delegation-id="{delegation_id}"]')
@@ -240,7 +263,7 @@ async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_pla
         audited = {a.audit_type for a in await _audits_about(chain, delegation_id)}
         assert {"console_delegation_granted", "console_delegation_revoked"} <= audited
     finally:
-        for context in (alice_ctx, bob_ctx):
+        for context in (alice_ctx, bob_ctx, dave_ctx):
             await context.close()
 
 

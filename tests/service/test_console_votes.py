@@ -467,3 +467,70 @@ async def test_the_issuer_refuses_a_console_grant_its_own_registry_cannot_verify
     assert [(d.code, d.denied_by) for d in denials] == [("delegation_invalid", ISSUER)]
     assert "is not enrolled, or was revoked" in denials[0].reason
     assert await poas(bus, "req-dlg-unknown") == []
+
+
+def _dave_for_alice_in_console(
+    world: World,
+    asked: ApprovalRequired,
+    grant: str,
+    assertion: PasskeyAssertion | None,
+    vote_id: str,
+    *,
+    by: str = CONSOLE,
+) -> Outgoing:
+    """dave's approval in alice's place as the console publishes it: its proof, dave's assertion over the vote."""
+    vote = VoteOnBehalf(
+        request_id=asked.request_id,
+        vote_id=vote_id,
+        approver_id="dave",
+        on_behalf_of=approver_id("alice"),
+        choice=VoteChoice.APPROVE,
+        request_digest=asked.request_digest,
+        channel="console",
+        cast_at=world.clock.now(),
+        delegation_event=grant,
+        assertion=assertion,
+    )
+    return world.signed(vote, by)
+
+
+async def test_a_delegate_approves_in_the_console_only_with_their_own_passkey(bus: Bus, world: World) -> None:
+    await _approvals_with_passkeys(bus, world)
+    _, issuer = world.issuer(passkeys=_followed(bus, world, "atb-issuer-passkeys", ISSUER))
+    await bus.attach(issuer)
+    alice, bob, dave = SoftAuthenticator(), SoftAuthenticator(), SoftAuthenticator()
+    _, record = world.request("req-dlg-in-console", PAYMENT, resource="sap:invoice/4711")
+    enrolled = [_enrolled(world, device, name) for device, name in ((alice, "alice"), (bob, "bob"), (dave, "dave"))]
+    await bus.publish([*enrolled, record])
+    await bus.settle()
+    asked = await required(bus, "req-dlg-in-console")
+    grant = _console_grant(world, alice, delegation_id="dlg-alice-for-console-votes")
+    await bus.publish(
+        [
+            _dave_for_alice_in_console(world, asked, grant, None, "v-no-assertion"),
+            _dave_for_alice_in_console(world, asked, grant, _assertion(alice, asked.request_digest), "v-alices-key"),
+            _dave_for_alice_in_console(world, asked, grant, _assertion(dave, asked.request_digest), "v-chat", by=CHAT),
+        ]
+    )
+    await bus.settle()
+    refused = {vote_id: (code, why) for vote_id, code, why in await _refusals(bus, "req-dlg-in-console")}
+    assert refused["v-no-assertion"] == ("assertion_invalid", NO_ASSERTION)
+    assert refused["v-alices-key"] == ("assertion_invalid", f"credential {alice.credential_id} is alice's, not dave's")
+    assert refused["v-chat"][0] == "delegation_invalid"
+    assert "cast in the console with the delegate's passkey" in refused["v-chat"][1]
+    assert kinds(await outcomes(bus, "req-dlg-in-console")) == ["ApprovalRequired"]
+
+    await bus.publish(
+        [
+            _dave_for_alice_in_console(world, asked, grant, _assertion(dave, asked.request_digest), "v-dave"),
+            _vote(world, asked, "bob", _assertion(bob, asked.request_digest), vote_id="v-bob"),
+        ]
+    )
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-dlg-in-console")) == ["ApprovalRequired", "QuorumReached"]
+    [poa] = await poas(bus, "req-dlg-in-console")
+    dual = jwt.decode(poa.token, options={"verify_signature": False})["leg"]["dual_control"]["approvers"]
+    assert {(a["id"], a.get("delegate"), a.get("channel"), a.get("device_bound")) for a in dual} == {
+        ("alice", "dave", "console", True),
+        ("bob", None, "console", True),
+    }

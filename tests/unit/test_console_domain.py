@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from console.domain import ApprovalView, VoteDecision, VoteRefused, decide_vote, eligible, evolve, explain
+from console.domain import (
+    ApprovalView,
+    VoteDecision,
+    VoteRefused,
+    decide_on_behalf,
+    decide_vote,
+    eligible,
+    evolve,
+    explain,
+)
 from console.domain.view import RESULT_CODES
 from contracts import (
     ApprovalRequired,
@@ -23,6 +32,7 @@ from contracts import (
     digest_of,
 )
 from contracts.approval_events import ApprovalEscalated, ReminderDue
+from contracts.delegation import Delegation
 from contracts.directory import Approver, Directory
 
 NOW = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
@@ -253,3 +263,48 @@ def test_every_code_is_explained() -> None:
     fallback = {code for code in RESULT_CODES if explain(code) == f"The vote was refused ({code})."}
     assert fallback == {"vote_cast"}
     assert explain("something_new") == "The vote was refused (something_new)."
+
+
+def _delegation(delegator: str = "alice", delegate: str = "carol", **kw: object) -> Delegation:
+    terms: dict[str, object] = {
+        "delegation_id": "dlg-1",
+        "delegator": delegator,
+        "delegate": delegate,
+        "not_before": NOW - timedelta(hours=1),
+        "until": NOW + timedelta(hours=8),
+        "tiers": frozenset({Tier.HIGH}),
+    }
+    terms.update(kw)
+    return Delegation(**terms)  # type: ignore[arg-type]
+
+
+def _on_behalf(delegate: str, delegator: str, delegation: Delegation, **kw: object) -> object:
+    options: dict[str, object] = {"already_voted": False, "now": NOW, "has_assertion": True}
+    options.update(kw)
+    return decide_on_behalf(_view(), _approver(delegate), _approver(delegator), delegation, **options)  # type: ignore[arg-type]
+
+
+def test_an_approval_in_a_delegators_place_follows_the_delegation_rule() -> None:
+    decided = _on_behalf("carol", "alice", _delegation())
+    assert isinstance(decided, VoteDecision)
+    assert (decided.principal, decided.choice, decided.step_up) == ("alice", VoteChoice.APPROVE, True)
+    refusals = {
+        "window": _on_behalf("carol", "alice", _delegation(until=NOW - timedelta(minutes=1))),
+        "tier": _on_behalf("carol", "alice", _delegation(tiers=frozenset({Tier.MEDIUM}))),
+        "other delegate": _on_behalf("carol", "alice", _delegation(delegate="erin")),
+        "requester's place": _on_behalf("carol", "dave", _delegation(delegator="dave")),  # dave: emp-200
+        "requester delegates": _on_behalf("dave", "alice", _delegation(delegate="dave")),
+        "ineligible delegate": _on_behalf("erin", "alice", _delegation(delegate="erin")),
+        "voted": _on_behalf("carol", "alice", _delegation(), already_voted=True),
+        "no passkey": _on_behalf("carol", "alice", _delegation(), has_assertion=False),
+    }
+    assert {k: v.code for k, v in refusals.items() if isinstance(v, VoteRefused)} == {
+        "window": "delegation_not_in_force",
+        "tier": "delegation_not_in_force",
+        "other delegate": "delegation_invalid",
+        "requester's place": "self_approval",
+        "requester delegates": "self_approval",
+        "ineligible delegate": "not_eligible",
+        "voted": "duplicate",
+        "no passkey": "step_up_required",
+    }

@@ -1,7 +1,8 @@
 """Delegations made in the console, with the delegator's passkey: what the delegations page lists.
 
 The grant itself is an event on atb.keys (`DelegationGranted`, with the delegator's
-passkey assertion); this table is the console's own list of what it published.
+passkey assertion); this table is the console's own list of what it published,
+with the signed envelope (`grant_event`) a delegate's vote in the console embeds.
 
 Revision ID: console_0003
 Revises: console_0002
@@ -28,6 +29,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("granted_at", sa.Float, nullable=False),
         sa.Column("revoked_at", sa.Float, nullable=True),
+        sa.Column("grant_event", sa.Text, nullable=False),
     )
     op.create_index("delegations_delegator", "delegations", ["delegator"])
     op.create_index("delegations_delegate", "delegations", ["delegate"])

@@ -63,6 +63,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_VOTE_BYTES = 16 * 1024
 """A vote is small; the changelog keeps at most MAX_BALLOTS of them per request."""
 _V2_TYPE = VoteCastV2.event_type
+_ON_BEHALF_TYPE = VoteOnBehalf.event_type
 
 Vote = VoteCast | VoteOnBehalf | VoteCastV2
 
@@ -248,7 +249,7 @@ class ApprovalsService:
             )
             VOTES_REFUSED.labels(note.code).inc()
             return [self._audit(vote.request_id, note, {"channel": vote.channel})]
-        if isinstance(vote, VoteOnBehalf) and (refused := self._delegations.refusal(vote, now, origin.attested)):
+        if isinstance(vote, VoteOnBehalf) and (refused := self._delegations.refusal(vote, now, origin.proven_by)):
             # The rest of the delegation rule is the tally's (contracts.delegation), on the stored ballot.
             note = AuditNote(
                 "approval_vote_refused",
@@ -314,13 +315,13 @@ class ApprovalsService:
     def _note_counters(self, state: ApprovalStateChanged) -> None:
         """Remember the signature counter of every console vote among the state's ballots."""
         for ballot in state.ballots:
-            if _V2_TYPE not in ballot.vote_event:
+            if _V2_TYPE not in ballot.vote_event and _ON_BEHALF_TYPE not in ballot.vote_event:
                 continue
             try:
                 vote = payload_of(decode_envelope(ballot.vote_event.encode()))
             except EventDecodeError:
                 continue
-            if not isinstance(vote, VoteCastV2) or vote.assertion is None:
+            if not isinstance(vote, (VoteCastV2, VoteOnBehalf)) or vote.assertion is None:
                 continue
             try:
                 auth_data = b64url_decode(vote.assertion.authenticator_data)

@@ -63,7 +63,17 @@ from atb_runtime import Outgoing, audit, outgoing_envelope
 from atb_runtime.passkeys import EnrollmentGrants, PasskeyRegistry
 from atb_runtime.publisher import RecordPublisher
 from console.adapters.store import ConsoleStore, Credential, DelegationRow, token_hash
-from console.domain import ApprovalView, VoteRefused, decide_vote, eligible, evolve, explain, request_id_of
+from console.domain import (
+    ApprovalView,
+    VoteDecision,
+    VoteRefused,
+    decide_on_behalf,
+    decide_vote,
+    eligible,
+    evolve,
+    explain,
+    request_id_of,
+)
 from console.settings import ConsoleSettings
 from contracts import (
     EventDecodeError,
@@ -76,7 +86,7 @@ from contracts import (
     payload_of,
     topic_name,
 )
-from contracts.approval_events import DelegationGranted, DelegationRevoked, delegation_challenge
+from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf, delegation_challenge
 from contracts.console_events import (
     PasskeyAssertion,
     PasskeyEnrolled,
@@ -85,7 +95,7 @@ from contracts.console_events import (
     VoteCastV2,
     vote_challenge,
 )
-from contracts.delegation import MAX_DELEGATION
+from contracts.delegation import MAX_DELEGATION, Delegation
 from contracts.directory import Approver, Directory
 from contracts.reasons import Reason, ReasonCode
 
@@ -339,25 +349,33 @@ class ConsoleService:
 
     # -- votes ---------------------------------------------------------------------------
 
-    def vote_options(self, principal: str, request_id: str, choice: VoteChoice) -> str:
-        """The WebAuthn request options of a vote: the challenge binds digest, decision and a fresh nonce."""
+    def vote_options(self, principal: str, request_id: str, choice: VoteChoice, on_behalf: str | None = None) -> str:
+        """The WebAuthn request options of a vote: the challenge binds digest, decision and a fresh nonce.
+
+        `on_behalf`: a delegation id; an approval in its delegator's place (`decide_on_behalf`).
+        """
         approver = self.approver(principal)
         view = self._views.get(request_id)
-        decision = decide_vote(
-            view,
-            approver,
-            choice,
-            reason="-",
-            already_voted=self._store.has_voted(request_id, approver.principal),
-            now=datetime.now(UTC),
-            step_up_tiers=self._step_up,
-            has_assertion=True,
-        )
+        if on_behalf is not None:
+            decision = self._decide_on_behalf(approver, on_behalf, request_id, has_assertion=True)
+            if choice is not VoteChoice.APPROVE:
+                decision = VoteRefused("delegation_invalid", approver.principal)
+        else:
+            decision = decide_vote(
+                view,
+                approver,
+                choice,
+                reason="-",
+                already_voted=self._store.has_voted(request_id, approver.principal),
+                now=datetime.now(UTC),
+                step_up_tiers=self._step_up,
+                has_assertion=True,
+            )
         if isinstance(decision, VoteRefused):
             raise ConsoleError(decision.code, explain(decision.code), 409)
         nonce = b64url(secrets.token_bytes(16))
         challenge = vote_challenge(decision.request_digest, choice, nonce)
-        subject = _vote_subject(approver.principal, request_id, choice)
+        subject = _vote_subject(approver.principal, request_id, choice, on_behalf)
         self._store.put_challenge(
             "vote", challenge, subject, now=time.time(), ttl_s=self._settings.console_challenge_ttl_s, nonce=nonce
         )
@@ -375,9 +393,17 @@ class ConsoleService:
         return json.dumps({"nonce": nonce, "publicKey": json.loads(options_to_json(options))})
 
     async def vote(
-        self, principal: str, request_id: str, choice: VoteChoice, reason: str, credential: JsonObject | None
+        self,
+        principal: str,
+        request_id: str,
+        choice: VoteChoice,
+        reason: str,
+        credential: JsonObject | None,
+        on_behalf: str | None = None,
     ) -> VoteOutcome:
         approver = self.approver(principal)
+        if on_behalf is not None:
+            return await self._vote_on_behalf(approver, request_id, choice, on_behalf, credential)
         view = self._views.get(request_id)
         decision = decide_vote(
             view,
@@ -421,31 +447,25 @@ class ConsoleService:
             "device_bound": assertion is not None,
             **({"credential_id": assertion.credential_id} if assertion else {}),
         }
-        try:
-            await asyncio.wait_for(
-                self._publish(
-                    [
-                        self._signed(event),
-                        self._audit_record("console_vote_cast", "success", request_id, choice.value, details),
-                    ]
-                ),
-                5.0,
-            )
-        except Exception as exc:
-            self._store.release_vote(request_id, approver.principal)
-            log.error("vote %s not published: %r", vote_id, exc)
-            return VoteOutcome(False, "publish_failed", explain("publish_failed"))
+        if (failed := await self._publish_vote(event, approver.principal, details)) is not None:
+            return failed
         bound = " with your passkey" if assertion is not None else ""
         return VoteOutcome(True, "vote_cast", f"Your {choice.value} vote was recorded{bound}.", vote_id)
 
     async def _check_vote_assertion(
-        self, principal: str, request_id: str, choice: VoteChoice, digest: str, credential: JsonObject
+        self,
+        principal: str,
+        request_id: str,
+        choice: VoteChoice,
+        digest: str,
+        credential: JsonObject,
+        on_behalf: str | None = None,
     ) -> PasskeyAssertion | VoteOutcome:
         nonce = credential.get("nonce")
         if not isinstance(nonce, str):
             return await self._refuse(request_id, "assertion_invalid", principal, choice, "no nonce")
         challenge = self._store.take_challenge(nonce, "vote", now=time.time())
-        if challenge is None or challenge.subject != _vote_subject(principal, request_id, choice):
+        if challenge is None or challenge.subject != _vote_subject(principal, request_id, choice, on_behalf):
             return await self._refuse(
                 request_id, "assertion_invalid", principal, choice, "unknown, used or other nonce"
             )
@@ -465,6 +485,108 @@ class ConsoleService:
         if not self._store.advance_counter(stored.credential_id, stored.sign_count, verified.sign_count):
             return await self._refuse(request_id, "assertion_invalid", principal, choice, "counter race")
         return assertion
+
+    # -- votes in someone's place (a delegation made here) -------------------------------
+
+    def on_behalf_offers(self, principal: str, request_id: str) -> list[tuple[str, str]]:
+        """(delegation id, delegator) of each delegation made here that lets the signed-in person approve this
+        request in someone's place now."""
+        delegate = self.approver(principal)
+        return [
+            (row.delegation_id, row.delegator)
+            for row in self._store.delegations_to(delegate.principal, now=time.time())
+            if isinstance(
+                self._decide_on_behalf(delegate, row.delegation_id, request_id, has_assertion=True), VoteDecision
+            )
+        ]
+
+    def _decide_on_behalf(
+        self, delegate: Approver, delegation_id: str, request_id: str, *, has_assertion: bool
+    ) -> VoteDecision | VoteRefused:
+        row = self._store.delegation(delegation_id)
+        grant = _grant_in(row.grant_event) if row is not None else None
+        delegator = self._directory.resolve(row.delegator) if row is not None else None
+        if row is None or grant is None or delegator is None or row.delegate != delegate.principal:
+            return VoteRefused("delegation_invalid", delegate.principal)
+        if row.revoked_at is not None:
+            return VoteRefused("delegation_not_in_force", delegate.principal)
+        voted = self._store.has_voted(request_id, delegator.principal) or self._store.has_voted(
+            request_id, delegate.principal
+        )
+        return decide_on_behalf(
+            self._views.get(request_id),
+            delegate,
+            delegator,
+            Delegation.of(grant),
+            already_voted=voted,
+            now=datetime.now(UTC),
+            has_assertion=has_assertion,
+        )
+
+    async def _vote_on_behalf(
+        self, delegate: Approver, request_id: str, choice: VoteChoice, delegation_id: str, credential: JsonObject | None
+    ) -> VoteOutcome:
+        decision: VoteDecision | VoteRefused = (
+            self._decide_on_behalf(delegate, delegation_id, request_id, has_assertion=credential is not None)
+            if choice is VoteChoice.APPROVE
+            else VoteRefused("delegation_invalid", delegate.principal)
+        )
+        if isinstance(decision, VoteRefused):
+            return await self._refuse(request_id, decision.code, delegate.principal, choice, f"for {delegation_id}")
+        assert credential is not None  # decide_on_behalf refuses a vote without one
+        checked = await self._check_vote_assertion(
+            delegate.principal, request_id, choice, decision.request_digest, credential, delegation_id
+        )
+        if isinstance(checked, VoteOutcome):
+            return checked
+        row = self._store.delegation(delegation_id)
+        grant = _grant_in(row.grant_event) if row is not None else None
+        if row is None or grant is None:
+            return await self._refuse(request_id, "delegation_invalid", delegate.principal, choice)
+        vote_id = f"console-{secrets.token_hex(12)}"
+        now = time.time()
+        # One place per person: the delegator's (their own vote here, or another delegate's for them).
+        if not self._store.claim_vote(request_id, decision.principal, choice.value, vote_id, now=now):
+            return await self._refuse(request_id, "duplicate", delegate.principal, choice)
+        event = VoteOnBehalf(
+            request_id=request_id,
+            vote_id=vote_id,
+            approver_id=delegate.principal,
+            on_behalf_of=grant.delegator,
+            choice=choice,
+            request_digest=decision.request_digest,
+            channel="console",
+            cast_at=datetime.fromtimestamp(now, UTC),
+            delegation_event=row.grant_event,
+            assertion=checked,
+        )
+        details: JsonObject = {
+            "principal": delegate.principal,
+            "on_behalf_of": decision.principal,
+            "delegation_id": delegation_id,
+            "vote_id": vote_id,
+            "choice": choice.value,
+            "device_bound": True,
+            "credential_id": checked.credential_id,
+        }
+        if (failed := await self._publish_vote(event, decision.principal, details)) is not None:
+            return failed
+        return VoteOutcome(
+            True, "vote_cast", f"Your approval for {decision.principal} was recorded with your passkey.", vote_id
+        )
+
+    async def _publish_vote(
+        self, event: VoteCastV2 | VoteOnBehalf, place: str, details: JsonObject
+    ) -> VoteOutcome | None:
+        """Publish a vote and its audit (`console_vote_cast`) within 5 s; else free the place it claimed and say so."""
+        audit_record = self._audit_record("console_vote_cast", "success", event.request_id, event.choice.value, details)
+        try:
+            await asyncio.wait_for(self._publish([self._signed(event), audit_record]), 5.0)
+        except Exception as exc:
+            self._store.release_vote(event.request_id, place)
+            log.error("vote %s not published: %r", event.vote_id, exc)
+            return VoteOutcome(False, "publish_failed", explain("publish_failed"))
+        return None
 
     async def _refuse(
         self, request_id: str, code: str, principal: str, choice: VoteChoice, detail: str = ""
@@ -567,9 +689,8 @@ class ConsoleService:
             "until": grant.until.isoformat(),
             "credential_id": assertion.credential_id,
         }
-        await self._publish(
-            [self._signed(signed), self._audit_record("console_delegation_granted", "success", None, "", details)]
-        )
+        published = self._signed(signed)
+        await self._publish([published, self._audit_record("console_delegation_granted", "success", None, "", details)])
         self._store.add_delegation(
             DelegationRow(
                 delegation_id=grant.delegation_id,
@@ -581,6 +702,7 @@ class ConsoleService:
                 reason=grant.reason,
                 granted_at=grant.granted_at.timestamp(),
                 revoked_at=None,
+                grant_event=(published.value or b"").decode(),
             )
         )
         return signed
@@ -701,8 +823,8 @@ class ConsoleService:
         return None
 
 
-def _vote_subject(principal: str, request_id: str, choice: VoteChoice) -> str:
-    return f"{principal}\n{request_id}\n{choice.value}"
+def _vote_subject(principal: str, request_id: str, choice: VoteChoice, on_behalf: str | None = None) -> str:
+    return f"{principal}\n{request_id}\n{choice.value}" + (f"\n{on_behalf}" if on_behalf else "")
 
 
 def _assertion(credential: JsonObject, *, nonce: str) -> PasskeyAssertion:
@@ -738,3 +860,12 @@ def _identity_of(approver: Approver) -> str:
     """The approver's SPIFFE identity (the form `atb delegate` uses), else their principal."""
     spiffe = sorted(i for i in approver.identities if i.startswith("spiffe://"))
     return spiffe[0] if spiffe else approver.principal
+
+
+def _grant_in(text: str) -> DelegationGranted | None:
+    """The grant a delegation row keeps (the envelope this console published), or None if it does not decode."""
+    try:
+        event = payload_of(decode_envelope(text.encode()))
+    except EventDecodeError:
+        return None
+    return event if isinstance(event, DelegationGranted) else None

@@ -69,6 +69,7 @@ __all__ = [
     "PasskeyRegistry",
     "console_vote_refusal",
     "delegation_refusal",
+    "on_behalf_proof_refusal",
     "passkey_rules",
 ]
 
@@ -280,7 +281,7 @@ def console_vote_refusal(
     `tier` None: the request is not known yet, so the assertion is required (fail closed).
     `counters`: per credential, a counter the assertion's must exceed besides the registry's.
     """
-    assertion = vote.assertion if isinstance(vote, VoteCastV2) else None
+    assertion = vote.assertion if isinstance(vote, (VoteCastV2, VoteOnBehalf)) else None
     if assertion is None:
         if vote.channel != "console" and proven_by not in announcers:
             return None
@@ -329,3 +330,17 @@ def delegation_refusal(
     except PasskeyAssertionError as exc:
         return exc.reason
     return None
+
+
+def on_behalf_proof_refusal(vote: VoteOnBehalf, *, proven_by: str, announcers: Collection[str]) -> str | None:
+    """Why an on-behalf vote's proof is not its delegate's act, or None.
+
+    It is signed by the delegate's own SVID, or it comes from the console (a passkey announcer) with the
+    delegate's passkey assertion, which `console_vote_refusal` verifies for `approver_id` whatever the tier.
+    No other attester may vouch for it.
+    """
+    if proven_by == vote.approver_id:
+        return None
+    if proven_by in announcers and vote.assertion is not None:
+        return None
+    return "an on-behalf vote is signed by its delegate, or cast in the console with the delegate's passkey"

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
 from atb_runtime.follow import FollowerDeadLetters, Refused, TopicFollower
-from atb_runtime.passkeys import PasskeyRegistry, delegation_refusal
+from atb_runtime.passkeys import PasskeyRegistry, delegation_refusal, on_behalf_proof_refusal
 from contracts import Envelope, EventDecodeError, EventPayload, Topic, decode_envelope, payload_of
 from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf
 from contracts.delegation import DelegationBook
@@ -56,16 +56,16 @@ class DelegationGate:
         self._announcers = tuple(announcers) if passkeys is not None and directory is not None else ()
         """Who may prove a grant made in the console (none without a passkey registry and a directory)."""
 
-    def refusal(self, vote: VoteOnBehalf, now: datetime, attested: bool = False) -> DelegationRefusal | None:
-        """Why an on-behalf vote received `now` cannot become a ballot, or None.
+    def refusal(self, vote: VoteOnBehalf, now: datetime, proven_by: str | None = None) -> DelegationRefusal | None:
+        """Why an on-behalf vote received `now` (proven by `proven_by`, default its delegate) cannot become a
+        ballot, or None.
 
-        An on-behalf vote must be signed by its delegate (`attested` False): the issuer
-        refuses one an attester vouched for, so approvals never counts one.
+        An on-behalf vote is signed by its delegate, or cast in the console with the delegate's passkey
+        assertion (`atb_runtime.passkeys.on_behalf_proof_refusal`, as the issuer judges it).
         """
-        if attested:
-            return DelegationRefusal(
-                ReasonCode.DELEGATION_INVALID, "an on-behalf vote is signed by its delegate, not attested"
-            )
+        unproven = on_behalf_proof_refusal(vote, proven_by=proven_by or vote.approver_id, announcers=self._announcers)
+        if unproven is not None:
+            return DelegationRefusal(ReasonCode.DELEGATION_INVALID, unproven)
         try:
             envelope = decode_envelope(vote.delegation_event.encode())
             grant = payload_of(envelope)

@@ -70,6 +70,9 @@ class VoteAsk(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     choice: Choice
+    on_behalf: str | None = Field(
+        default=None, max_length=128, description="a delegation id: approve in its delegator's place"
+    )
 
 
 class DelegationAsk(BaseModel):
@@ -96,6 +99,9 @@ class VoteForm(CsrfForm):
     reason: str = Field(default="", max_length=1024, description="required to deny")
     assertion: str = Field(
         default="", description="for approve on a step-up tier: the passkey's assertion (JSON, with its nonce)"
+    )
+    on_behalf: str = Field(
+        default="", description="a delegation id: approve in its delegator's place (always with the passkey)"
     )
 
 

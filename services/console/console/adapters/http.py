@@ -141,6 +141,28 @@ def build_app(
     def failure(code: str, message: str, status: int) -> web.Response:
         return web.json_response(ConsoleFailure(error=code, message=message).model_dump(), status=status)
 
+    async def signed_in_form(request: web.Request) -> tuple[Session, dict[str, str]] | web.Response:
+        """A form POST of the signed-in session from the console's origin with its CSRF token: (session, form);
+        else the refusal to answer (without a session: to /signin)."""
+        found = current(request)
+        form = await body_form(request)
+        if found is None:
+            raise web.HTTPSeeOther("/signin")
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, form):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        return session, form
+
+    def signed_in_call(request: web.Request) -> Session | web.Response:
+        """A JSON call of the signed-in session from the console's origin with its CSRF header; else the refusal."""
+        found = current(request)
+        if found is None:
+            return failure("signed_out", "Sign in again.", 401)
+        _, session = found
+        if not same_origin(request) or not csrf_ok(request, session, {}):
+            return refuse(request, "csrf", "The request did not carry this session's token.")
+        return session
+
     async def body_json(request: web.Request) -> dict[str, Any]:
         try:
             raw = await read_body_within(request)
@@ -224,6 +246,7 @@ def build_app(
             step_up=view.required.tier in service_step_up,
             open=view.open_at(_utc()),
             voted=service.console_votes(view.request_id).get(approver.principal),
+            offers=service.on_behalf_offers(approver.principal, view.request_id) if view.open_at(_utc()) else [],
             message=message,
             code=code,
             version=service.version,
@@ -292,15 +315,14 @@ def build_app(
         raise response
 
     async def vote_options(request: web.Request) -> web.StreamResponse:
-        found = current(request)
-        if found is None:
-            return failure("signed_out", "Sign in again.", 401)
-        _, session = found
-        if not same_origin(request) or not csrf_ok(request, session, {}):
-            return refuse(request, "csrf", "The request did not carry this session's token.")
+        session = signed_in_call(request)
+        if isinstance(session, web.Response):
+            return session
         try:
             ask = VoteAsk.model_validate(await body_json(request))
-            text = service.vote_options(session.principal, request.match_info["request_id"], VoteChoice(ask.choice))
+            text = service.vote_options(
+                session.principal, request.match_info["request_id"], VoteChoice(ask.choice), ask.on_behalf
+            )
         except ValidationError:
             return failure("bad_request", "choice must be approve or deny", 400)
         except ConsoleError as exc:
@@ -308,13 +330,10 @@ def build_app(
         return web.Response(text=text, content_type="application/json")
 
     async def vote(request: web.Request) -> web.StreamResponse:
-        found = current(request)
-        form = await body_form(request)
-        if found is None:
-            raise web.HTTPSeeOther("/signin")
-        _, session = found
-        if not same_origin(request) or not csrf_ok(request, session, form):
-            return refuse(request, "csrf", "The request did not carry this session's token.")
+        checked = await signed_in_form(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, form = checked
         try:
             choice = VoteChoice(form.get("choice", ""))
         except ValueError:
@@ -327,7 +346,9 @@ def build_app(
                 parsed = None
             credential = parsed if isinstance(parsed, dict) else {"malformed": True}
         request_id = request.match_info["request_id"]
-        outcome = await service.vote(session.principal, request_id, choice, form.get("reason", ""), credential)
+        outcome = await service.vote(
+            session.principal, request_id, choice, form.get("reason", ""), credential, form.get("on_behalf") or None
+        )
         raise web.HTTPSeeOther(f"/requests/{quote(request_id, safe='')}?result={outcome.code}")
 
     # -- delegations (out of office) --------------------------------------------------------
@@ -371,12 +392,9 @@ def build_app(
         return await delegations_page(request)
 
     async def delegation_options(request: web.Request) -> web.StreamResponse:
-        found = current(request)
-        if found is None:
-            return failure("signed_out", "Sign in again.", 401)
-        _, session = found
-        if not same_origin(request) or not csrf_ok(request, session, {}):
-            return refuse(request, "csrf", "The request did not carry this session's token.")
+        session = signed_in_call(request)
+        if isinstance(session, web.Response):
+            return session
         try:
             ask = DelegationAsk.model_validate(await body_json(request))
             until = ask.until if ask.until.tzinfo is not None else ask.until.replace(tzinfo=UTC)
@@ -390,13 +408,10 @@ def build_app(
         return web.Response(text=text, content_type="application/json")
 
     async def delegation_grant(request: web.Request) -> web.StreamResponse:
-        found = current(request)
-        form = await body_form(request)
-        if found is None:
-            raise web.HTTPSeeOther("/signin")
-        _, session = found
-        if not same_origin(request) or not csrf_ok(request, session, form):
-            return refuse(request, "csrf", "The request did not carry this session's token.")
+        checked = await signed_in_form(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, form = checked
         try:
             parsed = json.loads(form.get("assertion") or "null")
         except ValueError:
@@ -412,13 +427,10 @@ def build_app(
         raise web.HTTPSeeOther("/delegations?result=delegation_granted")
 
     async def delegation_revoke(request: web.Request) -> web.StreamResponse:
-        found = current(request)
-        form = await body_form(request)
-        if found is None:
-            raise web.HTTPSeeOther("/signin")
-        _, session = found
-        if not same_origin(request) or not csrf_ok(request, session, form):
-            return refuse(request, "csrf", "The request did not carry this session's token.")
+        checked = await signed_in_form(request)
+        if isinstance(checked, web.Response):
+            return checked
+        session, _ = checked
         try:
             await service.revoke_delegation(session.principal, request.match_info["delegation_id"])
         except ConsoleError as exc:

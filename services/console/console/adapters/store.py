@@ -130,6 +130,7 @@ delegations = Table(
     Column("reason", Text, nullable=False),
     Column("granted_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    Column("grant_event", Text, nullable=False),
     Index("delegations_delegator", "delegator"),
     Index("delegations_delegate", "delegate"),
 )
@@ -195,6 +196,8 @@ class DelegationRow:
     reason: str
     granted_at: float
     revoked_at: float | None
+    grant_event: str
+    """The signed DelegationGranted envelope (JSON) the console published."""
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,21 @@ class ConsoleStore:
             select(delegations)
             .where(or_(delegations.c.delegator == principal, delegations.c.delegate == principal))
             .order_by(delegations.c.granted_at.desc())
+        )
+        with self._engine.connect() as conn:
+            return [DelegationRow(**dict(r._mapping)) for r in conn.execute(query)]
+
+    def delegations_to(self, delegate: str, *, now: float) -> list[DelegationRow]:
+        """The delegations in force now that let `delegate` vote in someone's place, oldest first."""
+        query = (
+            select(delegations)
+            .where(
+                delegations.c.delegate == delegate,
+                delegations.c.revoked_at.is_(None),
+                delegations.c.not_before <= now,
+                delegations.c.until >= now,
+            )
+            .order_by(delegations.c.granted_at)
         )
         with self._engine.connect() as conn:
             return [DelegationRow(**dict(r._mapping)) for r in conn.execute(query)]

@@ -48,8 +48,10 @@ from contracts import (
     digest_binds,
 )
 from contracts.approval_events import ApprovalEscalated, ReminderDue
+from contracts.delegation import Delegation, judge_approvers
 from contracts.directory import Approver
 from contracts.eligibility import ApproverRules
+from contracts.reasons import ReasonCode
 
 __all__ = [
     "ApprovalView",
@@ -185,6 +187,17 @@ class VoteRefused:
     principal: str
 
 
+def _not_open(view: ApprovalView | None, principal: str, now: datetime) -> VoteRefused | None:
+    """Why no vote is taken on the request now (unknown here, closed, past its deadline), or None."""
+    if view is None or view.required is None:
+        return VoteRefused("unknown_request", principal)
+    if view.resolution is not None:
+        return VoteRefused("closed", principal)
+    if view.required.deadline <= now:
+        return VoteRefused("late", principal)
+    return None
+
+
 def decide_vote(
     view: ApprovalView | None,
     approver: Approver,
@@ -198,12 +211,8 @@ def decide_vote(
 ) -> VoteDecision | VoteRefused:
     """Whether the signed-in approver's vote may be published, by the first rule that fails."""
     principal = approver.principal
-    if view is None or view.required is None:
-        return VoteRefused("unknown_request", principal)
-    if view.resolution is not None:
-        return VoteRefused("closed", principal)
-    if view.required.deadline <= now:
-        return VoteRefused("late", principal)
+    if (shut := _not_open(view, principal, now)) is not None or view is None or view.required is None:
+        return shut or VoteRefused("unknown_request", principal)
     rules = view.rules(now)
     assert rules is not None
     refusal = rules.refusal(approver)
@@ -219,6 +228,37 @@ def decide_vote(
     return VoteDecision(view.request_id, principal, choice, view.required.request_digest, view.required.tier, step_up)
 
 
+def decide_on_behalf(
+    view: ApprovalView | None,
+    delegate: Approver,
+    delegator: Approver,
+    delegation: Delegation,
+    *,
+    already_voted: bool,
+    now: datetime,
+    has_assertion: bool,
+) -> VoteDecision | VoteRefused:
+    """Whether the signed-in delegate's approval in `delegator`'s place may be published, by the first rule
+    that fails: the request's state, then `contracts.delegation`'s rule (window and tiers, both eligible, neither
+    the requester), one place per person, and always the delegate's passkey (approvals and the issuer accept an
+    on-behalf vote from the console only with it)."""
+    principal = delegate.principal
+    if (shut := _not_open(view, principal, now)) is not None or view is None or view.required is None:
+        return shut or VoteRefused("unknown_request", principal)
+    rules = view.rules(now)
+    assert rules is not None
+    judged = judge_approvers(rules, delegation, delegate=delegate, delegator=delegator, at=now)
+    if isinstance(judged, ReasonCode):
+        return VoteRefused(judged.value, principal)
+    if already_voted:
+        return VoteRefused("duplicate", principal)
+    if not has_assertion:
+        return VoteRefused("step_up_required", principal)
+    return VoteDecision(
+        view.request_id, delegator.principal, VoteChoice.APPROVE, view.required.request_digest, view.required.tier, True
+    )
+
+
 _EXPLAIN = {
     "unknown_request": "This request is not waiting for approval here.",
     "closed": "This request is already closed: no more votes are taken.",
@@ -227,7 +267,9 @@ _EXPLAIN = {
     "tier_not_allowed": "You may not approve requests of this risk tier.",
     "not_eligible": "None of your groups may approve this request.",
     "unknown_approver": "You are not in the approver directory.",
-    "duplicate": "You already voted on this request.",
+    "duplicate": "You already voted on this request (or for this person).",
+    "delegation_not_in_force": "The delegation does not cover this request now (its window or its tiers).",
+    "delegation_invalid": "The delegation does not allow this vote.",
     "reason_required": "A deny needs a reason.",
     "step_up_required": "Approving this request needs your passkey: confirm with your device.",
     "assertion_invalid": "Your passkey's confirmation could not be verified: the vote was not recorded.",

@@ -109,7 +109,9 @@ async function approveWithPasskey(event) {
   event.preventDefault();
   const requestId = document.body.dataset.requestId;
   try {
-    const options = await postJson("/requests/" + encodeURIComponent(requestId) + "/options", { choice: "approve" }, document.body.dataset.csrf);
+    const ask = { choice: "approve" };
+    if (form.dataset.onBehalf) ask.on_behalf = form.dataset.onBehalf;
+    const options = await postJson("/requests/" + encodeURIComponent(requestId) + "/options", ask, document.body.dataset.csrf);
     say("Confirm with your passkey...");
     const cred = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
     const assertion = assertionJson(cred);
@@ -172,6 +174,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (page === "request") {
     const form = document.getElementById("approve-form");
     if (form) form.addEventListener("submit", approveWithPasskey);
+    document.querySelectorAll(".on-behalf-form").forEach((el) => el.addEventListener("submit", approveWithPasskey));
     const deny = document.getElementById("deny-form");
     if (deny) deny.addEventListener("submit", () => { voting = true; });
   }

@@ -20,7 +20,13 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
 from atb_identity import IdentityError, TrustBundle, verify_origin
-from atb_runtime.passkeys import CONSOLE, PasskeyRegistry, console_vote_refusal, delegation_refusal
+from atb_runtime.passkeys import (
+    CONSOLE,
+    PasskeyRegistry,
+    console_vote_refusal,
+    delegation_refusal,
+    on_behalf_proof_refusal,
+)
 from atb_runtime.policy import RequirementsSource
 from contracts import (
     CountedVote,
@@ -149,10 +155,9 @@ class EvidenceVerifier:
         delegation: Delegation | None = None
         counts_for = vote.approver_id
         if isinstance(vote, VoteOnBehalf):
-            if origin.attested:
-                raise QuorumEvidenceError(
-                    ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: an on-behalf vote is signed by its delegate"
-                )
+            unproven = on_behalf_proof_refusal(vote, proven_by=origin.proven_by, announcers=self._announcers)
+            if unproven is not None:
+                raise QuorumEvidenceError(ReasonCode.DELEGATION_INVALID, f"vote {vote.vote_id}: {unproven}")
             delegation = self._verified_grant(vote, counted)
             cast_by = self._resolve(vote.approver_id)
             counts_for = vote.on_behalf_of

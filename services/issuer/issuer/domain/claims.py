@@ -23,6 +23,7 @@ from contracts import (
     digest_binds,
     payload_of,
 )
+from contracts.approval_events import VoteOnBehalf
 from contracts.console_events import VoteCastV2
 from contracts.delegation import on_behalf_of_vote
 from contracts.reasons import ReasonCode
@@ -119,13 +120,14 @@ def build_claims(
     )
 
 
-def _console_vote(vote_event: str) -> VoteCastV2 | None:
-    """A counted vote cast in the console (its assertion verified by `check_evidence`), None for any other."""
+def _console_vote(vote_event: str) -> VoteCastV2 | VoteOnBehalf | None:
+    """A counted vote cast in the console, in one's own name or a delegator's (its assertion verified by
+    `check_evidence`), None for any other."""
     try:
         vote = payload_of(decode_envelope(vote_event.encode()))
     except EventDecodeError:
         return None
-    return vote if isinstance(vote, VoteCastV2) and vote.channel == "console" else None
+    return vote if isinstance(vote, (VoteCastV2, VoteOnBehalf)) and vote.channel == "console" else None
 
 
 def _delegate(vote_event: str) -> str | None:
