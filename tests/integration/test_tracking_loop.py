@@ -158,8 +158,12 @@ async def test_a_uniqueness_violation_means_already_done(kafka_bootstrap: str, t
     task = await _run(loop)
     await _until(tracker, 20)
     await _stop(loop, task)
-    assert loop.already_recorded == 1
+    # Every batch holding a stored offset is refused as a whole and the loop seeks to the stored position; a
+    # fetch already under way when it seeks can hand one more such batch (seen in a full run), refused the same way.
+    refused = [batch for batch in tracker.handed if min(batch) < 10]
+    taken = [batch for batch in tracker.handed if min(batch) >= 10]
     assert tracker.handed[0][0] == 0  # refused: its first rows were stored already
-    assert [offset for batch in tracker.handed[1:] for offset in batch] == list(range(10, 20))
+    assert loop.already_recorded == len(refused) >= 1
+    assert [offset for batch in taken for offset in batch] == list(range(10, 20))
     assert tracker.stored() == list(range(20))
     tracker.close()
