@@ -56,6 +56,7 @@ docs/hostile-input.md, "The hostile soak".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import math
@@ -266,6 +267,8 @@ class Soak:
         """Action id → request id."""
         self._presented_requests: set[str] = set()
         self.live = Index(env.namespace)
+        self.ingested = asyncio.Condition()
+        """Notified whenever the tail has ingested records into `live`."""
         self.windows: dict[str, list[tuple[int, int]]] = defaultdict(list)
         """Service → (stop, ready again) in epoch ms."""
         self.started = 0.0
@@ -371,6 +374,9 @@ class Soak:
                     if actions:
                         await publisher.publish(actions)
                         await publisher.flush()
+                    if batches:
+                        async with self.ingested:
+                            self.ingested.notify_all()
         finally:
             await consumer.stop()
 
@@ -459,8 +465,10 @@ class Soak:
         """Wait until nothing is missing; give up at `timeout`, or when nothing came for `stuck_after` seconds."""
         deadline = time.monotonic() + timeout
         before, since = self._missing(self.live), time.monotonic()
-        while before and time.monotonic() < min(deadline, since + stuck_after):
-            await asyncio.sleep(0.5)  # the tail reads to the end meanwhile
+        while before and (left := min(deadline, since + stuck_after) - time.monotonic()) > 0:
+            async with self.ingested:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ingested.wait(), left)  # the tail ingested more records
             missing = self._missing(self.live)
             if missing != before:
                 before, since = missing, time.monotonic()
