@@ -376,21 +376,7 @@ class ConsoleService:
         nonce = b64url(secrets.token_bytes(16))
         challenge = vote_challenge(decision.request_digest, choice, nonce)
         subject = _vote_subject(approver.principal, request_id, choice, on_behalf)
-        self._store.put_challenge(
-            "vote", challenge, subject, now=time.time(), ttl_s=self._settings.console_challenge_ttl_s, nonce=nonce
-        )
-        allowed = [
-            PublicKeyCredentialDescriptor(id=b64url_decode(c.credential_id))
-            for c in self._store.credentials_of(approver.principal, include_revoked=False)
-        ]
-        options = generate_authentication_options(
-            rp_id=self._rp_id,
-            challenge=challenge,
-            allow_credentials=allowed,
-            user_verification=UserVerificationRequirement.REQUIRED,
-            timeout=120_000,
-        )
-        return json.dumps({"nonce": nonce, "publicKey": json.loads(options_to_json(options))})
+        return self._assertion_options("vote", challenge, subject, nonce, approver.principal)
 
     async def vote(
         self,
@@ -632,17 +618,17 @@ class ConsoleService:
         )
         nonce = b64url(secrets.token_bytes(16))
         challenge = delegation_challenge(grant, nonce)
+        return self._assertion_options("delegate", challenge, grant.model_dump_json(), nonce, delegator.principal)
+
+    def _assertion_options(self, purpose: str, challenge: bytes, subject: str, nonce: str, principal: str) -> str:
+        """Keep the challenge (used once, for `subject`) and answer the WebAuthn request options that ask one of
+        `principal`'s active passkeys, with user verification, to sign it."""
         self._store.put_challenge(
-            "delegate",
-            challenge,
-            grant.model_dump_json(),
-            now=time.time(),
-            ttl_s=self._settings.console_challenge_ttl_s,
-            nonce=nonce,
+            purpose, challenge, subject, now=time.time(), ttl_s=self._settings.console_challenge_ttl_s, nonce=nonce
         )
         allowed = [
             PublicKeyCredentialDescriptor(id=b64url_decode(c.credential_id))
-            for c in self._store.credentials_of(delegator.principal, include_revoked=False)
+            for c in self._store.credentials_of(principal, include_revoked=False)
         ]
         options = generate_authentication_options(
             rp_id=self._rp_id,

@@ -102,22 +102,27 @@ async function signIn() {
 // page under it, or the vote is lost with the page.
 let voting = false;
 
+// Ask the console for a challenge (`optionsUrl`, `ask`), have the passkey sign it, and post the form with the
+// assertion (and its nonce) in its `assertion` field.
+async function signAndSubmit(form, optionsUrl, ask) {
+  const options = await postJson(optionsUrl, ask, document.body.dataset.csrf);
+  say("Confirm with your passkey...");
+  const cred = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
+  const assertion = assertionJson(cred);
+  assertion.nonce = options.nonce;
+  form.elements.assertion.value = JSON.stringify(assertion);
+  form.submit();
+}
+
 async function approveWithPasskey(event) {
   const form = event.target;
   voting = true;
   if (form.dataset.stepUp !== "yes" || form.elements.assertion.value) return;
   event.preventDefault();
-  const requestId = document.body.dataset.requestId;
+  const ask = { choice: "approve" };
+  if (form.dataset.onBehalf) ask.on_behalf = form.dataset.onBehalf;
   try {
-    const ask = { choice: "approve" };
-    if (form.dataset.onBehalf) ask.on_behalf = form.dataset.onBehalf;
-    const options = await postJson("/requests/" + encodeURIComponent(requestId) + "/options", ask, document.body.dataset.csrf);
-    say("Confirm with your passkey...");
-    const cred = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
-    const assertion = assertionJson(cred);
-    assertion.nonce = options.nonce;
-    form.elements.assertion.value = JSON.stringify(assertion);
-    form.submit();
+    await signAndSubmit(form, "/requests/" + encodeURIComponent(document.body.dataset.requestId) + "/options", ask);
   } catch (err) {
     voting = false;
     say("Approval not sent: " + err.message);
@@ -128,21 +133,14 @@ async function delegateWithPasskey(event) {
   const form = event.target;
   if (form.elements.assertion.value) return;
   event.preventDefault();
-  const tiers = Array.from(form.querySelectorAll("input[name=tier]:checked")).map((el) => el.value);
   const ask = {
     delegate: form.elements.delegate.value,
     until: form.elements.until.value,
-    tiers: tiers,
+    tiers: Array.from(form.querySelectorAll("input[name=tier]:checked")).map((el) => el.value),
     reason: form.elements.reason.value,
   };
   try {
-    const options = await postJson("/delegations/options", ask, document.body.dataset.csrf);
-    say("Confirm with your passkey...");
-    const cred = await navigator.credentials.get({ publicKey: requestOptions(options.publicKey) });
-    const assertion = assertionJson(cred);
-    assertion.nonce = options.nonce;
-    form.elements.assertion.value = JSON.stringify(assertion);
-    form.submit();
+    await signAndSubmit(form, "/delegations/options", ask);
   } catch (err) {
     say("Delegation not granted: " + err.message);
   }
