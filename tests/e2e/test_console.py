@@ -251,12 +251,14 @@ DIALOGS: list[str] = []
 
 async def goto(page: Page, url: str) -> Response | None:
     """`page.goto`, again when the page it leaves reloaded itself meanwhile (the inbox and the request page reload
-    on live updates, and such a reload interrupts a navigation that has not committed yet)."""
+    on live updates, and such a reload interrupts a navigation that has not committed yet: Playwright says
+    "interrupted by another navigation", or Chromium aborts it, `net::ERR_ABORTED`)."""
     for attempt in range(5):
         try:
             return await page.goto(url)
         except PlaywrightError as exc:
-            if "interrupted by another navigation" not in str(exc) or attempt == 4:
+            interrupted = "interrupted by another navigation" in str(exc) or "net::ERR_ABORTED" in str(exc)
+            if not interrupted or attempt == 4:
                 raise
             await page.wait_for_load_state("domcontentloaded")
     return None

@@ -153,15 +153,19 @@ function countdowns() {
   });
 }
 
+// The page is being left (a link, the address bar): a live update must not reload it and cancel that.
+let leaving = false;
+
 function live() {
   const version = document.body.dataset.version;
   if (version === undefined || !window.EventSource) return;
   const source = new EventSource("/updates?since=" + version);
+  window.addEventListener("beforeunload", () => { leaving = true; source.close(); });
   source.addEventListener("changed", () => {
     source.close();
     const live = document.getElementById("live");
     if (live) live.textContent = "Updated.";
-    if (!voting && !document.querySelector("#deny-form input[name=reason]:focus")) window.location.reload();
+    if (!voting && !leaving && !document.querySelector("#deny-form input[name=reason]:focus")) window.location.reload();
   });
 }
 
