@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from atb.dev.config import DevConfig
 from atb.policy.errors import PolicyBundleUsageError
+from atb_runtime.files import create_once
 
 __all__ = [
     "DEFAULT_KEY_ID",
@@ -58,20 +59,13 @@ def dev_key_path(config: DevConfig) -> Path:
 
 def ensure_dev_key(path: Path) -> Path:
     """Generate an EC P-256 key at `path` (mode 0600) unless one is there; returns the path."""
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    create_once(
+        path,
+        lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        dir_mode=0o755,
     )
-    try:  # O_EXCL: two first builds at once keep one key, not a torn one
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
     return path
 
 

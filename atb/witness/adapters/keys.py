@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from atb_runtime.files import create_once, write_atomically
 from audit_sink.domain.checkpoint import NoteError
 from audit_sink.domain.cosignature import Cosignature, CosignerKey, cosigned_message
 
@@ -33,19 +33,17 @@ class Cosigner:
 
 def load_or_create_cosigner(path: Path, name: str) -> Cosigner:
     """The key at `path`, created (0600, its folder 0700) if missing; `<path>.pub` holds the vkey."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = serialization.load_pem_private_key(create_once(path, _new_pem), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise NoteError(f"{path} is not an Ed25519 private key")
     cosigner = Cosigner(name, key)
     pub = path.with_name(path.name + ".pub")
     if not pub.exists() or pub.read_text().strip() != str(cosigner.key):
-        pub.write_text(str(cosigner.key) + "\n")
+        write_atomically(pub, (str(cosigner.key) + "\n").encode())
     return cosigner
+
+
+def _new_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

@@ -8,7 +8,6 @@ the store or in a bundle is trusted to say which key is right.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from atb_runtime.files import create_once, write_atomically
 from audit_sink.domain.checkpoint import NoteError, NoteSignature, SignedNote, VerifierKey
 from audit_sink.domain.cosignature import Cosignature, CosignerKey, cosignatures_by, cosigned_message
 
@@ -47,22 +47,20 @@ class NoteSigner:
 
 def load_or_create_signer(path: Path, name: str) -> NoteSigner:
     """The signing key at `path` (created, 0600, with `<path>.pub` holding the verifier key)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = serialization.load_pem_private_key(create_once(path, _new_pem), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise NoteError(f"{path} is not an Ed25519 private key")
     signer = NoteSigner(name, key)
     pub = path.with_name(path.name + ".pub")
     if not pub.exists() or pub.read_text().strip() != str(signer.verifier):
-        pub.write_text(str(signer.verifier) + "\n")
+        write_atomically(pub, (str(signer.verifier) + "\n").encode())
     return signer
+
+
+def _new_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_verifier(text_or_path: str) -> VerifierKey:

@@ -8,10 +8,10 @@ a random secret is created on first use in `<state>/chat/slack_signing_secret`
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from pathlib import Path
+
+from atb_runtime.files import create_once
 
 __all__ = ["dev_secret_path", "ensure_signing_secret", "read_secret", "signing_secret"]
 
@@ -22,16 +22,7 @@ def dev_secret_path(state_dir: Path) -> Path:
 
 def ensure_signing_secret(path: Path) -> bytes:
     """The secret in `path`, created (atomically, 0600) if the file does not exist yet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        # link() fails if another process created the secret first: theirs wins, ours is dropped.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        tmp.unlink()
+    create_once(path, lambda: secrets.token_hex(32).encode(), dir_mode=0o755)
     return read_secret(path)
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from atb_runtime.files import create_once
 from contracts import canonical_json
 
 __all__ = ["SigningKey", "jwk_of", "load_or_create_key", "thumbprint"]
@@ -48,21 +48,20 @@ class SigningKey:
 
 def load_or_create_key(path: Path) -> SigningKey:
     """Load the PEM key at `path`, creating it (mode 0600) on first use."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+    pem = create_once(path, _new_pem)
     mode = path.stat().st_mode & 0o777
     if mode & 0o022:
         raise PermissionError(f"{path} is writable by others (mode {mode:o}): refusing to sign with it")
     if mode & 0o044:
         log.warning("signing key %s is readable by group/others (mode %o); chmod 600 it", path, mode)
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     jwk = {**jwk_of(key.public_key()), "alg": "EdDSA", "use": "sig"}
     return SigningKey(private=key, kid=thumbprint(jwk), jwk={**jwk, "kid": thumbprint(jwk)})
+
+
+def _new_pem() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

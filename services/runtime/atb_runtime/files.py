@@ -1,0 +1,58 @@
+"""Files that several processes may create at once: dev keys and secrets made on first use.
+
+Two replicas started together (two audit sinks, two issuers) both find no key and
+both make one. `create_once` lets exactly one file win, whole: each writer
+fills a private temporary file, flushes it to disk, and publishes it with
+`link()`, which fails if the name exists. The loser drops its own and reads the
+winner's. Nobody ever reads a half-written key, and nobody fails because another
+process was first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["create_once", "write_atomically"]
+
+
+def create_once(path: Path, make: Callable[[], bytes], *, mode: int = 0o600, dir_mode: int = 0o700) -> bytes:
+    """The bytes at `path`; if it is missing, `make()` is written there unless another process is first.
+
+    `make` runs only when the file is missing; whichever writer links first wins,
+    and every caller returns the winner's bytes.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+    data = make()
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first: theirs stands
+            os.link(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+    return path.read_bytes()
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace `path` with `data`: a reader sees the old file or the new one, never half of either."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
