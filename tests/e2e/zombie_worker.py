@@ -6,6 +6,9 @@ it stops itself (SIGSTOP) at the chosen moment — in the handler, or inside the
 transaction after its output was sent and before the commit — and writes a
 marker file first, so the process that takes over does not freeze too.
 
+Each copy carries an after-commit effect that prints `TOLD <key>`, as the
+issuer's outcome callbacks do: it must be printed only by whoever committed.
+
 With the moment `poison`, the record `huge` makes an output larger than any topic
 accepts: its transaction fails however often it is tried, and the processor must
 set it aside (a dead letter) while the records around it are copied.
@@ -25,6 +28,7 @@ from aiokafka import TopicPartition
 
 from atb_runtime import DeadLetters, Incoming, Outgoing, ProcessorConfig, TransactionalProcessor
 from atb_runtime.eos import _Task
+from atb_runtime.records import AfterCommit
 from contracts import Topic, topic_name
 
 FREEZE = b"freeze"
@@ -78,7 +82,16 @@ async def main(bootstrap: str, namespace: str, instance: str, marker: Path, mome
     async def handler(records: Sequence[Incoming]) -> list[Outgoing]:
         if moment == "handler" and any(r.value == FREEZE for r in records) and _claim(marker):
             _stop_myself()
-        return [Outgoing(topic=out_topic, key=r.key or b"", value=_copy(r.value), headers=()) for r in records]
+        return [
+            Outgoing(topic=out_topic, key=r.key or b"", value=_copy(r.value), headers=(), after_commit=_told(r.key))
+            for r in records
+        ]
+
+    def _told(key: bytes | None) -> AfterCommit:
+        async def tell() -> None:  # an outcome callback's stand-in: it may happen only once the copy is committed
+            print(f"TOLD {(key or b'').decode()}", flush=True)
+
+        return tell
 
     def _copy(value: bytes | None) -> bytes | None:
         return value * 2_000_000 if value == HUGE and moment == "poison" else value

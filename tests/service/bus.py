@@ -58,6 +58,7 @@ from atb_runtime.eos import AssignHook, PoisonHook, RewindHook, TickHook
 from atb_runtime.follow import Check, Refused, Sink
 from atb_runtime.partitioning import partition_for
 from atb_runtime.readback import StoredRecord, iter_records, read_records
+from atb_runtime.records import run_after_commit
 from atb_runtime.tracking import Tracker
 from contracts import (
     CONTENT_TYPE,
@@ -229,6 +230,7 @@ class MemoryBus:
     async def publish(self, records: Sequence[Outgoing]) -> None:
         for out in records:
             self._append(out.topic, self._partition_of(out.topic, out.key), out.key, out.value, out.headers)
+        await run_after_commit(records)  # appended here is committed
 
     async def publish_raw(self, topic: Topic, key: bytes | None, value: bytes | None, partition: int) -> None:
         headers = ((CONTENT_TYPE_HEADER, CONTENT_TYPE.encode()),)
@@ -292,7 +294,7 @@ class MemoryBus:
                 member.transient += 1
                 continue
             worked = True
-            # The transaction: outputs and the new offsets together.
+            # The transaction: outputs and the new offsets together (then what waits for the commit).
             await self.publish(outputs)
             for record in batch:
                 member.group[(record.topic, record.partition)] = record.offset + 1

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from contracts import RequestDenied, VoteChoice, digest_of
+from atb_runtime import Incoming
+from atb_runtime.records import run_after_commit
+from contracts import PoaIssued, RequestDenied, Topic, VoteChoice, decode_envelope, digest_of, payload_of, topic_name
 from tests.service.bus import Bus
 from tests.service.clock import Clock
-from tests.service.look import kinds, outcomes, poas, required
+from tests.service.look import kinds, outcomes, poas, quorum, required
 from tests.service.world import AGENT, World
 
 LOW, HIGH = "crm.contact.read", "iam.role.assign"
@@ -104,3 +106,29 @@ async def test_a_forged_denial_is_told_to_nobody(bus: Bus, world: World, clock: 
     await bus.publish([world.signed(forged, AGENT)])  # signed, but by the agent, not an approvals service
     await bus.settle()
     assert notifier.told == []
+
+
+async def test_an_outcome_is_told_only_once_its_transaction_committed(bus: Bus, world: World) -> None:
+    """A batch handled but not committed (aborted, or a thawed zombie's, fenced) tells nobody.
+
+    tests/e2e/test_fencing.py freezes a real worker with SIGSTOP and shows that the
+    processor runs these effects only after its transaction committed.
+    """
+    notifier = RecordingNotifier()
+    await bus.attach(world.approvals()[1])
+    await bus.publish([world.request("req-cb-commit", LOW, callback_url=HOOK)[1]])
+    await bus.settle()
+    await quorum(bus, "req-cb-commit")
+    outcomes_topic = topic_name(Topic.OUTCOMES, world.namespace)
+    records = [
+        Incoming(topic=outcomes_topic, partition=r.partition, offset=r.offset, key=r.key, value=r.value)
+        for r in await bus.records(Topic.OUTCOMES)
+    ]
+    issuer = world.issuer(notifier=notifier)[1]
+
+    outputs = await issuer.handle(records)
+    [poa] = [p for o in outputs if o.value and isinstance(p := payload_of(decode_envelope(o.value)), PoaIssued)]
+    assert notifier.told == [], "told before its transaction committed"
+
+    await run_after_commit(outputs)  # the processor, once the commit succeeded
+    assert [(t[0], t[2]["jti"]) for t in notifier.told] == [("req-cb-commit", poa.jti)]

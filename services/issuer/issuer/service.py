@@ -1,7 +1,8 @@
 """Issuer application service: QuorumReached → re-check → sign → PoaIssued.
 
 Outcome notifications: when an agent registered a callback with its request
-(`IssuanceRequested.callback_url`), the issuer hands the outcome to its notifier
+(`IssuanceRequested.callback_url`), the issuer hands the outcome to its notifier, its own
+PoaIssued and RequestDenied only once the transaction that publishes them committed
 (adapters.webhook: signed with the issuer's key, allowlisted, retried off the
 pipeline, audited): the PoA it issues, the RequestDenied it publishes, and the
 RequestDenied and RequestExpired of the approvals service (their proof checked:
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from atb_identity import ClaimNotProvenError, IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
-from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing_envelope
+from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing_envelope, with_after_commit
 from atb_runtime.identity import service_svid
 from atb_runtime.publisher import RecordPublisher
 from atb_runtime.readback import read_records
@@ -187,12 +188,24 @@ class IssuerService:
             await self._evidence.verify(payload)
         except QuorumEvidenceError as exc:
             denied, records = self._refuse(payload, exc)
-            await self._notify(denied, payload.request.callback_url)
-            return records
+            return self._told_once_committed(denied, payload.request.callback_url, records)
         self._issued[payload.request_id] = (record.partition, datetime.now(UTC))
-        issued = self._issue(payload)
-        await self._notify(issued[0], payload.request.callback_url)
-        return issued[1]
+        issued, records = self._issue(payload)
+        return self._told_once_committed(issued, payload.request.callback_url, records)
+
+    def _told_once_committed(
+        self, outcome: PoaIssued | RequestDenied, url: str | None, records: list[Outgoing]
+    ) -> list[Outgoing]:
+        """`records`, the first (the outcome's own) telling the callback once the transaction commits.
+
+        Never before: a batch whose transaction aborts, or a thawed zombie's that is
+        fenced, must not hand its PoA to anyone, since the partition's new owner
+        issues its own for the request.
+        """
+        if self._notifier is None or url is None:
+            return records
+        first, *rest = records
+        return [with_after_commit(first, lambda: self._notify(outcome, url)), *rest]
 
     async def _notify_approvals_outcome(self, outcome: RequestDenied | RequestExpired, envelope: Envelope) -> None:
         """An approvals service's denial or expiry, its proof checked, to the callback; our own denials were told."""

@@ -16,6 +16,7 @@ from atb_runtime.records import (
     outgoing,
     outgoing_envelope,
     request_id_hint,
+    with_after_commit,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "outgoing",
     "outgoing_envelope",
     "request_id_hint",
+    "with_after_commit",
 ]

@@ -55,7 +55,7 @@ from prometheus_client import Counter, Histogram
 
 from atb_runtime.lag import LagReporter
 from atb_runtime.partitioning import partition_for
-from atb_runtime.records import Incoming, Outgoing
+from atb_runtime.records import Incoming, Outgoing, run_after_commit
 from atb_runtime.records import received as _incoming
 from atb_runtime.tracing import consuming
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
@@ -415,6 +415,7 @@ class TransactionalProcessor:
         except KafkaError as exc:
             task.last_error = f"{type(exc).__name__}: {exc}"
             return _Verdict.TRANSIENT if exc.retriable else _Verdict.SUSPECT
+        await run_after_commit(outputs)  # only now: an aborted or fenced transaction's effects never run
         return _Verdict.OK
 
     async def _transaction(

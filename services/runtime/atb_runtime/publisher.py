@@ -16,7 +16,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from atb_runtime.records import Outgoing, audit
+from atb_runtime.records import Outgoing, audit, run_after_commit
 from contracts import JsonObject
 from contracts.limits import PRODUCER_MAX_REQUEST_SIZE
 
@@ -49,6 +49,7 @@ class Publisher:
             max_request_size=PRODUCER_MAX_REQUEST_SIZE,
         )
         self._pending: list[asyncio.Future[object]] = []
+        self._effects: list[Outgoing] = []
 
     async def start(self) -> None:
         await self._producer.start()
@@ -62,6 +63,8 @@ class Publisher:
         for out in records:
             fut = await self._producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
             self._pending.append(fut)
+            if out.after_commit is not None:
+                self._effects.append(out)
 
     async def send_and_wait(self, records: Sequence[Outgoing]) -> None:
         """Send records and wait until Kafka acknowledged these (not others sent concurrently)."""
@@ -71,11 +74,14 @@ class Publisher:
         ]
         if mine:
             await asyncio.gather(*mine)
+        await run_after_commit(records)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
+        effects, self._effects = self._effects, []
         if pending:
             await asyncio.gather(*pending)
+        await run_after_commit(effects)  # once Kafka has the records
 
     async def __aenter__(self) -> Publisher:
         await self.start()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
@@ -76,14 +77,42 @@ def received(msg: object) -> Incoming:
     )
 
 
+AfterCommit = Callable[[], Awaitable[None]]
+"""A side effect to run once its record is committed (`Outgoing.after_commit`)."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
-    """One record to produce; a `value` of None is a tombstone (compacted topics forget the key)."""
+    """One record to produce; a `value` of None is a tombstone (compacted topics forget the key).
+
+    `after_commit` is a side effect outside Kafka (an outcome callback) that may
+    happen only once the record is committed: the processor runs it after its
+    transaction commits, and never when the transaction aborts or is fenced (a
+    thawed zombie's outputs tell nobody). A crash between the commit and the
+    effect loses the effect: at most once.
+    """
 
     topic: str
     key: bytes
     value: bytes | None
     headers: Headers = field(default=_CE_HEADERS)
+    after_commit: AfterCommit | None = field(default=None, compare=False, repr=False)
+
+
+async def run_after_commit(outputs: Iterable[Outgoing]) -> None:
+    """Run the committed records' side effects, in order; one that fails is logged and the rest still run."""
+    for out in outputs:
+        if out.after_commit is None:
+            continue
+        try:
+            await out.after_commit()
+        except Exception:
+            log.exception("a side effect of a committed record on %s failed", out.topic)
+
+
+def with_after_commit(record: Outgoing, effect: AfterCommit) -> Outgoing:
+    """`record`, whose committing runs `effect` afterwards."""
+    return replace(record, after_commit=effect)
 
 
 def outgoing_envelope(envelope: Envelope, topic: str) -> Outgoing:
