@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from atb.witness.adapters.keys import load_or_create_cosigner
 from atb_runtime.files import create_once, write_atomically
 from audit_sink.adapters.signing import load_or_create_signer
 from chat.adapters.secret import ensure_signing_secret
+from issuer.adapters.keyring import SigningKeyRing
 from issuer.adapters.keys import load_or_create_key
 
 RACERS = 6
@@ -74,6 +76,12 @@ def _policy_key(path: Path) -> str:
     return ensure_dev_key(path).read_text()
 
 
+def _issuer_keyring(path: Path) -> str:
+    """Replicas opening the keyring at once: one first key, one index (it held a rename and a shared temp file)."""
+    ring = SigningKeyRing.ensure(path.parent / "keys")
+    return ",".join(entry.key.kid for entry in ring.entries())
+
+
 def _race(load: Callable[[Path], str], path: Path, barrier: object, results: object) -> None:
     barrier.wait()  # type: ignore[attr-defined]
     try:
@@ -82,7 +90,7 @@ def _race(load: Callable[[Path], str], path: Path, barrier: object, results: obj
         results.put(("error", f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("load", [_audit_key, _witness_key, _issuer_key, _slack_secret, _policy_key])
+@pytest.mark.parametrize("load", [_audit_key, _witness_key, _issuer_key, _issuer_keyring, _slack_secret, _policy_key])
 def test_replicas_starting_together_all_start_with_one_key(tmp_path: Path, load: Callable[[Path], str]) -> None:
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(RACERS)
@@ -97,5 +105,29 @@ def test_replicas_starting_together_all_start_with_one_key(tmp_path: Path, load:
     errors = [detail for kind, detail in outcomes if kind == "error"]
     assert errors == []
     assert len({detail for _, detail in outcomes}) == 1, "every replica must use the same key"
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
-    assert os.stat(path).st_mode & 0o077 == 0
+    assert not [p for p in path.parent.rglob(".*") if p.name != ".lock"], "no temporary file is left behind"
+    if path.exists():
+        assert os.stat(path).st_mode & 0o077 == 0
+
+
+def _rotate(path: Path) -> str:
+    SigningKeyRing(path).rotate(datetime.now(UTC))
+    return "rotated"
+
+
+def test_rotations_at_once_each_add_their_key(tmp_path: Path) -> None:
+    """Two `atb keys rotate` at once: both keys are in the index, none is lost to the other's write."""
+    keys = tmp_path / "keys"
+    first = SigningKeyRing.ensure(keys).entries()[0].key.kid
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(RACERS), context.Queue()
+    racers = [context.Process(target=_race, args=(_rotate, keys, barrier, results)) for _ in range(RACERS)]
+    for racer in racers:
+        racer.start()
+    outcomes = [results.get(timeout=60) for _ in racers]
+    for racer in racers:
+        racer.join(timeout=60)
+    assert [kind for kind, _ in outcomes] == ["ok"] * RACERS, outcomes
+    kids = [entry.key.kid for entry in SigningKeyRing(keys).entries()]
+    assert kids[0] == first
+    assert len(set(kids)) == RACERS + 1

@@ -11,12 +11,13 @@ process was first.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["create_once", "write_atomically"]
+__all__ = ["create_once", "exclusively", "write_atomically"]
 
 
 def create_once(path: Path, make: Callable[[], bytes], *, mode: int = 0o600, dir_mode: int = 0o700) -> bytes:
@@ -56,3 +57,19 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+@contextlib.contextmanager
+def exclusively(folder: Path) -> Iterator[None]:
+    """Hold `<folder>/.lock` (an advisory `flock`) for a change that takes several files.
+
+    Processes sharing the folder (replicas, an operator's command) take turns; the
+    lock goes with the process, so one killed while holding it blocks nobody.
+    """
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -17,11 +17,11 @@ changes, so a rotation needs no restart. A key given as a mounted secret
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from atb_runtime.files import exclusively, write_atomically
 from contracts import MAX_LIFETIME_SECONDS
 from issuer.adapters.keys import SigningKey, load_or_create_key
 
@@ -51,11 +51,13 @@ class SigningKeyRing:
     def ensure(cls, directory: Path, now: datetime | None = None) -> SigningKeyRing:
         """The keyring in `directory`, with a first key (active at once) if it has none."""
         ring = cls(directory)
-        if not ring._index.exists():
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            key = load_or_create_key(directory / "first.pem")
-            (directory / "first.pem").rename(directory / f"{key.kid}.pem")
-            ring._write([KeyEntry(_reload(directory, key.kid), now or datetime.now(UTC), None)])
+        if ring._index.exists():
+            return ring
+        with exclusively(directory):  # replicas starting together: one makes the first key, the others read it
+            if not ring._index.exists():
+                key = load_or_create_key(directory / "first.pem")
+                (directory / "first.pem").rename(directory / f"{key.kid}.pem")
+                ring._write([KeyEntry(_reload(directory, key.kid), now or datetime.now(UTC), None)])
         return ring
 
     def entries(self) -> list[KeyEntry]:
@@ -91,16 +93,17 @@ class SigningKeyRing:
 
     def rotate(self, now: datetime, *, activation_delay: timedelta = timedelta(seconds=10)) -> KeyEntry:
         """Add a key that activates after `activation_delay`; schedule the retirement of the others."""
-        entries = self.entries()
-        fresh_path = self._dir / "incoming.pem"
-        key = load_or_create_key(fresh_path)
-        fresh_path.rename(self._dir / f"{key.kid}.pem")
-        activate_at = now + activation_delay
-        retire = activate_at + timedelta(seconds=MAX_LIFETIME_SECONDS) + RETIRE_LEEWAY
-        updated = [e if e.retire_after is not None else KeyEntry(e.key, e.activate_at, retire) for e in entries]
-        entry = KeyEntry(_reload(self._dir, key.kid), activate_at, None)
-        self._write([*updated, entry])
-        return entry
+        with exclusively(self._dir):  # two rotations at once add two keys, neither lost
+            entries = self.entries()
+            fresh_path = self._dir / "incoming.pem"
+            key = load_or_create_key(fresh_path)
+            fresh_path.rename(self._dir / f"{key.kid}.pem")
+            activate_at = now + activation_delay
+            retire = activate_at + timedelta(seconds=MAX_LIFETIME_SECONDS) + RETIRE_LEEWAY
+            updated = [e if e.retire_after is not None else KeyEntry(e.key, e.activate_at, retire) for e in entries]
+            entry = KeyEntry(_reload(self._dir, key.kid), activate_at, None)
+            self._write([*updated, entry])
+            return entry
 
     def _write(self, entries: list[KeyEntry]) -> None:
         body = {
@@ -113,11 +116,7 @@ class SigningKeyRing:
                 for e in entries
             ]
         }
-        tmp = self._index.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(body, handle, indent=2)
-        tmp.replace(self._index)
+        write_atomically(self._index, json.dumps(body, indent=2).encode(), mode=0o600)
 
 
 class MountedKey:
