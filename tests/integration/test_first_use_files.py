@@ -47,6 +47,24 @@ def test_a_created_file_is_private_and_whole(tmp_path: Path) -> None:
     assert create_once(path, lambda: pytest.fail("an existing file is never made again")) == b"x" * 4096
 
 
+def test_an_empty_file_is_named_not_used(tmp_path: Path) -> None:
+    """An empty key (a writer that did not publish whole files, a lost write) is an error naming the file."""
+    path = tmp_path / "checkpoint.key"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="checkpoint.key is empty: remove it"):
+        load_or_create_signer(path, "audit.example/log")
+    assert path.read_bytes() == b""  # nothing is made up in its place
+
+
+def test_a_keyring_index_naming_a_missing_key_fails_without_making_one(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    kid = SigningKeyRing.ensure(keys).entries()[0].key.kid
+    (keys / f"{kid}.pem").unlink()
+    with pytest.raises(FileNotFoundError):
+        SigningKeyRing(keys).entries()
+    assert not (keys / f"{kid}.pem").exists()
+
+
 def test_an_atomic_write_replaces_the_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "k.pub"
     path.write_text("old\n")

@@ -99,7 +99,8 @@ COMMIT_SECONDS = Histogram(
 PROCESSOR_EVENTS = Counter(
     "atb_processor_events_total",
     "Exceptional events of the exactly-once processor, by service and kind "
-    "(fenced, transient, isolated, poison_dead_lettered, misplaced, skipped).",
+    "(fenced, transient, isolated, poison_dead_lettered, misplaced, skipped, effects_dropped: after-commit effects "
+    "of a transaction not known to have committed).",
     ["service", "kind"],
 )
 
@@ -151,9 +152,11 @@ class _Task:
     attempts: dict[tuple[str, int, int], int] = field(default_factory=dict)
     last_error: str = ""
     in_transaction: bool = False
+    """Whether the last failure happened inside a transaction (else in the handler: no producer to replace)."""
     verdict: _Verdict = _Verdict.OK
     """How the task's last unit ended."""
-    """Whether the last failure happened inside a transaction (else in the handler: no producer to replace)."""
+    effects_ran: bool = False
+    """Whether the last transaction committed and ran its records' after-commit effects."""
 
     def isolating(self, tp: TopicPartition, offset: int) -> bool:
         return offset < self.isolate_until.get(tp, -1)
@@ -402,7 +405,15 @@ class TransactionalProcessor:
     async def _commit(
         self, task: _Task, outputs: Sequence[Outgoing], offsets: Mapping[TopicPartition, int]
     ) -> _Verdict:
-        task.in_transaction = True
+        task.in_transaction, task.effects_ran = True, False
+        verdict = await self._committed_verdict(task, outputs, offsets)
+        if verdict is not _Verdict.OK and not task.effects_ran:
+            self._effects_not_run(task, outputs)
+        return verdict
+
+    async def _committed_verdict(
+        self, task: _Task, outputs: Sequence[Outgoing], offsets: Mapping[TopicPartition, int]
+    ) -> _Verdict:
         try:
             with COMMIT_SECONDS.labels(self._config.service).time():
                 await asyncio.wait_for(self._transaction(task, outputs, offsets), self._config.transaction_timeout_s)
@@ -415,8 +426,19 @@ class TransactionalProcessor:
         except KafkaError as exc:
             task.last_error = f"{type(exc).__name__}: {exc}"
             return _Verdict.TRANSIENT if exc.retriable else _Verdict.SUSPECT
-        await run_after_commit(outputs)  # only now: an aborted or fenced transaction's effects never run
         return _Verdict.OK
+
+    def _effects_not_run(self, task: _Task, outputs: Sequence[Outgoing]) -> None:
+        """A transaction not known to have committed: its records' after-commit effects are dropped, loudly."""
+        dropped = sum(1 for out in outputs if out.after_commit is not None)
+        if dropped:
+            PROCESSOR_EVENTS.labels(self._config.service, "effects_dropped").inc(dropped)
+            log.warning(
+                "task %d: %d after-commit effect(s) dropped, the transaction is not known to have committed (%s)",
+                task.partition,
+                dropped,
+                task.last_error,
+            )
 
     async def _transaction(
         self, task: _Task, outputs: Sequence[Outgoing], offsets: Mapping[TopicPartition, int]
@@ -430,7 +452,12 @@ class TransactionalProcessor:
         if offsets:
             await producer.send_offsets_to_transaction(dict(offsets), self._config.group_id)
         await producer.commit_transaction()
-        # The commit flushed every send; surface a per-record failure, if any.
+        # Committed: the effects of the records Kafka took run now (an aborted or fenced transaction's never
+        # do). The commit flushed every send; a per-record failure, if any, is raised after them.
+        await run_after_commit(
+            out for out, fut in zip(outputs, sends, strict=True) if fut.done() and fut.exception() is None
+        )
+        task.effects_ran = True
         for fut in sends:
             fut.result()
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["create_once", "exclusively", "write_atomically"]
+__all__ = ["create_once", "exclusively", "sync_folder", "write_atomically"]
 
 
 def create_once(path: Path, make: Callable[[], bytes], *, mode: int = 0o600, dir_mode: int = 0o700) -> bytes:
@@ -27,7 +27,7 @@ def create_once(path: Path, make: Callable[[], bytes], *, mode: int = 0o600, dir
     and every caller returns the winner's bytes.
     """
     with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes()
+        return _whole(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     data = make()
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
@@ -42,21 +42,42 @@ def create_once(path: Path, make: Callable[[], bytes], *, mode: int = 0o600, dir
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-    return path.read_bytes()
+    sync_folder(path.parent)  # the name survives a power loss too
+    return _whole(path)
+
+
+def _whole(path: Path) -> bytes:
+    data = path.read_bytes()
+    if not data:  # only a writer that did not publish whole files (or a disk that lost it) leaves one empty
+        raise ValueError(f"{path} is empty: remove it, and a new one is made on the next start")
+    return data
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace `path` with `data`: a reader sees the old file or the new one, never half of either."""
+    """Replace `path` with `data`: a reader sees the old file or the new one, never half of either, and the
+    new one is on disk when this returns."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the names just linked, renamed or replaced in `folder` durable (fsync of the directory)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -48,8 +48,7 @@ class Publisher:
             # Never refuse what the topic accepts (contracts/limits.py).
             max_request_size=PRODUCER_MAX_REQUEST_SIZE,
         )
-        self._pending: list[asyncio.Future[object]] = []
-        self._effects: list[Outgoing] = []
+        self._pending: list[tuple[asyncio.Future[object], Outgoing]] = []
 
     async def start(self) -> None:
         await self._producer.start()
@@ -62,26 +61,19 @@ class Publisher:
         """Enqueue records; call `flush()` to wait until Kafka has them."""
         for out in records:
             fut = await self._producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
-            self._pending.append(fut)
-            if out.after_commit is not None:
-                self._effects.append(out)
+            self._pending.append((fut, out))
 
     async def send_and_wait(self, records: Sequence[Outgoing]) -> None:
         """Send records and wait until Kafka acknowledged these (not others sent concurrently)."""
         mine = [
-            await self._producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers))
+            (await self._producer.send(out.topic, value=out.value, key=out.key, headers=list(out.headers)), out)
             for out in records
         ]
-        if mine:
-            await asyncio.gather(*mine)
-        await run_after_commit(records)
+        await _acknowledged(mine)
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
-        effects, self._effects = self._effects, []
-        if pending:
-            await asyncio.gather(*pending)
-        await run_after_commit(effects)  # once Kafka has the records
+        await _acknowledged(pending)
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -121,3 +113,16 @@ class AuditTrail:
             await self._publisher.send_and_wait([record])
         else:
             await self._publisher.publish([record])
+
+
+async def _acknowledged(sends: Sequence[tuple[asyncio.Future[object], Outgoing]]) -> None:
+    """Wait for every send; run the after-commit effects of the records Kafka took; raise the first failure."""
+    if not sends:
+        return
+    results = await asyncio.gather(*(fut for fut, _ in sends), return_exceptions=True)
+    await run_after_commit(
+        out for (_, out), result in zip(sends, results, strict=True) if not isinstance(result, BaseException)
+    )
+    failures = [result for result in results if isinstance(result, BaseException)]
+    if failures:
+        raise failures[0]

@@ -47,7 +47,7 @@ class NoteSigner:
 
 def load_or_create_signer(path: Path, name: str) -> NoteSigner:
     """The signing key at `path` (created, 0600, with `<path>.pub` holding the verifier key)."""
-    key = serialization.load_pem_private_key(create_once(path, _new_pem), password=None)
+    key = serialization.load_pem_private_key(create_once(path, _new_pem, dir_mode=0o755), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise NoteError(f"{path} is not an Ed25519 private key")
     signer = NoteSigner(name, key)

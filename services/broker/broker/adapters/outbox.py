@@ -27,7 +27,12 @@ Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 def encode_outbox(records: Sequence[Outgoing]) -> bytes:
-    """The broker's events of one batch (never tombstones: a null value is kept as null)."""
+    """The broker's events of one batch (never tombstones: a null value is kept as null).
+
+    Only what a record is survives the outbox: a record with an after-commit effect is refused, since the effect
+    could not be run once the relay has published it."""
+    if any(r.after_commit is not None for r in records):
+        raise ValueError("the outbox keeps records, not their after-commit effects")
     return orjson.dumps([[r.topic, r.key.decode(), None if r.value is None else r.value.decode()] for r in records])
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from atb_runtime.files import exclusively, write_atomically
+from atb_runtime.files import exclusively, sync_folder, write_atomically
 from contracts import MAX_LIFETIME_SECONDS
-from issuer.adapters.keys import SigningKey, load_or_create_key
+from issuer.adapters.keys import SigningKey, load_key, load_or_create_key
 
 __all__ = ["RETIRE_LEEWAY", "KeyEntry", "MountedKey", "SigningKeyRing", "open_keys"]
 
@@ -57,6 +57,7 @@ class SigningKeyRing:
             if not ring._index.exists():
                 key = load_or_create_key(directory / "first.pem")
                 (directory / "first.pem").rename(directory / f"{key.kid}.pem")
+                sync_folder(directory)
                 ring._write([KeyEntry(_reload(directory, key.kid), now or datetime.now(UTC), None)])
         return ring
 
@@ -98,6 +99,7 @@ class SigningKeyRing:
             fresh_path = self._dir / "incoming.pem"
             key = load_or_create_key(fresh_path)
             fresh_path.rename(self._dir / f"{key.kid}.pem")
+            sync_folder(self._dir)
             activate_at = now + activation_delay
             retire = activate_at + timedelta(seconds=MAX_LIFETIME_SECONDS) + RETIRE_LEEWAY
             updated = [e if e.retire_after is not None else KeyEntry(e.key, e.activate_at, retire) for e in entries]
@@ -140,7 +142,7 @@ def open_keys(signing_key_path: Path | None, keyring_dir: Path) -> MountedKey | 
 
 
 def _reload(directory: Path, kid: str) -> SigningKey:
-    key = load_or_create_key(directory / f"{kid}.pem")
+    key = load_key(directory / f"{kid}.pem")
     if key.kid != kid:
         raise ValueError(f"{directory / kid}.pem holds key {key.kid}")
     return key

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from atb_runtime.files import create_once
 from contracts import canonical_json
 
-__all__ = ["SigningKey", "jwk_of", "load_or_create_key", "thumbprint"]
+__all__ = ["SigningKey", "jwk_of", "load_key", "load_or_create_key", "thumbprint"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,15 @@ class SigningKey:
 
 def load_or_create_key(path: Path) -> SigningKey:
     """Load the PEM key at `path`, creating it (mode 0600) on first use."""
-    pem = create_once(path, _new_pem)
+    return _key_at(path, create_once(path, _new_pem))
+
+
+def load_key(path: Path) -> SigningKey:
+    """Load the PEM key at `path`, which must exist (a key a keyring's index names is never made up)."""
+    return _key_at(path, path.read_bytes())
+
+
+def _key_at(path: Path, pem: bytes) -> SigningKey:
     mode = path.stat().st_mode & 0o777
     if mode & 0o022:
         raise PermissionError(f"{path} is writable by others (mode {mode:o}): refusing to sign with it")
