@@ -219,15 +219,7 @@ async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_pla
             await goto(bob, f"{chain.url}/requests/{request_id}")
             await bob.click("#approve")
             await bob.wait_for_selector('#message[data-code="vote_cast"]')
-            voting = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-c", "from atb.cli import main; main()", "delegate", "vote", request_id),
-                *("approve", "--for", "alice", "--as", "dave"),
-                env=chain.env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            said, _ = await asyncio.wait_for(voting.communicate(), 120)
-            assert voting.returncode == 0, said.decode()
+            await _atb(chain, "delegate", "vote", request_id, "approve", "--for", "alice", "--as", "dave")
             issued = await agent.await_poa(request_id, timeout=60)
             approvers = jwt.decode(issued.token, options={"verify_signature": False})["leg"]["dual_control"]
             assert {(a["id"], a.get("delegate")) for a in approvers["approvers"]} == {
@@ -264,6 +256,65 @@ async def test_a_delegation_granted_in_the_console_lets_the_delegate_vote_in_pla
         assert {"console_delegation_granted", "console_delegation_revoked"} <= audited
     finally:
         for context in (alice_ctx, bob_ctx, dave_ctx):
+            await context.close()
+
+
+async def _atb(chain: Chain, *args: str) -> str:
+    """Run the `atb` command with the chain's environment; its output (it must succeed)."""
+    command = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", "from atb.cli import main; main()", *args),
+        env=chain.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    said, _ = await asyncio.wait_for(command.communicate(), 120)
+    assert command.returncode == 0, said.decode()
+    return said.decode()
+
+
+async def test_a_delegation_granted_with_atb_delegate_reaches_the_console_and_its_delegate_approves_there(
+    chain: Chain, browser: Browser
+) -> None:
+    """alice grants dave her place with `atb delegate grant` (her SVID, no console involved). dave, already on a
+    request's page in the console, is offered to approve for alice as soon as the console has read the grant on
+    `atb.keys` (the page updates itself); he does, with his passkey, and the PoA records him as her delegate.
+    His /delegations page lists the grant. (Revocations read on `atb.keys`:
+    tests/unit/test_console_delegations_seen.py.)"""
+    bob_ctx, bob = await _device(browser)
+    dave_ctx, dave = await _device(browser)
+    try:
+        for page, principal in ((bob, "bob"), (dave, "dave")):
+            await _sign_in(chain, page, principal)
+        ensure_svid(chain.state, "spiffe://atb.local/user/alice")
+        svid = ensure_svid(chain.state, AGENT)
+        async with AgentClient(svid=svid, tenant="acme", bootstrap=chain.bootstrap, namespace=chain.namespace) as agent:
+            request_id = await agent.request_poa(
+                "sap.payment.execute", "sap:invoice/4714", leg=OTHER_LEG, params={"amount_cents": 990000}
+            )
+            await bob.wait_for_selector(f'tr[data-request-id="{request_id}"]')
+            await goto(bob, f"{chain.url}/requests/{request_id}")
+            await bob.click("#approve")
+            await bob.wait_for_selector('#message[data-code="vote_cast"]')
+            await goto(dave, f"{chain.url}/requests/{request_id}")
+            assert await dave.locator("#approve-for-alice").count() == 0
+
+            granted = await _atb(chain, "delegate", "grant", "alice", "dave", "--until", "1d", "--tiers", "high")
+            delegation_id = granted.split(":", 1)[0].strip()
+            await dave.wait_for_selector("#approve-for-alice button", timeout=60_000)
+            await dave.click("#approve-for-alice button")
+            await dave.wait_for_selector('#message[data-code="vote_cast"]')
+            issued = await agent.await_poa(request_id, timeout=60)
+        approvers = jwt.decode(issued.token, options={"verify_signature": False})["leg"]["dual_control"]["approvers"]
+        assert {(a["id"], a.get("delegate"), a.get("channel"), a.get("device_bound")) for a in approvers} == {
+            ("alice", "dave", "console", True),
+            ("bob", None, "console", True),
+        }
+
+        await goto(dave, f"{chain.url}/delegations")
+        row = dave.locator(f'tr[data-delegation-id="{delegation_id}"]')
+        assert await row.get_attribute("data-state") == "in force"
+    finally:
+        for context in (bob_ctx, dave_ctx):
             await context.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from atb_runtime import DeadLetters, Publisher
@@ -23,6 +24,7 @@ from contracts import (
     ApprovalRequired,
     ApprovalStateChanged,
     AuditEvent,
+    EventPayload,
     PoaIssued,
     QuorumReached,
     RequestDenied,
@@ -66,6 +68,7 @@ async def build() -> ServiceRunner:
         dead_letters=FollowerDeadLetters(DeadLetters(consumer, settings.service_id, ns), publisher.send_and_wait),
         check=ProofCheck(bundle, rules, source=settings.service_id, namespace=ns, consumer=consumer),
     )
+    delegations = delegations_follower(settings, service, publisher)
     tls = None
     if settings.console_tls:
         if svid.cert_path is None or svid.key_path is None:
@@ -99,7 +102,7 @@ async def build() -> ServiceRunner:
         settings,
         name="console",
         loop=_Loop(follower),
-        components=(publisher, service, *((evidence,) if evidence is not None else ())),
+        components=(publisher, service, delegations, *((evidence,) if evidence is not None else ())),
         sites=(site,),
         closers=(
             store.aclose,
@@ -115,6 +118,30 @@ def _browser_tls(cert: Path, key: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+def delegations_follower(settings: ConsoleSettings, service: ConsoleService, publisher: Publisher) -> TopicFollower:
+    """Delegations granted or revoked elsewhere (`atb delegate`, another replica), kept for /delegations once
+    proven by their delegator (`ConsoleService.delegation_seen`, which dead-letters the rest); the other events
+    of the keys topic pass by."""
+    ns = settings.topic_namespace
+    return TopicFollower(
+        settings.kafka_bootstrap_servers,
+        ns,
+        (Topic.KEYS,),
+        _kept_in_check,
+        name="atb-console-delegations",
+        max_records=500,
+        dead_letters=FollowerDeadLetters(
+            DeadLetters(follower_consumer("console", "delegations", settings.instance), settings.service_id, ns),
+            publisher.send_and_wait,
+        ),
+        check=service.delegation_seen,
+    )
+
+
+async def _kept_in_check(events: Sequence[EventPayload]) -> None:
+    """The delegations follower's sink: `ConsoleService.delegation_seen` kept what it proved."""
 
 
 class _Loop:

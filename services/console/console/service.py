@@ -50,7 +50,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from atb_identity import Svid, TrustBundle, sign_envelope
+from atb_identity import IdentityError, Origin, Svid, TrustBundle, sign_envelope, verify_origin
 from atb_identity.passkey import (
     EnrolledPasskey,
     PasskeyAssertionError,
@@ -60,6 +60,7 @@ from atb_identity.passkey import (
     verify_vote_assertion,
 )
 from atb_runtime import Outgoing, audit, outgoing_envelope
+from atb_runtime.follow import Refused
 from atb_runtime.passkeys import EnrollmentGrants, PasskeyRegistry
 from atb_runtime.publisher import RecordPublisher
 from console.adapters.store import ConsoleStore, Credential, DelegationRow, token_hash
@@ -76,12 +77,14 @@ from console.domain import (
 )
 from console.settings import ConsoleSettings
 from contracts import (
+    Envelope,
     EventDecodeError,
     EventPayload,
     JsonObject,
     Tier,
     VoteChoice,
     decode_envelope,
+    encode_envelope,
     make_envelope,
     payload_of,
     topic_name,
@@ -139,6 +142,7 @@ class ConsoleService:
         bundle: TrustBundle | None = None,
     ) -> None:
         self._settings = settings
+        self._bundle = bundle
         self._grants = (
             None
             if bundle is None
@@ -180,9 +184,13 @@ class ConsoleService:
                 self._views[request_id] = view
                 touched = True
         if touched:
-            self.version += 1
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._bump()
+
+    def _bump(self) -> None:
+        """A view changed: live pages reload (`changed`)."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def changed(self, since: int, timeout: float) -> int:
         """Wait until the views change after version `since` (or `timeout`); the current version."""
@@ -472,10 +480,11 @@ class ConsoleService:
             return await self._refuse(request_id, "assertion_invalid", principal, choice, "counter race")
         return assertion
 
-    # -- votes in someone's place (a delegation made here) -------------------------------
+    # -- votes in someone's place (a delegation this console knows) ----------------------
 
     def on_behalf_offers(self, principal: str, request_id: str) -> list[tuple[str, str]]:
-        """(delegation id, delegator) of each delegation made here that lets the signed-in person approve this
+        """(delegation id, delegator) of each delegation kept here (made here, or proven on the keys topic) that
+        lets the signed-in person approve this
         request in someone's place now."""
         delegate = self.approver(principal)
         return [
@@ -584,7 +593,8 @@ class ConsoleService:
     # -- delegations (out of office) -----------------------------------------------------
 
     def delegations(self, principal: str) -> list[DelegationRow]:
-        """The delegations the signed-in person granted here, or was granted here, newest first."""
+        """The delegations the signed-in person granted or was granted (here, with `atb delegate`, or in another
+        replica), newest first."""
         return self._store.delegations_of(self.approver(principal).principal)
 
     def delegation_options(
@@ -694,7 +704,8 @@ class ConsoleService:
         return signed
 
     async def revoke_delegation(self, principal: str, delegation_id: str, reason: str = "") -> DelegationRevoked:
-        """End a delegation the signed-in person granted here, now (no passkey needed: it only takes power away)."""
+        """End a delegation the signed-in person granted (here or elsewhere), now (no passkey needed: it only takes
+        power away)."""
         delegator = self.approver(principal)
         row = self._store.delegation(delegation_id)
         if row is None or row.delegator != delegator.principal:
@@ -712,6 +723,72 @@ class ConsoleService:
         )
         self._store.revoke_delegation(delegation_id, delegator.principal, now=now.timestamp())
         return event
+
+    def delegation_seen(self, envelope: Envelope, event: EventPayload) -> Refused | None:
+        """Keep a delegation granted or revoked elsewhere, read on the keys topic (None: kept, or not ours to keep).
+
+        `atb delegate grant` (signed by the delegator's SVID) and the other replicas of this console (signed by
+        the console's SVID, with the delegator's passkey assertion) publish grants there; this console lists
+        them on `/delegations` and offers their delegates the approval in someone's place, with the exact signed
+        grant, which approvals and the issuer verify again. A grant or revocation proven by anyone else is
+        refused (dead-lettered by the follower) and changes nothing.
+        """
+        if isinstance(event, DelegationGranted):
+            return self._grant_seen(envelope, event)
+        if isinstance(event, DelegationRevoked):
+            return self._revocation_seen(envelope, event)
+        return None
+
+    def _grant_seen(self, envelope: Envelope, grant: DelegationGranted) -> Refused | None:
+        if self._store.delegation(grant.delegation_id) is not None:
+            return None
+        origin = self._origin_of(envelope, grant.delegator, grant.granted_at)
+        if isinstance(origin, Origin) and origin.attested and grant.assertion is None:
+            origin = "a grant made in the console carries the delegator's passkey assertion"
+        if isinstance(origin, str):
+            return Refused("delegation_unproven", f"grant {grant.delegation_id[:64]}: {origin}")
+        delegator, delegate = self._directory.resolve(grant.delegator), self._directory.resolve(grant.delegate)
+        if delegator is None or delegate is None:
+            return Refused("unknown_principal", f"grant {grant.delegation_id[:64]}: not between two known approvers")
+        kept = self._store.add_delegation(
+            DelegationRow(
+                delegation_id=grant.delegation_id,
+                delegator=delegator.principal,
+                delegate=delegate.principal,
+                tiers=",".join(t.value for t in grant.tiers),
+                not_before=grant.not_before.timestamp(),
+                until=grant.until.timestamp(),
+                reason=grant.reason,
+                granted_at=grant.granted_at.timestamp(),
+                revoked_at=None,
+                grant_event=encode_envelope(envelope).decode(),
+            )
+        )
+        if kept:
+            self._bump()  # the delegate's open request pages now offer the vote in the delegator's place
+        return None
+
+    def _revocation_seen(self, envelope: Envelope, revoked: DelegationRevoked) -> Refused | None:
+        if revoked.revoked_by != revoked.delegator:
+            return Refused("delegation_unproven", "a revocation is the delegator's own act")
+        unproven = self._origin_of(envelope, revoked.revoked_by, revoked.revoked_at)
+        if isinstance(unproven, str):
+            return Refused("delegation_unproven", f"revocation of {revoked.delegation_id[:64]}: {unproven}")
+        delegator = self._directory.resolve(revoked.delegator)
+        if delegator is not None and self._store.revoke_delegation(
+            revoked.delegation_id, delegator.principal, now=revoked.revoked_at.timestamp()
+        ):
+            self._bump()
+        return None
+
+    def _origin_of(self, envelope: Envelope, identity: str, at: datetime) -> str | Origin:
+        """Why `envelope` is not proven by `identity` (or by this console for them) as of `at`, or its origin."""
+        if self._bundle is None:
+            return "this console has no trust bundle to verify proofs with"
+        try:
+            return verify_origin(envelope, identity, self._bundle, attesters=(self._source,), at=at)
+        except IdentityError as exc:
+            return str(exc)
 
     async def _delegation_refused(self, principal: str, code: str, rule: str) -> ConsoleError:
         await self._audit("console_delegation_refused", "denied", None, code, {"principal": principal, "rule": rule})

@@ -184,7 +184,8 @@ class Session:
 
 @dataclass(frozen=True)
 class DelegationRow:
-    """A delegation this console published: `delegator` and `delegate` are directory principals."""
+    """A delegation this console published, or read on the keys topic (`atb delegate`, another console replica):
+    `delegator` and `delegate` are directory principals."""
 
     delegation_id: str
     delegator: str
@@ -197,7 +198,7 @@ class DelegationRow:
     granted_at: float
     revoked_at: float | None
     grant_event: str
-    """The signed DelegationGranted envelope (JSON) the console published."""
+    """The signed DelegationGranted envelope (JSON), as published."""
 
 
 @dataclass(frozen=True)
@@ -417,10 +418,14 @@ class ConsoleStore:
 
     # -- delegations ---------------------------------------------------------------------
 
-    def add_delegation(self, row: DelegationRow) -> None:
+    def add_delegation(self, row: DelegationRow) -> bool:
+        """Keep a delegation once: False when one with its id is kept already (this console's own, read back)."""
         values = {name: getattr(row, name) for name in delegations.c.keys()}  # noqa: SIM118
+        statement = (
+            self._insert(delegations).values(values).on_conflict_do_nothing().returning(delegations.c.delegation_id)
+        )
         with self._engine.begin() as conn:
-            conn.execute(delegations.insert().values(values))
+            return conn.execute(statement).first() is not None
 
     def delegations_of(self, principal: str) -> list[DelegationRow]:
         """The delegations `principal` granted or was granted, newest first."""
