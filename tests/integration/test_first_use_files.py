@@ -51,7 +51,7 @@ def test_an_empty_file_is_named_not_used(tmp_path: Path) -> None:
     """An empty key (a writer that did not publish whole files, a lost write) is an error naming the file."""
     path = tmp_path / "checkpoint.key"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match="checkpoint.key is empty: remove it"):
+    with pytest.raises(ValueError, match=r"checkpoint\.key is empty: remove it"):
         load_or_create_signer(path, "audit.example/log")
     assert path.read_bytes() == b""  # nothing is made up in its place
 
