@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from broker.adapters.keys import KeyRing as VerifierKeys
 from contracts import MAX_LIFETIME_SECONDS
-from issuer.adapters.keyring import RETIRE_LEEWAY, SigningKeyRing
+from issuer.adapters.keyring import RETIRE_LEEWAY, SigningKeyRing, open_keys
+from issuer.adapters.keys import load_or_create_key
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -55,3 +58,13 @@ def test_a_verifier_refuses_a_retired_key(tmp_path: Path) -> None:
     keys.add(old.kid, old.jwk, entry.retire_after)
     assert keys.get(old.kid, entry.retire_after - timedelta(seconds=1)) is not None
     assert keys.get(old.kid, entry.retire_after + timedelta(seconds=1)) is None
+
+
+def test_a_mounted_key_that_is_missing_stops_the_issuer_instead_of_being_made_up(tmp_path: Path) -> None:
+    """ATB_SIGNING_KEY_PATH names a secret mounted in production: if it is not there, nothing signs."""
+    missing = tmp_path / "secrets" / "signing.pem"
+    with pytest.raises(FileNotFoundError, match="mount the issuer's signing key there"):
+        open_keys(missing, tmp_path / "keys")
+    assert not missing.exists()
+    mounted = load_or_create_key(tmp_path / "mounted.pem")
+    assert open_keys(tmp_path / "mounted.pem", tmp_path / "keys").current(datetime.now(UTC)).kid == mounted.kid

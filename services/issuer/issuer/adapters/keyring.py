@@ -125,7 +125,9 @@ class MountedKey:
     """A key given as a mounted secret (`ATB_SIGNING_KEY_PATH`, production): it alone signs and is published."""
 
     def __init__(self, path: Path) -> None:
-        self._entry = KeyEntry(load_or_create_key(path), datetime(1970, 1, 1, tzinfo=UTC), None)
+        if not path.is_file():  # a secret that did not mount: never sign with a key made up here instead
+            raise FileNotFoundError(f"ATB_SIGNING_KEY_PATH={path} is not a file: mount the issuer's signing key there")
+        self._entry = KeyEntry(load_key(path), datetime(1970, 1, 1, tzinfo=UTC), None)
 
     def current(self, now: datetime) -> SigningKey:
         return self._entry.key
