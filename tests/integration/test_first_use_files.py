@@ -108,18 +108,23 @@ def _race(load: Callable[[Path], str], path: Path, barrier: object, results: obj
         results.put(("error", f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("load", [_audit_key, _witness_key, _issuer_key, _issuer_keyring, _slack_secret, _policy_key])
-def test_replicas_starting_together_all_start_with_one_key(tmp_path: Path, load: Callable[[Path], str]) -> None:
+def _all_at_once(load: Callable[[Path], str], path: Path) -> list[tuple[str, str]]:
+    """`load(path)` in RACERS processes released together by a barrier: ("ok", result) or ("error", what), each."""
     context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(RACERS)
-    results = context.Queue()
-    path = tmp_path / "state" / "key"
+    barrier, results = context.Barrier(RACERS), context.Queue()
     racers = [context.Process(target=_race, args=(load, path, barrier, results)) for _ in range(RACERS)]
     for racer in racers:
         racer.start()
-    outcomes = [results.get(timeout=60) for _ in racers]
+    outcomes: list[tuple[str, str]] = [results.get(timeout=60) for _ in racers]
     for racer in racers:
         racer.join(timeout=60)
+    return outcomes
+
+
+@pytest.mark.parametrize("load", [_audit_key, _witness_key, _issuer_key, _issuer_keyring, _slack_secret, _policy_key])
+def test_replicas_starting_together_all_start_with_one_key(tmp_path: Path, load: Callable[[Path], str]) -> None:
+    path = tmp_path / "state" / "key"
+    outcomes = _all_at_once(load, path)
     errors = [detail for kind, detail in outcomes if kind == "error"]
     assert errors == []
     assert len({detail for _, detail in outcomes}) == 1, "every replica must use the same key"
@@ -137,14 +142,7 @@ def test_rotations_at_once_each_add_their_key(tmp_path: Path) -> None:
     """Two `atb keys rotate` at once: both keys are in the index, none is lost to the other's write."""
     keys = tmp_path / "keys"
     first = SigningKeyRing.ensure(keys).entries()[0].key.kid
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(RACERS), context.Queue()
-    racers = [context.Process(target=_race, args=(_rotate, keys, barrier, results)) for _ in range(RACERS)]
-    for racer in racers:
-        racer.start()
-    outcomes = [results.get(timeout=60) for _ in racers]
-    for racer in racers:
-        racer.join(timeout=60)
+    outcomes = _all_at_once(_rotate, keys)
     assert [kind for kind, _ in outcomes] == ["ok"] * RACERS, outcomes
     kids = [entry.key.kid for entry in SigningKeyRing(keys).entries()]
     assert kids[0] == first

@@ -688,17 +688,8 @@ class ConsoleService:
         published = self._signed(signed)
         await self._publish([published, self._audit_record("console_delegation_granted", "success", None, "", details)])
         self._store.add_delegation(
-            DelegationRow(
-                delegation_id=grant.delegation_id,
-                delegator=delegator.principal,
-                delegate=target.principal if target else grant.delegate,
-                tiers=",".join(t.value for t in grant.tiers),
-                not_before=grant.not_before.timestamp(),
-                until=grant.until.timestamp(),
-                reason=grant.reason,
-                granted_at=grant.granted_at.timestamp(),
-                revoked_at=None,
-                grant_event=(published.value or b"").decode(),
+            _delegation_row(
+                grant, delegator.principal, target.principal if target else grant.delegate, published.value or b""
             )
         )
         return signed
@@ -751,18 +742,7 @@ class ConsoleService:
         if delegator is None or delegate is None:
             return Refused("unknown_principal", f"grant {grant.delegation_id[:64]}: not between two known approvers")
         kept = self._store.add_delegation(
-            DelegationRow(
-                delegation_id=grant.delegation_id,
-                delegator=delegator.principal,
-                delegate=delegate.principal,
-                tiers=",".join(t.value for t in grant.tiers),
-                not_before=grant.not_before.timestamp(),
-                until=grant.until.timestamp(),
-                reason=grant.reason,
-                granted_at=grant.granted_at.timestamp(),
-                revoked_at=None,
-                grant_event=encode_envelope(envelope).decode(),
-            )
+            _delegation_row(grant, delegator.principal, delegate.principal, encode_envelope(envelope))
         )
         if kept:
             self._bump()  # the delegate's open request pages now offer the vote in the delegator's place
@@ -923,6 +903,22 @@ def _identity_of(approver: Approver) -> str:
     """The approver's SPIFFE identity (the form `atb delegate` uses), else their principal."""
     spiffe = sorted(i for i in approver.identities if i.startswith("spiffe://"))
     return spiffe[0] if spiffe else approver.principal
+
+
+def _delegation_row(grant: DelegationGranted, delegator: str, delegate: str, signed: bytes) -> DelegationRow:
+    """What the console keeps of a grant between two principals: its terms and the signed envelope (`signed`)."""
+    return DelegationRow(
+        delegation_id=grant.delegation_id,
+        delegator=delegator,
+        delegate=delegate,
+        tiers=",".join(t.value for t in grant.tiers),
+        not_before=grant.not_before.timestamp(),
+        until=grant.until.timestamp(),
+        reason=grant.reason,
+        granted_at=grant.granted_at.timestamp(),
+        revoked_at=None,
+        grant_event=signed.decode(),
+    )
 
 
 def _grant_in(text: str) -> DelegationGranted | None:

@@ -29,14 +29,8 @@ def create_once(path: Path, make: Callable[[], bytes], *, mode: int = 0o600, dir
     with contextlib.suppress(FileNotFoundError):
         return _whole(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    data = make()
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    temp = _written(path, make(), mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         with contextlib.suppress(FileExistsError):  # another process was first: theirs stands
             os.link(temp, path)
     finally:
@@ -56,19 +50,30 @@ def _whole(path: Path) -> bytes:
 def write_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Replace `path` with `data`: a reader sees the old file or the new one, never half of either, and the
     new one is on disk when this returns."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temp = _written(path, data, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     sync_folder(path.parent)
+
+
+def _written(path: Path, data: bytes, mode: int) -> str:
+    """A private temporary file next to `path` holding `data`, on disk, with `mode`: ready to link or rename."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return temp
 
 
 def sync_folder(folder: Path) -> None:
