@@ -4,7 +4,8 @@ The tracker stores each record's row and the positions after it in one SQLite
 transaction; `(topic, partition, offset)` is unique. What the tests show:
 
 - a restarted loop goes on from the stored positions: it hands the tracker only
-  records it has not stored, never the earlier ones again (Kafka's committed
+  records it has not stored, never the earlier ones again, even those of a batch
+  Kafka's consumer fetched before the loop's seek took effect (Kafka's committed
   offsets are never used: the loop commits none);
 - a uniqueness violation (another writer stored part of the batch first) is
   "already done": the loop seeks to the stored positions and hands over only
@@ -29,21 +30,22 @@ pytestmark = pytest.mark.kafka
 
 
 class SqliteTracker:
-    def __init__(self, path: Path, *, stale_first_positions: bool = False) -> None:
+    def __init__(self, path: Path, *, stale_reads: int = 0) -> None:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.executescript(
             "CREATE TABLE IF NOT EXISTS rows (topic TEXT, part INTEGER, off INTEGER, value BLOB,"
             " UNIQUE (topic, part, off));"
             "CREATE TABLE IF NOT EXISTS positions (topic TEXT, part INTEGER, next INTEGER, PRIMARY KEY (topic, part));"
         )
-        self._stale = stale_first_positions
+        self._stale = stale_reads
+        """How many reads of the positions still predate another writer's commit."""
         self.handed: list[list[int]] = []
         """The offsets of every batch `record` was given (committed or not)."""
         self.changed = asyncio.Event()
 
     async def positions(self) -> Mapping[Position, int]:
         if self._stale:
-            self._stale = False
+            self._stale -= 1
             return {}  # as read before another writer committed
         return {(t, p): n for t, p, n in self._db.execute("SELECT topic, part, next FROM positions")}
 
@@ -95,13 +97,20 @@ def _config(bootstrap: str, topic: str, group: str, instance: int = 0) -> Tracki
     )
 
 
-async def _until(tracker: SqliteTracker, count: int) -> None:
-    # A bound, not a pace: a restarted static member rejoins its group at once on a quiet broker, but
-    # was seen to need more than 30 s on a loaded one (the whole suite on 2 cores).
-    async with asyncio.timeout(120):
+async def _until(tracker: SqliteTracker, count: int, loop_task: asyncio.Task[None]) -> None:
+    """Wait until `count` records are stored; a loop that died meanwhile is reported with its exception at once."""
+    async with asyncio.timeout(120):  # a bound, not a pace
         while len(tracker.stored()) < count:
             tracker.changed.clear()
-            await tracker.changed.wait()
+            changed = asyncio.ensure_future(tracker.changed.wait())
+            try:
+                await asyncio.wait({changed, loop_task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if loop_task.done():
+                raise AssertionError(f"the loop stopped with {len(tracker.stored())} of {count} stored") from (
+                    loop_task.exception() if not loop_task.cancelled() else None
+                )
 
 
 @pytest.fixture
@@ -124,39 +133,46 @@ async def test_a_restarted_loop_goes_on_from_the_stored_positions(
 ) -> None:
     await _produce(kafka_bootstrap, topic, range(20))
     first = SqliteTracker(tmp_path / "t.db")
-    loop = TrackingConsumer(_config(kafka_bootstrap, topic, f"{topic}.tracking"), first)
+    loop = _loop(kafka_bootstrap, topic, first)
     task = await _run(loop)
-    await _until(first, 20)
+    await _until(first, 20, task)
     await _stop(loop, task)
     first.close()
 
     await _produce(kafka_bootstrap, topic, range(20, 25))
     second = SqliteTracker(tmp_path / "t.db")
-    # Another consumer group: the subject is that the loop resumes from the positions in its database, whoever
-    # takes the partition and whatever Kafka's group remembers; a fresh group has no members to wait for. (A
-    # static member rejoining the same group stalled past 120 s in three full runs on a loaded machine, with the
-    # same name and with another one; the services' restart and scale-out tests exercise the group's hand-over.)
-    loop = TrackingConsumer(_config(kafka_bootstrap, topic, f"{topic}.tracking-resumed"), second)
+    loop = _loop(kafka_bootstrap, topic, second)  # the same group and member: a restart
     task = await _run(loop)
-    await _until(second, 25)
+    await _until(second, 25, task)
     await _stop(loop, task)
+    # The loop seeks each partition it is given to the stored position. Kafka's consumer may still deliver one
+    # batch fetched from the group's reset position (its beginning: the loop commits no offsets) before that seek
+    # took effect (1 restart in 10 with the machine busy; in full runs the loop then died on the unique key and the
+    # test waited out its bound). The loop drops what lies below the position (`stale_dropped`; its own test:
+    # tests/unit/test_tracking_floor.py), so only the new records reach the store.
     assert [offset for batch in second.handed for offset in batch] == list(range(20, 25))
+    assert loop.already_recorded == 0
+    assert 0 <= loop.stale_dropped <= 20  # only records below the stored position are ever dropped
     assert second.stored() == list(range(25))
     second.close()
 
 
+def _loop(bootstrap: str, topic: str, tracker: SqliteTracker) -> TrackingConsumer:
+    """A loop that treats the store's unique key as "recorded already", as the audit sink does."""
+    config = _config(bootstrap, topic, f"{topic}.tracking")
+    return TrackingConsumer(config, tracker, already_recorded=(sqlite3.IntegrityError,))
+
+
 async def test_a_uniqueness_violation_means_already_done(kafka_bootstrap: str, topic: str, tmp_path: Path) -> None:
     await _produce(kafka_bootstrap, topic, range(20))
-    tracker = SqliteTracker(tmp_path / "t.db", stale_first_positions=True)
-    # Another writer stored the first ten and their position; this loop's first read of the
-    # positions predates that commit, so it starts from the beginning.
+    tracker = SqliteTracker(tmp_path / "t.db", stale_reads=2)
+    # Another writer stored the first ten and their position; this loop's reads of the positions (at its
+    # start and at the assignment) predate that commit, so it starts from the beginning.
     others = [Incoming(topic, 0, n, None, f"record-{n}".encode()) for n in range(10)]
     tracker.store(others, {(topic, 0): 10})
-    loop = TrackingConsumer(
-        _config(kafka_bootstrap, topic, f"{topic}.tracking"), tracker, already_recorded=(sqlite3.IntegrityError,)
-    )
+    loop = _loop(kafka_bootstrap, topic, tracker)
     task = await _run(loop)
-    await _until(tracker, 20)
+    await _until(tracker, 20, task)
     await _stop(loop, task)
     # Every batch holding a stored offset is refused as a whole and the loop seeks to the stored position; a
     # fetch already under way when it seeks can hand one more such batch (seen in a full run), refused the same way.

@@ -8,7 +8,13 @@ neither, and Kafka's own committed offsets are never used.
 
 - On (re)assignment the loop asks the tracker for its stored positions
   (`Tracker.positions`: the next offset per topic partition) and seeks there;
-  a partition with no stored position is read from its beginning.
+  a partition with no stored position is read from its beginning. Records
+  below a partition's stored position are never handed over: Kafka's consumer
+  can still deliver a batch fetched from the group's reset position (the
+  beginning) before the seek took effect, or even before the assignment's
+  callback ran, and the loop drops those records (counted in `stale_dropped`).
+  Its floors are the positions stored when it started, those it seeks to, and
+  those of every batch it recorded.
 - Each batch is handed to `Tracker.record` with the positions that follow it;
   the tracker stores its rows and those positions in one transaction.
 - A uniqueness violation while recording (`AlreadyRecordedError`, or an
@@ -106,8 +112,14 @@ class TrackingConsumer:
         self.recorded_batches = 0
         self.already_recorded = 0
         """Batches the store said were recorded already."""
+        self.stale_dropped = 0
+        """Records dropped because they lie below the position the loop sought (recorded already)."""
+        self._floors: dict[TopicPartition, int] = {}
+        """Per partition, a position below which everything is recorded (stored at start, sought, or recorded)."""
 
     async def start(self) -> None:
+        stored = await self._tracker.positions()
+        self._floors = {TopicPartition(topic, partition): offset for (topic, partition), offset in stored.items()}
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._config.bootstrap,
             client_id=self._config.client_id,
@@ -147,21 +159,41 @@ class TrackingConsumer:
         consumer = self._consumer
         assert consumer is not None
         stored = await self._tracker.positions()
+        # Every floor first, then the seeks: a seek to the beginning awaits, and a batch may be handed over
+        # meanwhile for a partition whose turn has not come.
+        fresh: list[TopicPartition] = []
         for tp in partitions:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
-                await consumer.seek_to_beginning(tp)
+                self._floors.pop(tp, None)
+                fresh.append(tp)
             else:
+                self._floors[tp] = offset
                 consumer.seek(tp, offset)
+        for tp in fresh:
+            await consumer.seek_to_beginning(tp)
 
     async def _record(self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         records: list[Incoming] = []
         positions: dict[Position, int] = {}
-        for tp, messages in batches.items():
+        for tp, fetched in batches.items():
+            floor = self._floors.get(tp, 0)
+            messages = [msg for msg in fetched if msg.offset >= floor]
+            if len(messages) < len(fetched):
+                self.stale_dropped += len(fetched) - len(messages)
+                log.info(
+                    "%s: %d records below %s's stored position %d dropped (fetched before the seek)",
+                    self._config.client_id,
+                    len(fetched) - len(messages),
+                    tp,
+                    floor,
+                )
             if not messages:
                 continue
             records.extend(received(msg) for msg in messages)
             positions[(tp.topic, tp.partition)] = messages[-1].offset + 1
+        if not records:
+            return
         try:
             await self._tracker.record(records, positions)
         except self._already as exc:
@@ -173,6 +205,9 @@ class TrackingConsumer:
             await self.seek_to_tracked(sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition)))
             return
         self.recorded_batches += 1
+        for (topic, partition), offset in positions.items():
+            tp = TopicPartition(topic, partition)
+            self._floors[tp] = max(offset, self._floors.get(tp, 0))
 
     async def _report_progress(self) -> None:
         consumer = self._consumer
