@@ -8,8 +8,9 @@
   assertion over `delegation_challenge(grant, nonce)`: approvals and the issuer
   verify that assertion against the delegator's enrolled passkey on their own.
 - `DelegationRevoked` (`atb.approvals.delegation_revoked.v1`): the delegation is no
-  longer in force from `revoked_at` on; same key, so the latest record of a
-  delegation says whether it is in force.
+  longer in force from `revoked_at` on; keyed `delegation-revoked:<id>`, apart
+  from the grant, so that compaction keeps it for good: a revocation is final,
+  and a grant published again later (a replay) does not undo it.
 - `VoteOnBehalf` (`atb.approvals.vote_on_behalf.v1`): a delegate's vote in the
   delegator's place. It is signed by the delegate and embeds the exact signed
   `DelegationGranted` envelope, so approvals and the issuer can verify both
@@ -45,6 +46,7 @@ __all__ = [
     "VoteOnBehalf",
     "delegation_challenge",
     "delegation_key",
+    "delegation_revoked_key",
 ]
 
 Principal = Annotated[str, Field(min_length=1, max_length=256)]
@@ -54,8 +56,14 @@ MAX_DELEGATION_EVENT_CHARS = 12 * 1024
 
 
 def delegation_key(delegation_id: str) -> str:
-    """The Kafka key of a delegation's records."""
+    """The Kafka key of a delegation's grant."""
     return f"delegation:{delegation_id}"
+
+
+def delegation_revoked_key(delegation_id: str) -> str:
+    """The Kafka key of a delegation's revocation: its own, so that compaction keeps it whatever is published
+    under the grant's key later (a replayed grant cannot push a revocation out of the compacted topic)."""
+    return f"delegation-revoked:{delegation_id}"
 
 
 class DelegationGranted(EventPayload):
@@ -122,7 +130,7 @@ class DelegationRevoked(EventPayload):
     revoked_at: AwareDatetime
 
     def partition_key(self) -> str:
-        return delegation_key(self.delegation_id)
+        return delegation_revoked_key(self.delegation_id)
 
 
 class VoteOnBehalf(EventPayload):

@@ -14,9 +14,10 @@
   officer's own SVID (`atb console enroll <principal> --as <officer>`). It
   travels inside the `PasskeyEnrolled` it allows, so a console cannot enroll a
   passkey for anyone on its own (`contracts.passkey_grants`).
-- `PasskeyEnrolled`, `PasskeyRevoked`: a credential's public key and its
-  removal, keyed by `passkey:<credential id>` (the latest record per credential
-  says whether it is in force).
+- `PasskeyEnrolled`, `PasskeyRevoked`: a credential's public key, keyed
+  `passkey:<credential id>`, and its removal, keyed `passkey-revoked:<credential
+  id>` so that compaction keeps it for good. A removal is final: an enrollment
+  of a removed credential read later (a replay) does not bring it back.
 
 Models and one hash: no I/O.
 """
@@ -41,6 +42,7 @@ __all__ = [
     "PasskeyRevoked",
     "VoteCastV2",
     "passkey_key",
+    "passkey_revoked_key",
     "vote_challenge",
 ]
 
@@ -68,8 +70,14 @@ def vote_challenge(request_digest: str, choice: VoteChoice | str, nonce: str) ->
 
 
 def passkey_key(credential_id: str) -> str:
-    """The Kafka key of a credential's records."""
+    """The Kafka key of a credential's enrollment."""
     return f"passkey:{credential_id}"
+
+
+def passkey_revoked_key(credential_id: str) -> str:
+    """The Kafka key of a credential's removal: its own, so that compaction keeps it whatever is published under
+    the enrollment's key later (a replayed announcement cannot push a removal out of the compacted topic)."""
+    return f"passkey-revoked:{credential_id}"
 
 
 class PasskeyAssertion(BaseModel):
@@ -165,7 +173,7 @@ class PasskeyRevoked(EventPayload):
     revoked_at: AwareDatetime
 
     def partition_key(self) -> str:
-        return passkey_key(self.credential_id)
+        return passkey_revoked_key(self.credential_id)
 
 
 CONSOLE_EVENT_TYPES: dict[str, type[EventPayload]] = {

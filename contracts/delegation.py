@@ -183,20 +183,23 @@ def on_behalf_of_vote(vote_event: str) -> tuple[VoteOnBehalf, Delegation] | None
 
 @dataclass
 class DelegationBook:
-    """Revocations by delegation id, from the delegation events in the order they were read.
+    """Revocations by delegation id and delegator, from the delegation events in the order they were read.
 
-    A revocation by anyone but the delegator (or an operator the caller trusts for
-    it) is the caller's to refuse before `note`; this book only remembers.
+    A revocation whose proof is not its delegator's (or an operator's the caller trusts for
+    it) is the caller's to refuse before `note`; this book only remembers. It ends a
+    delegation only if it names the grant's delegator: a revocation that anyone signed
+    for a delegation id of someone else's ends nothing.
     """
 
-    _revoked_at: dict[str, datetime] = field(default_factory=dict)
+    _revoked_at: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def note(self, event: DelegationGranted | DelegationRevoked) -> None:
         if isinstance(event, DelegationRevoked):
-            known = self._revoked_at.get(event.delegation_id)
-            self._revoked_at[event.delegation_id] = min(known, event.revoked_at) if known else event.revoked_at
+            key = (event.delegation_id, event.delegator)
+            known = self._revoked_at.get(key)
+            self._revoked_at[key] = min(known, event.revoked_at) if known else event.revoked_at
 
-    def revoked(self, delegation_id: str, at: datetime) -> bool:
-        """Whether the delegation was revoked at or before `at`."""
-        revoked_at = self._revoked_at.get(delegation_id)
+    def revoked(self, delegation_id: str, at: datetime, delegator: str) -> bool:
+        """Whether `delegator`'s delegation `delegation_id` was revoked at or before `at`."""
+        revoked_at = self._revoked_at.get((delegation_id, delegator))
         return revoked_at is not None and revoked_at <= at

@@ -134,7 +134,8 @@ async def test_a_vote_after_the_delegation_window_is_refused(bus: Bus, world: Wo
 
 
 async def test_a_revoked_delegation_no_longer_counts(bus: Bus, world: World) -> None:
-    """Only the delegator revokes: a revocation dave signs is ignored; alice's applies from its time on."""
+    """Only the delegator revokes: a revocation dave signs is ignored, also one naming himself as the delegator of
+    alice's delegation id; alice's applies from its time on."""
     service, sut = world.approvals()
     for attached in (sut, world.issuer()[1]):
         await bus.attach(attached)
@@ -153,6 +154,9 @@ async def test_a_revoked_delegation_no_longer_counts(bus: Bus, world: World) -> 
     )
     by_dave = revoked.model_copy(update={"revoked_by": approver_id("dave")})
     service.note_delegation(_signed_envelope(world, by_dave, "dave"))
+    # dave, proven as himself, revoking "his own" delegation with alice's delegation id: ends nothing of alice's.
+    as_his_own = revoked.model_copy(update={"delegator": approver_id("dave"), "revoked_by": approver_id("dave")})
+    service.note_delegation(_signed_envelope(world, as_his_own, "dave"))
     await bus.publish([_on_behalf(world, asked[0], "dave", "alice", grant)])
     await bus.settle()
     assert [e.audit_type for e in await audit_events(bus, "req-dlg-5a")][-1] == "approval_vote_counted"

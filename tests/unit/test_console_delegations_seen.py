@@ -165,3 +165,41 @@ def test_a_revocation_counts_only_as_the_delegators_own_act(desk: Desk) -> None:
     [row] = desk.service.delegations("dave")
     assert row.revoked_at is not None
     assert row.revoked_at <= time.time()
+
+
+def test_a_revocation_read_before_its_grant_still_ends_it(desk: Desk) -> None:
+    """The grant published again after its revocation (a replay): the console shows it revoked, never in force."""
+    assert desk.seen(_revoked("dlg-replayed"), ALICE) is None
+    assert desk.seen(_grant("dlg-replayed"), ALICE) is None
+    [row] = desk.service.delegations("dave")
+    assert row.revoked_at is not None
+
+
+def test_events_dated_ahead_of_now_and_a_reused_id_are_refused(desk: Desk) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    ahead = desk.seen(_grant("dlg-ahead", granted_at=later), ALICE)
+    assert ahead is not None
+    assert (ahead.code, "dated ahead of now" in ahead.reason) == ("delegation_unproven", True)
+    assert desk.seen(_grant("dlg-taken"), ALICE) is None
+    revocation = _revoked("dlg-taken").model_copy(update={"revoked_at": later})
+    refused = desk.seen(revocation, ALICE)  # approvals refuses it too: both show the delegation in force
+    assert refused is not None
+    assert refused.code == "delegation_unproven"
+    # Bob, proven as himself, publishes a grant of his own under alice's delegation id: the id is taken.
+    conflict = desk.seen(_grant("dlg-taken", delegator=BOB), BOB)
+    assert conflict is not None
+    assert conflict.code == "delegation_conflict"
+    [row] = desk.service.delegations("dave")
+    assert (row.delegator, row.revoked_at) == ("alice", None)
+
+
+def test_a_store_that_fails_refuses_the_event_instead_of_stopping_the_follower(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(row: object) -> bool:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(desk.store, "add_delegation", broken)
+    refused = desk.seen(_grant("dlg-unkept"), ALICE)
+    assert refused is not None
+    assert (refused.code, refused.reason) == ("delegation_not_kept", "not kept: OSError")

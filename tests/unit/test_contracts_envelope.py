@@ -464,10 +464,10 @@ def test_partition_key_and_subject(event_type: str, model: type[EventPayload]) -
     keyed_otherwise = {
         SigningKeyPublished: KID,
         DelegationGranted: "delegation:dlg-1",
-        DelegationRevoked: "delegation:dlg-1",
+        DelegationRevoked: "delegation-revoked:dlg-1",
         PasskeyEnrolled: "passkey:Y3JlZC0x",
         PasskeyEnrollmentGranted: "passkey-grant:grant-1",
-        PasskeyRevoked: "passkey:Y3JlZC0x",
+        PasskeyRevoked: "passkey-revoked:Y3JlZC0x",
     }
     expected = keyed_otherwise.get(model, REQ)
     assert payload.partition_key() == expected

@@ -148,11 +148,21 @@ def test_one_human_fills_one_place() -> None:
 def test_a_revocation_counts_from_its_time_on() -> None:
     book = DelegationBook()
     book.note(grant())
-    assert not book.revoked("dlg-1", NOW)
-    book.note(DelegationRevoked(delegation_id="dlg-1", delegator=uid("alice"), revoked_by=uid("alice"), revoked_at=NOW))
-    assert not book.revoked("dlg-1", NOW - timedelta(seconds=1))
-    assert book.revoked("dlg-1", NOW)
-    assert not book.revoked("dlg-2", NOW)
+    alice = uid("alice")
+    assert not book.revoked("dlg-1", NOW, alice)
+    book.note(DelegationRevoked(delegation_id="dlg-1", delegator=alice, revoked_by=alice, revoked_at=NOW))
+    assert not book.revoked("dlg-1", NOW - timedelta(seconds=1), alice)
+    assert book.revoked("dlg-1", NOW, alice)
+    assert not book.revoked("dlg-2", NOW, alice)
+
+
+def test_a_revocation_by_someone_else_for_anothers_delegation_id_ends_nothing() -> None:
+    """Mallory signs a revocation naming herself as delegator, for alice's delegation id: alice's stands."""
+    book = DelegationBook()
+    mallory = uid("mallory")
+    book.note(DelegationRevoked(delegation_id="dlg-1", delegator=mallory, revoked_by=mallory, revoked_at=NOW))
+    assert not book.revoked("dlg-1", NOW, uid("alice"))
+    assert book.revoked("dlg-1", NOW, mallory)
 
 
 # -- approvals' tally ------------------------------------------------------------------------

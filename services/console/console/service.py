@@ -32,7 +32,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -89,7 +89,13 @@ from contracts import (
     payload_of,
     topic_name,
 )
-from contracts.approval_events import DelegationGranted, DelegationRevoked, VoteOnBehalf, delegation_challenge
+from contracts.approval_events import (
+    MAX_DELEGATION_EVENT_CHARS,
+    DelegationGranted,
+    DelegationRevoked,
+    VoteOnBehalf,
+    delegation_challenge,
+)
 from contracts.console_events import (
     PasskeyAssertion,
     PasskeyEnrolled,
@@ -143,6 +149,9 @@ class ConsoleService:
     ) -> None:
         self._settings = settings
         self._bundle = bundle
+        self._revocations: dict[tuple[str, str], datetime] = {}
+        """Delegation revocations read on the keys topic, by (delegation id, delegator): final, even for a grant
+        read after them."""
         self._grants = (
             None
             if bundle is None
@@ -721,39 +730,57 @@ class ConsoleService:
         `atb delegate grant` (signed by the delegator's SVID) and the other replicas of this console (signed by
         the console's SVID, with the delegator's passkey assertion) publish grants there; this console lists
         them on `/delegations` and offers their delegates the approval in someone's place, with the exact signed
-        grant, which approvals and the issuer verify again. A grant or revocation proven by anyone else is
-        refused (dead-lettered by the follower) and changes nothing.
+        grant, which approvals and the issuer verify again. A grant or revocation proven by anyone else, or
+        dated ahead of now, is refused (dead-lettered by the follower) and changes nothing. A revocation is
+        final: one read before its grant (a grant published again later) still ends it.
         """
-        if isinstance(event, DelegationGranted):
-            return self._grant_seen(envelope, event)
-        if isinstance(event, DelegationRevoked):
-            return self._revocation_seen(envelope, event)
+        try:
+            if isinstance(event, DelegationGranted):
+                return self._grant_seen(envelope, event)
+            if isinstance(event, DelegationRevoked):
+                return self._revocation_seen(envelope, event)
+        except Exception as exc:  # the store failed: the letter keeps the event for a re-drive, the follower goes on
+            log.exception("delegation event %s not kept", envelope.id)
+            return Refused("delegation_not_kept", f"not kept: {type(exc).__name__}")
         return None
 
     def _grant_seen(self, envelope: Envelope, grant: DelegationGranted) -> Refused | None:
-        if self._store.delegation(grant.delegation_id) is not None:
-            return None
+        about = f"grant {grant.delegation_id[:64]}"
+        if grant.granted_at > datetime.now(UTC):
+            return Refused("delegation_unproven", f"{about}: dated ahead of now")
         origin = self._origin_of(envelope, grant.delegator, grant.granted_at)
         if isinstance(origin, Origin) and origin.attested and grant.assertion is None:
             origin = "a grant made in the console carries the delegator's passkey assertion"
         if isinstance(origin, str):
-            return Refused("delegation_unproven", f"grant {grant.delegation_id[:64]}: {origin}")
+            return Refused("delegation_unproven", f"{about}: {origin}")
         delegator, delegate = self._directory.resolve(grant.delegator), self._directory.resolve(grant.delegate)
         if delegator is None or delegate is None:
-            return Refused("unknown_principal", f"grant {grant.delegation_id[:64]}: not between two known approvers")
-        kept = self._store.add_delegation(
-            _delegation_row(grant, delegator.principal, delegate.principal, encode_envelope(envelope))
-        )
-        if kept:
+            return Refused("unknown_principal", f"{about}: not between two known approvers")
+        signed = encode_envelope(envelope)
+        if len(signed) > MAX_DELEGATION_EVENT_CHARS:
+            return Refused("delegation_unproven", f"{about}: too large to travel with a vote")
+        known = self._store.delegation(grant.delegation_id)
+        if known is not None:
+            if (known.delegator, known.delegate) != (delegator.principal, delegate.principal):
+                return Refused("delegation_conflict", f"{about}: the id is another delegation's")
+            return None  # this console's own, or read before
+        row = _delegation_row(grant, delegator.principal, delegate.principal, signed)
+        ended = self._revocations.get((grant.delegation_id, grant.delegator))
+        if self._store.add_delegation(row if ended is None else replace(row, revoked_at=ended.timestamp())):
             self._bump()  # the delegate's open request pages now offer the vote in the delegator's place
         return None
 
     def _revocation_seen(self, envelope: Envelope, revoked: DelegationRevoked) -> Refused | None:
+        about = f"revocation of {revoked.delegation_id[:64]}"
         if revoked.revoked_by != revoked.delegator:
-            return Refused("delegation_unproven", "a revocation is the delegator's own act")
-        unproven = self._origin_of(envelope, revoked.revoked_by, revoked.revoked_at)
-        if isinstance(unproven, str):
-            return Refused("delegation_unproven", f"revocation of {revoked.delegation_id[:64]}: {unproven}")
+            return Refused("delegation_unproven", f"{about}: a revocation is the delegator's own act")
+        if revoked.revoked_at > datetime.now(UTC):
+            return Refused("delegation_unproven", f"{about}: dated ahead of now")
+        origin = self._origin_of(envelope, revoked.revoked_by, revoked.revoked_at)
+        if isinstance(origin, str):
+            return Refused("delegation_unproven", f"{about}: {origin}")
+        key = (revoked.delegation_id, revoked.delegator)
+        self._revocations[key] = min(revoked.revoked_at, self._revocations.get(key, revoked.revoked_at))
         delegator = self._directory.resolve(revoked.delegator)
         if delegator is not None and self._store.revoke_delegation(
             revoked.delegation_id, delegator.principal, now=revoked.revoked_at.timestamp()

@@ -1,10 +1,11 @@
-"""The console's passkeys as a verifier sees them: the latest announcement per credential, from atb.keys.
+"""The console's passkeys as a verifier sees them, from atb.keys: enrolled and not removed (a removal is final).
 
-The console announces each credential it enrolls (`PasskeyEnrolled`) and each one
-it removes (`PasskeyRevoked`), keyed by `passkey:<credential id>`. A verifier of
-console votes (approvals, the issuer) keeps, per credential, the latest of those
-records: an enrolment puts the credential's public key in force, a revocation
-removes it. Only the console's own proof makes an announcement count
+The console announces each credential it enrolls (`PasskeyEnrolled`, keyed
+`passkey:<credential id>`) and each one it removes (`PasskeyRevoked`, keyed
+`passkey-revoked:<credential id>`, so compaction keeps it). A verifier of console
+votes (approvals, the issuer) puts an enrolled credential's public key in force
+and takes it out for good on its removal: an enrollment of a removed credential
+read later (a replay of the console's announcement) does not bring it back. Only the console's own proof makes an announcement count
 (`passkey_rules`, checked by the follower with `ProofCheck`): any other producer's
 is refused with an audit event and dead-lettered, and changes nothing.
 
@@ -86,10 +87,12 @@ def passkey_rules(consoles: Sequence[str] = (CONSOLE,)) -> ProofRules:
 
 
 class PasskeyRegistry:
-    """Credential id → the passkey in force (the latest announcement), and the last counter accepted."""
+    """Credential id → the passkey in force (enrolled and never removed), and the last counter accepted."""
 
     def __init__(self) -> None:
         self._enrolled: dict[str, PasskeyEnrolled] = {}
+        self._revoked: set[str] = set()
+        """Removed credentials: a removal is final."""
         self._counters: dict[str, int] = {}
         self.grants = GrantUses()
         """Which credentials each enrollment grant enrolled (`EnrollmentGrants` records them)."""
@@ -97,8 +100,10 @@ class PasskeyRegistry:
     def apply(self, event: EventPayload) -> None:
         """Take one announcement (already proven); anything else on the keys topic is not a passkey: ignored."""
         if isinstance(event, PasskeyEnrolled):
-            self._enrolled[event.credential_id] = event
+            if event.credential_id not in self._revoked:
+                self._enrolled[event.credential_id] = event
         elif isinstance(event, PasskeyRevoked):
+            self._revoked.add(event.credential_id)
             self._enrolled.pop(event.credential_id, None)
 
     async def take(self, events: Sequence[EventPayload]) -> None:

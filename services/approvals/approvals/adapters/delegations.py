@@ -93,7 +93,7 @@ class DelegationGate:
             )
             if unproven is not None:
                 return DelegationRefusal(ReasonCode.DELEGATION_INVALID, f"the grant is not the delegator's: {unproven}")
-        if self._book.revoked(grant.delegation_id, now):
+        if self._book.revoked(grant.delegation_id, now, grant.delegator):
             return DelegationRefusal(
                 ReasonCode.DELEGATION_NOT_IN_FORCE, f"delegation {grant.delegation_id} was revoked"
             )
