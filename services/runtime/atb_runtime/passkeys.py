@@ -5,7 +5,8 @@ The console announces each credential it enrolls (`PasskeyEnrolled`, keyed
 `passkey-revoked:<credential id>`, so compaction keeps it). A verifier of console
 votes (approvals, the issuer) puts an enrolled credential's public key in force
 and takes it out for good on its removal: an enrollment of a removed credential
-read later (a replay of the console's announcement) does not bring it back. Only the console's own proof makes an announcement count
+read later (a replay of the console's announcement) does not bring it back. Only
+the console's own proof makes an announcement count
 (`passkey_rules`, checked by the follower with `ProofCheck`): any other producer's
 is refused with an audit event and dead-lettered, and changes nothing.
 
