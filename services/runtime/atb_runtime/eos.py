@@ -45,6 +45,7 @@ from enum import Enum
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import (
+    IllegalOperation,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaError,
@@ -88,6 +89,10 @@ FENCED_ERRORS: tuple[type[BaseException], ...] = (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     UnknownProducerId,
+    # The producer's transaction was put in an error state under us by its background sender (a fencing or
+    # coordinator error): "Can't send messages while not in transaction". Seen when an instance frozen past its
+    # session wakes up mid-transaction (the scale-out soak); not a KafkaError, it used to end the loop.
+    IllegalOperation,
 )
 
 COMMIT_SECONDS = Histogram(
