@@ -199,7 +199,11 @@ class DelegationBook:
             known = self._revoked_at.get(key)
             self._revoked_at[key] = min(known, event.revoked_at) if known else event.revoked_at
 
+    def revoked_at(self, delegation_id: str, delegator: str) -> datetime | None:
+        """When `delegator`'s delegation `delegation_id` ends, by the earliest revocation noted; None if never."""
+        return self._revoked_at.get((delegation_id, delegator))
+
     def revoked(self, delegation_id: str, at: datetime, delegator: str) -> bool:
         """Whether `delegator`'s delegation `delegation_id` was revoked at or before `at`."""
-        revoked_at = self._revoked_at.get((delegation_id, delegator))
+        revoked_at = self.revoked_at(delegation_id, delegator)
         return revoked_at is not None and revoked_at <= at

@@ -104,7 +104,7 @@ from contracts.console_events import (
     VoteCastV2,
     vote_challenge,
 )
-from contracts.delegation import MAX_DELEGATION, Delegation
+from contracts.delegation import MAX_DELEGATION, Delegation, DelegationBook
 from contracts.directory import Approver, Directory
 from contracts.reasons import Reason, ReasonCode
 
@@ -149,7 +149,7 @@ class ConsoleService:
     ) -> None:
         self._settings = settings
         self._bundle = bundle
-        self._revocations: dict[tuple[str, str], datetime] = {}
+        self._revocations = DelegationBook()
         """Delegation revocations read on the keys topic, by (delegation id, delegator): final, even for a grant
         read after them."""
         self._grants = (
@@ -765,7 +765,7 @@ class ConsoleService:
                 return Refused("delegation_conflict", f"{about}: the id is another delegation's")
             return None  # this console's own, or read before
         row = _delegation_row(grant, delegator.principal, delegate.principal, signed)
-        ended = self._revocations.get((grant.delegation_id, grant.delegator))
+        ended = self._revocations.revoked_at(grant.delegation_id, grant.delegator)
         if self._store.add_delegation(row if ended is None else replace(row, revoked_at=ended.timestamp())):
             self._bump()  # the delegate's open request pages now offer the vote in the delegator's place
         return None
@@ -779,8 +779,7 @@ class ConsoleService:
         origin = self._origin_of(envelope, revoked.revoked_by, revoked.revoked_at)
         if isinstance(origin, str):
             return Refused("delegation_unproven", f"{about}: {origin}")
-        key = (revoked.delegation_id, revoked.delegator)
-        self._revocations[key] = min(revoked.revoked_at, self._revocations.get(key, revoked.revoked_at))
+        self._revocations.note(revoked)
         delegator = self._directory.resolve(revoked.delegator)
         if delegator is not None and self._store.revoke_delegation(
             revoked.delegation_id, delegator.principal, now=revoked.revoked_at.timestamp()
