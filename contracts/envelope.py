@@ -331,16 +331,23 @@ def _no_float(text: str) -> object:
 _PLAIN = msgspec.json.Decoder(_PlainEnvelope, float_hook=_no_float)
 
 
+_PLAIN_NESTING = 128
+"""At most this many `[` and `{` in a record for the fast path: its nesting is then below the
+model's parser limit (200 levels), which msgspec does not know of, and far from the depth at
+which msgspec's own recursion gives up with a RecursionError. A count, not a depth: brackets
+inside strings count too, which only sends more records to the model."""
+
+
 def _plain_header(raw: bytes | None) -> EnvelopeHeader | None:
     """The header of a plainly valid envelope; None when in any doubt (never wrong, may give up)."""
-    if raw is None or len(raw) > MAX_EVENT_BYTES:
+    if raw is None or len(raw) > MAX_EVENT_BYTES or raw.count(b"[") + raw.count(b"{") > _PLAIN_NESTING:
         return None
     try:
         envelope = _PLAIN.decode(raw)
         moment = datetime.fromisoformat(envelope.time)
         # What is left of canonical_json's refusals once floats are out: integers beyond 64 bits.
         orjson.dumps(envelope.data)
-    except (msgspec.MsgspecError, ValueError, TypeError):
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):
         return None
     return EnvelopeHeader(envelope.id, envelope.source, envelope.type, moment, envelope.subject)
 

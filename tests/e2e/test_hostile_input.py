@@ -25,11 +25,13 @@ from functools import partial
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import func, select
 
 from atb.sdk import AgentClient
 from atb_identity import ensure_svid, sign_envelope
 from atb_runtime import Incoming, Outgoing, Publisher, outgoing_envelope
 from atb_runtime.records import dead_letter
+from audit_sink.adapters.db import audit_events, make_engine
 from contracts import (
     AccountableParty,
     AuditEvent,
@@ -40,12 +42,14 @@ from contracts import (
     VoteCast,
     VoteChoice,
     decode_envelope,
+    encode_envelope,
     make_envelope,
     payload_of,
     spec_for,
     topic_name,
 )
 from contracts.limits import DEAD_LETTER_PREFIX_BYTES, MAX_EVENT_BYTES
+from tests.e2e.audit_sync import caught_up
 from tests.e2e.conftest import RunningStack
 from tests.e2e.hostile_traffic import consumers_of
 from tests.e2e.replay_cli import atb_replay
@@ -279,3 +283,45 @@ async def test_garbage_on_a_followed_topic_is_dead_lettered_by_each_follower(
         stack, lambda e: e.audit_type == "event_dead_lettered" and e.request_id == key, want=len(followers)
     )
     assert sorted(str(e.details["consumer"]) for e in audits) == followers
+
+
+async def test_a_deeply_nested_record_is_dead_lettered_and_stored_as_undecodable_without_stopping_the_sink(
+    module_stack: RunningStack,
+) -> None:
+    """A valid-looking envelope whose data nests 20,000 arrays deep (40 KB): approvals letters it, and
+    the audit sink keeps its bytes as `undecodable`. Its header decoder used to raise RecursionError
+    on it, which ended the sink: nothing after it was stored."""
+    stack = module_stack
+    key = f"deep-{secrets.token_hex(4)}"
+    body = make_envelope(
+        AuditEvent(audit_type="x", request_id=key, actor=AGENT, outcome="info", occurred_at=datetime.now(UTC)),
+        source=AGENT,
+    )
+    marker = b'"__deep__"'
+    template = encode_envelope(body.model_copy(update={"data": {"deep": "__deep__"}}))
+    deep = template.replace(marker, b"[" * 20_000 + b"]" * 20_000)
+    await _publish(stack, _raw(stack, Topic.POA_REQUESTS, key, deep))
+
+    found = await _letters(stack, lambda lt: lt.consumer == "approvals" and lt.original_key == key)
+    assert [lt.error_code for _, lt in found] == ["invalid_envelope"]
+    async with _agent(stack) as agent:  # the pipeline goes on, and so does the sink (below)
+        request_id = await agent.request_poa("crm.contact.read", "crm:contact/deep", leg=LEG)
+        await agent.await_poa(request_id, timeout=60)
+    await caught_up(stack.kafka_bootstrap, stack.namespace, stack.db_url)
+    engine = make_engine(stack.db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(audit_events.c.event_type, audit_events.c.decode_error, audit_events.c.raw).where(
+                audit_events.c.record_key == key.encode(),
+                audit_events.c.topic == topic_name(Topic.POA_REQUESTS, stack.namespace),
+            )
+        ).all()
+        issued = conn.execute(
+            select(func.count()).where(
+                audit_events.c.request_id == request_id, audit_events.c.event_type.like("%poa.issued%")
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert [(r.event_type, r.raw) for r in rows] == [("undecodable", deep)]
+    assert str(rows[0].decode_error).startswith("invalid_envelope: ")
+    assert issued == 1

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from audit_sink.domain.retention import DEFAULT_YEARS, RetentionPolicy, add_years
+from audit_sink.domain.facets import Facets, facets_of
 from audit_sink.domain.rows import UNDECODABLE, RecordMeta, row_for
+from audit_sink.domain.tokens import audit_name
 from contracts import AuditEvent, SigningKeyPublished, encode_envelope, make_envelope
 
 RECORDED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -196,3 +198,20 @@ def test_undecodable_uses_its_own_retention_override() -> None:
 def test_row_for_never_raises_on_extreme_times(meta: RecordMeta) -> None:
     row = row_for(meta, recorded_at=RECORDED, retention=RetentionPolicy())
     assert row.raw == meta.value
+
+
+@pytest.mark.parametrize("depth", [250, 5_000, 80_000])
+def test_row_for_keeps_a_deeply_nested_record_as_undecodable_and_its_facets_and_name_are_empty(depth: int) -> None:
+    """Nesting past the envelope parser's limit is refused as the model refuses it; deep enough to exhaust
+    the native decoders' recursion, it raised RecursionError out of row_for (and stopped the sink)."""
+    body = json.loads(_event_bytes())
+    body["data"]["details"] = {"tier": "low"}
+    raw = json.dumps(body).encode().replace(b'{"tier": "low"}', b"[" * depth + b"]" * depth)
+    row = row_for(_meta(raw), recorded_at=RECORDED, retention=RetentionPolicy())
+    assert row.event_type == UNDECODABLE
+    assert row.decode_error is not None and row.decode_error.startswith("invalid_envelope: ")
+    assert row.raw == raw
+    # Read from stored bytes elsewhere (console, verifier): they never raise either.
+    facets, name = facets_of(AuditEvent.event_type, raw), audit_name(AuditEvent.event_type, raw)
+    if depth > 1_000:
+        assert (facets, name) == (Facets(), None)

@@ -180,6 +180,22 @@ def test_no_record_at_all() -> None:
     _same_answer(None)
 
 
+def _nested(depth: int, opening: str) -> bytes:
+    """The base envelope with `data.deep` nested `depth` arrays or objects deep."""
+    value = "[" * depth + "1" + "]" * depth if opening == "[" else '{"k":' * depth + "1" + "}" * depth
+    return _raw(_base(data={"deep": 0})).replace(b'{"deep": 0}', b'{"deep":' + value.encode() + b"}")
+
+
+@pytest.mark.parametrize("depth", [150, 197, 198, 199, 200, 250, 300, 990, 1_200, 80_000])
+@pytest.mark.parametrize("opening", ["[", "{"])
+def test_deep_nesting_gets_the_models_answer_and_never_a_recursion_error(depth: int, opening: str) -> None:
+    """The model refuses JSON nested deeper than its parser's limit; the fast path must not accept it,
+    and a nesting deep enough to exhaust the native decoder's recursion must not escape as RecursionError."""
+    raw = _nested(depth, opening)
+    assert len(raw) < MAX_EVENT_BYTES
+    _same_answer(raw)
+
+
 _scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
 _json = st.recursive(
     _scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c), max_leaves=12

@@ -161,7 +161,7 @@ def facets_of(event_type: str, raw: bytes) -> Facets:
         return Facets()
     try:
         data = _decoder.decode(raw).data
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return Facets()
     if event_type in (_QUORUM, _STATE):
         inner = data.request or _Nested()

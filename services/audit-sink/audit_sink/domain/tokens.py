@@ -87,6 +87,6 @@ def audit_name(event_type: str, raw: bytes) -> str | None:
         return None
     try:
         name = _audit_decoder.decode(raw).data.audit_type
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     return name if isinstance(name, str) and _AUDIT_NAME.match(name) else None
