@@ -22,7 +22,15 @@ from console.adapters.http import COOKIE, CSP, build_app
 from console.adapters.store import ConsoleStore, Credential
 from console.service import ConsoleService
 from console.settings import ConsoleSettings
-from contracts import ApprovalRequired, ApprovalStateChanged, IssuanceRequested, LegitimateInterest, Tier, digest_of
+from contracts import (
+    ApprovalRequired,
+    ApprovalStateChanged,
+    AuditEvent,
+    IssuanceRequested,
+    LegitimateInterest,
+    Tier,
+    digest_of,
+)
 from contracts.console_events import VoteCastV2, vote_challenge
 from contracts.directory import Directory
 from tests.unit.test_passkey import SoftAuthenticator, cose_p256
@@ -258,3 +266,19 @@ async def test_an_evidence_download_is_audited_first_and_refused_when_it_cannot_
             "sha256": hashlib.sha256(body).hexdigest(),
         }
     store.close()
+
+
+async def test_json_nested_past_the_parsers_recursion_is_a_400_and_a_malformed_assertion(rig: Rig) -> None:
+    """json.loads raises RecursionError, not ValueError, on a body ~1,000 levels deep (a 500 before)."""
+    deep = "[" * 20_000 + "]" * 20_000  # 40 KB: under the body limit
+    response = await rig.post(
+        "/requests/req-1/options", data=deep, **{"X-CSRF-Token": rig.csrf, "Content-Type": "application/json"}
+    )
+    assert response.status == 400, await response.text()
+    assert (await response.json())["error"] == "bad_request"
+    form_deep = "[" * 5_000 + "]" * 5_000  # form-encoded three bytes a bracket: under the body limit too
+    form = {"csrf": rig.csrf, "choice": "approve", "assertion": form_deep}
+    voted = await rig.post("/requests/req-1/vote", data=form)
+    assert voted.status == 303
+    assert rig.recorder.of_type(VoteCastV2.event_type) == []  # refused as malformed (and audited)
+    assert [e["audit_type"] for e in rig.recorder.of_type(AuditEvent.event_type)] == ["console_vote_refused"]

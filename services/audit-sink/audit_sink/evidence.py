@@ -256,9 +256,11 @@ def _check_redaction(redaction: object, index: int, leaf: bytes, raw: bytes, che
         if not isinstance(record_index, int):
             raise EvidenceError("redaction leaf_index must be an integer")
         fields, record_fields = json.loads(leaf), json.loads(record_leaf)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise EvidenceError(f"malformed redaction: {exc}") from exc
     _check_leaf_digest(record_leaf, record_raw)
+    if not isinstance(fields, dict) or not isinstance(record_fields, dict):
+        raise EvidenceError("malformed redaction: a leaf is not a JSON object")
     if record_fields.get("topic") != REDACTION_TOPIC:
         raise EvidenceError("the redaction's leaf is not a redaction record")
     try:
@@ -278,8 +280,10 @@ def _check_redaction(redaction: object, index: int, leaf: bytes, raw: bytes, che
 def _check_leaf_digest(leaf: bytes, raw: bytes) -> None:
     try:
         fields = json.loads(leaf)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise EvidenceError("leaf is not JSON") from exc
+    if not isinstance(fields, dict):
+        raise EvidenceError("leaf is not a JSON object")
     if fields.get("raw_sha256") != hashlib.sha256(raw).hexdigest() or fields.get("raw_len") != len(raw):
         raise EvidenceError("the event's bytes do not match the digest its leaf commits to")
 

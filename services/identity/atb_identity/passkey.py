@@ -192,7 +192,7 @@ def verify_vote_assertion(
 def _client_data(raw: bytes) -> dict[str, object]:
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested past the parser's recursion
         raise PasskeyAssertionError("malformed", "clientDataJSON is not JSON") from exc
     if not isinstance(data, dict):
         raise PasskeyAssertionError("malformed", "clientDataJSON is not a JSON object")

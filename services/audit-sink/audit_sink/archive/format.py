@@ -226,7 +226,7 @@ def _loads(data: bytes, what: str) -> dict[str, Any]:
 
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ArchiveFormatError(f"{what} is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ArchiveFormatError(f"{what} is not a JSON object")

@@ -214,7 +214,7 @@ def _not_expired(leaf: bytes, purged_at: str) -> str:
         fields = json.loads(leaf)
         retain_until: datetime = parse_time(fields["retain_until"])
         when = as_utc(datetime.fromisoformat(purged_at))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return f"unreadable tombstone ({exc})"
     return "" if retain_until < when else f"retain_until {fields['retain_until']} ≥ purge time {purged_at}"
 

@@ -167,7 +167,7 @@ def build_app(
         try:
             raw = await read_body_within(request)
             data = json.loads(raw or b"{}")
-        except (BodyTimeoutError, ValueError) as exc:
+        except (BodyTimeoutError, ValueError, RecursionError) as exc:  # nested past the parser's recursion
             raise ConsoleError("bad_request", "the body is not JSON", 400) from exc
         if not isinstance(data, dict):
             raise ConsoleError("bad_request", "the body is not a JSON object", 400)
@@ -342,7 +342,7 @@ def build_app(
         if form.get("assertion"):
             try:
                 parsed = json.loads(form["assertion"])
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = None
             credential = parsed if isinstance(parsed, dict) else {"malformed": True}
         request_id = request.match_info["request_id"]
@@ -414,7 +414,7 @@ def build_app(
         session, form = checked
         try:
             parsed = json.loads(form.get("assertion") or "null")
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if not isinstance(parsed, dict):
             return await delegations_page(
