@@ -15,7 +15,10 @@ batches of `--batch` records:
 - bare: an executemany INSERT (SQLAlchemy Core, as the sink) of the very same
   rows, leaf index and hash included, into an empty copy of `audit_events`
   reflected from the migrated database (same columns, unique keys and indexes),
-  one transaction per batch. The ceiling.
+  and of each event's search facets into a copy of `audit_event_facets`, keyed
+  by the `seq` the bare side gives its rows itself (the sink reads them back), one
+  transaction per batch. What the sink stores per event, inserted and nothing
+  else: the ceiling.
 
 The two sides take turns batch by batch (who goes first alternates), each round
 on a fresh database, sharing one connection pool: a shared machine's noise then
@@ -52,6 +55,7 @@ from atb.dev.postgres import TempPostgres
 from audit_sink.adapters.db import AuditStore, _values, make_engine, migrate
 from audit_sink.adapters.signing import load_or_create_signer
 from audit_sink.domain import RecordMeta, RetentionPolicy, row_for
+from audit_sink.domain.facets import facets_of
 from audit_sink.domain.leaf import leaf_bytes
 from audit_sink.domain.merkle import leaf_hash
 from audit_sink.head import LogHead
@@ -119,31 +123,38 @@ class Ingest:
 
 
 class Bare:
-    """An executemany INSERT of the same rows (values, leaf index and hash computed beforehand, untimed)."""
+    """An executemany INSERT of the same rows and facets (values, seq, leaf index and hash computed
+    beforehand, untimed)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._table = _bare_table(self._engine)
+        self._table = _bare_table(self._engine, "audit_events")
+        self._facets = _bare_table(self._engine, "audit_event_facets")
         self._retention = RetentionPolicy()
         self._size = 0
 
     def batch(self, chunk: list[RecordMeta]) -> float:
         now = datetime.now(UTC)
-        values = []
+        values, facets = [], []
         for meta in chunk:
             row = row_for(meta, recorded_at=now, retention=self._retention)
-            values.append(_values(row) | {"leaf_idx": self._size, "leaf_hash": leaf_hash(leaf_bytes(row))})
+            seq = self._size + 1
+            values.append(_values(row) | {"seq": seq, "leaf_idx": self._size, "leaf_hash": leaf_hash(leaf_bytes(row))})
+            if found := facets_of(row.event_type, row.raw):
+                facets.append({"seq": seq, **found._asdict()})
             self._size += 1
         started = time.perf_counter()
         with self._engine.begin() as conn:
             conn.execute(self._table.insert(), values)
+            if facets:
+                conn.execute(self._facets.insert(), facets)
         return time.perf_counter() - started
 
 
-def _bare_table(engine: Engine) -> Table:
-    """An empty copy of the migrated `audit_events` as the database has it: columns, keys and indexes."""
-    real = Table("audit_events", MetaData(), autoload_with=engine)
-    bare = real.to_metadata(MetaData(), name="bench_bare_events")
+def _bare_table(engine: Engine, name: str) -> Table:
+    """An empty copy of a migrated table as the database has it: columns, keys and indexes (no triggers)."""
+    real = Table(name, MetaData(), autoload_with=engine)
+    bare = real.to_metadata(MetaData(), name=f"bench_bare_{name}")
     # Index and constraint names are per schema, not per table: the copy's get a prefix.
     for item in (*bare.indexes, *bare.constraints):
         if isinstance(item, Index | Constraint) and isinstance(item.name, str):

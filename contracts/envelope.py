@@ -47,6 +47,7 @@ __all__ = [
     "Proof",
     "decode_envelope",
     "decode_header",
+    "decode_header_and_data",
     "encode_envelope",
     "make_envelope",
     "payload_of",
@@ -288,11 +289,18 @@ def decode_header(raw: bytes | None) -> EnvelopeHeader:
     never accepts what `decode_envelope` refuses: tests/unit/test_contracts_header.py
     holds the two to that over a corpus of near-misses and generated envelopes.
     """
-    header = _plain_header(raw)
-    if header is not None:
-        return header
+    return decode_header_and_data(raw)[0]
+
+
+def decode_header_and_data(raw: bytes | None) -> tuple[EnvelopeHeader, dict[str, Any]]:
+    """`decode_header`, and the envelope's `data` object as read on the way (not validated against
+    the payload model its type names): for a reader that needs a few of its fields too, without
+    reading the bytes again (the audit store's facets and audit names). The data is the caller's."""
+    plain = _plain_header(raw)
+    if plain is not None:
+        return plain
     envelope = decode_envelope(raw)
-    return EnvelopeHeader(envelope.id, envelope.source, envelope.type, envelope.time, envelope.subject)
+    return EnvelopeHeader(envelope.id, envelope.source, envelope.type, envelope.time, envelope.subject), envelope.data
 
 
 # The rules of `Envelope` and `Proof`, for msgspec. Where the two libraries differ, the
@@ -338,8 +346,8 @@ which msgspec's own recursion gives up with a RecursionError. A count, not a dep
 inside strings count too, which only sends more records to the model."""
 
 
-def _plain_header(raw: bytes | None) -> EnvelopeHeader | None:
-    """The header of a plainly valid envelope; None when in any doubt (never wrong, may give up)."""
+def _plain_header(raw: bytes | None) -> tuple[EnvelopeHeader, dict[str, Any]] | None:
+    """The header and data of a plainly valid envelope; None when in any doubt (never wrong, may give up)."""
     if raw is None or len(raw) > MAX_EVENT_BYTES or raw.count(b"[") + raw.count(b"{") > _PLAIN_NESTING:
         return None
     try:
@@ -349,7 +357,7 @@ def _plain_header(raw: bytes | None) -> EnvelopeHeader | None:
         orjson.dumps(envelope.data)
     except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):
         return None
-    return EnvelopeHeader(envelope.id, envelope.source, envelope.type, moment, envelope.subject)
+    return EnvelopeHeader(envelope.id, envelope.source, envelope.type, moment, envelope.subject), envelope.data
 
 
 def payload_of(envelope: Envelope) -> EventPayload:

@@ -22,6 +22,7 @@ from audit_sink.adapters.db import audit_event_facets, audit_events, make_engine
 from audit_sink.adapters.ledger import HoldScope, place_hold, purge
 from audit_sink.domain import AuditRow, RecordMeta, RetentionPolicy, row_for
 from audit_sink.domain.facets import facets_of
+from audit_sink.domain.rows import STORED_FIELDS
 from contracts import (
     AuditEvent,
     BrokerDecision,
@@ -145,7 +146,10 @@ def test_the_migration_fills_in_the_facets_of_rows_stored_before_it(url: str) ->
     engine = create_engine(url)
     with engine.begin() as conn:
         old = _rows(0, 4500, occurred=OLD)  # more than one backfill batch
-        values = [{**row._asdict(), "leaf_idx": i, "leaf_hash": b"\x00" * 32} for i, row in enumerate(old)]
+        values = [
+            {**dict(zip(STORED_FIELDS, row, strict=False)), "leaf_idx": i, "leaf_hash": b"\x00" * 32}
+            for i, row in enumerate(old)
+        ]
         conn.execute(insert(audit_events), values)
     engine.dispose()
     command.upgrade(config, "head")

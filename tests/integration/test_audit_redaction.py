@@ -118,6 +118,7 @@ class OldStore:
             for row in rows:
                 values = row._asdict()
                 values.pop("audit_type")
+                values.pop("facets")  # not a column: stored beside the row since 0010
                 digest = leaf_hash(leaf_bytes(row))
                 conn.execute(insert(audit_events).values(**values, leaf_idx=len(self.hashes), leaf_hash=digest))
                 self.hashes.append(digest)

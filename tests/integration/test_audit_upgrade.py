@@ -45,6 +45,7 @@ def _at_0002(row: AuditRow) -> dict[str, object]:
     values = row._asdict()
     assert values.pop("received_len") is None
     values.pop("audit_type")
+    values.pop("facets")  # not a column
     return values
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import msgspec
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from audit_sink.domain.facets import FACET_EVENT_TYPES, OUTCOMES, Facets, facets_of
+from audit_sink.domain import facets as facets_module
+from audit_sink.domain.facets import FACET_EVENT_TYPES, OUTCOMES, Facets, facets_in, facets_of
 from contracts import (
     ActionRequested,
     ApprovalRequired,
@@ -273,3 +279,121 @@ def test_an_unknown_tier_or_decision_is_dropped_and_long_text_is_bounded() -> No
     found = facets_of(BrokerDecision.event_type, raw)
     assert found == Facets("s" * 255, "a\ufffdb", None, None)
     assert facets_of("atb.something.else.v1", _bytes(_request())) == Facets()
+
+
+# The reading of facets before `facets_in` (msgspec structs over the bytes), kept as the oracle
+# that `facets_of` and `facets_in` must agree with on any data.
+class _OldNested(msgspec.Struct):
+    agent_id: object = None
+    action: object = None
+    tier: object = None
+
+
+class _OldData(msgspec.Struct):
+    agent_id: object = None
+    action: object = None
+    tier: object = None
+    action_tier: object = None
+    decision: object = None
+    outcome: object = None
+    status: object = None
+    request: _OldNested | None = None
+    requirements: _OldNested | None = None
+    details: _OldNested | None = None
+
+
+class _OldEnvelope(msgspec.Struct):
+    data: _OldData
+
+
+def _old_facets(event_type: str, raw: bytes) -> Facets:
+    """facets_of as it was, branch for branch."""
+    if event_type not in FACET_EVENT_TYPES:
+        return Facets()
+    try:
+        data = msgspec.json.decode(raw, type=_OldEnvelope).data
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return Facets()
+    text, tier_of, outcome_of = facets_module._text, facets_module._tier, facets_module._outcome
+    agent_max, action_max = facets_module._AGENT_MAX, facets_module._ACTION_MAX
+    if event_type in (QuorumReached.event_type, ApprovalStateChanged.event_type):
+        inner = data.request or _OldNested()
+        agent, action = text(inner.agent_id, agent_max), text(inner.action, action_max)
+    elif event_type == AuditEvent.event_type:
+        inner = data.details or _OldNested()
+        agent, action = text(inner.agent_id, agent_max), text(inner.action, action_max)
+    elif event_type in (
+        IssuanceRequested.event_type,
+        ApprovalRequired.event_type,
+        PoaIssued.event_type,
+        ActionRequested.event_type,
+        BrokerDecision.event_type,
+        BrokerDecisionV1.event_type,
+    ):
+        agent, action = text(data.agent_id, agent_max), text(data.action, action_max)
+    else:
+        agent = action = None
+    if event_type in (
+        ApprovalRequired.event_type,
+        QuorumReached.event_type,
+        PoaIssued.event_type,
+        ReminderDue.event_type,
+        ApprovalEscalated.event_type,
+    ):
+        tier = tier_of(data.tier)
+    elif event_type == BrokerDecision.event_type:
+        tier = tier_of(data.action_tier)
+    elif event_type == ApprovalStateChanged.event_type:
+        tier = tier_of((data.requirements or _OldNested()).tier)
+    elif event_type == AuditEvent.event_type:
+        tier = tier_of((data.details or _OldNested()).tier)
+    else:
+        tier = None
+    fixed = facets_module._FIXED_OUTCOME
+    if event_type in fixed:
+        outcome: str | None = fixed[event_type]
+    elif event_type in (BrokerDecision.event_type, BrokerDecisionV1.event_type):
+        outcome = outcome_of(data.decision) if data.decision in ("allow", "deny") else None
+    elif event_type == ApprovalStateChanged.event_type:
+        closed = data.status == "closed" and data.outcome in ("quorum_reached", "denied", "expired")
+        outcome = outcome_of(data.outcome) if closed else None
+    elif event_type == AuditEvent.event_type:
+        outcome = outcome_of(data.outcome) if data.outcome in ("success", "failure", "denied", "info") else None
+    else:
+        outcome = None
+    return Facets(agent, action, tier, outcome)
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.sampled_from(["", "x", AGENT, ACTION, "low", "high", "bogus", "allow", "deny", "closed", "open"]),
+    st.sampled_from(["quorum_reached", "denied", "expired", "success", "failure", "info", "issued"]),
+    st.lists(st.integers(-5, 5), max_size=2),
+)
+_nested = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.text(max_size=3),
+    st.lists(st.integers(-5, 5), max_size=2),
+    st.dictionaries(st.sampled_from(["agent_id", "action", "tier", "other"]), _values, max_size=4),
+)
+_data = st.dictionaries(
+    st.sampled_from(["agent_id", "action", "tier", "action_tier", "decision", "outcome", "status", "other"]),
+    _values,
+    max_size=8,
+).flatmap(
+    lambda flat: st.dictionaries(st.sampled_from(["request", "requirements", "details"]), _nested, max_size=3).map(
+        lambda nested: {**flat, **nested}
+    )
+)
+
+
+@given(event_type=st.sampled_from(sorted(FACET_EVENT_TYPES | {VoteCast.event_type})), data=_data)
+@settings(max_examples=500, deadline=None)
+def test_facets_of_bytes_and_in_read_data_agree_with_the_struct_reading(event_type: str, data: dict[str, Any]) -> None:
+    raw = orjson.dumps({"type": event_type, "data": data})
+    old = _old_facets(event_type, raw)
+    assert facets_of(event_type, raw) == old
+    assert facets_in(event_type, data) == old

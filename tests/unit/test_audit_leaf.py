@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import orjson
@@ -126,3 +126,68 @@ def test_leaf_time(moment: datetime, spelled: str) -> None:
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_leaf_time_spells_times_as_orjson_did(moment: datetime) -> None:
     assert leaf_time(moment) == orjson.dumps(moment, option=orjson.OPT_UTC_Z).decode()[1:-1]
+
+
+def _text_times_leaf(row: AuditRow) -> bytes:
+    """The leaf as canonical_json of strings: every time rendered by `leaf_time` first (the other oracle)."""
+    leaf = orjson.loads(_reference_leaf(row))
+    for name in ("occurred_at", "recorded_at", "retain_until"):
+        leaf[name] = leaf_time(getattr(row, name))
+    return canonical_json(leaf)
+
+
+class _Subclassed(datetime):
+    """A datetime subclass (tests/service/clock.py makes such): orjson would refuse to write it."""
+
+
+_ZONES: st.SearchStrategy[tzinfo] = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-11))]
+)
+_LOW, _HIGH = datetime(1, 1, 2), datetime(9999, 12, 30)
+_TIMES = st.datetimes(_LOW, _HIGH) | st.datetimes(_LOW, _HIGH, timezones=_ZONES)  # naive too (SQLite's)
+_TEXT = st.text(max_size=40)
+
+
+@given(
+    occurred=_TIMES,
+    recorded=_TIMES,
+    retain=_TIMES | st.just(datetime.max.replace(tzinfo=UTC)),
+    whole=st.booleans(),
+    key=st.none() | st.binary(max_size=20),
+    request_id=st.none() | _TEXT,
+    producer=st.none() | _TEXT,
+    error=st.none() | _TEXT,
+    received_len=st.none() | st.integers(0, 2**40),
+    offset=st.integers(0, 2**62),
+)
+def test_leaf_bytes_equal_canonical_json_of_text_times_for_any_row(
+    occurred: datetime,
+    recorded: datetime,
+    retain: datetime,
+    whole: bool,
+    key: bytes | None,
+    request_id: str | None,
+    producer: str | None,
+    error: str | None,
+    received_len: int | None,
+    offset: int,
+) -> None:
+    """The leaf's times go to orjson as datetimes; the bytes are those of their `leaf_time` text."""
+    if whole:
+        occurred = occurred.replace(microsecond=0)
+    case = row(
+        occurred_at=occurred,
+        recorded_at=recorded,
+        retain_until=retain,
+        record_key=key,
+        request_id=request_id,
+        producer=producer,
+        decode_error=error,
+        received_len=received_len,
+        offset=offset,
+    )
+    assert leaf_bytes(case) == _text_times_leaf(case) == _reference_leaf(case)
+    # The same instant as a datetime subclass (a test clock makes such): the same leaf.
+    subclassed = case._replace(recorded_at=_Subclassed.fromisoformat(recorded.isoformat()))
+    assert type(subclassed.recorded_at) is _Subclassed
+    assert leaf_bytes(subclassed) == leaf_bytes(case)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from audit_sink.domain.retention import DEFAULT_YEARS, RetentionPolicy, add_years
 from audit_sink.domain.facets import Facets, facets_of
+from audit_sink.domain.retention import DEFAULT_YEARS, RetentionPolicy, add_years
 from audit_sink.domain.rows import UNDECODABLE, RecordMeta, row_for
 from audit_sink.domain.tokens import audit_name
 from contracts import AuditEvent, SigningKeyPublished, encode_envelope, make_envelope
@@ -209,7 +209,8 @@ def test_row_for_keeps_a_deeply_nested_record_as_undecodable_and_its_facets_and_
     raw = json.dumps(body).encode().replace(b'{"tier": "low"}', b"[" * depth + b"]" * depth)
     row = row_for(_meta(raw), recorded_at=RECORDED, retention=RetentionPolicy())
     assert row.event_type == UNDECODABLE
-    assert row.decode_error is not None and row.decode_error.startswith("invalid_envelope: ")
+    assert row.decode_error is not None
+    assert row.decode_error.startswith("invalid_envelope: ")
     assert row.raw == raw
     # Read from stored bytes elsewhere (console, verifier): they never raise either.
     facets, name = facets_of(AuditEvent.event_type, raw), audit_name(AuditEvent.event_type, raw)

@@ -19,7 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts import AuditEvent, EventDecodeError, decode_envelope, decode_header, encode_envelope, make_envelope
+from contracts import (
+    AuditEvent,
+    EventDecodeError,
+    decode_envelope,
+    decode_header,
+    decode_header_and_data,
+    encode_envelope,
+    make_envelope,
+)
 from contracts.envelope import MAX_EVENT_BYTES, EnvelopeHeader, _plain_header
 
 SOURCE = "spiffe://atb.example/service/test"
@@ -158,7 +166,9 @@ def _same_answer(raw: bytes | None) -> None:
             decode_header(raw)
         assert str(caught.value) == strict
         return
-    header = decode_header(raw)
+    header, data = decode_header_and_data(raw)
+    assert header == decode_header(raw)
+    assert data == decode_envelope(raw).data
     assert header[:3] == strict[:3]
     assert header.subject == strict.subject
     assert header.time == strict.time

@@ -48,7 +48,7 @@ from audit_sink.archive.format import (
 from audit_sink.archive.objects import ArchiveRefusedError, S3Archive
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
 from audit_sink.domain.merkle import Frontier, leaf_hash
-from audit_sink.domain.rows import AuditRow
+from audit_sink.domain.rows import STORED_FIELDS, AuditRow
 from audit_sink.domain.times import as_utc, render_time
 
 __all__ = [
@@ -108,7 +108,7 @@ class _Tip:
     prev: str | None
 
 
-_ROW_FIELDS = AuditRow._fields
+_ROW_FIELDS = STORED_FIELDS
 
 
 def _row(values: Sequence[Any]) -> AuditRow:

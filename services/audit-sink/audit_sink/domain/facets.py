@@ -31,7 +31,8 @@ columns. Pure: JSON only.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -51,7 +52,7 @@ from contracts import (
 )
 from contracts.approval_events import ApprovalEscalated, ReminderDue
 
-__all__ = ["FACET_EVENT_TYPES", "OUTCOMES", "TIERS", "Facets", "facets_of"]
+__all__ = ["FACET_EVENT_TYPES", "OUTCOMES", "TIERS", "Facets", "facets_in", "facets_of"]
 
 TIERS = frozenset({"low", "medium", "high", "critical"})
 OUTCOMES = frozenset(
@@ -115,30 +116,12 @@ class Facets(NamedTuple):
         return any(value is not None for value in self)
 
 
-class _Nested(msgspec.Struct):
-    agent_id: object = None
-    action: object = None
-    tier: object = None
-
-
-class _Data(msgspec.Struct):
-    agent_id: object = None
-    action: object = None
-    tier: object = None
-    action_tier: object = None
-    decision: object = None
-    outcome: object = None
-    status: object = None
-    request: _Nested | None = None
-    requirements: _Nested | None = None
-    details: _Nested | None = None
-
-
 class _Envelope(msgspec.Struct):
-    data: _Data
+    data: dict[str, Any]
 
 
 _decoder = msgspec.json.Decoder(_Envelope)
+_NESTED = ("request", "requirements", "details")
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -163,35 +146,57 @@ def facets_of(event_type: str, raw: bytes) -> Facets:
         data = _decoder.decode(raw).data
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return Facets()
-    if event_type in (_QUORUM, _STATE):
-        inner = data.request or _Nested()
-        agent, action = _text(inner.agent_id, _AGENT_MAX), _text(inner.action, _ACTION_MAX)
-    elif event_type == _AUDIT:
-        inner = data.details or _Nested()
-        agent, action = _text(inner.agent_id, _AGENT_MAX), _text(inner.action, _ACTION_MAX)
-    elif event_type in (_ISSUANCE, _APPROVAL_REQUIRED, _ISSUED, _ACTION, _DECISION_V2, _DECISION_V1):
-        agent, action = _text(data.agent_id, _AGENT_MAX), _text(data.action, _ACTION_MAX)
-    else:
-        agent = action = None
-    if event_type in (_APPROVAL_REQUIRED, _QUORUM, _ISSUED, _REMINDER, _ESCALATED):
-        tier = _tier(data.tier)
-    elif event_type == _DECISION_V2:
-        tier = _tier(data.action_tier)
-    elif event_type == _STATE:
-        tier = _tier((data.requirements or _Nested()).tier)
-    elif event_type == _AUDIT:
-        tier = _tier((data.details or _Nested()).tier)
-    else:
-        tier = None
+    return facets_in(event_type, data)
+
+
+def facets_in(event_type: str, data: Mapping[str, Any]) -> Facets:
+    """The facets of an event whose `data` object is read already (the audit sink reads it once per
+    record, with the envelope's attributes); `facets_of` of its bytes is this. Never raises.
+
+    A `request`, `requirements` or `details` that is there but neither an object nor null makes
+    the data unreadable for facets: no facet at all.
+    """
+    if event_type not in FACET_EVENT_TYPES:
+        return Facets()
+    for key in _NESTED:
+        value = data.get(key)
+        if value is not None and not isinstance(value, dict):
+            return Facets()
+    agent = action = tier = outcome = None
+    where = _AGENT_IN.get(event_type)
+    if where is not None:
+        inner = data.get(where) or _EMPTY if where else data
+        agent, action = _text(inner.get("agent_id"), _AGENT_MAX), _text(inner.get("action"), _ACTION_MAX)
+    spot = _TIER_IN.get(event_type)
+    if spot is not None:
+        container, name = spot
+        tier = _tier((data.get(container) or _EMPTY if container else data).get(name))
+    said = data.get("outcome")
     if event_type in _FIXED_OUTCOME:
-        outcome: str | None = _FIXED_OUTCOME[event_type]
+        outcome = _FIXED_OUTCOME[event_type]
     elif event_type in (_DECISION_V2, _DECISION_V1):
-        outcome = _outcome(data.decision) if data.decision in ("allow", "deny") else None
+        decision = data.get("decision")
+        outcome = _outcome(decision) if decision in ("allow", "deny") else None
     elif event_type == _STATE:
-        closed = data.status == "closed" and data.outcome in ("quorum_reached", "denied", "expired")
-        outcome = _outcome(data.outcome) if closed else None
+        closed = data.get("status") == "closed" and said in ("quorum_reached", "denied", "expired")
+        outcome = _outcome(said) if closed else None
     elif event_type == _AUDIT:
-        outcome = _outcome(data.outcome) if data.outcome in ("success", "failure", "denied", "info") else None
-    else:
-        outcome = None
+        outcome = _outcome(said) if said in ("success", "failure", "denied", "info") else None
     return Facets(agent, action, tier, outcome)
+
+
+_EMPTY: Mapping[str, Any] = {}
+_AGENT_IN = {
+    _QUORUM: "request",
+    _STATE: "request",
+    _AUDIT: "details",
+    **dict.fromkeys((_ISSUANCE, _APPROVAL_REQUIRED, _ISSUED, _ACTION, _DECISION_V2, _DECISION_V1), ""),
+}
+"""Where an event type keeps `agent_id` and `action`: in that object of its data ("": the data itself)."""
+_TIER_IN = {
+    **dict.fromkeys((_APPROVAL_REQUIRED, _QUORUM, _ISSUED, _REMINDER, _ESCALATED), ("", "tier")),
+    _DECISION_V2: ("", "action_tier"),
+    _STATE: ("requirements", "tier"),
+    _AUDIT: ("details", "tier"),
+}
+"""Where an event type keeps its tier: (object of its data, "" for the data itself; field)."""

@@ -10,13 +10,17 @@ prefix of an oversize record (`received_len` set) adds that length to its leaf,
 next to `received_sha256`, the digest of the full record (docs/hostile-input.md);
 other leaves are unchanged, so leaves written before that keep their hashes.
 
-The leaf is `contracts.canonical_json` of a dict of strings, integers, booleans
-and None: times are written as text first (`leaf_time`), so no datetime reaches
-the serializer. That keeps the bytes of every leaf ever written: they were
-produced by orjson with `OPT_UTC_Z`, which spells a UTC time
-`2024-01-15T10:00:00.123456Z` (microseconds omitted when zero), whereas
-`canonical_json` of a datetime would end in `+00:00`.
-tests/unit/test_audit_leaf.py holds the two spellings and the golden bytes equal.
+The leaf is canonical JSON (`contracts.canonical_json`: sorted keys, compact,
+UTF-8, no floats) of a dict of strings, integers, booleans and None, with the
+three times spelled as `leaf_time` spells them: RFC 3339 in UTC with `Z`,
+microseconds omitted when zero (`2024-01-15T10:00:00.123456Z`). That is the
+spelling of orjson's `OPT_UTC_Z`, the writer of every leaf so far, and it is
+still orjson that writes them: the times go to it as UTC datetimes, sorted keys,
+which costs a third of rendering each as text first (one leaf per event ingested,
+bench/audit_ingest.py). The other values are str, int, bool or None by the row's
+types, so there is no float to refuse. tests/unit/test_audit_leaf.py holds the
+bytes equal to `canonical_json` of the leaf with its times as `leaf_time` text,
+to the writer of the first leaves, and to a golden hash.
 
 Pure: canonical JSON and SHA-256 only.
 """
@@ -27,9 +31,10 @@ import base64
 import hashlib
 from datetime import datetime
 
+import orjson
+
 from audit_sink.domain.rows import AuditRow
 from audit_sink.domain.times import as_utc
-from contracts import canonical_json
 
 __all__ = ["LEAF_VERSION", "leaf_bytes", "leaf_time"]
 
@@ -53,8 +58,8 @@ def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> b
     ones: the leaf of a row redacted after it was committed (audit_sink/domain/redaction.py).
     """
     raw_sha256, raw_len = raw_digest or (hashlib.sha256(row.raw).hexdigest(), len(row.raw))
-    # Only str, int, bool and None: the canonical bytes of this dict are the leaf.
-    leaf: dict[str, str | int | bool | None] = {
+    # Only str, int, bool and None, and UTC times, which OPT_UTC_Z spells as `leaf_time` does.
+    leaf: dict[str, str | int | bool | datetime | None] = {
         "v": LEAF_VERSION,
         "topic": row.topic,
         "partition": row.partition,
@@ -63,9 +68,9 @@ def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> b
         "event_type": row.event_type,
         "request_id": row.request_id,
         "producer": row.producer,
-        "occurred_at": leaf_time(row.occurred_at),
-        "recorded_at": leaf_time(row.recorded_at),
-        "retain_until": leaf_time(row.retain_until),
+        "occurred_at": _utc(row.occurred_at),
+        "recorded_at": _utc(row.recorded_at),
+        "retain_until": _utc(row.retain_until),
         "key": base64.b64encode(row.record_key).decode() if row.record_key is not None else None,
         "raw_sha256": raw_sha256,
         "raw_len": raw_len,
@@ -75,4 +80,24 @@ def leaf_bytes(row: AuditRow, *, raw_digest: tuple[str, int] | None = None) -> b
     }
     if row.received_len is not None:
         leaf["received_len"] = row.received_len
-    return canonical_json(leaf)
+    return orjson.dumps(leaf, option=_LEAF_JSON)
+
+
+_LEAF_JSON = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
+
+
+def _utc(moment: datetime) -> datetime:
+    """The instant in UTC as a plain `datetime`: orjson writes no subclass of it (a test clock's)."""
+    moment = as_utc(moment)
+    if type(moment) is datetime:
+        return moment
+    return datetime(
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+        tzinfo=moment.tzinfo,
+    )

@@ -18,13 +18,14 @@ import hashlib
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from audit_sink.domain.facets import Facets, facets_in
 from audit_sink.domain.retention import RetentionPolicy
 from audit_sink.domain.times import as_utc
-from audit_sink.domain.tokens import audit_name, redact
-from contracts import EventDecodeError, decode_header
+from audit_sink.domain.tokens import audit_name_in, redact
+from contracts import EventDecodeError, decode_header_and_data
 from contracts.limits import AUDIT_MAX_STORED_BYTES, AUDIT_PREFIX_BYTES
 
-__all__ = ["UNDECODABLE", "AuditRow", "RecordMeta", "bounded", "row_for"]
+__all__ = ["STORED_FIELDS", "UNDECODABLE", "AuditRow", "RecordMeta", "bounded", "row_for"]
 
 UNDECODABLE = "undecodable"
 
@@ -62,6 +63,13 @@ class AuditRow(NamedTuple):
     audit_type: str | None = None
     """An AuditEvent's audit name (`poa_issued`, ...), read from `raw` (tokens.audit_name); not in the leaf:
     the verifier recomputes it from the bytes the leaf commits to (migration 0006)."""
+    facets: Facets | None = None
+    """The event's search facets when `row_for` read them with its attributes (facets.facets_in); None:
+    not read (the store reads them from `raw`). Not a column of the row: stored beside it (migration 0010)."""
+
+
+STORED_FIELDS = AuditRow._fields[:-1]
+"""The fields that are columns of `audit_events`: all but `facets`."""
 
 
 def bounded(text: str, limit: int) -> str:
@@ -89,8 +97,8 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
     raw = record.value or b""
     truncated = len(raw) > AUDIT_MAX_STORED_BYTES
     try:
-        # The attributes only (the bytes are stored as received): half the cost of the model.
-        envelope = decode_header(record.value)
+        # The attributes, and the data as read on the way (the bytes are stored as received).
+        envelope, data = decode_header_and_data(record.value)
     except EventDecodeError as exc:
         fallback_time = _record_time(record.timestamp_ms, recorded_at)
         return AuditRow(
@@ -130,7 +138,10 @@ def row_for(record: RecordMeta, *, recorded_at: datetime, retention: RetentionPo
         decode_error=None,
         redacted=redacted is not None,
         received_sha256=_sha256(raw) if redacted is not None else None,
-        audit_type=audit_name(envelope.type, stored),
+        # From the data read above: what tokens.audit_name and facets.facets_of read from `stored`
+        # (redaction changes only a token field; tests/unit/test_audit_row_reading.py holds them equal).
+        audit_type=audit_name_in(envelope.type, data),
+        facets=facets_in(envelope.type, data),
     )
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 
 import msgspec
 import orjson
 
 from contracts import ActionRequested, AuditEvent, EventDecodeError, PoaIssued, decode_envelope, encode_envelope
 
-__all__ = ["DIGEST", "audit_name", "is_redacted_payload", "redact", "sha256_text"]
+__all__ = ["DIGEST", "audit_name", "audit_name_in", "is_redacted_payload", "redact", "sha256_text"]
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
@@ -89,4 +90,15 @@ def audit_name(event_type: str, raw: bytes) -> str | None:
         name = _audit_decoder.decode(raw).data.audit_type
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
+    return _named(name)
+
+
+def audit_name_in(event_type: str, data: Mapping[str, object]) -> str | None:
+    """`audit_name` of an event whose `data` object is read already."""
+    if event_type != AuditEvent.event_type:
+        return None
+    return _named(data.get("audit_type"))
+
+
+def _named(name: object) -> str | None:
     return name if isinstance(name, str) and _AUDIT_NAME.match(name) else None
