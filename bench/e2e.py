@@ -18,7 +18,9 @@ All three run in one process run on the same broker, each in a fresh topic names
   parsing, no policy, no crypto. The ceiling of the transport.
 
 Closed loop prints throughput and the ratios (goals: atb ≥ 0.50 of crypto-bare and
-≥ 0.35 of bare). Open loop sends at `--rate` per second for `--seconds` and prints
+≥ 0.35 of bare). Both modes print each ATB process's CPU time per request (utime +
+stime from /proc, from the first request until the audit store holds every event):
+where the time goes across the services. Open loop sends at `--rate` per second for `--seconds` and prints
 p50, p99 and max of each (goals: atb p50 at most 2 times and p99 at most 3 times bare). Speed is
 measured here, never asserted in a test.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -35,7 +38,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,6 +95,14 @@ class Pipeline:
     answers: str
     key_of: KeyOf
     flush: Callable[[], Awaitable[None]]
+    processes: dict[str, int] = field(default_factory=dict)
+    """The pid of each service process of the pipeline (ATB's), for their CPU time."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _result(name: str, sent: dict[str, float], arrived: dict[str, float]) -> Result:
@@ -198,7 +209,8 @@ async def atb_pipeline(bootstrap: str, opa_url: str, state: Path) -> AsyncIterat
                 await publisher.publish([outgoing_envelope(envelope, topic_name(request.topic, ns))])
                 return request.request_id
 
-            yield Pipeline("atb", send, topic_name(Topic.POA_ISSUED, ns), _poa_key, publisher.flush)
+            pids = {name: pid for name, proc in stack.processes.items() if (pid := proc.pid) is not None}
+            yield Pipeline("atb", send, topic_name(Topic.POA_ISSUED, ns), _poa_key, publisher.flush, pids)
     finally:
         await stack.stop()
         await delete_topics(bootstrap, ns)
@@ -333,9 +345,15 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atb-bench-") as tmp:
         async with atb_pipeline(bootstrap, infra.opa_url, Path(tmp)) as pipeline:
             began = time.perf_counter()
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pipeline.processes.items()}
             atb = await run(bootstrap, pipeline, n, args.rate)
             # Every event of every request (request, quorum, state, PoA, audit events) stored.
             audit_seconds = await audit_complete(f"sqlite:///{Path(tmp) / 'audit.db'}", 5 * n, began)
+            # Each service's CPU time per request, from the first request until the audit store is complete.
+            cpu_ms = {
+                name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / n, 2)
+                for name, pid in pipeline.processes.items()
+            }
     async with bare_pipeline(bootstrap, crypto=True) as pipeline:
         crypto = await run(bootstrap, pipeline, n, args.rate)
     async with bare_pipeline(bootstrap, crypto=False) as pipeline:
@@ -347,8 +365,10 @@ async def main() -> None:
         "crypto_bare": asdict(crypto),
         "bare": asdict(bare),
         "audit_complete_seconds": round(audit_seconds, 3),
+        "cpu_ms_per_request": cpu_ms,
     }
     lines = [_line(atb), _line(crypto), _line(bare), f"audit store complete after {audit_seconds:.2f}s"]
+    lines += ["CPU per request (ms), each ATB process: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ms.items())]
     if args.rate:
         p50, p99 = atb.p50_ms / bare.p50_ms, atb.p99_ms / bare.p99_ms
         report |= {"p50_ratio": round(p50, 2), "p99_ratio": round(p99, 2), "goal_p50": GOAL_P50, "goal_p99": GOAL_P99}
