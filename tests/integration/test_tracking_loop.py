@@ -15,16 +15,21 @@ transaction; `(topic, partition, offset)` is unique. What the tests show:
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from atb_runtime import Incoming
 from atb_runtime.tracking import Position, TrackingConfig, TrackingConsumer
 from contracts import Topic, topic_name
+from tests.waits import until
 
 pytestmark = pytest.mark.kafka
 
@@ -70,6 +75,9 @@ class SqliteTracker:
 
     def stored(self) -> list[int]:
         return [off for (off,) in self._db.execute("SELECT off FROM rows ORDER BY off")]
+
+    def stored_of(self, topic: str) -> list[int]:
+        return [off for (off,) in self._db.execute("SELECT off FROM rows WHERE topic = ? ORDER BY off", (topic,))]
 
     def close(self) -> None:
         self._db.close()
@@ -183,3 +191,67 @@ async def test_a_uniqueness_violation_means_already_done(kafka_bootstrap: str, t
     assert [offset for batch in taken for offset in batch] == list(range(10, 20))
     assert tracker.stored() == list(range(20))
     tracker.close()
+
+
+async def _recreate(bootstrap: str, topic: str) -> None:
+    """Delete `topic` and make it again, empty (Kafka finishes a deletion in the background: retried)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+
+        async def made() -> bool:
+            response = await admin.create_topics([NewTopic(topic, 1, 1)])
+            errors = [error for _, error, *_ in response.topic_errors]
+            return errors == [0]
+
+        await until(made, bool, timeout=60, what=f"{topic} made again after its deletion", interval=0.2)
+    finally:
+        await admin.close()
+
+
+async def test_a_partition_whose_log_ends_below_the_stored_position_is_set_aside_loudly(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The topic deleted and made again: its new records reuse offsets the store holds. They were dropped
+    as "fetched before the seek", quietly, and the lag read zero; now the partition is set aside and named."""
+    rewound, steady = f"{namespace}rewound", f"{namespace}steady"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(rewound, 1, 1), NewTopic(steady, 1, 1)])
+    finally:
+        await admin.close()
+    await _produce(kafka_bootstrap, rewound, range(5))
+    config = replace(_config(kafka_bootstrap, rewound, f"{namespace}rewind"), topics=(rewound, steady))
+    first = SqliteTracker(tmp_path / "t.db")
+    loop = TrackingConsumer(config, first, already_recorded=(sqlite3.IntegrityError,))
+    task = await _run(loop)
+    await _until(first, 5, task)
+    await _stop(loop, task)
+    first.close()
+
+    await _recreate(kafka_bootstrap, rewound)
+    await _produce(kafka_bootstrap, rewound, range(2))  # offsets 0 and 1 again
+    await _produce(kafka_bootstrap, steady, range(3))
+    second = SqliteTracker(tmp_path / "t.db")
+    loop = TrackingConsumer(config, second, already_recorded=(sqlite3.IntegrityError,))
+    task = await _run(loop)
+    caplog.set_level(logging.ERROR, logger="atb_runtime.tracking")
+    await _until(second, 5 + 3, task)  # the other topic goes on
+
+    async def aside() -> dict[TopicPartition, tuple[int, int]]:
+        return dict(loop.rewound)
+
+    found = await until(aside, bool, timeout=60, what="the recreated partition set aside")
+    await _stop(loop, task)
+    assert found == {TopicPartition(rewound, 0): (5, 2)}
+    assert second.stored_of(rewound) == list(range(5))  # the first life's: nothing of the new log
+    assert second.stored_of(steady) == list(range(3))
+    assert loop.stale_dropped == 0  # not counted as the benign race
+    gauge = REGISTRY.get_sample_value(
+        "atb_tracking_partition_rewound", {"consumer": config.client_id, "topic": rewound, "partition": "0"}
+    )
+    assert gauge == 1
+    assert any("ends at offset 2, below the position 5" in r.getMessage() for r in caplog.records)
+    second.close()

@@ -68,7 +68,8 @@ def test_alert_expressions_use_metrics_the_broker_exports() -> None:
     import atb_runtime.eos
     import atb_runtime.identity
     import atb_runtime.lag
-    import atb_runtime.records  # noqa: F401
+    import atb_runtime.records
+    import atb_runtime.tracking  # noqa: F401
     import audit_sink.adapters.metrics
     import audit_sink.lag  # noqa: F401
     import broker.adapters.metrics  # noqa: F401 - registers the broker's metrics

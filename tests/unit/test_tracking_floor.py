@@ -39,16 +39,26 @@ class Tracker:
 
 
 class Consumer:
-    """The two calls the seek makes, recorded; a seek to the beginning waits for `proceed` (it awaits in Kafka)."""
+    """The calls the seek and the hand-over make, recorded; a seek to the beginning waits for `proceed` (it
+    awaits in Kafka)."""
 
     def __init__(self) -> None:
         self.seeks: list[tuple[TopicPartition, int | None]] = []
         self.proceed = asyncio.Event()
         self.proceed.set()
         self.waiting = asyncio.Event()
+        self.ends: dict[TopicPartition, int] = {}
+        """Each partition's high watermark (unset: far ahead of any floor here)."""
+        self.paused: list[TopicPartition] = []
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return self.ends.get(tp, 1_000_000)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.extend(partitions)
 
     async def seek_to_beginning(self, tp: TopicPartition) -> None:
         self.waiting.set()
@@ -110,3 +120,22 @@ async def test_a_batch_handed_over_while_another_partition_seeks_to_its_beginnin
     consumer.proceed.set()
     await seeking
     assert consumer.seeks == [(TP, 20), (fresh, None)]
+
+
+async def test_a_partition_whose_log_ends_below_its_floor_is_set_aside_and_stays_so_on_reassignment() -> None:
+    """The topic recreated: its log ends at 5, below the stored 20. Not the race above: nothing is dropped
+    as stale, the partition is paused and named; a later assignment keeps it paused."""
+    tracker = Tracker({(TP.topic, TP.partition): 20})
+    loop, consumer = _loop(tracker)
+    await loop.seek_to_tracked([TP])
+    consumer.ends[TP] = 5
+    await loop._record(_batch(range(5)))
+    assert tracker.handed == []
+    assert loop.rewound == {TP: (20, 5)}
+    assert consumer.paused == [TP]
+    assert loop.stale_dropped == 0
+
+    await loop._record(_batch(range(5)))  # fetched before the pause took effect: still nothing handed
+    assert tracker.handed == []
+    await loop.seek_to_tracked([TP])  # assigned again (a rebalance resumes what it assigns)
+    assert consumer.paused == [TP, TP]

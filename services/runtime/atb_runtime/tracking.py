@@ -15,6 +15,13 @@ neither, and Kafka's own committed offsets are never used.
   callback ran, and the loop drops those records (counted in `stale_dropped`).
   Its floors are the positions stored when it started, those it seeks to, and
   those of every batch it recorded.
+- A partition whose log now ends below its floor (its high watermark is lower
+  than the position stored for it) was deleted and recreated, or truncated: its
+  new records reuse offsets the store already holds, so they can neither be
+  stored nor told apart from the old ones. The loop does not drop them quietly:
+  it sets the partition aside (paused, `rewound`), logs an error naming it, and
+  sets `atb_tracking_partition_rewound` to 1 for it until the process restarts,
+  while every other partition goes on.
 - Each batch is handed to `Tracker.record` with the positions that follow it;
   the tracker stores its rows and those positions in one transaction.
 - A uniqueness violation while recording (`AlreadyRecordedError`, or an
@@ -40,6 +47,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from prometheus_client import Gauge
 
 from atb_runtime.lag import LagReporter
 from atb_runtime.records import Incoming, received
@@ -50,6 +58,14 @@ log = logging.getLogger(__name__)
 
 Position = tuple[str, int]
 """(topic, partition)."""
+
+
+PARTITION_REWOUND = Gauge(
+    "atb_tracking_partition_rewound",
+    "1 while a tracking loop sets a partition aside: its log ends below the position stored for it"
+    " (the topic was recreated or truncated), by consumer",
+    ["consumer", "topic", "partition"],
+)
 
 
 class AlreadyRecordedError(Exception):
@@ -116,6 +132,8 @@ class TrackingConsumer:
         """Records dropped because they lie below the position the loop sought (recorded already)."""
         self._floors: dict[TopicPartition, int] = {}
         """Per partition, a position below which everything is recorded (stored at start, sought, or recorded)."""
+        self.rewound: dict[TopicPartition, tuple[int, int]] = {}
+        """Partitions set aside because their log ends below the stored position: (stored position, log end)."""
 
     async def start(self) -> None:
         stored = await self._tracker.positions()
@@ -172,14 +190,24 @@ class TrackingConsumer:
                 consumer.seek(tp, offset)
         for tp in fresh:
             await consumer.seek_to_beginning(tp)
+        # An assignment resumes every partition it gives: those set aside stay so.
+        aside = [tp for tp in partitions if tp in self.rewound]
+        if aside:
+            consumer.pause(*aside)
 
     async def _record(self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         records: list[Incoming] = []
         positions: dict[Position, int] = {}
         for tp, fetched in batches.items():
+            if tp in self.rewound:
+                continue  # fetched before the pause took effect
             floor = self._floors.get(tp, 0)
             messages = [msg for msg in fetched if msg.offset >= floor]
             if len(messages) < len(fetched):
+                end = self._consumer.highwater(tp) if self._consumer is not None else None
+                if end is not None and end < floor:
+                    self._set_aside(tp, floor, end)
+                    continue
                 self.stale_dropped += len(fetched) - len(messages)
                 log.info(
                     "%s: %d records below %s's stored position %d dropped (fetched before the seek)",
@@ -208,6 +236,23 @@ class TrackingConsumer:
         for (topic, partition), offset in positions.items():
             tp = TopicPartition(topic, partition)
             self._floors[tp] = max(offset, self._floors.get(tp, 0))
+
+    def _set_aside(self, tp: TopicPartition, floor: int, end: int) -> None:
+        """A partition whose log ends below what is stored for it: paused, named and counted, never dropped quietly."""
+        self.rewound[tp] = (floor, end)
+        if self._consumer is not None:
+            self._consumer.pause(tp)
+        PARTITION_REWOUND.labels(self._config.client_id, tp.topic, str(tp.partition)).set(1)
+        log.error(
+            "%s: %s ends at offset %d, below the position %d stored for it: the topic was deleted and recreated,"
+            " or truncated. Its records reuse offsets already stored and cannot be told apart from them; the"
+            " partition is set aside (nothing of it is read) until this process restarts. See docs/runbook.md"
+            " (ATBTrackingPartitionRewound).",
+            self._config.client_id,
+            tp,
+            end,
+            floor,
+        )
 
     async def _report_progress(self) -> None:
         consumer = self._consumer
