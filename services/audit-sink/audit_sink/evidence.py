@@ -258,9 +258,9 @@ def _check_redaction(redaction: object, index: int, leaf: bytes, raw: bytes, che
         fields, record_fields = json.loads(leaf), json.loads(record_leaf)
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise EvidenceError(f"malformed redaction: {exc}") from exc
-    _check_leaf_digest(record_leaf, record_raw)
-    if not isinstance(fields, dict) or not isinstance(record_fields, dict):
-        raise EvidenceError("malformed redaction: a leaf is not a JSON object")
+    _check_leaf_digest(record_leaf, record_raw)  # also refuses a record leaf that is not an object
+    if not isinstance(fields, dict):
+        raise EvidenceError("malformed redaction: the leaf is not a JSON object")
     if record_fields.get("topic") != REDACTION_TOPIC:
         raise EvidenceError("the redaction's leaf is not a redaction record")
     try:
