@@ -15,7 +15,7 @@ Exit codes as for the other audit commands: 1 refused or failed verification,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from atb.errors import AtbError, AtbUsageError, UnavailableError, describe
 
@@ -99,8 +100,17 @@ def archive(
     def progress(line: str) -> None:
         console.print(line, markup=False, highlight=False)
 
+    def warn(line: str) -> None:
+        console.print(f"[yellow]![/yellow] {escape(line)}", highlight=False)
+
     sealer = Sealer(
-        engine, target, verifier, max_leaves=max_leaves, settle=timedelta(seconds=settle), progress=progress
+        engine,
+        target,
+        verifier,
+        max_leaves=max_leaves,
+        settle=timedelta(seconds=settle),
+        progress=progress,
+        warn=warn,
     )
     with _archive_errors():
         if create_bucket:
@@ -165,7 +175,8 @@ def verify_archive_command(
         highlight=False,
     )
     for problem in report.problems:
-        console.print(f"  [red]✗[/red] {problem}")
+        console.print(f"  [red]✗[/red] {escape(problem)}", highlight=False)
+    _print_notices(report.notices)
     if not report.ok:
         raise AtbError(f"FAILED: {len(report.problems)} problem(s), listed above")
     console.print("[green]OK[/green]: every manifest, segment, leaf, root and checkpoint of the archive verifies")
@@ -179,9 +190,17 @@ def purge_hot(engine: Engine, signer: NoteSigner, url: str, endpoint: str, hot_d
     console.print(f"verifying the archive {source.location} before anything leaves the store", markup=False)
     with _archive_errors():
         outcome, report = hot_purge(engine, signer, source, keep=timedelta(days=hot_days), actor=actor)
+    _print_notices(report.notices)
     console.print(
         f"archive verified: {report.segments} segment(s), {report.leaves} leaves; rows below leaf "
         f"{report.leaves} recorded more than {hot_days:g} day(s) ago may leave the store",
         markup=False,
     )
     return outcome
+
+
+def _print_notices(notices: Sequence[str]) -> None:
+    """What was written over sealed keys of a versioned bucket: ignored (the sealed versions were
+    checked), and shown, since only someone with write access to the bucket can have written it."""
+    for notice in notices:
+        console.print(f"  [yellow]![/yellow] {escape(notice)}", highlight=False)

@@ -10,7 +10,11 @@ marker, while the sealed version stays.
 - only the segments whose manifest lists the request are read, each checked
   against the signed root of the leaves before it;
 - a newer version or a delete marker over a sealed object is ignored (the sealed
-  version is read) and reported;
+  version is read) and reported, by the reader, `atb audit verify --archive`, hot
+  retention and the sealer alike; the sealer chains new segments to the sealed
+  versions, and puts legal holds on them, not on what was written over them;
+- two sealers racing on a versioned bucket (where the server takes the second
+  write as a newer version instead of refusing it) agree on the first one's objects;
 - a segment altered where the archive is not locked (a local copy, the server's
   disk) fails the read, naming the segment;
 - a row redacted after it was signed (migration 0006) is verified with its
@@ -23,7 +27,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from atb.dev.config import DevConfig
 from atb.dev.s3 import LocalS3
 from atb.dev.toolchain import build_versitygw
 from audit_sink.adapters.db import make_engine, migrate
+from audit_sink.adapters.ledger import HoldScope, place_hold
 from audit_sink.archive.check import verify_archive
 from audit_sink.archive.format import manifest_key, segment_key
 from audit_sink.archive.hot import hot_purge
@@ -239,8 +244,11 @@ def test_a_newer_version_or_delete_marker_over_a_sealed_object_is_ignored_and_re
     assert versions is not None
     assert (len(versions[first].ids), versions[second].delete_markers) == (2, 1)
 
-    # What reads the current versions sees the writes: `audit verify --archive` fails.
-    assert not verify_archive(archive, key).ok
+    # A plain read sees the writes; `audit verify --archive` checks the sealed versions and reports the rest.
+    report = verify_archive(archive, key)
+    assert report.ok, report.problems
+    assert (report.segments, report.leaves) == (2, 600)
+    assert len(report.notices) == 3
 
     # The reader reads the sealed versions, verifies them, and reports the rest.
     again = read_archived(archive, key, request_id=REQUEST)
@@ -259,6 +267,115 @@ def test_a_newer_version_or_delete_marker_over_a_sealed_object_is_ignored_and_re
     table = _trace(REQUEST, "--archive", archive.location, "--key", str(key))
     assert table.exit_code == 0, table.output
     assert f"archive: {first}: 1 other version(s)" in table.output
+
+
+def _overwrite(archive: S3Archive) -> dict[str, str]:
+    """What anyone allowed to write to the bucket can do over sealed, locked objects: segment 0 written
+    over (a forged row), manifest 1 written over, segment 1 deleted. The sealed version ids, by key."""
+    s3, bucket = archive.client, archive.bucket
+    first, second, manifest = segment_key(PREFIX, 0), segment_key(PREFIX, 1), manifest_key(PREFIX, 1)
+    versions = archive.versions("")
+    assert versions is not None
+    sealed = {k: versions[k].ids[0] for k in (first, second, manifest)}
+    original = archive.get(first)
+    assert original is not None
+    s3.put_object(Bucket=bucket, Key=first, Body=_alter_row(original, 5))
+    s3.put_object(Bucket=bucket, Key=manifest, Body=b'{"forged": true}')
+    s3.delete_object(Bucket=bucket, Key=second)
+    assert archive.get(second) is None
+    return sealed
+
+
+def test_verify_hot_retention_and_the_sealer_work_on_the_sealed_versions_under_writes_over_them(
+    audit_db: AuditDb, archive: S3Archive, cli_env: None, tmp_path: Path
+) -> None:
+    filler = Filler(audit_db.writer, tmp_path)
+    key = filler.signer.verifier
+    filler.fill(900, every=300)
+    warned: list[str] = []
+    sealer = Sealer(make_engine(audit_db.writer), archive, key, max_leaves=300, settle=timedelta(0), warn=warned.append)
+    assert len(sealer.run(limit=2)) == 2  # leaves 0..599
+    sealed = _overwrite(archive)
+    first, second = segment_key(PREFIX, 0), segment_key(PREFIX, 1)
+
+    # `atb audit verify --archive`: the sealed versions verify, locks included; the writes are named.
+    result = CliRunner().invoke(app, ["audit", "verify", "--archive", archive.location, "--key", str(key)])
+    assert result.exit_code == 0, result.output
+    assert "every manifest, segment, leaf, root and checkpoint of the archive verifies" in result.output
+    assert f"{first}: 1 other version(s) and 0 delete marker(s) were written besides the sealed version" in (
+        result.output
+    )
+    assert f"{second}: 0 other version(s) and 1 delete marker(s)" in result.output
+    assert f"{manifest_key(PREFIX, 1)}: 1 other version(s)" in result.output
+
+    # The sealer goes on from the sealed tip (manifest 1 and segment 1 as sealed), and says what it met.
+    again = sealer.run()
+    assert [(s.seq, s.start, s.end, s.written) for s in again] == [(2, 600, 900, True)]
+    assert any(f"{second}: 0 other version(s) and 1 delete marker(s)" in line for line in warned), warned
+    assert any(f"{manifest_key(PREFIX, 1)}: 1 other version(s)" in line for line in warned), warned
+    report = verify_archive(archive, key)
+    assert report.ok, report.problems
+    assert (report.segments, report.leaves, len(report.notices)) == (3, 900, 3)
+
+    # A legal hold lands on the sealed version of segment 0, not on the version written over it.
+    place_hold(make_engine(audit_db.purger), HoldScope(request_id=REQUEST), reason="subpoena", actor="legal")
+    assert (0, True) in sealer.sync_holds()
+
+    def held(key_name: str, version: str) -> bool:
+        return archive.lock(key_name, version_id=version).legal_hold
+
+    versions = archive.versions("")
+    assert versions is not None
+    assert versions[first].ids[0] == sealed[first]
+    assert held(first, sealed[first])
+    assert not held(first, versions[first].ids[1])
+    assert held(manifest_key(PREFIX, 0), versions[manifest_key(PREFIX, 0)].ids[0])
+
+    # Hot retention verifies the sealed versions, then purges what they hold.
+    outcome, purged = hot_purge(make_engine(audit_db.purger), filler.signer, archive, keep=timedelta(0), actor="ops")
+    assert purged.ok
+    assert len(purged.notices) == 3
+    assert outcome.removed > 0
+
+
+def test_two_sealers_racing_on_a_versioned_bucket_agree_on_the_first_ones_objects(
+    archive: S3Archive, tmp_path: Path
+) -> None:
+    """The server does not refuse the second write to a key: it keeps it as a newer version. The
+    sealer that wrote second must adopt what was sealed first, or its next manifest chains to bytes
+    that no reader of the sealed versions sees."""
+    url = _sqlite(tmp_path)
+    filler = Filler(url, tmp_path)
+    key = filler.signer.verifier
+    filler.fill(600, every=300)
+    other = Sealer(
+        make_engine(url),
+        archive,
+        key,
+        max_leaves=300,
+        settle=timedelta(0),
+        now=lambda: datetime.now(UTC) + timedelta(hours=1),
+    )
+    racer = S3Archive(archive.client, archive.bucket, archive.prefix)
+    real_put = racer.put_locked
+    raced: list[str] = []
+
+    def the_other_sealer_first(name: str, data: bytes, until: datetime, *, legal_hold: bool = False) -> None:
+        if name == manifest_key(PREFIX, 0) and not raced:
+            raced.append(name)  # between this sealer's look at the key and its write, the other seals segment 0
+            assert [s.seq for s in other.run(limit=1)] == [0]
+        real_put(name, data, until, legal_hold=legal_hold)
+
+    racer.put_locked = the_other_sealer_first  # type: ignore[method-assign]
+    sealed = Sealer(make_engine(url), racer, key, max_leaves=300, settle=timedelta(0)).run()
+    assert raced
+    assert [(s.seq, s.end) for s in sealed] == [(0, 300), (1, 600)]
+    versions = archive.versions("manifests/")
+    assert versions is not None
+    assert len(versions[manifest_key(PREFIX, 0)].ids) == 2  # both writes were taken
+    report = verify_archive(archive, key)
+    assert report.ok, report.problems  # manifest 1 chains to the sealed (first) manifest 0
+    assert read_archived(archive, key, request_id=REQUEST).segments == (0, 1)
 
 
 def test_an_altered_segment_fails_the_trace_naming_it(

@@ -5,7 +5,9 @@ manifest's digest, the manifests' hash chain, every leaf against its row, the
 Merkle roots against the signed checkpoints (signatures checked with the key
 given, never one read from the archive), the witnesses' cosignatures with the
 witness keys given, and, on an S3 archive, that every object is locked in
-COMPLIANCE mode at least until the date its manifest names. Checkpoints from
+COMPLIANCE mode at least until the date its manifest names. On a versioned
+bucket it checks the sealed versions (`objects.Originals`) and reports whatever
+was written over them in `notices`. Checkpoints from
 outside the archive (`anchors`: a trusted checkpoint file, a witness's latest)
 must be covered by it and agree with it, else the archive was truncated or rewritten.
 """
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 from audit_sink.adapters.signing import verify_cosignature, verify_note
 from audit_sink.archive.format import ArchiveFormatError, Chain, Manifest, Segment, seq_of
-from audit_sink.archive.objects import ArchiveObjects
+from audit_sink.archive.objects import ArchiveObjects, Originals
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, SignedNote, VerifierKey
 from audit_sink.domain.cosignature import CosignerKey
 from audit_sink.domain.merkle import Frontier, leaf_hash
@@ -40,6 +42,9 @@ class ArchiveReport:
     problems: tuple[str, ...]
     head: str | None = None
     """SHA-256 of the newest manifest: the head of the hash chain."""
+    notices: tuple[str, ...] = ()
+    """On a versioned bucket: the versions and delete markers written over sealed keys, ignored (the
+    sealed versions are what was checked). Not problems: nothing sealed changed."""
 
     @property
     def ok(self) -> bool:
@@ -102,13 +107,14 @@ def verify_archive(
     roots: dict[int, bytes] = {}
     chain = Chain(origin=key.name)
     witnessed = 0
-    keys = sorted(archive.list("manifests/"))
+    store = Originals(archive)  # on a versioned bucket, what was sealed: not what was written over it
+    keys = store.list("manifests/")
     try:
         keys.sort(key=seq_of)
     except ArchiveFormatError as exc:
         problems.append(f"{archive.location}: {exc}")
     for mkey in keys:
-        data = archive.get(mkey)
+        data = store.get(mkey)
         if data is None:
             problems.append(f"{mkey} is listed but cannot be read")
             continue
@@ -121,7 +127,7 @@ def verify_archive(
             checkpoint: Checkpoint | None = Checkpoint.parse(verify_note(manifest.checkpoint, key).text)
         except NoteError:
             checkpoint = None
-        segment_bytes = archive.get(manifest.segment_key)
+        segment_bytes = store.get(manifest.segment_key, manifest.segment_sha256)
         segment: Segment | None = None
         if segment_bytes is None:
             problems.append(f"segment {manifest.seq}: {manifest.segment_key} is missing")
@@ -143,7 +149,7 @@ def verify_archive(
         ):
             witnessed = checkpoint.size
         for object_key in (mkey, manifest.segment_key):
-            lock = archive.lock(object_key)
+            lock = store.lock(object_key)
             if lock is None:
                 continue
             promised = parse_time(manifest.retain_until)
@@ -165,5 +171,13 @@ def verify_archive(
             f"no archived checkpoint carries cosignatures by {threshold} of the {len(witness_keys)} witnesses given"
         )
     return ArchiveReport(
-        archive.location, len(keys), chain.leaves, chain.rows, chain.latest, witnessed, tuple(problems), chain.prev
+        archive.location,
+        len(keys),
+        chain.leaves,
+        chain.rows,
+        chain.latest,
+        witnessed,
+        tuple(problems),
+        chain.prev,
+        tuple(dict.fromkeys(store.notices)),
     )

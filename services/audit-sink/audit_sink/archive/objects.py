@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from audit_sink.archive.format import sha256_hex
+
 __all__ = [
     "ArchiveObjects",
     "ArchiveRefusedError",
@@ -29,6 +31,7 @@ __all__ = [
     "ArchiveUrlError",
     "DirArchive",
     "Lock",
+    "Originals",
     "S3Archive",
     "Versions",
     "open_archive",
@@ -185,13 +188,15 @@ class S3Archive:
             ObjectLockLegalHoldStatus="ON" if legal_hold else "OFF",
         )
 
-    def extend_retention(self, key: str, retain_until: datetime) -> None:
-        """Lock an existing object in COMPLIANCE mode until `retain_until` (the server refuses to shorten)."""
+    def extend_retention(self, key: str, retain_until: datetime, *, version_id: str | None = None) -> None:
+        """Lock an existing object (its current version, or `version_id`) in COMPLIANCE mode until
+        `retain_until` (the server refuses to shorten)."""
         self._call(
             "put_object_retention",
             key,
             Key=key,
             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": retain_until.astimezone(UTC)},
+            **_version(version_id),
         )
 
     def get(self, key: str) -> bytes | None:
@@ -256,15 +261,18 @@ class S3Archive:
         body: bytes = answer["Body"].read()
         return body
 
-    def lock(self, key: str) -> Lock:
+    def lock(self, key: str, *, version_id: str | None = None) -> Lock:
+        """The Object Lock state of the key's current version, or of `version_id`."""
+        version = _version(version_id)
         try:
-            retention = self._call("get_object_retention", key, Key=key).get("Retention", {})
+            retention = self._call("get_object_retention", key, Key=key, **version).get("Retention", {})
         except ArchiveRefusedError as exc:
             if exc.code not in {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"}:
                 raise
             retention = {}
         try:
-            hold = self._call("get_object_legal_hold", key, Key=key).get("LegalHold", {}).get("Status") == "ON"
+            answer = self._call("get_object_legal_hold", key, Key=key, **version)
+            hold = answer.get("LegalHold", {}).get("Status") == "ON"
         except ArchiveRefusedError as exc:
             if exc.code not in {"NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError"}:
                 raise
@@ -272,8 +280,141 @@ class S3Archive:
         until = retention.get("RetainUntilDate")
         return Lock(retention.get("Mode"), until.astimezone(UTC) if until is not None else None, hold)
 
+    def set_legal_hold(self, key: str, on: bool, *, version_id: str | None = None) -> None:
+        """Place or clear the legal hold of the key's current version, or of `version_id`."""
+        self._call(
+            "put_object_legal_hold", key, Key=key, LegalHold={"Status": "ON" if on else "OFF"}, **_version(version_id)
+        )
+
+
+def _version(version_id: str | None) -> dict[str, str]:
+    return {"VersionId": version_id} if version_id is not None else {}
+
+
+class Originals:
+    """An archive's objects as they were sealed: what everything that trusts an archive reads through.
+
+    Object Lock keeps a locked version from being changed or deleted, not from being
+    covered. On a versioned bucket (every AWS bucket with Object Lock is one) a write to
+    a sealed key is accepted as a newer version and a delete as a delete marker, and a
+    plain GET, retention or legal-hold call then reaches those. Here every key is its
+    original: the oldest version (with a digest asked for, the oldest version whose
+    bytes have it, else the oldest), and `lock`, `extend_retention` and
+    `set_legal_hold` act on that version. Whatever else was written over a key read is
+    reported in `notices`, never read. The reader (`read.read_archived`),
+    `check.verify_archive`, hot retention and the sealer read through this class.
+
+    `list` and the versions are a snapshot taken on first use and after `refresh`; a key
+    missing from it is looked up on its own (one the sealer has just written). On a
+    bucket without versions, or a local copy, the objects are read as they are.
+    """
+
+    def __init__(self, archive: ArchiveObjects) -> None:
+        self._archive = archive
+        self._s3 = archive if isinstance(archive, S3Archive) else None
+        self._versions: dict[str, Versions] | None = None
+        self._loaded = False
+        self._chosen: dict[str, str] = {}
+        self.notices: list[str] = []
+        """What else was written over the keys read, in the order found (a key may repeat after a refresh)."""
+
+    def refresh(self) -> None:
+        """Take the listing and the versions again when next asked (the archive may have grown since)."""
+        self._loaded = False
+        self._chosen.clear()
+
+    def _snapshot(self) -> dict[str, Versions] | None:
+        if not self._loaded:
+            self._versions = self._s3.versions("") if self._s3 is not None else None
+            self._loaded = True
+        return self._versions
+
+    @property
+    def location(self) -> str:
+        return self._archive.location
+
+    @property
+    def versioned(self) -> bool:
+        """Whether the bucket keeps versions (a write over a key then adds one instead of being refused)."""
+        return self._snapshot() is not None
+
+    def list(self, prefix: str) -> list[str]:
+        """The keys under `prefix` that have a sealed version (a delete marker hides none of them)."""
+        versions = self._snapshot()
+        if self._s3 is None or versions is None:
+            return self._archive.list(prefix)
+        full = self._s3.prefix + prefix
+        return sorted(key for key, found in versions.items() if key.startswith(full) and found.ids)
+
+    def get(self, key: str, sha256: str | None = None) -> bytes | None:
+        """The key's original bytes (see the class doc); None if it has none."""
+        if self._s3 is None or self._snapshot() is None:
+            return self._archive.get(key)
+        found = self._found(key)
+        if found is None or not found.ids:
+            return None
+        chosen, data = found.ids[0], self._s3.get_version(key, found.ids[0])
+        if sha256 is not None and (data is None or sha256_hex(data) != sha256):
+            for version in found.ids[1:]:
+                candidate = self._s3.get_version(key, version)
+                if candidate is not None and sha256_hex(candidate) == sha256:
+                    chosen, data = version, candidate
+                    break
+        self._chosen[key] = chosen
+        later = sum(1 for v in found.ids if v != chosen)
+        if later or found.delete_markers:
+            self.notices.append(
+                f"{key}: {later} other version(s) and {found.delete_markers} delete marker(s) were written "
+                f"besides the sealed version; ignored, version {chosen} was read and verified"
+            )
+        return data
+
+    def lock(self, key: str) -> Lock | None:
+        """The Object Lock state of the key's original version (None where the copy cannot say)."""
+        if self._s3 is None:
+            return self._archive.lock(key)
+        return self._s3.lock(key, version_id=self._original(key))
+
+    def extend_retention(self, key: str, retain_until: datetime) -> None:
+        """Extend the original version's COMPLIANCE lock to `retain_until`."""
+        self._writer().extend_retention(key, retain_until, version_id=self._original(key))
+
     def set_legal_hold(self, key: str, on: bool) -> None:
-        self._call("put_object_legal_hold", key, Key=key, LegalHold={"Status": "ON" if on else "OFF"})
+        """Place or clear the original version's legal hold."""
+        self._writer().set_legal_hold(key, on, version_id=self._original(key))
+
+    def put_locked(self, key: str, data: bytes, retain_until: datetime, *, legal_hold: bool = False) -> None:
+        """`S3Archive.put_locked`; the key is looked up again when next read."""
+        self._writer().put_locked(key, data, retain_until, legal_hold=legal_hold)
+        if (versions := self._snapshot()) is not None:
+            versions.pop(key, None)
+        self._chosen.pop(key, None)
+
+    def _writer(self) -> S3Archive:
+        if self._s3 is None:
+            raise ArchiveUrlError(f"{self._archive.location}: a local copy is read only")
+        return self._s3
+
+    def _found(self, key: str) -> Versions | None:
+        versions = self._snapshot()
+        assert self._s3 is not None
+        assert versions is not None
+        found = versions.get(key)
+        if found is None and key.startswith(self._s3.prefix):
+            fresh = self._s3.versions(key.removeprefix(self._s3.prefix)) or {}
+            found = fresh.get(key)
+            if found is not None:
+                versions[key] = found
+        return found
+
+    def _original(self, key: str) -> str | None:
+        """The version id read for `key` (the oldest if not read yet); None on a bucket without versions."""
+        if self._snapshot() is None:
+            return None
+        if key in self._chosen:
+            return self._chosen[key]
+        found = self._found(key)
+        return found.ids[0] if found is not None and found.ids else None
 
 
 class DirArchive:

@@ -19,7 +19,8 @@ version, not adding versions after it). The reader reads the original: the
 oldest version of each manifest, and the oldest version of each segment whose
 bytes are the ones its manifest names (the oldest one, which then fails the
 checks, if none is). Later versions and delete markers are ignored and reported
-in `notices`. The server's signature is not trusted for any of this: the
+in `notices` (`objects.Originals`, which `atb audit verify --archive`, hot
+retention and the sealer read through too). The server's signature is not trusted for any of this: the
 checkpoints are checked with the verifier key given, never one read from the archive.
 """
 
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from audit_sink.adapters.signing import verify_note
-from audit_sink.archive.format import ArchiveFormatError, Chain, Manifest, Segment, seq_of, sha256_hex
-from audit_sink.archive.objects import ArchiveObjects, S3Archive, Versions
+from audit_sink.archive.format import ArchiveFormatError, Chain, Manifest, Segment, seq_of
+from audit_sink.archive.objects import ArchiveObjects, Originals
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
 from audit_sink.domain.rows import AuditRow
 from audit_sink.domain.times import as_utc, parse_time
@@ -80,43 +81,6 @@ class VerifiedArchiveRows:
     """Later versions and delete markers found (and ignored) on a versioned bucket."""
 
 
-class _Originals:
-    """The archive's objects as sealed: on a versioned bucket, the original versions."""
-
-    def __init__(self, archive: ArchiveObjects) -> None:
-        self._archive = archive
-        self._s3 = archive if isinstance(archive, S3Archive) else None
-        self._versions: dict[str, Versions] | None = self._s3.versions("") if self._s3 is not None else None
-        self.notices: list[str] = []
-
-    def manifest_keys(self) -> list[str]:
-        if self._s3 is None or self._versions is None:
-            return self._archive.list("manifests/")
-        prefix = f"{self._s3.prefix}manifests/"  # a delete marker hides a key from the listing, not from here
-        return sorted(k for k, v in self._versions.items() if k.startswith(prefix) and v.ids)
-
-    def read(self, key: str, sha256: str | None = None) -> bytes | None:
-        if self._s3 is None or self._versions is None:
-            return self._archive.get(key)
-        found = self._versions.get(key)
-        if found is None or not found.ids:
-            return None
-        chosen, data = found.ids[0], self._s3.get_version(key, found.ids[0])
-        if sha256 is not None and (data is None or sha256_hex(data) != sha256):
-            for version in found.ids[1:]:
-                candidate = self._s3.get_version(key, version)
-                if candidate is not None and sha256_hex(candidate) == sha256:
-                    chosen, data = version, candidate
-                    break
-        later = sum(1 for v in found.ids if v != chosen)
-        if later or found.delete_markers:
-            self.notices.append(
-                f"{key}: {later} other version(s) and {found.delete_markers} delete marker(s) were written "
-                f"besides the sealed version; ignored, version {chosen} was read and verified"
-            )
-        return data
-
-
 def _checkpoint(manifest: Manifest, key: VerifierKey) -> Checkpoint | None:
     try:
         return Checkpoint.parse(verify_note(manifest.checkpoint, key).text)
@@ -138,14 +102,14 @@ def _wanted(manifest: Manifest, request_id: str | None, since: datetime | None, 
 _Link = tuple[str, bytes, Manifest, Checkpoint | None]
 
 
-def _walk(store: _Originals, links: Iterable[_Link], read: set[int], origin: str) -> tuple[Chain, dict[int, Segment]]:
+def _walk(store: Originals, links: Iterable[_Link], read: set[int], origin: str) -> tuple[Chain, dict[int, Segment]]:
     chain = Chain(origin=origin)
     segments: dict[int, Segment] = {}
     for _key, data, manifest, checkpoint in links:
         if manifest.seq not in read:
             chain.skip(data, manifest, checkpoint)
             continue
-        segment_bytes = store.read(manifest.segment_key, manifest.segment_sha256)
+        segment_bytes = store.get(manifest.segment_key, manifest.segment_sha256)
         segment: Segment | None = None
         if segment_bytes is None:
             chain.problems.append(f"segment {manifest.seq}: {manifest.segment_key} is missing")
@@ -172,15 +136,15 @@ def read_archived(
     ArchiveTamperedError if the manifest chain or a segment read does not verify."""
     since = as_utc(since) if since is not None else None
     until = as_utc(until) if until is not None else None
-    store = _Originals(archive)
+    store = Originals(archive)
     problems: list[str] = []
     try:
-        keys = sorted(store.manifest_keys(), key=seq_of)
+        keys = sorted(store.list("manifests/"), key=seq_of)
     except ArchiveFormatError as exc:
         raise ArchiveTamperedError(archive.location, [str(exc)]) from exc
     links: list[_Link] = []
     for mkey in keys:
-        data = store.read(mkey)
+        data = store.get(mkey)
         if data is None:
             problems.append(f"{mkey} is listed but cannot be read")
             continue

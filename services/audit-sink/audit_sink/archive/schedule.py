@@ -72,6 +72,7 @@ class ArchiveSchedule:
             max_leaves=settings.max_leaves,
             settle=timedelta(seconds=settings.settle_s),
             progress=log.info,
+            warn=log.warning,
         )
         return cls(sealer, settings.interval_s)
 

@@ -17,6 +17,11 @@ segment without manifest: the next run reads it back, checks it, and writes the
 manifest over it. Sealing is idempotent: an object that is already there is
 read and verified, never rewritten (the server would refuse anyway).
 
+On a versioned bucket (every AWS bucket with Object Lock) the server does not
+refuse a write over a sealed key: it keeps it as a newer version, and a delete as
+a delete marker. The sealer reads, locks and holds the sealed versions
+(`objects.Originals`), never what was written over them, and tells `warn` of it.
+
 `sync_holds` maps the store's active legal holds to the objects' legal holds.
 """
 
@@ -45,7 +50,7 @@ from audit_sink.archive.format import (
     seq_of,
     sha256_hex,
 )
-from audit_sink.archive.objects import ArchiveRefusedError, S3Archive
+from audit_sink.archive.objects import ArchiveRefusedError, Originals, S3Archive
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
 from audit_sink.domain.merkle import Frontier, leaf_hash
 from audit_sink.domain.rows import STORED_FIELDS, AuditRow
@@ -132,24 +137,31 @@ class Sealer:
         retention: timedelta | None = None,
         settle: timedelta = timedelta(minutes=5),
         progress: Progress | None = None,
+        warn: Progress | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`warn` hears of what was written over sealed keys of a versioned bucket (ignored, never
+        read); `progress` by default."""
         if max_leaves < 1:
             raise ValueError("max_leaves must be at least 1")
         retain_until(datetime.now(UTC), retention)  # refuse a retention out of bounds now, not at the first seal
         self._engine = engine
         self._archive = archive
+        self._objects = Originals(archive)
+        """What is read, locked and held: on a versioned bucket the sealed versions, never those written over them."""
         self._key = key
         self._max = max_leaves
         self._retention = retention
         self._settle = settle
         self._progress = progress or (lambda _line: None)
+        self._warn = warn or self._progress
+        self._warned: set[str] = set()
         self._now = now
 
     # -- the archive's tip ------------------------------------------------------------------
 
-    def _read(self, key: str) -> bytes:
-        data = self._archive.get(key)
+    def _read(self, key: str, sha256: str | None = None) -> bytes:
+        data = self._objects.get(key, sha256)
         if data is None:
             raise ArchiveStateError(f"{self._archive.location}: {key} is listed but cannot be read")
         return data
@@ -183,14 +195,15 @@ class Sealer:
 
     def tip(self) -> _Tip:
         """Where the archive ends, its newest link checked against the store."""
-        manifests = self._archive.list("manifests/")
+        self._objects.refresh()
+        manifests = self._objects.list("manifests/")
         if not manifests:
             return _Tip(-1, Frontier(), None)
         try:
             last = max(manifests, key=seq_of)
             data = self._read(last)
             manifest = Manifest.decode(data)
-            segment_bytes = self._read(manifest.segment_key)
+            segment_bytes = self._read(manifest.segment_key, manifest.segment_sha256)
             segment = Segment.decode(segment_bytes)
         except ArchiveFormatError as exc:
             raise ArchiveStateError(f"{self._archive.location}: the newest link is unreadable: {exc}") from exc
@@ -294,22 +307,33 @@ class Sealer:
 
     def _put_or_adopt(self, key: str, data: bytes, until: datetime, hold: bool) -> tuple[bytes, bool]:
         """Write `data` at `key`; if the key is taken, the bytes already there (and False), their lock
-        extended to `until` if it ends sooner (the caller verifies them)."""
-        existing = self._archive.get(key)
+        extended to `until` if it ends sooner (the caller verifies them).
+
+        On a versioned bucket the server takes a write to a taken key as a newer version instead of
+        refusing it: the key's original is read back after the write, and if another sealer's bytes
+        came first, those are the ones adopted, as where the server refuses."""
+        existing = self._objects.get(key)
         if existing is None:
             try:
-                self._archive.put_locked(key, data, until, legal_hold=hold)
+                self._objects.put_locked(key, data, until, legal_hold=hold)
             except ArchiveRefusedError:
-                existing = self._archive.get(key)  # another sealer won the race: check what it wrote
+                existing = self._objects.get(key)  # another sealer won the race: check what it wrote
                 if existing is None:
                     raise
             else:
-                return data, True
-        lock = self._archive.lock(key)
+                if not self._objects.versioned:
+                    return data, True
+                existing = self._objects.get(key)
+                if existing == data:
+                    return data, True
+                if existing is None:
+                    raise ArchiveStateError(f"{self._archive.location}: {key} was written but cannot be read back")
+        lock = self._objects.lock(key)
+        assert lock is not None  # an S3 archive always says
         if lock.mode != "COMPLIANCE" or lock.retain_until is None or lock.retain_until < until:
-            self._archive.extend_retention(key, until)
+            self._objects.extend_retention(key, until)
         if hold and not lock.legal_hold:
-            self._archive.set_legal_hold(key, True)
+            self._objects.set_legal_hold(key, True)
         return existing, False
 
     def _seal_one(self, tip: _Tip, end: int, note: str) -> tuple[_Tip, SealOutcome]:
@@ -386,6 +410,7 @@ class Sealer:
         self._progress(
             f"archive {self._archive.location}: {tip.seq + 1} segment(s), {tip.frontier.size} leaves archived"
         )
+        self._notices()
         cutoff = self._now() - self._settle
         checkpoints = {
             size: note for size, (note, created) in self._checkpoints(tip.frontier.size).items() if created <= cutoff
@@ -396,6 +421,7 @@ class Sealer:
             if end is None:
                 break
             tip, outcome = self._seal_one(tip, end, checkpoints[end])
+            self._notices()
             sealed.append(outcome)
             state = "sealed" if outcome.written else "already archived, verified"
             held = ", legal hold" if outcome.legal_hold else ""
@@ -404,21 +430,29 @@ class Sealer:
             )
         return sealed
 
+    def _notices(self) -> None:
+        for notice in self._objects.notices:
+            if notice not in self._warned:
+                self._warned.add(notice)
+                self._warn(f"archive {self._archive.location}: {notice}")
+
     def sync_holds(self) -> list[tuple[int, bool]]:
         """Set or clear the legal hold of each archived segment and manifest as the store's holds say;
         the (segment, hold) pairs that changed."""
         holds = self._holds()
         changed: list[tuple[int, bool]] = []
-        for key in self._archive.list("manifests/"):
+        self._objects.refresh()
+        for key in self._objects.list("manifests/"):
             try:
                 manifest = Manifest.decode(self._read(key))
             except ArchiveFormatError as exc:
                 raise ArchiveStateError(f"{key} is unreadable: {exc}") from exc
             want = hold_covers(holds, manifest)
-            lock = self._archive.lock(manifest.segment_key)
+            lock = self._objects.lock(manifest.segment_key)
+            assert lock is not None  # an S3 archive always says
             if lock.legal_hold != want:
-                self._archive.set_legal_hold(manifest.segment_key, want)
-                self._archive.set_legal_hold(key, want)
+                self._objects.set_legal_hold(manifest.segment_key, want)
+                self._objects.set_legal_hold(key, want)
                 changed.append((manifest.seq, want))
                 self._progress(f"segment {manifest.seq}: legal hold {'placed' if want else 'released'}")
         return changed
