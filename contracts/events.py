@@ -257,6 +257,9 @@ class PoaIssued(EventPayload):
     expires_at: AwareDatetime
     token: str
     token_sha256: Digest
+    callback_url: CallbackUrl | None = None
+    """The request's outcome callback (`IssuanceRequested.callback_url`): the issuer tells it once this
+    record is committed (issuer/callbacks.py)."""
 
 
 class PoaRevoked(EventPayload):

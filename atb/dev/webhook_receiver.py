@@ -116,12 +116,13 @@ class WebhookReceiver:
         """The issuer's settings for this receiver: its host allowed, its certificate trusted."""
         return {"ATB_CALLBACK_HOSTS": json.dumps(["localhost"]), "ATB_CALLBACK_CA_PATH": str(self.ca_path)}
 
-    async def wait_for(self, request_id: str, timeout: float = 30) -> Delivery:
-        """The first delivery for the request, as soon as it arrives."""
+    async def wait_for(self, request_id: str, timeout: float = 30, *, nth: int = 1) -> Delivery:
+        """The `nth` delivery for the request (answered or not), as soon as it arrives."""
         assert self._arrived is not None, "start the receiver first"
 
         def found() -> Delivery | None:
-            return next((d for d in self.deliveries if d.outcome.get("request_id") == request_id), None)
+            of_request = [d for d in self.deliveries if d.outcome.get("request_id") == request_id]
+            return of_request[nth - 1] if len(of_request) >= nth else None
 
         async with self._arrived:
             await asyncio.wait_for(self._arrived.wait_for(lambda: found() is not None), timeout)

@@ -8,7 +8,7 @@ still owns the partition, mid-batch, and tries to commit.
 
 A `read_committed` reader must see the record's copy exactly once, and A must have
 been refused (fenced) rather than retried blindly (docs/scaling.md). The copy's
-after-commit effect (what the issuer's outcome callbacks use) runs in B only. Without
+after-commit effect (`Outgoing.after_commit`) runs in B only. Without
 per-partition transactional ids A's commit lands and the copy appears twice; with
 an in-flight transaction of A left open, B could not move past it either.
 """
@@ -151,7 +151,7 @@ async def test_a_thawed_zombie_cannot_commit_for_a_partition_it_lost(
         line = await a.wait_for(": fenced (", timeout=60)  # refused and reported, not retried blindly
         assert "Fenced" in line or "Epoch" in line, line
         assert await _copies(kafka_bootstrap, fence_ns, key) == [FREEZE], "the zombie committed a second copy"
-        # Only the owner that committed the copy ran its after-commit effect (an outcome callback).
+        # Only the owner that committed the copy ran its after-commit effect.
         await b.wait_for(f"TOLD {key.decode()}")
         assert [line for line in a.lines if line == f"TOLD {key.decode()}"] == [], (
             "the zombie told its uncommitted copy"

@@ -13,6 +13,10 @@ issuer delivers outcome callbacks to a local HTTPS receiver it is told to trust.
   agent's callback, signed with a key the issuer publishes, and the accountable
   party is told in chat.
 - A callback whose host is not on the allowlist is never called, and audited.
+- An outcome callback survives a SIGKILL of the issuer in the middle of its
+  retries (the receiver answering 503): the restarted issuer reads the PoA back
+  from where its callbacks were committed and delivers it, with the same
+  delivery id.
 """
 
 from __future__ import annotations
@@ -197,3 +201,31 @@ async def test_a_callback_off_the_allowlist_is_never_called_and_is_audited(notic
     assert await _audits(n, "outcome_notification_refused", request_id, 1) == 1
     raw = json.dumps([d.outcome for d in n.receiver.deliveries])
     assert request_id not in raw
+
+
+async def test_a_callback_is_delivered_after_a_sigkill_of_the_issuer_in_the_middle_of_its_retries(
+    notices: NoticeStack,
+) -> None:
+    n = notices
+    svid = ensure_svid(n.state, AGENT)
+    n.receiver.status = 503  # the agent's receiver is down: the issuer retries, with backoff
+    try:
+        async with AgentClient(svid=svid, tenant="acme", bootstrap=n.bootstrap, namespace=n.namespace) as agent:
+            hook = n.receiver.url
+            request_id = await agent.request_poa("crm.contact.read", "crm:contact/7", leg=LEG, callback_url=hook)
+            poa = await agent.await_poa(request_id, timeout=30)
+        refused = await n.receiver.wait_for(request_id, timeout=30)  # the first attempt, answered 503
+        assert await n.stack.kill("issuer")  # in the middle of the retries: nothing of them is kept in memory
+        tried = sum(1 for d in n.receiver.deliveries if d.outcome.get("request_id") == request_id)
+    finally:
+        n.receiver.status = 200
+    await n.stack.restart("issuer", ready_timeout=60)
+
+    # The restarted issuer reads the PoA back from its callbacks' committed offset and delivers it.
+    delivered = await n.receiver.wait_for(request_id, timeout=60, nth=tried + 1)
+    assert delivered.outcome["outcome"] == "issued"
+    assert delivered.outcome["jti"] == poa.jti
+    assert delivered.delivery_id == refused.delivery_id == f"dlv-{request_id}-issued"
+    jwks = f"http://127.0.0.1:{n.stack.ops_ports['issuer']}/.well-known/jwks.json"
+    assert verify(delivered, await issuer_keys(jwks)) is None
+    assert await _audits(n, "outcome_notification_delivered", request_id, 1) == 1

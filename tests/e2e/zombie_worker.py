@@ -6,8 +6,8 @@ it stops itself (SIGSTOP) at the chosen moment — in the handler, or inside the
 transaction after its output was sent and before the commit — and writes a
 marker file first, so the process that takes over does not freeze too.
 
-Each copy carries an after-commit effect that prints `TOLD <key>`, as the
-issuer's outcome callbacks do: it must be printed only by whoever committed.
+Each copy carries an after-commit effect (`Outgoing.after_commit`) that prints
+`TOLD <key>`: it must be printed only by whoever committed.
 
 With the moment `poison`, the record `huge` makes an output larger than any topic
 accepts: its transaction fails however often it is tried, and the processor must

@@ -339,7 +339,7 @@ def test_verify_hot_retention_and_the_sealer_work_on_the_sealed_versions_under_w
 
 
 def test_two_sealers_racing_on_a_versioned_bucket_agree_on_the_first_ones_objects(
-    archive: S3Archive, tmp_path: Path
+    archive: S3Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server does not refuse the second write to a key: it keeps it as a newer version. The
     sealer that wrote second must adopt what was sealed first, or its next manifest chains to bytes
@@ -366,7 +366,7 @@ def test_two_sealers_racing_on_a_versioned_bucket_agree_on_the_first_ones_object
             assert [s.seq for s in other.run(limit=1)] == [0]
         real_put(name, data, until, legal_hold=legal_hold)
 
-    racer.put_locked = the_other_sealer_first  # type: ignore[method-assign]
+    monkeypatch.setattr(racer, "put_locked", the_other_sealer_first)
     sealed = Sealer(make_engine(url), racer, key, max_leaves=300, settle=timedelta(0)).run()
     assert raced
     assert [(s.seq, s.end) for s in sealed] == [(0, 300), (1, 600)]

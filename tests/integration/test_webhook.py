@@ -131,7 +131,7 @@ async def _audit(setup: Setup) -> AuditEvent:
 
 async def test_a_delivery_is_signed_retried_after_a_5xx_and_audited(setup: Setup, tmp_path: Path) -> None:
     body = json.dumps({"request_id": "req-1", "outcome": "poa_issued"}).encode()
-    assert await setup.notifier.notify("req-1", setup.url, body) is None
+    assert await setup.notifier.deliver("req-1", setup.url, body) == "delivered"
     event = await _audit(setup)
     assert (event.audit_type, event.outcome, event.request_id) == ("outcome_notification_delivered", "success", "req-1")
     assert (event.details["attempts"], event.details["host"]) == (2, "localhost")
@@ -150,7 +150,7 @@ async def test_a_delivery_is_signed_retried_after_a_5xx_and_audited(setup: Setup
 
 @pytest.mark.parametrize("setup", [[400]], indirect=True)
 async def test_a_4xx_is_final_and_audited_as_failed(setup: Setup) -> None:
-    assert await setup.notifier.notify("req-2", setup.url, b"{}") is None
+    assert await setup.notifier.deliver("req-2", setup.url, b"{}") == "failed"
     event = await _audit(setup)
     assert (event.audit_type, event.outcome, event.reason) == ("outcome_notification_failed", "failure", "HTTP 400")
     assert event.details["attempts"] == 1
@@ -159,7 +159,7 @@ async def test_a_4xx_is_final_and_audited_as_failed(setup: Setup) -> None:
 
 @pytest.mark.parametrize("setup", [[503]], indirect=True)
 async def test_a_receiver_that_keeps_failing_gets_max_attempts(setup: Setup) -> None:
-    assert await setup.notifier.notify("req-3", setup.url, b"{}") is None
+    assert await setup.notifier.deliver("req-3", setup.url, b"{}") == "failed"
     event = await _audit(setup)
     assert (event.audit_type, event.reason, event.details["attempts"]) == ("outcome_notification_failed", "HTTP 503", 3)
     assert len(setup.receiver.seen) == 3
@@ -179,7 +179,7 @@ async def test_a_receiver_that_keeps_failing_gets_max_attempts(setup: Setup) -> 
 async def test_a_callback_off_the_allowlist_is_refused_and_audited_before_any_connection(
     setup: Setup, url: str, reason: str
 ) -> None:
-    assert await setup.notifier.notify("req-4", url, b"{}") == reason
+    assert await setup.notifier.deliver("req-4", url, b"{}") == "refused"
     event = await _audit(setup)
     assert (event.audit_type, event.outcome, event.reason) == ("outcome_notification_refused", "denied", reason)
-    assert setup.receiver.seen == []  # refused before any queueing: nothing can reach the receiver later
+    assert setup.receiver.seen == []  # refused before any connection

@@ -1,10 +1,13 @@
-"""Outcome callbacks over the in-memory bus: the issuer hands each outcome of a request with a callback to its notifier.
+"""Outcome callbacks over the in-memory bus: each committed outcome of a request with a callback is told.
 
-The real approvals and issuer services; the notifier is a recording one
+The real approvals and issuer services, and the issuer's callback teller as
+issuer/main.py wires it (`World.callbacks`); the notifier is a recording one
 (`issuer.ports.OutcomeNotifier`): signing, the allowlist, retries and their
-audits are the webhook notifier's own (tests/integration/test_webhook.py, and
-tests/e2e/test_callbacks.py on the real stack). Here: which outcomes are
-told, with which body and delivery id, and that a forged outcome is told to nobody.
+audits are the webhook notifier's own (tests/integration/test_webhook.py), and
+delivery at least once across a SIGKILL is shown on the real stack
+(tests/e2e/test_notices.py). Here: which outcomes are told, with which body and
+delivery id; that a forged outcome, an old one and an uncommitted one are told
+to nobody.
 """
 
 from __future__ import annotations
@@ -13,12 +16,20 @@ import json
 from dataclasses import dataclass, field
 
 from atb_runtime import Incoming
-from atb_runtime.records import run_after_commit
-from contracts import PoaIssued, RequestDenied, Topic, VoteChoice, decode_envelope, digest_of, payload_of, topic_name
+from contracts import (
+    PoaIssued,
+    RequestDenied,
+    Topic,
+    VoteChoice,
+    decode_envelope,
+    digest_of,
+    payload_of,
+    topic_name,
+)
 from tests.service.bus import Bus
 from tests.service.clock import Clock
 from tests.service.look import kinds, outcomes, poas, quorum, required
-from tests.service.world import AGENT, World
+from tests.service.world import AGENT, ISSUER, World
 
 LOW, HIGH = "crm.contact.read", "iam.role.assign"
 HOOK = "https://hooks.example.com/atb"
@@ -29,15 +40,16 @@ class RecordingNotifier:
     told: list[tuple[str, str, dict[str, object], str | None]] = field(default_factory=list)
     """(request id, url, body, delivery id) of each notification, in order."""
 
-    async def notify(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str | None:
+    async def deliver(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str:
         self.told.append((request_id, url, json.loads(body), delivery_id))
-        return None
+        return "delivered"
 
 
 async def _start(bus: Bus, world: World) -> RecordingNotifier:
     notifier = RecordingNotifier()
     await bus.attach(world.approvals()[1])
-    await bus.attach(world.issuer(notifier=notifier)[1])
+    await bus.attach(world.issuer()[1])
+    await bus.attach(world.callbacks(notifier))
     return notifier
 
 
@@ -108,27 +120,51 @@ async def test_a_forged_denial_is_told_to_nobody(bus: Bus, world: World, clock: 
     assert notifier.told == []
 
 
-async def test_an_outcome_is_told_only_once_its_transaction_committed(bus: Bus, world: World) -> None:
-    """A batch handled but not committed (aborted, or a thawed zombie's, fenced) tells nobody.
-
-    tests/e2e/test_fencing.py freezes a real worker with SIGSTOP and shows that the
-    processor runs these effects only after its transaction committed.
-    """
+async def test_an_outcome_is_told_only_once_its_record_is_committed(bus: Bus, world: World) -> None:
+    """What the issuer handled but did not commit (aborted, or a thawed zombie's batch, fenced) tells nobody:
+    the teller reads only what is on the topics."""
     notifier = RecordingNotifier()
     await bus.attach(world.approvals()[1])
+    await bus.attach(world.callbacks(notifier))
     await bus.publish([world.request("req-cb-commit", LOW, callback_url=HOOK)[1]])
     await bus.settle()
     await quorum(bus, "req-cb-commit")
+    issuer = world.issuer()[1]
     outcomes_topic = topic_name(Topic.OUTCOMES, world.namespace)
     records = [
         Incoming(topic=outcomes_topic, partition=r.partition, offset=r.offset, key=r.key, value=r.value)
         for r in await bus.records(Topic.OUTCOMES)
     ]
-    issuer = world.issuer(notifier=notifier)[1]
-
-    outputs = await issuer.handle(records)
+    outputs = await issuer.handle(records)  # handled, not committed
     [poa] = [p for o in outputs if o.value and isinstance(p := payload_of(decode_envelope(o.value)), PoaIssued)]
-    assert notifier.told == [], "told before its transaction committed"
+    assert poa.callback_url == HOOK
+    await bus.settle()
+    assert notifier.told == [], "told before its record was committed"
 
-    await run_after_commit(outputs)  # the processor, once the commit succeeded
+    await bus.publish(list(outputs))  # the transaction commits
+    await bus.settle()
     assert [(t[0], t[2]["jti"]) for t in notifier.told] == [("req-cb-commit", poa.jti)]
+
+
+async def test_an_old_outcome_an_expired_poa_and_a_poa_not_signed_by_the_issuer_are_told_to_nobody(
+    bus: Bus, world: World, clock: Clock
+) -> None:
+    """A new consumer group reads the topics from the beginning: what is older than the window is no news."""
+    notifier = RecordingNotifier()
+    await bus.attach(world.approvals()[1])
+    await bus.attach(world.issuer()[1])
+    await bus.publish([world.request("req-cb-old", LOW, callback_url=HOOK)[1]])
+    await bus.settle()
+    [poa] = await poas(bus, "req-cb-old")
+    forged = poa.model_copy(update={"request_id": "req-cb-forged"})
+    await bus.publish([world.signed(forged, AGENT)])  # a PoaIssued with a callback, signed by the agent
+    await bus.settle()
+
+    clock.advance(16 * 60)  # past the window (900 s), and past the PoA's expiry
+    await bus.attach(world.callbacks(notifier))
+    await bus.settle()
+    assert notifier.told == []
+
+    await bus.publish([world.signed(forged, ISSUER)])  # the same PoaIssued proven by the issuer, but expired
+    await bus.settle()
+    assert notifier.told == []

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from approvals.adapters.state import StateStore
 from approvals.service import ApprovalsService
 from approvals.settings import ApprovalsSettings
 from atb_identity import Svid, TrustBundle, bundle_path, cert_thumbprint, ensure_svid, sign_envelope
-from atb_runtime import DeadLetters, Outgoing, outgoing_envelope
+from atb_runtime import DeadLetters, Incoming, Outgoing, outgoing_envelope
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.follow import follower_consumer
 from atb_runtime.passkeys import PasskeyRegistry
@@ -83,6 +83,7 @@ from gateway.service import GatewayService
 from gateway.settings import GatewaySettings
 from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.keys import SigningKey, load_or_create_key
+from issuer.callbacks import CallbackTeller
 from issuer.ports import OutcomeNotifier
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
@@ -239,9 +240,7 @@ class World:
             self.signing_key = load_or_create_key(self.state / "issuer" / "signing.key")
         return self.signing_key
 
-    def issuer(
-        self, *, passkeys: PasskeyRegistry | None = None, notifier: OutcomeNotifier | None = None
-    ) -> tuple[IssuerService, ServiceUnderTest]:
+    def issuer(self, *, passkeys: PasskeyRegistry | None = None) -> tuple[IssuerService, ServiceUnderTest]:
         settings = IssuerSettings(
             topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap, state_dir=self.state
         )
@@ -258,7 +257,7 @@ class World:
             passkey_announcers=settings.passkey_announcers,
             max_pending_seconds=settings.max_pending_seconds,
         )
-        service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER), notifier=notifier)
+        service = IssuerService(settings, lambda _now: key, evidence, self.bundle, self.svid(ISSUER))
         sut = ServiceUnderTest(
             name="issuer",
             inputs=(Topic.OUTCOMES,),
@@ -268,6 +267,33 @@ class World:
             on_rewind=service.on_rewind,
         )
         return service, sut
+
+    def callbacks(self, notifier: OutcomeNotifier) -> ServiceUnderTest:
+        """The issuer's callback teller on the bus, as issuer/main.py wires it (its `AckingConsumer`'s part, a
+        record's delivery awaited before the next: at least once across a crash is for Kafka to show,
+        tests/e2e/test_notices.py)."""
+        settings = IssuerSettings(topic_namespace=self.namespace, kafka_bootstrap_servers=self.bootstrap)
+        teller = CallbackTeller(
+            notifier,
+            self.bundle,
+            issuer=settings.service_id,
+            approvals=frozenset(settings.quorum_producers),
+            max_age=timedelta(seconds=settings.callback_max_age_seconds),
+            now=self.clock.now,
+        )
+
+        async def handle(records: Sequence[Incoming]) -> list[Outgoing]:
+            for record in records:
+                if (delivery := await teller.tell(record)) is not None:
+                    await delivery
+            return []
+
+        return ServiceUnderTest(
+            name="issuer-callbacks",
+            inputs=(Topic.OUTCOMES, Topic.POA_ISSUED),
+            handle=handle,
+            poison=DeadLetters("issuer-callbacks", settings.service_id, self.namespace),
+        )
 
     def broker(self) -> tuple[BrokerService, ServiceUnderTest]:
         settings = BrokerSettings(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import ssl
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from atb_runtime import OpaClient, Publisher
+from atb_runtime.acking import AckingConfig, AckingConsumer
 from atb_runtime.agents import load_agent_registry
 from atb_runtime.app import Channel, service_app
 from atb_runtime.follow import follower_consumer, follower_dead_letters
@@ -31,6 +32,7 @@ from issuer.adapters.evidence import EvidenceVerifier
 from issuer.adapters.http import JWKS_PATH, jwks_handler
 from issuer.adapters.keyring import open_keys
 from issuer.adapters.webhook import CallbackAllowlist, WebhookNotifier
+from issuer.callbacks import CallbackTeller
 from issuer.service import IssuerService
 from issuer.settings import IssuerSettings
 
@@ -90,7 +92,27 @@ async def build() -> ServiceRunner:
         max_attempts=settings.callback_max_attempts,
         backoff_seconds=settings.callback_backoff_seconds,
     )
-    service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher, notifier=notifier)
+    service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher)
+    # Outcome callbacks, from the outcomes read back committed, at least once (issuer/callbacks.py).
+    ns = settings.topic_namespace
+    teller = CallbackTeller(
+        notifier,
+        bundle,
+        issuer=settings.service_id,
+        approvals=frozenset(settings.quorum_producers),
+        max_age=timedelta(seconds=settings.callback_max_age_seconds),
+    )
+    callbacks = AckingConsumer(
+        AckingConfig(
+            bootstrap=settings.kafka_bootstrap_servers,
+            group_id=f"{settings.group_id}.callbacks.{ns}",
+            member_id=f"atb-issuer-callbacks-{ns}-{settings.instance}",
+            client_id=f"atb-issuer-callbacks-{settings.instance}",
+            topics=(topic_name(Topic.OUTCOMES, ns), topic_name(Topic.POA_ISSUED, ns)),
+            max_pending=settings.callback_max_pending,
+        ),
+        teller.tell,
+    )
     return ServiceRunner(
         settings,
         name="issuer",
@@ -100,8 +122,8 @@ async def build() -> ServiceRunner:
         on_assigned=service.on_assigned,
         on_rewind=service.on_rewind,
         poison=service.set_aside,
-        # The service announces its keys on start, before it signs; the notifier delivers callbacks off the pipeline.
-        components=(publisher, passkey_follower, service, notifier),
+        # The service announces its keys on start, before it signs; callbacks are delivered off the pipeline.
+        components=(publisher, passkey_follower, service, notifier, callbacks),
         closers=(opa.close,),
         routes=((JWKS_PATH, jwks_handler(service.jwks)),),
     )
@@ -113,7 +135,8 @@ app = service_app(
     group=settings.group_id,
     channels=(
         Channel("consumes", QuorumReached),
-        # It also reads RequestDenied (the channel it produces on, listed once) for outcome callbacks.
+        # For outcome callbacks it also reads back RequestDenied and PoaIssued (channels it produces on,
+        # listed once) and RequestExpired.
         Channel("consumes", RequestExpired),
         Channel("consumes", PasskeyEnrolled),
         Channel("consumes", PasskeyRevoked),

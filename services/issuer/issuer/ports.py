@@ -37,8 +37,8 @@ class QuorumEvidence(Protocol):
 
 
 class OutcomeNotifier(Protocol):
-    """Delivers outcome notifications to agents' callbacks off the pipeline (adapters.webhook.WebhookNotifier)."""
+    """Delivers outcome notifications to agents' callbacks (adapters.webhook.WebhookNotifier)."""
 
-    async def notify(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str | None:
-        """Queue one notification; the refusal reason when the URL is not allowed (audited)."""
+    async def deliver(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str:
+        """Deliver one notification, retrying, and audit its fate: `delivered`, `failed` or `refused`."""
         ...

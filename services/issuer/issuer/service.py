@@ -1,13 +1,8 @@
 """Issuer application service: QuorumReached → re-check → sign → PoaIssued.
 
-Outcome notifications: when an agent registered a callback with its request
-(`IssuanceRequested.callback_url`), the issuer hands the outcome to its notifier, its own
-PoaIssued and RequestDenied only once the transaction that publishes them committed
-(adapters.webhook: signed with the issuer's key, allowlisted, retried off the
-pipeline, audited): the PoA it issues, the RequestDenied it publishes, and the
-RequestDenied and RequestExpired of the approvals service (their proof checked:
-a forged outcome is told to nobody). The delivery id is the same for every
-delivery of one outcome (`domain.outcome`), so a repeat is recognisable.
+Outcome notifications are not told from here: PoaIssued and RequestDenied carry the
+request's callback (`callback_url`), and `issuer.callbacks` tells it once it reads the
+record back committed, at least once, even across a crash.
 
 Other outcomes on the topic (ApprovalRequired, ...) are not the
 issuer's business and pass by; an event that is no outcome at all (a VoteCast
@@ -24,18 +19,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from atb_identity import ClaimNotProvenError, IdentityError, Svid, TrustBundle, sign_envelope, verify_origin
-from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing_envelope, with_after_commit
+from atb_runtime import DeadLetters, Incoming, Outgoing, audit, each_record, outgoing_envelope
 from atb_runtime.identity import service_svid
 from atb_runtime.publisher import RecordPublisher
 from atb_runtime.readback import read_records
 from contracts import (
-    Envelope,
     EventDecodeError,
     EventPayload,
     PoaIssued,
     QuorumReached,
     RequestDenied,
-    RequestExpired,
     Tier,
     Topic,
     decode_envelope,
@@ -50,8 +43,7 @@ from issuer.adapters.metrics import REFUSED, count_issued
 from issuer.adapters.signer import PoaSigner
 from issuer.domain import QuorumEvidenceError, build_claims, check_evidence
 from issuer.domain.evidence import DEADLINE_SLACK, MAX_QUORUM_AGE, check_fresh
-from issuer.domain.outcome import outcome_notice
-from issuer.ports import KeySource, OutcomeNotifier, QuorumEvidence
+from issuer.ports import KeySource, QuorumEvidence
 from issuer.settings import IssuerSettings
 
 __all__ = ["ISSUED_MEMORY", "IssuerService"]
@@ -76,7 +68,6 @@ class IssuerService:
         svid: Svid | None = None,
         *,
         publisher: RecordPublisher | None = None,
-        notifier: OutcomeNotifier | None = None,
     ) -> None:
         """`keys`: the key source; a bare function giving the current key signs but publishes no key.
         `publisher`: where the keys are announced on start (none: not announced)."""
@@ -95,7 +86,6 @@ class IssuerService:
         self._source = settings.service_id
         self._ns = settings.topic_namespace
         self._dead = DeadLetters(self.CONSUMER, self._source, self._ns)
-        self._notifier = notifier
 
     # -- keys --------------------------------------------------------------------------
 
@@ -169,9 +159,7 @@ class IssuerService:
             if payload.topic is not Topic.OUTCOMES:
                 # Not an outcome at all: dead-lettered (legitimate outcomes the issuer does not handle pass by).
                 return self._dead(record, "unexpected_type", f"{envelope.type} does not belong on {record.topic}")
-            if isinstance(payload, RequestDenied | RequestExpired) and payload.callback_url is not None:
-                await self._notify_approvals_outcome(payload, envelope)
-            return []
+            return []  # an approvals outcome's callback is told by issuer.callbacks
         try:
             # Only the approvals service may say a quorum was reached (docs/architecture.md §6.1).
             verify_origin(envelope, envelope.source, self._bundle, attesters=(), at=datetime.now(UTC))
@@ -187,45 +175,9 @@ class IssuerService:
             check_fresh(payload, datetime.now(UTC))
             await self._evidence.verify(payload)
         except QuorumEvidenceError as exc:
-            denied, records = self._refuse(payload, exc)
-            return self._told_once_committed(denied, payload.request.callback_url, records)
+            return self._refuse(payload, exc)
         self._issued[payload.request_id] = (record.partition, datetime.now(UTC))
-        issued, records = self._issue(payload)
-        return self._told_once_committed(issued, payload.request.callback_url, records)
-
-    def _told_once_committed(
-        self, outcome: PoaIssued | RequestDenied, url: str | None, records: list[Outgoing]
-    ) -> list[Outgoing]:
-        """`records`, the first (the outcome's own) telling the callback once the transaction commits.
-
-        Never before: a batch whose transaction aborts, or a thawed zombie's that is
-        fenced, must not hand its PoA to anyone, since the partition's new owner
-        issues its own for the request.
-        """
-        if self._notifier is None or url is None:
-            return records
-        first, *rest = records
-        return [with_after_commit(first, lambda: self._notify(outcome, url)), *rest]
-
-    async def _notify_approvals_outcome(self, outcome: RequestDenied | RequestExpired, envelope: Envelope) -> None:
-        """An approvals service's denial or expiry, its proof checked, to the callback; our own denials were told."""
-        if self._notifier is None or envelope.source not in self._quorum_producers:
-            return
-        try:
-            verify_origin(envelope, envelope.source, self._bundle, attesters=(), at=datetime.now(UTC))
-        except IdentityError:
-            return  # not an approvals service's word: nobody is told (it passes by, as before)
-        await self._notify(outcome, outcome.callback_url)
-
-    async def _notify(self, outcome: PoaIssued | RequestDenied | RequestExpired, url: str | None) -> None:
-        """Queue the notification; never blocks or fails the pipeline (the notifier audits its fate)."""
-        if self._notifier is None or url is None:
-            return
-        notice = outcome_notice(outcome)
-        try:
-            await self._notifier.notify(notice.request_id, url, notice.body, notice.delivery_id)
-        except Exception:
-            log.exception("request %s: outcome notification not queued", outcome.request_id)
+        return self._issue(payload)
 
     def _signed(self, event: EventPayload) -> Outgoing:
         """PoaIssued and RequestDenied carry the issuer's proof: views and waiters use only proven ones."""
@@ -260,7 +212,7 @@ class IssuerService:
             reason="this request already has its PoA",
         )
 
-    def _issue(self, quorum: QuorumReached) -> tuple[PoaIssued, list[Outgoing]]:
+    def _issue(self, quorum: QuorumReached) -> list[Outgoing]:
         now = datetime.now(UTC).replace(microsecond=0)
         claims = build_claims(
             quorum,
@@ -283,10 +235,11 @@ class IssuerService:
             expires_at=datetime.fromtimestamp(claims.exp, UTC),
             token=token,
             token_sha256="sha256:" + hashlib.sha256(token.encode()).hexdigest(),
+            callback_url=quorum.request.callback_url,
         )
         dual = quorum.tier in (Tier.HIGH, Tier.CRITICAL)
         count_issued(quorum, issued, datetime.now(UTC))
-        return issued, [
+        return [
             self._signed(issued),
             audit(
                 "poa_issued_dual_control" if dual else "poa_issued",
@@ -306,7 +259,7 @@ class IssuerService:
             ),
         ]
 
-    def _refuse(self, quorum: QuorumReached, exc: QuorumEvidenceError) -> tuple[RequestDenied, list[Outgoing]]:
+    def _refuse(self, quorum: QuorumReached, exc: QuorumEvidenceError) -> list[Outgoing]:
         REFUSED.labels(exc.code.value).inc()
         denied = RequestDenied(
             request_id=quorum.request_id,
@@ -316,7 +269,7 @@ class IssuerService:
             decided_at=datetime.now(UTC),
             callback_url=quorum.request.callback_url,
         )
-        return denied, [
+        return [
             self._signed(denied),
             audit(
                 "poa_issuance_refused",

@@ -62,6 +62,11 @@ class IssuerSettings(CommonSettings):
     callback_max_attempts: int = Field(default=6, ge=1, le=20)
     callback_backoff_seconds: float = Field(default=1.0, gt=0, le=60)
     """The first retry's wait; each next one doubles it."""
+    callback_max_age_seconds: int = Field(default=900, ge=60, le=86_400)
+    """An outcome older than this is not told (issuer/callbacks.py): a new consumer group reads the topics
+    from their beginning, and an issuer down for longer than this tells what it missed only this recent."""
+    callback_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Deliveries under way at once (each retried up to `callback_max_attempts`); beyond, reading waits."""
 
     def keyring_dir(self) -> Path:
         return self.state_dir / "issuer" / "keys"

@@ -85,11 +85,12 @@ AfterCommit = Callable[[], Awaitable[None]]
 class Outgoing:
     """One record to produce; a `value` of None is a tombstone (compacted topics forget the key).
 
-    `after_commit` is a side effect outside Kafka (an outcome callback) that may
-    happen only once the record is committed: the processor runs it after its
-    transaction commits, and never when the transaction aborts or is fenced (a
-    thawed zombie's outputs tell nobody). A crash between the commit and the
-    effect loses the effect: at most once.
+    `after_commit` is a side effect outside Kafka that may happen only once the
+    record is committed: the processor runs it after its transaction commits, and
+    never when the transaction aborts or is fenced (a thawed zombie's outputs tell
+    nobody). A crash between the commit and the effect loses the effect: at most
+    once. An effect that must outlive a crash reads the committed record back
+    instead, at least once (`atb_runtime.acking`: the issuer's outcome callbacks).
     """
 
     topic: str

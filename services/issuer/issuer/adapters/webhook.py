@@ -10,9 +10,9 @@ outcome is known, `WebhookNotifier` POSTs the outcome (JSON) to it:
   ``atb.webhook.v1\\n<t>\\n<delivery id>\\n<body>``, domain-separated from PoAs; a
   receiver checks it with the issuer's published key (`verify_delivery`) and
   refuses an old ``t``;
-- delivered off the pipeline: `notify` only queues (and audits in the background); a background task delivers,
-  retrying a failure (a connection error, a 5xx, a 429) with exponential backoff
-  up to `max_attempts`; a 4xx other than 429 is final;
+- delivered off the pipeline (`deliver`, called by issuer/callbacks.py for each
+  committed outcome), retrying a failure (a connection error, a 5xx, a 429) with
+  exponential backoff up to `max_attempts`; a 4xx other than 429 is final;
 - every delivery audited: ``outcome_notification_delivered``, ``_failed`` (after
   the last attempt, or final), ``_refused`` (not on the allowlist).
 
@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -131,9 +129,15 @@ class _Delivery:
 
 Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
+DELIVERED, FAILED, REFUSED = "delivered", "failed", "refused"
+
 
 class WebhookNotifier:
-    """Queues outcome notifications and delivers them in the background (a component: start, stop)."""
+    """Delivers outcome notifications, one `deliver` call each (a component: start, stop).
+
+    It keeps nothing: what is to be delivered, and again after a crash, is the caller's
+    (issuer/callbacks.py reads it from committed records, at least once).
+    """
 
     def __init__(
         self,
@@ -147,7 +151,6 @@ class WebhookNotifier:
         max_attempts: int = 6,
         backoff_seconds: float = 1.0,
         timeout_seconds: float = 10.0,
-        queue_size: int = 10_000,
     ) -> None:
         self._key: Callable[[], SigningKey] = key if callable(key) else (lambda: key)
         """The issuer's signing key in force now (the keyring rotates it)."""
@@ -159,59 +162,31 @@ class WebhookNotifier:
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(queue_size)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
-        self._runner = asyncio.create_task(self._run(), name="atb-webhooks")
 
     async def stop(self) -> None:
-        for task in (self._runner, *self._tasks):
-            if task is not None:
-                task.cancel()
-        for task in (self._runner, *self._tasks):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
         if self._session is not None:
             await self._session.close()
 
-    async def notify(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str | None:
-        """Queue one notification; the refusal reason (audited, nothing sent) when the URL is not allowed.
+    async def deliver(self, request_id: str, url: str, body: bytes, delivery_id: str | None = None) -> str:
+        """Deliver one notification, retrying, and audit its fate: `delivered`, `failed` or `refused`.
 
-        `delivery_id` (header ``ATB-Delivery``, signed) is the same for every delivery of one outcome,
-        so a receiver can drop a repeat (a redelivered outcome is notified again); default: a new id.
+        A URL off the allowlist is refused before any connection. `delivery_id` (header
+        ``ATB-Delivery``, signed) is the same for every delivery of one outcome, so a receiver
+        can drop a repeat; default: a new id.
         """
-        refusal = self._allowlist.refusal(url)
         delivery = _Delivery(delivery_id or f"dlv-{uuid.uuid4().hex}", request_id, url, body)
+        refusal = self._allowlist.refusal(url)
         if refusal is not None:
-            self._background(self._audit(delivery, "outcome_notification_refused", "denied", refusal, attempts=0))
-            return refusal
-        try:
-            self._queue.put_nowait(delivery)
-        except asyncio.QueueFull:
-            self._background(self._audit(delivery, "outcome_notification_failed", "failure", "queue full", attempts=0))
-            return "queue full"
-        return None
+            await self._audit(delivery, "outcome_notification_refused", "denied", refusal, attempts=0)
+            return REFUSED
+        return await self._deliver(delivery)
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Audit off the caller's path: `notify` never waits on Kafka either."""
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self) -> None:
-        while True:
-            delivery = await self._queue.get()
-            task = asyncio.create_task(self._deliver(delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(self, delivery: _Delivery) -> None:
-        assert self._session is not None
+    async def _deliver(self, delivery: _Delivery) -> str:
+        assert self._session is not None, "start() first"
         reason = ""
         for attempt in range(1, self._max_attempts + 1):
             headers = {
@@ -228,7 +203,7 @@ class WebhookNotifier:
                 status, reason = 0, f"{type(exc).__name__}: {exc}"
             if 200 <= status < 300:
                 await self._audit(delivery, "outcome_notification_delivered", "success", f"HTTP {status}", attempt)
-                return
+                return DELIVERED
             if status:
                 reason = f"HTTP {status}"
             if status and status < 500 and status != 429:
@@ -236,6 +211,7 @@ class WebhookNotifier:
             if attempt < self._max_attempts:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         await self._audit(delivery, "outcome_notification_failed", "failure", reason, attempt)
+        return FAILED
 
     async def _audit(self, delivery: _Delivery, kind: str, outcome: str, reason: str, attempts: int) -> None:
         host = urlsplit(delivery.url).hostname or ""
