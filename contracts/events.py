@@ -3,7 +3,11 @@
 Each payload class names its CloudEvents `type` (`atb.<area>.<name>.v<N>`) and the
 topic it travels on. A published version is never edited: a change is a new class
 with a new `.vN` type. `extra="forbid"` everywhere, so an unknown field is an error
-and goes to the dead-letter topic rather than being silently ignored.
+and goes to the dead-letter topic rather than being silently ignored. One kind of
+addition is made in place: an optional field written only when it is set
+(`PoaIssued.callback_url`), so that every record without it is byte for byte the
+published version; a consumer older than the field refuses only the records that
+carry it.
 
 Models only: no Kafka, no crypto, no policy.
 """
@@ -13,7 +17,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from contracts.leg import Leg
 from contracts.limits import DEAD_LETTER_KEY_CHARS, DEAD_LETTER_PREFIX_BYTES
@@ -121,7 +133,7 @@ class IssuanceRequested(EventPayload):
     """base64url SHA-256 of the agent certificate (DER): becomes `cnf.x5t#S256`."""
     callback_url: CallbackUrl | None = None
     """Where the issuer POSTs the request's outcome (a signed webhook); not covered by the request
-    digest (`contracts.poa.DigestFields`): approvers are not shown it and the PoA does not carry it."""
+    digest (`contracts.poa.DigestFields`): approvers are not shown it and the PoA token does not carry it."""
 
 
 class GroupCountRecord(BaseModel):
@@ -259,7 +271,15 @@ class PoaIssued(EventPayload):
     token_sha256: Digest
     callback_url: CallbackUrl | None = None
     """The request's outcome callback (`IssuanceRequested.callback_url`): the issuer tells it once this
-    record is committed (issuer/callbacks.py)."""
+    record is committed (issuer/callbacks.py). Added to v1 after it was published, so written only when
+    set: a PoaIssued without a callback is byte for byte what it was (see the module doc)."""
+
+    @model_serializer(mode="wrap")
+    def _callback_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        if data.get("callback_url") is None:
+            data.pop("callback_url", None)
+        return data
 
 
 class PoaRevoked(EventPayload):

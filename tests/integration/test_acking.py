@@ -139,7 +139,7 @@ async def test_on_a_rebalance_a_leaving_partitions_unfinished_work_is_started_ag
     b = _loop(kafka_bootstrap, topic, group, "member-b", b_work)
     try:
         await log.wait_for((0, 0), (1, 0), (1, 1), (1, 2))
-        before = len(log.started)
+        before, held = len(log.started), dict(a_work.held)
         await b.start()  # the group rebalances: every partition is revoked from a, then shared out
         await log.wait_for((0, 0), (1, 1), after=before)
         after = log.started[before:]
@@ -147,6 +147,8 @@ async def test_on_a_rebalance_a_leaving_partitions_unfinished_work_is_started_ag
         # what was done and committed before the first unfinished record of a partition is not.
         assert (1, 0) not in after
         assert b_work.started, "the new member got no partition"
+        # The revoked work was cancelled, not left retrying beside its new start.
+        assert all(work.cancelled() for work in held.values()), held
     finally:
         await b.stop()
         await a.stop()

@@ -24,8 +24,10 @@ marker, while the sealed version stays.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import secrets
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +52,7 @@ from audit_sink.archive.objects import DirArchive, S3Archive
 from audit_sink.archive.read import ArchiveTamperedError, read_archived
 from audit_sink.archive.seal import Sealer
 from audit_sink.domain.checkpoint import VerifierKey
+from console.adapters.evidence import EvidenceDesk
 from tests.audit_db import AuditDb
 from tests.audit_support import NOW, Filler, rows
 from tests.integration.test_audit_redaction import MIGRATIONS, OldStore, old_rows, sign_tip
@@ -330,6 +333,16 @@ def test_verify_hot_retention_and_the_sealer_work_on_the_sealed_versions_under_w
     assert held(first, sealed[first])
     assert not held(first, versions[first].ids[1])
     assert held(manifest_key(PREFIX, 0), versions[manifest_key(PREFIX, 0)].ids[0])
+
+    # The console's evidence bundle carries the sealed versions it verified, not what was written over them.
+    desk = EvidenceDesk(audit_db.writer, tmp_path / "checkpoint.key.pub", interval_s=0, archive=lambda: archive)
+    bundle, _ = desk.bundle(request_id=REQUEST, since=None, until=None)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zipped:
+        assert (
+            zipped.read(f"archive/{first}")
+            == archive.client.get_object(Bucket=archive.bucket, Key=first, VersionId=sealed[first])["Body"].read()
+        )
+        assert f"archive/{second}" in zipped.namelist()  # deleted by a marker, still bundled as sealed
 
     # Hot retention verifies the sealed versions, then purges what they hold.
     outcome, purged = hot_purge(make_engine(audit_db.purger), filler.signer, archive, keep=timedelta(0), actor="ops")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from atb_identity import sign_envelope
 from atb_runtime import Incoming
 from contracts import (
     PoaIssued,
@@ -23,6 +24,8 @@ from contracts import (
     VoteChoice,
     decode_envelope,
     digest_of,
+    encode_envelope,
+    make_envelope,
     payload_of,
     topic_name,
 )
@@ -146,25 +149,55 @@ async def test_an_outcome_is_told_only_once_its_record_is_committed(bus: Bus, wo
     assert [(t[0], t[2]["jti"]) for t in notifier.told] == [("req-cb-commit", poa.jti)]
 
 
-async def test_an_old_outcome_an_expired_poa_and_a_poa_not_signed_by_the_issuer_are_told_to_nobody(
-    bus: Bus, world: World, clock: Clock
+async def test_a_poa_whose_callback_was_changed_or_whose_proof_is_not_the_issuers_is_told_to_nobody(
+    bus: Bus, world: World
 ) -> None:
-    """A new consumer group reads the topics from the beginning: what is older than the window is no news."""
+    """The teller signs what it POSTs with the issuer's key: it must never be made to tell a URL, or an
+    outcome, that the issuer did not state (a copy of a real PoaIssued with another callback, or one
+    naming the issuer as source under someone else's proof)."""
     notifier = RecordingNotifier()
     await bus.attach(world.approvals()[1])
     await bus.attach(world.issuer()[1])
-    await bus.publish([world.request("req-cb-old", LOW, callback_url=HOOK)[1]])
+    await bus.publish([world.request("req-cb-real", LOW, callback_url=HOOK)[1]])
     await bus.settle()
-    [poa] = await poas(bus, "req-cb-old")
-    forged = poa.model_copy(update={"request_id": "req-cb-forged"})
-    await bus.publish([world.signed(forged, AGENT)])  # a PoaIssued with a callback, signed by the agent
+    [poa] = await poas(bus, "req-cb-real")
+    [record] = [r for r in await bus.records(Topic.POA_ISSUED) if r.value and b"req-cb-real" in r.value]
+    assert record.value is not None
+    changed = record.value.replace(HOOK.encode(), b"https://attacker.example/steal")
+    await bus.publish_raw(Topic.POA_ISSUED, record.key, changed, record.partition)  # the issuer's proof, broken
+    by_agent = make_envelope(poa.model_copy(update={"request_id": "req-cb-claimed"}), source=AGENT)
+    claimed = sign_envelope(by_agent, world.svid(AGENT)).model_copy(update={"source": ISSUER})
+    await bus.publish_raw(Topic.POA_ISSUED, b"req-cb-claimed", encode_envelope(claimed), record.partition)
     await bus.settle()
 
-    clock.advance(16 * 60)  # past the window (900 s), and past the PoA's expiry
     await bus.attach(world.callbacks(notifier))
     await bus.settle()
-    assert notifier.told == []
+    assert [(t[0], t[1]) for t in notifier.told] == [("req-cb-real", HOOK)]  # the real one only
 
-    await bus.publish([world.signed(forged, ISSUER)])  # the same PoaIssued proven by the issuer, but expired
+
+async def test_an_outcome_older_than_the_window_and_an_expired_poa_are_told_to_nobody(
+    bus: Bus, world: World, clock: Clock
+) -> None:
+    """A new consumer group reads the topics from their beginning: what is older than the window is no news."""
+    notifier = RecordingNotifier()
+    await bus.attach(world.approvals()[1])
+    await bus.attach(world.issuer()[1])
+    await bus.publish([world.request("req-cb-old", HIGH, callback_url=HOOK)[1]])
     await bus.settle()
-    assert notifier.told == []
+    await bus.publish([world.vote(await required(bus, "req-cb-old"), "bob", VoteChoice.DENY)[1]])
+    await bus.settle()
+    assert kinds(await outcomes(bus, "req-cb-old"))[-1] == "RequestDenied"
+    clock.advance(16 * 60)  # past the window (900 s)
+    await bus.attach(world.callbacks(notifier))
+    await bus.settle()
+    assert notifier.told == []  # the denial, proven by approvals, but too old
+
+    await bus.publish([world.request("req-cb-expired", LOW, callback_url=HOOK)[1]])
+    await bus.settle()
+    assert [t[0] for t in notifier.told] == ["req-cb-expired"]  # fresh: told
+    [poa] = await poas(bus, "req-cb-expired")
+    clock.advance(int((poa.expires_at - poa.issued_at).total_seconds()) + 1)
+    expired = poa.model_copy(update={"request_id": "req-cb-expired-2"})
+    await bus.publish([world.signed(expired, ISSUER)])  # fresh record, proven by the issuer, of an expired PoA
+    await bus.settle()
+    assert [t[0] for t in notifier.told] == ["req-cb-expired"]

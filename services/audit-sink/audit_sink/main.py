@@ -38,6 +38,8 @@ async def build() -> ServiceRunner:
             pattern=all_topics_pattern(settings.topic_namespace),
             max_batch=settings.max_batch,
             metadata_max_age_ms=settings.metadata_max_age_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         ),
         ingest,
         # A row of the batch is stored already (unique topic, partition, offset): go on from the stored positions.

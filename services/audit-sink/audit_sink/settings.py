@@ -51,6 +51,10 @@ class AuditSinkSettings(CommonSettings):
     witness_max_backoff_s: float = 60.0
     metadata_max_age_ms: int = 5000
     """How soon a newly created `atb.*` topic is picked up by the pattern subscription."""
+    fetch_min_bytes: int = Field(default=1, ge=1, le=16 * 1024 * 1024)
+    """The least a fetch answers with unless `fetch_max_wait_ms` runs out first (Kafka's `fetch.min.bytes`)."""
+    fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    """How long the broker may hold a fetch for `fetch_min_bytes` (Kafka's `fetch.max.wait.ms`)."""
 
     def key_path(self) -> Path:
         return self.checkpoint_key_path or self.state_dir / "audit" / "checkpoint.key"

@@ -94,7 +94,7 @@ async def build() -> ServiceRunner:
     )
     service = IssuerService(settings, keys, evidence, bundle, svid, publisher=publisher)
     # Outcome callbacks, from the outcomes read back committed, at least once (issuer/callbacks.py).
-    ns = settings.topic_namespace
+    ns = settings.topic_namespace.rstrip(".") or "default"  # as the runner names its group and members
     teller = CallbackTeller(
         notifier,
         bundle,
@@ -108,7 +108,7 @@ async def build() -> ServiceRunner:
             group_id=f"{settings.group_id}.callbacks.{ns}",
             member_id=f"atb-issuer-callbacks-{ns}-{settings.instance}",
             client_id=f"atb-issuer-callbacks-{settings.instance}",
-            topics=(topic_name(Topic.OUTCOMES, ns), topic_name(Topic.POA_ISSUED, ns)),
+            topics=tuple(topic_name(t, settings.topic_namespace) for t in (Topic.OUTCOMES, Topic.POA_ISSUED)),
             max_pending=settings.callback_max_pending,
         ),
         teller.tell,

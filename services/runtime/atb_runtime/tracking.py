@@ -52,7 +52,7 @@ from prometheus_client import Gauge
 from atb_runtime.lag import LagReporter
 from atb_runtime.records import Incoming, received
 
-__all__ = ["AlreadyRecordedError", "Position", "Tracker", "TrackingConfig", "TrackingConsumer"]
+__all__ = ["AlreadyRecordedError", "Position", "Tracker", "TrackingConfig", "TrackingConsumer", "group_member"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,35 @@ class TrackingConfig:
     poll_timeout_ms: int = 200
     metadata_max_age_ms: int = 300_000
     progress_interval_s: float = 1.0
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
+
+
+def group_member(
+    bootstrap: str,
+    group_id: str,
+    member_id: str,
+    client_id: str,
+    metadata_max_age_ms: int = 300_000,
+    *,
+    fetch_min_bytes: int = 1,
+    fetch_max_wait_ms: int = 500,
+) -> AIOKafkaConsumer:
+    """A static member of a consumer group that reads committed records and commits offsets only when told
+    (a tracking loop commits none; `atb_runtime.acking` commits what is done); a new group starts at the
+    beginning."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=group_id,
+        group_instance_id=member_id,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        metadata_max_age_ms=metadata_max_age_ms,
+        fetch_min_bytes=fetch_min_bytes,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+    )
 
 
 class TrackingConsumer:
@@ -138,15 +167,15 @@ class TrackingConsumer:
     async def start(self) -> None:
         stored = await self._tracker.positions()
         self._floors = {TopicPartition(topic, partition): offset for (topic, partition), offset in stored.items()}
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._config.bootstrap,
-            client_id=self._config.client_id,
-            group_id=self._config.group_id,
-            group_instance_id=self._config.member_id,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            metadata_max_age_ms=self._config.metadata_max_age_ms,
+        config = self._config
+        self._consumer = group_member(
+            config.bootstrap,
+            config.group_id,
+            config.member_id,
+            config.client_id,
+            config.metadata_max_age_ms,
+            fetch_min_bytes=config.fetch_min_bytes,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
         )
         listener = _SeekToTracked(self)
         if self._config.pattern is not None:

@@ -133,10 +133,11 @@ def read_archived(
     until: datetime | None = None,
 ) -> VerifiedArchiveRows:
     """The archived rows of `request_id` (occurred within [`since`, `until`] if given), each verified;
-    ArchiveTamperedError if the manifest chain or a segment read does not verify."""
+    ArchiveTamperedError if the manifest chain or a segment read does not verify. Given an `Originals`,
+    reads through it (so that the caller reads the very versions verified)."""
     since = as_utc(since) if since is not None else None
     until = as_utc(until) if until is not None else None
-    store = Originals(archive)
+    store = archive if isinstance(archive, Originals) else Originals(archive)
     problems: list[str] = []
     try:
         keys = sorted(store.list("manifests/"), key=seq_of)

@@ -43,8 +43,14 @@ from sqlalchemy import Engine, create_engine, select
 from audit_sink.adapters.db import audit_checkpoints
 from audit_sink.adapters.ledger import active_holds
 from audit_sink.adapters.signing import load_verifier, verify_note
-from audit_sink.archive.format import Manifest, sha256_hex
-from audit_sink.archive.objects import ArchiveObjects, ArchiveRefusedError, ArchiveUnavailableError, open_archive
+from audit_sink.archive.format import ArchiveFormatError, Manifest, sha256_hex
+from audit_sink.archive.objects import (
+    ArchiveObjects,
+    ArchiveRefusedError,
+    ArchiveUnavailableError,
+    Originals,
+    open_archive,
+)
 from audit_sink.archive.read import ArchiveTamperedError, read_archived
 from audit_sink.domain.checkpoint import Checkpoint, NoteError, VerifierKey
 from audit_sink.domain.facets import facets_of
@@ -316,26 +322,26 @@ class EvidenceDesk:
         if self._archive_factory is None or not (request_id or (since and until)):
             return []
         key = self.key()
-        archive = self._objects()
+        store = Originals(self._objects())  # the sealed versions, read and verified once, then bundled
         try:
-            verified = read_archived(archive, key, request_id=request_id, since=since, until=until)
-        except (ArchiveTamperedError, ArchiveUnavailableError, ArchiveRefusedError) as exc:
+            verified = read_archived(store, key, request_id=request_id, since=since, until=until)
+            wanted = set(verified.segments)
+            found: list[tuple[_Sealed, bytes]] = []
+            for name in store.list("manifests/"):
+                manifest_bytes = store.get(name)
+                if manifest_bytes is None:
+                    continue
+                manifest = Manifest.decode(manifest_bytes)
+                if manifest.seq not in wanted:
+                    continue
+                data = store.get(manifest.segment_key, manifest.segment_sha256)
+                problem = _segment_problem(manifest, data, key)
+                if problem:  # changed on the server's disk since it was verified
+                    raise EvidenceUnavailable(f"no bundle: segment {manifest.seq}: {problem}")
+                assert data is not None
+                found.append((_Sealed(name, manifest_bytes, manifest), data))
+        except (ArchiveTamperedError, ArchiveUnavailableError, ArchiveRefusedError, ArchiveFormatError) as exc:
             raise EvidenceUnavailable(f"no bundle: {exc}") from exc
-        wanted = set(verified.segments)
-        found: list[tuple[_Sealed, bytes]] = []
-        for name in archive.list("manifests/"):
-            manifest_bytes = archive.get(name)
-            if manifest_bytes is None:
-                continue
-            manifest = Manifest.decode(manifest_bytes)
-            if manifest.seq not in wanted:
-                continue
-            data = archive.get(manifest.segment_key)
-            problem = _segment_problem(manifest, data, key)
-            if problem:  # a newer version written over the sealed one since it was verified
-                raise EvidenceUnavailable(f"no bundle: segment {manifest.seq}: {problem}")
-            assert data is not None
-            found.append((_Sealed(name, manifest_bytes, manifest), data))
         return found
 
     async def archived_async(self, query: AuditQuery) -> ArchivedRows:
