@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contracts import PoaIssued, decode_envelope, encode_envelope, make_envelope, payload_of
+from contracts import PoaIssued, Tier, decode_envelope, encode_envelope, make_envelope, payload_of
 
 PUBLISHED_V1 = {
     "request_id",
@@ -34,7 +34,7 @@ def _poa(callback: str | None = None) -> PoaIssued:
         kid="k1",
         agent_id="spiffe://atb.local/agent/finance-bot",
         action="crm.contact.read",
-        tier="low",
+        tier=Tier.LOW,
         issued_at=now,
         expires_at=now,
         token="t",
