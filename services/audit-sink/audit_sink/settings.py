@@ -51,10 +51,13 @@ class AuditSinkSettings(CommonSettings):
     witness_max_backoff_s: float = 60.0
     metadata_max_age_ms: int = 5000
     """How soon a newly created `atb.*` topic is picked up by the pattern subscription."""
-    fetch_min_bytes: int = Field(default=1, ge=1, le=16 * 1024 * 1024)
-    """The least a fetch answers with unless `fetch_max_wait_ms` runs out first (Kafka's `fetch.min.bytes`)."""
-    fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
-    """How long the broker may hold a fetch for `fetch_min_bytes` (Kafka's `fetch.max.wait.ms`)."""
+    fetch_min_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
+    """The least a fetch answers with unless `fetch_max_wait_ms` runs out first (Kafka's `fetch.min.bytes`).
+    Larger, fewer batches: each append has a fixed cost (its transaction, its commit), and at 200 requests/s
+    this cuts the sink's CPU per request by about 40 % (docs/performance.md)."""
+    fetch_max_wait_ms: int = Field(default=200, ge=1, le=10_000)
+    """How long the broker may hold a fetch for `fetch_min_bytes` (Kafka's `fetch.max.wait.ms`): the most
+    it delays an event's storage under light load."""
 
     def key_path(self) -> Path:
         return self.checkpoint_key_path or self.state_dir / "audit" / "checkpoint.key"

@@ -110,6 +110,8 @@ async def build() -> ServiceRunner:
             client_id=f"atb-issuer-callbacks-{settings.instance}",
             topics=tuple(topic_name(t, settings.topic_namespace) for t in (Topic.OUTCOMES, Topic.POA_ISSUED)),
             max_pending=settings.callback_max_pending,
+            fetch_min_bytes=settings.callback_fetch_min_bytes,
+            fetch_max_wait_ms=settings.callback_fetch_max_wait_ms,
         ),
         teller.tell,
     )

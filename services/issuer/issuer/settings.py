@@ -67,6 +67,10 @@ class IssuerSettings(CommonSettings):
     from their beginning, and an issuer down for longer than this tells what it missed only this recent."""
     callback_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
     """Deliveries under way at once (each retried up to `callback_max_attempts`); beyond, reading waits."""
+    callback_fetch_min_bytes: int = Field(default=65_536, ge=1, le=16 * 1024 * 1024)
+    callback_fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
+    """How the callbacks' reader fetches (Kafka's `fetch.min.bytes`, `fetch.max.wait.ms`): fewer, larger
+    fetches cost the issuer less CPU per request; a callback waits at most this much more."""
 
     def keyring_dir(self) -> Path:
         return self.state_dir / "issuer" / "keys"

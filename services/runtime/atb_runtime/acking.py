@@ -72,7 +72,11 @@ class Watermarks:
         """Per partition, the offset last committed."""
 
     def seen(self, tp: TopicPartition, offset: int, work: asyncio.Future[object] | None) -> None:
-        self._open.setdefault(tp, deque()).append((offset, work))
+        queue = self._open.setdefault(tp, deque())
+        if work is None and not queue:
+            self._mark[tp] = offset + 1  # nothing to wait for, nothing before it to wait for (most records)
+        else:
+            queue.append((offset, work))
 
     @property
     def pending(self) -> list[asyncio.Future[object]]:
@@ -120,6 +124,10 @@ class AckingConfig:
     max_batch: int = 500
     poll_timeout_ms: int = 200
     max_pending: int = 10_000
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
+    """Kafka's `fetch.min.bytes` and `fetch.max.wait.ms`: larger fetches cost less CPU per record, and
+    delay a record by at most the wait."""
 
 
 class AckingConsumer:
@@ -143,7 +151,14 @@ class AckingConsumer:
 
     async def start(self) -> None:
         config = self._config
-        self._consumer = group_member(config.bootstrap, config.group_id, config.member_id, config.client_id)
+        self._consumer = group_member(
+            config.bootstrap,
+            config.group_id,
+            config.member_id,
+            config.client_id,
+            fetch_min_bytes=config.fetch_min_bytes,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+        )
         self._consumer.subscribe(list(config.topics), listener=_CommitOnRevoke(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"acking-{config.group_id}")
