@@ -204,9 +204,10 @@ async def test_forged_and_replayed_clicks_are_rejected_and_299_seconds_is_accept
         status, answer = await chat.clicker.post(body, valid)
         assert (status, answer.get("principal")) == (200, "carol")
         # The same click again: within the window the trigger_id gives it away (409); past it, the clock (401).
+        # Signed 299 s ago, it leaves the window within a second: which of the two answers comes first depends
+        # on how fast the machine is, so only the re-signed replays below pin the trigger_id's 409.
         replays = [(await chat.clicker.post(body, valid))[0] for _ in range(10)]
         assert set(replays) <= {401, 409}
-        assert replays[0] == 409
         fresh = signed_headers(chat.clicker.secret, body)  # same click, re-signed now: still its trigger_id
         replays += [(await chat.clicker.post(body, fresh))[0] for _ in range(20)]
         assert replays[10:] == [409] * 20
