@@ -48,7 +48,6 @@ __all__ = ["AckingConfig", "AckingConsumer", "Start", "Watermarks"]
 
 log = logging.getLogger(__name__)
 
-_Record = ConsumerRecord[bytes, bytes]
 
 Start = Callable[[Incoming], Awaitable[Awaitable[object] | None]]
 """Starts a record's work: None when there is none, else an awaitable finishing with it."""
