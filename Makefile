@@ -85,11 +85,12 @@ lint: venv tools policy-gates ## ruff, mypy, import contracts, the policy gates,
 		command -v docker-compose >/dev/null || { echo "lint: docker-compose not found (apt-get install docker-compose)" >&2; exit 2; }; \
 		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: ok"; fi
 
-bench: venv infra ## benchmarks (docs/performance.md): end to end closed and open loop, hops, issuer, broker, audit ingest, compliance search, restore, scale-out
+bench: venv infra ## benchmarks (docs/performance.md): end to end closed and open loop, hops, issuer, approvals under a long history, broker, audit ingest, compliance search, restore, scale-out
 	$(BIN)/python bench/e2e.py
 	$(BIN)/python bench/e2e.py --rate 200 --seconds 20
 	$(BIN)/python bench/hops.py
 	$(BIN)/python bench/poa_issuance.py
+	$(BIN)/python bench/approvals_held.py
 	$(BIN)/python bench/broker_decisions.py
 	$(BIN)/python bench/audit_ingest.py
 	$(BIN)/python bench/console_search.py

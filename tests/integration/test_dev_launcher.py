@@ -30,6 +30,7 @@ from atb.dev import DevConfig, ManagedProcess, ProcessStartError, ensure_topics
 from atb.dev.ports import port_free
 from atb.dev.topics import admin_client, catalogue_names
 from contracts.topics import CATALOGUE, Topic, spec_for, topic_name
+from tests.waits import until
 
 CLI_TIMEOUT_S = 300.0  # a cold first run resolves jars and builds OPA
 WARM_UP_LIMIT_S = 10.0  # measured ~0.5 s; generous for a loaded 2-core CI machine
@@ -350,12 +351,23 @@ async def test_up_restores_a_drifted_topic(running: Instance) -> None:
     keys = topic_name(Topic.KEYS)
     async with admin_client(bootstrap) as admin:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, keys, {"cleanup.policy": "delete"})])
-    assert (await _topic_configs(bootstrap, [keys]))[keys]["cleanup.policy"] == "delete"
+    # The change is committed to the metadata log; the broker's view of it may follow a moment later.
+    await until(
+        lambda: _topic_configs(bootstrap, [keys]),
+        lambda configs: configs[keys]["cleanup.policy"] == "delete",
+        timeout=30,
+        what=f"{keys} drifted to cleanup.policy=delete",
+    )
 
     result = await asyncio.to_thread(instance.cli, "up")
 
     assert result.returncode == 0, result.stderr
-    assert (await _topic_configs(bootstrap, [keys]))[keys]["cleanup.policy"] == "compact"
+    await until(
+        lambda: _topic_configs(bootstrap, [keys]),
+        lambda configs: configs[keys]["cleanup.policy"] == "compact",
+        timeout=30,
+        what=f"{keys} restored to cleanup.policy=compact by `up`",
+    )
 
 
 @pytest.mark.kafka

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from prometheus_client import REGISTRY
+
+from approvals.settings import ApprovalsSettings
 from atb_runtime.partitioning import partition_for
 from contracts import QuorumReached, RequestDenied, RequestExpired, Tier, Topic, VoteChoice
 from tests.service.bus import Bus, MemoryBus
@@ -312,3 +315,64 @@ async def test_with_the_policy_unreachable_a_request_waits_and_is_judged_once_it
     world.opa.down = False
     await bus.settle()
     assert kinds(await outcomes(bus, "req-opa-down")) == ["ApprovalRequired"]
+
+
+def _pending(tier: Tier) -> float | None:
+    return REGISTRY.get_sample_value("atb_approvals_pending_requests", {"tier": tier.value})
+
+
+async def test_the_pending_gauge_counts_the_open_requests_of_each_tier_until_they_close(
+    bus: Bus, world: World, clock: Clock
+) -> None:
+    await _start(bus, world)
+    _, medium = world.request("req-gauge-med", MEDIUM)
+    _, high = world.request("req-gauge-high", HIGH)
+    _, low = world.request("req-gauge-low", LOW)
+    await bus.publish([medium, high, low])
+    await bus.settle()
+    assert [_pending(t) for t in Tier] == [0, 1, 1, 0]
+
+    await bus.publish([world.vote(await required(bus, "req-gauge-med"), "alice")[1]])
+    await bus.settle()
+    assert [_pending(t) for t in Tier] == [0, 0, 1, 0]
+
+    clock.advance(3601)
+    await bus.tick()
+    assert kinds(await outcomes(bus, "req-gauge-high"))[-1] == "RequestExpired"
+    assert [_pending(t) for t in Tier] == [0, 0, 0, 0]
+
+
+async def _tombstones(bus: Bus, request_id: str) -> int:
+    changelog = await bus.records(Topic.APPROVALS_STATE)
+    return sum(1 for r in changelog if r.key == request_id.encode() and r.value is None)
+
+
+async def test_a_closed_request_is_forgotten_once_after_its_retention_and_not_before(
+    bus: Bus, world: World, clock: Clock
+) -> None:
+    service, sut = world.approvals()
+    await bus.attach(sut)
+    retention = ApprovalsSettings(state_dir=world.state).closed_retention_seconds
+    _, early = world.request("req-forget-1", LOW)
+    await bus.publish([early])
+    await bus.settle()
+    clock.advance(retention / 2)
+    _, late = world.request("req-forget-2", LOW)
+    await bus.publish([late])
+    await bus.settle()
+    assert service.open_requests == 2
+
+    clock.advance(retention / 2 - 1)
+    await bus.tick()
+    assert (await _tombstones(bus, "req-forget-1"), service.open_requests) == (0, 2)
+
+    clock.advance(2)
+    await bus.tick()
+    await bus.tick()
+    assert (await _tombstones(bus, "req-forget-1"), await _tombstones(bus, "req-forget-2")) == (1, 0)
+    assert service.open_requests == 1
+
+    clock.advance(retention / 2)
+    await bus.tick()
+    assert (await _tombstones(bus, "req-forget-1"), await _tombstones(bus, "req-forget-2")) == (1, 1)
+    assert service.open_requests == 0

@@ -19,6 +19,7 @@ from approvals.adapters.delegations import DelegationGate
 from approvals.adapters.metrics import VOTES_REFUSED, count_outcomes, set_pending
 from approvals.domain import decide_intake
 from approvals.domain.directory import Directory
+from approvals.domain.held import HeldStates
 from approvals.domain.reminders import reminder_step
 from approvals.domain.request_state import AuditNote, Step, on_bad_vote, on_ballot, on_request, on_tick
 from approvals.domain.tally import Ballot
@@ -112,7 +113,7 @@ class ApprovalsService:
         self._requests_topic = topic_name(Topic.POA_REQUESTS, self._ns)
         self._votes_topic = topic_name(Topic.VOTES, self._ns)
         self._partitions: set[int] = set()
-        self._states: dict[str, ApprovalStateChanged] = {}
+        self._states = HeldStates()
         self._home: dict[str, int] = {}
         """The partition each known request lives on (its state is reloaded with that partition)."""
         self._partition = -1
@@ -123,13 +124,14 @@ class ApprovalsService:
     async def on_assigned(self, partitions: set[int]) -> None:
         """Load the changelog for the partitions this instance now owns (after they were fenced)."""
         self._partitions = set(partitions)
-        self._states, self._home = {}, {}
+        self._states.clear()
+        self._home = {}
         await self._load(self._partitions)
 
     async def on_rewind(self, partitions: set[int]) -> None:
         """A transaction failed: drop what was decided in memory for these partitions, reload what was committed."""
         for request_id in [r for r, p in self._home.items() if p in partitions]:
-            self._states.pop(request_id, None)
+            self._states.pop(request_id)
             self._home.pop(request_id, None)
         await self._load(partitions & self._partitions)
         self._counters = {}
@@ -142,9 +144,9 @@ class ApprovalsService:
         # `closed_retention_seconds` (docs/scaling.md).
         since = datetime.now(UTC) - timedelta(seconds=self._settings.restore_window_seconds())
         for partition, states in (await self._store.load(partitions, since=since)).items():
-            self._states.update(states)
-            self._home.update(dict.fromkeys(states, partition))
-            for state in states.values():
+            for request_id, state in sorted(states.items(), key=lambda item: item[1].updated_at):
+                self._states.put(request_id, state)
+                self._home[request_id] = partition
                 self._note_counters(state)
 
     @property
@@ -156,7 +158,7 @@ class ApprovalsService:
 
     async def handle(self, records: Sequence[Incoming]) -> list[Outgoing]:
         out = await each_record(records, self._handle_one, self._failed)
-        set_pending(self._states.values())
+        set_pending(self._states.pending)
         return out
 
     async def _handle_one(self, record: Incoming) -> list[Outgoing]:
@@ -354,22 +356,20 @@ class ApprovalsService:
         now = datetime.now(UTC)
         out: list[Outgoing] = []
         forget_before = now - timedelta(seconds=self._settings.closed_retention_seconds)
-        for request_id, state in list(self._states.items()):
-            if state.status == "closed" and state.updated_at < forget_before:
-                out.append(self._forget(request_id))
-                continue
+        out.extend(self._forget(request_id) for request_id in self._states.closed_before(forget_before))
+        for request_id, state in self._states.active():
             # The deadline first; then, for a request still open, its reminders and escalation.
             step = on_tick(state, directory=self._directory, now=now) or reminder_step(
                 state, directory=self._directory, now=now
             )
             if step is not None:
                 out.extend(self._apply(request_id, step))
-        set_pending(self._states.values())
+        set_pending(self._states.pending)
         return out
 
     def _forget(self, request_id: str) -> Outgoing:
         """No later event can matter for this closed request any more: tombstone its changelog."""
-        self._states.pop(request_id, None)
+        self._states.pop(request_id)
         self._home.pop(request_id, None)
         return self._store.tombstone(request_id)
 
@@ -378,7 +378,7 @@ class ApprovalsService:
     def _apply(self, request_id: str, step: Step, extra: dict[str, str] | None = None) -> list[Outgoing]:
         out = [self._signed(event) for event in step.events]
         if step.changed and step.state is not None:
-            self._states[request_id] = step.state
+            self._states.put(request_id, step.state)
             self._note_counters(step.state)
             self._home.setdefault(request_id, self._partition)
             out.append(self._store.record(step.state))

@@ -7,11 +7,11 @@ these are operational rates, the audit store holds the exact history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from contracts import ApprovalStateChanged, EventPayload, QuorumReached, RequestDenied, RequestExpired
+from contracts import EventPayload, QuorumReached, RequestDenied, RequestExpired
 
 __all__ = ["OUTCOMES", "PENDING", "TIME_TO_QUORUM", "VOTES_REFUSED", "count_outcomes", "set_pending"]
 
@@ -46,11 +46,7 @@ def count_outcomes(events: Iterable[EventPayload]) -> None:
             OUTCOMES.labels("expired", "").inc()
 
 
-def set_pending(states: Iterable[ApprovalStateChanged]) -> None:
-    """The gauge from the states held: every tier is set, so a tier that empties reads 0."""
-    counts = dict.fromkeys(_TIERS, 0)
-    for state in states:
-        if state.status == "open" and state.requirements is not None:
-            counts[state.requirements.tier.value] = counts.get(state.requirements.tier.value, 0) + 1
-    for tier, count in counts.items():
-        PENDING.labels(tier).set(count)
+def set_pending(pending: Callable[[str], int]) -> None:
+    """The gauge from the count of open requests per tier: every tier is set, so a tier that empties reads 0."""
+    for tier in _TIERS:
+        PENDING.labels(tier).set(pending(tier))
