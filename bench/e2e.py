@@ -21,8 +21,9 @@ Closed loop prints throughput and the ratios (goals: atb ≥ 0.50 of crypto-bare
 ≥ 0.35 of bare). Both modes print each ATB process's CPU time per request (utime +
 stime from /proc, from the first request until the audit store holds every event):
 where the time goes across the services. Open loop sends at `--rate` per second for `--seconds` and prints
-p50, p99 and max of each (goals: atb p50 at most 2 times and p99 at most 3 times bare). Speed is
-measured here, never asserted in a test.
+p50, p99 and max of each (goals: atb p50 at most 2 times and p99 at most 3 times bare), and the p50 of
+the last hop alone: from the answer record's create time to its read (for ATB, the issuer's commit and
+the reader's fetch). Speed is measured here, never asserted in a test.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Result:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    last_hop_p50_ms: float
+    """From the answer record's create time (its producer's clock) to its read: the last hop alone."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _result(name: str, sent: dict[str, float], arrived: dict[str, float]) -> Result:
+def _result(name: str, sent: dict[str, float], arrived: dict[str, float], last_hops: list[float]) -> Result:
     latencies = sorted(1000 * (arrived[key] - sent[key]) for key in arrived)
     seconds = max(arrived.values()) - min(sent.values())
     return Result(
@@ -116,6 +119,7 @@ def _result(name: str, sent: dict[str, float], arrived: dict[str, float]) -> Res
         p50_ms=round(statistics.median(latencies), 1),
         p99_ms=round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
         max_ms=round(latencies[-1], 1),
+        last_hop_p50_ms=round(statistics.median(last_hops), 1),
     )
 
 
@@ -129,7 +133,10 @@ def _say(message: str) -> None:
     sys.stderr.write(f"  {message}\n")
 
 
-async def _collect(bootstrap: str, topic: str, total: int, key_of: KeyOf, timeout: float) -> dict[str, float]:
+async def _collect(
+    bootstrap: str, topic: str, total: int, key_of: KeyOf, timeout: float
+) -> tuple[dict[str, float], list[float]]:
+    """When each answer was read (perf_counter), and each one's last hop in ms (read minus the record's create time)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -139,22 +146,24 @@ async def _collect(bootstrap: str, topic: str, total: int, key_of: KeyOf, timeou
     )
     await consumer.start()
     arrived: dict[str, float] = {}
+    last_hops: list[float] = []
     deadline = time.monotonic() + timeout
     try:
         while len(arrived) < total and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-            now = time.perf_counter()
+            now, wall_ms = time.perf_counter(), time.time() * 1000
             for messages in batches.values():
                 for msg in messages:
                     key = key_of(msg)
-                    if key is not None:
-                        arrived.setdefault(key, now)
+                    if key is not None and key not in arrived:
+                        arrived[key] = now
+                        last_hops.append(wall_ms - msg.timestamp)
             _progress(topic, len(arrived), total)
     finally:
         await consumer.stop()
     if len(arrived) < total:
         raise SystemExit(f"only {len(arrived)} of {total} arrived on {topic} within {timeout:.0f}s")
-    return arrived
+    return arrived, last_hops
 
 
 async def run(bootstrap: str, pipeline: Pipeline, n: int, rate: float | None) -> Result:
@@ -171,7 +180,8 @@ async def run(bootstrap: str, pipeline: Pipeline, n: int, rate: float | None) ->
         sent_at = time.perf_counter()
         sent[await pipeline.send(i)] = sent_at
     await pipeline.flush()
-    return _result(pipeline.name, sent, await collector)
+    arrived, last_hops = await collector
+    return _result(pipeline.name, sent, arrived, last_hops)
 
 
 def _poa_key(msg: ConsumerRecord[bytes, bytes]) -> str | None:
@@ -328,7 +338,7 @@ async def bare_pipeline(bootstrap: str, *, crypto: bool) -> AsyncIterator[Pipeli
 def _line(r: Result) -> str:
     return (
         f"{r.name:11} {r.requests} requests in {r.seconds:.2f}s: {r.throughput:.0f}/s, "
-        f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms"
+        f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms (last hop p50 {r.last_hop_p50_ms:.1f} ms)"
     )
 
 

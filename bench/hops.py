@@ -74,6 +74,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--audit-sink", action="store_true", help="run the audit sink beside them (SQLite), as bench/e2e.py does"
+    )
     args = parser.parse_args()
     infra = await ensure_infra(progress=_say)
     bootstrap = infra.kafka_bootstrap
@@ -81,8 +84,10 @@ async def main() -> None:
     await ensure_topics(bootstrap, ns)
     with tempfile.TemporaryDirectory(prefix="atb-bench-hops-") as tmp:
         state = Path(tmp)
+        audit = f"sqlite:///{state / 'audit.db'}" if args.audit_sink else ""
         stack = ServiceStack(
-            StackConfig(bootstrap, infra.opa_url, state, namespace=ns), services=("approvals", "issuer")
+            StackConfig(bootstrap, infra.opa_url, state, namespace=ns, audit_db_url=audit),
+            services=("approvals", "issuer", "audit-sink") if args.audit_sink else ("approvals", "issuer"),
         )
         await stack.start(ready_timeout=90)
         svid = ensure_svid(state, AGENT)
