@@ -376,3 +376,27 @@ async def test_a_closed_request_is_forgotten_once_after_its_retention_and_not_be
     await bus.tick()
     assert (await _tombstones(bus, "req-forget-1"), await _tombstones(bus, "req-forget-2")) == (1, 1)
     assert service.open_requests == 0
+
+
+async def test_votes_orphaned_for_a_request_that_never_came_leave_nothing_held_after_the_retention(
+    bus: Bus, world: World, clock: Clock
+) -> None:
+    service, sut = world.approvals()
+    await bus.attach(sut)
+    settings = ApprovalsSettings(state_dir=world.state)
+    request, _record = world.request("req-never", MEDIUM)
+    await bus.publish([world.vote(request, "alice")[1]])
+    await bus.settle()
+    assert service.open_requests == 1
+
+    clock.advance(settings.vote_hold_seconds + 1)
+    await bus.tick()
+    assert [t for t, _ in await audits(bus, "req-never")] == ["approval_vote_held", "approval_vote_orphaned"]
+    assert (await _tombstones(bus, "req-never"), service.open_requests) == (0, 1)
+
+    clock.advance(settings.closed_retention_seconds - 1)
+    await bus.tick()
+    assert (await _tombstones(bus, "req-never"), service.open_requests) == (0, 1)
+    clock.advance(2)
+    await bus.tick()
+    assert (await _tombstones(bus, "req-never"), service.open_requests) == (1, 0)

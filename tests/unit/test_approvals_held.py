@@ -2,7 +2,7 @@
 
 The indexes must answer what a scan of every state held would: the open requests per tier,
 the states a deadline can act on, and the closed states old enough to forget (never one too
-young; late is allowed, and bounded by the entry in front of it).
+young, and none left behind, whatever order the states were put in).
 """
 
 from __future__ import annotations
@@ -63,16 +63,29 @@ def test_the_pending_count_follows_each_request_from_open_to_closed_to_forgotten
     assert len(held) == 0
 
 
-def test_the_tick_sees_only_the_states_not_closed_in_arrival_order() -> None:
+def test_the_tick_sees_only_the_states_not_closed_in_the_order_first_held() -> None:
     held = HeldStates()
     held.put("held", _state("held", "held", None, T0))
     held.put("open", _state("open", "open", Tier.HIGH, T0))
     held.put("done", _state("done", "closed", Tier.LOW, T0))
     assert [r for r, _ in held.active()] == ["held", "open"]
-    held.put("held", _state("held", "open", Tier.MEDIUM, T0))  # its request arrived
+    held.put("held", _state("held", "open", Tier.MEDIUM, T0))  # its request arrived: it keeps its place
+    assert [r for r, _ in held.active()] == ["held", "open"]
     held.put("open", _state("open", "closed", Tier.HIGH, T0))
     assert [(r, s.status) for r, s in held.active()] == [("held", "open")]
     assert len(held) == 3
+
+
+def test_states_put_out_of_time_order_are_forgotten_on_time() -> None:
+    """A restore puts one partition after another, a rewind puts states back: neither delays forgetting."""
+    held = HeldStates()
+    for i in range(100):  # partition 0: the last two hours
+        held.put(f"p0-{i}", _state(f"p0-{i}", "closed", Tier.LOW, T0 + timedelta(minutes=i)))
+    for i in range(100):  # partition 1: the same two hours, put after all of partition 0
+        held.put(f"p1-{i}", _state(f"p1-{i}", "closed", Tier.LOW, T0 + timedelta(minutes=i)))
+    due = held.closed_before(T0 + timedelta(minutes=10))
+    assert sorted(due) == sorted([f"p0-{i}" for i in range(10)] + [f"p1-{i}" for i in range(10)])
+    assert due[:2] == ["p0-0", "p1-0"]  # oldest first
 
 
 def test_a_closed_state_is_forgotten_once_only_after_the_cutoff_and_by_its_latest_close() -> None:
@@ -126,10 +139,10 @@ def test_the_indexes_answer_what_a_scan_of_every_state_would(
             held.pop(request_id)
             model.pop(request_id, None)
         else:
-            for forgotten in held.closed_before(at):
-                # Never early: what is handed out is closed and older than the cutoff now.
-                assert model[forgotten].status == "closed"
-                assert model[forgotten].updated_at < at
+            handed = held.closed_before(at)
+            # Neither early nor late: exactly the states closed before the cutoff, each once.
+            assert sorted(handed) == sorted(r for r, s in model.items() if s.status == "closed" and s.updated_at < at)
+            for forgotten in handed:
                 held.pop(forgotten)
                 del model[forgotten]
         for t in Tier:
@@ -137,5 +150,5 @@ def test_the_indexes_answer_what_a_scan_of_every_state_would(
             assert held.pending(t.value) == scan
         assert {r for r, _ in held.active()} == {r for r, s in model.items() if s.status != "closed"}
         assert len(held) == len(model)
-    # Late, not lost: once the cutoff passes every close, every closed state is handed out.
+    # Nothing lost: once the cutoff passes every close, every closed state is handed out.
     assert set(held.closed_before(T0 + timedelta(days=1))) == {r for r, s in model.items() if s.status == "closed"}

@@ -144,7 +144,7 @@ class ApprovalsService:
         # `closed_retention_seconds` (docs/scaling.md).
         since = datetime.now(UTC) - timedelta(seconds=self._settings.restore_window_seconds())
         for partition, states in (await self._store.load(partitions, since=since)).items():
-            for request_id, state in sorted(states.items(), key=lambda item: item[1].updated_at):
+            for request_id, state in states.items():
                 self._states.put(request_id, state)
                 self._home[request_id] = partition
                 self._note_counters(state)
@@ -358,6 +358,10 @@ class ApprovalsService:
         forget_before = now - timedelta(seconds=self._settings.closed_retention_seconds)
         out.extend(self._forget(request_id) for request_id in self._states.closed_before(forget_before))
         for request_id, state in self._states.active():
+            if state.status == "held" and not state.ballots and state.updated_at < forget_before:
+                # Its held votes were dropped as orphaned, and its request never came: nothing is left to keep.
+                out.append(self._forget(request_id))
+                continue
             # The deadline first; then, for a request still open, its reminders and escalation.
             step = on_tick(state, directory=self._directory, now=now) or reminder_step(
                 state, directory=self._directory, now=now
@@ -368,7 +372,7 @@ class ApprovalsService:
         return out
 
     def _forget(self, request_id: str) -> Outgoing:
-        """No later event can matter for this closed request any more: tombstone its changelog."""
+        """No later event can matter for this request any more (closed, or emptied of held votes): tombstone it."""
         self._states.pop(request_id)
         self._home.pop(request_id, None)
         return self._store.tombstone(request_id)
