@@ -102,6 +102,14 @@ def test_a_closed_state_is_forgotten_once_only_after_the_cutoff_and_by_its_lates
     assert "a" in held  # forgetting is the caller's `pop`
 
 
+def test_a_closed_state_put_back_by_a_rewind_is_handed_out_once() -> None:
+    held = HeldStates()
+    held.put("a", _state("a", "closed", Tier.LOW, T0))
+    held.pop("a")  # a rewind forgets what the failed transaction decided...
+    held.put("a", _state("a", "closed", Tier.LOW, T0))  # ...and reloads the committed state: two entries
+    assert held.closed_before(T0 + timedelta(seconds=1)) == ["a"]
+
+
 def test_a_forgotten_and_reloaded_request_is_not_taken_by_its_old_entry() -> None:
     held = HeldStates()
     held.put("a", _state("a", "closed", Tier.LOW, T0))
@@ -113,7 +121,7 @@ def test_a_forgotten_and_reloaded_request_is_not_taken_by_its_old_entry() -> Non
 
 _OPS = st.lists(
     st.tuples(
-        st.sampled_from(["put", "pop", "forget"]),
+        st.sampled_from(["put", "pop", "reput", "forget"]),
         st.sampled_from(["r1", "r2", "r3", "r4"]),
         st.sampled_from(["held", "open", "closed"]),
         st.sampled_from([None, Tier.LOW, Tier.MEDIUM, Tier.CRITICAL]),
@@ -138,9 +146,14 @@ def test_the_indexes_answer_what_a_scan_of_every_state_would(
         elif op == "pop":
             held.pop(request_id)
             model.pop(request_id, None)
+        elif op == "reput":  # a rewind: the state held is popped and put back as it was
+            if request_id in model:
+                held.pop(request_id)
+                held.put(request_id, model[request_id])
         else:
             handed = held.closed_before(at)
             # Neither early nor late: exactly the states closed before the cutoff, each once.
+            assert len(handed) == len(set(handed))
             assert sorted(handed) == sorted(r for r, s in model.items() if s.status == "closed" and s.updated_at < at)
             for forgotten in handed:
                 held.pop(forgotten)

@@ -82,7 +82,7 @@ class HeldStates:
         return [(request_id, self._states[request_id]) for request_id in self._active]
 
     def closed_before(self, cutoff: datetime) -> list[str]:
-        """Take the closed requests whose state closed before `cutoff`, oldest first, for forgetting.
+        """Take the closed requests whose state closed before `cutoff`, for forgetting (each once).
 
         Their entries leave the heap; the states stay until `pop`."""
         due: list[str] = []
